@@ -1,0 +1,149 @@
+"""The single exception tree of batchroute. Leaf module: imports nothing from batchroute.
+
+The runner decides what to do from an exception's *type* and attributes, never from its
+message; only the CLI turns exceptions into exit codes and user-facing text::
+
+    BatchrouteError
+    ├── SpecError                 bad job file or values; names file and key path   (exit 2)
+    ├── ConfigError               bad arguments, missing API key                     (exit 2)
+    ├── InputError                a bad JSONL line; carries path + line number (becomes 'invalid')
+    ├── UpstreamError             a call failed; carries model, status, error_type
+    │   ├── RetryableError        408/429/5xx/timeout/connection reset; may carry retry_after
+    │   │   └── RateLimited       429 (upstream or platform per-minute)
+    │   ├── RejectedError         don't retry this model: try the next one in the chain
+    │   │   ├── DailyCapReached   429 free-models-per-day: not retried until `reset_at`
+    │   │   └── QualityFailed     a 200 whose answer failed a check (empty, length, bad JSON)
+    │   └── FatalUpstreamError    stop the whole run
+    │       ├── AuthError         401                                                (exit 2)
+    │       └── CreditsExhausted  402 out of credits or key limit                    (exit 3)
+    ├── AllModelsFailed           fallback chain (and escalation) exhausted for one record
+    ├── BudgetExceeded            the daily cap leaves no room; dispatch stops       (exit 3)
+    ├── LockHeld                  another run holds this database                    (exit 5)
+    └── StoreError                DuckDB failure or a file that is not a batchroute store
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+
+class BatchrouteError(Exception):
+    """Base class of every error batchroute raises on purpose."""
+
+
+class SpecError(BatchrouteError):
+    """The job file is missing, is not YAML, or fails validation."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        where = ": ".join(p for p in (path, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigError(BatchrouteError):
+    """Bad command-line arguments or environment (for example a missing API key)."""
+
+
+class InputError(BatchrouteError):
+    """One input line cannot become a request; the record becomes an `invalid` row."""
+
+    def __init__(self, reason: str, *, path: str = "", line_no: int = 0) -> None:
+        self.reason = reason
+        self.path = path
+        self.line_no = line_no
+        super().__init__(f"{path}:{line_no}: {reason}" if path else reason)
+
+
+class UpstreamError(BatchrouteError):
+    """A call to the model API failed.
+
+    Attributes:
+        model: the model id the call asked for.
+        status: HTTP status (0 for timeouts and connection errors; 200 for errors in a body).
+        error_type: a short machine-readable kind, e.g. ``rate_limited``, ``timeout``,
+            ``context_length_exceeded``, ``empty_content``; stored in ``attempts.error_type``.
+        cost: what the provider billed for the failed call (usually 0), if it said.
+        generation_id: the ``gen-…`` id, if the response carried one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        status: int = 0,
+        error_type: str = "error",
+        retry_after: float | None = None,
+        cost: Decimal | None = None,
+        generation_id: str | None = None,
+    ) -> None:
+        self.model = model
+        self.status = status
+        self.error_type = error_type
+        self.retry_after = retry_after
+        self.cost = cost
+        self.generation_id = generation_id
+        super().__init__(message)
+
+
+class RetryableError(UpstreamError):
+    """Transient: retry the same model after a backoff (honouring ``retry_after`` seconds)."""
+
+
+class RateLimited(RetryableError):
+    """HTTP 429 that will clear soon (upstream or per-minute limits)."""
+
+
+class RejectedError(UpstreamError):
+    """This model will not serve this request: move on to the next model in the chain."""
+
+
+class DailyCapReached(RejectedError):
+    """429 ``free-models-per-day``: the model is unusable until ``reset_at`` (epoch seconds)."""
+
+    def __init__(self, message: str, *, reset_at: float | None = None, **kw: object) -> None:
+        self.reset_at = reset_at
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class QualityFailed(RejectedError):
+    """The call succeeded and was paid, but the answer failed a quality check."""
+
+
+class FatalUpstreamError(UpstreamError):
+    """Nothing more can be sent in this run (bad key, no credits)."""
+
+
+class AuthError(FatalUpstreamError):
+    """401: the API key is missing, invalid, disabled or expired."""
+
+
+class CreditsExhausted(FatalUpstreamError):
+    """402: the account or key has no credits left for this request."""
+
+
+class AllModelsFailed(BatchrouteError):
+    """Every model of the chain (and of any escalation tier) failed for one record."""
+
+    def __init__(self, errors: Sequence[UpstreamError]) -> None:
+        self.errors = tuple(errors)
+        last = self.errors[-1] if self.errors else None
+        super().__init__(str(last) if last else "no model could be tried")
+
+
+class BudgetExceeded(BatchrouteError):
+    """The daily cap leaves no room for the next call, even with nothing in flight."""
+
+
+class LockHeld(BatchrouteError):
+    """Another batchroute run holds the lock on this database."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        self.pid = pid
+        super().__init__(message)
+
+
+class StoreError(BatchrouteError):
+    """DuckDB failed, or the file is not a batchroute database."""

@@ -1,0 +1,192 @@
+"""Plain data shared by the pipeline stages. Leaf module: no I/O, imports only `errors`-free stdlib.
+
+Statuses are `str` enums so they can be written to DuckDB as they are. Money is `Decimal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+TASK_TYPES: tuple[str, ...] = (
+    "classification",
+    "simple_qa",
+    "translation",
+    "summarization",
+    "chat",
+    "code_generation",
+    "code_review",
+    "analysis",
+    "creative_writing",
+    "deep_reasoning",
+)
+"""The ten task types the classifier and routing table know."""
+
+COMPLEXITIES: tuple[str, ...] = ("low", "medium", "high", "very_high")
+
+TIER_NAMES: tuple[str, ...] = ("budget", "mid", "standard", "premium")
+"""Default tier names, cheapest to strongest."""
+
+DEFAULT_ROUTING: dict[str, str] = {
+    "classification": "budget",
+    "simple_qa": "budget",
+    "translation": "mid",
+    "summarization": "mid",
+    "chat": "mid",
+    "code_generation": "standard",
+    "code_review": "standard",
+    "analysis": "standard",
+    "creative_writing": "standard",
+    "deep_reasoning": "premium",
+}
+"""The classic task → tier table (design §2)."""
+
+DEFAULT_COMPLEXITY_ROUTING: dict[str, str] = {
+    "low": "budget",
+    "medium": "mid",
+    "high": "standard",
+    "very_high": "premium",
+}
+
+
+class RecordStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    INVALID = "invalid"
+    PENDING = "pending"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    FAILED = "failed"
+
+
+class AttemptOutcome(StrEnum):
+    """What the runner decided after one call."""
+
+    OK = "ok"
+    RETRY = "retry"  # same model again after a backoff
+    FALLBACK = "fallback"  # next model of the tier's chain
+    ESCALATE = "escalate"  # first model of the next tier
+    FAILED = "failed"  # nothing left to try: the record fails
+    FATAL = "fatal"  # the whole run stops (401, 402)
+    CANCELLED = "cancelled"  # interrupted while in flight
+
+
+class CostSource(StrEnum):
+    OPENROUTER = "openrouter"  # usage.cost of the response
+    CATALOG = "catalog"  # tokens × /models price
+    GENERATION = "generation"  # GET /generation
+    NONE = "none"  # nothing billed and nothing reported
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """Output of the classifier: why a record goes where it goes."""
+
+    task_type: str
+    complexity: str
+    reason: str  # e.g. "rule:code_fence", "task_field", "job.task"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input line. `fields` is None when the line is not a JSON object (then `error` says why)."""
+
+    line_no: int
+    key: str
+    fields: dict[str, Any] | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal | None = None  # usage.cost as the provider reported it, exact
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A successful chat completion as the client hands it to the runner."""
+
+    content: str | None
+    finish_reason: str | None
+    native_finish_reason: str | None
+    model: str  # the model that actually served (response.model)
+    provider: str | None
+    generation_id: str | None
+    usage: Usage
+    http_status: int = 200
+
+
+@dataclass(slots=True)
+class ResultRow:
+    """One row of `results` (design §4). cost_usd is the sum over all attempts of the record."""
+
+    job_name: str
+    record_key: str
+    run_id: str
+    line_no: int
+    status: RecordStatus
+    task_type: str | None = None
+    complexity: str | None = None
+    tier: str | None = None
+    classifier: str | None = None
+    model_requested: str | None = None
+    model_served: str | None = None
+    provider: str | None = None
+    output: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: Decimal = Decimal(0)
+    cost_source: str | None = None
+    latency_ms: int | None = None
+    attempts: int = 0
+    escalations: int = 0
+    error_type: str | None = None
+    error_message: str | None = None
+    generation_id: str | None = None
+    request_fp: str | None = None  # fingerprint of the rendered request (migration 2)
+    created_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class AttemptRow:
+    """One row of `attempts`: every call, so every routing decision can be audited."""
+
+    run_id: str
+    job_name: str
+    record_key: str
+    attempt_no: int
+    tier: str
+    model: str
+    started_at: datetime
+    latency_ms: int
+    http_status: int | None
+    outcome: AttemptOutcome
+    error_type: str | None = None
+    error_message: str | None = None
+    cost_usd: Decimal = Decimal(0)
+    cost_source: str = CostSource.NONE
+    generation_id: str | None = None
+
+
+@dataclass(slots=True)
+class RunCounts:
+    """Counters kept by the runner and written to `runs`."""
+
+    seen: int = 0
+    done: int = 0
+    failed: int = 0
+    invalid: int = 0
+    pending: int = 0
+    skipped: int = 0  # already final in the store (resume)
+    cost_usd: Decimal = field(default_factory=lambda: Decimal(0))
