@@ -1,0 +1,99 @@
+"""Budget stage: the daily cap as clock-free Decimal arithmetic. Pure and synchronous.
+
+A call may go out only if settled spend + outstanding reservations + its own worst case fit
+under the cap; afterwards its reservation is replaced by what it actually cost. The runner owns
+the waiting (an asyncio.Condition); this module only answers "does it fit" and keeps the books.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from batchroute.catalog import ModelInfo
+
+MESSAGE_OVERHEAD_TOKENS = 8
+"""Per-message allowance for role and formatting tokens in the prompt-token bound."""
+
+REQUEST_OVERHEAD_TOKENS = 16
+"""Per-request allowance (reply priming, BOS/EOS) in the prompt-token bound."""
+
+
+def prompt_token_bound(contents: Iterable[str]) -> int:
+    """A true upper bound on prompt tokens: every token is at least one UTF-8 byte."""
+    return REQUEST_OVERHEAD_TOKENS + sum(
+        len(c.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for c in contents
+    )
+
+
+def worst_case_cost(model: ModelInfo, prompt_tokens_max: int, max_tokens: int) -> Decimal:
+    """Most a call can cost: every prompt token bound billed, `max_tokens` generated."""
+    return model.cost(prompt_tokens_max, max_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: int
+    amount: Decimal
+
+
+class Budget:
+    """Books for one UTC day: `spent` is settled, `reserved` is promised to calls in flight.
+
+    Invariant: spent + reserved ≤ cap after every successful `try_reserve`, and `settle` with
+    an actual cost ≤ the reservation keeps spent ≤ cap.
+    """
+
+    def __init__(self, cap: Decimal, spent: Decimal = Decimal(0)) -> None:
+        if cap <= 0:
+            raise ValueError("cap must be positive")
+        self.cap = cap
+        self.spent = spent
+        self._open: dict[int, Decimal] = {}
+        self._reserved = Decimal(0)  # running total of _open (exact: Decimal)
+        self._ids = itertools.count(1)
+        self.overruns = 0  # settlements above their reservation (a bound was wrong)
+
+    @property
+    def reserved(self) -> Decimal:
+        return self._reserved
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._open)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.cap - self.spent - self.reserved
+
+    def fits(self, amount: Decimal) -> bool:
+        return self.spent + self.reserved + amount <= self.cap
+
+    def try_reserve(self, amount: Decimal) -> Reservation | None:
+        """Reserve `amount` if it fits under the cap, else return None (nothing changes)."""
+        if amount < 0:
+            raise ValueError("a reservation cannot be negative")
+        if not self.fits(amount):
+            return None
+        r = Reservation(next(self._ids), amount)
+        self._open[r.id] = amount
+        self._reserved += amount
+        return r
+
+    def settle(self, r: Reservation, actual: Decimal) -> None:
+        """Replace the reservation with the actual cost of the call."""
+        self._reserved -= self._open.pop(r.id)
+        if actual > r.amount:
+            self.overruns += 1
+        self.spent += actual
+
+    def release(self, r: Reservation) -> None:
+        """Drop a reservation whose call was never sent."""
+        if r.id in self._open:
+            self._reserved -= self._open.pop(r.id)
+
+    def exhausted(self, amount: Decimal) -> bool:
+        """Nothing in flight and `amount` still does not fit: the day's budget is spent."""
+        return not self._open and not self.fits(amount)

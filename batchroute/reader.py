@@ -1,0 +1,61 @@
+"""Reader stage: stream a JSONL file into `Record`s with line numbers, in bounded memory.
+
+A line that is not UTF-8 or not a JSON object still becomes a `Record` (with `fields=None`
+and `error` set) so the runner can write an `invalid` row for it; reading never stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from batchroute.errors import InputError
+from batchroute.types import Record
+
+
+def record_key(raw: bytes) -> str:
+    """Default key: sha256 of the line without its line ending."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
+    key = record_key(raw)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Record(line_no, key, None, f"not UTF-8 (byte {exc.start})")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Record(line_no, key, None, f"not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return Record(line_no, key, None, f"not a JSON object (got {type(obj).__name__})")
+    if id_field is not None:
+        value = obj.get(id_field)
+        if value is None or isinstance(value, dict | list) or value == "":
+            return Record(line_no, key, None, f"id field {id_field!r} missing or not a scalar")
+        key = str(value)
+    return Record(line_no, key, obj)
+
+
+def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> Iterator[Record]:
+    """Yield one `Record` per non-blank line, lazily.
+
+    Raises:
+        InputError: only when the file itself cannot be opened.
+    """
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot open input: {exc.strerror}", path=str(path)) from exc
+    with fh:
+        for line_no, line in enumerate(fh, start=1):
+            if line_no <= start:
+                continue
+            raw = line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            yield _parse(raw, line_no, id_field)

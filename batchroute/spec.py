@@ -1,0 +1,252 @@
+"""The job file: `JobSpec`, validated once at the edge, then passed around as data.
+
+Unknown keys are errors that name the file and key path. Paths in a job file are relative to the
+job file. This module reads YAML and nothing else: no network, no database, no environment.
+"""
+
+from __future__ import annotations
+
+import string
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batchroute.errors import SpecError
+from batchroute.types import (
+    COMPLEXITIES,
+    DEFAULT_COMPLEXITY_ROUTING,
+    DEFAULT_ROUTING,
+    TASK_TYPES,
+    TIER_NAMES,
+)
+
+DEFAULT_TIERS: dict[str, list[str]] = {
+    "budget": ["meta-llama/llama-3.1-8b-instruct", "qwen/qwen-2.5-7b-instruct"],
+    "mid": ["openai/gpt-4o-mini", "google/gemini-2.0-flash-001"],
+    "standard": ["anthropic/claude-sonnet-4.5", "openai/gpt-4o"],
+    "premium": ["openai/o1", "openai/o3"],
+}
+"""Design §2's tiers, cheapest → strongest; every id is in the May 2026 catalogue."""
+
+QUALITY_CHECKS = ("empty", "length", "json")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PromptSpec(_Strict):
+    system: str | None = None
+    user: str
+
+    @field_validator("system", "user")
+    @classmethod
+    def _plain_fields(cls, v: str | None) -> str | None:
+        for _, name, _, _ in string.Formatter().parse(v or ""):
+            if name is not None and not name.isidentifier():
+                raise ValueError(
+                    f"template field {{{name}}} must be a plain record field name "
+                    "(write {{ and }} for literal braces)"
+                )
+        return v
+
+    def fields(self) -> set[str]:
+        """Record fields the templates need."""
+        out: set[str] = set()
+        for tpl in (self.system or "", self.user):
+            out.update(n for _, n, _, _ in string.Formatter().parse(tpl) if n)
+        return out
+
+
+class MaxPrice(_Strict):
+    """USD per million tokens, as OpenRouter's provider.max_price."""
+
+    prompt: Decimal | None = None
+    completion: Decimal | None = None
+
+
+class TierSpec(_Strict):
+    """A tier: an ordered fallback chain, given as a list or as an object with options."""
+
+    models: tuple[str, ...] = ()
+    native_fallback: bool = False  # also send up to 3 of the chain as `models` (server-side)
+    provider: dict[str, Any] | None = None  # passed through to OpenRouter as-is
+    concurrency: int | None = Field(default=None, ge=1)
+    # Cost-aware choice, resolved from the catalogue when the run starts:
+    cheapest: bool = False
+    count: int = Field(default=2, ge=1, le=10)
+    min_context: int | None = Field(default=None, ge=1)
+    needs: tuple[str, ...] = ()
+    max_price: MaxPrice | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return {"models": v}
+        return v
+
+    @model_validator(mode="after")
+    def _has_models(self) -> TierSpec:
+        if not self.models and not self.cheapest:
+            raise ValueError("a tier needs at least one model (or `cheapest: true`)")
+        return self
+
+
+class RequestSpec(_Strict):
+    max_tokens: int = Field(ge=1, le=1_000_000)  # required: it bounds the cost of every call
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    response_format: dict[str, Any] | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # any other OpenRouter field
+
+    def wants_json(self) -> bool:
+        return bool(self.response_format) and self.response_format.get("type") in (  # type: ignore[union-attr]
+            "json_object",
+            "json_schema",
+        )
+
+
+class LimitsSpec(_Strict):
+    concurrency: int = Field(default=32, ge=1, le=4096)
+    requests_per_minute: int | None = Field(default=600, ge=1)
+    per_model_rpm: dict[str, int] = Field(default_factory=dict)
+    timeout_s: float = Field(default=60, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=20)  # per model, before the next in the chain
+    backoff_base_s: float = Field(default=0.5, ge=0)  # first retry waits about this long
+    backoff_max_s: float = Field(default=30, ge=0)
+    max_escalations: int = Field(default=1, ge=0)  # tiers a record may climb; 0 = never
+    cooldown_after: int = Field(default=5, ge=1)  # consecutive failures that cool a model down
+    cooldown_s: float = Field(default=60, ge=0)
+    grace_s: float = Field(default=30, ge=0)  # after Ctrl-C, in-flight calls get this long
+    queue_size: int = Field(default=1024, ge=1)  # records buffered per tier (bounds memory)
+
+
+class BudgetSpec(_Strict):
+    daily_usd: Decimal = Field(gt=0)
+    scope: Literal["database", "job"] = "database"
+
+
+class OutputSpec(_Strict):
+    database: Path = Path("results.duckdb")
+
+
+class EndpointSpec(_Strict):
+    base_url: str = "https://openrouter.ai/api/v1"
+    api_key_env: str = "OPENROUTER_API_KEY"
+    title: str = "batchroute"
+    referer: str = "https://github.com/batchroute/batchroute"
+
+
+class JobSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    input: Path
+    id_field: str | None = None
+    prompt: PromptSpec
+    task: str | None = None
+    task_field: str | None = None
+    classifier: Literal["heuristic"] = "heuristic"
+    tiers: dict[str, TierSpec] = Field(
+        default_factory=lambda: {k: TierSpec(models=tuple(v)) for k, v in DEFAULT_TIERS.items()}
+    )
+    routing: dict[str, str] = Field(default_factory=dict)
+    complexity_routing: dict[str, str] = Field(default_factory=dict)
+    quality: tuple[Literal["empty", "length", "json"], ...] = QUALITY_CHECKS
+    request: RequestSpec
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    budget: BudgetSpec
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    endpoint: EndpointSpec = Field(default_factory=EndpointSpec)
+    path: Path | None = Field(default=None, exclude=True)  # where the job file was read from
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str | None) -> str | None:
+        if v is not None and v not in TASK_TYPES:
+            raise ValueError(f"unknown task type {v!r}; known: {', '.join(TASK_TYPES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _routing_targets(self) -> JobSpec:
+        if not self.tiers:
+            raise ValueError("tiers: at least one tier is needed")
+        for table, keys in ((self.routing, TASK_TYPES), (self.complexity_routing, COMPLEXITIES)):
+            for k, tier in table.items():
+                if k not in keys:
+                    raise ValueError(f"routing key {k!r} is not one of {', '.join(keys)}")
+                if tier not in self.tiers:
+                    raise ValueError(f"routing {k!r} → {tier!r}: no such tier")
+        return self
+
+    def tier_for_task(self, task_type: str) -> str:
+        """Tier for a task type: the job's routing, else the default table, else the nearest."""
+        tier = self.routing.get(task_type) or DEFAULT_ROUTING.get(task_type, "mid")
+        return self._existing(tier)
+
+    def tier_for_complexity(self, complexity: str) -> str:
+        tier = self.complexity_routing.get(complexity) or DEFAULT_COMPLEXITY_ROUTING.get(
+            complexity, "mid"
+        )
+        return self._existing(tier)
+
+    def _existing(self, tier: str) -> str:
+        """Map a default tier name onto this job's tiers when the job renamed or dropped some."""
+        if tier in self.tiers:
+            return tier
+        names = list(self.tiers)
+        rank = TIER_NAMES.index(tier) if tier in TIER_NAMES else 1
+        return names[min(rank, len(names) - 1)]
+
+    def next_tier(self, tier: str) -> str | None:
+        names = list(self.tiers)
+        i = names.index(tier)
+        return names[i + 1] if i + 1 < len(names) else None
+
+    @property
+    def database_path(self) -> Path:
+        return self.output.database
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    return (
+        ".".join(str(p) for p in loc if p not in ("function-before", "function-after")) or "(top)"
+    )
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate a job file; relative paths resolve against the job file's folder.
+
+    Raises:
+        SpecError: naming the file and the key path of the first problems.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read job file: {exc.strerror}", path=str(p)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        raise SpecError(f"not valid YAML: {exc}", path=str(p), key=where) from exc
+    if not isinstance(data, dict):
+        raise SpecError("a job file must be a YAML mapping", path=str(p))
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{_key_path(e['loc'])}: {e['msg']}" for e in exc.errors()[:8]]
+        raise SpecError("; ".join(problems), path=str(p)) from None
+    base = p.resolve().parent
+    return spec.model_copy(
+        update={
+            "input": (base / spec.input).resolve(),
+            "output": OutputSpec(database=(base / spec.output.database).resolve()),
+            "path": p.resolve(),
+        }
+    )
