@@ -93,7 +93,7 @@ def classify_error(
     """
     code = error.get("code")
     if in_body or not status:
-        status = code if isinstance(code, int) else (int(code) if str(code).isdigit() else 502)
+        status = code if isinstance(code, int) else (int(str(code)) if str(code).isdigit() else 502)
     msg = _message(error)
     kind = _error_type(error, status)
     kw: dict[str, Any] = {"model": model, "status": status, "error_type": kind}
@@ -145,7 +145,8 @@ def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> C
             error_type="malformed_response",
         )
     gen_id = doc.get("id") or (headers.get("X-Generation-Id") if headers is not None else None)
-    usage_doc = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
+    usage_raw = doc.get("usage")
+    usage_doc: dict[str, Any] = usage_raw if isinstance(usage_raw, dict) else {}
     cost = _cost(usage_doc) if usage_doc else None
     if isinstance(doc.get("error"), dict):
         err = classify_error(status, doc["error"], headers, model=model, in_body=True)

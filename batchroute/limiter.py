@@ -4,7 +4,8 @@ aiolimiter's bucket lets `max_rate` calls through at once and refills at max_rat
 so `AsyncLimiter(600, 60)` sends 1,200 calls in the first minute. We use a small burst and a
 refill rate lowered by that burst, so that no 60-second window ever holds more than the
 configured requests per minute: adherence stays in 97-100 % and the server never sees a
-self-inflicted 429.
+self-inflicted 429. (aiolimiter lets a call through while level + 1 ≤ max_rate; the level
+drains at max_rate / time_period per second.)
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from aiolimiter import AsyncLimiter
 def pacer(rpm: int) -> AsyncLimiter:
     """A limiter that keeps every sliding 60 s window at or below `rpm` calls."""
     burst = max(1, rpm // 600)  # about 0.1 s worth of calls, at least one
-    if rpm <= burst:
-        return AsyncLimiter(rpm, 60)
-    per_second = (rpm - burst) / 60
+    # `burst` calls at t=0, then one every 1/rate s: a half-open 60 s window holds
+    # burst + 60·rate - 1 calls, which must not pass rpm.
+    per_second = (rpm - burst + 0.5) / 60  # +0.5, not +1: float timing never tips it over
     return AsyncLimiter(burst, burst / per_second)
 
 

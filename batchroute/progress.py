@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -36,7 +36,7 @@ class Progress:
         self._last_log = monotonic()
         self._cost: dict[str, Decimal] = {}
         self._failed: dict[str, int] = {}
-        self._bars: dict[str, tqdm[None]] = {}
+        self._bars: dict[str, tqdm[Any]] = {}
         if bars and not quiet:
             for i, tier in enumerate(tiers):
                 self._bars[tier] = tqdm(

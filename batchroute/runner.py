@@ -523,7 +523,7 @@ class Runner:
 
     def _backoff(self, attempt: int, err: UpstreamError) -> float:
         lim = self.spec.limits
-        delay = min(lim.backoff_max_s, lim.backoff_base_s * 2 ** (attempt - 1))
+        delay = min(lim.backoff_max_s, lim.backoff_base_s * 2.0 ** (attempt - 1))
         delay = delay / 2 + self._rng.random() * delay / 2  # "equal jitter"
         return max(delay, err.retry_after or 0.0)
 

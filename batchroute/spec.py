@@ -31,7 +31,8 @@ DEFAULT_TIERS: dict[str, list[str]] = {
 }
 """Design §2's tiers, cheapest → strongest; every id is in the May 2026 catalogue."""
 
-QUALITY_CHECKS = ("empty", "length", "json")
+QualityCheck = Literal["empty", "length", "json"]
+QUALITY_CHECKS: tuple[QualityCheck, ...] = ("empty", "length", "json")
 
 
 class _Strict(BaseModel):
@@ -106,10 +107,8 @@ class RequestSpec(_Strict):
     extra_body: dict[str, Any] = Field(default_factory=dict)  # any other OpenRouter field
 
     def wants_json(self) -> bool:
-        return bool(self.response_format) and self.response_format.get("type") in (  # type: ignore[union-attr]
-            "json_object",
-            "json_schema",
-        )
+        fmt = self.response_format or {}
+        return fmt.get("type") in ("json_object", "json_schema")
 
 
 class LimitsSpec(_Strict):
@@ -156,7 +155,7 @@ class JobSpec(_Strict):
     )
     routing: dict[str, str] = Field(default_factory=dict)
     complexity_routing: dict[str, str] = Field(default_factory=dict)
-    quality: tuple[Literal["empty", "length", "json"], ...] = QUALITY_CHECKS
+    quality: tuple[QualityCheck, ...] = QUALITY_CHECKS
     request: RequestSpec
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     budget: BudgetSpec
