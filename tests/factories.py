@@ -1,0 +1,79 @@
+"""Test factories shared by runner, money and resume tests (plain functions, no fixtures)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from batchroute.spec import JobSpec, load_spec
+
+TIERS = {
+    "budget": ["meta-llama/llama-3.1-8b-instruct", "qwen/qwen-2.5-7b-instruct"],
+    "mid": ["openai/gpt-4o-mini", "google/gemini-2.0-flash-001"],
+    "standard": ["anthropic/claude-sonnet-4.5", "openai/gpt-4o"],
+    "premium": ["openai/o1", "openai/o3"],
+}
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any] | str]) -> Path:
+    """One JSON object per line; a `str` item is written as a raw (possibly broken) line."""
+    with path.open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return path
+
+
+def texts(n: int, *, prefix: str = "r") -> list[dict[str, Any]]:
+    """n simple translation records with ids `r00000`…"""
+    langs = ["French", "German", "Spanish", "Japanese"]
+    return [
+        {
+            "id": f"{prefix}{i:05d}",
+            "text": f"Sentence number {i} to translate. " * (1 + i % 4),
+            "target_lang": langs[i % 4],
+        }
+        for i in range(n)
+    ]
+
+
+def job_dict(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A job as a dict: translation into the `mid` tier, simulator-friendly limits."""
+    job: dict[str, Any] = {
+        "name": "t",
+        "input": str(tmp_path / "in.jsonl"),
+        "id_field": "id",
+        "prompt": {"system": "You translate.", "user": "Translate into {target_lang}:\n\n{text}"},
+        "task": "translation",
+        "tiers": TIERS,
+        "request": {"max_tokens": 256},
+        "limits": {
+            "concurrency": 16,
+            "requests_per_minute": None,
+            "timeout_s": 5,
+            "backoff_base_s": 0.01,
+            "backoff_max_s": 5,
+        },
+        "budget": {"daily_usd": 10},
+        "output": {"database": str(tmp_path / "results.duckdb")},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(job.get(key), dict):
+            job[key] = {**job[key], **value}
+        else:
+            job[key] = value
+    return job
+
+
+def make_spec(tmp_path: Path, **overrides: Any) -> JobSpec:
+    """Write the job file to tmp_path/job.yaml and load it the way the CLI does."""
+    return load_spec(write_job(tmp_path, **overrides))
+
+
+def write_job(tmp_path: Path, **overrides: Any) -> Path:
+    p = tmp_path / "job.yaml"
+    p.write_text(yaml.safe_dump(job_dict(tmp_path, **overrides), sort_keys=False))
+    return p
