@@ -1,0 +1,585 @@
+"""The fake OpenRouter as an aiohttp Application: routes, validation, routing/fallback, faults.
+
+Shapes follow docs/openrouter-api.md; bodies are built in `responses.py`, state lives in
+`state.py`. Never imported by the library (only by tests and the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from batchroute.catalog import ModelInfo
+from batchroute.simulator import responses as R
+from batchroute.simulator.faults import abort_connection, error_response, fault_error
+from batchroute.simulator.scenario import FALLBACK_FAULTS, Scenario, ScriptStep
+from batchroute.simulator.state import Clock, Generation, SimState, Sleep, draw
+from batchroute.simulator.streaming import stream_answer
+
+SIM_STATE = web.AppKey("batchroute_sim_state", SimState)
+"""`app[SIM_STATE]` is the live `SimState` (use `set_scenario(app, s)` to change the scenario)."""
+
+PROVIDER_KEYS = frozenset(
+    {
+        "order",
+        "allow_fallbacks",
+        "sort",
+        "only",
+        "ignore",
+        "require_parameters",
+        "data_collection",
+        "zdr",
+        "enforce_distillable_text",
+        "quantizations",
+        "max_price",
+        "preferred_max_latency",
+        "preferred_min_throughput",
+    }
+)
+_DEFAULT_MAX_OUT = 4096
+_AUTO_TARGET = "openai/gpt-4o-mini"  # what variable-priced routers (openrouter/auto) resolve to
+_JSON = "application/json"
+
+
+@dataclass(slots=True)
+class Call:
+    """One parsed chat request, with its per-request RNG."""
+
+    model: str
+    candidates: list[str]
+    messages: list[Any]
+    prompt_tokens: int
+    max_tokens: int | None
+    stream: bool
+    json_mode: bool
+    max_price: dict[str, Any] | None
+    rng: random.Random
+    gid: str
+    created: int
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, headers=headers, content_type=_JSON)
+
+
+def _api_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _unauthorized() -> web.Response:
+    return error_response(401, R.error_obj(401, "No auth credentials found"))
+
+
+def _bad(message: str, **kw: Any) -> web.Response:
+    return error_response(400, R.error_obj(400, message, **kw))
+
+
+def _validate(st: SimState, body: Any) -> web.Response | None:
+    """400s OpenRouter raises before routing (docs §1.1, §2.2)."""
+    if not isinstance(body, dict):
+        return _bad("Invalid JSON body")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _bad('Input required: specify "messages" (a non-empty array)')
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _bad("No model specified: this simulator has no account default model")
+    models = body.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        return _bad("'models' must be an array of strings")
+    if len(models) > 3:
+        return _bad("'models' array must have 3 items or fewer.")
+    provider = body.get("provider")
+    if provider is not None:
+        if not isinstance(provider, dict):
+            return _bad("'provider' must be an object")
+        unknown = [k for k in provider if k not in PROVIDER_KEYS]
+        if unknown:
+            keys = ", ".join(f"'{k}'" for k in unknown)
+            return _bad(f"Unrecognized key(s) in object: {keys}")
+    for m in [model, *models]:
+        if st.catalog.get(m) is None:
+            av = R.availability("model_not_found", m, retryable=False)
+            return error_response(
+                400,
+                R.error_obj(
+                    400,
+                    f"{m} is not a valid model ID",
+                    error_type="invalid_request",
+                    availability=av,
+                ),
+            )
+    return None
+
+
+def _parse_call(st: SimState, body: dict[str, Any]) -> Call:
+    model: str = body["model"]
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    fmt = body.get("response_format")
+    json_mode = isinstance(fmt, dict) and fmt.get("type") in {"json_object", "json_schema"}
+    provider = body.get("provider") or {}
+    candidates = list(dict.fromkeys([model, *(body.get("models") or [])]))
+    rng = st.rng_for(model, body["messages"])
+    now = st.clock()
+    return Call(
+        model=model,
+        candidates=candidates,
+        messages=body["messages"],
+        prompt_tokens=R.count_prompt_tokens(body["messages"]),
+        max_tokens=int(max_tokens) if isinstance(max_tokens, int | float) else None,
+        stream=bool(body.get("stream")),
+        json_mode=json_mode,
+        max_price=provider.get("max_price") if isinstance(provider, dict) else None,
+        rng=rng,
+        gid=R.gen_id(now, rng),
+        created=int(now),
+    )
+
+
+def _info(st: SimState, model: str) -> ModelInfo:
+    info = st.catalog.get(model)
+    assert info is not None  # validated before routing
+    return info
+
+
+def _max_out(info: ModelInfo, call: Call) -> int:
+    return call.max_tokens or info.max_completion_tokens or _DEFAULT_MAX_OUT
+
+
+def _preflight_credits(st: SimState, call: Call) -> web.Response | None:
+    """402 when the key's remaining limit cannot pay for prompt + max_tokens (docs §2.4)."""
+    remaining = st.remaining_credit()
+    if remaining is None:
+        return None
+    if remaining <= 0:
+        return fault_error("402", call.model, call.gid, st.scenario)
+    info = _info(st, call.model)
+    if info.is_free or info.variable_price or call.model.endswith(":free"):
+        return None
+    wanted = _max_out(info, call)
+    if info.cost(call.prompt_tokens, wanted) <= remaining:
+        return None
+    left = remaining - call.prompt_tokens * info.prompt - info.request
+    afford = int(left / info.completion) if info.completion > 0 and left > 0 else 0
+    message = (
+        "This request requires more credits, or fewer max_tokens. You requested up to "
+        f"{wanted} tokens, but can only afford {afford}. To increase, visit "
+        "https://openrouter.ai/settings/credits and add more credits"
+    )
+    err = R.error_obj(402, message, error_type="payment_required", metadata={"provider_name": None})
+    return error_response(402, err, gid=call.gid)
+
+
+def _too_expensive(info: ModelInfo, max_price: dict[str, Any] | None) -> bool:
+    """provider.max_price is USD per *million* tokens; /models prices are per token."""
+    if not max_price:
+        return False
+    per_m = Decimal(1_000_000)
+    for key, price in (("prompt", info.prompt), ("completion", info.completion)):
+        cap = max_price.get(key)
+        if isinstance(cap, int | float | str) and price * per_m > Decimal(str(cap)):
+            return True
+    cap = max_price.get("request")
+    return isinstance(cap, int | float | str) and info.request > Decimal(str(cap))
+
+
+def _decide(st: SimState, call: Call, model: str) -> ScriptStep:
+    """Outage, then context overflow, then the script, then a random fault draw."""
+    u = call.rng.random()  # always drawn, so the random stream does not depend on the path
+    status = st.outage_status(model)
+    if status is not None:
+        return ScriptStep(fault=str(status))
+    info = _info(st, model)
+    if info.context_length and call.prompt_tokens + (call.max_tokens or 0) > info.context_length:
+        return ScriptStep(fault="400_context")
+    step = st.next_script_step(model)
+    if step is not None:
+        return step
+    for bound, fault in st.effective(model).cumulative:
+        if u < bound:
+            return ScriptStep(fault=fault)
+    return _OK
+
+
+_OK = ScriptStep(fault="ok")
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    st = request.app[SIM_STATE]
+    key = _api_key(request)
+    if key is None:
+        return _unauthorized()
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _bad("Invalid JSON body")
+    problem = _validate(st, body)
+    if problem is not None:
+        return problem
+    wait = st.admit_rpm(key)
+    if wait is not None:
+        return _rpm_limited(st, wait)
+    call = _parse_call(st, body)
+    refused = _preflight_credits(st, call)
+    if refused is not None:
+        return refused
+    candidates = [m for m in call.candidates if not _too_expensive(_info(st, m), call.max_price)]
+    if not candidates:
+        av = R.availability(
+            "constraint_filtered", call.model, retryable=False, excluded_by=["max_price"]
+        )
+        err = R.error_obj(
+            404,
+            f"No endpoints found for {call.model} within your max_price.",
+            error_type="not_found",
+            availability=av,
+        )
+        return error_response(404, err, gid=call.gid)
+    for i, model in enumerate(candidates):
+        step = _decide(st, call, model)
+        if step.fault in FALLBACK_FAULTS and i < len(candidates) - 1:
+            continue  # OpenRouter silently moves on to the next `models` entry
+        return await _serve(request, st, call, model, step)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _rpm_limited(st: SimState, wait: float) -> web.Response:
+    rpm = st.scenario.key_rpm or 0
+    reset_ms = int((st.clock() + wait) * 1000)
+    headers = {
+        "Retry-After": str(max(1, math.ceil(wait))),
+        "X-RateLimit-Limit": str(rpm),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(reset_ms),
+    }
+    err = R.error_obj(
+        429,
+        "Rate limit exceeded: key-requests-per-min",
+        error_type="rate_limit_exceeded",
+        metadata={"provider_name": None},
+    )
+    return error_response(429, err, headers=headers)
+
+
+async def _serve(
+    request: web.Request, st: SimState, call: Call, model: str, step: ScriptStep
+) -> web.StreamResponse:
+    fault = step.fault
+    if fault == "hang":
+        await st.sleep(st.scenario.hang_s)
+        return fault_error("408", model, call.gid, st.scenario)
+    if fault not in _ANSWERS:
+        info = _info(st, model)
+        tokens = (call.prompt_tokens, call.max_tokens or 0, info.context_length)
+        return fault_error(
+            fault, model, call.gid, st.scenario, step=step, tokens=tokens, now=st.clock()
+        )
+    served = _AUTO_TARGET if _info(st, model).variable_price else model
+    info = _info(st, served)
+    eff = st.effective(model)
+    max_out = _max_out(info, call)
+    ctoks = step.completion_tokens
+    if ctoks is None:
+        ctoks = round(draw(call.rng, eff.completion_tokens))
+    ctoks = max(1, min(ctoks, max_out))
+    latency = step.latency_ms if step.latency_ms is not None else draw(call.rng, eff.latency_ms)
+    offset = call.rng.getrandbits(16)
+    if fault == "empty":
+        content, finish, ctoks = "", "length", 0
+    else:
+        content = R.make_content(served, ctoks, offset, json_mode=call.json_mode)
+        finish = "length" if ctoks >= max_out else "stop"
+    gen_s = ctoks / eff.tokens_per_s if eff.tokens_per_s > 0 else 0.0
+    answer = Answer(served, info, content, finish, call.prompt_tokens, ctoks, latency, gen_s)
+    if call.stream:
+        return await stream_answer(request, st, call, answer, fault)
+    if latency + gen_s * 1000 > 0:
+        await st.sleep(latency / 1000 + gen_s)
+    return await _plain_answer(request, st, call, answer, fault)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the model 'generated' for one call."""
+
+    model: str
+    info: ModelInfo
+    content: str
+    finish: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    generation_s: float
+
+    def generation(
+        self,
+        call: Call,
+        *,
+        cost: Decimal,
+        streamed: bool,
+        delivered: bool,
+        finish: str | None = None,
+    ) -> Generation:
+        return Generation(
+            id=call.gid,
+            model=self.model,
+            provider=R.provider_for(self.model),
+            cost=cost,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            finish_reason=finish or self.finish,
+            streamed=streamed,
+            created=float(call.created),
+            latency_ms=round(self.latency_ms + self.generation_s * 1000),
+            generation_time_ms=round(self.generation_s * 1000),
+            delivered=delivered,
+        )
+
+
+_ANSWERS = frozenset(
+    {"ok", "empty", "leading_ws", "malformed", "reset", "200_error", "choice_error"}
+)
+_UPSTREAM_ERROR = {"message": "Provider returned error", "code": 502}
+
+
+async def _plain_answer(
+    request: web.Request, st: SimState, call: Call, ans: Answer, fault: str
+) -> web.StreamResponse:
+    headers = {"X-Generation-Id": call.gid}
+    if fault == "200_error":
+        err = R.error_obj(
+            502,
+            "Provider returned error",
+            error_type="provider_unavailable",
+            metadata={
+                "provider_name": R.provider_for(ans.model),
+                "raw": orjson.dumps({"error": _UPSTREAM_ERROR}).decode(),
+            },
+        )
+        return web.Response(body=R.envelope(err), headers=headers, content_type=_JSON)
+    if fault == "choice_error":
+        # zero-completion insurance: the usage is reported, the cost is 0
+        cost = R.Priced(Decimal(0), Decimal(0), Decimal(0))
+        body = R.completion_body(
+            gid=call.gid,
+            model=ans.model,
+            created=call.created,
+            content="",
+            finish="error",
+            usage=R.usage_obj(ans.prompt_tokens, 0, cost),
+            error=R.error_obj(502, "Provider returned error", error_type="provider_unavailable"),
+        )
+        gen = ans.generation(call, cost=cost.total, streamed=False, delivered=True, finish="error")
+        gen.completion_tokens = 0
+        st.record(gen, billed=True)
+        return web.Response(body=orjson.dumps(body), headers=headers, content_type=_JSON)
+    cost = R.price(ans.info, ans.model, ans.prompt_tokens, ans.completion_tokens)
+    body = R.completion_body(
+        gid=call.gid,
+        model=ans.model,
+        created=call.created,
+        content=ans.content,
+        finish=ans.finish,
+        usage=R.usage_obj(ans.prompt_tokens, ans.completion_tokens, cost),
+    )
+    data = orjson.dumps(body)
+    delivered = fault not in {"malformed", "reset"}
+    st.record(
+        ans.generation(call, cost=cost.total, streamed=False, delivered=delivered),
+        billed=delivered or st.scenario.bill_undelivered,
+    )
+    if fault == "leading_ws":
+        data = b"\n\n   \n" + data
+    elif fault == "malformed":
+        data = data[: len(data) // 2]
+    elif fault == "reset":
+        return await _reset(request, data, headers)
+    return web.Response(body=data, headers=headers, content_type=_JSON)
+
+
+async def _reset(request: web.Request, data: bytes, headers: dict[str, str]) -> web.StreamResponse:
+    """Send headers and half the body, then abort the TCP connection."""
+    resp = web.StreamResponse(headers=headers)
+    resp.content_type = _JSON
+    resp.content_length = len(data)
+    await resp.prepare(request)
+    await resp.write(data[: len(data) // 2])
+    abort_connection(request)
+    return resp
+
+
+async def _models(request: web.Request) -> web.Response:
+    st = request.app[SIM_STATE]
+    wanted = request.query.get("output_modalities", "")
+    body = st.models_cache.get(wanted)
+    if body is None:
+        body = _filter_models(st.catalog.raw, wanted)
+        st.models_cache[wanted] = body
+    return web.Response(body=body, content_type=_JSON)
+
+
+def _filter_models(raw: bytes, wanted: str) -> bytes:
+    mods = {m.strip() for m in wanted.split(",") if m.strip()}
+    if not mods or "all" in mods:
+        return raw
+    doc = orjson.loads(raw)
+
+    def outputs(m: dict[str, Any]) -> set[str]:
+        arch = m.get("architecture") or {}
+        out = arch.get("output_modalities")
+        if out is None:
+            out = str(arch.get("modality", "text->text")).partition("->")[2].split("+")
+        return set(out)
+
+    doc["data"] = [m for m in doc["data"] if mods <= outputs(m)]
+    return orjson.dumps(doc)
+
+
+def _key_data(st: SimState) -> dict[str, Any]:
+    usage = float(st.billed_total)
+    limit = st.scenario.key_limit_usd
+    remaining = st.remaining_credit()
+    return {
+        "label": "sk-or-v1-sim...",
+        "limit": limit,
+        "limit_remaining": None if remaining is None else float(max(remaining, Decimal(0))),
+        "limit_reset": None,
+        "include_byok_in_limit": False,
+        "usage": usage,
+        "usage_daily": usage,
+        "usage_weekly": usage,
+        "usage_monthly": usage,
+        "byok_usage": 0,
+        "byok_usage_daily": 0,
+        "byok_usage_weekly": 0,
+        "byok_usage_monthly": 0,
+        "is_free_tier": False,
+        "is_management_key": False,
+        "is_provisioning_key": False,
+        "creator_user_id": R.USER_ID,
+        "expires_at": None,
+        "rate_limit": {"requests": -1, "interval": "10s", "note": "deprecated, safe to ignore"},
+    }
+
+
+async def _key(request: web.Request) -> web.Response:
+    if _api_key(request) is None:
+        return _unauthorized()
+    return _json({"data": _key_data(request.app[SIM_STATE])})
+
+
+async def _generation(request: web.Request) -> web.Response:
+    st = request.app[SIM_STATE]
+    if _api_key(request) is None:
+        return _unauthorized()
+    gid = request.query.get("id", "")
+    if not gid:
+        return _bad("Missing generation id")
+    gen = st.generations.get(gid)
+    if gen is None or st.clock() - gen.created < st.scenario.generation_delay_s:
+        err = R.error_obj(404, f"Generation {gid} not found", error_type="not_found")
+        return error_response(404, err, gid=gid)
+    return _json({"data": _generation_data(gen)})
+
+
+def _generation_data(g: Generation) -> dict[str, Any]:
+    cost = float(g.cost)
+    return {
+        "id": g.id,
+        "upstream_id": g.id.replace("gen-", "chatcmpl-", 1),
+        "request_id": None,
+        "session_id": None,
+        "created_at": R.iso(g.created),
+        "model": g.model,
+        "provider_name": g.provider,
+        "router": None,
+        "total_cost": cost,
+        "usage": cost,
+        "upstream_inference_cost": cost,
+        "cache_discount": None,
+        "is_byok": False,
+        "tokens_prompt": g.prompt_tokens,
+        "tokens_completion": g.completion_tokens,
+        "native_tokens_prompt": g.prompt_tokens,
+        "native_tokens_completion": g.completion_tokens,
+        "native_tokens_reasoning": 0,
+        "native_tokens_cached": 0,
+        "native_tokens_completion_images": 0,
+        "num_media_prompt": None,
+        "num_media_completion": None,
+        "num_search_results": None,
+        "latency": g.latency_ms,
+        "generation_time": g.generation_time_ms,
+        "moderation_latency": None,
+        "finish_reason": g.finish_reason,
+        "native_finish_reason": g.finish_reason,
+        "streamed": g.streamed,
+        "cancelled": False,
+        "api_type": "completions",
+        "origin": "",
+        "app_id": None,
+        "provider_responses": None,
+    }
+
+
+async def _ledger(request: web.Request) -> web.Response:
+    return _json(request.app[SIM_STATE].ledger())
+
+
+async def _get_scenario(request: web.Request) -> web.Response:
+    return _json(request.app[SIM_STATE].scenario.to_dict())
+
+
+async def _post_scenario(request: web.Request) -> web.Response:
+    try:
+        scenario = Scenario.from_dict(orjson.loads(await request.read()))
+    except ValueError as exc:  # orjson.JSONDecodeError and pydantic errors are ValueErrors
+        return _json({"error": {"code": 400, "message": str(exc)}}, status=400)
+    request.app[SIM_STATE].set_scenario(scenario)
+    return _json(scenario.to_dict())
+
+
+def set_scenario(app: web.Application, scenario: Scenario) -> None:
+    """Replace a running app's scenario (scripts restart; ledger and counters are kept)."""
+    app[SIM_STATE].set_scenario(scenario)
+
+
+def create_app(
+    scenario: Scenario,
+    *,
+    seed: int = 0,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+) -> web.Application:
+    """The simulator as an aiohttp Application.
+
+    Args:
+        scenario: behaviour to simulate; replace later with `set_scenario` or POST /sim/scenario.
+        seed: seeds every random draw (faults, lengths, latencies, content, ids).
+        clock: wall clock in epoch seconds (outages, key_rpm, /generation delay, ids).
+        sleep: awaited for latency, output speed and hangs (inject a fake in tests).
+    """
+    app = web.Application()
+    app[SIM_STATE] = SimState(
+        scenario, seed=seed, clock=clock or time.time, sleep=sleep or asyncio.sleep
+    )
+    app.router.add_post("/api/v1/chat/completions", _chat)
+    app.router.add_get("/api/v1/models", _models)
+    app.router.add_get("/api/v1/key", _key)
+    app.router.add_get("/api/v1/auth/key", _key)
+    app.router.add_get("/api/v1/generation", _generation)
+    app.router.add_get("/sim/ledger", _ledger)
+    app.router.add_get("/sim/scenario", _get_scenario)
+    app.router.add_post("/sim/scenario", _post_scenario)
+    return app

@@ -1,0 +1,204 @@
+"""Mutable state of one simulator app: the scenario in force, seeded RNGs, billing and the ledger.
+
+No HTTP here; the handlers in `app.py` read and update it. All methods are called on the app's
+event loop (SimulatorThread hops onto that loop before reading).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import orjson
+
+from batchroute.catalog import Catalog
+from batchroute.simulator.scenario import (
+    RANDOM_FAULTS,
+    Distribution,
+    Lognormal,
+    ModelOverride,
+    Normal,
+    Scenario,
+    ScriptStep,
+)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@cache
+def shipped_catalog() -> Catalog:
+    """The shipped catalogue, parsed once per process."""
+    return Catalog.shipped()
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    """The scenario resolved for one model (per-model overrides applied)."""
+
+    latency_ms: float | Lognormal
+    tokens_per_s: float
+    completion_tokens: Distribution
+    cumulative: tuple[tuple[float, str], ...]  # (upper bound, fault) for one uniform draw
+
+
+@dataclass(slots=True)
+class Generation:
+    """One generation the simulator served (billed or not)."""
+
+    id: str
+    model: str
+    provider: str
+    cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    streamed: bool
+    created: float
+    latency_ms: int
+    generation_time_ms: int
+    delivered: bool = True
+
+
+def draw(rng: random.Random, dist: float | Distribution) -> float:
+    """One sample of a fixed value, a normal or a lognormal distribution."""
+    if isinstance(dist, int | float):
+        return float(dist)
+    if isinstance(dist, Normal):
+        return rng.gauss(dist.mean, dist.sd) if dist.sd else dist.mean
+    return rng.lognormvariate(math.log(dist.median), dist.sigma)
+
+
+def _resolve(scenario: Scenario, model: str) -> Effective:
+    override: ModelOverride | None = scenario.models.get(model)
+    given = override.model_fields_set if override is not None else set()
+
+    def pick(name: str) -> Any:
+        return getattr(override if name in given else scenario, name)
+
+    acc = 0.0
+    cumulative = []
+    for fault in RANDOM_FAULTS:
+        rate = float(pick(f"rate_{fault}"))
+        if rate > 0:
+            acc += rate
+            cumulative.append((acc, fault))
+    return Effective(
+        latency_ms=pick("latency_ms"),
+        tokens_per_s=float(pick("tokens_per_s")),
+        completion_tokens=pick("completion_tokens"),
+        cumulative=tuple(cumulative),
+    )
+
+
+class SimState:
+    """Everything a running simulator remembers between requests."""
+
+    def __init__(self, scenario: Scenario, *, seed: int, clock: Clock, sleep: Sleep) -> None:
+        self.catalog = shipped_catalog()
+        self.seed = seed
+        self.clock = clock
+        self.sleep = sleep
+        self.started = clock()
+        self.scenario = scenario
+        self._effective: dict[str, Effective] = {}
+        self._cursor: dict[str, int] = {}
+        self._seen: dict[tuple[str, bytes], int] = {}
+        self._rpm: dict[str, deque[float]] = {}
+        self.generations: dict[str, Generation] = {}
+        self.billed: list[Generation] = []
+        self.billed_total = Decimal(0)
+        self.models_cache: dict[str, bytes] = {}
+
+    def set_scenario(self, scenario: Scenario) -> None:
+        """Replace the scenario; scripts restart from their first entry. Ledger is kept."""
+        self.scenario = scenario
+        self._effective.clear()
+        self._cursor.clear()
+
+    def effective(self, model: str) -> Effective:
+        eff = self._effective.get(model)
+        if eff is None:
+            eff = self._effective[model] = _resolve(self.scenario, model)
+        return eff
+
+    def rng_for(self, model: str, messages: Any) -> random.Random:
+        """RNG seeded by (seed, model, messages, how often this pair was seen before)."""
+        digest = hashlib.blake2b(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).digest()
+        key = (model, digest)
+        n = self._seen.get(key, 0)
+        self._seen[key] = n + 1
+        material = f"{self.seed}|{model}|{n}|".encode() + digest
+        return random.Random(int.from_bytes(hashlib.blake2b(material, digest_size=16).digest()))
+
+    def next_script_step(self, model: str) -> ScriptStep | None:
+        """Consume the next scripted step for `model` (or for "*"), if any is left."""
+        script = self.scenario.script
+        name = model if model in script else "*"
+        steps = script.get(name)
+        if not steps:
+            return None
+        i = self._cursor.get(name, 0)
+        if i >= len(steps):
+            return None
+        self._cursor[name] = i + 1
+        return steps[i]
+
+    def outage_status(self, model: str) -> int | None:
+        """502/503 if `model` is inside a configured outage window right now."""
+        t = self.clock() - self.started
+        for o in self.scenario.outages:
+            if o.model == model and o.start_s <= t < o.end_s:
+                return o.status
+        return None
+
+    def admit_rpm(self, key: str) -> float | None:
+        """None if the key may make a request now, else seconds until it may (sliding window)."""
+        rpm = self.scenario.key_rpm
+        if rpm is None:
+            return None
+        now = self.clock()
+        window = self._rpm.setdefault(key, deque())
+        while window and now - window[0] >= 60.0:
+            window.popleft()
+        if len(window) >= rpm:
+            return 60.0 - (now - window[0])
+        window.append(now)
+        return None
+
+    def record(self, gen: Generation, *, billed: bool) -> None:
+        """Remember a generation (for /generation) and bill it (for /key and the ledger)."""
+        self.generations[gen.id] = gen
+        if billed:
+            self.billed.append(gen)
+            self.billed_total += gen.cost
+
+    def remaining_credit(self) -> Decimal | None:
+        limit = self.scenario.key_limit_usd
+        return None if limit is None else Decimal(str(limit)) - self.billed_total
+
+    def ledger(self) -> dict[str, Any]:
+        """Calls the provider would bill (every answer carrying usage) and their exact cost."""
+        return {
+            "calls": len(self.billed),
+            "total_cost_usd": format(self.billed_total, "f"),
+            "generations": [
+                {
+                    "id": g.id,
+                    "model": g.model,
+                    "cost_usd": format(g.cost, "f"),
+                    "prompt_tokens": g.prompt_tokens,
+                    "completion_tokens": g.completion_tokens,
+                    "finish_reason": g.finish_reason,
+                    "delivered": g.delivered,
+                }
+                for g in self.billed
+            ],
+        }
