@@ -82,7 +82,7 @@ class Catalog:
         return len(self.models)
 
     def get(self, model_id: str) -> ModelInfo | None:
-        """Look a model up; variant suffixes other than `:free` (e.g. `:floor`) share the base price."""
+        """Look a model up; variants other than `:free` (e.g. `:floor`) share the base price."""
         info = self.models.get(model_id)
         if info is None and ":" in model_id:
             base, _, variant = model_id.partition(":")

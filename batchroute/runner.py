@@ -216,7 +216,7 @@ class Runner:
         cached = await asyncio.to_thread(self.store.load_catalog)
         if cached is not None:
             raw, fetched = cached
-            age = (self.opts.now() - fetched).days
+            age = (self.opts.now() - fetched.replace(tzinfo=None)).days
             self.notes.append(f"prices from the cached catalogue, {age} days old ({reason})")
             return Catalog(raw, source="cache", fetched_at=fetched.isoformat())
         cat = Catalog.shipped()

@@ -97,7 +97,7 @@ class Classification:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One input line. `fields` is None when the line is not a JSON object (then `error` says why)."""
+    """One input line. `fields` is None when the line is not a JSON object (`error` says why)."""
 
     line_no: int
     key: str

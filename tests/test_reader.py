@@ -24,11 +24,16 @@ def test_keys_line_numbers_and_bad_lines(tmp_path: Path) -> None:
     )
     recs = list(read_records(p, id_field="id"))
     assert [r.line_no for r in recs] == [1, 3, 4, 5, 6, 7]
-    assert recs[0].key == "7" and recs[0].fields == {"id": 7, "text": "a"}
-    assert recs[1].fields is None and "not a JSON object" in (recs[1].error or "")
-    assert recs[2].fields is None and "not valid JSON" in (recs[2].error or "")
-    assert recs[3].fields is None and "not UTF-8" in (recs[3].error or "")
-    assert recs[4].fields is None and "id field" in (recs[4].error or "")
+    assert recs[0].key == "7"
+    assert recs[0].fields == {"id": 7, "text": "a"}
+    assert recs[1].fields is None
+    assert "not a JSON object" in (recs[1].error or "")
+    assert recs[2].fields is None
+    assert "not valid JSON" in (recs[2].error or "")
+    assert recs[3].fields is None
+    assert "not UTF-8" in (recs[3].error or "")
+    assert recs[4].fields is None
+    assert "id field" in (recs[4].error or "")
     assert recs[5].key == "x"
 
 

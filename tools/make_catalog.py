@@ -36,7 +36,8 @@ def main(src: str) -> None:
         t["architecture"] = {"modality": m["architecture"]["modality"]}
         trimmed.append(t)
     out = {
-        "source": "shared/data/openrouter-models-snapshot.json (OpenRouter GET /api/v1/models, May 2026)",
+        "source": "shared/data/openrouter-models-snapshot.json"
+        " (OpenRouter GET /api/v1/models, May 2026)",
         "source_sha256": hashlib.sha256(raw).hexdigest(),
         "fetched": "2026-05-20",
         "data": trimmed,
