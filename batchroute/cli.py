@@ -72,8 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="quote the cost; send nothing")
     run.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
     run.add_argument("--retry-failed", action="store_true", help="redo failed/invalid records")
-    run.add_argument("--rerun-changed", action="store_true", help="redo records whose prompt "
-                     "or parameters changed since they were done")
+    run.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="redo records whose prompt or parameters changed since they were done",
+    )
     run.add_argument("--budget", type=_decimal, metavar="USD", help="today's cap for this run")
     run.add_argument("--quiet", action="store_true", help="print only errors and the summary")
 
@@ -149,10 +152,19 @@ def _cmd_run(a: argparse.Namespace) -> int:
     db = a.db or spec.database_path
     if a.dry_run:
         store = ResultStore(db) if db.exists() else None
-        q = quote(spec, today=datetime.now(UTC).date(), db_exists=db.exists(), store=store,
-                  budget_usd=a.budget, limit=a.limit)
-        print(orjson.dumps(q.as_dict(), option=orjson.OPT_INDENT_2).decode() if a.json
-              else render_quote(q))
+        q = quote(
+            spec,
+            today=datetime.now(UTC).date(),
+            db_exists=db.exists(),
+            store=store,
+            budget_usd=a.budget,
+            limit=a.limit,
+        )
+        print(
+            orjson.dumps(q.as_dict(), option=orjson.OPT_INDENT_2).decode()
+            if a.json
+            else render_quote(q)
+        )
         return EXIT_OK
     with contextlib.ExitStack() as stack:
         if a.simulate:
@@ -161,9 +173,15 @@ def _cmd_run(a: argparse.Namespace) -> int:
         else:
             base_url, key = None, _api_key(spec)
         opts = RunOptions(
-            api_key=key, base_url=base_url, db_path=db, limit=a.limit,
-            retry_failed=a.retry_failed, rerun_changed=a.rerun_changed, budget_usd=a.budget,
-            bars=sys.stderr.isatty() and not a.quiet, quiet=a.quiet,
+            api_key=key,
+            base_url=base_url,
+            db_path=db,
+            limit=a.limit,
+            retry_failed=a.retry_failed,
+            rerun_changed=a.rerun_changed,
+            budget_usd=a.budget,
+            bars=sys.stderr.isatty() and not a.quiet,
+            quiet=a.quiet,
             log=None if not a.quiet else (lambda _line: None),
         )
         report = run_job(spec, opts)
@@ -173,8 +191,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(_summary(report, code), flush=True)
         if a.simulate and not a.quiet:
             ledger = sim.ledger()
-            _say(f"simulator ledger: {ledger['calls']} billed calls, "
-                 f"${ledger['total_cost_usd']} (no real money was spent)")
+            _say(
+                f"simulator ledger: {ledger['calls']} billed calls, "
+                f"${ledger['total_cost_usd']} (no real money was spent)"
+            )
         return code
 
 
@@ -183,22 +203,29 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     catalog = Catalog.shipped()
     plans = resolve_tiers(spec, catalog)
     print(f"job {spec.name}: {spec.input} → {spec.database_path}")
-    print(f"budget ${spec.budget.daily_usd}/day (scope {spec.budget.scope}); "
-          f"max_tokens {spec.request.max_tokens}; concurrency {spec.limits.concurrency}")
+    print(
+        f"budget ${spec.budget.daily_usd}/day (scope {spec.budget.scope}); "
+        f"max_tokens {spec.request.max_tokens}; concurrency {spec.limits.concurrency}"
+    )
     problems = 0
     for name, plan in plans.items():
         print(f"tier {name}: " + " → ".join(plan.models))
         for m in plan.models:
             info = catalog.get(m)
             if info is None:
-                print(f"  warning: {m} is not in the catalogue of {catalog.fetched_at} "
-                      "(retired or misspelt?)")
+                print(
+                    f"  warning: {m} is not in the catalogue of {catalog.fetched_at} "
+                    "(retired or misspelt?)"
+                )
             elif info.variable_price:
                 print(f"  error: {m} has a variable price ('-1') and cannot be budgeted")
                 problems += 1
     routing = {t: spec.tier_for_task(t) for t in sorted(spec.routing or {})}
-    print("routing: " + ", ".join(f"{k}→{v}" for k, v in routing.items()) if routing
-          else "routing: default task → tier table")
+    print(
+        "routing: " + ", ".join(f"{k}→{v}" for k, v in routing.items())
+        if routing
+        else "routing: default task → tier table"
+    )
     return EXIT_USAGE if problems else EXIT_OK
 
 
@@ -214,8 +241,10 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         print(url, flush=True)
-        _say(f"OpenRouter simulator ({a.scenario}, seed {a.seed}); any API key works; "
-             "Ctrl-C stops it")
+        _say(
+            f"OpenRouter simulator ({a.scenario}, seed {a.seed}); any API key works; "
+            "Ctrl-C stops it"
+        )
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(a.host, a.port, sc, seed=a.seed, on_ready=ready))
@@ -232,8 +261,12 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "simulate": _cmd_simulate,
-            "report": _cmd_report}
+COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "simulate": _cmd_simulate,
+    "report": _cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -280,12 +280,17 @@ class OpenRouterClient:
 
     async def fetch_models(self, *, timeout_s: float = 10) -> bytes:
         """The raw `/models` document (the caller parses it with `Catalog`)."""
-        async with self.session.get(
-            f"{self.base_url}/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as resp:
-            if resp.status != 200:
-                raise RetryableError(f"/models answered {resp.status}", status=resp.status)
-            return await resp.read()
+        try:
+            async with self.session.get(
+                f"{self.base_url}/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                if resp.status != 200:
+                    raise RetryableError(f"/models answered {resp.status}", status=resp.status)
+                return await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise RetryableError(
+                f"/models unreachable: {type(exc).__name__}", error_type="connection"
+            ) from None
 
 
 __all__ = ["OpenRouterClient", "classify_error", "parse_completion"]

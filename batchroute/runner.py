@@ -245,6 +245,10 @@ class Runner:
     # ------------------------------------------------------------------- run
     async def run(self) -> RunReport:
         start = self.opts.monotonic()
+        if not self.spec.input.is_file():
+            raise SpecError(
+                f"input file not found: {self.spec.input}", path=str(self.spec.path), key="input"
+            )
         with RunLock(self.db_path):
             await asyncio.to_thread(self._open_store)
             try:
@@ -349,10 +353,15 @@ class Runner:
         writer = asyncio.create_task(self._writer())
         try:
             async with asyncio.TaskGroup() as tg:
-                for tier, plan in self.plans.items():
-                    n = min(plan.concurrency or spec.limits.concurrency, spec.limits.concurrency)
+                for tier in self.plans:
+                    n = self._worker_count(tier)
                     self._workers += [tg.create_task(self._worker(tier)) for _ in range(n)]
                 self._feeder = tg.create_task(self._feed())
+        except ExceptionGroup as group:
+            first: BaseException = group
+            while isinstance(first, ExceptionGroup):
+                first = first.exceptions[0]
+            raise first from group  # one clear error for the CLI, not a task-group traceback
         finally:
             if self.opts.handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -442,14 +451,15 @@ class Runner:
             if self._stopping:
                 self._pending(item)
                 continue
+            trail = _Trail()
             try:
-                await self._process(item)
+                await self._process(item, trail)
             except asyncio.CancelledError:
-                self._pending(item)
+                self._pending(item, trail)  # keeps what this run already paid for it
                 raise
 
-    async def _process(self, item: _Item) -> None:
-        trail, tier = _Trail(), item.tier
+    async def _process(self, item: _Item, trail: _Trail) -> None:
+        tier = item.tier
         while True:
             plan = self.plans[tier]
             nxt = self.spec.next_tier(tier)
