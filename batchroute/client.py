@@ -136,6 +136,8 @@ def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> C
             model=model,
             status=status,
             error_type="malformed_response",
+            # Generated (and billed) but unreadable: the header lets /generation tell the cost.
+            generation_id=headers.get("X-Generation-Id") if headers is not None else None,
         ) from None
     if not isinstance(doc, dict):
         raise RetryableError(
@@ -242,17 +244,24 @@ class OpenRouterClient:
     async def complete(self, payload: dict[str, Any]) -> Completion:
         """Send one non-streaming chat completion; raise an UpstreamError subclass on failure."""
         model = str(payload.get("model", ""))
+        gen_id: str | None = None
         try:
             async with self.session.post(
                 f"{self.base_url}/chat/completions", data=orjson.dumps(payload)
             ) as resp:
+                gen_id = resp.headers.get("X-Generation-Id")  # known before the body arrives
                 body = await resp.read()
                 status, headers = resp.status, resp.headers
         except TimeoutError:
-            raise RetryableError("request timed out", model=model, error_type="timeout") from None
+            raise RetryableError(
+                "request timed out", model=model, error_type="timeout", generation_id=gen_id
+            ) from None
         except aiohttp.ClientError as exc:
             raise RetryableError(
-                f"connection error: {type(exc).__name__}", model=model, error_type="connection"
+                f"connection error: {type(exc).__name__}",
+                model=model,
+                error_type="connection",
+                generation_id=gen_id,
             ) from None
         if status != 200:
             try:
@@ -277,6 +286,34 @@ class OpenRouterClient:
                     error = {"code": resp.status, "message": "non-JSON error"}
                 raise classify_error(resp.status, error, resp.headers, model="")
             return orjson.loads(body)
+
+    async def generation_cost(self, generation_id: str) -> Decimal | None:
+        """`total_cost` of a generation from GET /generation; None while it is not known yet.
+
+        A 404 (the stats appear a moment after the call), a timeout or a broken connection
+        all mean "ask again later"; other errors are raised as UpstreamError.
+        """
+        try:
+            async with self.session.get(
+                f"{self.base_url}/generation", params={"id": generation_id}
+            ) as resp:
+                body = await resp.read()
+                status, headers = resp.status, resp.headers
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+        if status == 404:
+            return None
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200 or not isinstance(doc, dict):
+            error = doc.get("error") if isinstance(doc, dict) else None
+            if not isinstance(error, dict):
+                error = {"code": status, "message": "non-JSON answer from /generation"}
+            raise classify_error(status, error, headers, model="")
+        data = doc.get("data")
+        return _cost({"cost": data.get("total_cost")}) if isinstance(data, dict) else None
 
     async def fetch_models(self, *, timeout_s: float = 10) -> bytes:
         """The raw `/models` document (the caller parses it with `Catalog`)."""

@@ -7,8 +7,9 @@ Expected cost assumes a typical answer (`TYPICAL_COMPLETION_TOKENS`, capped by m
 the first model of the record's tier and a prompt of about 4 bytes per token. The worst case
 follows what the runner may do: every model of the record's chain and of each tier it may
 escalate to returns an answer that is billed in full (prompt bound + max_tokens) and then
-rejected. Failed calls are assumed unbilled (OpenRouter's zero-completion insurance); the
-daily cap bounds real spend in any case.
+rejected, on every one of its `max_attempts` tries: an answer cut off in transit (malformed
+body, reset connection) is billed, its cost recovered via /generation, and then retried.
+Errors before any token are unbilled (OpenRouter's zero-completion insurance).
 """
 
 from __future__ import annotations
@@ -114,14 +115,14 @@ class _Pricer:
         return out
 
     def price(self, tier: str, messages: list[dict[str, str]]) -> tuple[Decimal, Decimal]:
-        max_tokens = self.spec.request.max_tokens
+        max_tokens, attempts = self.spec.request.max_tokens, self.spec.limits.max_attempts
         bound = prompt_token_bound(m["content"] for m in messages)
         typical_prompt = sum(len(m["content"].encode()) // 4 + 4 for m in messages)
         first = self.info(self.plans[tier].models[0])
         expected = first.cost(typical_prompt, min(max_tokens, TYPICAL_COMPLETION_TOKENS))
         worst = sum(
             (
-                money(worst_case_cost(self.info(m), bound, max_tokens))
+                money(worst_case_cost(self.info(m), bound, max_tokens)) * attempts
                 for t in self.path(tier)
                 for m in self.plans[t].models
             ),
