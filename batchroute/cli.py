@@ -32,7 +32,7 @@ from batchroute.errors import (
     StoreError,
 )
 from batchroute.quote import quote, render_quote
-from batchroute.report import parse_since, render
+from batchroute.report import money, parse_since, render
 from batchroute.router import resolve_tiers
 from batchroute.runner import RunOptions, RunReport, run_job
 from batchroute.spec import JobSpec, load_spec
@@ -130,7 +130,7 @@ def _summary(r: RunReport, code: int) -> str:
     return (
         f"batchroute: job {r.job_name} run {r.run_id} {r.status.value}: {c.done} done, "
         f"{c.failed} failed, {c.invalid} invalid, {c.pending} pending, {c.skipped} already "
-        f"final; ${c.cost_usd} spent; {r.elapsed_s:.1f} s; exit {code}"
+        f"final; ${money(c.cost_usd)} spent; {r.elapsed_s:.1f} s; exit {code}"
         + (f"; {r.stale} stale (prompt changed, see --rerun-changed)" if r.stale else "")
     )
 
@@ -186,14 +186,19 @@ def _cmd_run(a: argparse.Namespace) -> int:
         )
         report = run_job(spec, opts)
         code = _exit_code(report)
-        if report.error is not None:
+        if isinstance(report.error, AuthError):  # OpenRouter only says e.g. "User not found."
+            _say(
+                f"batchroute: the API key was rejected (HTTP 401: {report.error}); check "
+                f"{spec.endpoint.api_key_env}. The run stopped; the rest stays pending."
+            )
+        elif report.error is not None:
             _say(f"batchroute: {report.error}")
         print(_summary(report, code), flush=True)
         if a.simulate and not a.quiet:
             ledger = sim.ledger()
             _say(
                 f"simulator ledger: {ledger['calls']} billed calls, "
-                f"${ledger['total_cost_usd']} (no real money was spent)"
+                f"${money(Decimal(ledger['total_cost_usd']))} (no real money was spent)"
             )
         return code
 

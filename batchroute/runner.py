@@ -13,7 +13,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -46,7 +46,7 @@ from batchroute.prompt import fingerprint, render_messages, request_params
 from batchroute.reader import read_records
 from batchroute.router import TierPlan, choose_tier, resolve_tiers
 from batchroute.spec import JobSpec
-from batchroute.store import ResultStore
+from batchroute.store import Journal, ResultStore
 from batchroute.types import (
     TASK_TYPES,
     AttemptOutcome,
@@ -61,9 +61,13 @@ from batchroute.types import (
     RunStatus,
 )
 
-FLUSH_EVERY_S = 1.0  # design §7: kill -9 loses at most one second of results
+FLUSH_EVERY_S = 1.0  # design §7: commit at least every second (the journal covers kill -9)
 FLUSH_ROWS = 5_000  # flush early when this many result rows wait (bounds memory)
 CENT = Decimal("1e-12")  # the store keeps money at 12 decimal places
+# Failures whose answer was generated (so billed) but whose usage never arrived: their cost is
+# asked of GET /generation, waiting this long before each try (design §4, cost_source).
+UNREAD_BODY = frozenset({"malformed_response", "connection", "timeout"})
+GENERATION_POLL_S = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 def utcnow() -> datetime:
@@ -190,6 +194,7 @@ class Runner:
         self._results: list[ResultRow] = []
         self._attempts: list[AttemptRow] = []
         self._flush_now = asyncio.Event()
+        self._journal = Journal(self.db_path)
         self._closing = False
         self._rng = random.Random(opts.jitter_seed)
         self._cooled: dict[str, float] = {}
@@ -225,6 +230,11 @@ class Runner:
 
     def _check_models(self) -> None:
         for plan in self.plans.values():
+            if not plan.models:
+                raise SpecError(
+                    "no model in the catalogue meets this `cheapest` tier's criteria",
+                    key=f"tiers.{plan.name}",
+                )
             for m in plan.models:
                 info = self.catalog.get(m)
                 if info is None:
@@ -249,7 +259,7 @@ class Runner:
             raise SpecError(
                 f"input file not found: {self.spec.input}", path=str(self.spec.path), key="input"
             )
-        with RunLock(self.db_path):
+        with self._signals(), RunLock(self.db_path):
             await asyncio.to_thread(self._open_store)
             try:
                 await self._run_pipeline()
@@ -276,6 +286,10 @@ class Runner:
 
     def _open_store(self) -> None:
         self.store.migrate()
+        recovered = self.store.recover_journal()
+        if recovered:
+            self.notes.append(f"recovered {recovered} result(s) a killed run had not flushed")
+        self._journal.open()
         closed = self.store.close_stale_runs()
         if closed:
             self.notes.append(f"{closed} earlier run(s) had died; marked interrupted")
@@ -286,9 +300,11 @@ class Runner:
     def _close_store(self) -> None:
         # Whatever happened, keep what was done: flush, then close the run row.
         results, attempts = self._take_rows()
-        if results or attempts:
+        if (results or attempts) and self._journal.rotate():
             self.store.write(results, attempts)
+            self._journal.flushed()
         self.store.finish_run(self.run_id, self.status, self.counts, self.opts.now())
+        self._journal.close()
 
     async def _run_pipeline(self) -> None:
         spec, opts = self.spec, self.opts
@@ -325,9 +341,12 @@ class Runner:
             )
             for note in self.notes:
                 self._log(f"note: {note}")
+            for name, plan in self.plans.items():
+                if spec.tiers[name].cheapest:  # chosen at run start: say which (issue 4)
+                    self._log(f"tier {name}: cheapest by catalogue price: {', '.join(plan.models)}")
             self._log(
                 f"run {self.run_id}: job {spec.name}, {len(self.final)} records already "
-                f"final, today's spend ${spent} of ${cap}"
+                f"final, today's spend ${spent:.6f} of ${cap}"  # not "$0E-12"
             )
             try:
                 await self._pump()
@@ -346,10 +365,6 @@ class Runner:
         self.queues: dict[str, asyncio.Queue[_Item | None]] = {
             t: asyncio.Queue(spec.limits.queue_size) for t in self.plans
         }
-        loop = asyncio.get_running_loop()
-        if self.opts.handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal)
         writer = asyncio.create_task(self._writer())
         try:
             async with asyncio.TaskGroup() as tg:
@@ -363,9 +378,6 @@ class Runner:
                 first = first.exceptions[0]
             raise first from group  # one clear error for the CLI, not a task-group traceback
         finally:
-            if self.opts.handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
             self._closing = True
             self._flush_now.set()
             await writer
@@ -379,6 +391,20 @@ class Runner:
             self.error = error
             if error is not None:
                 self._log(f"stopping: {error}")
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM stop the run gracefully from its very start (store opening and
+        catalogue fetch included), not only once records flow."""
+        loop = asyncio.get_running_loop()
+        sigs = (signal.SIGINT, signal.SIGTERM) if self.opts.handle_signals else ()
+        for sig in sigs:
+            loop.add_signal_handler(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig in sigs:
+                loop.remove_signal_handler(sig)
 
     def _on_signal(self) -> None:
         if not self._interrupted:
@@ -496,6 +522,7 @@ class Runner:
                 if call is None:  # the budget said no before anything was sent
                     return None
                 if call.error is None:
+                    self._streak.pop(model, None)  # cooldown counts *consecutive* failures
                     return call
                 err = trail.last_error = call.error
                 retry = isinstance(err, RetryableError) and attempt < self.spec.limits.max_attempts
@@ -599,9 +626,14 @@ class Runner:
                 completion = await self.client.complete(payload)
             except UpstreamError as err:
                 latency = int((self.opts.monotonic() - t0) * 1000)
-                cost = money(err.cost) if err.cost is not None else Decimal(0)
-                source = CostSource.OPENROUTER if err.cost is not None else CostSource.NONE
-                await self._settle(r, cost)
+                try:
+                    known, source = await self._failed_cost(err)
+                except asyncio.CancelledError:
+                    self.budget.settle(r, worst)
+                    raise
+                # Billed but never told: keep the worst case on today's books (cap stays safe).
+                await self._settle(r, worst if known is None else known)
+                cost = known or Decimal(0)
                 trail.attempts += 1
                 trail.cost += cost
                 return _Call(model, started, latency, cost, source, error=err)
@@ -628,6 +660,24 @@ class Runner:
                 generation_id=completion.generation_id,
             )
         return call
+
+    async def _failed_cost(self, err: UpstreamError) -> tuple[Decimal | None, CostSource]:
+        """What a failed call cost: as the error reported it, else for an answer whose body was
+        cut off (billed, usage unread) what GET /generation says; None if it never says."""
+        if err.cost is not None:
+            return money(err.cost), CostSource.OPENROUTER
+        if err.generation_id is None or err.error_type not in UNREAD_BODY:
+            return Decimal(0), CostSource.NONE
+        for delay in GENERATION_POLL_S:  # the stats appear a moment after the call
+            await self.opts.sleep(delay)
+            try:
+                cost = await self.client.generation_cost(err.generation_id)
+            except UpstreamError:
+                break
+            if cost is not None:
+                return money(cost), CostSource.GENERATION
+        self._log(f"cost of {err.generation_id} unknown (no /generation answer); booked at worst")
+        return None, CostSource.NONE
 
     def _completion_cost(self, c: Completion, info: ModelInfo) -> tuple[Decimal, CostSource]:
         if c.usage.cost is not None:
@@ -661,25 +711,25 @@ class Runner:
         outcome: AttemptOutcome,
     ) -> None:
         err, c = call.error, call.completion
-        self._attempts.append(
-            AttemptRow(
-                self.run_id,
-                self.spec.name,
-                item.record.key,
-                attempt_no,
-                tier,
-                model,
-                call.started,
-                call.latency_ms,
-                (err.status or None) if err else (c.http_status if c else None),
-                outcome,
-                err.error_type if err else None,
-                str(err)[:500] if err else None,
-                call.cost,
-                call.source,
-                err.generation_id if err else (c.generation_id if c else None),
-            )
+        row = AttemptRow(
+            self.run_id,
+            self.spec.name,
+            item.record.key,
+            attempt_no,
+            tier,
+            model,
+            call.started,
+            call.latency_ms,
+            (err.status or None) if err else (c.http_status if c else None),
+            outcome,
+            err.error_type if err else None,
+            str(err)[:500] if err else None,
+            call.cost,
+            call.source,
+            err.generation_id if err else (c.generation_id if c else None),
         )
+        self._attempts.append(row)
+        self._journal.append(row)
         self.counts.cost_usd += call.cost
 
     def _note_attempt(
@@ -709,6 +759,7 @@ class Runner:
             row.classifier, row.request_fp = item.cls.reason, item.fp
             row.tier = row.tier or item.tier
         self._results.append(row)
+        self._journal.append(row)
         if len(self._results) >= FLUSH_ROWS:
             self._flush_now.set()
         if hasattr(self, "progress"):
@@ -787,12 +838,14 @@ class Runner:
             self._flush_now.clear()
             results, attempts = self._take_rows()
             if results or attempts:
+                self._journal.rotate()  # same loop step as _take_rows: the same rows
                 try:
                     await asyncio.to_thread(self.store.write, results, attempts)
                 except BatchrouteError as exc:
                     self._stop(RunStatus.FAILED, exc)
                     self._cancel_in_flight()
                     raise
+                self._journal.flushed()
 
 
 async def run_job_async(spec: JobSpec, opts: RunOptions) -> RunReport:

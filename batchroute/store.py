@@ -6,11 +6,12 @@ the file, works in one transaction and closes it, so readers can get in between 
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -288,6 +289,81 @@ class ReportData:
     generated_at: datetime
 
 
+def journal_path(db_path: str | Path) -> Path:
+    """The write-ahead journal beside `db_path` (rows a run has but has not flushed yet)."""
+    p = Path(db_path)
+    return p.with_name(p.name + ".journal")
+
+
+class Journal:
+    """Write-ahead journal: every row is appended (one write() each) the moment the runner
+    has it, so a kill -9 loses only the calls in flight, never the last second of results.
+
+    A write() to a regular file survives the death of the process (it is in the kernel).
+    Before each flush `rotate()` moves the rows that flush writes to `<journal>.flushing`;
+    `flushed()` deletes it after the commit. Each journal file is thus committed by at most
+    one transaction, all or nothing, which `ResultStore.recover_journal` relies on.
+    """
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.path = journal_path(db_path)
+        self.flushing = self.path.with_name(self.path.name + ".flushing")
+        self._fd: int | None = None
+
+    def open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, row: ResultRow | AttemptRow) -> None:
+        if self._fd is None:
+            return
+        tag = b"r" if isinstance(row, ResultRow) else b"a"
+        os.write(self._fd, tag + orjson.dumps(row, default=str) + b"\n")
+
+    def rotate(self) -> bool:
+        """Hand the journal over to the flush about to start; False if an earlier flush
+        failed (its rows stay journaled for the next run, and so do these)."""
+        if self._fd is None or self.flushing.exists():
+            return self._fd is None
+        os.close(self._fd)
+        self._fd = None
+        os.replace(self.path, self.flushing)
+        self.open()
+        return True
+
+    def flushed(self) -> None:
+        """The rotated rows are committed: forget them."""
+        self.flushing.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close; the journal file goes if nothing in it awaits a flush."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with suppress(FileNotFoundError):
+            if self.path.stat().st_size == 0:
+                self.path.unlink()
+
+
+def _read_journal(path: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
+    results: list[ResultRow] = []
+    attempts: list[AttemptRow] = []
+    with path.open("rb") as fh:
+        for line in fh:
+            try:
+                d = orjson.loads(line[1:])
+            except orjson.JSONDecodeError:
+                continue  # a line cut short by the kill: that call is redone
+            d["cost_usd"] = Decimal(d["cost_usd"])
+            if line[:1] == b"r":
+                if d.get("created_at"):
+                    d["created_at"] = datetime.fromisoformat(d["created_at"])
+                results.append(ResultRow(**d))
+            else:
+                d["started_at"] = datetime.fromisoformat(d["started_at"])
+                attempts.append(AttemptRow(**d))
+    return results, attempts
+
+
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text
@@ -499,6 +575,44 @@ class ResultStore:
                 _bulk_write(con, "results", merged, now)
             if attempts:
                 _bulk_write(con, "attempts", attempts, now)
+
+    def recover_journal(self) -> int:
+        """Commit what a killed run journaled but never flushed; returns how many results.
+
+        Call under the run lock, before reading resume state. A `.flushing` file may have been
+        committed just before the kill: its first row tells (a flush is all or nothing).
+        """
+        journal = Journal(self.path)
+        recovered = 0
+        for path in (journal.flushing, journal.path):
+            if not path.exists():
+                continue
+            results, attempts = _read_journal(path)
+            if (results or attempts) and not self._already_written(results, attempts):
+                self.write(results, attempts)
+                recovered += len(results)
+            path.unlink()
+        return recovered
+
+    def _already_written(
+        self, results: Sequence[ResultRow], attempts: Sequence[AttemptRow]
+    ) -> bool:
+        with self._tx() as con:
+            if attempts:
+                a = attempts[0]
+                row = con.execute(
+                    "SELECT count(*) FROM attempts WHERE run_id = ? AND record_key = ? "
+                    "AND attempt_no = ?",
+                    [a.run_id, a.record_key, a.attempt_no],
+                ).fetchone()
+            else:
+                r = results[0]
+                row = con.execute(
+                    "SELECT count(*) FROM results WHERE job_name = ? AND record_key = ? "
+                    "AND run_id = ?",
+                    [r.job_name, r.record_key, r.run_id],
+                ).fetchone()
+        return bool(row and row[0])
 
     # -- catalog cache --------------------------------------------------------------------
 

@@ -1,0 +1,165 @@
+"""Real processes for resume/crash tests: the simulator and the CLI, each in its own process.
+
+Plain helpers (no fixtures): every process started here is killed by its context manager.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from batchroute.lock import lock_path
+
+KEY_ENV = "BATCHROUTE_TEST_KEY"
+ENV = {**os.environ, KEY_ENV: "sk-or-v1-test", "PYTHONUNBUFFERED": "1"}
+WAIT_S = 60.0  # generous: two shared cores, several suites at once
+
+
+class Simulator:
+    """`batchroute simulate --port 0` in a separate process; the first stdout line is its URL."""
+
+    def __init__(self, proc: subprocess.Popen[str], base_url: str) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self.root = base_url.removesuffix("/api/v1")
+
+    def ledger(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.root + "/sim/ledger", timeout=WAIT_S) as r:
+            data: dict[str, Any] = json.load(r)
+        return data
+
+    def calls(self) -> int:
+        return int(self.ledger()["calls"])
+
+    def set_scenario(self, scenario: dict[str, Any]) -> None:
+        req = urllib.request.Request(
+            self.root + "/sim/scenario",
+            data=json.dumps(scenario).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=WAIT_S) as r:
+            assert r.status == 200
+
+
+@contextmanager
+def simulator(*args: str) -> Iterator[Simulator]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchroute", "simulate", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        yield Simulator(proc, url)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def job_endpoint(sim: Simulator) -> dict[str, str]:
+    """The `endpoint` section of a job pointed at `sim`, with the test key's env var."""
+    return {"base_url": sim.base_url, "api_key_env": KEY_ENV}
+
+
+def spawn_run(job: Path, *args: str) -> subprocess.Popen[str]:
+    """`batchroute run JOB` as a child with pipes (no TTY, like cron)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchroute", "run", str(job), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchroute", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_holding_lock(proc: subprocess.Popen[str], db: Path) -> None:
+    """Wait until `proc` holds the run lock (its PID is in the lock file): the run has begun."""
+    path, deadline = lock_path(db), time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"run exited early with {proc.returncode}")
+        try:
+            if path.read_text().split()[:1] == [str(proc.pid)]:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    raise AssertionError("the run never took the lock")
+
+
+def wait_until(pred: Any, what: str, timeout: float = WAIT_S, poll: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Kill the child on the way out, whatever happened."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def query(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def check_integrity(db: Path) -> dict[str, int]:
+    """Open the file read-write, read every row of every table and view (DuckDB verifies block
+    checksums on read), and CHECKPOINT; returns the row count per relation."""
+    con = duckdb.connect(str(db))
+    try:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchall()
+        ]
+        counts = {}
+        for name in names:
+            rows = con.execute(f'SELECT * FROM "{name}"').fetchall()
+            (n,) = con.execute(f'SELECT count(*) FROM "{name}"').fetchone() or (0,)
+            assert n == len(rows), name
+            counts[name] = n
+        con.execute("CHECKPOINT")
+        return counts
+    finally:
+        con.close()
