@@ -54,6 +54,16 @@ def _decimal(text: str) -> Decimal:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="batchroute",
@@ -68,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", default="clean", help="simulator scenario (with --simulate)")
     run.add_argument("--seed", type=int, default=0, help="simulator seed (with --simulate)")
     run.add_argument("--db", type=Path, help="DuckDB file (default: the job's output.database)")
-    run.add_argument("--limit", type=int, help="process at most N new records")
+    run.add_argument("--limit", type=_positive_int, help="process at most N new records")
     run.add_argument("--dry-run", action="store_true", help="quote the cost; send nothing")
     run.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
     run.add_argument("--retry-failed", action="store_true", help="redo failed/invalid records")

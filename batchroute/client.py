@@ -30,6 +30,36 @@ from batchroute.types import Completion, Usage
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
 
+# Typed error codes (openrouter-api.md §2.2) → HTTP status, for errors whose `code` is a string.
+_TYPE_STATUS = {
+    "authentication": 401,
+    "payment_required": 402,
+    "permission_denied": 403,
+    "not_found": 404,
+    "rate_limit_exceeded": 429,
+    "provider_unavailable": 502,
+    "provider_overloaded": 503,
+    "timeout": 504,
+    "server": 500,
+    "context_length_exceeded": 400,
+    "invalid_request": 400,
+}
+
+
+def _next_utc_midnight() -> float:
+    return (time.time() // 86_400 + 1) * 86_400
+
+
+def _status_of(code: Any, error: dict[str, Any]) -> int:
+    """The HTTP status an error stands for: `code` may be an int, a digit string or a name."""
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    if str(code).isdigit():
+        return int(str(code))
+    meta = error.get("metadata")
+    kind = meta.get("error_type") if isinstance(meta, dict) else None
+    return _TYPE_STATUS.get(str(kind), _TYPE_STATUS.get(str(code), 502))
+
 
 def _retry_after(headers: Any, error: dict[str, Any]) -> float | None:
     """Seconds to wait, from Retry-After (seconds or HTTP date), the body, or X-RateLimit-Reset."""
@@ -91,9 +121,8 @@ def classify_error(
 
     A 200 body carries the real status in `error.code`, which may also be a string.
     """
-    code = error.get("code")
     if in_body or not status:
-        status = code if isinstance(code, int) else (int(str(code)) if str(code).isdigit() else 502)
+        status = _status_of(error.get("code"), error)
     msg = _message(error)
     kind = _error_type(error, status)
     kw: dict[str, Any] = {"model": model, "status": status, "error_type": kind}
@@ -104,11 +133,16 @@ def classify_error(
         return CreditsExhausted(msg, **kw)
     if status == 429 and "per-day" in msg:
         reset = headers.get("X-RateLimit-Reset") if headers is not None else None
-        reset_at = float(reset) / 1000 if reset and str(reset).isdigit() else None
+        # The in-body form carries no header: the cap resets at the next UTC midnight.
+        reset_at = float(reset) / 1000 if reset and str(reset).isdigit() else _next_utc_midnight()
         return DailyCapReached(msg, reset_at=reset_at, **{**kw, "error_type": "free_daily_cap"})
-    if isinstance(avail, dict) and avail.get("retryable") is False:
-        return RejectedError(msg, **kw)
     retry_after = _retry_after(headers, error)
+    if isinstance(avail, dict) and isinstance(avail.get("retryable"), bool):
+        # Newer availability errors say themselves whether waiting helps (§2.5).
+        if not avail["retryable"]:
+            return RejectedError(msg, **kw)
+        cls = RateLimited if status == 429 else RetryableError
+        return cls(msg, retry_after=retry_after, **kw)
     if status == 429:
         return RateLimited(msg, retry_after=retry_after, **kw)
     if status in RETRYABLE_STATUS or status >= 500:
@@ -126,35 +160,58 @@ def _cost(usage: dict[str, Any]) -> Decimal | None:
     return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(str(raw))
 
 
+def _malformed(message: str, *, model: str, status: int, headers: Any) -> RetryableError:
+    # Generated (and perhaps billed) but unreadable: the header lets /generation tell the cost.
+    gen_id = headers.get("X-Generation-Id") if headers is not None else None
+    return RetryableError(
+        message, model=model, status=status, error_type="malformed_response", generation_id=gen_id
+    )
+
+
 def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> Completion:
-    """Turn a 200 response body into a Completion, or raise the error hidden inside it."""
+    """Turn a 200 response body into a Completion, or raise the error hidden inside it.
+
+    Every shape problem (not JSON, wrong types, a cost that is not a number) is a retryable
+    `malformed_response`, never a crash of the run.
+    """
     try:
         doc = orjson.loads(body.lstrip())  # keep-alive whitespace may precede the JSON
     except orjson.JSONDecodeError as exc:
-        raise RetryableError(
-            f"malformed JSON in response: {exc}",
-            model=model,
-            status=status,
-            error_type="malformed_response",
-            # Generated (and billed) but unreadable: the header lets /generation tell the cost.
-            generation_id=headers.get("X-Generation-Id") if headers is not None else None,
+        raise _malformed(
+            f"malformed JSON in response: {exc}", model=model, status=status, headers=headers
         ) from None
     if not isinstance(doc, dict):
-        raise RetryableError(
-            "response is not a JSON object",
+        raise _malformed(
+            "response is not a JSON object", model=model, status=status, headers=headers
+        )
+    try:
+        return _completion(doc, status, headers, model=model)
+    except (AttributeError, TypeError, ValueError, ArithmeticError) as exc:
+        raise _malformed(
+            f"unexpected response shape: {type(exc).__name__}",
             model=model,
             status=status,
-            error_type="malformed_response",
-        )
+            headers=headers,
+        ) from None
+
+
+def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -> Completion:
     gen_id = doc.get("id") or (headers.get("X-Generation-Id") if headers is not None else None)
     usage_raw = doc.get("usage")
     usage_doc: dict[str, Any] = usage_raw if isinstance(usage_raw, dict) else {}
     cost = _cost(usage_doc) if usage_doc else None
-    if isinstance(doc.get("error"), dict):
-        err = classify_error(status, doc["error"], headers, model=model, in_body=True)
+    choices = doc.get("choices")
+    errors = [doc["error"]] if isinstance(doc.get("error"), dict) else []
+    if isinstance(choices, list):  # §2.3: an error may sit in any choice
+        errors += [
+            c.get("error") or {}
+            for c in choices
+            if c.get("finish_reason") == "error" or isinstance(c.get("error"), dict)
+        ]
+    if errors:
+        err = classify_error(status, errors[0], headers, model=model, in_body=True)
         err.cost, err.generation_id = cost, gen_id
         raise err
-    choices = doc.get("choices")
     if not choices or not isinstance(choices, list):
         raise RetryableError(
             "response has no choices",
@@ -165,18 +222,15 @@ def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> C
             generation_id=gen_id,
         )
     choice = choices[0]
-    if choice.get("finish_reason") == "error" or isinstance(choice.get("error"), dict):
-        err = classify_error(status, choice.get("error") or {}, headers, model=model, in_body=True)
-        err.cost, err.generation_id = cost, gen_id
-        raise err
     message = choice.get("message") or {}
+    content = message.get("content")
     usage = Usage(
         prompt_tokens=int(usage_doc.get("prompt_tokens") or 0),
         completion_tokens=int(usage_doc.get("completion_tokens") or 0),
         cost=cost,
     )
     return Completion(
-        content=message.get("content"),
+        content=content if isinstance(content, str) else None,
         finish_reason=choice.get("finish_reason"),
         native_finish_reason=choice.get("native_finish_reason"),
         model=str(doc.get("model") or model),

@@ -17,8 +17,13 @@ from batchroute.spec import PromptSpec, RequestSpec
 
 
 class _Fields(dict[str, Any]):
-    def __missing__(self, key: str) -> Any:
-        raise InputError(f"missing field {key!r} used by the prompt template")
+    """The record's fields as text, converted only when a template asks for them."""
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return _text(super().__getitem__(key))
+        except KeyError:
+            raise InputError(f"missing field {key!r} used by the prompt template") from None
 
 
 def _text(value: Any) -> str:
@@ -29,7 +34,7 @@ def _text(value: Any) -> str:
 
 def render_messages(prompt: PromptSpec, fields: Mapping[str, Any]) -> list[dict[str, str]]:
     """The chat messages for one record."""
-    values = _Fields({k: _text(v) for k, v in fields.items()})
+    values = _Fields(fields)
     messages = []
     if prompt.system:
         messages.append({"role": "system", "content": prompt.system.format_map(values)})

@@ -22,23 +22,25 @@ def record_key(raw: bytes) -> str:
 
 
 def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
-    key = record_key(raw)
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Record(line_no, key, None, f"not UTF-8 (byte {exc.start})")
+    # orjson validates UTF-8 itself; the line is hashed only when no id field gives the key.
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return Record(line_no, key, None, f"not valid JSON: {exc}")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return Record(line_no, record_key(raw), None, f"not UTF-8 (byte {bad.start})")
+        return Record(line_no, record_key(raw), None, f"not valid JSON: {exc}")
     if not isinstance(obj, dict):
-        return Record(line_no, key, None, f"not a JSON object (got {type(obj).__name__})")
-    if id_field is not None:
-        value = obj.get(id_field)
-        if value is None or isinstance(value, dict | list) or value == "":
-            return Record(line_no, key, None, f"id field {id_field!r} missing or not a scalar")
-        key = str(value)
-    return Record(line_no, key, obj)
+        reason = f"not a JSON object (got {type(obj).__name__})"
+        return Record(line_no, record_key(raw), None, reason)
+    if id_field is None:
+        return Record(line_no, record_key(raw), obj)
+    value = obj.get(id_field)
+    if value is None or isinstance(value, dict | list) or value == "":
+        reason = f"id field {id_field!r} missing or not a scalar"
+        return Record(line_no, record_key(raw), None, reason)
+    return Record(line_no, str(value), obj)
 
 
 def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> Iterator[Record]:

@@ -35,7 +35,8 @@ def parse_since(text: str, now: datetime) -> datetime:
     """'7d', '12h', '30m' (relative to `now`) or an ISO date/datetime (UTC) → aware UTC datetime."""
     m = _RELATIVE.match(text)
     if m:
-        return now.astimezone(UTC) - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

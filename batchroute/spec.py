@@ -97,6 +97,12 @@ class TierSpec(_Strict):
         return self
 
 
+_EXTRA_BODY_BANNED = frozenset(
+    {"max_tokens", "max_completion_tokens", "n", "stream", "model", "models", "messages",
+     "prompt", "provider", "route", "usage", "plugins", "transforms"}
+)
+
+
 class RequestSpec(_Strict):
     max_tokens: int = Field(ge=1, le=1_000_000)  # required: it bounds the cost of every call
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -105,6 +111,18 @@ class RequestSpec(_Strict):
     stop: list[str] | None = None
     response_format: dict[str, Any] | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)  # any other OpenRouter field
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_cost_changing_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # These would change what a call may cost (or its shape) behind the budget's back.
+        banned = sorted(set(v) & _EXTRA_BODY_BANNED)
+        if banned:
+            raise ValueError(
+                f"extra_body may not set {', '.join(banned)}: use request.max_tokens, or the "
+                "tier's native_fallback/provider options"
+            )
+        return v
 
     def wants_json(self) -> bool:
         fmt = self.response_format or {}

@@ -88,3 +88,13 @@ def test_every_shipped_job_loads() -> None:
     for job in jobs:
         spec = load_spec(job)
         assert spec.input.exists(), f"{job}: input {spec.input} is missing"
+
+
+def test_extra_body_cannot_change_what_a_call_may_cost(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "max_tokens: 64", "max_tokens: 64, extra_body: {max_completion_tokens: 9999}"
+    )
+    with pytest.raises(SpecError, match="max_completion_tokens"):
+        load_spec(write(tmp_path, text))
+    ok = MINIMAL.replace("max_tokens: 64", "max_tokens: 64, extra_body: {top_k: 5}")
+    assert load_spec(write(tmp_path, ok)).request.extra_body == {"top_k": 5}
