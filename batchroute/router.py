@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from batchroute.catalog import Catalog, ModelInfo
+from batchroute.errors import SpecError
 from batchroute.spec import JobSpec, TierSpec
 from batchroute.types import Classification
 
@@ -82,3 +83,33 @@ def resolve_tiers(spec: JobSpec, catalog: Catalog) -> dict[str, TierPlan]:
             models = tuple(m.id for m in fitting[: t.count]) or t.models
         plans[name] = TierPlan(name, models, t.native_fallback, t.provider, t.concurrency)
     return plans
+
+
+def check_plans(plans: dict[str, TierPlan], catalog: Catalog) -> list[str]:
+    """Warnings about the resolved tiers; a SpecError for a tier that cannot run under a cap.
+
+    A model missing from the catalogue (retired, misspelt) is only a warning: the budget prices
+    it at the dearest known model and fallback survives its errors. A variable-priced router
+    ("-1", e.g. openrouter/auto) or an empty `cheapest` tier is an error.
+    """
+    warnings = []
+    for plan in plans.values():
+        if not plan.models:
+            raise SpecError(
+                "no model in the catalogue meets this `cheapest` tier's criteria",
+                key=f"tiers.{plan.name}",
+            )
+        for m in plan.models:
+            info = catalog.get(m)
+            if info is None:
+                warnings.append(
+                    f"model {m!r} (tier {plan.name}) is not in the catalogue of "
+                    f"{catalog.fetched_at} (retired or misspelt?): budgeted at the highest "
+                    "known price; fallback skips it if it fails"
+                )
+            elif info.variable_price:
+                raise SpecError(
+                    f"{m} has a variable price ('-1') and cannot be budgeted under a cap",
+                    key=f"tiers.{plan.name}",
+                )
+    return warnings
