@@ -10,9 +10,23 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
 from batchroute.catalog import ModelInfo
+
+USD_PLACES = Decimal("1e-12")
+"""The store keeps money at 12 decimal places (DECIMAL(38,12)); so do the books."""
+
+
+def quantize_usd(x: Decimal) -> Decimal:
+    """An actual cost, rounded to the store's 12 places (half-even, as the simulator does)."""
+    return x.quantize(USD_PLACES, rounding=ROUND_HALF_EVEN)
+
+
+def ceil_usd(x: Decimal) -> Decimal:
+    """A reservation, rounded up: rounding must never make a worst case smaller."""
+    return x.quantize(USD_PLACES, rounding=ROUND_CEILING)
+
 
 MESSAGE_OVERHEAD_TOKENS = 8
 """Per-message allowance for role and formatting tokens in the prompt-token bound."""

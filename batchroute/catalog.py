@@ -90,6 +90,11 @@ class Catalog:
                 info = self.models.get(base)
         return info
 
+    def dearest(self) -> ModelInfo:
+        """The most expensive priced model: what a model missing from the catalogue is budgeted
+        at, so that the cap holds whatever it turns out to cost."""
+        return max(self.models.values(), key=lambda m: (m.prompt + m.completion, m.id))
+
     @classmethod
     def shipped(cls) -> Catalog:
         """The catalogue shipped inside the package (May 2026 snapshot)."""

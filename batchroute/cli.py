@@ -142,7 +142,16 @@ def _summary(r: RunReport, code: int) -> str:
         f"{c.failed} failed, {c.invalid} invalid, {c.pending} pending, {c.skipped} already "
         f"final; ${money(c.cost_usd)} spent; {r.elapsed_s:.1f} s; exit {code}"
         + (f"; {r.stale} stale (prompt changed, see --rerun-changed)" if r.stale else "")
+        + _earlier_failures(r)
     )
+
+
+def _earlier_failures(r: RunReport) -> str:
+    failed = r.job_statuses.get("failed", 0) - r.counts.failed
+    invalid = r.job_statuses.get("invalid", 0) - r.counts.invalid
+    if failed <= 0 and invalid <= 0:
+        return ""
+    return f"; earlier runs left {failed} failed and {invalid} invalid (see --retry-failed)"
 
 
 def _exit_code(r: RunReport) -> int:
@@ -154,7 +163,9 @@ def _exit_code(r: RunReport) -> int:
         return EXIT_BUDGET
     if r.status is RunStatus.FAILED:
         return EXIT_ERROR
-    return EXIT_FAILED if r.counts.failed or r.counts.invalid else EXIT_OK
+    # "All records final and ok" is about the job, not this run: failed or invalid records
+    # left by an earlier run (not retried without --retry-failed) still mean exit 4.
+    return EXIT_FAILED if r.job_has_failures else EXIT_OK
 
 
 def _cmd_run(a: argparse.Namespace) -> int:

@@ -17,7 +17,9 @@ from aiolimiter import AsyncLimiter
 
 def pacer(rpm: int) -> AsyncLimiter:
     """A limiter that keeps every sliding 60 s window at or below `rpm` calls."""
-    burst = max(1, rpm // 600)  # about 0.1 s worth of calls, at least one
+    # About 0.1 s worth of calls; at least 2 from 100 rpm on: with a bucket of 1, every late
+    # wake-up of the event loop is capacity lost for good (600 rpm measured 93-96 %).
+    burst = max(2 if rpm >= 100 else 1, rpm // 600)
     # `burst` calls at t=0, then one every 1/rate s: a half-open 60 s window holds
     # burst + 60·rate - 1 calls, which must not pass rpm.
     per_second = (rpm - burst + 0.5) / 60  # +0.5, not +1: float timing never tips it over

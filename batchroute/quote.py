@@ -19,12 +19,12 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from batchroute.budget import prompt_token_bound, worst_case_cost
+from batchroute.budget import ceil_usd, prompt_token_bound, quantize_usd, worst_case_cost
 from batchroute.catalog import Catalog, ModelInfo
 from batchroute.prompt import request_params
 from batchroute.reader import read_records
 from batchroute.router import TierPlan, resolve_tiers
-from batchroute.runner import money, prepare_record
+from batchroute.runner import prepare_record
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import RecordStatus
@@ -99,7 +99,7 @@ class Quote:
 class _Pricer:
     def __init__(self, spec: JobSpec, catalog: Catalog, plans: dict[str, TierPlan]) -> None:
         self.spec, self.catalog, self.plans = spec, catalog, plans
-        self.dearest = max(catalog.models.values(), key=lambda m: (m.prompt + m.completion, m.id))
+        self.dearest = catalog.dearest()
 
     def info(self, model: str) -> ModelInfo:
         return self.catalog.get(model) or self.dearest
@@ -122,13 +122,13 @@ class _Pricer:
         expected = first.cost(typical_prompt, min(max_tokens, TYPICAL_COMPLETION_TOKENS))
         worst = sum(
             (
-                money(worst_case_cost(self.info(m), bound, max_tokens)) * attempts
+                ceil_usd(worst_case_cost(self.info(m), bound, max_tokens)) * attempts
                 for t in self.path(tier)
                 for m in self.plans[t].models
             ),
             Decimal(0),
         )
-        return money(expected), worst
+        return quantize_usd(expected), worst
 
 
 def _store_state(spec: JobSpec, store: ResultStore, today: date) -> tuple[Decimal, set[str], Any]:

@@ -98,8 +98,21 @@ class TierSpec(_Strict):
 
 
 _EXTRA_BODY_BANNED = frozenset(
-    {"max_tokens", "max_completion_tokens", "n", "stream", "model", "models", "messages",
-     "prompt", "provider", "route", "usage", "plugins", "transforms"}
+    {
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stream",
+        "model",
+        "models",
+        "messages",
+        "prompt",
+        "provider",
+        "route",
+        "usage",
+        "plugins",
+        "transforms",
+    }
 )
 
 

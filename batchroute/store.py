@@ -553,6 +553,15 @@ class ResultStore:
             ).fetchall()
         return dict(rows)
 
+    def status_counts(self, job_name: str) -> dict[str, int]:
+        """How many of this job's records are in each status, over all runs."""
+        with self._tx() as con:
+            rows = con.execute(
+                "SELECT status, count(*) FROM results WHERE job_name = ? GROUP BY status",
+                [job_name],
+            ).fetchall()
+        return {str(s): int(n) for s, n in rows}
+
     def spent_on(self, day: date, *, job_name: str | None) -> Decimal:
         """Settled spend on that UTC day, from attempts (job_name None: whole database)."""
         with self._tx() as con:

@@ -28,7 +28,9 @@ REQUEST = {"max_tokens": 2048}  # no finish_length escalations: one call per rec
 SUMMARY = re.compile(
     r"^batchroute: job t run \w+ (?P<status>\w+): (?P<done>\d+) done, (?P<failed>\d+) failed, "
     r"(?P<invalid>\d+) invalid, (?P<pending>\d+) pending, (?P<final>\d+) already final; "
-    r"\$[\d.]+ spent; [\d.]+ s; exit (?P<code>\d+)(; (?P<stale>\d+) stale .*)?$"
+    r"\$[\d.]+ spent; [\d.]+ s; exit (?P<code>\d+)(; (?P<stale>\d+) stale [^;]*)?"
+    r"(; earlier runs left (?P<earlier_failed>\d+) failed and "
+    r"(?P<earlier_invalid>\d+) invalid .*)?$"
 )
 
 
@@ -120,8 +122,11 @@ def test_retry_failed_redoes_exactly_the_failed_and_invalid_records(tmp_path: Pa
         sim.set_scenario({})
 
         plain = run_cli("run", str(job))  # without the flag: nothing is redone
-        assert plain.returncode == 4
-        assert _summary(plain.stdout)["final"] == "195"
+        assert plain.returncode == 4  # failed and invalid records remain in the job
+        plain_summary = _summary(plain.stdout)
+        assert plain_summary["final"] == "200"
+        assert int(plain_summary["earlier_failed"]) == len(failed)
+        assert int(plain_summary["earlier_invalid"]) == 5
         assert _results(db) == before
 
         write_jsonl(tmp_path / "in.jsonl", texts(200))  # the invalid lines are fixed

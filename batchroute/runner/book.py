@@ -1,0 +1,200 @@
+"""The run's books: result and attempt rows, the write-ahead journal, counters, the one writer.
+
+Every row is journaled the moment it exists (so kill -9 loses only calls in flight) and
+flushed to DuckDB by a single writer task at least once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from batchroute.errors import BatchrouteError, StoreError
+from batchroute.progress import Progress
+from batchroute.runner.work import Call, Trail, WorkItem
+from batchroute.store import Journal, ResultStore
+from batchroute.types import (
+    AttemptOutcome,
+    AttemptRow,
+    Record,
+    RecordStatus,
+    ResultRow,
+    RunCounts,
+)
+
+FLUSH_EVERY_S = 1.0  # design §7: commit at least every second (the journal covers kill -9)
+FLUSH_ROWS = 5_000  # flush early when this many result rows wait: each flush opens the file
+MAX_BUFFERED = 4 * FLUSH_ROWS  # the feeder waits above this (pending rows after a stop)
+
+
+class Book:
+    """Rows waiting for the store, with the counters and progress they feed."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        journal: Journal,
+        *,
+        run_id: str,
+        job_name: str,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.journal = journal
+        self.run_id = run_id
+        self.job_name = job_name
+        self.now = now
+        self.counts = RunCounts()
+        self.progress: Progress | None = None
+        self._results: list[ResultRow] = []
+        self._attempts: list[AttemptRow] = []
+        self._flush_now = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._closing = False
+
+    # ------------------------------------------------------------------ rows
+    def attempt(
+        self, item: WorkItem, tier: str, attempt_no: int, call: Call, outcome: AttemptOutcome
+    ) -> None:
+        err, c = call.error, call.completion
+        row = AttemptRow(
+            self.run_id,
+            self.job_name,
+            item.record.key,
+            attempt_no,
+            tier,
+            call.model,
+            call.started,
+            call.latency_ms,
+            (err.status or None) if err else (c.http_status if c else None),
+            outcome,
+            err.error_type if err else None,
+            str(err)[:500] if err else None,
+            call.cost,
+            call.source,
+            err.generation_id if err else (c.generation_id if c else None),
+        )
+        self._attempts.append(row)
+        self.journal.append(row)
+        self.counts.cost_usd += call.cost
+
+    def _result(self, item: WorkItem | Record, status: RecordStatus, **kw: Any) -> None:
+        rec = item.record if isinstance(item, WorkItem) else item
+        row = ResultRow(
+            self.job_name, rec.key, self.run_id, rec.line_no, status, created_at=self.now(), **kw
+        )
+        if isinstance(item, WorkItem):
+            row.task_type, row.complexity = item.cls.task_type, item.cls.complexity
+            row.classifier, row.request_fp = item.cls.reason, item.fp
+            row.tier = row.tier or item.tier
+        self._results.append(row)
+        self.journal.append(row)
+        if len(self._results) >= FLUSH_ROWS:
+            self._flush_now.set()
+        if self.progress is not None:
+            self.progress.record(row.tier or "-", status, row.cost_usd)
+
+    def invalid(self, rec: Record, reason: str) -> None:
+        self.counts.invalid += 1
+        self._result(rec, RecordStatus.INVALID, error_type="invalid_input", error_message=reason)
+
+    def pending(self, item: WorkItem, trail: Trail | None = None) -> None:
+        self.counts.pending += 1
+        t = trail or Trail()
+        self._result(
+            item,
+            RecordStatus.PENDING,
+            cost_usd=t.cost,
+            attempts=t.attempts,
+            escalations=t.escalations,
+        )
+
+    def failed(self, item: WorkItem, tier: str, trail: Trail) -> None:
+        self.counts.failed += 1
+        e = trail.last_error
+        self._result(
+            item,
+            RecordStatus.FAILED,
+            tier=tier,
+            cost_usd=trail.cost,
+            attempts=trail.attempts,
+            escalations=trail.escalations,
+            error_type=e.error_type if e else "no_model",
+            error_message=str(e)[:500] if e else "no model could be tried",
+            model_requested=e.model if e else None,
+        )
+
+    def done(self, item: WorkItem, tier: str, trail: Trail, call: Call) -> None:
+        c = call.completion
+        assert c is not None
+        self.attempt(item, tier, trail.attempts, call, AttemptOutcome.OK)
+        self.counts.done += 1
+        self._result(
+            item,
+            RecordStatus.DONE,
+            tier=tier,
+            model_requested=call.model,
+            model_served=c.model,
+            provider=c.provider,
+            output=c.content,
+            finish_reason=c.finish_reason,
+            prompt_tokens=c.usage.prompt_tokens,
+            completion_tokens=c.usage.completion_tokens,
+            cost_usd=trail.cost,
+            cost_source=call.source,
+            latency_ms=call.latency_ms,
+            attempts=trail.attempts,
+            escalations=trail.escalations,
+            generation_id=c.generation_id,
+        )
+
+    async def room(self) -> None:
+        """Wait while more rows are buffered than MAX_BUFFERED (the writer drains them)."""
+        while len(self._results) > MAX_BUFFERED and not self._closing:
+            self._flush_now.set()
+            self._flushed.clear()
+            await self._flushed.wait()
+
+    # ---------------------------------------------------------------- writer
+    def _take(self) -> tuple[list[ResultRow], list[AttemptRow]]:
+        results, attempts = self._results, self._attempts
+        self._results, self._attempts = [], []
+        return results, attempts
+
+    async def writer(self) -> None:
+        """The one writer: flush at least every second, or early when rows pile up.
+
+        It stops after the flush that follows `close()`; `flush_last` writes what is left, so
+        nothing done is lost even when the pipeline fails.
+        """
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), FLUSH_EVERY_S)
+            self._flush_now.clear()
+            results, attempts = self._take()
+            if results or attempts:
+                self.journal.rotate()  # same loop step as _take: the same rows
+                try:
+                    await asyncio.to_thread(self.store.write, results, attempts)
+                except BatchrouteError:
+                    raise
+                except Exception as exc:  # e.g. OSError from a temp file: say so, stop the run
+                    raise StoreError(f"writing results failed: {exc}") from exc
+                self.journal.flushed()
+            self._flushed.set()
+
+    def close(self) -> None:
+        """Ask the writer to stop after one more flush."""
+        self._closing = True
+        self._flush_now.set()
+        self._flushed.set()
+
+    def flush_last(self) -> None:
+        """Synchronously write whatever is left (called once the workers are done)."""
+        results, attempts = self._take()
+        if (results or attempts) and self.journal.rotate():
+            self.store.write(results, attempts)
+            self.journal.flushed()

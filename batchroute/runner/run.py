@@ -1,0 +1,334 @@
+"""The run: lock, store, catalogue and budget set-up; the feeder; worker pools; shutdown.
+
+reader → resume filter → prepare (render, classify, route) → per-tier bounded queues →
+workers (`Dispatcher`) → `Book` (journal + one writer). Signals stop intake, let calls in
+flight finish within the grace period, and still flush everything that finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from collections.abc import Iterator
+
+from batchroute import __version__
+from batchroute.budget import Budget
+from batchroute.catalog import Catalog
+from batchroute.client import OpenRouterClient
+from batchroute.errors import BatchrouteError, SpecError, UpstreamError
+from batchroute.lock import RunLock
+from batchroute.progress import Progress
+from batchroute.prompt import fingerprint, request_params
+from batchroute.reader import read_records
+from batchroute.router import check_plans, resolve_tiers
+from batchroute.runner.book import Book
+from batchroute.runner.dispatch import Dispatcher
+from batchroute.runner.work import (
+    Control,
+    RunOptions,
+    RunReport,
+    Trail,
+    WorkItem,
+    classify_item,
+    render,
+)
+from batchroute.spec import JobSpec
+from batchroute.store import Journal, ResultStore
+from batchroute.types import Record, RecordStatus, RunStatus
+
+
+class Runner:
+    """Runs one job once. Use `await Runner(spec, opts).run()` or `run_job`."""
+
+    def __init__(self, spec: JobSpec, opts: RunOptions) -> None:
+        self.spec = spec
+        self.opts = opts
+        self.db_path = opts.db_path or spec.database_path
+        self.run_id = uuid.uuid4().hex[:16]
+        self.params = request_params(spec.request)
+        self.store = ResultStore(self.db_path)
+        self.notes: list[str] = []
+        self.stale = 0
+        self.control = Control(self._log)
+        self.book = Book(
+            self.store, Journal(self.db_path), run_id=self.run_id, job_name=spec.name, now=opts.now
+        )
+        self.plans: dict[str, tuple[str, ...]] = {}
+        self.final: dict[str, str | None] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._feeder: asyncio.Task[None] | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    def _log(self, line: str) -> None:
+        if self.opts.log is not None:
+            self.opts.log(line)
+        elif self.book.progress is not None:
+            self.book.progress.log(line)
+
+    # ------------------------------------------------------------------- run
+    async def run(self) -> RunReport:
+        start = self.opts.monotonic()
+        if not self.spec.input.is_file():
+            raise SpecError(
+                f"input file not found: {self.spec.input}", path=str(self.spec.path), key="input"
+            )
+        statuses: dict[str, int] = {}
+        with self._signals(), RunLock(self.db_path):
+            await asyncio.to_thread(self._open_store)
+            try:
+                await self._run_pipeline()
+            except BatchrouteError as exc:
+                self.control.stop(RunStatus.FAILED, exc)
+                raise
+            finally:
+                if self.control.status is RunStatus.RUNNING:
+                    self.control.status = RunStatus.FAILED
+                await asyncio.to_thread(self._close_store)
+            statuses = await asyncio.to_thread(self.store.status_counts, self.spec.name)
+        return RunReport(
+            self.run_id,
+            self.spec.name,
+            self.db_path,
+            self.control.status,
+            self.book.counts,
+            self.opts.monotonic() - start,
+            self.stale,
+            dict(self.plans),
+            self.control.error,
+            self.notes,
+            statuses,
+        )
+
+    def _open_store(self) -> None:
+        self.store.migrate()
+        recovered = self.store.recover_journal()
+        if recovered:
+            self.notes.append(f"recovered {recovered} result(s) a killed run had not flushed")
+        self.book.journal.open()
+        closed = self.store.close_stale_runs()
+        if closed:
+            self.notes.append(f"{closed} earlier run(s) had died; marked interrupted")
+        self.store.start_run(
+            self.run_id, self.spec.name, str(self.spec.path or ""), self.opts.now(), __version__
+        )
+
+    def _close_store(self) -> None:
+        # Whatever happened, keep what was done: flush, then close the run row.
+        self.book.flush_last()
+        self.store.finish_run(self.run_id, self.control.status, self.book.counts, self.opts.now())
+        self.book.journal.close()
+
+    async def _load_catalog(self, client: OpenRouterClient) -> Catalog:
+        """Live /models, else the copy cached in the store, else the one shipped in the package."""
+        try:
+            raw = await client.fetch_models()
+            cat = Catalog(raw, source=client.base_url, fetched_at=self.opts.now().isoformat())
+            await asyncio.to_thread(self.store.save_catalog, raw, self.opts.now(), client.base_url)
+            return cat
+        except (UpstreamError, ValueError, KeyError) as exc:
+            reason = type(exc).__name__
+        cached = await asyncio.to_thread(self.store.load_catalog)
+        if cached is not None:
+            raw, fetched = cached
+            age = (self.opts.now() - fetched.replace(tzinfo=None)).days
+            self.notes.append(f"prices from the cached catalogue, {age} days old ({reason})")
+            return Catalog(raw, source="cache", fetched_at=fetched.isoformat())
+        cat = Catalog.shipped()
+        self.notes.append(f"prices from the shipped catalogue of {cat.fetched_at} ({reason})")
+        return cat
+
+    async def _run_pipeline(self) -> None:
+        spec, opts = self.spec, self.opts
+        final_statuses = {RecordStatus.DONE}
+        if not opts.retry_failed:
+            final_statuses |= {RecordStatus.FAILED, RecordStatus.INVALID}
+        self.final = await asyncio.to_thread(
+            self.store.final_keys, spec.name, statuses=final_statuses
+        )
+        cap = opts.budget_usd if opts.budget_usd is not None else spec.budget.daily_usd
+        scope = spec.name if spec.budget.scope == "job" else None
+        # The day is fixed at the start: a run crossing midnight keeps counting against the
+        # day it started on (never more than one cap per run).
+        spent = await asyncio.to_thread(self.store.spent_on, opts.now().date(), job_name=scope)
+        budget = Budget(cap, spent)
+        async with OpenRouterClient(
+            opts.base_url or spec.endpoint.base_url,
+            opts.api_key,
+            timeout_s=spec.limits.timeout_s,
+            title=spec.endpoint.title,
+            referer=spec.endpoint.referer,
+            max_connections=spec.limits.concurrency,
+        ) as client:
+            catalog = await self._load_catalog(client)
+            plans = resolve_tiers(spec, catalog)
+            self.notes += check_plans(plans, catalog)
+            self.plans = {t: p.models for t, p in plans.items()}
+            self.book.progress = Progress(
+                plans, bars=opts.bars, quiet=opts.quiet, monotonic=opts.monotonic
+            )
+            self._dispatcher = Dispatcher(
+                spec,
+                opts,
+                plans=plans,
+                catalog=catalog,
+                client=client,
+                budget=budget,
+                control=self.control,
+                book=self.book,
+                log=self._log,
+            )
+            self._dispatcher.params = self.params
+            self._announce(spent, cap)
+            try:
+                await self._pump()
+            finally:
+                self.book.progress.close()
+        if budget.overruns:
+            self.notes.append(f"{budget.overruns} call(s) cost more than their reservation")
+        if self.control.status is RunStatus.RUNNING:
+            self.control.status = RunStatus.COMPLETED
+
+    def _announce(self, spent: object, cap: object) -> None:
+        for note in self.notes:
+            self._log(f"note: {note}")
+        for name, models in self.plans.items():
+            if self.spec.tiers[name].cheapest:  # chosen at run start: say which (issue 4)
+                self._log(f"tier {name}: cheapest by catalogue price: {', '.join(models)}")
+        self._log(
+            f"run {self.run_id}: job {self.spec.name}, {len(self.final)} records already "
+            f"final, today's spend ${spent:.6f} of ${cap}"
+        )
+
+    async def _pump(self) -> None:
+        self.queues: dict[str, asyncio.Queue[WorkItem | None]] = {
+            t: asyncio.Queue(self.spec.limits.queue_size) for t in self.plans
+        }
+        writer = asyncio.create_task(self.book.writer())  # awaited below, whatever happens
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for tier in self.plans:
+                    n = self._worker_count(tier)
+                    self._workers += [tg.create_task(self._worker(tier)) for _ in range(n)]
+                self._feeder = tg.create_task(self._feed())
+        except ExceptionGroup as group:
+            first: BaseException = group
+            while isinstance(first, ExceptionGroup):
+                first = first.exceptions[0]
+            raise first from group  # one clear error for the CLI, not a task-group traceback
+        finally:
+            self.book.close()
+            await writer
+
+    def _worker_count(self, tier: str) -> int:
+        lim = self.spec.limits.concurrency
+        return min(self.spec.tiers[tier].concurrency or lim, lim)
+
+    # ---------------------------------------------------------- signals
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM stop the run gracefully from its very start (store opening and
+        catalogue fetch included), not only once records flow."""
+        loop = asyncio.get_running_loop()
+        sigs = (signal.SIGINT, signal.SIGTERM) if self.opts.handle_signals else ()
+        for sig in sigs:
+            loop.add_signal_handler(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig in sigs:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self) -> None:
+        if self.control.interrupted:
+            self._cancel_in_flight()
+            return
+        self.control.interrupted = True
+        self.control.stop(RunStatus.INTERRUPTED)
+        if self._dispatcher is not None:
+            self._dispatcher.wake()
+        grace = self.spec.limits.grace_s
+        self._log(
+            f"interrupted: finishing calls in flight (up to {grace:g} s); "
+            "interrupt again to stop at once"
+        )
+        asyncio.get_running_loop().call_later(grace, self._cancel_in_flight)
+
+    def _cancel_in_flight(self) -> None:
+        for task in (*self._workers, self._feeder):
+            if task is not None and not task.done():
+                task.cancel()
+
+    # ------------------------------------------------------------ feeder
+    async def _feed(self) -> None:
+        spec, limit, book = self.spec, self.opts.limit, self.book
+        taken = 0
+        for n, rec in enumerate(read_records(spec.input, id_field=spec.id_field), 1):
+            if self.control.interrupted or self.control.status is RunStatus.FAILED:
+                break
+            if limit is not None and taken >= limit:
+                break
+            book.counts.seen += 1
+            item = self._prepare(rec)
+            if item is not None:
+                taken += 1
+                if self.control.stopping:
+                    book.pending(item)  # budget spent: the rest stays pending for tomorrow
+                    await book.room()  # keep memory bounded while the writer catches up
+                else:
+                    await self.queues[item.tier].put(item)
+            if n % 128 == 0:
+                if book.progress is not None:
+                    book.progress.tick(book.counts)
+                await asyncio.sleep(0)  # let workers run while the queues have room
+        for tier, q in self.queues.items():
+            for _ in range(self._worker_count(tier)):
+                await q.put(None)
+
+    def _prepare(self, rec: Record) -> WorkItem | None:
+        """Resume filter first (cheap), then render and classify; None when nothing to send."""
+        is_final = rec.key in self.final
+        messages = render(self.spec, rec)
+        if isinstance(messages, str):
+            if is_final:
+                self.book.counts.skipped += 1
+            else:
+                self.book.invalid(rec, messages)
+            return None
+        if is_final:
+            old_fp = self.final[rec.key]  # None: done before fingerprints were kept
+            changed = old_fp is not None and old_fp != fingerprint(messages, self.params)
+            self.stale += changed
+            if not (changed and self.opts.rerun_changed):
+                self.book.counts.skipped += 1
+                return None
+        return classify_item(self.spec, self.params, rec, messages)
+
+    # ----------------------------------------------------------- workers
+    async def _worker(self, tier: str) -> None:
+        q, dispatcher = self.queues[tier], self._dispatcher
+        assert dispatcher is not None
+        while True:
+            item = await q.get()
+            if item is None:
+                return
+            if self.control.stopping:
+                self.book.pending(item)
+                continue
+            trail = Trail()
+            try:
+                await dispatcher.process(item, trail)
+            except asyncio.CancelledError:
+                self.book.pending(item, trail)  # keeps what this run already paid for it
+                raise
+
+
+async def run_job_async(spec: JobSpec, opts: RunOptions) -> RunReport:
+    """Run (or resume) a job to the end, the budget, or an interrupt."""
+    return await Runner(spec, opts).run()
+
+
+def run_job(spec: JobSpec, opts: RunOptions) -> RunReport:
+    """Synchronous entry point used by the CLI."""
+    return asyncio.run(run_job_async(spec, opts))

@@ -1,0 +1,175 @@
+"""The runner's plain data: options, the report, one record's work item and trail, stop control.
+
+`prepare_record` is the one place a record becomes a request (render + classify + route); the
+runner and the dry-run quote both use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from batchroute.budget import prompt_token_bound
+from batchroute.classifier import classify
+from batchroute.errors import BatchrouteError, InputError, UpstreamError
+from batchroute.prompt import fingerprint, render_messages
+from batchroute.router import choose_tier
+from batchroute.spec import JobSpec
+from batchroute.types import (
+    TASK_TYPES,
+    Classification,
+    Completion,
+    CostSource,
+    Record,
+    RunCounts,
+    RunStatus,
+)
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the form every timestamp takes in the store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class RunOptions:
+    """Per-invocation settings (the CLI fills these; tests inject clocks and sleeps)."""
+
+    api_key: str = field(default="", repr=False)  # never in a repr, a log or a traceback
+    base_url: str | None = None  # overrides the job's endpoint (e.g. the simulator)
+    db_path: Path | None = None
+    limit: int | None = None
+    retry_failed: bool = False
+    rerun_changed: bool = False
+    budget_usd: Decimal | None = None
+    bars: bool = False
+    quiet: bool = False
+    handle_signals: bool = True
+    now: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    jitter_seed: int | None = None
+    log: Callable[[str], None] | None = None
+
+
+@dataclass
+class RunReport:
+    """What a run did; the CLI turns it into a summary line and an exit code."""
+
+    run_id: str
+    job_name: str
+    db_path: Path
+    status: RunStatus
+    counts: RunCounts
+    elapsed_s: float
+    stale: int = 0
+    tiers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    error: BatchrouteError | None = None
+    notes: list[str] = field(default_factory=list)
+    job_statuses: dict[str, int] = field(default_factory=dict)  # all runs, after this one
+
+    @property
+    def job_has_failures(self) -> bool:
+        """Failed or invalid records of this job remain (this run's or earlier ones)."""
+        return bool(
+            self.counts.failed
+            or self.counts.invalid
+            or self.job_statuses.get("failed")
+            or self.job_statuses.get("invalid")
+        )
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """A record ready to send: its messages, fingerprint, classification and tier."""
+
+    record: Record
+    messages: list[dict[str, str]]
+    fp: str
+    cls: Classification
+    tier: str
+    explicit: bool
+    prompt_bound: int  # upper bound on prompt tokens, computed once
+
+
+@dataclass(slots=True)
+class Trail:
+    """What happened to one record so far in this run, across models and tiers."""
+
+    attempts: int = 0
+    escalations: int = 0
+    cost: Decimal = Decimal(0)
+    last_error: UpstreamError | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """One call's outcome: a usable completion, or the error that says what to do next."""
+
+    model: str  # the model asked for (the one that served may differ: native fallback)
+    started: datetime
+    latency_ms: int
+    cost: Decimal
+    source: CostSource
+    completion: Completion | None = None
+    error: UpstreamError | None = None
+
+
+class Control:
+    """The run's stop switch, shared by feeder, workers and writer (one event loop)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.stopping = False
+        self.interrupted = False
+        self.status = RunStatus.RUNNING
+        self.error: BatchrouteError | None = None
+        self._log = log
+
+    def stop(self, status: RunStatus, error: BatchrouteError | None = None) -> None:
+        """Stop dispatching; records not yet sent become `pending`. The first reason wins."""
+        if not self.stopping:
+            self.stopping = True
+            self.status = status
+            self.error = error
+            if error is not None:
+                self._log(f"stopping: {error}")
+
+
+def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
+    """The record's messages, or why it is invalid."""
+    if rec.fields is None:
+        return rec.error or "invalid line"
+    try:
+        return render_messages(spec.prompt, rec.fields)
+    except InputError as exc:
+        return exc.reason
+
+
+def prepare_record(spec: JobSpec, params: dict[str, Any], rec: Record) -> WorkItem | str:
+    """Render, classify and route one record; a string says why the record is invalid."""
+    messages = render(spec, rec)
+    if isinstance(messages, str):
+        return messages
+    return classify_item(spec, params, rec, messages)
+
+
+def classify_item(
+    spec: JobSpec, params: dict[str, Any], rec: Record, messages: list[dict[str, str]]
+) -> WorkItem:
+    fields = rec.fields or {}
+    if spec.task_field and fields.get(spec.task_field) in TASK_TYPES:
+        cls, explicit = Classification(str(fields[spec.task_field]), "medium", "task_field"), True
+    elif spec.task:
+        cls, explicit = Classification(spec.task, "medium", "job.task"), True
+    else:
+        system = messages[0]["content"] if len(messages) > 1 else ""
+        cls, explicit = classify(messages[-1]["content"], system=system), False
+    tier = choose_tier(cls, spec, explicit_task=explicit)
+    bound = prompt_token_bound(m["content"] for m in messages)
+    return WorkItem(rec, messages, fingerprint(messages, params), cls, tier, explicit, bound)
