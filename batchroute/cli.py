@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 
 from batchroute import __version__
-from batchroute.catalog import Catalog
 from batchroute.errors import (
     AuthError,
     BatchrouteError,
@@ -31,9 +30,8 @@ from batchroute.errors import (
     SpecError,
     StoreError,
 )
-from batchroute.quote import quote, render_quote
+from batchroute.quote import describe_plan, quote, render_quote
 from batchroute.report import money, parse_since, render
-from batchroute.router import check_plans, resolve_tiers
 from batchroute.runner import RunOptions, RunReport, run_job
 from batchroute.spec import JobSpec, load_spec
 from batchroute.store import ResultStore
@@ -172,14 +170,13 @@ def _cmd_run(a: argparse.Namespace) -> int:
     spec = load_spec(a.job)
     db = a.db or spec.database_path
     if a.dry_run:
-        store = ResultStore(db) if db.exists() else None
         q = quote(
             spec,
+            db_path=db,
             today=datetime.now(UTC).date(),
-            db_exists=db.exists(),
-            store=store,
             budget_usd=a.budget,
             limit=a.limit,
+            retry_failed=a.retry_failed,
         )
         print(
             orjson.dumps(q.as_dict(), option=orjson.OPT_INDENT_2).decode()
@@ -226,23 +223,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 def _cmd_validate(a: argparse.Namespace) -> int:
     spec = load_spec(a.job)
-    catalog = Catalog.shipped()
-    plans = resolve_tiers(spec, catalog)
-    print(f"job {spec.name}: {spec.input} → {spec.database_path}")
-    print(
-        f"budget ${spec.budget.daily_usd}/day (scope {spec.budget.scope}); "
-        f"max_tokens {spec.request.max_tokens}; concurrency {spec.limits.concurrency}"
-    )
-    for name, plan in plans.items():
-        print(f"tier {name}: " + " → ".join(plan.models))
-    for warning in check_plans(plans, catalog):  # raises SpecError (exit 2) for errors
-        print(f"warning: {warning}")
-    routing = {t: spec.tier_for_task(t) for t in sorted(spec.routing or {})}
-    print(
-        "routing: " + ", ".join(f"{k}→{v}" for k, v in routing.items())
-        if routing
-        else "routing: default task → tier table"
-    )
+    print("\n".join(describe_plan(spec, spec.database_path)))  # SpecError → exit 2
     return EXIT_OK
 
 

@@ -17,17 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from batchroute.budget import ceil_usd, prompt_token_bound, quantize_usd, worst_case_cost
 from batchroute.catalog import Catalog, ModelInfo
 from batchroute.prompt import request_params
 from batchroute.reader import read_records
-from batchroute.router import TierPlan, resolve_tiers
+from batchroute.router import TierPlan, check_plans, resolve_tiers
 from batchroute.runner import prepare_record
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.types import RecordStatus
+from batchroute.types import TASK_TYPES, RecordStatus
 
 TYPICAL_COMPLETION_TOKENS = 256
 
@@ -131,36 +132,46 @@ class _Pricer:
         return quantize_usd(expected), worst
 
 
-def _store_state(spec: JobSpec, store: ResultStore, today: date) -> tuple[Decimal, set[str], Any]:
+def _store_state(
+    spec: JobSpec, store: ResultStore, today: date, *, retry_failed: bool
+) -> tuple[Decimal, set[str]]:
     scope = spec.name if spec.budget.scope == "job" else None
     spent = store.spent_on(today, job_name=scope)
-    statuses = {RecordStatus.DONE, RecordStatus.FAILED, RecordStatus.INVALID}
-    return spent, set(store.final_keys(spec.name, statuses=statuses)), store.load_catalog()
+    statuses = {RecordStatus.DONE}
+    if not retry_failed:
+        statuses |= {RecordStatus.FAILED, RecordStatus.INVALID}
+    return spent, set(store.final_keys(spec.name, statuses=statuses))
+
+
+def offline_catalog(db_path: Path) -> Catalog:
+    """The catalogue a run cached in this database, else the one shipped in the package."""
+    cached = ResultStore(db_path).load_catalog() if db_path.exists() else None
+    if cached is None:
+        return Catalog.shipped()
+    return Catalog(cached[0], source="cache", fetched_at=cached[1].isoformat())
 
 
 def quote(
     spec: JobSpec,
     *,
+    db_path: Path,
     today: date,
-    db_exists: bool,
-    store: ResultStore | None = None,
     budget_usd: Decimal | None = None,
     limit: int | None = None,
+    retry_failed: bool = False,
 ) -> Quote:
     """Price the job as `run` would send it today, without calls or writes."""
-    spent, final, cached = Decimal(0), set[str](), None
-    if db_exists and store is not None:
-        spent, final, cached = _store_state(spec, store, today)
-    catalog = (
-        Catalog(cached[0], source="cache", fetched_at=cached[1].isoformat())
-        if cached
-        else Catalog.shipped()
-    )
+    spent, final = Decimal(0), set[str]()
+    if db_path.exists():
+        store = ResultStore(db_path)
+        spent, final = _store_state(spec, store, today, retry_failed=retry_failed)
+    catalog = offline_catalog(db_path)
     plans = resolve_tiers(spec, catalog)
     pricer = _Pricer(spec, catalog, plans)
     cap = budget_usd if budget_usd is not None else spec.budget.daily_usd
     q = Quote(spec.name, cap, spent, {t: TierQuote(t, p.models) for t, p in plans.items()})
     q.catalog = f"{catalog.source} ({catalog.fetched_at})"
+    q.notes = check_plans(plans, catalog)
     params = request_params(spec.request)
     for rec in read_records(spec.input, id_field=spec.id_field):
         if limit is not None and q.records >= limit:
@@ -178,6 +189,23 @@ def quote(
         tq.expected_usd += expected
         tq.worst_usd += worst
     return q
+
+
+def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
+    """`batchroute validate`: the resolved plan, with warnings; SpecError if it cannot run."""
+    catalog = offline_catalog(db_path)
+    plans = resolve_tiers(spec, catalog)
+    warnings = check_plans(plans, catalog)
+    lines = [
+        f"job {spec.name}: {spec.input} → {db_path}",
+        f"budget ${spec.budget.daily_usd}/day (scope {spec.budget.scope}); "
+        f"max_tokens {spec.request.max_tokens}; concurrency {spec.limits.concurrency}",
+        f"prices: {catalog.source} catalogue ({catalog.fetched_at})",
+    ]
+    lines += [f"tier {name}: " + " → ".join(plan.models) for name, plan in plans.items()]
+    table = {t: spec.tier_for_task(t) for t in TASK_TYPES}
+    lines.append("routing: " + ", ".join(f"{k}→{v}" for k, v in table.items()))
+    return lines + [f"warning: {w}" for w in warnings]
 
 
 def render_quote(q: Quote) -> str:

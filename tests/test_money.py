@@ -327,7 +327,7 @@ async def test_quote_worst_case_bounds_actual_spend(
         request={"max_tokens": 128},
         limits={"concurrency": 32, "max_escalations": 1},
     )
-    q = quote(spec, today=DAY1.date(), db_exists=False)
+    q = quote(spec, db_path=tmp_path / "none.duckdb", today=DAY1.date())
     assert q.records == 120
     db = tmp_path / "results.duckdb"
     with SimulatorThread(Scenario.from_dict(scenario), seed=3) as sim:
