@@ -10,6 +10,8 @@ import json
 import random
 from pathlib import Path
 
+from batchroute.types import TASK_TYPES
+
 OUT = Path(__file__).resolve().parents[1] / "sample_data"
 SEED = 20250611
 
@@ -377,21 +379,7 @@ ANALYSES = [
 
 
 def _mixed_by_type(rng: random.Random) -> dict[str, list[str]]:
-    t: dict[str, list[str]] = {
-        k: []
-        for k in (
-            "classification",
-            "simple_qa",
-            "translation",
-            "summarization",
-            "chat",
-            "code_generation",
-            "code_review",
-            "analysis",
-            "creative_writing",
-            "deep_reasoning",
-        )
-    }
+    t: dict[str, list[str]] = {k: [] for k in TASK_TYPES}
     for i in range(30):
         revs = rng.sample(REVIEWS, rng.randint(2, 5))
         listing = "\n".join(f"{j}. {r}" for j, r in enumerate(revs, 1))
