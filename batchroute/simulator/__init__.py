@@ -6,7 +6,7 @@ CLI's `batchroute simulate`). See docs/simulator.md for the scenario format.
 
 from __future__ import annotations
 
-from batchroute.simulator.app import SIM_STATE, create_app, set_scenario
+from batchroute.simulator.app import create_app, set_scenario
 from batchroute.simulator.scenario import (
     FAULTS,
     PRESETS,
@@ -19,7 +19,7 @@ from batchroute.simulator.scenario import (
     load_scenario,
 )
 from batchroute.simulator.server import SimulatorThread, serve
-from batchroute.simulator.state import SimState
+from batchroute.simulator.state import SIM_STATE, SimState
 
 __all__ = [
     "FAULTS",

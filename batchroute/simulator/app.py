@@ -18,14 +18,19 @@ import orjson
 from aiohttp import web
 
 from batchroute.catalog import ModelInfo
+from batchroute.simulator import accounts
 from batchroute.simulator import responses as R
-from batchroute.simulator.faults import abort_connection, error_response, fault_error
+from batchroute.simulator.faults import (
+    abort_connection,
+    api_key_of,
+    bad_request,
+    error_response,
+    fault_error,
+    unauthorized,
+)
 from batchroute.simulator.scenario import FALLBACK_FAULTS, Scenario, ScriptStep
-from batchroute.simulator.state import Clock, Generation, SimState, Sleep, draw
+from batchroute.simulator.state import SIM_STATE, Clock, Generation, SimState, Sleep, draw
 from batchroute.simulator.streaming import stream_answer
-
-SIM_STATE = web.AppKey("batchroute_sim_state", SimState)
-"""`app[SIM_STATE]` is the live `SimState` (use `set_scenario(app, s)` to change the scenario)."""
 
 PROVIDER_KEYS = frozenset(
     {
@@ -66,48 +71,29 @@ class Call:
     created: int
 
 
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(obj), status=status, headers=headers, content_type=_JSON)
-
-
-def _api_key(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def _unauthorized() -> web.Response:
-    return error_response(401, R.error_obj(401, "No auth credentials found"))
-
-
-def _bad(message: str, **kw: Any) -> web.Response:
-    return error_response(400, R.error_obj(400, message, **kw))
-
-
 def _validate(st: SimState, body: Any) -> web.Response | None:
     """400s OpenRouter raises before routing (docs §1.1, §2.2)."""
     if not isinstance(body, dict):
-        return _bad("Invalid JSON body")
+        return bad_request("Invalid JSON body")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        return _bad('Input required: specify "messages" (a non-empty array)')
+        return bad_request('Input required: specify "messages" (a non-empty array)')
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        return _bad("No model specified: this simulator has no account default model")
+        return bad_request("No model specified: this simulator has no account default model")
     models = body.get("models") or []
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-        return _bad("'models' must be an array of strings")
+        return bad_request("'models' must be an array of strings")
     if len(models) > 3:
-        return _bad("'models' array must have 3 items or fewer.")
+        return bad_request("'models' array must have 3 items or fewer.")
     provider = body.get("provider")
     if provider is not None:
         if not isinstance(provider, dict):
-            return _bad("'provider' must be an object")
+            return bad_request("'provider' must be an object")
         unknown = [k for k in provider if k not in PROVIDER_KEYS]
         if unknown:
             keys = ", ".join(f"'{k}'" for k in unknown)
-            return _bad(f"Unrecognized key(s) in object: {keys}")
+            return bad_request(f"Unrecognized key(s) in object: {keys}")
     for m in [model, *models]:
         if st.catalog.get(m) is None:
             av = R.availability("model_not_found", m, retryable=False)
@@ -217,13 +203,13 @@ _OK = ScriptStep(fault="ok")
 
 async def _chat(request: web.Request) -> web.StreamResponse:
     st = request.app[SIM_STATE]
-    key = _api_key(request)
+    key = api_key_of(request)
     if key is None:
-        return _unauthorized()
+        return unauthorized()
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        return _bad("Invalid JSON body")
+        return bad_request("Invalid JSON body")
     problem = _validate(st, body)
     if problem is not None:
         return problem
@@ -419,137 +405,6 @@ async def _reset(request: web.Request, data: bytes, headers: dict[str, str]) -> 
     return resp
 
 
-async def _models(request: web.Request) -> web.Response:
-    st = request.app[SIM_STATE]
-    wanted = request.query.get("output_modalities", "")
-    body = st.models_cache.get(wanted)
-    if body is None:
-        body = _filter_models(st.catalog.raw, wanted)
-        st.models_cache[wanted] = body
-    return web.Response(body=body, content_type=_JSON)
-
-
-def _filter_models(raw: bytes, wanted: str) -> bytes:
-    mods = {m.strip() for m in wanted.split(",") if m.strip()}
-    if not mods or "all" in mods:
-        return raw
-    doc = orjson.loads(raw)
-
-    def outputs(m: dict[str, Any]) -> set[str]:
-        arch = m.get("architecture") or {}
-        out = arch.get("output_modalities")
-        if out is None:
-            out = str(arch.get("modality", "text->text")).partition("->")[2].split("+")
-        return set(out)
-
-    doc["data"] = [m for m in doc["data"] if mods <= outputs(m)]
-    return orjson.dumps(doc)
-
-
-def _key_data(st: SimState) -> dict[str, Any]:
-    usage = float(st.billed_total)
-    limit = st.scenario.key_limit_usd
-    remaining = st.remaining_credit()
-    return {
-        "label": "sk-or-v1-sim...",
-        "limit": limit,
-        "limit_remaining": None if remaining is None else float(max(remaining, Decimal(0))),
-        "limit_reset": None,
-        "include_byok_in_limit": False,
-        "usage": usage,
-        "usage_daily": usage,
-        "usage_weekly": usage,
-        "usage_monthly": usage,
-        "byok_usage": 0,
-        "byok_usage_daily": 0,
-        "byok_usage_weekly": 0,
-        "byok_usage_monthly": 0,
-        "is_free_tier": False,
-        "is_management_key": False,
-        "is_provisioning_key": False,
-        "creator_user_id": R.USER_ID,
-        "expires_at": None,
-        "rate_limit": {"requests": -1, "interval": "10s", "note": "deprecated, safe to ignore"},
-    }
-
-
-async def _key(request: web.Request) -> web.Response:
-    if _api_key(request) is None:
-        return _unauthorized()
-    return _json({"data": _key_data(request.app[SIM_STATE])})
-
-
-async def _generation(request: web.Request) -> web.Response:
-    st = request.app[SIM_STATE]
-    if _api_key(request) is None:
-        return _unauthorized()
-    gid = request.query.get("id", "")
-    if not gid:
-        return _bad("Missing generation id")
-    gen = st.generations.get(gid)
-    if gen is None or st.clock() - gen.created < st.scenario.generation_delay_s:
-        err = R.error_obj(404, f"Generation {gid} not found", error_type="not_found")
-        return error_response(404, err, gid=gid)
-    return _json({"data": _generation_data(gen)})
-
-
-def _generation_data(g: Generation) -> dict[str, Any]:
-    cost = float(g.cost)
-    return {
-        "id": g.id,
-        "upstream_id": g.id.replace("gen-", "chatcmpl-", 1),
-        "request_id": None,
-        "session_id": None,
-        "created_at": R.iso(g.created),
-        "model": g.model,
-        "provider_name": g.provider,
-        "router": None,
-        "total_cost": cost,
-        "usage": cost,
-        "upstream_inference_cost": cost,
-        "cache_discount": None,
-        "is_byok": False,
-        "tokens_prompt": g.prompt_tokens,
-        "tokens_completion": g.completion_tokens,
-        "native_tokens_prompt": g.prompt_tokens,
-        "native_tokens_completion": g.completion_tokens,
-        "native_tokens_reasoning": 0,
-        "native_tokens_cached": 0,
-        "native_tokens_completion_images": 0,
-        "num_media_prompt": None,
-        "num_media_completion": None,
-        "num_search_results": None,
-        "latency": g.latency_ms,
-        "generation_time": g.generation_time_ms,
-        "moderation_latency": None,
-        "finish_reason": g.finish_reason,
-        "native_finish_reason": g.finish_reason,
-        "streamed": g.streamed,
-        "cancelled": False,
-        "api_type": "completions",
-        "origin": "",
-        "app_id": None,
-        "provider_responses": None,
-    }
-
-
-async def _ledger(request: web.Request) -> web.Response:
-    return _json(request.app[SIM_STATE].ledger())
-
-
-async def _get_scenario(request: web.Request) -> web.Response:
-    return _json(request.app[SIM_STATE].scenario.to_dict())
-
-
-async def _post_scenario(request: web.Request) -> web.Response:
-    try:
-        scenario = Scenario.from_dict(orjson.loads(await request.read()))
-    except ValueError as exc:  # orjson.JSONDecodeError and pydantic errors are ValueErrors
-        return _json({"error": {"code": 400, "message": str(exc)}}, status=400)
-    request.app[SIM_STATE].set_scenario(scenario)
-    return _json(scenario.to_dict())
-
-
 def set_scenario(app: web.Application, scenario: Scenario) -> None:
     """Replace a running app's scenario (scripts restart; ledger and counters are kept)."""
     app[SIM_STATE].set_scenario(scenario)
@@ -575,11 +430,11 @@ def create_app(
         scenario, seed=seed, clock=clock or time.time, sleep=sleep or asyncio.sleep
     )
     app.router.add_post("/api/v1/chat/completions", _chat)
-    app.router.add_get("/api/v1/models", _models)
-    app.router.add_get("/api/v1/key", _key)
-    app.router.add_get("/api/v1/auth/key", _key)
-    app.router.add_get("/api/v1/generation", _generation)
-    app.router.add_get("/sim/ledger", _ledger)
-    app.router.add_get("/sim/scenario", _get_scenario)
-    app.router.add_post("/sim/scenario", _post_scenario)
+    app.router.add_get("/api/v1/models", accounts.models)
+    app.router.add_get("/api/v1/key", accounts.key)
+    app.router.add_get("/api/v1/auth/key", accounts.key)
+    app.router.add_get("/api/v1/generation", accounts.generation)
+    app.router.add_get("/sim/ledger", accounts.ledger)
+    app.router.add_get("/sim/scenario", accounts.get_scenario)
+    app.router.add_post("/sim/scenario", accounts.post_scenario)
     return app

@@ -30,6 +30,29 @@ def error_response(
     )
 
 
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(obj), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def api_key_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def unauthorized() -> web.Response:
+    return error_response(401, R.error_obj(401, "No auth credentials found"))
+
+
+def bad_request(message: str, **kw: Any) -> web.Response:
+    return error_response(400, R.error_obj(400, message, **kw))
+
+
 def abort_connection(request: web.Request) -> None:
     """Abort the transport under a request (a connection reset as the client sees it)."""
     transport = request.transport

@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from batchroute.simulator.app import SIM_STATE, create_app
+from batchroute.simulator.app import create_app
 from batchroute.simulator.scenario import Scenario
+from batchroute.simulator.state import SIM_STATE
 
 _SHUTDOWN_TIMEOUT_S = 0.2  # hung handlers (rate_hang) are cancelled rather than awaited
 

@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from batchroute.catalog import Catalog
 from batchroute.simulator.scenario import (
@@ -202,3 +203,7 @@ class SimState:
                 for g in self.billed
             ],
         }
+
+
+SIM_STATE = web.AppKey("batchroute_sim_state", SimState)
+"""`app[SIM_STATE]` is the live `SimState` (use `set_scenario(app, s)` to change the scenario)."""
