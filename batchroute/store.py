@@ -6,6 +6,7 @@ the file, works in one transaction and closes it, so readers can get in between 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import tempfile
@@ -296,10 +297,14 @@ def journal_path(db_path: str | Path) -> Path:
 
 
 class Journal:
-    """Write-ahead journal: every row is appended (one write() each) the moment the runner
-    has it, so a kill -9 loses only the calls in flight, never the last second of results.
+    """Write-ahead journal: every row is appended the moment the runner has it, so a kill -9
+    loses only the calls in flight, never the last second of results.
 
     A write() to a regular file survives the death of the process (it is in the kernel).
+    Inside an event loop the rows appended during one loop step go out in one write() at the
+    start of the next step (`rotate()` and `close()` write them first): the same guarantee as
+    a write() per row, since nothing the process does in between depends on those rows being
+    in the file. A failed write is raised by the next `append()`, which stops the run.
     Before each flush `rotate()` moves the rows that flush writes to `<journal>.flushing`;
     `flushed()` deletes it after the commit. Each journal file is thus committed by at most
     one transaction, all or nothing, which `ResultStore.recover_journal` relies on.
@@ -309,6 +314,8 @@ class Journal:
         self.path = journal_path(db_path)
         self.flushing = self.path.with_name(self.path.name + ".flushing")
         self._fd: int | None = None
+        self._pending: list[bytes] = []  # rows of this loop step, not yet written
+        self._error: OSError | None = None  # a failed deferred write, raised at the next call
 
     def open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -316,12 +323,40 @@ class Journal:
     def append(self, row: ResultRow | AttemptRow) -> None:
         if self._fd is None:
             return
-        tag = b"r" if isinstance(row, ResultRow) else b"a"
-        os.write(self._fd, tag + orjson.dumps(row, default=str) + b"\n")
+        line = (b"r" if isinstance(row, ResultRow) else b"a") + orjson.dumps(row, default=str)
+        if not self._pending:
+            if self._error is not None:
+                raise self._error
+            try:
+                asyncio.get_running_loop().call_soon(self._write_pending)
+            except RuntimeError:  # no event loop: write at once
+                self._write(line + b"\n")
+                return
+        self._pending.append(line)
+
+    def _write_pending(self) -> None:
+        try:
+            self.sync()
+        except OSError as exc:
+            self._error = exc
+
+    def sync(self) -> None:
+        """Write the rows appended but not yet written (one write())."""
+        if self._pending and self._fd is not None:
+            rows, self._pending = self._pending, []
+            rows.append(b"")
+            self._write(b"\n".join(rows))
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     def rotate(self) -> bool:
         """Hand the journal over to the flush about to start; False if an earlier flush
         failed (its rows stay journaled for the next run, and so do these)."""
+        self._write_pending()  # the rows the flush takes belong in the file it commits
         if self._fd is None or self.flushing.exists():
             return self._fd is None
         os.close(self._fd)
@@ -337,6 +372,7 @@ class Journal:
     def close(self) -> None:
         """Close; the journal file goes if nothing in it awaits a flush."""
         if self._fd is not None:
+            self._write_pending()
             os.close(self._fd)
             self._fd = None
         with suppress(FileNotFoundError):
@@ -366,7 +402,40 @@ def _read_journal(path: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
 
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc)
-    return "Could not set lock" in text or "Conflicting lock" in text
+    return (
+        "Could not set lock" in text
+        or "Conflicting lock" in text
+        # the file is attached by another connection of this process (a write in flight)
+        or "Unique file handle conflict" in text
+    )
+
+
+# Write connections attach the file with small row groups and one thread. DuckDB appends each
+# committed flush to a table as a new row group, and the checkpoint on close then merges the
+# small trailing row groups (vacuum) up to the row-group size: with the default 122,880 rows a
+# merge rewrites ~120k rows of ~26 columns in memory at once, so peak RSS grew with the rows
+# written (see docs/benchmarks.md, Memory). 8,192-row groups bound every merge; one thread
+# keeps the checkpoint from rewriting several of them side by side.
+_WRITE_ROW_GROUP_SIZE = 8_192
+_WRITE_THREADS = 1
+_WRITE_ALIAS = "batchroute_store"
+
+
+def _open_for_write(path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection whose default catalog is `path` (created if missing), for writing."""
+    con = duckdb.connect(
+        ":memory:", config={"threads": _WRITE_THREADS, "temp_directory": f"{path}.tmp"}
+    )
+    try:
+        literal = str(path).replace("'", "''")
+        con.execute(
+            f"ATTACH '{literal}' AS {_WRITE_ALIAS} (ROW_GROUP_SIZE {_WRITE_ROW_GROUP_SIZE})"
+        )
+        con.execute(f"USE {_WRITE_ALIAS}")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 class ResultStore:
@@ -401,8 +470,10 @@ class ResultStore:
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as exc:
+                if read_only:
+                    return duckdb.connect(str(self.path), read_only=True)
+                return _open_for_write(self.path)
+            except (duckdb.IOException, duckdb.ResourceInUseException) as exc:
                 if not _is_lock_error(exc):
                     raise StoreError(f"cannot open {self.path}: {exc}") from exc
                 if time.monotonic() >= deadline:
