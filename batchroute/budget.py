@@ -37,9 +37,10 @@ REQUEST_OVERHEAD_TOKENS = 16
 
 def prompt_token_bound(contents: Iterable[str]) -> int:
     """A true upper bound on prompt tokens: every token is at least one UTF-8 byte."""
-    return REQUEST_OVERHEAD_TOKENS + sum(
-        len(c.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for c in contents
-    )
+    total = REQUEST_OVERHEAD_TOKENS
+    for c in contents:  # ASCII text (the usual case) has as many bytes as characters
+        total += (len(c) if c.isascii() else len(c.encode("utf-8"))) + MESSAGE_OVERHEAD_TOKENS
+    return total
 
 
 def worst_case_cost(model: ModelInfo, prompt_tokens_max: int, max_tokens: int) -> Decimal:

@@ -32,6 +32,7 @@ class Limiter:
     def __init__(self, rpm: int | None, per_model_rpm: Mapping[str, int]) -> None:
         self._global = pacer(rpm) if rpm else None
         self._per_model = {m: pacer(r) for m, r in per_model_rpm.items()}
+        self.active = self._global is not None or bool(self._per_model)  # else acquire is a no-op
 
     async def acquire(self, model: str) -> None:
         """Wait until a call to `model` may go out."""

@@ -74,6 +74,11 @@ class Dispatcher:
         self._capped: dict[str, float] = {}  # model → monotonic time its free daily cap resets
         self._streak: dict[str, int] = {}  # consecutive availability failures per model
         self._dearest = catalog.dearest()
+        # Per-call constants, computed once: (tier, model) → (extra body, models that may
+        # serve); (prompt bound, those models) → worst-case reservation.
+        self._extra: dict[tuple[str, str], tuple[dict[str, Any], tuple[str, ...]]] = {}
+        self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
+        self._next_tier = {t: spec.next_tier(t) for t in spec.tiers}
 
     def wake(self) -> None:
         """Let calls waiting for budget look again (after a stop, or a settlement)."""
@@ -84,7 +89,7 @@ class Dispatcher:
         """Send one record until it is done, failed, or (on a stop) left pending."""
         tier = item.tier
         while True:
-            nxt = self.spec.next_tier(tier)
+            nxt = self._next_tier[tier]
             can_escalate = trail.escalations < self.spec.limits.max_escalations and nxt is not None
             call = await self._try_chain(item, self.plans[tier], trail, can_escalate)
             if call is not None and call.completion is not None:
@@ -100,6 +105,8 @@ class Dispatcher:
             trail.escalations += 1
 
     def _chain(self, plan: TierPlan) -> list[str]:
+        if not self._capped and not self._cooled:  # the usual case: every model is open
+            return list(plan.models)
         now = self.opts.monotonic()
         # A model at its free daily cap is never retried before the cap resets (pitfall 7).
         open_ = [m for m in plan.models if self._capped.get(m, 0) <= now]
@@ -206,20 +213,40 @@ class Dispatcher:
     def _info(self, model: str) -> ModelInfo:
         return self.catalog.get(model) or self._dearest
 
-    def _worst(self, item: WorkItem, models: list[str]) -> Decimal:
+    def _worst(self, item: WorkItem, models: tuple[str, ...]) -> Decimal:
         """Worst case over every model the request may be served by (native fallback too)."""
-        max_tokens = self.spec.request.max_tokens
-        return max(
-            ceil_usd(worst_case_cost(self._info(m), item.prompt_bound, max_tokens)) for m in models
-        )
+        key = (item.prompt_bound, models)
+        worst = self._worst_of.get(key)
+        if worst is None:
+            max_tokens = self.spec.request.max_tokens
+            worst = max(
+                ceil_usd(worst_case_cost(self._info(m), item.prompt_bound, max_tokens))
+                for m in models
+            )
+            if len(self._worst_of) >= 65_536:  # bounded: prompt bounds may all differ
+                self._worst_of.clear()
+            self._worst_of[key] = worst
+        return worst
+
+    def _extra_body(self, plan: TierPlan, model: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The plan's routing fields for `model`, and the models that may serve the call."""
+        key = (plan.name, model)
+        found = self._extra.get(key)
+        if found is None:
+            extra = plan.extra_body(model)
+            found = self._extra[key] = (extra, tuple(extra.get("models") or (model,)))
+        return found
 
     # ------------------------------------------------------------- one call
     async def _call(self, item: WorkItem, plan: TierPlan, model: str, trail: Trail) -> Call | None:
         """Reserve, pace, send, settle. None if the budget is exhausted (nothing was sent)."""
-        extra = plan.extra_body(model)
-        worst = self._worst(item, extra.get("models") or [model])
+        extra, served_by = self._extra_body(plan, model)
+        worst = self._worst(item, served_by)
         async with self.slots:
-            r = await self._reserve(worst)
+            # Fast path without a coroutine; `_reserve` waits when the budget is short.
+            r = None if self.control.stopping else self.budget.try_reserve(worst)
+            if r is None:
+                r = await self._reserve(worst)
             if r is None:
                 return None
             payload = {
@@ -232,8 +259,9 @@ class Dispatcher:
             started = self.opts.now()
             t0 = self.opts.monotonic()
             try:
-                await self.limiter.acquire(model)
-                t0 = self.opts.monotonic()
+                if self.limiter.active:
+                    await self.limiter.acquire(model)
+                    t0 = self.opts.monotonic()
                 completion = await self.client.complete(payload)
             except UpstreamError as err:
                 return await self._failed(r, worst, model, started, t0, err, trail)
