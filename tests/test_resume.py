@@ -234,7 +234,8 @@ def test_journal_replay_commits_unflushed_rows_once(tmp_path: Path) -> None:
     from datetime import datetime
     from decimal import Decimal
 
-    from batchroute.store import Journal, ResultStore
+    from batchroute.journal import Journal
+    from batchroute.store import ResultStore
     from batchroute.types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
 
     db = tmp_path / "r.duckdb"

@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from batchroute.errors import BatchrouteError, StoreError
+from batchroute.journal import Journal
 from batchroute.progress import Progress
 from batchroute.runner.work import Call, Trail, WorkItem
-from batchroute.store import Journal, ResultStore
+from batchroute.store import ResultStore
 from batchroute.types import (
     AttemptOutcome,
     AttemptRow,

@@ -19,6 +19,7 @@ from batchroute.budget import Budget
 from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient
 from batchroute.errors import BatchrouteError, SpecError, UpstreamError
+from batchroute.journal import Journal
 from batchroute.lock import RunLock
 from batchroute.progress import Progress
 from batchroute.prompt import fingerprint, request_params
@@ -36,7 +37,7 @@ from batchroute.runner.work import (
     render,
 )
 from batchroute.spec import JobSpec
-from batchroute.store import Journal, ResultStore
+from batchroute.store import ResultStore
 from batchroute.types import Record, RecordStatus, RunStatus
 
 
