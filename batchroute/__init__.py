@@ -11,10 +11,8 @@ __version__ = "0.1.0"  # before the imports: runner and cli import it from here
 
 from batchroute.catalog import Catalog
 from batchroute.errors import (
-    AllModelsFailed,
     AuthError,
     BatchrouteError,
-    BudgetExceeded,
     ConfigError,
     CreditsExhausted,
     DailyCapReached,
@@ -34,10 +32,8 @@ from batchroute.spec import JobSpec, load_spec
 from batchroute.store import ResultStore
 
 __all__ = [
-    "AllModelsFailed",
     "AuthError",
     "BatchrouteError",
-    "BudgetExceeded",
     "Catalog",
     "ConfigError",
     "CreditsExhausted",

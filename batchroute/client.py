@@ -328,19 +328,6 @@ class OpenRouterClient:
             raise classify_error(status, error, headers, model=model)
         return parse_completion(body, status, headers, model=model)
 
-    async def get_json(self, path: str, *, timeout_s: float | None = None) -> Any:
-        """GET a JSON document under the base URL (e.g. `/models`, `/key`)."""
-        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
-        async with self.session.get(f"{self.base_url}{path}", timeout=timeout) as resp:
-            body = await resp.read()
-            if resp.status != 200:
-                try:
-                    error = orjson.loads(body).get("error", {})
-                except (orjson.JSONDecodeError, AttributeError):
-                    error = {"code": resp.status, "message": "non-JSON error"}
-                raise classify_error(resp.status, error, resp.headers, model="")
-            return orjson.loads(body)
-
     async def generation_cost(self, generation_id: str) -> Decimal | None:
         """`total_cost` of a generation from GET /generation; None while it is not known yet.
 

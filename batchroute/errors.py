@@ -16,15 +16,16 @@ message; only the CLI turns exceptions into exit codes and user-facing text::
     │   └── FatalUpstreamError    stop the whole run
     │       ├── AuthError         401                                                (exit 2)
     │       └── CreditsExhausted  402 out of credits or key limit                    (exit 3)
-    ├── AllModelsFailed           fallback chain (and escalation) exhausted for one record
-    ├── BudgetExceeded            the daily cap leaves no room; dispatch stops       (exit 3)
     ├── LockHeld                  another run holds this database                    (exit 5)
     └── StoreError                DuckDB failure or a file that is not a batchroute store
+
+Reaching the daily cap is not an exception: the runner stops dispatching, leaves the rest
+`pending` and reports status `budget_exhausted` (exit 3); a record whose fallback chain is
+exhausted becomes a `failed` row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import Decimal
 
 
@@ -122,19 +123,6 @@ class AuthError(FatalUpstreamError):
 
 class CreditsExhausted(FatalUpstreamError):
     """402: the account or key has no credits left for this request."""
-
-
-class AllModelsFailed(BatchrouteError):
-    """Every model of the chain (and of any escalation tier) failed for one record."""
-
-    def __init__(self, errors: Sequence[UpstreamError]) -> None:
-        self.errors = tuple(errors)
-        last = self.errors[-1] if self.errors else None
-        super().__init__(str(last) if last else "no model could be tried")
-
-
-class BudgetExceeded(BatchrouteError):
-    """The daily cap leaves no room for the next call, even with nothing in flight."""
 
 
 class LockHeld(BatchrouteError):

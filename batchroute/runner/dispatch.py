@@ -55,6 +55,7 @@ class Dispatcher:
         budget: Budget,
         control: Control,
         book: Book,
+        params: dict[str, Any],
         log: Callable[[str], None],
     ) -> None:
         self.spec, self.opts, self.plans, self.catalog = spec, opts, plans, catalog
@@ -67,7 +68,7 @@ class Dispatcher:
         )
         self.limiter = Limiter(spec.limits.requests_per_minute, spec.limits.per_model_rpm)
         self.slots = asyncio.Semaphore(spec.limits.concurrency)
-        self.params: dict[str, Any] = {}
+        self.params = params  # generation parameters sent with every call
         self._budget_changed = asyncio.Event()
         self._rng = random.Random(opts.jitter_seed)
         self._cooled: dict[str, float] = {}  # model → monotonic time it may be used again

@@ -196,9 +196,9 @@ class Runner:
                 budget=budget,
                 control=self.control,
                 book=self.book,
+                params=self.params,
                 log=self._log,
             )
-            self._dispatcher.params = self.params
             self._announce(spent, cap)
             try:
                 await self._pump()
