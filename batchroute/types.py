@@ -107,9 +107,47 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """The `usage` object of an answer, as reported (nothing is validated or priced here).
+
+    `cost` is what OpenRouter charged the balance. With BYOK (`is_byok`) that is only
+    OpenRouter's fee: the provider bills the user's own key `upstream_cost` on top, so the
+    call cost `cost + upstream_cost` (see `billed`). `present` is False when the answer
+    carried no `usage` object at all (the cost is then only in GET /generation).
+    """
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: Decimal | None = None  # usage.cost as the provider reported it, exact
+    upstream_cost: Decimal | None = None  # usage.cost_details.upstream_inference_cost
+    is_byok: bool = False
+    reasoning_tokens: int = 0  # usage.completion_tokens_details.reasoning_tokens
+    web_search_requests: int = 0  # usage.server_tool_use(_details).web_search_requests
+    present: bool = True
+
+    @property
+    def billed(self) -> Decimal | None:
+        """Everything this call was billed, or None when the answer does not say."""
+        if self.cost is None:
+            return None
+        if not self.is_byok:
+            return self.cost
+        return None if self.upstream_cost is None else self.cost + self.upstream_cost
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationCost:
+    """What GET /generation says a generation cost (`total_cost`, `upstream_inference_cost`)."""
+
+    total_cost: Decimal  # charged to the OpenRouter balance (the fee alone under BYOK)
+    upstream_cost: Decimal | None = None
+    is_byok: bool = False
+
+    @property
+    def billed(self) -> Decimal | None:
+        """The whole bill: the fee plus, under BYOK, the provider's charge to the user's key."""
+        if not self.is_byok:
+            return self.total_cost
+        return None if self.upstream_cost is None else self.total_cost + self.upstream_cost
 
 
 @dataclass(frozen=True, slots=True)
