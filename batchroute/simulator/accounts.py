@@ -51,7 +51,10 @@ def _filter_models(raw: bytes, wanted: str) -> bytes:
 
 
 def _key_data(st: SimState) -> dict[str, Any]:
-    usage = float(st.billed_total)
+    """`usage*`: what the balance was charged (BYOK fees, searches); `byok_usage*`: what the
+    providers billed the user's own keys under BYOK."""
+    usage = float(st.balance_total)
+    byok = float(st.byok_total)
     limit = st.scenario.key_limit_usd
     remaining = st.remaining_credit()
     return {
@@ -64,10 +67,10 @@ def _key_data(st: SimState) -> dict[str, Any]:
         "usage_daily": usage,
         "usage_weekly": usage,
         "usage_monthly": usage,
-        "byok_usage": 0,
-        "byok_usage_daily": 0,
-        "byok_usage_weekly": 0,
-        "byok_usage_monthly": 0,
+        "byok_usage": byok,
+        "byok_usage_daily": byok,
+        "byok_usage_weekly": byok,
+        "byok_usage_monthly": byok,
         "is_free_tier": False,
         "is_management_key": False,
         "is_provisioning_key": False,
@@ -98,7 +101,9 @@ async def generation(request: web.Request) -> web.Response:
 
 
 def _generation_data(g: Generation) -> dict[str, Any]:
-    cost = float(g.cost)
+    """`total_cost` = `usage` = what the balance was charged (usage.cost);
+    `upstream_inference_cost` = the provider's charge for the tokens (no search fees)."""
+    cost = float(g.bill.cost)
     return {
         "id": g.id,
         "upstream_id": g.id.replace("gen-", "chatcmpl-", 1),
@@ -110,9 +115,9 @@ def _generation_data(g: Generation) -> dict[str, Any]:
         "router": None,
         "total_cost": cost,
         "usage": cost,
-        "upstream_inference_cost": cost,
+        "upstream_inference_cost": float(g.bill.upstream.total),
         "cache_discount": None,
-        "is_byok": False,
+        "is_byok": g.bill.byok,
         "tokens_prompt": g.prompt_tokens,
         "tokens_completion": g.completion_tokens,
         "native_tokens_prompt": g.prompt_tokens,
@@ -122,7 +127,7 @@ def _generation_data(g: Generation) -> dict[str, Any]:
         "native_tokens_completion_images": 0,
         "num_media_prompt": None,
         "num_media_completion": None,
-        "num_search_results": None,
+        "num_search_results": R.WEB_SEARCH_RESULTS * g.bill.searches or None,
         "latency": g.latency_ms,
         "generation_time": g.generation_time_ms,
         "moderation_latency": None,

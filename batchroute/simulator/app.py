@@ -66,9 +66,22 @@ class Call:
     stream: bool
     json_mode: bool
     max_price: dict[str, Any] | None
+    web: bool  # `plugins` asks for web search ({"id": "web"})
     rng: random.Random
     gid: str
     created: int
+
+    def searches(self, model: str) -> bool:
+        """Whether serving `model` runs a web search (the web plugin, or an `:online` id)."""
+        return self.web or model.endswith(":online")
+
+
+def _wants_web(plugins: Any) -> bool:
+    """A `plugins` entry {"id": "web"} that is not explicitly disabled."""
+    return isinstance(plugins, list) and any(
+        isinstance(p, dict) and p.get("id") == "web" and p.get("enabled", True) is not False
+        for p in plugins
+    )
 
 
 def _validate(st: SimState, body: Any) -> web.Response | None:
@@ -127,6 +140,7 @@ def _parse_call(st: SimState, body: dict[str, Any]) -> Call:
         stream=bool(body.get("stream")),
         json_mode=json_mode,
         max_price=provider.get("max_price") if isinstance(provider, dict) else None,
+        web=_wants_web(body.get("plugins")),
         rng=rng,
         gid=R.gen_id(now, rng),
         created=int(now),
@@ -151,13 +165,19 @@ def _preflight_credits(st: SimState, call: Call) -> web.Response | None:
     if remaining <= 0:
         return fault_error("402", call.model, call.gid, st.scenario)
     info = _info(st, call.model)
-    if info.is_free or info.variable_price or call.model.endswith(":free"):
+    search = st.search_price(info.id) if call.searches(call.model) else Decimal(0)
+    free = info.is_free or call.model.endswith(":free")
+    if info.variable_price or (free and not search):
         return None
+    # the balance pays the tokens (only the fee on them under BYOK) and any web search
+    rate = Decimal(str(st.scenario.byok_fee_rate)) if st.scenario.byok else Decimal(1)
+    prompt_price = Decimal(0) if free else rate * (call.prompt_tokens * info.prompt + info.request)
+    per_token = Decimal(0) if free else rate * info.completion
     wanted = _max_out(info, call)
-    if info.cost(call.prompt_tokens, wanted) <= remaining:
+    if search + prompt_price + wanted * per_token <= remaining:
         return None
-    left = remaining - call.prompt_tokens * info.prompt - info.request
-    afford = int(left / info.completion) if info.completion > 0 and left > 0 else 0
+    left = remaining - search - prompt_price
+    afford = int(left / per_token) if per_token > 0 and left > 0 else 0
     message = (
         "This request requires more credits, or fewer max_tokens. You requested up to "
         f"{wanted} tokens, but can only afford {afford}. To increase, visit "
@@ -287,7 +307,17 @@ async def _serve(
         content = R.make_content(served, ctoks, offset, json_mode=call.json_mode)
         finish = "length" if ctoks >= max_out else "stop"
     gen_s = ctoks / eff.tokens_per_s if eff.tokens_per_s > 0 else 0.0
-    answer = Answer(served, info, content, finish, call.prompt_tokens, ctoks, latency, gen_s)
+    answer = Answer(
+        served,
+        info,
+        content,
+        finish,
+        call.prompt_tokens,
+        ctoks,
+        latency,
+        gen_s,
+        searched=call.searches(model),
+    )
     if call.stream:
         return await stream_answer(request, st, call, answer, fault)
     if latency + gen_s * 1000 > 0:
@@ -307,21 +337,32 @@ class Answer:
     completion_tokens: int
     latency_ms: float
     generation_s: float
+    searched: bool = False  # one web search ran (billed even when the tokens are not)
+
+    def bill(self, st: SimState, *, insured: bool = False) -> R.Bill:
+        """What this answer is billed; `insured`: zero-completion insurance waives the tokens."""
+        upstream = (
+            R.ZERO_PRICE
+            if insured
+            else R.price(self.info, self.model, self.prompt_tokens, self.completion_tokens)
+        )
+        return st.bill(upstream, model=self.info.id, searched=self.searched)
 
     def generation(
         self,
         call: Call,
         *,
-        cost: Decimal,
+        bill: R.Bill,
         streamed: bool,
         delivered: bool,
         finish: str | None = None,
+        usage_reported: bool = True,
     ) -> Generation:
         return Generation(
             id=call.gid,
             model=self.model,
             provider=R.provider_for(self.model),
-            cost=cost,
+            bill=bill,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             finish_reason=finish or self.finish,
@@ -330,11 +371,12 @@ class Answer:
             latency_ms=round(self.latency_ms + self.generation_s * 1000),
             generation_time_ms=round(self.generation_s * 1000),
             delivered=delivered,
+            usage_reported=usage_reported,
         )
 
 
 _ANSWERS = frozenset(
-    {"ok", "empty", "leading_ws", "malformed", "reset", "200_error", "choice_error"}
+    {"ok", "empty", "leading_ws", "malformed", "reset", "200_error", "choice_error", "no_usage"}
 )
 _UPSTREAM_ERROR = {"message": "Provider returned error", "code": 502}
 
@@ -355,34 +397,37 @@ async def _plain_answer(
         )
         return web.Response(body=R.envelope(err), headers=headers, content_type=_JSON)
     if fault == "choice_error":
-        # zero-completion insurance: the usage is reported, the cost is 0
-        cost = R.Priced(Decimal(0), Decimal(0), Decimal(0))
+        # zero-completion insurance: the usage is reported, the tokens cost 0 (a search does not)
+        billed = ans.bill(st, insured=True)
         body = R.completion_body(
             gid=call.gid,
             model=ans.model,
             created=call.created,
             content="",
             finish="error",
-            usage=R.usage_obj(ans.prompt_tokens, 0, cost),
+            usage=R.usage_obj(ans.prompt_tokens, 0, billed),
             error=R.error_obj(502, "Provider returned error", error_type="provider_unavailable"),
         )
-        gen = ans.generation(call, cost=cost.total, streamed=False, delivered=True, finish="error")
+        gen = ans.generation(call, bill=billed, streamed=False, delivered=True, finish="error")
         gen.completion_tokens = 0
         st.record(gen, billed=True)
         return web.Response(body=orjson.dumps(body), headers=headers, content_type=_JSON)
-    cost = R.price(ans.info, ans.model, ans.prompt_tokens, ans.completion_tokens)
+    billed = ans.bill(st)
+    reported = fault != "no_usage"
     body = R.completion_body(
         gid=call.gid,
         model=ans.model,
         created=call.created,
         content=ans.content,
         finish=ans.finish,
-        usage=R.usage_obj(ans.prompt_tokens, ans.completion_tokens, cost),
+        usage=R.usage_obj(ans.prompt_tokens, ans.completion_tokens, billed) if reported else None,
     )
     data = orjson.dumps(body)
     delivered = fault not in {"malformed", "reset"}
     st.record(
-        ans.generation(call, cost=cost.total, streamed=False, delivered=delivered),
+        ans.generation(
+            call, bill=billed, streamed=False, delivered=delivered, usage_reported=reported
+        ),
         billed=delivered or st.scenario.bill_undelivered,
     )
     if fault == "leading_ws":

@@ -113,11 +113,20 @@ class Priced:
     completion: Decimal
 
 
+ZERO_PRICE = Priced(Decimal(0), Decimal(0), Decimal(0))
+
+WEB_SEARCH_DEFAULT_USD = Decimal("0.02")
+"""One web search on a model without a catalogue `web_search` price: the web plugin's default
+5 results x $0.004."""
+
+WEB_SEARCH_RESULTS = 5
+"""`num_search_results` of a generation that searched (the web plugin's default)."""
+
+
 def price(info: ModelInfo, served: str, prompt_tokens: int, completion_tokens: int) -> Priced:
     """List price of a call; `:free` ids and zero prices cost exactly 0."""
     if served.endswith(":free") or info.is_free or info.variable_price:
-        zero = Decimal(0)
-        return Priced(zero, zero, zero)
+        return ZERO_PRICE
     return Priced(
         quantize_cost(info.cost(prompt_tokens, completion_tokens)),
         quantize_cost(prompt_tokens * info.prompt),
@@ -125,14 +134,56 @@ def price(info: ModelInfo, served: str, prompt_tokens: int, completion_tokens: i
     )
 
 
-def usage_obj(prompt: int, completion: int, cost: Priced) -> dict[str, Any]:
-    """The `usage` object of a chat answer (cost as a float that reprs back exactly)."""
-    return {
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """Everything one answer is billed, split by who charges it (all quantized).
+
+    `upstream` is the provider's charge for the tokens (the list price). Without BYOK
+    OpenRouter passes it on to the balance; with BYOK the provider bills it to the user's own
+    key and OpenRouter charges the balance only `byok_fee`. `search` (web search fees) is
+    always charged to the balance and is never part of the upstream cost.
+    """
+
+    upstream: Priced
+    search: Decimal = Decimal(0)
+    searches: int = 0
+    byok: bool = False
+    byok_fee: Decimal = Decimal(0)
+
+    @property
+    def cost(self) -> Decimal:
+        """`usage.cost`: what OpenRouter charges the balance (fee or tokens, plus searches)."""
+        return quantize_cost((self.byok_fee if self.byok else self.upstream.total) + self.search)
+
+    @property
+    def byok_upstream(self) -> Decimal:
+        """What the provider bills the user's own key: the upstream cost under BYOK, else 0."""
+        return self.upstream.total if self.byok else Decimal(0)
+
+    @property
+    def total(self) -> Decimal:
+        """What the user pays in all for this answer: balance charge + own-key charge."""
+        return self.cost + self.byok_upstream
+
+
+def bill(upstream: Priced, *, search_usd: Decimal | None, byok_fee_rate: Decimal | None) -> Bill:
+    """Bill an answer: `search_usd` is the price of its one web search (None: no search),
+    `byok_fee_rate` OpenRouter's BYOK fee rate (None: not a BYOK account)."""
+    search = Decimal(0) if search_usd is None else quantize_cost(search_usd)
+    if byok_fee_rate is None:
+        return Bill(upstream, search, int(search_usd is not None))
+    fee = quantize_cost(upstream.total * byok_fee_rate)
+    return Bill(upstream, search, int(search_usd is not None), byok=True, byok_fee=fee)
+
+
+def usage_obj(prompt: int, completion: int, billed: Bill) -> dict[str, Any]:
+    """The `usage` object of a chat answer (costs as floats that repr back exactly)."""
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "cost": float(cost.total),
-        "is_byok": False,
+        "cost": float(billed.cost),
+        "is_byok": billed.byok,
         "prompt_tokens_details": {
             "cached_tokens": 0,
             "cache_write_tokens": 0,
@@ -140,12 +191,15 @@ def usage_obj(prompt: int, completion: int, cost: Priced) -> dict[str, Any]:
             "video_tokens": 0,
         },
         "cost_details": {
-            "upstream_inference_cost": float(cost.total),
-            "upstream_inference_prompt_cost": float(cost.prompt),
-            "upstream_inference_completions_cost": float(cost.completion),
+            "upstream_inference_cost": float(billed.upstream.total),
+            "upstream_inference_prompt_cost": float(billed.upstream.prompt),
+            "upstream_inference_completions_cost": float(billed.upstream.completion),
         },
         "completion_tokens_details": {"reasoning_tokens": 0, "image_tokens": 0, "audio_tokens": 0},
     }
+    if billed.searches:
+        usage["server_tool_use"] = {"web_search_requests": billed.searches}
+    return usage
 
 
 def completion_body(
@@ -155,10 +209,12 @@ def completion_body(
     created: int,
     content: str,
     finish: str,
-    usage: dict[str, Any],
+    usage: dict[str, Any] | None,
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A non-streaming `chat.completion` object (optionally with a choice-level error)."""
+    """A non-streaming `chat.completion` object (optionally with a choice-level error).
+
+    `usage=None` leaves the `usage` key out altogether (the `no_usage` fault)."""
     choice: dict[str, Any] = {
         "index": 0,
         "logprobs": None,
@@ -168,7 +224,7 @@ def completion_body(
     }
     if error is not None:
         choice["error"] = error
-    return {
+    body: dict[str, Any] = {
         "id": gid,
         "provider": provider_for(model),
         "model": model,
@@ -177,8 +233,10 @@ def completion_body(
         "system_fingerprint": None,
         "service_tier": None,
         "choices": [choice],
-        "usage": usage,
     }
+    if usage is not None:
+        body["usage"] = usage
+    return body
 
 
 def error_obj(

@@ -28,6 +28,7 @@ FAULTS: tuple[str, ...] = (
     "malformed",
     "reset",
     "hang",
+    "no_usage",
     "401",
     "402",
     "400_context",
@@ -36,8 +37,11 @@ FAULTS: tuple[str, ...] = (
 )
 """Every fault name a `script` entry may use ("ok" = a normal answer)."""
 
-RANDOM_FAULTS: tuple[str, ...] = FAULTS[1:14]
-"""Faults that can also be drawn at random, each from its `rate_<name>` field."""
+RANDOM_FAULTS: tuple[str, ...] = FAULTS[1:15]
+"""Faults that can also be drawn at random, each from its `rate_<name>` field.
+
+New faults go at the end: the cumulative draw follows this order, so appending one leaves every
+existing scenario's outcomes unchanged."""
 
 FALLBACK_FAULTS: frozenset[str] = frozenset(
     {"429", "408", "500", "502", "503", "400_context", "403", "404"}
@@ -84,6 +88,7 @@ class _Rates(_Strict):
     rate_malformed: float = Field(default=0, ge=0, le=1)
     rate_reset: float = Field(default=0, ge=0, le=1)
     rate_hang: float = Field(default=0, ge=0, le=1)
+    rate_no_usage: float = Field(default=0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sum_at_most_one(self) -> _Rates:
@@ -141,7 +146,7 @@ class Scenario(ModelOverride):
             sigma}; clipped to [1, max_tokens].
         rate_429, rate_429_daily, rate_408, rate_500, rate_502, rate_503, rate_200_error,
             rate_choice_error, rate_empty, rate_leading_ws, rate_malformed, rate_reset,
-            rate_hang [0]: per-call fault probabilities.
+            rate_hang, rate_no_usage [0]: per-call fault probabilities (sum <= 1).
         models [{}]: {model id: {any of the fields above}} per-model overrides.
         outages [[]]: [{model, start_s, end_s, status: 502|503}], seconds since app start.
         script [{}]: {model id or "*": [fault name | {fault, retry_after_s, completion_tokens,
@@ -153,6 +158,16 @@ class Scenario(ModelOverride):
         hang_s [3600]: how long a `hang` sleeps (through the injected sleep).
         bill_undelivered [True]: `malformed`/`reset` answers were generated, so they are billed
             (and visible in /generation and the ledger with delivered=false).
+        byok [False]: bring-your-own-key account. Every billed answer's `usage.cost` is only
+            OpenRouter's fee (upstream x byok_fee_rate, plus any web search), `is_byok` is true
+            and `cost_details.upstream_inference_cost` is the provider's list price, which the
+            user pays on their own key. The ledger bills fee + upstream; /key counts the fee in
+            `usage*` and the upstream in `byok_usage*`.
+        byok_fee_rate [0.05]: OpenRouter's BYOK fee as a fraction of the upstream cost (0..1).
+        web_search_usd [None]: price of one web search (`:online` model ids, or a `plugins`
+            entry {"id": "web"}); None = the model's catalogue `web_search` price, else $0.02
+            (5 results x $0.004). One search per call, in `usage.cost` but not in the upstream
+            cost, and billed even when zero-completion insurance waives the tokens.
     """
 
     models: dict[str, ModelOverride] = Field(default_factory=dict)
@@ -164,6 +179,9 @@ class Scenario(ModelOverride):
     retry_after_s: float = Field(default=1.0, ge=0)
     hang_s: float = Field(default=3600.0, ge=0)
     bill_undelivered: bool = True
+    byok: bool = False
+    byok_fee_rate: float = Field(default=0.05, ge=0, le=1)
+    web_search_usd: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -196,7 +214,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "clean": {},
     "flaky": {"rate_429": 0.03, "rate_502": 0.02, "rate_503": 0.02, "rate_200_error": 0.01},
     "chaos": {
-        **{f"rate_{f}": _FEW for f in RANDOM_FAULTS if f not in {"hang", "429_daily"}},
+        # no_usage is left out: a rate for it would turn 2 % of chaos's "ok" answers into
+        # answers without usage, changing every existing chaos run
+        **{f"rate_{f}": _FEW for f in RANDOM_FAULTS if f not in {"hang", "429_daily", "no_usage"}},
         "rate_429_daily": 0.005,
         "rate_hang": 0.002,
         "outages": [{"model": "openai/gpt-4o-mini", "start_s": 5, "end_s": 15, "status": 503}],

@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from batchroute.catalog import Catalog
+from batchroute.simulator import responses as R
 from batchroute.simulator.scenario import (
     RANDOM_FAULTS,
     Distribution,
@@ -52,12 +53,16 @@ class Effective:
 
 @dataclass(slots=True)
 class Generation:
-    """One generation the simulator served (billed or not)."""
+    """One generation the simulator served (billed or not).
+
+    `usage_reported` is False when the answer carried no `usage` (the `no_usage` fault): the
+    client can only learn what it cost from /generation.
+    """
 
     id: str
     model: str
     provider: str
-    cost: Decimal
+    bill: R.Bill
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
@@ -66,6 +71,12 @@ class Generation:
     latency_ms: int
     generation_time_ms: int
     delivered: bool = True
+    usage_reported: bool = True
+
+    @property
+    def cost(self) -> Decimal:
+        """Everything the user pays for it: the balance charge plus, under BYOK, the upstream."""
+        return self.bill.total
 
 
 def draw(rng: random.Random, dist: float | Distribution) -> float:
@@ -115,8 +126,11 @@ class SimState:
         self._rpm: dict[str, deque[float]] = {}
         self.generations: dict[str, Generation] = {}
         self.billed: list[Generation] = []
-        self.billed_total = Decimal(0)
+        self.billed_total = Decimal(0)  # everything the user pays: balance + own provider keys
+        self.balance_total = Decimal(0)  # charged to the OpenRouter balance (/key `usage`)
+        self.byok_total = Decimal(0)  # billed by providers to the user's keys (`byok_usage`)
         self.models_cache: dict[str, bytes] = {}
+        self._search_prices: dict[str, Decimal] | None = None
 
     def set_scenario(self, scenario: Scenario) -> None:
         """Replace the scenario; scripts restart from their first entry. Ledger is kept."""
@@ -174,35 +188,82 @@ class SimState:
         window.append(now)
         return None
 
+    def search_price(self, model: str) -> Decimal:
+        """USD of one web search on catalogue model `model` (a `ModelInfo.id`).
+
+        The scenario's `web_search_usd`, else the model's positive `pricing.web_search`, else
+        the web plugin's default (5 results x $0.004).
+        """
+        override = self.scenario.web_search_usd
+        if override is not None:
+            return Decimal(str(override))
+        if self._search_prices is None:
+            self._search_prices = _search_prices(self.catalog.raw)
+        return self._search_prices.get(model, R.WEB_SEARCH_DEFAULT_USD)
+
+    def bill(self, upstream: R.Priced, *, model: str, searched: bool) -> R.Bill:
+        """Bill an answer under the scenario in force (BYOK fee, web search price)."""
+        sc = self.scenario
+        return R.bill(
+            upstream,
+            search_usd=self.search_price(model) if searched else None,
+            byok_fee_rate=Decimal(str(sc.byok_fee_rate)) if sc.byok else None,
+        )
+
     def record(self, gen: Generation, *, billed: bool) -> None:
         """Remember a generation (for /generation) and bill it (for /key and the ledger)."""
         self.generations[gen.id] = gen
         if billed:
             self.billed.append(gen)
-            self.billed_total += gen.cost
+            self.billed_total += gen.bill.total
+            self.balance_total += gen.bill.cost
+            self.byok_total += gen.bill.byok_upstream
 
     def remaining_credit(self) -> Decimal | None:
+        """What is left of `key_limit_usd` (BYOK upstream costs do not count against it)."""
         limit = self.scenario.key_limit_usd
-        return None if limit is None else Decimal(str(limit)) - self.billed_total
+        return None if limit is None else Decimal(str(limit)) - self.balance_total
 
     def ledger(self) -> dict[str, Any]:
-        """Calls the provider would bill (every answer carrying usage) and their exact cost."""
+        """Every billed call and exactly what the user pays for it (see docs/simulator.md).
+
+        `cost_usd` = `fee_usd` (charged to the OpenRouter balance, = usage.cost) +
+        `upstream_usd` (billed by the provider to the user's own key: BYOK only, else "0").
+        """
         return {
             "calls": len(self.billed),
             "total_cost_usd": format(self.billed_total, "f"),
+            "fee_usd": format(self.balance_total, "f"),
+            "upstream_usd": format(self.byok_total, "f"),
             "generations": [
                 {
                     "id": g.id,
                     "model": g.model,
-                    "cost_usd": format(g.cost, "f"),
+                    "cost_usd": format(g.bill.total, "f"),
+                    "fee_usd": format(g.bill.cost, "f"),
+                    "upstream_usd": format(g.bill.byok_upstream, "f"),
+                    "web_search_usd": format(g.bill.search, "f"),
+                    "web_searches": g.bill.searches,
+                    "byok": g.bill.byok,
                     "prompt_tokens": g.prompt_tokens,
                     "completion_tokens": g.completion_tokens,
                     "finish_reason": g.finish_reason,
                     "delivered": g.delivered,
+                    "usage_reported": g.usage_reported,
                 }
                 for g in self.billed
             ],
         }
+
+
+def _search_prices(raw: bytes) -> dict[str, Decimal]:
+    """Model id → positive `pricing.web_search` of a `/models` document."""
+    prices = {}
+    for m in orjson.loads(raw)["data"]:
+        value = (m.get("pricing") or {}).get("web_search")
+        if value is not None and Decimal(str(value)) > 0:
+            prices[m["id"]] = Decimal(str(value))
+    return prices
 
 
 SIM_STATE = web.AppKey("batchroute_sim_state", SimState)

@@ -1,5 +1,6 @@
 """SSE answers (`stream: true`): keep-alive comments, content chunks, finish chunk, a separate
-usage chunk, `[DONE]` — and the mid-stream failure forms (error chunk, garbage, reset).
+usage chunk (left out by `no_usage`), `[DONE]` — and the mid-stream failure forms (error chunk,
+garbage, reset).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from batchroute.simulator.app import Answer, Call
 
 _PIECES = 8
+_BREAKS = frozenset({"200_error", "choice_error", "malformed", "reset"})  # cut mid-stream
 
 
 def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -46,7 +48,7 @@ async def stream_answer(
         await resp.write(R.PROCESSING)
     pieces = R.split_content(ans.content, _PIECES)
     per_piece = ans.generation_s / len(pieces) if pieces else 0.0
-    stop_after = max(1, len(pieces) // 2) if fault != "ok" else len(pieces)
+    stop_after = max(1, len(pieces) // 2) if fault in _BREAKS else len(pieces)
     for i, piece in enumerate(pieces[:stop_after]):
         if per_piece > 0:
             await st.sleep(per_piece)
@@ -77,10 +79,13 @@ async def _finish(
         await resp.write(R.sse(event))
         await resp.write_eof()
         return resp
-    cost = R.price(ans.info, ans.model, ans.prompt_tokens, ans.completion_tokens)
+    billed = ans.bill(st)
     delivered = fault not in {"malformed", "reset"}
+    reported = fault != "no_usage"
     st.record(
-        ans.generation(call, cost=cost.total, streamed=True, delivered=delivered),
+        ans.generation(
+            call, bill=billed, streamed=True, delivered=delivered, usage_reported=reported
+        ),
         billed=delivered or st.scenario.bill_undelivered,
     )
     if fault == "malformed":
@@ -91,8 +96,12 @@ async def _finish(
         abort_connection(request)
         return resp
     finish = R.chunk(call.gid, ans.model, call.created, [_choice({"content": ""}, ans.finish)])
+    if not reported:  # no_usage: the finish chunk, then straight to [DONE]
+        await resp.write(R.sse(finish) + R.DONE)
+        await resp.write_eof()
+        return resp
     usage = R.chunk(call.gid, ans.model, call.created, [])
-    usage["usage"] = R.usage_obj(ans.prompt_tokens, ans.completion_tokens, cost)
+    usage["usage"] = R.usage_obj(ans.prompt_tokens, ans.completion_tokens, billed)
     await resp.write(R.sse(finish) + R.sse(usage) + R.DONE)
     await resp.write_eof()
     return resp
