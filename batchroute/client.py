@@ -1,9 +1,11 @@
 """Client stage: the OpenRouter HTTP API over one aiohttp session.
 
-It sends a chat completion and returns a `Completion`, or raises the `UpstreamError` subclass
-that says what the runner should do next. It classifies every response, HTTP 200 bodies
-included (errors hide in them, see openrouter-api.md §2.3). It does not retry, and it knows
-nothing of tiers, budget or storage. The API key lives only in the session's headers.
+It sends a chat completion (whole, or streamed as SSE) and returns a `Completion`, or raises
+the `UpstreamError` subclass that says what the runner should do next. It classifies every
+response, HTTP 200 bodies and mid-stream chunks included (errors hide in them, see
+openrouter-api.md §2.3). It reports costs as the API gave them and judges none of them. It
+does not retry, and it knows nothing of tiers, budget or storage. The API key lives only in
+the session's headers.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from batchroute.errors import (
     RetryableError,
     UpstreamError,
 )
-from batchroute.types import Completion, Usage
+from batchroute.types import Completion, GenerationCost, Usage
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
 
@@ -152,12 +154,60 @@ def classify_error(
     return RejectedError(msg, **kw)
 
 
-def _cost(usage: dict[str, Any]) -> Decimal | None:
-    raw = usage.get("cost")
-    if raw is None or isinstance(raw, bool):
+def _decimal(raw: Any) -> Decimal | None:
+    """A reported amount, exact; None if it is no number at all (absent, null, a bool, a dict).
+
+    No judgement: a negative, NaN or huge amount passes through (the runner checks it). A
+    string that is no decimal raises `InvalidOperation`: the caller calls the body malformed.
+    """
+    kind = type(raw)
+    if kind is float:  # orjson's shortest repr is the decimal the server wrote (≤ 15 digits)
+        return Decimal(repr(raw))
+    if kind is int or kind is str:
+        return Decimal(raw)
+    return None
+
+
+_NO_USAGE = Usage(present=False)
+
+
+def parse_usage(raw: Any) -> Usage:
+    """The `usage` object of an answer or of a stream's usage chunk (§1.2); all `*_details`
+    may be null or missing. Not an object → `Usage(present=False)`. Raises ValueError,
+    TypeError or ArithmeticError on a count or amount that is not a number.
+    """
+    if not isinstance(raw, dict):
+        return _NO_USAGE
+    cost_raw = raw.get("cost")
+    cost = _decimal(cost_raw)
+    upstream = None
+    details = raw.get("cost_details")
+    if isinstance(details, dict):
+        up = details.get("upstream_inference_cost")
+        # Without BYOK both are usually the same number: convert it once.
+        same = up == cost_raw and type(up) is type(cost_raw)
+        upstream = cost if same else _decimal(up)
+    details = raw.get("completion_tokens_details")
+    reasoning = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
+    details = raw.get("server_tool_use") or raw.get("server_tool_use_details")
+    searches = int(details.get("web_search_requests") or 0) if isinstance(details, dict) else 0
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        cost=cost,
+        upstream_cost=upstream,
+        is_byok=raw.get("is_byok") is True,
+        reasoning_tokens=reasoning,
+        web_search_requests=searches,
+    )
+
+
+def _billed(raw: Any) -> Decimal | None:
+    """What a failed answer's usage says it billed in all (BYOK: fee + upstream), if it says."""
+    try:
+        return parse_usage(raw).billed
+    except (AttributeError, TypeError, ValueError, ArithmeticError):
         return None
-    # orjson gives a float; its shortest repr is the decimal the server wrote (≤ 15 digits).
-    return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(str(raw))
 
 
 def _malformed(message: str, *, model: str, status: int, headers: Any) -> RetryableError:
@@ -198,8 +248,6 @@ def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> C
 def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -> Completion:
     gen_id = doc.get("id") or (headers.get("X-Generation-Id") if headers is not None else None)
     usage_raw = doc.get("usage")
-    usage_doc: dict[str, Any] = usage_raw if isinstance(usage_raw, dict) else {}
-    cost = _cost(usage_doc) if usage_doc else None
     choices = doc.get("choices")
     errors = [doc["error"]] if isinstance(doc.get("error"), dict) else []
     if isinstance(choices, list):  # §2.3: an error may sit in any choice
@@ -210,25 +258,21 @@ def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -
         ]
     if errors:
         err = classify_error(status, errors[0], headers, model=model, in_body=True)
-        err.cost, err.generation_id = cost, gen_id
+        err.cost, err.generation_id = _billed(usage_raw), gen_id
         raise err
+    usage = parse_usage(usage_raw)
     if not choices or not isinstance(choices, list):
         raise RetryableError(
             "response has no choices",
             model=model,
             status=status,
             error_type="no_choices",
-            cost=cost,
+            cost=usage.billed,
             generation_id=gen_id,
         )
     choice = choices[0]
     message = choice.get("message") or {}
     content = message.get("content")
-    usage = Usage(
-        prompt_tokens=int(usage_doc.get("prompt_tokens") or 0),
-        completion_tokens=int(usage_doc.get("completion_tokens") or 0),
-        cost=cost,
-    )
     return Completion(
         content=content if isinstance(content, str) else None,
         finish_reason=choice.get("finish_reason"),
@@ -239,6 +283,193 @@ def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -
         usage=usage,
         http_status=status,
     )
+
+
+def _status_error(status: int, body: bytes, headers: Any, *, model: str) -> UpstreamError:
+    """The error a non-200 answer stands for (its body is a JSON error envelope, or not)."""
+    try:
+        doc = orjson.loads(body.lstrip()) if body.strip() else {}
+    except orjson.JSONDecodeError:
+        doc = {}
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(error, dict):
+        error = {"code": status, "message": body[:200].decode("utf-8", "replace")}
+    return classify_error(status, error, headers, model=model)
+
+
+def _choice_error(choices: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The error of the first choice that failed (`finish_reason: "error"`), if one did."""
+    for choice in choices:
+        if choice.get("finish_reason") == "error" or isinstance(choice.get("error"), dict):
+            error = choice.get("error")
+            return error if isinstance(error, dict) else {}
+    return None
+
+
+_MAX_SSE_LINE = 8 << 20  # a "line" this long without a newline is not SSE
+
+
+class _Stream:
+    """One streamed answer assembled from its SSE events as they arrive (§1.4, §2.3)."""
+
+    __slots__ = (
+        "choices_seen",
+        "content",
+        "done",
+        "finish",
+        "gen_id",
+        "headers",
+        "model",
+        "native",
+        "provider",
+        "served",
+        "usage",
+    )
+
+    def __init__(self, model: str, gen_id: str | None, headers: Any) -> None:
+        self.model = model
+        self.gen_id = gen_id  # X-Generation-Id, else the first chunk's id
+        self.headers = headers
+        self.content: list[str] | None = None
+        self.finish: str | None = None
+        self.native: str | None = None
+        self.served: str | None = None
+        self.provider: str | None = None
+        self.usage: Usage | None = None
+        self.choices_seen = False
+        self.done = False  # `data: [DONE]` read
+
+    @property
+    def complete(self) -> bool:
+        """The answer and its bill are in: a cut after this loses nothing."""
+        return self.finish is not None and self.usage is not None
+
+    def billed(self) -> Decimal | None:
+        if self.usage is None:
+            return None
+        try:
+            return self.usage.billed
+        except ArithmeticError:  # e.g. a cost of "sNaN": passed on as read, but no sum
+            return None
+
+    def malformed(self, message: str) -> RetryableError:
+        return RetryableError(
+            message,
+            model=self.model,
+            status=200,
+            error_type="malformed_response",
+            cost=self.billed(),
+            generation_id=self.gen_id,
+        )
+
+    def cut(self, message: str, error_type: str) -> RetryableError:
+        return RetryableError(
+            message,
+            model=self.model,
+            error_type=error_type,
+            cost=self.billed(),
+            generation_id=self.gen_id,
+        )
+
+    async def read(self, content: aiohttp.StreamReader) -> None:
+        """Read events until `[DONE]` or EOF (then `done` tells which); raise an error chunk."""
+        tail = b""
+        data: bytes | None = None  # the `data:` of the event being read
+        while True:
+            block = await content.readany()
+            if not block:
+                if data is not None:  # the last event lacks its blank line: take it anyway
+                    self.event(data)
+                return
+            if tail:
+                block = tail + block
+            lines = block.split(b"\n")
+            tail = lines.pop()
+            if len(tail) > _MAX_SSE_LINE:
+                raise self.malformed("stream line too long")
+            for line in lines:
+                if line[-1:] == b"\r":
+                    line = line[:-1]
+                if not line:  # a blank line ends the event
+                    if data is not None:
+                        self.event(data)
+                        if self.done:
+                            return
+                        data = None
+                elif line[:5] == b"data:":
+                    value = line[6:] if line[5:6] == b" " else line[5:]
+                    data = value if data is None else data + b"\n" + value
+                # else: a `:` comment (keep-alive) or a field we do not use (event, id, retry)
+
+    def event(self, data: bytes) -> None:
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise self.malformed("undecodable data line in stream") from None
+        if not isinstance(doc, dict):
+            raise self.malformed("stream chunk is not a JSON object")
+        try:
+            self.chunk(doc)
+        except (AttributeError, LookupError, TypeError, ValueError, ArithmeticError) as exc:
+            raise self.malformed(f"unexpected stream chunk shape: {type(exc).__name__}") from None
+
+    def chunk(self, doc: dict[str, Any]) -> None:
+        if self.gen_id is None and isinstance(doc.get("id"), str):
+            self.gen_id = doc["id"]
+        if self.served is None:
+            self.served = doc.get("model")
+        if self.provider is None:
+            self.provider = doc.get("provider")
+        usage = doc.get("usage")
+        if isinstance(usage, dict):
+            self.usage = parse_usage(usage)
+        error = doc.get("error")
+        choices = doc.get("choices")
+        if not isinstance(error, dict) and choices:
+            error = _choice_error(choices)
+        if isinstance(error, dict):  # §2.3 form 3: the stream ends with this chunk
+            err = classify_error(200, error, self.headers, model=self.model, in_body=True)
+            err.cost = self.billed()
+            err.generation_id = self.gen_id
+            raise err
+        if choices:  # the usage chunk has none, or one with an empty delta and no finish
+            self.choices_seen = True
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content")
+                if isinstance(text, str):
+                    if self.content is None:
+                        self.content = [text]
+                    else:
+                        self.content.append(text)
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                self.finish, self.native = finish, choice.get("native_finish_reason")
+
+    def completion(self) -> Completion:
+        if not self.choices_seen:
+            raise RetryableError(
+                "stream has no choices",
+                model=self.model,
+                status=200,
+                error_type="no_choices",
+                cost=self.billed(),
+                generation_id=self.gen_id,
+            )
+        return Completion(
+            content="".join(self.content) if self.content is not None else None,
+            finish_reason=self.finish,
+            native_finish_reason=self.native,
+            model=str(self.served or self.model),
+            provider=self.provider,
+            generation_id=self.gen_id,
+            usage=self.usage or _NO_USAGE,
+            http_status=200,
+        )
 
 
 class OpenRouterClient:
@@ -268,7 +499,9 @@ class OpenRouterClient:
         }
         if referer:
             self._headers["HTTP-Referer"] = referer
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._stream_timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -295,8 +528,18 @@ class OpenRouterClient:
             raise RuntimeError("OpenRouterClient used outside `async with`")
         return self._session
 
-    async def complete(self, payload: dict[str, Any]) -> Completion:
-        """Send one non-streaming chat completion; raise an UpstreamError subclass on failure."""
+    async def complete(
+        self, payload: dict[str, Any], *, stream: bool = False, idle_timeout_s: float | None = None
+    ) -> Completion:
+        """Send one chat completion; raise an UpstreamError subclass on failure.
+
+        `stream=True` asks for SSE and reads it as it arrives. A stream has no total timeout,
+        only an idle one: no byte for `idle_timeout_s` seconds (default: the client's
+        `timeout_s`) is a retryable "timeout". Without `stream` the whole call must finish
+        within `timeout_s`.
+        """
+        if stream:
+            return await self._stream(payload, idle_timeout_s)
         model = str(payload.get("model", ""))
         gen_id: str | None = None
         try:
@@ -318,21 +561,68 @@ class OpenRouterClient:
                 generation_id=gen_id,
             ) from None
         if status != 200:
-            try:
-                doc = orjson.loads(body.lstrip()) if body.strip() else {}
-            except orjson.JSONDecodeError:
-                doc = {}
-            error = doc.get("error") if isinstance(doc, dict) else None
-            if not isinstance(error, dict):
-                error = {"code": status, "message": body[:200].decode("utf-8", "replace")}
-            raise classify_error(status, error, headers, model=model)
+            raise _status_error(status, body, headers, model=model)
         return parse_completion(body, status, headers, model=model)
 
-    async def generation_cost(self, generation_id: str) -> Decimal | None:
-        """`total_cost` of a generation from GET /generation; None while it is not known yet.
+    def _stream_timeout(self, idle_s: float | None) -> aiohttp.ClientTimeout:
+        idle = self._timeout_s if idle_s is None else idle_s
+        timeout = self._stream_timeouts.get(idle)
+        if timeout is None:  # aiohttp re-arms sock_read on every packet: an idle timer
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self._timeout_s, sock_read=idle
+            )
+            self._stream_timeouts[idle] = timeout
+        return timeout
 
-        A 404 (the stats appear a moment after the call), a timeout or a broken connection
-        all mean "ask again later"; other errors are raised as UpstreamError.
+    async def _stream(self, payload: dict[str, Any], idle_timeout_s: float | None) -> Completion:
+        model = str(payload.get("model", ""))
+        body = dict(payload)
+        body["stream"] = True
+        gen_id: str | None = None
+        sse: _Stream | None = None
+        try:
+            async with self.session.post(
+                f"{self.base_url}/chat/completions",
+                data=orjson.dumps(body),
+                timeout=self._stream_timeout(idle_timeout_s),
+            ) as resp:
+                headers = resp.headers
+                gen_id = headers.get("X-Generation-Id")
+                if resp.status != 200:  # refused before the stream began: a JSON error body
+                    raise _status_error(resp.status, await resp.read(), headers, model=model)
+                if resp.content_type == "application/json":  # answered whole after all
+                    return parse_completion(await resp.read(), 200, headers, model=model)
+                sse = _Stream(model, gen_id, headers)
+                await sse.read(resp.content)
+        except TimeoutError:
+            if sse is not None and sse.complete:
+                return sse.completion()
+            if sse is None:
+                raise RetryableError(
+                    "request timed out", model=model, error_type="timeout", generation_id=gen_id
+                ) from None
+            raise sse.cut("stream idle for too long", "timeout") from None
+        except aiohttp.ClientError as exc:
+            if sse is not None and sse.complete:
+                return sse.completion()
+            if sse is None:
+                raise RetryableError(
+                    f"connection error: {type(exc).__name__}",
+                    model=model,
+                    error_type="connection",
+                    generation_id=gen_id,
+                ) from None
+            raise sse.cut(f"stream cut: {type(exc).__name__}", "connection") from None
+        if not sse.done and not sse.complete:
+            raise sse.cut("stream ended before [DONE]", "connection")
+        return sse.completion()
+
+    async def generation_cost(self, generation_id: str) -> GenerationCost | None:
+        """What GET /generation says a generation cost; None while it is not known yet.
+
+        A 404 (the stats appear a moment after the call), a timeout, a broken connection or a
+        record without a `total_cost` all mean "ask again later"; other errors are raised as
+        UpstreamError.
         """
         try:
             async with self.session.get(
@@ -354,7 +644,16 @@ class OpenRouterClient:
                 error = {"code": status, "message": "non-JSON answer from /generation"}
             raise classify_error(status, error, headers, model="")
         data = doc.get("data")
-        return _cost({"cost": data.get("total_cost")}) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        try:
+            total = _decimal(data.get("total_cost"))
+            upstream = _decimal(data.get("upstream_inference_cost"))
+        except ArithmeticError:  # a string that is no amount
+            return None
+        if total is None:
+            return None
+        return GenerationCost(total, upstream, data.get("is_byok") is True)
 
     async def fetch_models(self, *, timeout_s: float = 10) -> bytes:
         """The raw `/models` document (the caller parses it with `Catalog`)."""
@@ -371,4 +670,4 @@ class OpenRouterClient:
             ) from None
 
 
-__all__ = ["OpenRouterClient", "classify_error", "parse_completion"]
+__all__ = ["OpenRouterClient", "classify_error", "parse_completion", "parse_usage"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import orjson
 import pytest
 
-from batchroute.client import classify_error, parse_completion
+from batchroute.client import classify_error, parse_completion, parse_usage
 from batchroute.errors import (
     CreditsExhausted,
     DailyCapReached,
@@ -15,6 +16,7 @@ from batchroute.errors import (
     RejectedError,
     RetryableError,
 )
+from batchroute.types import Usage
 
 
 def body(doc: object) -> bytes:
@@ -94,3 +96,119 @@ def test_non_string_content_is_treated_as_empty() -> None:
     doc = {"model": "m", "choices": [{"message": {"content": None}, "finish_reason": "stop"}]}
     c = parse_completion(body(doc), 200, {}, model="m")
     assert c.content is None
+
+
+# --- usage: BYOK, details, missing usage, costs passed through unjudged -------------------------
+
+
+def answer(usage: object = None, **extra: object) -> bytes:
+    doc: dict[str, object] = {
+        "id": "gen-1",
+        "model": "m",
+        "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+        **extra,
+    }
+    if usage is not None:
+        doc["usage"] = usage
+    return body(doc)
+
+
+def test_byok_usage_keeps_the_fee_and_the_upstream_cost() -> None:
+    usage = {
+        "prompt_tokens": 405,
+        "completion_tokens": 2600,
+        "cost": 0.000057447,
+        "is_byok": True,
+        "cost_details": {"upstream_inference_cost": 0.001148945},
+        "completion_tokens_details": {"reasoning_tokens": 1200, "image_tokens": 0},
+        "server_tool_use_details": {"web_search_requests": 2},
+    }
+    u = parse_completion(answer(usage), 200, {}, model="m").usage
+    assert u == Usage(
+        prompt_tokens=405,
+        completion_tokens=2600,
+        cost=Decimal("0.000057447"),
+        upstream_cost=Decimal("0.001148945"),
+        is_byok=True,
+        reasoning_tokens=1200,
+        web_search_requests=2,
+    )
+    assert u.billed == Decimal("0.001206392")
+
+
+def test_null_and_missing_details_are_tolerated() -> None:
+    usage = {
+        "prompt_tokens": 5,
+        "completion_tokens": 1,
+        "cost": "0.0001",  # a string amount is exact too
+        "cost_details": None,
+        "completion_tokens_details": None,
+        "server_tool_use": {"web_search_requests": 3},
+    }
+    u = parse_completion(answer(usage), 200, {}, model="m").usage
+    assert u == Usage(
+        prompt_tokens=5, completion_tokens=1, cost=Decimal("0.0001"), web_search_requests=3
+    )
+    assert u.billed == Decimal("0.0001")
+    assert u.present
+
+
+def test_byok_without_upstream_cost_has_no_known_bill() -> None:
+    u = parse_completion(answer({"cost": 0.00001, "is_byok": True}), 200, {}, model="m").usage
+    assert (u.cost, u.upstream_cost, u.is_byok) == (Decimal("0.00001"), None, True)
+    assert u.billed is None
+
+
+@pytest.mark.parametrize("usage", [None, {"usage": None}])
+def test_an_answer_without_usage_says_so(usage: dict | None) -> None:
+    raw = answer(**usage) if usage else answer()
+    u = parse_completion(raw, 200, {}, model="m").usage
+    assert u == Usage(present=False)
+    assert (u.prompt_tokens, u.completion_tokens, u.cost, u.billed) == (0, 0, None, None)
+
+
+@pytest.mark.parametrize(
+    ("cost", "expected"),
+    [
+        (b"-0.5", Decimal("-0.5")),
+        (b'"NaN"', Decimal("NaN")),
+        (b"1e300", Decimal("1E+300")),
+        (b"100000000000000000000000", Decimal("1E+23")),  # orjson reads a huge int as a float
+        (b'"123456789012345678901234567890.5"', Decimal("123456789012345678901234567890.5")),
+        (b"7", Decimal(7)),
+        (b"0", Decimal(0)),
+    ],
+)
+def test_costs_are_passed_through_unjudged(cost: bytes, expected: Decimal) -> None:
+    raw = answer({"cost": "COST"}).replace(b'"COST"', cost)
+    u = parse_completion(raw, 200, {}, model="m").usage
+    assert u.cost is not None
+    if expected.is_nan():
+        assert u.cost.is_nan()
+    else:
+        assert u.cost == expected
+
+
+@pytest.mark.parametrize("cost", [{"usd": 1}, [0.1], True, None])
+def test_a_cost_that_is_no_number_is_unknown(cost: object) -> None:
+    u = parse_completion(answer({"prompt_tokens": 3, "cost": cost}), 200, {}, model="m").usage
+    assert u.cost is None
+    assert u.prompt_tokens == 3
+
+
+def test_error_in_a_200_carries_the_byok_bill() -> None:
+    error = {"code": 502, "message": "Provider returned error"}
+    usage = {"cost": 0.001, "is_byok": True, "cost_details": {"upstream_inference_cost": 0.02}}
+    with pytest.raises(RetryableError) as exc:
+        parse_completion(body({"id": "gen-9", "error": error, "usage": usage}), 200, {}, model="m")
+    assert exc.value.cost == Decimal("0.021")
+    assert exc.value.generation_id == "gen-9"
+    usage = {"cost": 0.001, "is_byok": True}  # upstream unknown: the bill is unknown
+    with pytest.raises(RetryableError) as exc:
+        parse_completion(body({"error": error, "usage": usage}), 200, {}, model="m")
+    assert exc.value.cost is None
+
+
+def test_parse_usage_is_the_one_parser() -> None:
+    assert parse_usage(None) == Usage(present=False)
+    assert parse_usage({"prompt_tokens": 2, "cost": 0.1}) == Usage(2, 0, Decimal("0.1"))
