@@ -43,9 +43,35 @@ def prompt_token_bound(contents: Iterable[str]) -> int:
     return total
 
 
-def worst_case_cost(model: ModelInfo, prompt_tokens_max: int, max_tokens: int) -> Decimal:
-    """Most a call can cost: every prompt token bound billed, `max_tokens` generated."""
-    return model.cost(prompt_tokens_max, max_tokens)
+BYOK_FEE = Decimal("0.05")
+"""With BYOK the provider bills the user's key the list price and OpenRouter adds a fee of 5 %
+of it. Whether a call goes through the user's own key is an account setting nobody can see
+before the answer, so every worst case includes it."""
+
+
+def worst_case_cost(
+    model: ModelInfo, prompt_tokens_max: int, max_tokens: int, *, searches: int = 0
+) -> Decimal:
+    """Most a call can cost: every prompt token bound billed at the dearest prompt price,
+    `max_tokens` generated at the dearest completion price, the request fee, `searches` web
+    searches (`:online`), and the BYOK fee on top."""
+    return model.worst_cost(prompt_tokens_max, max_tokens, searches=searches) * (1 + BYOK_FEE)
+
+
+COST_SAFETY_FACTOR = 2
+"""A reported cost above its reservation × this is not believed (a bug on either side): the
+attempt keeps its reservation and says so. Between 1× and this, it is booked and counted as an
+overrun (our bound was wrong)."""
+
+
+def plausible_cost(cost: Decimal | None, reserved: Decimal) -> bool:
+    """A reported cost that can be booked: finite, not negative, not absurd."""
+    return (
+        cost is not None
+        and cost.is_finite()
+        and cost >= 0
+        and cost <= reserved * COST_SAFETY_FACTOR
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +83,27 @@ class Reservation:
 class Budget:
     """Books for one UTC day: `spent` is settled, `reserved` is promised to calls in flight.
 
-    Invariant: spent + reserved ≤ cap after every successful `try_reserve`, and `settle` with
-    an actual cost ≤ the reservation keeps spent ≤ cap.
+    `cap` is the job's daily cap; `ceiling`, when set, is a lower limit learnt from the
+    account (the API key's `limit_remaining`, see `lower_ceiling`). `limit` is the smaller.
+
+    Invariant: spent + reserved ≤ limit after every successful `try_reserve`, and `settle` with
+    an actual cost ≤ the reservation keeps spent ≤ limit.
     """
 
     def __init__(self, cap: Decimal, spent: Decimal = Decimal(0)) -> None:
-        if cap <= 0:
-            raise ValueError("cap must be positive")
+        if not cap.is_finite() or cap <= 0:
+            raise ValueError("cap must be a positive, finite amount")
         self.cap = cap
         self.spent = spent
+        self.ceiling: Decimal | None = None
         self._open: dict[int, Decimal] = {}
         self._reserved = Decimal(0)  # running total of _open (exact: Decimal)
         self._ids = itertools.count(1)
         self.overruns = 0  # settlements above their reservation (a bound was wrong)
+
+    @property
+    def limit(self) -> Decimal:
+        return self.cap if self.ceiling is None else min(self.cap, self.ceiling)
 
     @property
     def reserved(self) -> Decimal:
@@ -81,13 +115,22 @@ class Budget:
 
     @property
     def remaining(self) -> Decimal:
-        return self.cap - self.spent - self.reserved
+        return self.limit - self.spent - self.reserved
 
     def fits(self, amount: Decimal) -> bool:
-        return self.spent + self.reserved + amount <= self.cap
+        return self.spent + self.reserved + amount <= self.limit
+
+    def could_fit(self, amount: Decimal) -> bool:
+        """Whether `amount` fits once every call in flight has settled at $0: if not, waiting
+        cannot help (settled spend never goes down in a run but by reconciliation)."""
+        return self.spent + amount <= self.limit
+
+    def exceeds_cap(self, amount: Decimal) -> bool:
+        """`amount` is more than the whole daily cap: such a call can never be made."""
+        return amount > self.cap
 
     def try_reserve(self, amount: Decimal) -> Reservation | None:
-        """Reserve `amount` if it fits under the cap, else return None (nothing changes)."""
+        """Reserve `amount` if it fits under the limit, else return None (nothing changes)."""
         if amount < 0:
             raise ValueError("a reservation cannot be negative")
         if not self.fits(amount):
@@ -108,6 +151,21 @@ class Budget:
         """Drop a reservation whose call was never sent."""
         if r.id in self._open:
             self._reserved -= self._open.pop(r.id)
+
+    def correct(self, booked: Decimal, actual: Decimal) -> None:
+        """A call booked at `booked` (its reservation: outcome unknown) really cost `actual`."""
+        self.spent += actual - booked
+
+    def lower_ceiling(self, key_remaining: Decimal) -> None:
+        """The API key can pay `key_remaining` more (its `limit_remaining`, read now).
+
+        What we have settled is already in the key's usage; what is in flight is not, so the
+        key allows spent + key_remaining in total. Only ever lowers the limit within a run
+        (a key whose limit resets mid-run does not raise today's cap).
+        """
+        ceiling = self.spent + max(key_remaining, Decimal(0))
+        if self.ceiling is None or ceiling < self.ceiling:
+            self.ceiling = ceiling
 
     def exhausted(self, amount: Decimal) -> bool:
         """Nothing in flight and `amount` still does not fit: the day's budget is spent."""

@@ -17,9 +17,19 @@ import orjson
 SHIPPED_CATALOG_DATE = "2026-05-20"
 
 
+WEB_SEARCH_DEFAULT_USD = Decimal("0.02")
+"""A web search on a model whose catalogue entry has no `web_search` price: OpenRouter's web
+plugin fetches 5 results by default at $0.004 each (openrouter-api.md §5, `:online`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """Price (USD per token / per request) and limits of one model."""
+    """Price (USD per token / per request / per search) and limits of one model.
+
+    `prompt` and `completion` are the list prices; `worst_prompt` and `worst_completion` are the
+    highest per-token prices any part of the pricing can charge (long-context `overrides`,
+    `internal_reasoning` for reasoning tokens): what a worst case must be priced at.
+    """
 
     id: str
     prompt: Decimal
@@ -28,6 +38,10 @@ class ModelInfo:
     context_length: int
     max_completion_tokens: int | None
     supported_parameters: frozenset[str]
+    web_search: Decimal | None = None  # per search; None: the catalogue gives no price
+    internal_reasoning: Decimal = Decimal(0)
+    worst_prompt: Decimal | None = None  # None: the same as `prompt`
+    worst_completion: Decimal | None = None
 
     @property
     def variable_price(self) -> bool:
@@ -42,6 +56,20 @@ class ModelInfo:
         """Exact list price of a call with these token counts."""
         return prompt_tokens * self.prompt + completion_tokens * self.completion + self.request
 
+    def worst_cost(
+        self, prompt_tokens: int, completion_tokens: int, *, searches: int = 0
+    ) -> Decimal:
+        """The most a call with at most these token counts can be billed, every charge counted:
+        the request fee, the dearest prompt and completion prices the pricing has (overrides,
+        reasoning), and `searches` web searches."""
+        prompt = self.prompt if self.worst_prompt is None else self.worst_prompt
+        completion = self.completion if self.worst_completion is None else self.worst_completion
+        total = prompt_tokens * prompt + completion_tokens * completion + self.request
+        if searches:
+            per = WEB_SEARCH_DEFAULT_USD if self.web_search is None else self.web_search
+            total += searches * per
+        return total
+
 
 def _price(pricing: dict[str, Any], key: str) -> Decimal:
     raw = pricing.get(key, "0")
@@ -51,17 +79,48 @@ def _price(pricing: dict[str, Any], key: str) -> Decimal:
         raise ValueError(f"pricing.{key} is not a number: {raw!r}") from exc
 
 
+def _override_prices(pricing: dict[str, Any], key: str) -> list[Decimal]:
+    """Every price for `key` in `pricing.overrides` (long-context or time-of-day pricing).
+
+    The shape of an override is not pinned down in the docs, so any entry, or any mapping
+    nested in it (e.g. a `pricing` object), that names `key` counts: the worst case takes the
+    highest, whatever condition makes it apply.
+    """
+    found: list[Decimal] = []
+    todo: list[Any] = list(pricing.get("overrides") or [])
+    while todo:
+        entry = todo.pop()
+        if not isinstance(entry, dict):
+            continue
+        if key in entry:
+            found.append(_price(entry, key))
+        todo.extend(v for v in entry.values() if isinstance(v, dict | list))
+        for v in entry.values():
+            if isinstance(v, list):
+                todo.extend(v)
+    return found
+
+
 def _model(m: dict[str, Any]) -> ModelInfo:
     pricing = m.get("pricing") or {}
     top = m.get("top_provider") or {}
+    prompt, completion = _price(pricing, "prompt"), _price(pricing, "completion")
+    reasoning = _price(pricing, "internal_reasoning")
+    worst_prompt = max([prompt, *_override_prices(pricing, "prompt")])
+    # Reasoning tokens count against max_tokens and may be priced apart from the answer.
+    worst_completion = max([completion, reasoning, *_override_prices(pricing, "completion")])
     return ModelInfo(
         id=m["id"],
-        prompt=_price(pricing, "prompt"),
-        completion=_price(pricing, "completion"),
-        request=_price(pricing, "request"),
+        prompt=prompt,
+        completion=completion,
+        request=max([_price(pricing, "request"), *_override_prices(pricing, "request")]),
         context_length=int(m.get("context_length") or top.get("context_length") or 0),
         max_completion_tokens=top.get("max_completion_tokens"),
         supported_parameters=frozenset(m.get("supported_parameters") or ()),
+        web_search=_price(pricing, "web_search") if "web_search" in pricing else None,
+        internal_reasoning=reasoning,
+        worst_prompt=None if worst_prompt == prompt else worst_prompt,
+        worst_completion=None if worst_completion == completion else worst_completion,
     )
 
 
@@ -74,6 +133,7 @@ class Catalog:
         self.source = source
         self.fetched_at = fetched_at
         self.models: dict[str, ModelInfo] = {m["id"]: _model(m) for m in doc["data"]}
+        self._dearest: ModelInfo | None = None
 
     def __contains__(self, model_id: object) -> bool:
         return self.get(str(model_id)) is not None
@@ -91,9 +151,23 @@ class Catalog:
         return info
 
     def dearest(self) -> ModelInfo:
-        """The most expensive priced model: what a model missing from the catalogue is budgeted
-        at, so that the cap holds whatever it turns out to cost."""
-        return max(self.models.values(), key=lambda m: (m.prompt + m.completion, m.id))
+        """A model priced at the highest price of every kind in the catalogue: what a model
+        missing from it is budgeted at, so that the cap holds whatever it turns out to cost."""
+        if self._dearest is None:
+            priced = [m for m in self.models.values() if not m.variable_price]
+            top = max(priced, key=lambda m: (m.prompt + m.completion, m.id))
+            searches = [m.web_search for m in priced if m.web_search is not None]
+            self._dearest = ModelInfo(
+                id=top.id,
+                prompt=max(m.worst_prompt or m.prompt for m in priced),
+                completion=max(m.worst_completion or m.completion for m in priced),
+                request=max(m.request for m in priced),
+                context_length=max(m.context_length for m in priced),
+                max_completion_tokens=None,
+                supported_parameters=top.supported_parameters,
+                web_search=max(searches, default=None),
+            )
+        return self._dearest
 
     @classmethod
     def shipped(cls) -> Catalog:

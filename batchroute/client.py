@@ -655,6 +655,31 @@ class OpenRouterClient:
             return None
         return GenerationCost(total, upstream, data.get("is_byok") is True)
 
+    async def key_limit_remaining(self, *, timeout_s: float = 10) -> Decimal | None:
+        """What the API key may still spend (`limit_remaining` of GET /key); None when the key
+        has no limit or the endpoint does not say (unreachable, an error, another shape).
+
+        Never raises: the account guard is a second line behind the job's own cap.
+        """
+        try:
+            async with self.session.get(
+                f"{self.base_url}/key", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+        if status != 200:
+            return None
+        try:
+            data = orjson.loads(body).get("data")
+            remaining = _decimal(data.get("limit_remaining"))
+        except (orjson.JSONDecodeError, AttributeError, ArithmeticError):
+            return None
+        if remaining is None or not remaining.is_finite():
+            return None
+        return remaining
+
     async def fetch_models(self, *, timeout_s: float = 10) -> bytes:
         """The raw `/models` document (the caller parses it with `Catalog`)."""
         try:

@@ -107,6 +107,9 @@ class Journal:
                 self.path.unlink()
 
 
+_MONEY_FIELDS = ("cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd")
+
+
 def read_journal(path: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
     results: list[ResultRow] = []
     attempts: list[AttemptRow] = []
@@ -116,7 +119,9 @@ def read_journal(path: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
                 d = orjson.loads(line[1:])
             except orjson.JSONDecodeError:
                 continue  # a line cut short by the kill: that call is redone
-            d["cost_usd"] = Decimal(d["cost_usd"])
+            for name in _MONEY_FIELDS:
+                if d.get(name) is not None:
+                    d[name] = Decimal(d[name])
             if line[:1] == b"r":
                 if d.get("created_at"):
                     d["created_at"] = datetime.fromisoformat(d["created_at"])

@@ -123,7 +123,12 @@ class _Pricer:
         expected = first.cost(typical_prompt, min(max_tokens, TYPICAL_COMPLETION_TOKENS))
         worst = sum(
             (
-                ceil_usd(worst_case_cost(self.info(m), bound, max_tokens)) * attempts
+                ceil_usd(
+                    worst_case_cost(
+                        self.info(m), bound, max_tokens, searches=int(m.endswith(":online"))
+                    )
+                )
+                * attempts
                 for t in self.path(tier)
                 for m in self.plans[t].models
             ),
@@ -166,12 +171,12 @@ def quote(
         store = ResultStore(db_path)
         spent, final = _store_state(spec, store, today, retry_failed=retry_failed)
     catalog = offline_catalog(db_path)
-    plans = resolve_tiers(spec, catalog)
+    plans, notes = check_plans(resolve_tiers(spec, catalog), catalog)
     pricer = _Pricer(spec, catalog, plans)
     cap = budget_usd if budget_usd is not None else spec.budget.daily_usd
     q = Quote(spec.name, cap, spent, {t: TierQuote(t, p.models) for t, p in plans.items()})
     q.catalog = f"{catalog.source} ({catalog.fetched_at})"
-    q.notes = check_plans(plans, catalog)
+    q.notes = notes
     params = request_params(spec.request)
     for rec in read_records(spec.input, id_field=spec.id_field):
         if limit is not None and q.records >= limit:
@@ -194,8 +199,7 @@ def quote(
 def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
     """`batchroute validate`: the resolved plan, with warnings; SpecError if it cannot run."""
     catalog = offline_catalog(db_path)
-    plans = resolve_tiers(spec, catalog)
-    warnings = check_plans(plans, catalog)
+    plans, warnings = check_plans(resolve_tiers(spec, catalog), catalog)
     lines = [
         f"job {spec.name}: {spec.input} → {db_path}",
         f"budget ${spec.budget.daily_usd}/day (scope {spec.budget.scope}); "

@@ -6,7 +6,7 @@ nothing of HTTP, budget or storage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,7 @@ class TierPlan:
     native_fallback: bool = False
     provider: dict[str, Any] | None = None
     concurrency: int | None = None
+    stream: bool | None = None  # None: the job's `limits.stream` decides
 
     def extra_body(self, model: str) -> dict[str, Any]:
         """OpenRouter routing fields for a call to `model` (server-side fallback, provider)."""
@@ -81,26 +82,38 @@ def resolve_tiers(spec: JobSpec, catalog: Catalog) -> dict[str, TierPlan]:
             fitting = [m for m in catalog.models.values() if _fits(m, t)]
             fitting.sort(key=lambda m: (m.prompt + m.completion, m.id))
             models = tuple(m.id for m in fitting[: t.count]) or t.models
-        plans[name] = TierPlan(name, models, t.native_fallback, t.provider, t.concurrency)
+        plans[name] = TierPlan(name, models, t.native_fallback, t.provider, t.concurrency, t.stream)
     return plans
 
 
-def check_plans(plans: dict[str, TierPlan], catalog: Catalog) -> list[str]:
-    """Warnings about the resolved tiers; a SpecError for a tier that cannot run under a cap.
+def check_plans(
+    plans: dict[str, TierPlan], catalog: Catalog, *, live: bool = False
+) -> tuple[dict[str, TierPlan], list[str]]:
+    """The plans to run and warnings about them; a SpecError for a tier that cannot run.
 
-    A model missing from the catalogue (retired, misspelt) is only a warning: the budget prices
-    it at the dearest known model and fallback survives its errors. A variable-priced router
-    ("-1", e.g. openrouter/auto) or an empty `cheapest` tier is an error.
+    A model missing from a catalogue fetched live from the endpoint is retired or misspelt: it
+    is dropped from its chain (never called) with one warning. Against a cached or shipped
+    catalogue it may simply be newer than the copy, so it stays, budgeted at the dearest
+    known prices. A variable-priced router ("-1", e.g. openrouter/auto), an empty `cheapest`
+    tier, or a tier left with no model is an error.
     """
     warnings = []
+    kept: dict[str, TierPlan] = {}
     for plan in plans.values():
         if not plan.models:
             raise SpecError(
                 "no model in the catalogue meets this `cheapest` tier's criteria",
                 key=f"tiers.{plan.name}",
             )
+        models = []
         for m in plan.models:
             info = catalog.get(m)
+            if info is None and live:
+                warnings.append(
+                    f"model {m!r} (tier {plan.name}) is not in the live catalogue of "
+                    f"{catalog.source} (retired or misspelt?): dropped from the chain"
+                )
+                continue
             if info is None:
                 warnings.append(
                     f"model {m!r} (tier {plan.name}) is not in the catalogue of "
@@ -112,4 +125,12 @@ def check_plans(plans: dict[str, TierPlan], catalog: Catalog) -> list[str]:
                     f"{m} has a variable price ('-1') and cannot be budgeted under a cap",
                     key=f"tiers.{plan.name}",
                 )
-    return warnings
+            models.append(m)
+        if not models:
+            raise SpecError(
+                f"none of this tier's models is in the live catalogue of {catalog.source}: "
+                f"{', '.join(plan.models)}",
+                key=f"tiers.{plan.name}",
+            )
+        kept[plan.name] = replace(plan, models=tuple(models))
+    return kept, warnings

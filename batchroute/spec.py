@@ -76,6 +76,7 @@ class TierSpec(_Strict):
     native_fallback: bool = False  # also send up to 3 of the chain as `models` (server-side)
     provider: dict[str, Any] | None = None  # passed through to OpenRouter as-is
     concurrency: int | None = Field(default=None, ge=1)
+    stream: bool | None = None  # stream calls to this tier (None: limits.stream decides)
     # Cost-aware choice, resolved from the catalogue when the run starts:
     cheapest: bool = False
     count: int = Field(default=2, ge=1, le=10)
@@ -146,7 +147,14 @@ class LimitsSpec(_Strict):
     concurrency: int = Field(default=32, ge=1, le=4096)
     requests_per_minute: int | None = Field(default=600, ge=1)
     per_model_rpm: dict[str, int] = Field(default_factory=dict)
-    timeout_s: float = Field(default=60, gt=0)
+    timeout_s: float = Field(default=60, gt=0)  # a whole non-streamed call
+    # Streamed calls (the generation id arrives with the first byte, so a call given up on
+    # can still be priced): "auto" streams to models that reason (they think for minutes
+    # before the first token, and a non-streamed call given up on is billed but unpriced).
+    stream: Literal["auto", "always", "never"] = "auto"
+    idle_timeout_s: float = Field(default=60, gt=0)  # a stream with no byte for this long
+    reconcile_wait_s: float = Field(default=15, ge=0)  # at the end, for /generation answers
+    key_check_s: float = Field(default=60, gt=0)  # how often GET /key is read
     max_attempts: int = Field(default=3, ge=1, le=20)  # per model, before the next in the chain
     backoff_base_s: float = Field(default=0.5, ge=0)  # first retry waits about this long
     backoff_max_s: float = Field(default=30, ge=0)

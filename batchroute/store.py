@@ -22,7 +22,16 @@ import orjson
 
 from .errors import ConfigError, StoreError
 from .journal import Journal, read_journal
-from .types import AttemptRow, RecordStatus, ResultRow, RunCounts, RunStatus
+from .types import (
+    AttemptRow,
+    CostFix,
+    CostSource,
+    RecordStatus,
+    ReservedAttempt,
+    ResultRow,
+    RunCounts,
+    RunStatus,
+)
 
 SCHEMA_VERSION_TABLE = "batchroute_migrations"
 MONEY = "DECIMAL(38,12)"  # exact; 12 decimals covers per-token prices (1e-12 USD)
@@ -106,6 +115,12 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         "catalog_cache",
         "CREATE TABLE catalog_cache (fetched_at TIMESTAMP NOT NULL, source VARCHAR, raw BLOB);",
     ),
+    (
+        "attempts: reservation, usage.cost and BYOK upstream cost",
+        f"ALTER TABLE attempts ADD COLUMN reserved_usd {MONEY};"
+        f"ALTER TABLE attempts ADD COLUMN usage_cost_usd {MONEY};"
+        f"ALTER TABLE attempts ADD COLUMN upstream_cost_usd {MONEY};",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -128,6 +143,7 @@ _ATTEMPT_COLS: tuple[tuple[str, str], ...] = (
     ("started_at", "TIMESTAMP"), ("latency_ms", "INTEGER"), ("http_status", "INTEGER"),
     ("outcome", "VARCHAR"), ("error_type", "VARCHAR"), ("error_message", "VARCHAR"),
     ("cost_usd", MONEY), ("cost_source", "VARCHAR"), ("generation_id", "VARCHAR"),
+    ("reserved_usd", MONEY), ("usage_cost_usd", MONEY), ("upstream_cost_usd", MONEY),
 )  # fmt: skip
 _ACCUMULATE = ("cost_usd", "attempts", "escalations")
 
@@ -218,7 +234,7 @@ def _money(value: Decimal) -> str:
 def _column(rows: Sequence[Any], name: str, typ: str, now: datetime) -> list[Any]:
     values = [getattr(r, name) for r in rows]
     if typ == MONEY:
-        return [_money(v) for v in values]
+        return [None if v is None else _money(v) for v in values]
     if typ == "TIMESTAMP":
         return [(now if v is None else _utc(v)).isoformat(sep=" ") for v in values]
     if typ == "VARCHAR":
@@ -529,13 +545,19 @@ class ResultStore:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def write(self, results: Sequence[ResultRow], attempts: Sequence[AttemptRow]) -> None:
-        """Upsert results and insert attempts in one transaction.
+    def write(
+        self,
+        results: Sequence[ResultRow],
+        attempts: Sequence[AttemptRow],
+        fixes: Sequence[CostFix] = (),
+    ) -> None:
+        """Upsert results, insert attempts, then apply cost fixes, in one transaction.
 
         An existing result keeps accumulating cost_usd, attempts and escalations (each run
-        writes a record at most once); every other column takes the new value.
+        writes a record at most once); every other column takes the new value. Fixes come
+        last so that they find the attempts written in the same call.
         """
-        if not results and not attempts:
+        if not results and not attempts and not fixes:
             return
         now = _utc(self._clock())
         merged = _dedupe(results)
@@ -544,6 +566,27 @@ class ResultStore:
                 _bulk_write(con, "results", merged, now)
             if attempts:
                 _bulk_write(con, "attempts", attempts, now)
+            if fixes:
+                _apply_fixes(con, fixes)
+
+    def reserved_attempts(self, job_name: str, *, limit: int = 10_000) -> list[ReservedAttempt]:
+        """Attempts of this job still booked at their reservation that have a generation id
+        (their real cost can be asked of GET /generation), newest first."""
+        with self._tx() as con:
+            rows = con.execute(
+                "SELECT run_id, job_name, record_key, attempt_no, generation_id, cost_usd "
+                "FROM attempts WHERE job_name = ? AND cost_source = ? "
+                "AND generation_id IS NOT NULL ORDER BY started_at DESC LIMIT ?",
+                [job_name, str(CostSource.RESERVED), limit],
+            ).fetchall()
+        return [ReservedAttempt(r[0], r[1], r[2], int(r[3]), r[4], Decimal(r[5])) for r in rows]
+
+    def apply_fixes(self, fixes: Sequence[CostFix]) -> int:
+        """Replace reservations with real costs; returns how many attempts changed."""
+        if not fixes:
+            return 0
+        with self._tx() as con:
+            return _apply_fixes(con, fixes)
 
     def recover_journal(self) -> int:
         """Commit what a killed run journaled but never flushed; returns how many results.
@@ -636,6 +679,42 @@ class ResultStore:
             spent_today=spent,
             generated_at=now,
         )
+
+
+def _apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int:
+    """Fix reserved attempts (only while still 'reserved': a fix applies once), then make the
+    affected records' cost the sum of their attempts again."""
+    changed = 0
+    recompute: set[tuple[str, str]] = set()
+    for f in fixes:
+        rows = con.execute(
+            f"UPDATE attempts SET cost_usd = CAST(? AS {MONEY}), cost_source = ?, "
+            f"usage_cost_usd = CAST(? AS {MONEY}), upstream_cost_usd = CAST(? AS {MONEY}) "
+            "WHERE run_id = ? AND job_name = ? AND record_key = ? AND attempt_no = ? "
+            "AND cost_source = ? RETURNING 1",
+            [
+                _money(f.cost_usd),
+                f.cost_source,
+                None if f.usage_cost_usd is None else _money(f.usage_cost_usd),
+                None if f.upstream_cost_usd is None else _money(f.upstream_cost_usd),
+                f.run_id,
+                f.job_name,
+                f.record_key,
+                f.attempt_no,
+                str(CostSource.RESERVED),
+            ],
+        ).fetchall()
+        changed += len(rows)
+        if rows and f.recompute_result:
+            recompute.add((f.job_name, f.record_key))
+    for job_name, key in recompute:
+        con.execute(
+            "UPDATE results SET cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a "
+            "WHERE a.job_name = results.job_name AND a.record_key = results.record_key) "
+            "WHERE job_name = ? AND record_key = ?",
+            [job_name, key],
+        )
+    return changed
 
 
 def _spent(con: duckdb.DuckDBPyConnection, day: date, job_name: str | None) -> Decimal:

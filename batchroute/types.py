@@ -83,6 +83,7 @@ class CostSource(StrEnum):
     OPENROUTER = "openrouter"  # usage.cost of the response
     CATALOG = "catalog"  # tokens × /models price
     GENERATION = "generation"  # GET /generation
+    RESERVED = "reserved"  # outcome unknown: booked at its worst case until the bill is known
     NONE = "none"  # nothing billed and nothing reported
 
 
@@ -215,6 +216,42 @@ class AttemptRow:
     cost_usd: Decimal = Decimal(0)
     cost_source: str = CostSource.NONE
     generation_id: str | None = None
+    reserved_usd: Decimal | None = None  # the call's worst-case reservation (migration 4)
+    usage_cost_usd: Decimal | None = None  # usage.cost as reported (the fee alone under BYOK)
+    upstream_cost_usd: Decimal | None = None  # BYOK: what the provider billed the user's key
+
+
+@dataclass(frozen=True, slots=True)
+class CostFix:
+    """The real cost of an attempt that was booked at its reservation (`cost_source =
+    'reserved'`), learnt later from GET /generation.
+
+    `recompute_result`: set the record's `results.cost_usd` to the sum of its attempts once
+    the attempt is fixed. Off while the record is still being worked on in this run: its
+    result row is not written yet, and the run adds the fix to the cost it will write.
+    """
+
+    run_id: str
+    job_name: str
+    record_key: str
+    attempt_no: int
+    cost_usd: Decimal
+    cost_source: str
+    usage_cost_usd: Decimal | None = None
+    upstream_cost_usd: Decimal | None = None
+    recompute_result: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedAttempt:
+    """An attempt of an earlier run still booked at its reservation, with a generation id."""
+
+    run_id: str
+    job_name: str
+    record_key: str
+    attempt_no: int
+    generation_id: str
+    cost_usd: Decimal
 
 
 @dataclass(slots=True)

@@ -79,4 +79,8 @@ def test_worst_case_uses_exact_catalogue_prices() -> None:
     mini = Catalog.shipped().get("openai/gpt-4o-mini")
     assert mini is not None
     # 0.00000015 per prompt token, 0.0000006 per completion token (May 2026 snapshot).
-    assert worst_case_cost(mini, 1000, 512) == Decimal("0.00015") + Decimal("0.0003072")
+    list_price = Decimal("0.00015") + Decimal("0.0003072")
+    assert worst_case_cost(mini, 1000, 512) == list_price * Decimal("1.05")  # BYOK fee
+    assert worst_case_cost(mini, 1000, 512, searches=2) == (list_price + 2 * Decimal("0.02")) * (
+        Decimal("1.05")
+    )

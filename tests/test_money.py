@@ -351,26 +351,43 @@ async def test_quote_worst_case_bounds_actual_spend(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_402_key_limit_stops_the_run_with_exit_3(tmp_path: Path) -> None:
+def test_402_stops_the_run_with_exit_3(tmp_path: Path) -> None:
+    """Out of credits mid-run (the key was drained elsewhere, after our last GET /key)."""
+    _small_job(tmp_path, 150, "5", limits={"concurrency": 8})
+    scenario = tmp_path / "limit.yaml"
+    scenario.write_text(f"script: {{'*': {['ok'] * 40 + ['402']}}}\n")
+    job, db = tmp_path / "job.yaml", tmp_path / "results.duckdb"
+    r = _cli("run", job, "--simulate", "--scenario", scenario)
+    assert r.returncode == 3, r.stderr
+    assert "budget_exhausted" in r.stdout
+    assert "Insufficient credits" in r.stderr
+    assert KEY not in r.stderr + r.stdout
+    billed = _sim_billed(r.stderr)
+    assert billed == _db_total(db)
+    statuses = dict(_q(db, "SELECT status, count(*) FROM results GROUP BY ALL"))
+    assert statuses["pending"] > 0
+    assert set(statuses) <= {"done", "pending"}
+    assert statuses["done"] + statuses["pending"] == 150
+    assert _q(db, "SELECT status FROM runs") == [("budget_exhausted",)]
+    # Dispatch stopped at once: the one scripted 402, and no call after it.
+    n402 = _q(db, "SELECT count(*) FROM attempts WHERE http_status = 402")[0][0]
+    assert n402 == 1
+    assert _q(db, "SELECT count(*) FROM attempts")[0][0] <= 41 + 8  # + those in flight
+
+
+def test_the_key_limit_rules_before_any_402(tmp_path: Path) -> None:
+    """The simulator's key has $0.002 left: GET /key says so at the start, the run stays
+    under it and never sees a 402 (before issue 8 it spent up to the key's 402)."""
     _small_job(tmp_path, 150, "5", limits={"concurrency": 8})
     scenario = tmp_path / "limit.yaml"
     scenario.write_text("key_limit_usd: 0.002\n")
     job, db = tmp_path / "job.yaml", tmp_path / "results.duckdb"
     r = _cli("run", job, "--simulate", "--scenario", scenario)
     assert r.returncode == 3, r.stderr
-    assert "budget_exhausted" in r.stdout
-    assert "requires more credits" in r.stderr or "Insufficient credits" in r.stderr
-    assert KEY not in r.stderr + r.stdout
+    assert "the API key has only $0.002 left, which rules" in r.stderr
     billed = _sim_billed(r.stderr)
     assert billed == _db_total(db) <= Decimal("0.002")
-    statuses = dict(_q(db, "SELECT status, count(*) FROM results GROUP BY ALL"))
-    assert statuses["pending"] > 0
-    assert set(statuses) <= {"done", "pending"}
-    assert statuses["done"] + statuses["pending"] == 150
-    assert _q(db, "SELECT status FROM runs") == [("budget_exhausted",)]
-    # Dispatch stopped at once: at most one 402 per worker that was already sending.
-    n402 = _q(db, "SELECT count(*) FROM attempts WHERE http_status = 402")[0][0]
-    assert 1 <= n402 <= 8
+    assert _q(db, "SELECT count(*) FROM attempts WHERE http_status = 402")[0][0] == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,22 +460,25 @@ async def test_catalog_is_fetched_cached_and_falls_back_with_its_age(tmp_path: P
         try:
             base = str(server.make_url("/api/v1"))
             # b) The live catalogue is what prices the run: make gpt-4o-mini so dear that one
-            #    call's worst case exceeds the cap. Nothing can be sent; that copy is cached.
+            #    call's worst case exceeds the whole cap. Every record fails at once with
+            #    exceeds_daily_cap, nothing is sent; that copy is cached.
             proxy.models = _catalog_with(MINI, completion="0.01")
             spec2 = _small_job(tmp_path / "b", 20, "0.01", name="b", output={"database": str(db)})
             dear = await run_job_async(spec2, _opts(sim, db, base_url=base, now=lambda: DAY1))
-            assert dear.status is RunStatus.BUDGET_EXHAUSTED
-            assert dear.counts.done == 0
+            assert dear.status is RunStatus.COMPLETED
+            assert (dear.counts.done, dear.counts.failed) == (0, 20)
+            too_big = "SELECT count(*) FROM results WHERE error_type = 'exceeds_daily_cap'"
+            assert _q(db, too_big) == [(20,)]
             assert _q(db, "SELECT source FROM catalog_cache") == [(base,)]
             # c) /models fails three days later: the cached (dear) copy is used, with its age.
             proxy.models = None
             logs = []
             later = datetime(2026, 5, 31, 22, 0)
             cached = await run_job_async(
-                spec2, _opts(sim, db, logs, base_url=base, now=lambda: later)
+                spec2, _opts(sim, db, logs, base_url=base, now=lambda: later, retry_failed=True)
             )
-            assert cached.status is RunStatus.BUDGET_EXHAUSTED
-            assert cached.counts.done == 0
+            assert cached.status is RunStatus.COMPLETED
+            assert (cached.counts.done, cached.counts.failed) == (0, 20)
             [note] = [n for n in cached.notes if "catalogue" in n]
             assert "cached catalogue, 3 days old" in note
             assert any(note in line for line in logs)  # the warning is shown, not just kept
@@ -705,5 +725,11 @@ async def test_unknown_generation_cost_is_booked_at_worst_case(tmp_path: Path) -
         report = await run_job_async(spec, _opts(sim, db, logs))
     assert report.status is RunStatus.COMPLETED
     rows = _q(db, "SELECT error_type, cost_source, cost_usd FROM attempts ORDER BY attempt_no")
-    assert [(e, s) for e, s, _ in rows] == [("malformed_response", "none"), (None, "openrouter")]
-    assert any("booked at worst" in line for line in logs), logs
+    assert [(e, s) for e, s, _ in rows] == [
+        ("malformed_response", "reserved"),
+        (None, "openrouter"),
+    ]
+    # The unknown call stays on the books at its worst case: never $0 (issue 8).
+    (reserved,) = _q(db, "SELECT reserved_usd FROM attempts WHERE attempt_no = 1")[0]
+    assert rows[0][2] == reserved > 0
+    assert any("stay booked at it" in line for line in report.notes), report.notes

@@ -99,7 +99,9 @@ def test_migrate_upgrades_an_older_file(tmp_path: Path) -> None:
     s.migrate()
     with duckdb.connect(str(s.path)) as con:
         con.execute("DROP TABLE catalog_cache")
-        con.execute("DELETE FROM batchroute_migrations WHERE version = 3")
+        for col in ("reserved_usd", "usage_cost_usd", "upstream_cost_usd"):
+            con.execute(f"ALTER TABLE attempts DROP COLUMN {col}")
+        con.execute("DELETE FROM batchroute_migrations WHERE version >= 3")
     assert s.schema_version() == 2
     s.migrate()
     assert s.schema_version() == SCHEMA_VERSION

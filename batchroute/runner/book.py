@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from batchroute.errors import BatchrouteError, StoreError
@@ -20,6 +21,7 @@ from batchroute.store import ResultStore
 from batchroute.types import (
     AttemptOutcome,
     AttemptRow,
+    CostFix,
     Record,
     RecordStatus,
     ResultRow,
@@ -29,6 +31,11 @@ from batchroute.types import (
 FLUSH_EVERY_S = 1.0  # design §7: commit at least every second (the journal covers kill -9)
 FLUSH_ROWS = 5_000  # flush early when this many result rows wait: each flush opens the file
 MAX_BUFFERED = 4 * FLUSH_ROWS  # the feeder waits above this (pending rows after a stop)
+
+
+def _finite(x: Decimal | None) -> Decimal | None:
+    """A reported figure as it can be stored (NaN and infinities are not amounts)."""
+    return x if x is not None and x.is_finite() and abs(x) < 10**20 else None
 
 
 class Book:
@@ -52,6 +59,7 @@ class Book:
         self.progress: Progress | None = None
         self._results: list[ResultRow] = []
         self._attempts: list[AttemptRow] = []
+        self._fixes: list[CostFix] = []
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
         self._closing = False
@@ -72,11 +80,14 @@ class Book:
             call.latency_ms,
             (err.status or None) if err else (c.http_status if c else None),
             outcome,
-            err.error_type if err else None,
-            str(err)[:500] if err else None,
+            err.error_type if err else (call.flag[0] if call.flag else None),
+            str(err)[:500] if err else (call.flag[1] if call.flag else None),
             call.cost,
             call.source,
-            err.generation_id if err else (c.generation_id if c else None),
+            call.generation_id or (err.generation_id if err else (c.generation_id if c else None)),
+            call.reserved,
+            _finite(c.usage.cost if c is not None else (err.cost if err else None)),
+            _finite(c.usage.upstream_cost) if c is not None and c.usage.is_byok else None,
         )
         self._attempts.append(row)
         self.journal.append(row)
@@ -98,23 +109,36 @@ class Book:
         if self.progress is not None:
             self.progress.record(row.tier or "-", status, row.cost_usd)
 
+    def fix(self, fix: CostFix, delta: Decimal) -> None:
+        """A reserved attempt's real cost is known: written after the rows of the same flush
+        (not journaled: a fix lost to a kill is made again by the next run)."""
+        self._fixes.append(fix)
+        self.counts.cost_usd += delta
+
     def invalid(self, rec: Record, reason: str) -> None:
         self.counts.invalid += 1
         self._result(rec, RecordStatus.INVALID, error_type="invalid_input", error_message=reason)
 
-    def pending(self, item: WorkItem, trail: Trail | None = None) -> None:
+    def pending(
+        self, item: WorkItem, trail: Trail | None = None, *, why: tuple[str, str] | None = None
+    ) -> None:
+        """Left for the next run; `why` is (error_type, message) when there is a reason to say."""
         self.counts.pending += 1
         t = trail or Trail()
+        t.booked = True
         self._result(
             item,
             RecordStatus.PENDING,
             cost_usd=t.cost,
             attempts=t.attempts,
             escalations=t.escalations,
+            error_type=why[0] if why else None,
+            error_message=why[1] if why else None,
         )
 
     def failed(self, item: WorkItem, tier: str, trail: Trail) -> None:
         self.counts.failed += 1
+        trail.booked = True
         e = trail.last_error
         self._result(
             item,
@@ -133,6 +157,7 @@ class Book:
         assert c is not None
         self.attempt(item, tier, trail.attempts, call, AttemptOutcome.OK)
         self.counts.done += 1
+        trail.booked = True
         self._result(
             item,
             RecordStatus.DONE,
@@ -160,10 +185,10 @@ class Book:
             await self._flushed.wait()
 
     # ---------------------------------------------------------------- writer
-    def _take(self) -> tuple[list[ResultRow], list[AttemptRow]]:
-        results, attempts = self._results, self._attempts
-        self._results, self._attempts = [], []
-        return results, attempts
+    def _take(self) -> tuple[list[ResultRow], list[AttemptRow], list[CostFix]]:
+        results, attempts, fixes = self._results, self._attempts, self._fixes
+        self._results, self._attempts, self._fixes = [], [], []
+        return results, attempts, fixes
 
     async def writer(self) -> None:
         """The one writer: flush at least every second, or early when rows pile up.
@@ -175,11 +200,11 @@ class Book:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), FLUSH_EVERY_S)
             self._flush_now.clear()
-            results, attempts = self._take()
-            if results or attempts:
+            results, attempts, fixes = self._take()
+            if results or attempts or fixes:
                 self.journal.rotate()  # same loop step as _take: the same rows
                 try:
-                    await asyncio.to_thread(self.store.write, results, attempts)
+                    await asyncio.to_thread(self.store.write, results, attempts, fixes)
                 except BatchrouteError:
                     raise
                 except Exception as exc:  # e.g. OSError from a temp file: say so, stop the run
@@ -195,7 +220,7 @@ class Book:
 
     def flush_last(self) -> None:
         """Synchronously write whatever is left (called once the workers are done)."""
-        results, attempts = self._take()
-        if (results or attempts) and self.journal.rotate():
-            self.store.write(results, attempts)
+        results, attempts, fixes = self._take()
+        if (results or attempts or fixes) and self.journal.rotate():
+            self.store.write(results, attempts, fixes)
             self.journal.flushed()

@@ -12,12 +12,20 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from batchroute.budget import Budget, Reservation, ceil_usd, quantize_usd, worst_case_cost
+from batchroute.budget import (
+    Budget,
+    Reservation,
+    ceil_usd,
+    plausible_cost,
+    quantize_usd,
+    worst_case_cost,
+)
 from batchroute.catalog import Catalog, ModelInfo
 from batchroute.client import OpenRouterClient
 from batchroute.errors import (
@@ -25,20 +33,33 @@ from batchroute.errors import (
     DailyCapReached,
     FatalUpstreamError,
     QualityFailed,
+    RejectedError,
     RetryableError,
     UpstreamError,
 )
 from batchroute.limiter import Limiter
 from batchroute.router import TierPlan
 from batchroute.runner.book import Book
+from batchroute.runner.reconcile import Reconciler, Unsettled
 from batchroute.runner.work import Call, Control, RunOptions, Trail, WorkItem
 from batchroute.spec import JobSpec
 from batchroute.types import AttemptOutcome, Completion, CostSource, RunStatus
 
-# Failures whose answer was generated (so billed) but whose usage never arrived: their cost is
-# asked of GET /generation, waiting this long before each try (design §4, cost_source).
-UNREAD_BODY = frozenset({"malformed_response", "connection", "timeout"})
-GENERATION_POLL_S = (0.0, 0.5, 1.0, 2.0, 4.0)
+# Failures after which the provider may still bill a generation: booked at the reservation
+# until GET /generation tells the real cost (design §5, cost_source 'reserved').
+UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_choices"})
+
+
+TOO_BIG = "exceeds_daily_cap"
+
+
+@dataclass(frozen=True, slots=True)
+class NoFit:
+    """The budget could not take a call of `worst` (nothing was sent). `never`: more than
+    the whole daily cap, so no run can make it."""
+
+    worst: Decimal
+    never: bool = False
 
 
 class Dispatcher:
@@ -79,6 +100,9 @@ class Dispatcher:
         # serve); (prompt bound, those models) → worst-case reservation.
         self._extra: dict[tuple[str, str], tuple[dict[str, Any], tuple[str, ...]]] = {}
         self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
+        self._stream_of: dict[tuple[str, str], bool] = {}
+        self.reconciler: Reconciler | None = None  # set by the runner once it exists
+        self.budget_short = 0  # records left pending because their worst case did not fit
         self._next_tier = {t: spec.next_tier(t) for t in spec.tiers}
 
     def wake(self) -> None:
@@ -93,17 +117,29 @@ class Dispatcher:
             nxt = self._next_tier[tier]
             can_escalate = trail.escalations < self.spec.limits.max_escalations and nxt is not None
             call = await self._try_chain(item, self.plans[tier], trail, can_escalate)
+            if isinstance(call, NoFit):  # waits for tomorrow; records that fit go on
+                self.budget_short += 1
+                self.book.pending(item, trail, why=("awaiting_budget", self._no_fit(call)))
+                return
             if call is not None and call.completion is not None:
                 self.book.done(item, tier, trail, call)
                 return
-            if self.control.stopping:  # budget, fatal error or interrupt: next run retries
+            if self.control.stopping:  # fatal error or interrupt: the next run retries
                 self.book.pending(item, trail)
                 return
-            if not can_escalate or nxt is None:
+            too_big = trail.last_error is not None and trail.last_error.error_type == TOO_BIG
+            if not can_escalate or nxt is None or too_big:  # dearer tiers would not fit either
                 self.book.failed(item, tier, trail)
                 return
             tier = nxt
             trail.escalations += 1
+
+    def _no_fit(self, nf: NoFit) -> str:
+        b = self.budget
+        return (
+            f"worst case ${nf.worst} does not fit in what today's limit leaves "
+            f"(${b.spent} spent of ${b.limit}); the next run sends it"
+        )
 
     def _chain(self, plan: TierPlan) -> list[str]:
         if not self._capped and not self._cooled:  # the usual case: every model is open
@@ -116,8 +152,9 @@ class Dispatcher:
 
     async def _try_chain(
         self, item: WorkItem, plan: TierPlan, trail: Trail, can_escalate: bool
-    ) -> Call | None:
-        """Walk the tier's chain; a successful call, or None when the chain is done with."""
+    ) -> Call | NoFit | None:
+        """Walk the tier's chain: a successful call, NoFit when the budget cannot take the
+        call now, or None when the chain is done with."""
         chain = self._chain(plan)
         max_attempts = self.spec.limits.max_attempts
         for i, model in enumerate(chain):
@@ -126,8 +163,16 @@ class Dispatcher:
                 if self.control.stopping:
                     return None
                 call = await self._call(item, plan, model, trail)
-                if call is None:  # the budget said no before anything was sent
-                    return None
+                if isinstance(call, NoFit):
+                    if not call.never:
+                        return call
+                    trail.last_error = RejectedError(  # nothing was sent: no attempt row
+                        f"worst case ${call.worst} of this request exceeds the whole daily "
+                        f"cap ${self.budget.cap}",
+                        model=model,
+                        error_type=TOO_BIG,
+                    )
+                    break  # a cheaper model of the chain may fit
                 if call.error is None:
                     self._streak.pop(model, None)  # cooldown counts *consecutive* failures
                     return call
@@ -188,20 +233,19 @@ class Dispatcher:
 
     # -------------------------------------------------------------- budget
     async def _reserve(self, amount: Decimal) -> Reservation | None:
-        """Wait until `amount` fits under the cap; None when the day's budget is spent."""
+        """Wait until `amount` fits under the limit; None when it cannot fit in this run.
+
+        Settled spend only grows, so when `amount` would not fit even with every call in
+        flight settled at $0, waiting cannot help: the record waits for tomorrow and
+        dispatch goes on with records that fit.
+        """
         while True:
             if self.control.stopping:
                 return None
             r = self.budget.try_reserve(amount)
             if r is not None:
                 return r
-            if self.budget.in_flight == 0:
-                self.control.stop(RunStatus.BUDGET_EXHAUSTED)
-                self._log(
-                    f"daily budget reached: ${self.budget.spent} of ${self.budget.cap}; "
-                    "the rest stays pending for the next run"
-                )
-                self.wake()
+            if self.budget.in_flight == 0 or not self.budget.could_fit(amount):
                 return None
             self._budget_changed.clear()  # no await since try_reserve: no wake-up is lost
             await self._budget_changed.wait()
@@ -221,13 +265,22 @@ class Dispatcher:
         if worst is None:
             max_tokens = self.spec.request.max_tokens
             worst = max(
-                ceil_usd(worst_case_cost(self._info(m), item.prompt_bound, max_tokens))
+                ceil_usd(
+                    worst_case_cost(
+                        self._info(m), item.prompt_bound, max_tokens, searches=self._searches(m)
+                    )
+                )
                 for m in models
             )
             if len(self._worst_of) >= 65_536:  # bounded: prompt bounds may all differ
                 self._worst_of.clear()
             self._worst_of[key] = worst
         return worst
+
+    def _searches(self, model: str) -> int:
+        """Web searches a call may be billed for: `:online` runs the web plugin once."""
+        online = model.endswith(":online") or "web_search_options" in self.params
+        return 1 if online else 0
 
     def _extra_body(self, plan: TierPlan, model: str) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The plan's routing fields for `model`, and the models that may serve the call."""
@@ -238,18 +291,36 @@ class Dispatcher:
             found = self._extra[key] = (extra, tuple(extra.get("models") or (model,)))
         return found
 
+    def _streams(self, plan: TierPlan, model: str) -> bool:
+        """Stream this call? The tier says, else `limits.stream` ("auto": reasoning models)."""
+        key = (plan.name, model)
+        found = self._stream_of.get(key)
+        if found is None:
+            mode = self.spec.limits.stream
+            if plan.stream is not None:
+                found = plan.stream
+            elif mode == "auto":
+                info = self.catalog.get(model)
+                found = info is not None and "reasoning" in info.supported_parameters
+            else:
+                found = mode == "always"
+            self._stream_of[key] = found
+        return found
+
     # ------------------------------------------------------------- one call
-    async def _call(self, item: WorkItem, plan: TierPlan, model: str, trail: Trail) -> Call | None:
-        """Reserve, pace, send, settle. None if the budget is exhausted (nothing was sent)."""
+    async def _call(self, item: WorkItem, plan: TierPlan, model: str, trail: Trail) -> Call | NoFit:
+        """Reserve, pace, send, settle; NoFit when the budget cannot take it (nothing sent)."""
         extra, served_by = self._extra_body(plan, model)
         worst = self._worst(item, served_by)
+        if self.budget.exceeds_cap(worst):
+            return NoFit(worst, never=True)
         async with self.slots:
             # Fast path without a coroutine; `_reserve` waits when the budget is short.
             r = None if self.control.stopping else self.budget.try_reserve(worst)
             if r is None:
                 r = await self._reserve(worst)
             if r is None:
-                return None
+                return NoFit(worst)
             payload = {
                 "model": model,
                 "messages": item.messages,
@@ -263,32 +334,64 @@ class Dispatcher:
                 if self.limiter.active:
                     await self.limiter.acquire(model)
                     t0 = self.opts.monotonic()
-                completion = await self.client.complete(payload)
+                completion = await self.client.complete(
+                    payload,
+                    stream=self._streams(plan, model),
+                    idle_timeout_s=self.spec.limits.idle_timeout_s,
+                )
             except UpstreamError as err:
-                return await self._failed(r, worst, model, started, t0, err, trail)
+                call = self._failed(r, worst, model, started, t0, err)
             except asyncio.CancelledError:
                 self._cancelled(r, worst, item, plan, model, started, trail)
                 raise
-            latency = int((self.opts.monotonic() - t0) * 1000)
-            cost, source = self._completion_cost(completion, self._info(model))
-            self._settle(r, cost)
+            else:
+                call = self._answered(r, worst, model, started, t0, completion)
         trail.attempts += 1
-        trail.cost += cost
-        call = Call(model, started, latency, cost, source, completion=completion)
-        problem = self._quality_problem(completion)
-        if problem is not None:
-            call.completion = None
-            call.error = QualityFailed(
-                problem.replace("_", " "),
-                model=model,
-                status=200,
-                error_type=problem,
-                cost=cost,
-                generation_id=completion.generation_id,
+        trail.cost += call.cost
+        if call.source is CostSource.RESERVED and call.generation_id and self.reconciler:
+            self.reconciler.add(
+                Unsettled(
+                    call.generation_id,
+                    self.book.run_id,
+                    self.book.job_name,
+                    item.record.key,
+                    trail.attempts,
+                    call.cost,
+                    trail,
+                )
             )
+        if call.completion is not None:
+            problem = self._quality_problem(call.completion)
+            if problem is not None:
+                c, call.completion = call.completion, None
+                call.error = QualityFailed(
+                    problem.replace("_", " "),
+                    model=model,
+                    status=200,
+                    error_type=problem,
+                    cost=call.cost,
+                    generation_id=c.generation_id,
+                )
         return call
 
-    async def _failed(
+    def _answered(
+        self, r: Reservation, worst: Decimal, model: str, started: Any, t0: float, c: Completion
+    ) -> Call:
+        latency = int((self.opts.monotonic() - t0) * 1000)
+        cost, source = self._completion_cost(c, self._info(model), worst)
+        self._settle(r, cost)
+        call = Call(model, started, latency, cost, source, completion=c, reserved=worst)
+        call.generation_id = c.generation_id
+        if source is CostSource.RESERVED and c.usage.billed is not None:
+            msg = (
+                f"reported cost ${c.usage.billed} is not plausible for a call reserved at "
+                f"${worst}: booked at the reservation"
+            )
+            call.flag = ("implausible_cost", msg)
+            self._log(f"{model}: {msg}")
+        return call
+
+    def _failed(
         self,
         r: Reservation,
         worst: Decimal,
@@ -296,20 +399,13 @@ class Dispatcher:
         started: Any,
         t0: float,
         err: UpstreamError,
-        trail: Trail,
     ) -> Call:
         latency = int((self.opts.monotonic() - t0) * 1000)
-        try:
-            known, source = await self._failed_cost(err)
-        except asyncio.CancelledError:
-            self._settle(r, worst)
-            raise
-        # Billed but never told: keep the worst case on today's books so the cap stays safe.
-        self._settle(r, worst if known is None else known)
-        cost = known or Decimal(0)
-        trail.attempts += 1
-        trail.cost += cost
-        return Call(model, started, latency, cost, source, error=err)
+        cost, source = self._failed_cost(err, worst)
+        self._settle(r, cost)
+        call = Call(model, started, latency, cost, source, error=err, reserved=worst)
+        call.generation_id = err.generation_id
+        return call
 
     def _cancelled(
         self,
@@ -324,38 +420,47 @@ class Dispatcher:
         """Stopped at once (second Ctrl-C): the provider may still bill this call."""
         self._settle(r, worst)
         trail.attempts += 1
+        trail.cost += worst
         err = UpstreamError(
             f"cancelled in flight; the provider may still bill up to ${worst}",
             model=model,
             error_type="cancelled",
         )
-        call = Call(model, started, 0, Decimal(0), CostSource.NONE, error=err)
+        call = Call(model, started, 0, worst, CostSource.RESERVED, error=err, reserved=worst)
         self.book.attempt(item, plan.name, trail.attempts, call, AttemptOutcome.CANCELLED)
 
-    async def _failed_cost(self, err: UpstreamError) -> tuple[Decimal | None, CostSource]:
-        """What a failed call cost: as the error reported it, else for an answer whose body was
-        cut off (billed, usage unread) what GET /generation says; None if it never says."""
+    @staticmethod
+    def _failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource]:
+        """What a failed call is booked at. An error status before any generation (4xx, 5xx,
+        429) is not billed; anything else may have been (a timeout, a cut connection, an
+        error inside a 200 without a cost): its reservation, until /generation says."""
         if err.cost is not None:
-            return quantize_usd(err.cost), CostSource.OPENROUTER
-        if err.generation_id is None or err.error_type not in UNREAD_BODY:
-            return Decimal(0), CostSource.NONE
-        for delay in GENERATION_POLL_S:  # the stats appear a moment after the call
-            await self.opts.sleep(delay)
-            try:
-                cost = await self.client.generation_cost(err.generation_id)
-            except UpstreamError:
-                break
-            if cost is not None:
-                return quantize_usd(cost), CostSource.GENERATION
-        self._log(f"cost of {err.generation_id} unknown (no /generation answer); booked at worst")
-        return None, CostSource.NONE
+            if plausible_cost(err.cost, worst):
+                return quantize_usd(err.cost), CostSource.OPENROUTER
+            return worst, CostSource.RESERVED
+        if err.status == 200 or err.error_type in UNKNOWN_OUTCOME:
+            return worst, CostSource.RESERVED
+        return Decimal(0), CostSource.NONE
 
-    def _completion_cost(self, c: Completion, info: ModelInfo) -> tuple[Decimal, CostSource]:
-        if c.usage.cost is not None:
-            return quantize_usd(c.usage.cost), CostSource.OPENROUTER
+    def _completion_cost(
+        self, c: Completion, info: ModelInfo, worst: Decimal
+    ) -> tuple[Decimal, CostSource]:
+        """The cost of an answer: its usage (fee + upstream under BYOK); else, with token
+        counts but no cost, the tokens at the dearest prices; else (no usage, a cost that is
+        not plausible, BYOK without the upstream figure) the reservation."""
+        u = c.usage
+        billed = u.billed
+        if billed is not None:
+            if plausible_cost(billed, worst):
+                return quantize_usd(billed), CostSource.OPENROUTER
+            return worst, CostSource.RESERVED
+        if not u.present or u.cost is not None:  # no usage, or BYOK without upstream cost
+            return worst, CostSource.RESERVED
         served = self.catalog.get(c.model) or info
-        cost = served.cost(c.usage.prompt_tokens, c.usage.completion_tokens)
-        return quantize_usd(cost), CostSource.CATALOG
+        cost = served.worst_cost(
+            u.prompt_tokens, u.completion_tokens, searches=max(u.web_search_requests, 0)
+        )
+        return min(ceil_usd(cost), worst), CostSource.CATALOG
 
     def _quality_problem(self, c: Completion) -> str | None:
         checks = self.spec.quality

@@ -27,6 +27,7 @@ from batchroute.reader import read_records
 from batchroute.router import check_plans, resolve_tiers
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
+from batchroute.runner.reconcile import Reconciler, reconcile_earlier
 from batchroute.runner.work import (
     Control,
     RunOptions,
@@ -78,6 +79,9 @@ class Runner:
         self.final: dict[str, str | None] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._workers_left = 0
+        self._work_done = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
 
     def _log(self, line: str) -> None:
@@ -139,13 +143,14 @@ class Runner:
         self.store.finish_run(self.run_id, self.control.status, self.book.counts, self.opts.now())
         self.book.journal.close()
 
-    async def _load_catalog(self, client: OpenRouterClient) -> Catalog:
-        """Live /models, else the copy cached in the store, else the one shipped in the package."""
+    async def _load_catalog(self, client: OpenRouterClient) -> tuple[Catalog, bool]:
+        """Live /models, else the copy cached in the store, else the one shipped in the package;
+        and whether it is live."""
         try:
             raw = await client.fetch_models()
             cat = Catalog(raw, source=client.base_url, fetched_at=self.opts.now().isoformat())
             await asyncio.to_thread(self.store.save_catalog, raw, self.opts.now(), client.base_url)
-            return cat
+            return cat, True
         except (UpstreamError, ValueError, KeyError) as exc:
             reason = type(exc).__name__
         cached = await asyncio.to_thread(self.store.load_catalog)
@@ -153,10 +158,10 @@ class Runner:
             raw, fetched = cached
             age = (self.opts.now() - fetched.replace(tzinfo=None)).days
             self.notes.append(f"prices from the cached catalogue, {age} days old ({reason})")
-            return Catalog(raw, source="cache", fetched_at=fetched.isoformat())
+            return Catalog(raw, source="cache", fetched_at=fetched.isoformat()), False
         cat = Catalog.shipped()
         self.notes.append(f"prices from the shipped catalogue of {cat.fetched_at} ({reason})")
-        return cat
+        return cat, False
 
     async def _run_pipeline(self) -> None:
         spec, opts = self.spec, self.opts
@@ -168,10 +173,6 @@ class Runner:
         )
         cap = opts.budget_usd if opts.budget_usd is not None else spec.budget.daily_usd
         scope = spec.name if spec.budget.scope == "job" else None
-        # The day is fixed at the start: a run crossing midnight keeps counting against the
-        # day it started on (never more than one cap per run).
-        spent = await asyncio.to_thread(self.store.spent_on, opts.now().date(), job_name=scope)
-        budget = Budget(cap, spent)
         async with OpenRouterClient(
             opts.base_url or spec.endpoint.base_url,
             opts.api_key,
@@ -180,14 +181,20 @@ class Runner:
             referer=spec.endpoint.referer,
             max_connections=spec.limits.concurrency,
         ) as client:
-            catalog = await self._load_catalog(client)
-            plans = resolve_tiers(spec, catalog)
-            self.notes += check_plans(plans, catalog)
+            await self._reconcile_earlier(client)
+            # The day is fixed at the start: a run crossing midnight keeps counting against the
+            # day it started on (never more than one cap per run).
+            spent = await asyncio.to_thread(self.store.spent_on, opts.now().date(), job_name=scope)
+            budget = Budget(cap, spent)
+            key_note = await self._check_key(client, budget)
+            catalog, live = await self._load_catalog(client)
+            plans, warnings = check_plans(resolve_tiers(spec, catalog), catalog, live=live)
+            self.notes += warnings
             self.plans = {t: p.models for t, p in plans.items()}
             self.book.progress = Progress(
                 plans, bars=opts.bars, quiet=opts.quiet, monotonic=opts.monotonic
             )
-            self._dispatcher = Dispatcher(
+            dispatcher = self._dispatcher = Dispatcher(
                 spec,
                 opts,
                 plans=plans,
@@ -199,17 +206,70 @@ class Runner:
                 params=self.params,
                 log=self._log,
             )
-            self._announce(spent, cap)
+            reconciler = dispatcher.reconciler = Reconciler(
+                client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake
+            )
+            self._announce(spent, cap, key_note)
             try:
-                await self._pump()
+                await self._pump(client, budget)
+                wait = 0.0 if self.control.interrupted else spec.limits.reconcile_wait_s
+                await reconciler.drain(wait)
             finally:
                 self.book.progress.close()
+        if reconciler.fixed or reconciler.left:
+            self.notes.append(
+                f"{reconciler.fixed} call(s) booked at their reservation got their real cost "
+                f"from /generation; {reconciler.left} stay booked at it (the next run asks again)"
+            )
         if budget.overruns:
             self.notes.append(f"{budget.overruns} call(s) cost more than their reservation")
         if self.control.status is RunStatus.RUNNING:
-            self.control.status = RunStatus.COMPLETED
+            short = dispatcher.budget_short
+            self.control.status = RunStatus.BUDGET_EXHAUSTED if short else RunStatus.COMPLETED
+            if short:
+                self._log(
+                    f"daily budget reached: ${budget.spent} of ${budget.limit}; {short} "
+                    "record(s) did not fit and stay pending for the next run"
+                )
 
-    def _announce(self, spent: object, cap: object) -> None:
+    async def _reconcile_earlier(self, client: OpenRouterClient) -> None:
+        """Replace earlier runs' reservations by real costs where /generation now knows them."""
+        rows = await asyncio.to_thread(self.store.reserved_attempts, self.spec.name)
+        if not rows:
+            return
+        fixes = await reconcile_earlier(client, rows)
+        changed = await asyncio.to_thread(self.store.apply_fixes, fixes)
+        self.notes.append(
+            f"earlier runs left {len(rows)} call(s) booked at their reservation: "
+            f"{changed} now have their real cost, {len(rows) - changed} stay reserved"
+        )
+
+    async def _check_key(self, client: OpenRouterClient, budget: Budget) -> str:
+        """The API key's own limit, if lower than what the cap leaves, rules (issue 8)."""
+        remaining = await client.key_limit_remaining()
+        if remaining is None:
+            return ""
+        budget.lower_ceiling(remaining)
+        if budget.ceiling is not None and budget.ceiling < budget.cap:
+            return f"; the API key has only ${remaining} left, which rules"
+        return ""
+
+    async def _watch_key(self, client: OpenRouterClient, budget: Budget) -> None:
+        """Read GET /key every `limits.key_check_s`: other jobs or hosts may share the key."""
+        while not self._work_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work_done.wait(), self.spec.limits.key_check_s)
+                return  # the workers are done: nothing more to guard
+            remaining = await client.key_limit_remaining()
+            if remaining is not None:
+                before = budget.limit
+                budget.lower_ceiling(remaining)
+                if budget.limit < before:
+                    self._log(
+                        f"the API key has ${remaining} left: the limit is now ${budget.limit}"
+                    )
+
+    def _announce(self, spent: object, cap: object, key_note: str) -> None:
         for note in self.notes:
             self._log(f"note: {note}")
         for name, models in self.plans.items():
@@ -217,10 +277,10 @@ class Runner:
                 self._log(f"tier {name}: cheapest by catalogue price: {', '.join(models)}")
         self._log(
             f"run {self.run_id}: job {self.spec.name}, {len(self.final)} records already "
-            f"final, today's spend ${spent:.6f} of ${cap}"
+            f"final, today's spend ${spent:.6f} of ${cap}{key_note}"
         )
 
-    async def _pump(self) -> None:
+    async def _pump(self, client: OpenRouterClient, budget: Budget) -> None:
         self.queues: dict[str, asyncio.Queue[WorkItem | None]] = {
             t: asyncio.Queue(self.spec.limits.queue_size) for t in self.plans
         }
@@ -229,8 +289,10 @@ class Runner:
             async with asyncio.TaskGroup() as tg:
                 for tier in self.plans:
                     n = self._worker_count(tier)
+                    self._workers_left += n
                     self._workers += [tg.create_task(self._worker(tier)) for _ in range(n)]
                 self._feeder = tg.create_task(self._feed())
+                self._watcher = tg.create_task(self._watch_key(client, budget))
         except ExceptionGroup as group:
             first: BaseException = group
             while isinstance(first, ExceptionGroup):
@@ -275,7 +337,7 @@ class Runner:
         asyncio.get_running_loop().call_later(grace, self._cancel_in_flight)
 
     def _cancel_in_flight(self) -> None:
-        for task in (*self._workers, self._feeder):
+        for task in (*self._workers, self._feeder, self._watcher):
             if task is not None and not task.done():
                 task.cancel()
 
@@ -326,6 +388,14 @@ class Runner:
 
     # ----------------------------------------------------------- workers
     async def _worker(self, tier: str) -> None:
+        try:
+            await self._work(tier)
+        finally:
+            self._workers_left -= 1
+            if self._workers_left == 0:
+                self._work_done.set()
+
+    async def _work(self, tier: str) -> None:
         q, dispatcher = self.queues[tier], self._dispatcher
         assert dispatcher is not None
         while True:

@@ -109,6 +109,7 @@ class Trail:
     escalations: int = 0
     cost: Decimal = Decimal(0)
     last_error: UpstreamError | None = None
+    booked: bool = False  # its result row is written (a later cost fix must update it)
 
 
 @dataclass(slots=True)
@@ -122,6 +123,9 @@ class Call:
     source: CostSource
     completion: Completion | None = None
     error: UpstreamError | None = None
+    reserved: Decimal | None = None  # the worst case reserved for it
+    generation_id: str | None = None  # known even when the call failed
+    flag: tuple[str, str] | None = None  # (error_type, message) of an answer kept despite it
 
 
 class Control:

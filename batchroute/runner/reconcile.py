@@ -1,0 +1,159 @@
+"""Reconciliation: calls booked at their reservation get their real cost from GET /generation.
+
+A call whose outcome is unknown (timed out, cut off, cancelled, answered without a usable cost)
+may still be billed, so it is booked at its worst case (`cost_source = 'reserved'`). When its
+generation id is known, the real figure is asked of GET /generation, with backoff and outside
+the concurrency slots: during the run (`Reconciler`) and at the next run's start
+(`reconcile_earlier`). A figure that never comes leaves the reservation: overcount, never
+undercount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from batchroute.budget import Budget, quantize_usd
+from batchroute.client import OpenRouterClient
+from batchroute.errors import UpstreamError
+from batchroute.runner.book import Book
+from batchroute.runner.work import Trail
+from batchroute.types import CostFix, CostSource, GenerationCost, ReservedAttempt
+
+POLL_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+"""Waits before each GET /generation of one call in a run (the record appears after a few
+seconds; a slow provider's after minutes). After the last, the next run asks again."""
+
+CONCURRENT_GETS = 8  # /generation requests in flight at once: bookkeeping, not the job
+
+
+def real_cost(gc: GenerationCost | None) -> Decimal | None:
+    """The bill /generation reports, if it is one that can be booked (finite, not negative)."""
+    billed = gc.billed if gc is not None else None
+    if billed is None or not billed.is_finite() or billed < 0:
+        return None
+    return quantize_usd(billed)
+
+
+@dataclass(slots=True)
+class Unsettled:
+    """One attempt booked at its reservation whose generation id is known."""
+
+    generation_id: str
+    run_id: str
+    job_name: str
+    record_key: str
+    attempt_no: int
+    booked: Decimal
+    trail: Trail
+
+
+class Reconciler:
+    """Polls /generation for this run's reserved calls and books what it learns.
+
+    Every task it starts is kept in `_tasks` and awaited or cancelled by `drain()`.
+    """
+
+    def __init__(
+        self,
+        client: OpenRouterClient,
+        budget: Budget,
+        book: Book,
+        *,
+        sleep: Callable[[float], Awaitable[None]],
+        on_change: Callable[[], None],
+    ) -> None:
+        self._client, self._budget, self._book = client, budget, book
+        self._sleep, self._on_change = sleep, on_change
+        self._gets = asyncio.Semaphore(CONCURRENT_GETS)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.fixed = 0
+        self.left = 0  # still reserved when the run ended: the next run asks again
+
+    def add(self, u: Unsettled) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(u))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, u: Unsettled) -> None:
+        for delay in POLL_DELAYS_S:
+            await self._sleep(delay)
+            gc = await self._ask(u.generation_id)
+            cost = real_cost(gc)
+            if gc is not None and cost is not None:
+                self._apply(u, gc, cost)
+                return
+        self.left += 1
+
+    async def _ask(self, generation_id: str) -> GenerationCost | None:
+        async with self._gets:
+            try:
+                return await self._client.generation_cost(generation_id)
+            except UpstreamError:  # 401, 429, 5xx: ask again later
+                return None
+
+    def _apply(self, u: Unsettled, gc: GenerationCost, cost: Decimal) -> None:
+        self._budget.correct(u.booked, cost)
+        in_flight = not u.trail.booked
+        if in_flight:  # its result row is still to be written: it carries the fix
+            u.trail.cost += cost - u.booked
+        self._book.fix(
+            CostFix(
+                u.run_id,
+                u.job_name,
+                u.record_key,
+                u.attempt_no,
+                cost,
+                str(CostSource.GENERATION),
+                usage_cost_usd=quantize_usd(gc.total_cost),
+                upstream_cost_usd=None
+                if gc.upstream_cost is None
+                else quantize_usd(gc.upstream_cost),
+                recompute_result=not in_flight,
+            ),
+            cost - u.booked,
+        )
+        self.fixed += 1
+        self._on_change()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Give outstanding polls up to `timeout_s`, then cancel them (the next run asks)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        rest = [t for t in self._tasks if not t.done()]
+        for t in rest:
+            t.cancel()
+        self.left += len(rest)
+        await asyncio.gather(*rest, return_exceptions=True)
+
+
+async def reconcile_earlier(
+    client: OpenRouterClient, rows: Sequence[ReservedAttempt]
+) -> list[CostFix]:
+    """Ask /generation once for each reserved attempt of earlier runs; the fixes it can make."""
+    gets = asyncio.Semaphore(CONCURRENT_GETS)
+
+    async def one(row: ReservedAttempt) -> CostFix | None:
+        async with gets:
+            try:
+                gc = await client.generation_cost(row.generation_id)
+            except UpstreamError:
+                return None
+        cost = real_cost(gc)
+        if gc is None or cost is None:
+            return None
+        return CostFix(
+            row.run_id,
+            row.job_name,
+            row.record_key,
+            row.attempt_no,
+            cost,
+            str(CostSource.GENERATION),
+            usage_cost_usd=quantize_usd(gc.total_cost),
+            upstream_cost_usd=None if gc.upstream_cost is None else quantize_usd(gc.upstream_cost),
+        )
+
+    found = await asyncio.gather(*(one(r) for r in rows))
+    return [f for f in found if f is not None]
