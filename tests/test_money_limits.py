@@ -239,3 +239,29 @@ async def test_simulator_byok_and_online_search_are_booked_in_full(tmp_path: Pat
     assert _total(db) == billed
     over = query(db, "SELECT count(*) FROM attempts WHERE cost_usd > reserved_usd")[0][0]
     assert over == 0
+
+
+@pytest.mark.parametrize("stream", ["never", "always"])
+async def test_errors_inside_a_200_are_reserved_then_reconciled(
+    tmp_path: Path, stream: str
+) -> None:
+    """An error inside a 200 says no cost: it may have been billed, so it is booked at its
+    reservation until /generation says what it cost ($0 under zero-completion insurance)."""
+    write_jsonl(tmp_path / "in.jsonl", texts(60))
+    spec = make_spec(
+        tmp_path,
+        tiers={"mid": [MINI]},
+        quality=[],
+        limits={"stream": stream},
+        budget={"daily_usd": "1"},
+    )
+    db = tmp_path / "results.duckdb"
+    faults = {"rate_200_error": 0.3, "rate_reset": 0.1, "generation_delay_s": 0}
+    with SimulatorThread(Scenario.from_dict(faults), seed=5) as sim:
+        report = await run_job_async(spec, _opts(sim, db))
+        billed = _ledger(sim)
+    kinds = dict(query(db, "SELECT cost_source, count(*) FROM attempts GROUP BY 1"))
+    assert report.status is RunStatus.COMPLETED
+    assert kinds.get("generation", 0) > 0, kinds  # reserved first, then fixed
+    assert "reserved" not in kinds, kinds
+    assert _total(db) == billed == _total(db, "results")

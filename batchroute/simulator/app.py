@@ -348,6 +348,15 @@ class Answer:
         )
         return st.bill(upstream, model=self.info.id, searched=self.searched)
 
+    def record_failed(self, st: SimState, call: Call, *, streamed: bool) -> None:
+        """A generation that failed inside a 200 (zero-completion insurance: the tokens are
+        not billed, a web search is): GET /generation knows it, so a client can learn its
+        cost, usually $0."""
+        bill = self.bill(st, insured=True)
+        gen = self.generation(call, bill=bill, streamed=streamed, delivered=False, finish="error")
+        gen.completion_tokens = 0
+        st.record(gen, billed=bill.total > 0)
+
     def generation(
         self,
         call: Call,
@@ -395,6 +404,7 @@ async def _plain_answer(
                 "raw": orjson.dumps({"error": _UPSTREAM_ERROR}).decode(),
             },
         )
+        ans.record_failed(st, call, streamed=False)
         return web.Response(body=R.envelope(err), headers=headers, content_type=_JSON)
     if fault == "choice_error":
         # zero-completion insurance: the usage is reported, the tokens cost 0 (a search does not)

@@ -78,6 +78,7 @@ async def _finish(
         )
         await resp.write(R.sse(event))
         await resp.write_eof()
+        ans.record_failed(st, call, streamed=True)
         return resp
     billed = ans.bill(st)
     delivered = fault not in {"malformed", "reset"}
