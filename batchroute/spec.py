@@ -155,6 +155,10 @@ class LimitsSpec(_Strict):
     idle_timeout_s: float = Field(default=60, gt=0)  # a stream with no byte for this long
     reconcile_wait_s: float = Field(default=15, ge=0)  # at the end, for /generation answers
     key_check_s: float = Field(default=60, gt=0)  # how often GET /key is read
+    # Circuit breaker: when at least `outage_ratio` of the last `outage_window` calls failed
+    # for availability (transport errors, 5xx/408/429 after retries), the run stops (exit 6).
+    outage_window: int = Field(default=50, ge=5)
+    outage_ratio: float = Field(default=0.9, gt=0, le=1)
     max_attempts: int = Field(default=3, ge=1, le=20)  # per model, before the next in the chain
     backoff_base_s: float = Field(default=0.5, ge=0)  # first retry waits about this long
     backoff_max_s: float = Field(default=30, ge=0)
@@ -172,6 +176,7 @@ class BudgetSpec(_Strict):
 
 class OutputSpec(_Strict):
     database: Path = Path("results.duckdb")
+    busy_timeout_s: float = Field(default=600, gt=0)  # a file held by a reader: retry this long
 
 
 class EndpointSpec(_Strict):
@@ -195,6 +200,9 @@ class JobSpec(_Strict):
     routing: dict[str, str] = Field(default_factory=dict)
     complexity_routing: dict[str, str] = Field(default_factory=dict)
     quality: tuple[QualityCheck, ...] = QUALITY_CHECKS
+    # What climbs to the next tier: answers that fail a quality check (the default), and with
+    # "unavailable" also records whose whole chain was down (dearer, so opt-in).
+    escalate_on: tuple[Literal["quality", "unavailable"], ...] = ("quality",)
     request: RequestSpec
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     budget: BudgetSpec
@@ -284,7 +292,9 @@ def load_spec(path: str | Path) -> JobSpec:
     return spec.model_copy(
         update={
             "input": (base / spec.input).resolve(),
-            "output": OutputSpec(database=(base / spec.output.database).resolve()),
+            "output": spec.output.model_copy(
+                update={"database": (base / spec.output.database).resolve()}
+            ),
             "path": p.resolve(),
         }
     )
