@@ -15,7 +15,9 @@ message; only the CLI turns exceptions into exit codes and user-facing text::
     │   │   └── QualityFailed     a 200 whose answer failed a check (empty, length, bad JSON)
     │   └── FatalUpstreamError    stop the whole run
     │       ├── AuthError         401                                                (exit 2)
-    │       └── CreditsExhausted  402 out of credits or key limit                    (exit 3)
+    │       ├── CreditsExhausted  402 out of credits or key limit                    (exit 3)
+    │       ├── RequestRejected   every call rejected the same way: the job is wrong (exit 2)
+    │       └── ProviderUnavailable  most recent calls failed for availability      (exit 6)
     ├── LockHeld                  another run holds this database                    (exit 5)
     └── StoreError                DuckDB failure or a file that is not a batchroute store
 
@@ -123,6 +125,16 @@ class AuthError(FatalUpstreamError):
 
 class CreditsExhausted(FatalUpstreamError):
     """402: the account or key has no credits left for this request."""
+
+
+class RequestRejected(FatalUpstreamError):
+    """Every call of the run is rejected the same way (e.g. a bad `provider` key): the request
+    is wrong, not the records; sending more only pays for more rejections."""
+
+
+class ProviderUnavailable(FatalUpstreamError):
+    """Most recent calls failed for availability (unreachable, 5xx, 429): stop, keep the rest
+    pending, and let tomorrow's run carry on."""
 
 
 class LockHeld(BatchrouteError):

@@ -121,6 +121,10 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         f"ALTER TABLE attempts ADD COLUMN usage_cost_usd {MONEY};"
         f"ALTER TABLE attempts ADD COLUMN upstream_cost_usd {MONEY};",
     ),
+    (
+        "runs.records_duplicate",
+        "ALTER TABLE runs ADD COLUMN records_duplicate BIGINT NOT NULL DEFAULT 0;",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -146,6 +150,12 @@ _ATTEMPT_COLS: tuple[tuple[str, str], ...] = (
     ("reserved_usd", MONEY), ("usage_cost_usd", MONEY), ("upstream_cost_usd", MONEY),
 )  # fmt: skip
 _ACCUMULATE = ("cost_usd", "attempts", "escalations")
+_ANSWER = (
+    "output", "finish_reason", "model_served", "provider", "prompt_tokens",
+    "completion_tokens", "generation_id",
+)  # fmt: skip
+"""The columns of a paid answer: kept when a later row of the record has none (a rerun that
+ended pending or failed must not throw away what was paid for)."""
 
 
 def _bulk_insert_sql(table: str, cols: Sequence[tuple[str, str]], *, via_json: bool) -> str:
@@ -179,6 +189,11 @@ def _on_conflict_sql() -> str:
             continue
         if name in _ACCUMULATE:
             sets.append(f"{name} = results.{name} + excluded.{name}")
+        elif name in _ANSWER:  # a row without an answer keeps the paid one from before
+            sets.append(
+                f"{name} = CASE WHEN excluded.output IS NULL THEN results.{name} "
+                f"ELSE excluded.{name} END"
+            )
         else:
             sets.append(f"{name} = excluded.{name}")
     return " ON CONFLICT (job_name, record_key) DO UPDATE SET " + ", ".join(sets)
@@ -250,11 +265,13 @@ def _dedupe(results: Sequence[ResultRow]) -> list[ResultRow]:
         key = (row.job_name, row.record_key)
         prev = merged.get(key)
         if prev is not None:
+            kept = {n: getattr(prev, n) for n in _ANSWER} if row.output is None else {}
             row = replace(
                 row,
                 cost_usd=prev.cost_usd + row.cost_usd,
                 attempts=prev.attempts + row.attempts,
                 escalations=prev.escalations + row.escalations,
+                **kept,
             )
         merged[key] = row
     return list(merged.values())
@@ -481,7 +498,8 @@ class ResultStore:
             con.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, records_seen = ?, "
                 "records_done = ?, records_failed = ?, records_invalid = ?, "
-                f"records_pending = ?, cost_usd = CAST(? AS {MONEY}) WHERE run_id = ?",
+                f"records_pending = ?, cost_usd = CAST(? AS {MONEY}), records_duplicate = ? "
+                "WHERE run_id = ?",
                 [
                     str(status),
                     _utc(finished_at),
@@ -491,6 +509,7 @@ class ResultStore:
                     counts.invalid,
                     counts.pending,
                     _money(counts.cost_usd),
+                    counts.duplicates,
                     run_id,
                 ],
             )

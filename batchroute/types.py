@@ -64,6 +64,7 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     INTERRUPTED = "interrupted"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    UNAVAILABLE = "unavailable"  # stopped early: the provider was unreachable or failing
     FAILED = "failed"
 
 
@@ -76,6 +77,7 @@ class AttemptOutcome(StrEnum):
     ESCALATE = "escalate"  # first model of the next tier
     FAILED = "failed"  # nothing left to try: the record fails
     FATAL = "fatal"  # the whole run stops (401, 402)
+    DEFERRED = "deferred"  # the chain is unavailable: the record waits for the next run
     CANCELLED = "cancelled"  # interrupted while in flight
 
 
@@ -264,4 +266,6 @@ class RunCounts:
     invalid: int = 0
     pending: int = 0
     skipped: int = 0  # already final in the store (resume)
+    duplicates: int = 0  # lines whose key was already seen in this input (skipped)
+    earlier_failed: int = 0  # failed/invalid in an earlier run and still in the input
     cost_usd: Decimal = field(default_factory=lambda: Decimal(0))

@@ -340,7 +340,8 @@ async def test_quote_worst_case_bounds_actual_spend(
         f"{name}: quote worst {q.worst_usd}, expected {q.expected_usd}, actual {spent}; "
         f"{escalated} escalated; {report.counts}"
     )
-    assert report.counts.done + report.counts.failed == 120
+    # A record whose whole chain was down (cut connections) stays pending for the next run.
+    assert report.counts.done + report.counts.failed + report.counts.pending == 120
     assert spent <= q.worst_usd
     if name != "default":
         assert escalated > 0  # the scenario really exercised escalation

@@ -186,7 +186,8 @@ async def test_simulator_bills_abandoned_generations_and_duckdb_holds(tmp_path: 
         billed = _ledger(sim)
         calls = sim.ledger()["calls"]
     assert calls == attempts > 0
-    assert report.status is RunStatus.BUDGET_EXHAUSTED
+    # Every call timed out: the cap, or the outage breaker (exit 6), stopped the run first.
+    assert report.status in (RunStatus.BUDGET_EXHAUSTED, RunStatus.UNAVAILABLE)
     assert billed <= cap
     assert _total(db) >= billed
 
@@ -261,7 +262,9 @@ async def test_errors_inside_a_200_are_reserved_then_reconciled(
         report = await run_job_async(spec, _opts(sim, db))
         billed = _ledger(sim)
     kinds = dict(query(db, "SELECT cost_source, count(*) FROM attempts GROUP BY 1"))
-    assert report.status is RunStatus.COMPLETED
+    # 200-body errors and cut connections are availability failures: a record whose whole
+    # chain had them stays pending (status unavailable); either way the books hold.
+    assert report.status in (RunStatus.COMPLETED, RunStatus.UNAVAILABLE)
     assert kinds.get("generation", 0) > 0, kinds  # reserved first, then fixed
     assert "reserved" not in kinds, kinds
     assert _total(db) == billed == _total(db, "results")

@@ -101,10 +101,10 @@ def test_retry_failed_redoes_exactly_the_failed_and_invalid_records(tmp_path: Pa
     records: list[Any] = texts(200)
     for r in records[:5]:
         del r["text"]  # invalid: the template needs {text}
-    failing = {
+    failing = {  # empty answers fail the quality check: `failed` (a 500 would be `pending`)
         "models": {
-            "openai/gpt-4o-mini": {"rate_500": 0.3},
-            "google/gemini-2.0-flash-001": {"rate_500": 1.0},
+            "openai/gpt-4o-mini": {"rate_empty": 0.3},
+            "google/gemini-2.0-flash-001": {"rate_empty": 1.0},
         }
     }
     limits = {**LIMITS, "max_attempts": 1, "max_escalations": 0}
@@ -187,7 +187,7 @@ def test_report_works_while_a_run_is_active(tmp_path: Path) -> None:
         db = tmp_path / "results.duckdb"
         with reaped(spawn_run(job)) as proc:
             wait_holding_lock(proc, db)
-            wait_until(lambda: sim.calls() > 20, "some calls")
+            wait_until(lambda: sim.calls() > 100, "some calls (and a flush)")
             seen: list[int] = []
             for _ in range(4):
                 rep = run_cli("report", str(db), "--format", "json", timeout=60)

@@ -21,6 +21,7 @@ from batchroute.store import ResultStore
 from batchroute.types import (
     AttemptOutcome,
     AttemptRow,
+    Completion,
     CostFix,
     Record,
     RecordStatus,
@@ -36,6 +37,22 @@ MAX_BUFFERED = 4 * FLUSH_ROWS  # the feeder waits above this (pending rows after
 def _finite(x: Decimal | None) -> Decimal | None:
     """A reported figure as it can be stored (NaN and infinities are not amounts)."""
     return x if x is not None and x.is_finite() and abs(x) < 10**20 else None
+
+
+def _answer(c: Completion | None) -> dict[str, Any]:
+    """A paid answer that failed a quality check (cut off, empty, not JSON), for the row of a
+    record that ends without a better one: it was paid for, so it is never thrown away."""
+    if c is None:
+        return {}
+    return {
+        "model_served": c.model,
+        "provider": c.provider,
+        "output": c.content,
+        "finish_reason": c.finish_reason,
+        "prompt_tokens": c.usage.prompt_tokens,
+        "completion_tokens": c.usage.completion_tokens,
+        "generation_id": c.generation_id,
+    }
 
 
 class Book:
@@ -63,6 +80,7 @@ class Book:
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
         self._closing = False
+        self.writer_failed = False
 
     # ------------------------------------------------------------------ rows
     def attempt(
@@ -134,6 +152,7 @@ class Book:
             escalations=t.escalations,
             error_type=why[0] if why else None,
             error_message=why[1] if why else None,
+            **_answer(t.answer),
         )
 
     def failed(self, item: WorkItem, tier: str, trail: Trail) -> None:
@@ -150,6 +169,7 @@ class Book:
             error_type=e.error_type if e else "no_model",
             error_message=str(e)[:500] if e else "no model could be tried",
             model_requested=e.model if e else None,
+            **_answer(trail.answer),
         )
 
     def done(self, item: WorkItem, tier: str, trail: Trail, call: Call) -> None:
@@ -206,11 +226,18 @@ class Book:
                 try:
                     await asyncio.to_thread(self.store.write, results, attempts, fixes)
                 except BatchrouteError:
+                    self._failed()
                     raise
                 except Exception as exc:  # e.g. OSError from a temp file: say so, stop the run
+                    self._failed()
                     raise StoreError(f"writing results failed: {exc}") from exc
                 self.journal.flushed()
             self._flushed.set()
+
+    def _failed(self) -> None:
+        self.writer_failed = True
+        self._closing = True
+        self._flushed.set()  # nobody may wait for a flush that will not come
 
     def close(self) -> None:
         """Ask the writer to stop after one more flush."""

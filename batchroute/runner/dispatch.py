@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,7 +29,6 @@ from batchroute.catalog import Catalog, ModelInfo
 from batchroute.client import OpenRouterClient
 from batchroute.errors import (
     CreditsExhausted,
-    DailyCapReached,
     FatalUpstreamError,
     QualityFailed,
     RejectedError,
@@ -40,6 +38,7 @@ from batchroute.errors import (
 from batchroute.limiter import Limiter
 from batchroute.router import TierPlan
 from batchroute.runner.book import Book
+from batchroute.runner.health import Health, is_availability
 from batchroute.runner.reconcile import Reconciler, Unsettled
 from batchroute.runner.work import Call, Control, RunOptions, Trail, WorkItem
 from batchroute.spec import JobSpec
@@ -92,9 +91,8 @@ class Dispatcher:
         self.params = params  # generation parameters sent with every call
         self._budget_changed = asyncio.Event()
         self._rng = random.Random(opts.jitter_seed)
-        self._cooled: dict[str, float] = {}  # model → monotonic time it may be used again
-        self._capped: dict[str, float] = {}  # model → monotonic time its free daily cap resets
-        self._streak: dict[str, int] = {}  # consecutive availability failures per model
+        self.health = Health(spec.limits, monotonic=opts.monotonic, log=log)
+        self._escalate_unavailable = "unavailable" in spec.escalate_on
         self._dearest = catalog.dearest()
         # Per-call constants, computed once: (tier, model) → (extra body, models that may
         # serve); (prompt bound, those models) → worst-case reservation.
@@ -103,6 +101,7 @@ class Dispatcher:
         self._stream_of: dict[tuple[str, str], bool] = {}
         self.reconciler: Reconciler | None = None  # set by the runner once it exists
         self.budget_short = 0  # records left pending because their worst case did not fit
+        self.deferred = 0  # records left pending because their chain was unavailable
         self._next_tier = {t: spec.next_tier(t) for t in spec.tiers}
 
     def wake(self) -> None:
@@ -127,6 +126,11 @@ class Dispatcher:
             if self.control.stopping:  # fatal error or interrupt: the next run retries
                 self.book.pending(item, trail)
                 return
+            if trail.deferred:  # the chain was down: tomorrow's run tries again
+                self.deferred += 1
+                e = trail.last_error
+                self.book.pending(item, trail, why=("unavailable", str(e)[:500] if e else ""))
+                return
             too_big = trail.last_error is not None and trail.last_error.error_type == TOO_BIG
             if not can_escalate or nxt is None or too_big:  # dearer tiers would not fit either
                 self.book.failed(item, tier, trail)
@@ -141,24 +145,15 @@ class Dispatcher:
             f"(${b.spent} spent of ${b.limit}); the next run sends it"
         )
 
-    def _chain(self, plan: TierPlan) -> list[str]:
-        if not self._capped and not self._cooled:  # the usual case: every model is open
-            return list(plan.models)
-        now = self.opts.monotonic()
-        # A model at its free daily cap is never retried before the cap resets (pitfall 7).
-        open_ = [m for m in plan.models if self._capped.get(m, 0) <= now]
-        usable = [m for m in open_ if self._cooled.get(m, 0) <= now]
-        return usable or open_  # all cooled down: try them anyway rather than fail blind
-
     async def _try_chain(
         self, item: WorkItem, plan: TierPlan, trail: Trail, can_escalate: bool
     ) -> Call | NoFit | None:
         """Walk the tier's chain: a successful call, NoFit when the budget cannot take the
-        call now, or None when the chain is done with."""
-        chain = self._chain(plan)
+        call now, or None when the chain is done with (`trail.deferred`: it was down)."""
+        chain = self.health.usable(plan.models)
         max_attempts = self.spec.limits.max_attempts
+        trail.unavailable = False
         for i, model in enumerate(chain):
-            last_model = i == len(chain) - 1
             for attempt in range(1, max_attempts + 1):
                 if self.control.stopping:
                     return None
@@ -174,25 +169,56 @@ class Dispatcher:
                     )
                     break  # a cheaper model of the chain may fit
                 if call.error is None:
-                    self._streak.pop(model, None)  # cooldown counts *consecutive* failures
+                    self.health.ok(model)
                     return call
-                err = trail.last_error = call.error
-                retry = isinstance(err, RetryableError) and attempt < max_attempts
-                outcome = self._decide(err, retry, last_model, can_escalate)
-                self.book.attempt(item, plan.name, trail.attempts, call, outcome)
+                last = i == len(chain) - 1
+                outcome = self._failure(item, plan, call, trail, attempt, last, can_escalate)
                 if outcome is AttemptOutcome.RETRY:
-                    await self.opts.sleep(self._backoff(attempt, err))
+                    await self.opts.sleep(self._backoff(attempt, call.error))
                     continue
-                if outcome is AttemptOutcome.FATAL:
+                if outcome in (AttemptOutcome.FATAL, AttemptOutcome.ESCALATE):
                     return None
-                self._penalise(model, err)
-                if outcome is AttemptOutcome.ESCALATE:
+                if outcome is AttemptOutcome.DEFERRED:
+                    trail.deferred = True
                     return None
                 break  # next model
+        if trail.unavailable and not self._escalate_unavailable:
+            trail.deferred = True  # the chain ran out on models that were down
         return None
 
+    def _failure(
+        self,
+        item: WorkItem,
+        plan: TierPlan,
+        call: Call,
+        trail: Trail,
+        attempt: int,
+        last_model: bool,
+        can_escalate: bool,
+    ) -> AttemptOutcome:
+        """Book a failed call and decide what comes next; stop the run if health says so."""
+        err = trail.last_error = call.error
+        assert err is not None
+        stop = self.health.failed(err, item.record.key)
+        if stop is not None:
+            self.control.stop(stop.status, stop.error)
+            self.wake()
+        retry = isinstance(err, RetryableError) and attempt < self.spec.limits.max_attempts
+        if isinstance(err, RetryableError) and not retry and is_availability(err):
+            trail.unavailable = True
+        outcome = self._decide(err, retry, last_model, can_escalate, trail)
+        self.book.attempt(item, plan.name, trail.attempts, call, outcome)
+        if outcome not in (AttemptOutcome.RETRY, AttemptOutcome.FATAL):
+            self.health.penalise(call.model, err)
+        return outcome
+
     def _decide(
-        self, err: UpstreamError, retry: bool, last_model: bool, can_escalate: bool
+        self,
+        err: UpstreamError,
+        retry: bool,
+        last_model: bool,
+        can_escalate: bool,
+        trail: Trail,
     ) -> AttemptOutcome:
         if isinstance(err, FatalUpstreamError):
             credits = isinstance(err, CreditsExhausted)
@@ -205,31 +231,17 @@ class Dispatcher:
             return AttemptOutcome.ESCALATE  # design §6: a weak answer goes to a stronger tier
         if not last_model:
             return AttemptOutcome.FALLBACK
-        return AttemptOutcome.ESCALATE if can_escalate else AttemptOutcome.FAILED
+        if trail.unavailable:  # some model of the chain was down: it may be back tomorrow
+            if self._escalate_unavailable and can_escalate:
+                return AttemptOutcome.ESCALATE  # the job opted in to pay more for it
+            return AttemptOutcome.DEFERRED
+        return AttemptOutcome.FAILED  # rejected by every model: a dearer tier is no cure
 
     def _backoff(self, attempt: int, err: UpstreamError) -> float:
         lim = self.spec.limits
         delay = min(lim.backoff_max_s, lim.backoff_base_s * 2.0 ** (attempt - 1))
         delay = delay / 2 + self._rng.random() * delay / 2  # "equal jitter"
         return max(delay, err.retry_after or 0.0)
-
-    def _penalise(self, model: str, err: UpstreamError) -> None:
-        """Cool a model down after repeated availability failures (not per-record rejections)."""
-        now, lim = self.opts.monotonic(), self.spec.limits
-        if isinstance(err, DailyCapReached):
-            wait = (err.reset_at - time.time()) if err.reset_at else lim.cooldown_s
-            self._capped[model] = now + max(wait, lim.cooldown_s)
-            self._log(f"{model} reached its free daily cap; not used again before it resets")
-            return
-        if err.retry_after and err.retry_after > lim.backoff_max_s:
-            self._cooled[model] = now + err.retry_after  # told to stay away longer than we wait
-        if isinstance(err, QualityFailed) or err.status in (400, 403, 413, 422):
-            return
-        self._streak[model] = self._streak.get(model, 0) + 1
-        if self._streak[model] >= lim.cooldown_after:
-            self._cooled[model] = max(self._cooled.get(model, 0), now + lim.cooldown_s)
-            self._streak[model] = 0
-            self._log(f"cooling down {model} for {lim.cooldown_s:g} s")
 
     # -------------------------------------------------------------- budget
     async def _reserve(self, amount: Decimal) -> Reservation | None:
@@ -364,6 +376,7 @@ class Dispatcher:
             problem = self._quality_problem(call.completion)
             if problem is not None:
                 c, call.completion = call.completion, None
+                trail.answer = c  # paid for: stored if nothing better comes
                 call.error = QualityFailed(
                     problem.replace("_", " "),
                     model=model,

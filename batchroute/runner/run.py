@@ -18,7 +18,7 @@ from batchroute import __version__
 from batchroute.budget import Budget
 from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient
-from batchroute.errors import BatchrouteError, SpecError, UpstreamError
+from batchroute.errors import BatchrouteError, SpecError, StoreError, UpstreamError
 from batchroute.journal import Journal
 from batchroute.lock import RunLock
 from batchroute.progress import Progress
@@ -59,6 +59,9 @@ def _fewer_gc_passes() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
+CLOSE_TIMEOUT_S = 5.0  # after the writer failed: the last write may wait this long, no more
+
+
 class Runner:
     """Runs one job once. Use `await Runner(spec, opts).run()` or `run_job`."""
 
@@ -68,7 +71,7 @@ class Runner:
         self.db_path = opts.db_path or spec.database_path
         self.run_id = uuid.uuid4().hex[:16]
         self.params = request_params(spec.request)
-        self.store = ResultStore(self.db_path)
+        self.store = ResultStore(self.db_path, write_timeout=spec.output.busy_timeout_s)
         self.notes: list[str] = []
         self.stale = 0
         self.control = Control(self._log)
@@ -77,6 +80,9 @@ class Runner:
         )
         self.plans: dict[str, tuple[str, ...]] = {}
         self.final: dict[str, str | None] = {}
+        self.failed_before: set[str] = set()
+        self._announced = 0
+        self._seen_keys: set[int] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -138,10 +144,25 @@ class Runner:
         )
 
     def _close_store(self) -> None:
-        # Whatever happened, keep what was done: flush, then close the run row.
-        self.book.flush_last()
-        self.store.finish_run(self.run_id, self.control.status, self.book.counts, self.opts.now())
-        self.book.journal.close()
+        # Whatever happened, keep what was done: flush, then close the run row. If the file
+        # cannot be written (held by another process past the busy timeout), every row is
+        # still in the journal, which the next run replays: say so, and do not wait again.
+        try:
+            if self.book.writer_failed:
+                self.store.write_timeout = min(self.store.write_timeout, CLOSE_TIMEOUT_S)
+            self.book.flush_last()
+            self.store.finish_run(
+                self.run_id, self.control.status, self.book.counts, self.opts.now()
+            )
+        except StoreError as exc:
+            self.notes.append(
+                f"could not write to the database at the end ({exc}); every result is kept "
+                f"in {self.book.journal.path.name}, and the next run writes it"
+            )
+            if self.control.error is None:
+                self.control.error = exc
+        finally:
+            self.book.journal.close()
 
     async def _load_catalog(self, client: OpenRouterClient) -> tuple[Catalog, bool]:
         """Live /models, else the copy cached in the store, else the one shipped in the package;
@@ -171,6 +192,13 @@ class Runner:
         self.final = await asyncio.to_thread(
             self.store.final_keys, spec.name, statuses=final_statuses
         )
+        if not opts.retry_failed:  # exit 4 speaks of the failures still in the input
+            earlier = await asyncio.to_thread(
+                self.store.final_keys,
+                spec.name,
+                statuses={RecordStatus.FAILED, RecordStatus.INVALID},
+            )
+            self.failed_before = set(earlier)
         cap = opts.budget_usd if opts.budget_usd is not None else spec.budget.daily_usd
         scope = spec.name if spec.budget.scope == "job" else None
         async with OpenRouterClient(
@@ -223,9 +251,27 @@ class Runner:
             )
         if budget.overruns:
             self.notes.append(f"{budget.overruns} call(s) cost more than their reservation")
+        if self.book.counts.duplicates:
+            self.notes.append(
+                f"{self.book.counts.duplicates} record(s) repeat an id already seen in this "
+                "input: skipped (the first one counts); see runs.records_duplicate"
+            )
+        for note in self.notes[self._announced :]:
+            self._log(f"note: {note}")
         if self.control.status is RunStatus.RUNNING:
-            short = dispatcher.budget_short
-            self.control.status = RunStatus.BUDGET_EXHAUSTED if short else RunStatus.COMPLETED
+            short, deferred = dispatcher.budget_short, dispatcher.deferred
+            self.control.status = (
+                RunStatus.BUDGET_EXHAUSTED
+                if short
+                else RunStatus.UNAVAILABLE
+                if deferred
+                else RunStatus.COMPLETED
+            )
+            if deferred:
+                self._log(
+                    f"{deferred} record(s) found every model of their chain unavailable: they "
+                    "stay pending, and the next run sends them"
+                )
             if short:
                 self._log(
                     f"daily budget reached: ${budget.spent} of ${budget.limit}; {short} "
@@ -272,6 +318,7 @@ class Runner:
     def _announce(self, spent: object, cap: object, key_note: str) -> None:
         for note in self.notes:
             self._log(f"note: {note}")
+        self._announced = len(self.notes)
         for name, models in self.plans.items():
             if self.spec.tiers[name].cheapest:  # chosen at run start: say which (issue 4)
                 self._log(f"tier {name}: cheapest by catalogue price: {', '.join(models)}")
@@ -284,9 +331,12 @@ class Runner:
         self.queues: dict[str, asyncio.Queue[WorkItem | None]] = {
             t: asyncio.Queue(self.spec.limits.queue_size) for t in self.plans
         }
-        writer = asyncio.create_task(self.book.writer())  # awaited below, whatever happens
         try:
             async with asyncio.TaskGroup() as tg:
+                # The writer is one of the run's tasks: if it fails (a file held past
+                # output.busy_timeout_s, a full disk), everything stops at once, cleanly.
+                tg.create_task(self.book.writer())
+                tg.create_task(self._close_book_when_done())
                 for tier in self.plans:
                     n = self._worker_count(tier)
                     self._workers_left += n
@@ -300,7 +350,11 @@ class Runner:
             raise first from group  # one clear error for the CLI, not a task-group traceback
         finally:
             self.book.close()
-            await writer
+
+    async def _close_book_when_done(self) -> None:
+        """Let the writer finish with one last flush once every worker is done."""
+        await self._work_done.wait()
+        self.book.close()
 
     def _worker_count(self, tier: str) -> int:
         lim = self.spec.limits.concurrency
@@ -368,7 +422,18 @@ class Runner:
                 await q.put(None)
 
     def _prepare(self, rec: Record) -> WorkItem | None:
-        """Resume filter first (cheap), then render and classify; None when nothing to send."""
+        """Resume filter first (cheap), then render and classify; None when nothing to send.
+
+        A key seen before in this input (the same id twice, or `1` and `"1"`) is counted and
+        skipped: the first one is the record, the second must not pay again or overwrite it.
+        """
+        h = hash(rec.key)
+        if h in self._seen_keys:
+            self.book.counts.duplicates += 1
+            return None
+        self._seen_keys.add(h)
+        if rec.key in self.failed_before:  # an earlier failure that is still in the input
+            self.book.counts.earlier_failed += 1
         is_final = rec.key in self.final
         messages = render(self.spec, rec)
         if isinstance(messages, str):
@@ -405,6 +470,7 @@ class Runner:
             if self.control.stopping:
                 self.book.pending(item)
                 continue
+            await self.book.room()  # the writer is behind (a reader holds the file): wait
             trail = Trail()
             try:
                 await dispatcher.process(item, trail)

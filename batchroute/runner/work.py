@@ -79,13 +79,10 @@ class RunReport:
 
     @property
     def job_has_failures(self) -> bool:
-        """Failed or invalid records of this job remain (this run's or earlier ones)."""
-        return bool(
-            self.counts.failed
-            or self.counts.invalid
-            or self.job_statuses.get("failed")
-            or self.job_statuses.get("invalid")
-        )
+        """Failed or invalid records remain among this input's keys: this run's, or earlier
+        ones the input still holds (a fixed line has a new key: its old row no longer counts)."""
+        c = self.counts
+        return bool(c.failed or c.invalid or c.earlier_failed)
 
 
 @dataclass(slots=True)
@@ -110,6 +107,9 @@ class Trail:
     cost: Decimal = Decimal(0)
     last_error: UpstreamError | None = None
     booked: bool = False  # its result row is written (a later cost fix must update it)
+    deferred: bool = False  # its chain was unavailable: it waits for the next run
+    unavailable: bool = False  # some model of the current chain failed for availability
+    answer: Completion | None = None  # the last paid answer that failed a quality check
 
 
 @dataclass(slots=True)
