@@ -2,7 +2,8 @@
 
 Exit codes (design §3): 0 all records final and ok; 1 unexpected error; 2 bad job file, bad
 arguments or missing API key; 3 daily budget reached (records left pending); 4 finished but
-some records failed or were invalid; 5 another run holds the database lock; 130 interrupted.
+some records failed or were invalid; 5 another run holds the database lock; 6 the provider was
+unreachable or failing (records left pending); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from batchroute.errors import (
     ConfigError,
     CreditsExhausted,
     LockHeld,
+    RequestRejected,
     SpecError,
     StoreError,
 )
@@ -38,6 +40,7 @@ from batchroute.store import ResultStore
 from batchroute.types import RunStatus
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
+EXIT_UNAVAILABLE = 6
 EXIT_INTERRUPTED = 130
 SIM_KEY = "sk-or-v1-simulator"  # --simulate needs no real key; the simulator accepts any
 
@@ -153,12 +156,14 @@ def _earlier_failures(r: RunReport) -> str:
 
 
 def _exit_code(r: RunReport) -> int:
-    if isinstance(r.error, AuthError):
+    if isinstance(r.error, AuthError | RequestRejected):  # the key or the request is wrong
         return EXIT_USAGE
     if r.status is RunStatus.INTERRUPTED:
         return EXIT_INTERRUPTED
     if r.status is RunStatus.BUDGET_EXHAUSTED or isinstance(r.error, CreditsExhausted):
         return EXIT_BUDGET
+    if r.status is RunStatus.UNAVAILABLE:  # records wait for the provider to come back
+        return EXIT_UNAVAILABLE
     if r.status is RunStatus.FAILED:
         return EXIT_ERROR
     # "All records final and ok" is about the job, not this run: failed or invalid records
