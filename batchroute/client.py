@@ -210,6 +210,21 @@ def _billed(raw: Any) -> Decimal | None:
         return None
 
 
+def _transport_error(exc: aiohttp.ClientError, model: str, gen_id: str | None) -> RetryableError:
+    """A connection that failed. `unreachable`: it never connected (refused, DNS), so nothing
+    was sent and nothing can be billed; `connection`: it broke once the request was out."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableError(
+            f"cannot connect: {type(exc).__name__}", model=model, error_type="unreachable"
+        )
+    return RetryableError(
+        f"connection error: {type(exc).__name__}",
+        model=model,
+        error_type="connection",
+        generation_id=gen_id,
+    )
+
+
 def _malformed(message: str, *, model: str, status: int, headers: Any) -> RetryableError:
     # Generated (and perhaps billed) but unreadable: the header lets /generation tell the cost.
     gen_id = headers.get("X-Generation-Id") if headers is not None else None
@@ -554,12 +569,7 @@ class OpenRouterClient:
                 "request timed out", model=model, error_type="timeout", generation_id=gen_id
             ) from None
         except aiohttp.ClientError as exc:
-            raise RetryableError(
-                f"connection error: {type(exc).__name__}",
-                model=model,
-                error_type="connection",
-                generation_id=gen_id,
-            ) from None
+            raise _transport_error(exc, model, gen_id) from None
         if status != 200:
             raise _status_error(status, body, headers, model=model)
         return parse_completion(body, status, headers, model=model)
@@ -606,12 +616,7 @@ class OpenRouterClient:
             if sse is not None and sse.complete:
                 return sse.completion()
             if sse is None:
-                raise RetryableError(
-                    f"connection error: {type(exc).__name__}",
-                    model=model,
-                    error_type="connection",
-                    generation_id=gen_id,
-                ) from None
+                raise _transport_error(exc, model, gen_id) from None
             raise sse.cut(f"stream cut: {type(exc).__name__}", "connection") from None
         if not sse.done and not sse.complete:
             raise sse.cut("stream ended before [DONE]", "connection")

@@ -285,9 +285,11 @@ async def test_no_exception_message_contains_the_key(
     assert_no_key(await call_fault(sim_client, fault))
 
 
-async def test_connection_refused_is_retryable_and_keyless() -> None:
+async def test_connection_refused_is_retryable_unbilled_and_keyless() -> None:
+    """Refused: nothing was sent, so nothing can be billed (`unreachable`, not `connection`,
+    whose reservation would be kept as spend)."""
     async with OpenRouterClient("http://127.0.0.1:1/api/v1", KEY, timeout_s=2) as client:
         with pytest.raises(RetryableError) as info:
             await client.complete(payload())
-    assert info.value.error_type == "connection"
+    assert info.value.error_type == "unreachable"
     assert_no_key(info.value)

@@ -49,7 +49,7 @@ from batchroute.types import AttemptOutcome, Completion, CostSource, RunStatus
 UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_choices"})
 
 
-TOO_BIG = "exceeds_daily_cap"
+TOO_BIG = "exceeds_daily_cap"  # a worst case above the whole cap: no run can send it
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +131,10 @@ class Dispatcher:
                 e = trail.last_error
                 self.book.pending(item, trail, why=("unavailable", str(e)[:500] if e else ""))
                 return
-            too_big = trail.last_error is not None and trail.last_error.error_type == TOO_BIG
-            if not can_escalate or nxt is None or too_big:  # dearer tiers would not fit either
+            if not trail.escalate or nxt is None:  # rejected, too big, or nowhere to climb
                 self.book.failed(item, tier, trail)
                 return
+            trail.escalate = False
             tier = nxt
             trail.escalations += 1
 
@@ -176,14 +176,20 @@ class Dispatcher:
                 if outcome is AttemptOutcome.RETRY:
                     await self.opts.sleep(self._backoff(attempt, call.error))
                     continue
-                if outcome in (AttemptOutcome.FATAL, AttemptOutcome.ESCALATE):
+                if outcome is AttemptOutcome.ESCALATE:
+                    trail.escalate = True
+                    return None
+                if outcome is AttemptOutcome.FATAL:
                     return None
                 if outcome is AttemptOutcome.DEFERRED:
                     trail.deferred = True
                     return None
                 break  # next model
-        if trail.unavailable and not self._escalate_unavailable:
-            trail.deferred = True  # the chain ran out on models that were down
+        if trail.unavailable:  # the chain ran out on models that were down
+            if self._escalate_unavailable and can_escalate:
+                trail.escalate = True
+            else:
+                trail.deferred = True
         return None
 
     def _failure(

@@ -155,10 +155,12 @@ class Runner:
                 self.run_id, self.control.status, self.book.counts, self.opts.now()
             )
         except StoreError as exc:
-            self.notes.append(
-                f"could not write to the database at the end ({exc}); every result is kept "
-                f"in {self.book.journal.path.name}, and the next run writes it"
+            note = (
+                f"could not write to the database ({exc}); every result is kept in "
+                f"{self.book.journal.path}, and the next run writes it"
             )
+            self.notes.append(note)
+            self._log(f"note: {note}")
             if self.control.error is None:
                 self.control.error = exc
         finally:

@@ -108,6 +108,7 @@ class Trail:
     last_error: UpstreamError | None = None
     booked: bool = False  # its result row is written (a later cost fix must update it)
     deferred: bool = False  # its chain was unavailable: it waits for the next run
+    escalate: bool = False  # its chain asked for the next tier (quality, or opted-in outage)
     unavailable: bool = False  # some model of the current chain failed for availability
     answer: Completion | None = None  # the last paid answer that failed a quality check
 
