@@ -153,20 +153,23 @@ class Budget:
             self._reserved -= self._open.pop(r.id)
 
     def correct(self, booked: Decimal, actual: Decimal) -> None:
-        """A call booked at `booked` (its reservation: outcome unknown) really cost `actual`."""
+        """A call booked at `booked` (its reservation: outcome unknown) really cost `actual`.
+
+        The key's ceiling was computed from a `spent` that may have held `booked` while the
+        key's own usage held only `actual`: lower it by as much (never raise it).
+        """
         self.spent += actual - booked
+        if self.ceiling is not None and actual < booked:
+            self.ceiling -= booked - actual
 
     def lower_ceiling(self, key_remaining: Decimal) -> None:
         """The API key can pay `key_remaining` more (its `limit_remaining`, read now).
 
-        What we have settled is already in the key's usage; what is in flight is not, so the
-        key allows spent + key_remaining in total. Only ever lowers the limit within a run
-        (a key whose limit resets mid-run does not raise today's cap).
+        What we have settled is in the key's usage (a call booked at its reservation only at
+        what it really cost: `correct` lowers the ceiling when that becomes known); what is in
+        flight is not, so the key allows spent + key_remaining in total. Only ever lowers the
+        limit within a run (a key whose limit resets mid-run does not raise today's cap).
         """
         ceiling = self.spent + max(key_remaining, Decimal(0))
         if self.ceiling is None or ceiling < self.ceiling:
             self.ceiling = ceiling
-
-    def exhausted(self, amount: Decimal) -> bool:
-        """Nothing in flight and `amount` still does not fit: the day's budget is spent."""
-        return not self._open and not self.fits(amount)

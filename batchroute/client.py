@@ -10,6 +10,7 @@ the session's headers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -56,7 +57,7 @@ def _status_of(code: Any, error: dict[str, Any]) -> int:
     """The HTTP status an error stands for: `code` may be an int, a digit string or a name."""
     if isinstance(code, int) and not isinstance(code, bool):
         return code
-    if str(code).isdigit():
+    if str(code).isascii() and str(code).isdigit():  # not "²": isdigit() but no int()
         return int(str(code))
     meta = error.get("metadata")
     kind = meta.get("error_type") if isinstance(meta, dict) else None
@@ -127,7 +128,7 @@ def classify_error(
         status = _status_of(error.get("code"), error)
     msg = _message(error)
     kind = _error_type(error, status)
-    kw: dict[str, Any] = {"model": model, "status": status, "error_type": kind}
+    kw: dict[str, Any] = {"model": model, "status": status, "error_type": kind, "in_body": in_body}
     avail = error.get("availability")
     if status == 401:
         return AuthError(msg, **kw)
@@ -386,11 +387,18 @@ class _Stream:
             generation_id=self.gen_id,
         )
 
-    async def read(self, content: aiohttp.StreamReader) -> None:
-        """Read events until `[DONE]` or EOF (then `done` tells which); raise an error chunk."""
+    async def read(self, content: aiohttp.StreamReader, deadline: float | None = None) -> None:
+        """Read events until `[DONE]` or EOF (then `done` tells which); raise an error chunk.
+
+        `deadline` (loop time) bounds the whole stream: keep-alive comments reset the idle
+        timer, so a provider that hangs behind them would otherwise hold the call forever.
+        """
         tail = b""
         data: bytes | None = None  # the `data:` of the event being read
+        loop = asyncio.get_running_loop()
         while True:
+            if deadline is not None and loop.time() > deadline:
+                raise self.cut("stream went on for longer than allowed", "timeout")
             block = await content.readany()
             if not block:
                 if data is not None:  # the last event lacks its blank line: take it anyway
@@ -402,19 +410,26 @@ class _Stream:
             tail = lines.pop()
             if len(tail) > _MAX_SSE_LINE:
                 raise self.malformed("stream line too long")
-            for line in lines:
-                if line[-1:] == b"\r":
-                    line = line[:-1]
-                if not line:  # a blank line ends the event
-                    if data is not None:
-                        self.event(data)
-                        if self.done:
-                            return
-                        data = None
-                elif line[:5] == b"data:":
-                    value = line[6:] if line[5:6] == b" " else line[5:]
-                    data = value if data is None else data + b"\n" + value
-                # else: a `:` comment (keep-alive) or a field we do not use (event, id, retry)
+            data = self._lines(lines, data)
+            if self.done:
+                return
+
+    def _lines(self, lines: list[bytes], data: bytes | None) -> bytes | None:
+        """Feed complete lines; returns the `data:` of the event still being read."""
+        for line in lines:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if not line:  # a blank line ends the event
+                if data is not None:
+                    self.event(data)
+                    if self.done:
+                        return None
+                    data = None
+            elif line[:5] == b"data:":
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                data = value if data is None else data + b"\n" + value
+            # else: a `:` comment (keep-alive) or a field we do not use (event, id, retry)
+        return data
 
     def event(self, data: bytes) -> None:
         if data == b"[DONE]":
@@ -544,7 +559,12 @@ class OpenRouterClient:
         return self._session
 
     async def complete(
-        self, payload: dict[str, Any], *, stream: bool = False, idle_timeout_s: float | None = None
+        self,
+        payload: dict[str, Any],
+        *,
+        stream: bool = False,
+        idle_timeout_s: float | None = None,
+        stream_max_s: float | None = None,
     ) -> Completion:
         """Send one chat completion; raise an UpstreamError subclass on failure.
 
@@ -554,7 +574,7 @@ class OpenRouterClient:
         within `timeout_s`.
         """
         if stream:
-            return await self._stream(payload, idle_timeout_s)
+            return await self._stream(payload, idle_timeout_s, stream_max_s)
         model = str(payload.get("model", ""))
         gen_id: str | None = None
         try:
@@ -584,7 +604,9 @@ class OpenRouterClient:
             self._stream_timeouts[idle] = timeout
         return timeout
 
-    async def _stream(self, payload: dict[str, Any], idle_timeout_s: float | None) -> Completion:
+    async def _stream(
+        self, payload: dict[str, Any], idle_timeout_s: float | None, max_s: float | None
+    ) -> Completion:
         model = str(payload.get("model", ""))
         body = dict(payload)
         body["stream"] = True
@@ -603,7 +625,8 @@ class OpenRouterClient:
                 if resp.content_type == "application/json":  # answered whole after all
                     return parse_completion(await resp.read(), 200, headers, model=model)
                 sse = _Stream(model, gen_id, headers)
-                await sse.read(resp.content)
+                deadline = None if max_s is None else asyncio.get_running_loop().time() + max_s
+                await sse.read(resp.content, deadline)
         except TimeoutError:
             if sse is not None and sse.complete:
                 return sse.completion()

@@ -69,6 +69,8 @@ class UpstreamError(BatchrouteError):
             ``context_length_exceeded``, ``empty_content``; stored in ``attempts.error_type``.
         cost: what the provider billed for the failed call (usually 0), if it said.
         generation_id: the ``gen-…`` id, if the response carried one.
+        in_body: the error came inside an HTTP 200 (a body or a stream chunk), after the
+            generation had started: it may have been billed although it says no cost.
     """
 
     def __init__(
@@ -81,7 +83,9 @@ class UpstreamError(BatchrouteError):
         retry_after: float | None = None,
         cost: Decimal | None = None,
         generation_id: str | None = None,
+        in_body: bool = False,
     ) -> None:
+        self.in_body = in_body  # reported inside an HTTP 200: a generation may have run
         self.model = model
         self.status = status
         self.error_type = error_type

@@ -134,7 +134,7 @@ class Usage:
             return None
         if not self.is_byok:
             return self.cost
-        return None if self.upstream_cost is None else self.cost + self.upstream_cost
+        return _sum(self.cost, self.upstream_cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,16 @@ class GenerationCost:
         """The whole bill: the fee plus, under BYOK, the provider's charge to the user's key."""
         if not self.is_byok:
             return self.total_cost
-        return None if self.upstream_cost is None else self.total_cost + self.upstream_cost
+        return _sum(self.total_cost, self.upstream_cost)
+
+
+def _sum(fee: Decimal, upstream: Decimal | None) -> Decimal | None:
+    """fee + upstream; NaN (never an exception) when either is not a finite amount."""
+    if upstream is None:
+        return None
+    if not (fee.is_finite() and upstream.is_finite()):
+        return Decimal("NaN")
+    return fee + upstream
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,8 @@ from batchroute.types import AttemptOutcome, Completion, CostSource, RunStatus
 UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_choices"})
 
 
+_CHAIN_ENDS = frozenset({AttemptOutcome.ESCALATE, AttemptOutcome.FATAL, AttemptOutcome.DEFERRED})
+STREAM_MAX_S = 1_800.0  # a streamed call may last this long, keep-alives or not (then reserved)
 TOO_BIG = "exceeds_daily_cap"  # a worst case above the whole cap: no run can send it
 
 
@@ -161,12 +163,7 @@ class Dispatcher:
                 if isinstance(call, NoFit):
                     if not call.never:
                         return call
-                    trail.last_error = RejectedError(  # nothing was sent: no attempt row
-                        f"worst case ${call.worst} of this request exceeds the whole daily "
-                        f"cap ${self.budget.cap}",
-                        model=model,
-                        error_type=TOO_BIG,
-                    )
+                    trail.last_error = self._too_big(call, model)  # nothing sent: no attempt
                     break  # a cheaper model of the chain may fit
                 if call.error is None:
                     self.health.ok(model)
@@ -176,21 +173,23 @@ class Dispatcher:
                 if outcome is AttemptOutcome.RETRY:
                     await self.opts.sleep(self._backoff(attempt, call.error))
                     continue
-                if outcome is AttemptOutcome.ESCALATE:
-                    trail.escalate = True
-                    return None
-                if outcome is AttemptOutcome.FATAL:
-                    return None
-                if outcome is AttemptOutcome.DEFERRED:
-                    trail.deferred = True
+                trail.escalate = outcome is AttemptOutcome.ESCALATE
+                trail.deferred = outcome is AttemptOutcome.DEFERRED
+                if outcome in _CHAIN_ENDS:
                     return None
                 break  # next model
         if trail.unavailable:  # the chain ran out on models that were down
-            if self._escalate_unavailable and can_escalate:
-                trail.escalate = True
-            else:
-                trail.deferred = True
+            trail.escalate = self._escalate_unavailable and can_escalate
+            trail.deferred = not trail.escalate
         return None
+
+    def _too_big(self, nf: NoFit, model: str) -> RejectedError:
+        return RejectedError(
+            f"worst case ${nf.worst} of this request exceeds the whole daily cap "
+            f"${self.budget.cap}",
+            model=model,
+            error_type=TOO_BIG,
+        )
 
     def _failure(
         self,
@@ -356,11 +355,15 @@ class Dispatcher:
                     payload,
                     stream=self._streams(plan, model),
                     idle_timeout_s=self.spec.limits.idle_timeout_s,
+                    stream_max_s=STREAM_MAX_S,
                 )
             except UpstreamError as err:
                 call = self._failed(r, worst, model, started, t0, err)
             except asyncio.CancelledError:
                 self._cancelled(r, worst, item, plan, model, started, trail)
+                raise
+            except Exception:  # a bug, not an answer: the call may have been billed
+                self._settle(r, worst)
                 raise
             else:
                 call = self._answered(r, worst, model, started, t0, completion)
@@ -397,7 +400,7 @@ class Dispatcher:
         self, r: Reservation, worst: Decimal, model: str, started: Any, t0: float, c: Completion
     ) -> Call:
         latency = int((self.opts.monotonic() - t0) * 1000)
-        cost, source = self._completion_cost(c, self._info(model), worst)
+        cost, source = self._completion_cost(c, model, worst)
         self._settle(r, cost)
         call = Call(model, started, latency, cost, source, completion=c, reserved=worst)
         call.generation_id = c.generation_id
@@ -457,12 +460,12 @@ class Dispatcher:
             if plausible_cost(err.cost, worst):
                 return quantize_usd(err.cost), CostSource.OPENROUTER
             return worst, CostSource.RESERVED
-        if err.status == 200 or err.error_type in UNKNOWN_OUTCOME:
+        if err.in_body or err.error_type in UNKNOWN_OUTCOME:
             return worst, CostSource.RESERVED
         return Decimal(0), CostSource.NONE
 
     def _completion_cost(
-        self, c: Completion, info: ModelInfo, worst: Decimal
+        self, c: Completion, model: str, worst: Decimal
     ) -> tuple[Decimal, CostSource]:
         """The cost of an answer: its usage (fee + upstream under BYOK); else, with token
         counts but no cost, the tokens at the dearest prices; else (no usage, a cost that is
@@ -475,11 +478,11 @@ class Dispatcher:
             return worst, CostSource.RESERVED
         if not u.present or u.cost is not None:  # no usage, or BYOK without upstream cost
             return worst, CostSource.RESERVED
-        served = self.catalog.get(c.model) or info
-        cost = served.worst_cost(
-            u.prompt_tokens, u.completion_tokens, searches=max(u.web_search_requests, 0)
-        )
-        return min(ceil_usd(cost), worst), CostSource.CATALOG
+        served = self.catalog.get(c.model) or self._info(model)
+        searches = max(u.web_search_requests, self._searches(c.model), self._searches(model))
+        # The dearest prices, a search if one may have run, and the BYOK fee: over, not under.
+        cost = worst_case_cost(served, u.prompt_tokens, u.completion_tokens, searches=searches)
+        return ceil_usd(cost), CostSource.CATALOG
 
     def _quality_problem(self, c: Completion) -> str | None:
         checks = self.spec.quality

@@ -26,13 +26,16 @@ POLL_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 """Waits before each GET /generation of one call in a run (the record appears after a few
 seconds; a slow provider's after minutes). After the last, the next run asks again."""
 
+MAX_BELIEVABLE_USD = Decimal(10_000)  # one generation: more is a bug on either side, not a bill
+EARLIER_ROWS = 2_000  # reserved attempts of earlier runs asked about at a run's start, at most
+EARLIER_WAIT_S = 30.0  # …for this long at most, before the first record goes out
 CONCURRENT_GETS = 8  # /generation requests in flight at once: bookkeeping, not the job
 
 
 def real_cost(gc: GenerationCost | None) -> Decimal | None:
     """The bill /generation reports, if it is one that can be booked (finite, not negative)."""
     billed = gc.billed if gc is not None else None
-    if billed is None or not billed.is_finite() or billed < 0:
+    if billed is None or not billed.is_finite() or billed < 0 or billed > MAX_BELIEVABLE_USD:
         return None
     return quantize_usd(billed)
 
@@ -155,5 +158,11 @@ async def reconcile_earlier(
             upstream_cost_usd=None if gc.upstream_cost is None else quantize_usd(gc.upstream_cost),
         )
 
-    found = await asyncio.gather(*(one(r) for r in rows))
-    return [f for f in found if f is not None]
+    tasks = [asyncio.ensure_future(one(r)) for r in rows[:EARLIER_ROWS]]
+    if not tasks:
+        return []
+    done, late = await asyncio.wait(tasks, timeout=EARLIER_WAIT_S)
+    for t in late:  # the next run asks again
+        t.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    return [f for t in done if (f := t.result()) is not None]
