@@ -118,8 +118,15 @@ async def _no_sleep(_s: float) -> None:
     return None
 
 
-def _spec(tmp_path: Path, records: list[dict[str, Any]], *, model: str = MODEL, stream: bool = False,
-          cap: str = "1", **limits: Any) -> JobSpec:  # fmt: skip
+def _spec(
+    tmp_path: Path,
+    records: list[dict[str, Any]],
+    *,
+    model: str = MODEL,
+    stream: bool = False,
+    cap: str = "1",
+    **limits: Any,
+) -> JobSpec:
     write_jsonl(tmp_path / "in.jsonl", records)
     job = job_dict(
         tmp_path,
@@ -245,7 +252,11 @@ async def test_duplicate_ids_are_not_paid_twice_nor_fixed_twice(tmp_path: Path, 
         return resp
 
     short = {"id": "dup", "text": "Hi.", "target_lang": "French"}
-    long_ = {"id": "dup", "text": "A much longer sentence to translate. " * 200, "target_lang": "French"}  # fmt: skip
+    long_ = {
+        "id": "dup",
+        "text": "A much longer sentence to translate. " * 200,
+        "target_lang": "French",
+    }
     server = Server(chat)
     spec = _spec(tmp_path, [short, long_], stream=True, concurrency=1)
     db = tmp_path / "r.duckdb"
@@ -311,7 +322,7 @@ async def test_byok_answer_with_snan_cost_is_booked_not_crashed(tmp_path: Path, 
     crash: BaseException | None = None
     try:
         await run_job_async(spec, _opts(await serve(server), db))
-    except Exception as exc:  # noqa: BLE001 - shown in the assertion
+    except Exception as exc:  # shown in the assertion
         crash = exc
     assert _spent(db) >= server.total, (_spent(db), server.total, repr(crash))
     assert crash is None, repr(crash)
