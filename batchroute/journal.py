@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from batchroute.types import AttemptRow, ResultRow
+from batchroute.types import AttemptOutcome, AttemptRow, ResultRow
 
 
 def journal_path(db_path: str | Path) -> Path:
@@ -129,4 +129,31 @@ def read_journal(path: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
             else:
                 d["started_at"] = datetime.fromisoformat(d["started_at"])
                 attempts.append(AttemptRow(**d))
-    return results, attempts
+    return results, settle_in_flight(attempts)
+
+
+def settle_in_flight(attempts: list[AttemptRow]) -> list[AttemptRow]:
+    """Resolve the `in_flight` rows a run journals before each call.
+
+    One followed by the call's own row (same run, record and attempt number) is dropped; one
+    left open means the run died with the call out: it becomes a `killed` attempt booked at
+    its reservation (the provider may bill it), so the books never say less than the bill.
+    One whose own row was committed before the kill is dropped by the replay, which skips
+    attempts the database already has.
+    """
+    answered = {
+        (a.run_id, a.record_key, a.attempt_no)
+        for a in attempts
+        if a.outcome != AttemptOutcome.IN_FLIGHT
+    }
+    out: list[AttemptRow] = []
+    seen: set[tuple[str, str, int]] = set()
+    for a in attempts:
+        if a.outcome == AttemptOutcome.IN_FLIGHT:
+            key = (a.run_id, a.record_key, a.attempt_no)
+            if key in answered or key in seen:  # answered, or carried over after a flush
+                continue
+            seen.add(key)
+            a.outcome = AttemptOutcome.KILLED
+        out.append(a)
+    return out

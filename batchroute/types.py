@@ -78,6 +78,8 @@ class AttemptOutcome(StrEnum):
     FAILED = "failed"  # nothing left to try: the record fails
     FATAL = "fatal"  # the whole run stops (401, 402)
     DEFERRED = "deferred"  # the chain is unavailable: the record waits for the next run
+    IN_FLIGHT = "in_flight"  # journal only: sent, not answered yet (a kill leaves it open)
+    KILLED = "killed"  # replayed: the run died with the call in flight; booked at its worst
     CANCELLED = "cancelled"  # interrupted while in flight
 
 

@@ -23,6 +23,7 @@ from batchroute.types import (
     AttemptRow,
     Completion,
     CostFix,
+    CostSource,
     Record,
     RecordStatus,
     ResultRow,
@@ -77,12 +78,38 @@ class Book:
         self._results: list[ResultRow] = []
         self._attempts: list[AttemptRow] = []
         self._fixes: list[CostFix] = []
+        self._in_flight: dict[tuple[str, int], AttemptRow] = {}
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
         self._closing = False
         self.writer_failed = False
 
     # ------------------------------------------------------------------ rows
+    def sending(
+        self, item: WorkItem, tier: str, attempt_no: int, model: str, started: datetime,
+        reserved: Decimal,
+    ) -> tuple[str, int]:  # fmt: skip
+        """A call is about to go out: journal it at its reservation first, so that a kill -9
+        while it is in flight still leaves it on the books (the provider may bill it).
+
+        The row is replayed only if no answer row for the same attempt follows it; it is
+        never written to the database by this run. Returns the token for `landed`.
+        """
+        row = AttemptRow(
+            self.run_id, self.job_name, item.record.key, attempt_no, tier, model, started, 0,
+            None, AttemptOutcome.IN_FLIGHT, "killed_in_flight",
+            "the run died with this call in flight; booked at its reservation", reserved,
+            CostSource.RESERVED, None, reserved,
+        )  # fmt: skip
+        token = (item.record.key, attempt_no)
+        self._in_flight[token] = row
+        self.journal.append(row)
+        return token
+
+    def landed(self, token: tuple[str, int]) -> None:
+        """The call's own attempt row is (or is about to be) booked."""
+        self._in_flight.pop(token, None)
+
     def attempt(
         self, item: WorkItem, tier: str, attempt_no: int, call: Call, outcome: AttemptOutcome
     ) -> None:
@@ -223,6 +250,8 @@ class Book:
             results, attempts, fixes = self._take()
             if results or attempts or fixes:
                 self.journal.rotate()  # same loop step as _take: the same rows
+                for row in self._in_flight.values():  # still open: the new journal holds it
+                    self.journal.append(row)
                 try:
                     await asyncio.to_thread(self.store.write, results, attempts, fixes)
                 except BatchrouteError:

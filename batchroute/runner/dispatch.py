@@ -347,6 +347,7 @@ class Dispatcher:
             }
             started = self.opts.now()
             t0 = self.opts.monotonic()
+            token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
             try:
                 if self.limiter.active:
                     await self.limiter.acquire(model)
@@ -367,6 +368,8 @@ class Dispatcher:
                 raise
             else:
                 call = self._answered(r, worst, model, started, t0, completion)
+            finally:
+                self.book.landed(token)
         trail.attempts += 1
         trail.cost += call.cost
         if call.source is CostSource.RESERVED and call.generation_id and self.reconciler:
