@@ -36,7 +36,12 @@ def parse_since(text: str, now: datetime) -> datetime:
     m = _RELATIVE.match(text)
     if m:
         now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        except (OverflowError, ValueError):  # before the year 1, or too many digits
+            raise ConfigError(
+                f"--since {text!r}: that is before the year 1; give a shorter span or a date"
+            ) from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -9,10 +9,21 @@ from __future__ import annotations
 import string
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from batchroute.errors import SpecError
 from batchroute.types import (
@@ -30,6 +41,40 @@ DEFAULT_TIERS: dict[str, list[str]] = {
     "premium": ["openai/o1", "openai/o3"],
 }
 """Design §2's tiers, cheapest → strongest; every id is in the May 2026 catalogue."""
+
+MAX_DAILY_USD = Decimal(1_000_000)
+"""The largest daily cap accepted: more is a typo (and `1e400` would be no cap at all)."""
+
+
+def _no_bool(v: Any) -> Any:
+    # YAML's `true`/`false` are Python bools, and a bool is an int: `max_tokens: true` would
+    # silently be 1. A number field takes a number.
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, not {str(v).lower()}")
+    return v
+
+
+Int = Annotated[int, Strict(), BeforeValidator(_no_bool)]
+"""A YAML integer: not a bool, not a float, not a quoted number."""
+Float = Annotated[float, Strict(), AllowInfNan(False), BeforeValidator(_no_bool)]
+"""A finite YAML number (an integer is fine), not a bool or a quoted number."""
+Usd = Annotated[Decimal, AllowInfNan(False), BeforeValidator(_no_bool)]
+"""A finite amount in USD: a number, or a string for an exact decimal ("0.05")."""
+Bool = Annotated[bool, Strict()]
+"""YAML's true or false, not 1 or "yes"."""
+Rpm = Annotated[int, Strict(), BeforeValidator(_no_bool), Field(ge=1)]
+
+
+def _json_values(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Values sent to OpenRouter as they are must be plain JSON (no YAML dates, sets, binary or
+    integers beyond 64 bits), or the first call would fail instead of the job file."""
+    if v is not None:
+        try:
+            orjson.dumps(v)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            raise ValueError(f"must hold plain JSON values only ({exc})") from None
+    return v
+
 
 QualityCheck = Literal["empty", "length", "json"]
 QUALITY_CHECKS: tuple[QualityCheck, ...] = ("empty", "length", "json")
@@ -65,22 +110,22 @@ class PromptSpec(_Strict):
 class MaxPrice(_Strict):
     """USD per million tokens, as OpenRouter's provider.max_price."""
 
-    prompt: Decimal | None = None
-    completion: Decimal | None = None
+    prompt: Usd | None = Field(default=None, ge=0)
+    completion: Usd | None = Field(default=None, ge=0)
 
 
 class TierSpec(_Strict):
     """A tier: an ordered fallback chain, given as a list or as an object with options."""
 
     models: tuple[str, ...] = ()
-    native_fallback: bool = False  # also send up to 3 of the chain as `models` (server-side)
+    native_fallback: Bool = False  # also send up to 3 of the chain as `models` (server-side)
     provider: dict[str, Any] | None = None  # passed through to OpenRouter as-is
-    concurrency: int | None = Field(default=None, ge=1)
-    stream: bool | None = None  # stream calls to this tier (None: limits.stream decides)
+    concurrency: Int | None = Field(default=None, ge=1, le=4096)
+    stream: Bool | None = None  # stream calls to this tier (None: limits.stream decides)
     # Cost-aware choice, resolved from the catalogue when the run starts:
-    cheapest: bool = False
-    count: int = Field(default=2, ge=1, le=10)
-    min_context: int | None = Field(default=None, ge=1)
+    cheapest: Bool = False
+    count: Int = Field(default=2, ge=1, le=10)
+    min_context: Int | None = Field(default=None, ge=1)
     needs: tuple[str, ...] = ()
     max_price: MaxPrice | None = None
 
@@ -90,6 +135,8 @@ class TierSpec(_Strict):
         if isinstance(v, list | tuple):
             return {"models": v}
         return v
+
+    _plain_provider = field_validator("provider")(_json_values)
 
     @model_validator(mode="after")
     def _has_models(self) -> TierSpec:
@@ -118,10 +165,10 @@ _EXTRA_BODY_BANNED = frozenset(
 
 
 class RequestSpec(_Strict):
-    max_tokens: int = Field(ge=1, le=1_000_000)  # required: it bounds the cost of every call
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    max_tokens: Int = Field(ge=1, le=1_000_000)  # required: it bounds the cost of every call
+    temperature: Float | None = Field(default=None, ge=0, le=2)
+    top_p: Float | None = Field(default=None, gt=0, le=1)
+    seed: Int | None = Field(default=None, ge=-(2**63), lt=2**63)  # a JSON int64
     stop: list[str] | None = None
     response_format: dict[str, Any] | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)  # any other OpenRouter field
@@ -129,6 +176,7 @@ class RequestSpec(_Strict):
     @field_validator("extra_body")
     @classmethod
     def _no_cost_changing_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _json_values(v)
         # These would change what a call may cost (or its shape) behind the budget's back.
         banned = sorted(set(v) & _EXTRA_BODY_BANNED)
         if banned:
@@ -138,45 +186,49 @@ class RequestSpec(_Strict):
             )
         return v
 
+    _plain_format = field_validator("response_format")(_json_values)
+
     def wants_json(self) -> bool:
         fmt = self.response_format or {}
         return fmt.get("type") in ("json_object", "json_schema")
 
 
 class LimitsSpec(_Strict):
-    concurrency: int = Field(default=32, ge=1, le=4096)
-    requests_per_minute: int | None = Field(default=600, ge=1)
-    per_model_rpm: dict[str, int] = Field(default_factory=dict)
-    timeout_s: float = Field(default=60, gt=0)  # a whole non-streamed call
+    concurrency: Int = Field(default=32, ge=1, le=4096)
+    requests_per_minute: Int | None = Field(default=600, ge=1)
+    per_model_rpm: dict[str, Rpm] = Field(default_factory=dict)
+    timeout_s: Float = Field(default=60, gt=0)  # a whole non-streamed call
     # Streamed calls (the generation id arrives with the first byte, so a call given up on
     # can still be priced): "auto" streams to models that reason (they think for minutes
     # before the first token, and a non-streamed call given up on is billed but unpriced).
     stream: Literal["auto", "always", "never"] = "auto"
-    idle_timeout_s: float = Field(default=60, gt=0)  # a stream with no byte for this long
-    reconcile_wait_s: float = Field(default=15, ge=0)  # at the end, for /generation answers
-    key_check_s: float = Field(default=60, gt=0)  # how often GET /key is read
+    idle_timeout_s: Float = Field(default=60, gt=0)  # a stream with no byte for this long
+    reconcile_wait_s: Float = Field(default=15, ge=0)  # at the end, for /generation answers
+    key_check_s: Float = Field(default=60, gt=0)  # how often GET /key is read
     # Circuit breaker: when at least `outage_ratio` of the last `outage_window` calls failed
     # for availability (transport errors, 5xx/408/429 after retries), the run stops (exit 6).
-    outage_window: int = Field(default=50, ge=5)
-    outage_ratio: float = Field(default=0.9, gt=0, le=1)
-    max_attempts: int = Field(default=3, ge=1, le=20)  # per model, before the next in the chain
-    backoff_base_s: float = Field(default=0.5, ge=0)  # first retry waits about this long
-    backoff_max_s: float = Field(default=30, ge=0)
-    max_escalations: int = Field(default=1, ge=0)  # tiers a record may climb; 0 = never
-    cooldown_after: int = Field(default=5, ge=1)  # consecutive failures that cool a model down
-    cooldown_s: float = Field(default=60, ge=0)
-    grace_s: float = Field(default=30, ge=0)  # after Ctrl-C, in-flight calls get this long
-    queue_size: int = Field(default=1024, ge=1)  # records buffered per tier (bounds memory)
+    outage_window: Int = Field(default=50, ge=5, le=100_000)
+    outage_ratio: Float = Field(default=0.9, gt=0, le=1)
+    max_attempts: Int = Field(default=3, ge=1, le=20)  # per model, before the next in the chain
+    backoff_base_s: Float = Field(default=0.5, ge=0)  # first retry waits about this long
+    backoff_max_s: Float = Field(default=30, ge=0)
+    max_escalations: Int = Field(default=1, ge=0, le=100)  # tiers a record may climb; 0 = never
+    cooldown_after: Int = Field(default=5, ge=1)  # consecutive failures that cool a model down
+    cooldown_s: Float = Field(default=60, ge=0)
+    grace_s: Float = Field(default=30, ge=0)  # after Ctrl-C, in-flight calls get this long
+    queue_size: Int = Field(
+        default=1024, ge=1, le=1_000_000
+    )  # records buffered per tier (bounds memory)
 
 
 class BudgetSpec(_Strict):
-    daily_usd: Decimal = Field(gt=0)
+    daily_usd: Usd = Field(gt=0, le=MAX_DAILY_USD)
     scope: Literal["database", "job"] = "database"
 
 
 class OutputSpec(_Strict):
     database: Path = Path("results.duckdb")
-    busy_timeout_s: float = Field(default=600, gt=0)  # a file held by a reader: retry this long
+    busy_timeout_s: Float = Field(default=600, gt=0)  # a file held by a reader: retry this long
 
 
 class EndpointSpec(_Strict):
@@ -264,30 +316,94 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     )
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping gives the same key twice: PyYAML would silently keep the last one."""
+
+    def __init__(self, key: object, first_line: int, mark: yaml.Mark) -> None:
+        self.key = key
+        self.first_line = first_line
+        self.line = mark.line + 1
+        super().__init__(problem=f"duplicate key {key!r}", problem_mark=mark)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that rejects a key given twice in one mapping (`budget:` twice would
+    otherwise mean the last one wins, silently). Merge keys (`<<: *anchor`) may still be
+    overridden: that is what they are for."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable: the base class says so, with its line
+                    continue
+                if first is not None:
+                    raise DuplicateKeyError(key, first, key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(p: Path) -> Any:
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SpecError("cannot read the job file: no such file", path=str(p)) from None
+    except IsADirectoryError:
+        raise SpecError("cannot read the job file: it is a folder", path=str(p)) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read the job file: {exc.strerror or exc}", path=str(p)) from None
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is fine
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(
+            f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {col}); save the job file as UTF-8",
+            path=str(p),
+            key=f"line {line}",
+        ) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
+    except DuplicateKeyError as exc:
+        raise SpecError(
+            f"duplicate key {exc.key!r} (first given on line {exc.first_line}): a key may "
+            "appear only once in a mapping",
+            path=str(p),
+            key=f"line {exc.line}",
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        raise SpecError(f"not valid YAML: {exc}", path=str(p), key=where) from None
+    except RecursionError:
+        raise SpecError("nested too deeply to be a job file", path=str(p)) from None
+
+
 def load_spec(path: str | Path) -> JobSpec:
     """Read and validate a job file; relative paths resolve against the job file's folder.
 
     Raises:
-        SpecError: naming the file and the key path of the first problems.
+        SpecError: naming the file and the key path (or line) of the first problems.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read job file: {exc.strerror}", path=str(p)) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else None
-        raise SpecError(f"not valid YAML: {exc}", path=str(p), key=where) from exc
+    data = _read_yaml(p)
     if not isinstance(data, dict):
         raise SpecError("a job file must be a YAML mapping", path=str(p))
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{_key_path(e['loc'])}: {e['msg']}" for e in exc.errors()[:8]]
+        problems = [
+            f"{_key_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()[:8]
+        ]
         raise SpecError("; ".join(problems), path=str(p)) from None
+    except RecursionError:
+        raise SpecError("nested too deeply to be a job file", path=str(p)) from None
     base = p.resolve().parent
     return spec.model_copy(
         update={

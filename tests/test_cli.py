@@ -255,6 +255,7 @@ def test_validate_warns_about_an_unknown_model_id(tmp_path: Path) -> None:
     text = TRANSLATE.read_text(encoding="utf-8").replace(
         "[openai/gpt-4o-mini,", "[anthropic/claude-3.5-sonnet,"
     )
+    text = text.replace("../sample_data/", f"{ROOT}/sample_data/")  # else: no input, a warning
     job = tmp_path / "retired.yaml"
     job.write_text(text, encoding="utf-8")
     done = batchroute("validate", job, cwd=tmp_path)

@@ -17,7 +17,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from batchroute.cli import main
+from batchroute.cli import main, simulated_db
+from batchroute.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -90,6 +91,15 @@ def test_the_first_readme_command_runs_offline(tmp_path: Path) -> None:
         con.close()
     assert n >= 200
     assert statuses == ["done"]
+
+
+def test_the_readme_reports_the_database_the_simulated_run_wrote() -> None:
+    """`--simulate` writes beside the job's database (issue 9): the README's report line must
+    name that file, not the real one."""
+    reports = [shlex.split(line) for line in shell_blocks(README) if "batchroute report" in line]
+    assert reports, "no `batchroute report` line in a ```sh block"
+    job_db = load_spec(ROOT / "jobs" / "translate.yaml").database_path
+    assert ROOT / reports[0][2] == simulated_db(job_db)
 
 
 def test_every_command_in_the_readme_table_exists_in_help() -> None:
