@@ -1,10 +1,13 @@
-"""Progress display: one tqdm bar per tier on a TTY, a log line at most once a minute without.
+"""Progress display: one tqdm bar per tier on a TTY; without one (cron), a progress line once a
+minute, from `tick` while records flow and from `keep_alive` (a timer) when they do not.
 
 Owns nothing but the display; the runner tells it what happened.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +19,7 @@ from tqdm import tqdm
 from batchroute.types import RecordStatus, RunCounts
 
 LOG_EVERY_S = 60.0
+KEEP_ALIVE_MAX_WAIT_S = 5.0  # keep_alive re-reads the clock at least this often
 
 
 class Progress:
@@ -69,16 +73,53 @@ class Progress:
             )
 
     def tick(self, counts: RunCounts) -> None:
-        """Called now and then; without bars, prints a line at most once a minute."""
+        """Called now and then (the feeder, every 128 records); without bars, prints a line
+        at most once a minute."""
+        self.heartbeat(counts)
+
+    def heartbeat(self, counts: RunCounts) -> bool:
+        """Print a progress line if `LOG_EVERY_S` have passed since the last one (without bars,
+        unless quiet); return whether it did. Safe to call as often as wanted: from a timer,
+        it keeps cron's log alive while the feeder is blocked on a full queue, or every record
+        waits (for the budget, a cooled-down model or a busy database file)."""
         if self._bars or self._quiet:
-            return
+            return False
         now = self._monotonic()
-        if now - self._last_log >= LOG_EVERY_S:
-            self._last_log = now
-            self.log(
-                f"progress: {counts.done} done, {counts.failed} failed, {counts.invalid} invalid,"
-                f" {counts.skipped} skipped, ${counts.cost_usd:.6f} spent"
-            )
+        if now - self._last_log < LOG_EVERY_S:
+            return False
+        self._last_log = now
+        self.log(
+            f"progress: {counts.seen} read, {counts.done} done, {counts.failed} failed, "
+            f"{counts.invalid} invalid, {counts.pending} pending, {counts.skipped} skipped, "
+            f"${counts.cost_usd:.6f} spent"
+        )
+        return True
+
+    def due_in(self) -> float:
+        """Seconds until the next progress line is due (0 when it is due now)."""
+        return max(0.0, self._last_log + LOG_EVERY_S - self._monotonic())
+
+    async def keep_alive(
+        self,
+        counts: Callable[[], RunCounts],
+        done: asyncio.Event,
+        *,
+        max_wait_s: float = KEEP_ALIVE_MAX_WAIT_S,
+    ) -> None:
+        """Run as a task beside the workers: a heartbeat when each line is due, until `done`.
+
+        Wakes when the next line is due (re-reading the clock at least every `max_wait_s`,
+        since `tick` may have printed meanwhile), so without a TTY there is a progress line at
+        least once a minute whatever the input stage.
+        """
+        if self._bars or self._quiet:
+            await done.wait()
+            return
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), min(self.due_in(), max_wait_s))
+            if not done.is_set():
+                self.heartbeat(counts())
 
     def close(self) -> None:
         for bar in self._bars.values():
