@@ -280,3 +280,31 @@ def test_an_invalid_line_fixed_later_no_longer_fails_the_job(tmp_path: Path) -> 
         )  # fmt: skip
         out = run_cli("run", str(job))
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+async def test_a_progress_line_comes_while_every_record_waits(tmp_path: Path, capsys: Any) -> None:
+    """Without a TTY the feeder's progress tick never fires while every record waits (here
+    for slow answers, one at a time): the runner's heartbeat task still prints a line once
+    the interval has passed. The interval is shortened for the test; a minute in production."""
+    import batchroute.progress as progress
+    from batchroute.runner import RunOptions, run_job_async
+    from batchroute.simulator import Scenario, SimulatorThread
+    from batchroute.spec import load_spec
+
+    old = progress.LOG_EVERY_S, progress.KEEP_ALIVE_MAX_WAIT_S
+    progress.LOG_EVERY_S, progress.KEEP_ALIVE_MAX_WAIT_S = 0.3, 0.05
+    try:
+        with SimulatorThread(Scenario.from_dict({"latency_ms": 250}), seed=0) as sim:
+            job = _job(tmp_path, sim.base_url, texts(6), limits={"concurrency": 1})
+            opts = RunOptions(
+                api_key="sk-or-v1-test",
+                base_url=sim.base_url,
+                handle_signals=False,
+                bars=False,
+                quiet=False,
+            )
+            report = await run_job_async(load_spec(job), opts)
+    finally:
+        progress.LOG_EVERY_S, progress.KEEP_ALIVE_MAX_WAIT_S = old
+    assert report.counts.done == 6
+    assert "progress: " in capsys.readouterr().err

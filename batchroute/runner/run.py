@@ -345,6 +345,9 @@ class Runner:
                     self._workers += [tg.create_task(self._worker(tier)) for _ in range(n)]
                 self._feeder = tg.create_task(self._feed())
                 self._watcher = tg.create_task(self._watch_key(client, budget))
+                if self.book.progress is not None:  # a line a minute without a TTY, always
+                    progress = self.book.progress
+                    tg.create_task(progress.keep_alive(lambda: self.book.counts, self._work_done))
         except ExceptionGroup as group:
             first: BaseException = group
             while isinstance(first, ExceptionGroup):
