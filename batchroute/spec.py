@@ -203,6 +203,9 @@ class LimitsSpec(_Strict):
     # before the first token, and a non-streamed call given up on is billed but unpriced).
     stream: Literal["auto", "always", "never"] = "auto"
     idle_timeout_s: Float = Field(default=60, gt=0)  # a stream with no byte for this long
+    # A whole streamed call, keep-alive comments or not (they reset the idle timer): then it
+    # is given up on and booked at its reservation until /generation tells its cost.
+    stream_max_s: Float = Field(default=1800, gt=0)
     reconcile_wait_s: Float = Field(default=15, ge=0)  # at the end, for /generation answers
     key_check_s: Float = Field(default=60, gt=0)  # how often GET /key is read
     # Circuit breaker: when at least `outage_ratio` of the last `outage_window` calls failed

@@ -50,7 +50,6 @@ UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_
 
 
 _CHAIN_ENDS = frozenset({AttemptOutcome.ESCALATE, AttemptOutcome.FATAL, AttemptOutcome.DEFERRED})
-STREAM_MAX_S = 1_800.0  # a streamed call may last this long, keep-alives or not (then reserved)
 TOO_BIG = "exceeds_daily_cap"  # a worst case above the whole cap: no run can send it
 
 
@@ -356,7 +355,7 @@ class Dispatcher:
                     payload,
                     stream=self._streams(plan, model),
                     idle_timeout_s=self.spec.limits.idle_timeout_s,
-                    stream_max_s=STREAM_MAX_S,
+                    stream_max_s=self.spec.limits.stream_max_s,
                 )
             except UpstreamError as err:
                 call = self._failed(r, worst, model, started, t0, err)
