@@ -2,6 +2,11 @@
 
 The kernel drops an flock when its holder dies (even on kill -9), so a stale lock file is simply
 taken over; the PID written inside is informational. Knows nothing of DuckDB.
+
+The lock (like the journal) belongs to the database's real path: a symlink to the file, a
+symlinked folder, a relative path or `a/../db.duckdb` all name the same lock file, so two runs
+cannot get past each other by naming the same database differently. (A hard link is another
+name the kernel cannot tell us about; DuckDB's own `.wal` beside each name breaks those anyway.)
 """
 
 from __future__ import annotations
@@ -15,9 +20,16 @@ from types import TracebackType
 from .errors import LockHeld
 
 
+def real_db_path(db_path: str | Path) -> Path:
+    """The absolute path of the file `db_path` names, every symlink resolved (the file need
+    not exist yet: a first run's symlink to a database still to be created resolves too).
+    `..` is taken after the symlink before it, as the kernel does."""
+    return Path(os.path.realpath(db_path))
+
+
 def lock_path(db_path: str | Path) -> Path:
-    """The lock file that guards `db_path`."""
-    p = Path(db_path)
+    """The lock file that guards `db_path`: beside the real file, whatever name it is given."""
+    p = real_db_path(db_path)
     return p.with_name(p.name + ".lock")
 
 

@@ -2,6 +2,7 @@
 
 A line that is not UTF-8 or not a JSON object still becomes a `Record` (with `fields=None`
 and `error` set) so the runner can write an `invalid` row for it; reading never stops the run.
+A UTF-8 byte order mark at the start of the file is dropped (one anywhere else is an error).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import orjson
 
 from batchroute.errors import InputError
 from batchroute.types import Record
+
+_BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark some editors put first in a file
 
 
 def record_key(raw: bytes) -> str:
@@ -58,6 +61,8 @@ def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> 
             if line_no <= start:
                 continue
             raw = line.rstrip(b"\r\n")
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]  # as if saved without it: same fields, same key
             if not raw.strip():
                 continue
             yield _parse(raw, line_no, id_field)

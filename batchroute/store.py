@@ -608,42 +608,110 @@ class ResultStore:
             return _apply_fixes(con, fixes)
 
     def recover_journal(self) -> int:
-        """Commit what a killed run journaled but never flushed; returns how many results.
+        """Commit what a killed run journaled but never flushed; returns how many records.
 
-        Call under the run lock, before reading resume state. A `.flushing` file may have been
-        committed just before the kill: its first row tells (a flush is all or nothing).
+        Call under the run lock, before reading resume state. Both files (`.flushing`, then
+        the journal) are replayed in one transaction, row by row: only the rows the database
+        does not hold yet are written (`_already_written`), so a file a flush committed just
+        before the kill, one committed in part, and a replay killed before it deleted the
+        files all come out right, and replaying twice changes nothing. The files go after
+        the commit; if the replay fails, nothing is written and they stay for the next try.
         """
         journal = Journal(self.path)
-        recovered = 0
-        for path in (journal.flushing, journal.path):
-            if not path.exists():
-                continue
-            results, attempts = read_journal(path)
-            if (results or attempts) and not self._already_written(results, attempts):
-                self.write(results, attempts)
-                recovered += len(results)
-            path.unlink()
-        return recovered
+        paths = [p for p in (journal.flushing, journal.path) if p.exists()]
+        results, attempts = read_journal(*paths)
+        merged: list[ResultRow] = []
+        if results or attempts:
+            now = _utc(self._clock())
+            with self._tx() as con:
+                had_r, had_a = self._already_written(con, results, attempts)
+                merged = _dedupe([r for r, had in zip(results, had_r, strict=True) if not had])
+                new_attempts = [a for a, had in zip(attempts, had_a, strict=True) if not had]
+                if merged:
+                    _bulk_write(con, "results", merged, now)
+                if new_attempts:
+                    _bulk_write(con, "attempts", new_attempts, now)
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(merged)
 
+    @staticmethod
     def _already_written(
-        self, results: Sequence[ResultRow], attempts: Sequence[AttemptRow]
-    ) -> bool:
-        with self._tx() as con:
-            if attempts:
-                a = attempts[0]
-                row = con.execute(
-                    "SELECT count(*) FROM attempts WHERE run_id = ? AND record_key = ? "
-                    "AND attempt_no = ?",
-                    [a.run_id, a.record_key, a.attempt_no],
-                ).fetchone()
-            else:
-                r = results[0]
-                row = con.execute(
-                    "SELECT count(*) FROM results WHERE job_name = ? AND record_key = ? "
-                    "AND run_id = ?",
-                    [r.job_name, r.record_key, r.run_id],
-                ).fetchone()
-        return bool(row and row[0])
+        con: duckdb.DuckDBPyConnection,
+        results: Sequence[ResultRow],
+        attempts: Sequence[AttemptRow],
+    ) -> tuple[list[bool], list[bool]]:
+        """Which journal rows (in journal order) the database holds already.
+
+        Attempts: a row is there iff the same call is: (run, job, key, attempt number, start
+        time) in `attempts`. The start time tells apart two calls of one key with the same
+        attempt number in one run (an input that repeated an id, journaled by a version that
+        sent both). Not the cost: reconciliation changes it after the commit. Should n rows
+        of the journal share all of that, the first k are there when k are in the table. A
+        `killed` row (replayed for a call still in flight) is there iff any row of that
+        attempt is: the call was answered and committed before the kill.
+
+        Results: the table holds one row per key, accumulated (cost, attempts, escalations
+        add up over writes), whose other columns are those of the last write. Rows of one key
+        are written in journal order, so the journal's rows for a key that are committed are
+        a prefix of them, and the last committed one is the one that matches the table's row
+        on (run, line, status, created_at): it and the rows before it are there, the rows
+        after it are not. No match: none is (the table's row is older than the journal).
+        Applying just the rows after the match adds exactly the missing costs once.
+        """
+        from .types import AttemptOutcome  # here: the edit stays inside this method
+
+        a_seen = [False] * len(attempts)
+        if attempts:
+            idents: dict[tuple[Any, ...], list[int]] = {}
+            for i, a in enumerate(attempts):
+                killed = a.outcome == AttemptOutcome.KILLED
+                start = None if killed else _utc(a.started_at).isoformat(sep=" ")
+                key = (a.run_id, a.job_name, a.record_key, a.attempt_no, start)
+                idents.setdefault(key, []).append(i)
+            cols = list(zip(*idents, strict=True))
+            found = con.execute(
+                "WITH j AS (SELECT unnest($1::BIGINT[]) AS i, unnest($2::VARCHAR[]) AS run_id, "
+                "unnest($3::VARCHAR[]) AS job_name, unnest($4::VARCHAR[]) AS record_key, "
+                "unnest($5::INTEGER[]) AS attempt_no, "
+                "CAST(unnest($6::VARCHAR[]) AS TIMESTAMP) AS started_at) "
+                "SELECT j.i, count(*) FROM j JOIN attempts a ON a.run_id = j.run_id "
+                "AND a.job_name = j.job_name AND a.record_key = j.record_key "
+                "AND a.attempt_no = j.attempt_no "
+                "AND (j.started_at IS NULL OR a.started_at = j.started_at) GROUP BY j.i",
+                [list(range(len(idents))), *(list(c) for c in cols)],
+            ).fetchall()
+            rows = list(idents.values())
+            for i, n in found:
+                for k in rows[i][: int(n)]:
+                    a_seen[k] = True
+        r_seen = [False] * len(results)
+        if results:
+            keys = list({(r.job_name, r.record_key) for r in results})
+            table = {
+                (job, key): (run, line, status, created)
+                for job, key, run, line, status, created in con.execute(
+                    "SELECT r.job_name, r.record_key, r.run_id, r.line_no, r.status, "
+                    "r.created_at FROM results r SEMI JOIN (SELECT unnest($1::VARCHAR[]) "
+                    "AS job_name, unnest($2::VARCHAR[]) AS record_key) j "
+                    "USING (job_name, record_key)",
+                    [[k[0] for k in keys], [k[1] for k in keys]],
+                ).fetchall()
+            }
+            last: dict[tuple[str, str], int] = {}  # key → index of its last committed row
+            for i, r in enumerate(results):
+                have = table.get((r.job_name, r.record_key))
+                if have is None:
+                    continue
+                created = None if r.created_at is None else _utc(r.created_at)
+                if have[:3] == (r.run_id, r.line_no, str(r.status)) and (
+                    created is None or have[3] == created
+                ):
+                    last[(r.job_name, r.record_key)] = i
+            for i, r in enumerate(results):
+                if i <= last.get((r.job_name, r.record_key), -1):
+                    r_seen[i] = True
+        return r_seen, a_seen
 
     # -- catalog cache --------------------------------------------------------------------
 

@@ -56,3 +56,35 @@ def test_streams_lazily(tmp_path: Path) -> None:
     first = next(it)
     assert first.fields == {"n": 0}
     assert sum(1 for _ in it) == 9_999
+
+
+def test_a_utf8_bom_on_the_first_line_is_accepted(tmp_path: Path) -> None:
+    """Editors on Windows save `\\ufeff` first: the first record is valid, and its key is that
+    of the line without the BOM (saving the file again without it changes no key)."""
+    p = tmp_path / "in.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"id": 7, "text": "a"}\r\n{"text": "b"}\n')
+    first, second = read_records(p, id_field="id")
+    assert first.error is None
+    assert first.fields == {"id": 7, "text": "a"}
+    assert first.key == "7"
+    assert second.error is not None  # no id: still reported as before
+    a, b = read_records(p)
+    assert a.fields == {"id": 7, "text": "a"}
+    assert a.key == hashlib.sha256(b'{"id": 7, "text": "a"}').hexdigest()
+    assert b.key == hashlib.sha256(b'{"text": "b"}').hexdigest()
+
+
+def test_a_bom_anywhere_but_the_first_line_stays_invalid(tmp_path: Path) -> None:
+    p = tmp_path / "in.jsonl"
+    p.write_bytes(b'{"n": 1}\n\xef\xbb\xbf{"n": 2}\n')
+    first, second = read_records(p)
+    assert first.fields == {"n": 1}
+    assert second.fields is None
+    assert "not valid JSON" in (second.error or "")
+
+
+def test_a_bom_alone_on_the_first_line_is_a_blank_line(tmp_path: Path) -> None:
+    p = tmp_path / "in.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf\n{"n": 1}\n')
+    (only,) = read_records(p)
+    assert (only.line_no, only.fields) == (2, {"n": 1})
