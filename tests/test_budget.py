@@ -46,16 +46,18 @@ def test_settled_spend_never_exceeds_the_cap(cap: Decimal, ops: list) -> None:
     assert b.overruns == 0
 
 
-def test_exhausted_only_when_nothing_is_in_flight() -> None:
+def test_could_fit_tells_waiting_from_never_fitting() -> None:
     b = Budget(Decimal("1.00"))
     r = b.try_reserve(Decimal("0.80"))
     assert r is not None
     assert b.try_reserve(Decimal("0.30")) is None
-    assert not b.exhausted(Decimal("0.30"))  # wait: the call in flight may settle lower
+    assert b.could_fit(Decimal("0.30"))  # wait: the call in flight may settle lower
     b.settle(r, Decimal("0.10"))
     assert b.try_reserve(Decimal("0.30")) is not None
     b2 = Budget(Decimal("1.00"), spent=Decimal("0.95"))
-    assert b2.exhausted(Decimal("0.06"))
+    assert not b2.could_fit(Decimal("0.06"))  # waiting cannot help: the record waits a day
+    assert not b2.exceeds_cap(Decimal("0.06"))
+    assert b2.exceeds_cap(Decimal("1.01"))  # no day could send it
 
 
 def test_spent_carried_in_from_the_store() -> None:

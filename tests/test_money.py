@@ -247,8 +247,14 @@ async def test_next_utc_day_gets_a_fresh_cap_and_continues(tmp_path: Path) -> No
 
 
 def _cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI; a `run --simulate` writes to the job's own database here (`--db`), since these
+    tests read it (without --db a simulated run has its own file, issue 9)."""
+    argv = [str(a) for a in args]
+    if argv[:1] == ["run"] and "--simulate" in argv and "--db" not in argv:
+        job = Path(argv[1])
+        argv += ["--db", str(job.parent / "results.duckdb")]
     return subprocess.run(
-        [sys.executable, "-m", "batchroute", *map(str, args)],
+        [sys.executable, "-m", "batchroute", *argv],
         capture_output=True,
         text=True,
         timeout=120,
@@ -343,7 +349,7 @@ async def test_quote_worst_case_bounds_actual_spend(
     # A record whose whole chain was down (cut connections) stays pending for the next run.
     assert report.counts.done + report.counts.failed + report.counts.pending == 120
     assert spent <= q.worst_usd
-    if name != "default":
+    if name not in ("default", "all-undelivered"):  # cut-off bodies are no quality failure
         assert escalated > 0  # the scenario really exercised escalation
 
 
