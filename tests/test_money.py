@@ -314,6 +314,11 @@ def test_cli_budget_flag_raises_the_cap_for_one_run(tmp_path: Path) -> None:
                 "rate_choice_error": 0.1,
                 "rate_200_error": 0.05,
                 "rate_empty": 0.1,
+                # The run's sleep is a no-op while the simulator's clock is real: with the
+                # default 0.5 s delay an in-body error late in the run is still 404 when the
+                # end-of-run reconcile polls, and its reservation (rightly) stays, an overcount
+                # the next run's start fixes: not what this test measures.
+                "generation_delay_s": 0,
             },
         ),
     ],
