@@ -311,6 +311,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             budget_usd=a.budget,
             limit=a.limit,
             retry_failed=a.retry_failed,
+            rerun_changed=a.rerun_changed,
         )
         print(
             orjson.dumps(q.as_dict(), option=orjson.OPT_INDENT_2).decode()

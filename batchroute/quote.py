@@ -1,7 +1,7 @@
-"""Dry run: classify, route and price every record without a single call.
+"""Dry run: price the run's plan (`batchroute.plan`) record by record, without a single call.
 
-A wiring module like the runner (reader → prepare → router → budget arithmetic), but it sends
-nothing and writes nothing. Prices come from the store's cached catalogue, else the shipped one.
+It sends nothing and writes nothing. The records, tiers and resume decisions are the plan's,
+the same the run uses; prices come from the store's cached catalogue, else the shipped one.
 
 Expected cost assumes a typical answer (`TYPICAL_COMPLETION_TOKENS`, capped by max_tokens) from
 the first model of the record's tier and a prompt of about 4 bytes per token. The worst case
@@ -20,15 +20,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from batchroute.budget import ceil_usd, prompt_token_bound, quantize_usd, worst_case_cost
-from batchroute.catalog import Catalog, ModelInfo
-from batchroute.prompt import request_params
+from batchroute.budget import quantize_usd
+from batchroute.catalog import Catalog
+from batchroute.plan import Admit, Overrides, RunPlan, WorkItem, budget_scope, build_plan
 from batchroute.reader import read_records
-from batchroute.router import TierPlan, check_plans, resolve_tiers
-from batchroute.runner import prepare_record
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.types import TASK_TYPES, RecordStatus
+from batchroute.types import TASK_TYPES, ResumeState
 
 TYPICAL_COMPLETION_TOKENS = 256
 
@@ -50,6 +48,8 @@ class Quote:
     tiers: dict[str, TierQuote]
     invalid: int = 0
     skipped: int = 0
+    duplicates: int = 0
+    stale: int = 0  # already final but their prompt changed since (sent with --rerun-changed)
     catalog: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -75,6 +75,8 @@ class Quote:
             "records": self.records,
             "invalid": self.invalid,
             "skipped_already_final": self.skipped,
+            "duplicates": self.duplicates,
+            "stale": self.stale,
             "tiers": [
                 {
                     "tier": t.tier,
@@ -97,55 +99,13 @@ class Quote:
         }
 
 
-class _Pricer:
-    def __init__(self, spec: JobSpec, catalog: Catalog, plans: dict[str, TierPlan]) -> None:
-        self.spec, self.catalog, self.plans = spec, catalog, plans
-        self.dearest = catalog.dearest()
-
-    def info(self, model: str) -> ModelInfo:
-        return self.catalog.get(model) or self.dearest
-
-    def path(self, tier: str) -> list[str]:
-        """The tier and every tier the record may escalate to."""
-        out = [tier]
-        for _ in range(self.spec.limits.max_escalations):
-            nxt = self.spec.next_tier(out[-1])
-            if nxt is None:
-                break
-            out.append(nxt)
-        return out
-
-    def price(self, tier: str, messages: list[dict[str, str]]) -> tuple[Decimal, Decimal]:
-        max_tokens, attempts = self.spec.request.max_tokens, self.spec.limits.max_attempts
-        bound = prompt_token_bound(m["content"] for m in messages)
-        typical_prompt = sum(len(m["content"].encode()) // 4 + 4 for m in messages)
-        first = self.info(self.plans[tier].models[0])
-        expected = first.cost(typical_prompt, min(max_tokens, TYPICAL_COMPLETION_TOKENS))
-        worst = sum(
-            (
-                ceil_usd(
-                    worst_case_cost(
-                        self.info(m), bound, max_tokens, searches=int(m.endswith(":online"))
-                    )
-                )
-                * attempts
-                for t in self.path(tier)
-                for m in self.plans[t].models
-            ),
-            Decimal(0),
-        )
-        return quantize_usd(expected), worst
-
-
-def _store_state(
-    spec: JobSpec, store: ResultStore, today: date, *, retry_failed: bool
-) -> tuple[Decimal, set[str]]:
-    scope = spec.name if spec.budget.scope == "job" else None
-    spent = store.spent_on(today, job_name=scope)
-    statuses = {RecordStatus.DONE}
-    if not retry_failed:
-        statuses |= {RecordStatus.FAILED, RecordStatus.INVALID}
-    return spent, set(store.final_keys(spec.name, statuses=statuses))
+def _expected(plan: RunPlan, item: WorkItem) -> Decimal:
+    """A typical answer from the first model of the record's tier, a prompt of ~4 bytes a
+    token (the worst case is the plan's: what the run reserves, call by call)."""
+    max_tokens = plan.spec.request.max_tokens
+    typical_prompt = sum(len(m["content"].encode()) // 4 + 4 for m in item.messages)
+    first = plan.info(plan.tiers[item.tier].models[0])
+    return quantize_usd(first.cost(typical_prompt, min(max_tokens, TYPICAL_COMPLETION_TOKENS)))
 
 
 def offline_catalog(db_path: Path) -> Catalog:
@@ -164,42 +124,51 @@ def quote(
     budget_usd: Decimal | None = None,
     limit: int | None = None,
     retry_failed: bool = False,
+    rerun_changed: bool = False,
 ) -> Quote:
-    """Price the job as `run` would send it today, without calls or writes."""
-    spent, final = Decimal(0), set[str]()
+    """Price the job as `run` would send it today, without calls or writes: the same plan,
+    the same resume decisions; only the catalogue is the cached or shipped one (no /models)."""
+    overrides = Overrides(budget_usd, retry_failed, rerun_changed, limit)
+    resume = ResumeState()
     if db_path.exists():
-        store = ResultStore(db_path)
-        spent, final = _store_state(spec, store, today, retry_failed=retry_failed)
+        resume = ResultStore(db_path).resume_state(
+            spec.name, final_statuses=overrides.final_statuses, day=today, scope=budget_scope(spec)
+        )
     catalog = offline_catalog(db_path)
-    plans, notes = check_plans(resolve_tiers(spec, catalog), catalog)
-    pricer = _Pricer(spec, catalog, plans)
-    cap = budget_usd if budget_usd is not None else spec.budget.daily_usd
-    q = Quote(spec.name, cap, spent, {t: TierQuote(t, p.models) for t, p in plans.items()})
+    plan = build_plan(spec, catalog, resume, overrides)
+    q = Quote(
+        spec.name,
+        plan.cap,
+        resume.spent,
+        {t: TierQuote(t, p.models) for t, p in plan.tiers.items()},
+    )
     q.catalog = f"{catalog.source} ({catalog.fetched_at})"
-    q.notes = notes
-    params = request_params(spec.request)
+    q.notes = list(plan.warnings)
+    intake = plan.intake()
     for rec in read_records(spec.input, id_field=spec.id_field):
-        if limit is not None and q.records >= limit:
+        if intake.full:
             break
-        if rec.key in final:
+        a = intake.admit(rec)
+        q.stale += a.stale
+        if a.admit is Admit.DUPLICATE:
+            q.duplicates += 1
+        elif a.admit is Admit.FINAL:
             q.skipped += 1
-            continue
-        item = prepare_record(spec, params, rec)
-        if isinstance(item, str):
+        elif a.admit is Admit.INVALID:
             q.invalid += 1
-            continue
-        expected, worst = pricer.price(item.tier, item.messages)
-        tq = q.tiers[item.tier]
-        tq.records += 1
-        tq.expected_usd += expected
-        tq.worst_usd += worst
+        elif a.item is not None:
+            tq = q.tiers[a.item.tier]
+            tq.records += 1
+            tq.expected_usd += _expected(plan, a.item)
+            tq.worst_usd += plan.worst_record(a.item)
     return q
 
 
 def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
     """`batchroute validate`: the resolved plan, with warnings; SpecError if it cannot run."""
     catalog = offline_catalog(db_path)
-    plans, warnings = check_plans(resolve_tiers(spec, catalog), catalog)
+    plan = build_plan(spec, catalog, ResumeState(), Overrides())
+    plans, warnings = plan.tiers, plan.warnings
     lines = [
         f"job {spec.name}: {spec.input} → {db_path}",
         f"budget ${spec.budget.daily_usd}/day (scope {spec.budget.scope}); "
@@ -223,7 +192,10 @@ def render_quote(q: Quote) -> str:
         )
     lines.append(
         f"{'total':<10} {q.records:>8} {q.expected_usd:>14.6f} {q.worst_usd:>14.6f}"
-        f"  ({q.invalid} invalid, {q.skipped} already final)"
+        f"  ({q.invalid} invalid, {q.skipped} already final"
+        + (f", {q.duplicates} repeated ids" if q.duplicates else "")
+        + (f", {q.stale} changed since (see --rerun-changed)" if q.stale else "")
+        + ")"
     )
     d = q.as_dict()
     lines.append(

@@ -29,6 +29,7 @@ from .types import (
     RecordStatus,
     ReservedAttempt,
     ResultRow,
+    ResumeState,
     RunCounts,
     RunStatus,
 )
@@ -561,6 +562,25 @@ class ResultStore:
         """Settled spend on that UTC day, from attempts (job_name None: whole database)."""
         with self._tx() as con:
             return _spent(con, day, job_name)
+
+    def resume_state(
+        self,
+        job_name: str,
+        *,
+        final_statuses: Collection[RecordStatus],
+        day: date,
+        scope: str | None,
+    ) -> ResumeState:
+        """What a run of this job starts from: its final records, the failures it does not
+        retry (failed/invalid records not in `final_statuses` are retried, so not counted),
+        and the day's spend in `scope` (a job name, or None for the whole database)."""
+        failed = {RecordStatus.FAILED, RecordStatus.INVALID}
+        kept = failed & set(final_statuses)
+        return ResumeState(
+            final=self.final_keys(job_name, statuses=final_statuses),
+            failed_before=frozenset(self.final_keys(job_name, statuses=kept)),
+            spent=self.spent_on(day, job_name=scope),
+        )
 
     # -- writes ---------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ Statuses are `str` enums so they can be written to DuckDB as they are. Money is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -280,3 +281,12 @@ class RunCounts:
     duplicates: int = 0  # lines whose key was already seen in this input (skipped)
     earlier_failed: int = 0  # failed/invalid in an earlier run and still in the input
     cost_usd: Decimal = field(default_factory=lambda: Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeState:
+    """What the store knows before a run: the records already final and today's spend."""
+
+    final: Mapping[str, str | None] = field(default_factory=dict)  # key → prompt fingerprint
+    failed_before: frozenset[str] = frozenset()  # failed/invalid earlier, not retried
+    spent: Decimal = Decimal(0)  # today's spend in the budget's scope

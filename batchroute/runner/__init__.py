@@ -1,6 +1,6 @@
 """Runner: the only package that wires the stages together.
 
-- `work`: options, report, work items, the stop switch, `prepare_record` (render + classify).
+- `work`: options, report, a record's trail, the stop switch.
 - `dispatch`: one record through its fallback chain under the budget and the limiter.
 - `book`: rows, the write-ahead journal and the one store writer.
 - `run`: set-up, feeder, worker pools, signals and shutdown.
@@ -9,14 +9,13 @@
 from __future__ import annotations
 
 from batchroute.runner.run import Runner, run_job, run_job_async
-from batchroute.runner.work import RunOptions, RunReport, WorkItem, prepare_record, utcnow
+from batchroute.runner.work import RunOptions, RunReport, WorkItem, utcnow
 
 __all__ = [
     "RunOptions",
     "RunReport",
     "Runner",
     "WorkItem",
-    "prepare_record",
     "run_job",
     "run_job_async",
     "utcnow",

@@ -1,7 +1,7 @@
 """The run: lock, store, catalogue and budget set-up; the feeder; worker pools; shutdown.
 
-reader → resume filter → prepare (render, classify, route) → per-tier bounded queues →
-workers (`Dispatcher`) → `Book` (journal + one writer). Signals stop intake, let calls in
+reader → the plan's intake (resume filter, render, classify, route) → per-tier bounded
+queues → workers (`Dispatcher`) → `Book` (journal + one writer). Signals stop intake, let calls in
 flight finish within the grace period, and still flush everything that finished.
 """
 
@@ -21,10 +21,18 @@ from batchroute.client import OpenRouterClient
 from batchroute.errors import BatchrouteError, SpecError, StoreError, UpstreamError
 from batchroute.journal import Journal
 from batchroute.lock import RunLock
+from batchroute.plan import (
+    Admit,
+    Intake,
+    Overrides,
+    RunPlan,
+    WorkItem,
+    budget_scope,
+    build_plan,
+    daily_cap,
+)
 from batchroute.progress import Progress
-from batchroute.prompt import fingerprint, request_params
 from batchroute.reader import read_records
-from batchroute.router import check_plans, resolve_tiers
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.reconcile import Reconciler, reconcile_earlier
@@ -33,13 +41,10 @@ from batchroute.runner.work import (
     RunOptions,
     RunReport,
     Trail,
-    WorkItem,
-    classify_item,
-    render,
 )
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.types import Record, RecordStatus, RunStatus
+from batchroute.types import Record, RunStatus
 
 
 @contextlib.contextmanager
@@ -70,7 +75,9 @@ class Runner:
         self.opts = opts
         self.db_path = opts.db_path or spec.database_path
         self.run_id = uuid.uuid4().hex[:16]
-        self.params = request_params(spec.request)
+        self.overrides = Overrides(
+            opts.budget_usd, opts.retry_failed, opts.rerun_changed, opts.limit
+        )
         self.store = ResultStore(self.db_path, write_timeout=spec.output.busy_timeout_s)
         self.notes: list[str] = []
         self.stale = 0
@@ -79,10 +86,9 @@ class Runner:
             self.store, Journal(self.db_path), run_id=self.run_id, job_name=spec.name, now=opts.now
         )
         self.plans: dict[str, tuple[str, ...]] = {}
-        self.final: dict[str, str | None] = {}
-        self.failed_before: set[str] = set()
+        self.plan: RunPlan | None = None
+        self._intake: Intake | None = None
         self._announced = 0
-        self._seen_keys: set[int] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -188,21 +194,6 @@ class Runner:
 
     async def _run_pipeline(self) -> None:
         spec, opts = self.spec, self.opts
-        final_statuses = {RecordStatus.DONE}
-        if not opts.retry_failed:
-            final_statuses |= {RecordStatus.FAILED, RecordStatus.INVALID}
-        self.final = await asyncio.to_thread(
-            self.store.final_keys, spec.name, statuses=final_statuses
-        )
-        if not opts.retry_failed:  # exit 4 speaks of the failures still in the input
-            earlier = await asyncio.to_thread(
-                self.store.final_keys,
-                spec.name,
-                statuses={RecordStatus.FAILED, RecordStatus.INVALID},
-            )
-            self.failed_before = set(earlier)
-        cap = opts.budget_usd if opts.budget_usd is not None else spec.budget.daily_usd
-        scope = spec.name if spec.budget.scope == "job" else None
         async with OpenRouterClient(
             opts.base_url or spec.endpoint.base_url,
             opts.api_key,
@@ -214,12 +205,20 @@ class Runner:
             await self._reconcile_earlier(client)
             # The day is fixed at the start: a run crossing midnight keeps counting against the
             # day it started on (never more than one cap per run).
-            spent = await asyncio.to_thread(self.store.spent_on, opts.now().date(), job_name=scope)
-            budget = Budget(cap, spent)
+            resume = await asyncio.to_thread(
+                self.store.resume_state,
+                spec.name,
+                final_statuses=self.overrides.final_statuses,
+                day=opts.now().date(),
+                scope=budget_scope(spec),
+            )
+            budget = Budget(daily_cap(spec, self.overrides), resume.spent)
             key_note = await self._check_key(client, budget)
             catalog, live = await self._load_catalog(client)
-            plans, warnings = check_plans(resolve_tiers(spec, catalog), catalog, live=live)
-            self.notes += warnings
+            plan = self.plan = build_plan(spec, catalog, resume, self.overrides, live=live)
+            self._intake = plan.intake()
+            plans = dict(plan.tiers)
+            self.notes += plan.warnings
             self.plans = {t: p.models for t, p in plans.items()}
             self.book.progress = Progress(
                 plans, bars=opts.bars, quiet=opts.quiet, monotonic=opts.monotonic
@@ -233,13 +232,13 @@ class Runner:
                 budget=budget,
                 control=self.control,
                 book=self.book,
-                params=self.params,
+                params=dict(plan.params),
                 log=self._log,
             )
             reconciler = dispatcher.reconciler = Reconciler(
                 client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake
             )
-            self._announce(spent, cap, key_note)
+            self._announce(resume.spent, plan.cap, key_note)
             try:
                 await self._pump(client, budget)
                 wait = 0.0 if self.control.interrupted else spec.limits.reconcile_wait_s
@@ -318,6 +317,7 @@ class Runner:
                     )
 
     def _announce(self, spent: object, cap: object, key_note: str) -> None:
+        final = len(self.plan.resume.final) if self.plan is not None else 0
         for note in self.notes:
             self._log(f"note: {note}")
         self._announced = len(self.notes)
@@ -325,7 +325,7 @@ class Runner:
             if self.spec.tiers[name].cheapest:  # chosen at run start: say which (issue 4)
                 self._log(f"tier {name}: cheapest by catalogue price: {', '.join(models)}")
         self._log(
-            f"run {self.run_id}: job {self.spec.name}, {len(self.final)} records already "
+            f"run {self.run_id}: job {self.spec.name}, {final} records already "
             f"final, today's spend ${spent:.6f} of ${cap}{key_note}"
         )
 
@@ -402,17 +402,16 @@ class Runner:
 
     # ------------------------------------------------------------ feeder
     async def _feed(self) -> None:
-        spec, limit, book = self.spec, self.opts.limit, self.book
-        taken = 0
+        spec, book, intake = self.spec, self.book, self._intake
+        assert intake is not None
         for n, rec in enumerate(read_records(spec.input, id_field=spec.id_field), 1):
             if self.control.interrupted or self.control.status is RunStatus.FAILED:
                 break
-            if limit is not None and taken >= limit:
+            if intake.full:
                 break
             book.counts.seen += 1
-            item = self._prepare(rec)
+            item = self._admit(intake, rec)
             if item is not None:
-                taken += 1
                 if self.control.stopping:
                     book.pending(item)  # budget spent: the rest stays pending for tomorrow
                     await book.room()  # keep memory bounded while the writer catches up
@@ -426,35 +425,19 @@ class Runner:
             for _ in range(self._worker_count(tier)):
                 await q.put(None)
 
-    def _prepare(self, rec: Record) -> WorkItem | None:
-        """Resume filter first (cheap), then render and classify; None when nothing to send.
-
-        A key seen before in this input (the same id twice, or `1` and `"1"`) is counted and
-        skipped: the first one is the record, the second must not pay again or overwrite it.
-        """
-        h = hash(rec.key)
-        if h in self._seen_keys:
-            self.book.counts.duplicates += 1
-            return None
-        self._seen_keys.add(h)
-        if rec.key in self.failed_before:  # an earlier failure that is still in the input
-            self.book.counts.earlier_failed += 1
-        is_final = rec.key in self.final
-        messages = render(self.spec, rec)
-        if isinstance(messages, str):
-            if is_final:
-                self.book.counts.skipped += 1
-            else:
-                self.book.invalid(rec, messages)
-            return None
-        if is_final:
-            old_fp = self.final[rec.key]  # None: done before fingerprints were kept
-            changed = old_fp is not None and old_fp != fingerprint(messages, self.params)
-            self.stale += changed
-            if not (changed and self.opts.rerun_changed):
-                self.book.counts.skipped += 1
-                return None
-        return classify_item(self.spec, self.params, rec, messages)
+    def _admit(self, intake: Intake, rec: Record) -> WorkItem | None:
+        """The plan's resume decision, counted; the work item when the record is sent."""
+        a = intake.admit(rec)
+        counts = self.book.counts
+        counts.earlier_failed += a.failed_before  # exit 4 speaks of failures still in the input
+        self.stale += a.stale
+        if a.admit is Admit.DUPLICATE:
+            counts.duplicates += 1
+        elif a.admit is Admit.FINAL:
+            counts.skipped += 1
+        elif a.admit is Admit.INVALID:
+            self.book.invalid(rec, a.reason)
+        return a.item
 
     # ----------------------------------------------------------- workers
     async def _worker(self, tier: str) -> None:

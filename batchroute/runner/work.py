@@ -1,7 +1,7 @@
-"""The runner's plain data: options, the report, one record's work item and trail, stop control.
+"""The runner's plain data: options, the report, one record's trail and call, stop control.
 
-`prepare_record` is the one place a record becomes a request (render + classify + route); the
-runner and the dry-run quote both use it.
+A record becomes a `WorkItem` (render, classify, route) in `batchroute.plan`, re-exported here
+for the runner's modules.
 """
 
 from __future__ import annotations
@@ -13,23 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-from batchroute.budget import prompt_token_bound
-from batchroute.classifier import classify
-from batchroute.errors import BatchrouteError, InputError, UpstreamError
-from batchroute.prompt import fingerprint, render_messages
-from batchroute.router import choose_tier
-from batchroute.spec import JobSpec
+from batchroute.errors import BatchrouteError, UpstreamError
+from batchroute.plan import WorkItem
 from batchroute.types import (
-    TASK_TYPES,
-    Classification,
     Completion,
     CostSource,
-    Record,
     RunCounts,
     RunStatus,
 )
+
+__all__ = ["Call", "Control", "RunOptions", "RunReport", "Trail", "WorkItem", "utcnow"]
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -86,19 +80,6 @@ class RunReport:
 
 
 @dataclass(slots=True)
-class WorkItem:
-    """A record ready to send: its messages, fingerprint, classification and tier."""
-
-    record: Record
-    messages: list[dict[str, str]]
-    fp: str
-    cls: Classification
-    tier: str
-    explicit: bool
-    prompt_bound: int  # upper bound on prompt tokens, computed once
-
-
-@dataclass(slots=True)
 class Trail:
     """What happened to one record so far in this run, across models and tiers."""
 
@@ -147,37 +128,3 @@ class Control:
             self.error = error
             if error is not None:
                 self._log(f"stopping: {error}")
-
-
-def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
-    """The record's messages, or why it is invalid."""
-    if rec.fields is None:
-        return rec.error or "invalid line"
-    try:
-        return render_messages(spec.prompt, rec.fields)
-    except InputError as exc:
-        return exc.reason
-
-
-def prepare_record(spec: JobSpec, params: dict[str, Any], rec: Record) -> WorkItem | str:
-    """Render, classify and route one record; a string says why the record is invalid."""
-    messages = render(spec, rec)
-    if isinstance(messages, str):
-        return messages
-    return classify_item(spec, params, rec, messages)
-
-
-def classify_item(
-    spec: JobSpec, params: dict[str, Any], rec: Record, messages: list[dict[str, str]]
-) -> WorkItem:
-    fields = rec.fields or {}
-    if spec.task_field and fields.get(spec.task_field) in TASK_TYPES:
-        cls, explicit = Classification(str(fields[spec.task_field]), "medium", "task_field"), True
-    elif spec.task:
-        cls, explicit = Classification(spec.task, "medium", "job.task"), True
-    else:
-        system = messages[0]["content"] if len(messages) > 1 else ""
-        cls, explicit = classify(messages[-1]["content"], system=system), False
-    tier = choose_tier(cls, spec, explicit_task=explicit)
-    bound = prompt_token_bound(m["content"] for m in messages)
-    return WorkItem(rec, messages, fingerprint(messages, params), cls, tier, explicit, bound)

@@ -1,0 +1,261 @@
+"""The run plan: everything a run decides before its first call, decided once, pure.
+
+Built from the spec, the catalogue, the store's resume state and the run's overrides: the tier
+chains, the cap and its scope, the escalation paths, the worst case of every call, and for each
+input record whether it is sent (`Intake`). `run` and `run --dry-run` both use it, so a quote
+matches the run by construction. It composes the pure stages (prompt, classifier, router,
+budget arithmetic) and does no I/O, reads no clock and knows nothing of HTTP or DuckDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from batchroute.budget import ceil_usd, prompt_token_bound, worst_case_cost
+from batchroute.catalog import Catalog, ModelInfo
+from batchroute.classifier import classify
+from batchroute.errors import InputError
+from batchroute.prompt import fingerprint, render_messages, request_params
+from batchroute.router import TierPlan, check_plans, choose_tier, resolve_tiers
+from batchroute.spec import JobSpec
+from batchroute.types import TASK_TYPES, Classification, Record, RecordStatus, ResumeState
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """What this invocation changes about the job (the CLI's --budget, --retry-failed, ...)."""
+
+    budget_usd: Decimal | None = None
+    retry_failed: bool = False
+    rerun_changed: bool = False
+    limit: int | None = None
+
+    @property
+    def final_statuses(self) -> frozenset[RecordStatus]:
+        """The statuses that keep a record from being sent again."""
+        if self.retry_failed:
+            return frozenset({RecordStatus.DONE})
+        return frozenset({RecordStatus.DONE, RecordStatus.FAILED, RecordStatus.INVALID})
+
+
+def daily_cap(spec: JobSpec, overrides: Overrides) -> Decimal:
+    """Today's cap: --budget, else the job's `budget.daily_usd`."""
+    o = overrides.budget_usd
+    return o if o is not None else spec.budget.daily_usd
+
+
+def budget_scope(spec: JobSpec) -> str | None:
+    """The job whose spend counts against the cap; None: every job in the database."""
+    return spec.name if spec.budget.scope == "job" else None
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """A record ready to send: its messages, fingerprint, classification and tier."""
+
+    record: Record
+    messages: list[dict[str, str]]
+    fp: str
+    cls: Classification
+    tier: str
+    explicit: bool
+    prompt_bound: int  # upper bound on prompt tokens, computed once
+
+
+class Admit(StrEnum):
+    """What a run does with one input record."""
+
+    SEND = "send"
+    FINAL = "final"  # already done (or failed/invalid, without --retry-failed): skipped
+    INVALID = "invalid"  # cannot be rendered: an `invalid` row, never sent
+    DUPLICATE = "duplicate"  # its key came earlier in this input: the first one counts
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The resume decision for one record."""
+
+    admit: Admit
+    item: WorkItem | None = None  # with SEND
+    reason: str = ""  # with INVALID: why
+    stale: bool = False  # final, but its prompt changed since (sent with --rerun-changed)
+    failed_before: bool = False  # an earlier run's failure that is still in the input
+
+
+def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
+    """The record's messages, or why it is invalid."""
+    if rec.fields is None:
+        return rec.error or "invalid line"
+    try:
+        return render_messages(spec.prompt, rec.fields)
+    except InputError as exc:
+        return exc.reason
+
+
+def classify_item(
+    spec: JobSpec, params: Mapping[str, Any], rec: Record, messages: list[dict[str, str]]
+) -> WorkItem:
+    """Classify and route a rendered record."""
+    fields = rec.fields or {}
+    if spec.task_field and fields.get(spec.task_field) in TASK_TYPES:
+        cls, explicit = Classification(str(fields[spec.task_field]), "medium", "task_field"), True
+    elif spec.task:
+        cls, explicit = Classification(spec.task, "medium", "job.task"), True
+    else:
+        system = messages[0]["content"] if len(messages) > 1 else ""
+        cls, explicit = classify(messages[-1]["content"], system=system), False
+    tier = choose_tier(cls, spec, explicit_task=explicit)
+    bound = prompt_token_bound(m["content"] for m in messages)
+    return WorkItem(rec, messages, fingerprint(messages, params), cls, tier, explicit, bound)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do; build it with `build_plan`."""
+
+    spec: JobSpec
+    catalog: Catalog
+    tiers: Mapping[str, TierPlan]
+    overrides: Overrides
+    resume: ResumeState
+    params: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()
+    _dearest: ModelInfo = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_dearest", self.catalog.dearest())
+
+    # ----------------------------------------------------------------- budget
+    @property
+    def cap(self) -> Decimal:
+        """Today's cap: --budget, else the job's `budget.daily_usd`."""
+        return daily_cap(self.spec, self.overrides)
+
+    @property
+    def scope(self) -> str | None:
+        return budget_scope(self.spec)
+
+    def info(self, model: str) -> ModelInfo:
+        """The model's prices; one missing from the catalogue is priced as the dearest known."""
+        return self.catalog.get(model) or self._dearest
+
+    def served_by(self, tier: str, model: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """A call's OpenRouter routing fields, and the models that may serve it."""
+        extra = self.tiers[tier].extra_body(model)
+        return extra, tuple(extra.get("models") or (model,))
+
+    def searches(self, model: str) -> int:
+        """Web searches a call may be billed for: `:online` runs the web plugin once."""
+        return 1 if model.endswith(":online") or "web_search_options" in self.params else 0
+
+    def worst_call(self, served_by: tuple[str, ...], prompt_bound: int) -> Decimal:
+        """The reservation of one call: its worst case over every model that may serve it."""
+        max_tokens = self.spec.request.max_tokens
+        return max(
+            ceil_usd(
+                worst_case_cost(self.info(m), prompt_bound, max_tokens, searches=self.searches(m))
+            )
+            for m in served_by
+        )
+
+    # ---------------------------------------------------------------- routing
+    def next_tier(self, tier: str) -> str | None:
+        """Where a record climbs from `tier` when it escalates."""
+        return self.spec.next_tier(tier)
+
+    def escalation_path(self, tier: str) -> tuple[str, ...]:
+        """The tier and every tier a record starting there may escalate to."""
+        path = [tier]
+        for _ in range(self.spec.limits.max_escalations):
+            nxt = self.next_tier(path[-1])
+            if nxt is None:
+                break
+            path.append(nxt)
+        return tuple(path)
+
+    def worst_record(self, item: WorkItem) -> Decimal:
+        """The most a record can cost: every call the runner may make for it (each model of
+        each tier on its escalation path, `max_attempts` times) billed at its reservation."""
+        attempts = self.spec.limits.max_attempts
+        return sum(
+            (
+                self.worst_call(self.served_by(t, m)[1], item.prompt_bound) * attempts
+                for t in self.escalation_path(item.tier)
+                for m in self.tiers[t].models
+            ),
+            Decimal(0),
+        )
+
+    # ----------------------------------------------------------------- intake
+    def intake(self) -> Intake:
+        """A fresh pass over the input."""
+        return Intake(self)
+
+
+class Intake:
+    """One pass over the input: the resume decision for each record, in input order.
+
+    Stateful only in what a pass must remember: the keys seen (a key twice, or `1` and `"1"`:
+    the first one is the record, the second must not pay again or overwrite it) and how many
+    records were admitted (`--limit`).
+    """
+
+    def __init__(self, plan: RunPlan) -> None:
+        self._plan = plan
+        self._seen: set[int] = set()
+        self.taken = 0
+
+    @property
+    def full(self) -> bool:
+        """`--limit` records were admitted: read no further."""
+        limit = self._plan.overrides.limit
+        return limit is not None and self.taken >= limit
+
+    def admit(self, rec: Record) -> Admission:
+        """Skip, reject or send `rec` (resume filter first: it is cheap)."""
+        h = hash(rec.key)
+        if h in self._seen:
+            return Admission(Admit.DUPLICATE)
+        self._seen.add(h)
+        plan = self._plan
+        failed_before = rec.key in plan.resume.failed_before
+        final = plan.resume.final
+        is_final = rec.key in final
+        messages = render(plan.spec, rec)
+        if isinstance(messages, str):
+            kind = Admit.FINAL if is_final else Admit.INVALID
+            return Admission(kind, reason=messages, failed_before=failed_before)
+        stale = False
+        if is_final:
+            old = final[rec.key]  # None: done before fingerprints were kept
+            stale = old is not None and old != fingerprint(messages, plan.params)
+            if not (stale and plan.overrides.rerun_changed):
+                return Admission(Admit.FINAL, stale=stale, failed_before=failed_before)
+        self.taken += 1
+        item = classify_item(plan.spec, plan.params, rec, messages)
+        return Admission(Admit.SEND, item, stale=stale, failed_before=failed_before)
+
+
+def build_plan(
+    spec: JobSpec,
+    catalog: Catalog,
+    resume: ResumeState,
+    overrides: Overrides,
+    *,
+    live: bool = False,
+) -> RunPlan:
+    """The plan for this run; a SpecError if a tier cannot run (see `router.check_plans`)."""
+    tiers, warnings = check_plans(resolve_tiers(spec, catalog), catalog, live=live)
+    return RunPlan(
+        spec,
+        catalog,
+        tiers,
+        overrides,
+        resume,
+        request_params(spec.request),
+        tuple(warnings),
+    )
