@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import yaml
 
-from batchroute import __version__
+from batchroute._version import __version__
 from batchroute.errors import (
     AuthError,
     BatchrouteError,

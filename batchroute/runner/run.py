@@ -14,7 +14,7 @@ import signal
 import uuid
 from collections.abc import Iterator
 
-from batchroute import __version__
+from batchroute._version import __version__
 from batchroute.budget import Budget
 from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient

@@ -1,16 +1,15 @@
 """The fake OpenRouter as an aiohttp Application: routes, validation, routing/fallback, faults.
 
 Shapes follow docs/openrouter-api.md; bodies are built in `responses.py`, state lives in
-`state.py`. Never imported by the library (only by tests and the CLI).
+`state.py`; an answer is written by `plain.py` or `streaming.py` (from the `exchange.py` types).
+Never imported by the library (only by tests and the CLI).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import random
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -20,16 +19,17 @@ from aiohttp import web
 from batchroute.catalog import ModelInfo
 from batchroute.simulator import accounts
 from batchroute.simulator import responses as R
+from batchroute.simulator.exchange import Answer, SimCall
 from batchroute.simulator.faults import (
-    abort_connection,
     api_key_of,
     bad_request,
     error_response,
     fault_error,
     unauthorized,
 )
+from batchroute.simulator.plain import plain_answer
 from batchroute.simulator.scenario import FALLBACK_FAULTS, Scenario, ScriptStep
-from batchroute.simulator.state import SIM_STATE, Clock, Generation, SimState, Sleep, draw
+from batchroute.simulator.state import SIM_STATE, Clock, SimState, Sleep, draw
 from batchroute.simulator.streaming import stream_answer
 
 PROVIDER_KEYS = frozenset(
@@ -51,29 +51,6 @@ PROVIDER_KEYS = frozenset(
 )
 _DEFAULT_MAX_OUT = 4096
 _AUTO_TARGET = "openai/gpt-4o-mini"  # what variable-priced routers (openrouter/auto) resolve to
-_JSON = "application/json"
-
-
-@dataclass(slots=True)
-class Call:
-    """One parsed chat request, with its per-request RNG."""
-
-    model: str
-    candidates: list[str]
-    messages: list[Any]
-    prompt_tokens: int
-    max_tokens: int | None
-    stream: bool
-    json_mode: bool
-    max_price: dict[str, Any] | None
-    web: bool  # `plugins` asks for web search ({"id": "web"})
-    rng: random.Random
-    gid: str
-    created: int
-
-    def searches(self, model: str) -> bool:
-        """Whether serving `model` runs a web search (the web plugin, or an `:online` id)."""
-        return self.web or model.endswith(":online")
 
 
 def _wants_web(plugins: Any) -> bool:
@@ -122,7 +99,7 @@ def _validate(st: SimState, body: Any) -> web.Response | None:
     return None
 
 
-def _parse_call(st: SimState, body: dict[str, Any]) -> Call:
+def _parse_call(st: SimState, body: dict[str, Any]) -> SimCall:
     model: str = body["model"]
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     fmt = body.get("response_format")
@@ -131,7 +108,7 @@ def _parse_call(st: SimState, body: dict[str, Any]) -> Call:
     candidates = list(dict.fromkeys([model, *(body.get("models") or [])]))
     rng = st.rng_for(model, body["messages"])
     now = st.clock()
-    return Call(
+    return SimCall(
         model=model,
         candidates=candidates,
         messages=body["messages"],
@@ -153,11 +130,11 @@ def _info(st: SimState, model: str) -> ModelInfo:
     return info
 
 
-def _max_out(info: ModelInfo, call: Call) -> int:
+def _max_out(info: ModelInfo, call: SimCall) -> int:
     return call.max_tokens or info.max_completion_tokens or _DEFAULT_MAX_OUT
 
 
-def _preflight_credits(st: SimState, call: Call) -> web.Response | None:
+def _preflight_credits(st: SimState, call: SimCall) -> web.Response | None:
     """402 when the key's remaining limit cannot pay for prompt + max_tokens (docs §2.4)."""
     remaining = st.remaining_credit()
     if remaining is None:
@@ -200,7 +177,7 @@ def _too_expensive(info: ModelInfo, max_price: dict[str, Any] | None) -> bool:
     return isinstance(cap, int | float | str) and info.request > Decimal(str(cap))
 
 
-def _decide(st: SimState, call: Call, model: str) -> ScriptStep:
+def _decide(st: SimState, call: SimCall, model: str) -> ScriptStep:
     """Outage, then context overflow, then the script, then a random fault draw."""
     u = call.rng.random()  # always drawn, so the random stream does not depend on the path
     status = st.outage_status(model)
@@ -279,7 +256,7 @@ def _rpm_limited(st: SimState, wait: float) -> web.Response:
 
 
 async def _serve(
-    request: web.Request, st: SimState, call: Call, model: str, step: ScriptStep
+    request: web.Request, st: SimState, call: SimCall, model: str, step: ScriptStep
 ) -> web.StreamResponse:
     fault = step.fault
     if fault == "hang":
@@ -322,142 +299,12 @@ async def _serve(
         return await stream_answer(request, st, call, answer, fault)
     if latency + gen_s * 1000 > 0:
         await st.sleep(latency / 1000 + gen_s)
-    return await _plain_answer(request, st, call, answer, fault)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the model 'generated' for one call."""
-
-    model: str
-    info: ModelInfo
-    content: str
-    finish: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    generation_s: float
-    searched: bool = False  # one web search ran (billed even when the tokens are not)
-
-    def bill(self, st: SimState, *, insured: bool = False) -> R.Bill:
-        """What this answer is billed; `insured`: zero-completion insurance waives the tokens."""
-        upstream = (
-            R.ZERO_PRICE
-            if insured
-            else R.price(self.info, self.model, self.prompt_tokens, self.completion_tokens)
-        )
-        return st.bill(upstream, model=self.info.id, searched=self.searched)
-
-    def record_failed(self, st: SimState, call: Call, *, streamed: bool) -> None:
-        """A generation that failed inside a 200 (zero-completion insurance: the tokens are
-        not billed, a web search is): GET /generation knows it, so a client can learn its
-        cost, usually $0."""
-        bill = self.bill(st, insured=True)
-        gen = self.generation(call, bill=bill, streamed=streamed, delivered=False, finish="error")
-        gen.completion_tokens = 0
-        st.record(gen, billed=bill.total > 0)
-
-    def generation(
-        self,
-        call: Call,
-        *,
-        bill: R.Bill,
-        streamed: bool,
-        delivered: bool,
-        finish: str | None = None,
-        usage_reported: bool = True,
-    ) -> Generation:
-        return Generation(
-            id=call.gid,
-            model=self.model,
-            provider=R.provider_for(self.model),
-            bill=bill,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            finish_reason=finish or self.finish,
-            streamed=streamed,
-            created=float(call.created),
-            latency_ms=round(self.latency_ms + self.generation_s * 1000),
-            generation_time_ms=round(self.generation_s * 1000),
-            delivered=delivered,
-            usage_reported=usage_reported,
-        )
+    return await plain_answer(request, st, call, answer, fault)
 
 
 _ANSWERS = frozenset(
     {"ok", "empty", "leading_ws", "malformed", "reset", "200_error", "choice_error", "no_usage"}
 )
-_UPSTREAM_ERROR = {"message": "Provider returned error", "code": 502}
-
-
-async def _plain_answer(
-    request: web.Request, st: SimState, call: Call, ans: Answer, fault: str
-) -> web.StreamResponse:
-    headers = {"X-Generation-Id": call.gid}
-    if fault == "200_error":
-        err = R.error_obj(
-            502,
-            "Provider returned error",
-            error_type="provider_unavailable",
-            metadata={
-                "provider_name": R.provider_for(ans.model),
-                "raw": orjson.dumps({"error": _UPSTREAM_ERROR}).decode(),
-            },
-        )
-        ans.record_failed(st, call, streamed=False)
-        return web.Response(body=R.envelope(err), headers=headers, content_type=_JSON)
-    if fault == "choice_error":
-        # zero-completion insurance: the usage is reported, the tokens cost 0 (a search does not)
-        billed = ans.bill(st, insured=True)
-        body = R.completion_body(
-            gid=call.gid,
-            model=ans.model,
-            created=call.created,
-            content="",
-            finish="error",
-            usage=R.usage_obj(ans.prompt_tokens, 0, billed),
-            error=R.error_obj(502, "Provider returned error", error_type="provider_unavailable"),
-        )
-        gen = ans.generation(call, bill=billed, streamed=False, delivered=True, finish="error")
-        gen.completion_tokens = 0
-        st.record(gen, billed=True)
-        return web.Response(body=orjson.dumps(body), headers=headers, content_type=_JSON)
-    billed = ans.bill(st)
-    reported = fault != "no_usage"
-    body = R.completion_body(
-        gid=call.gid,
-        model=ans.model,
-        created=call.created,
-        content=ans.content,
-        finish=ans.finish,
-        usage=R.usage_obj(ans.prompt_tokens, ans.completion_tokens, billed) if reported else None,
-    )
-    data = orjson.dumps(body)
-    delivered = fault not in {"malformed", "reset"}
-    st.record(
-        ans.generation(
-            call, bill=billed, streamed=False, delivered=delivered, usage_reported=reported
-        ),
-        billed=delivered or st.scenario.bill_undelivered,
-    )
-    if fault == "leading_ws":
-        data = b"\n\n   \n" + data
-    elif fault == "malformed":
-        data = data[: len(data) // 2]
-    elif fault == "reset":
-        return await _reset(request, data, headers)
-    return web.Response(body=data, headers=headers, content_type=_JSON)
-
-
-async def _reset(request: web.Request, data: bytes, headers: dict[str, str]) -> web.StreamResponse:
-    """Send headers and half the body, then abort the TCP connection."""
-    resp = web.StreamResponse(headers=headers)
-    resp.content_type = _JSON
-    resp.content_length = len(data)
-    await resp.prepare(request)
-    await resp.write(data[: len(data) // 2])
-    abort_connection(request)
-    return resp
 
 
 def set_scenario(app: web.Application, scenario: Scenario) -> None:

@@ -5,16 +5,14 @@ garbage, reset).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from batchroute.simulator import responses as R
+from batchroute.simulator.exchange import Answer, SimCall
 from batchroute.simulator.faults import abort_connection
 from batchroute.simulator.state import SimState
-
-if TYPE_CHECKING:
-    from batchroute.simulator.app import Answer, Call
 
 _PIECES = 8
 _BREAKS = frozenset({"200_error", "choice_error", "malformed", "reset"})  # cut mid-stream
@@ -31,7 +29,7 @@ def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 
 
 async def stream_answer(
-    request: web.Request, st: SimState, call: Call, ans: Answer, fault: str
+    request: web.Request, st: SimState, call: SimCall, ans: Answer, fault: str
 ) -> web.StreamResponse:
     """Write one streamed answer; `fault` selects a mid-stream failure (or "ok")."""
     resp = web.StreamResponse(
@@ -63,7 +61,7 @@ async def _finish(
     request: web.Request,
     resp: web.StreamResponse,
     st: SimState,
-    call: Call,
+    call: SimCall,
     ans: Answer,
     fault: str,
 ) -> web.StreamResponse:
