@@ -45,7 +45,6 @@ STAGES = (
     "lock",
     "progress",
     "journal",
-    "plan",
 )
 # Rank of each top-level module or package ("" is batchroute/__init__): imports go to lower ranks.
 LAYERS: dict[str, int] = {
@@ -54,15 +53,18 @@ LAYERS: dict[str, int] = {
     "types": 1,  # may import errors
     "spec": 2,  # may import types and errors
     **dict.fromkeys(STAGES, 3),
-    "runner": 4,  # the only package that wires the stages together
-    "quote": 5,
-    "report": 5,
-    "cli": 6,
-    "__main__": 7,
-    "": 7,
+    # The run plan composes the pure stages (prompt, classifier, router, budget arithmetic)
+    # into what a run decides before its first call; pure itself, used by runner and quote.
+    "plan": 4,
+    "runner": 5,  # the only package that wires the stages together with I/O
+    "quote": 6,
+    "report": 6,
+    "cli": 7,
+    "__main__": 8,
+    "": 8,
 }
-LAYER_NAMES = {0: "leaf", 1: "leaf", 2: "leaf", 3: "stage", 4: "runner", 5: "composer"}
-LAYER_NAMES |= {6: "cli", 7: "package entry"}
+LAYER_NAMES = {0: "leaf", 1: "leaf", 2: "leaf", 3: "stage", 4: "plan", 5: "runner"}
+LAYER_NAMES |= {6: "composer", 7: "cli", 8: "package entry"}
 
 # Stage -> stage edges that stay, each for the reason given. catalog and lock import only leaves;
 # journal imports lock (below) and types. None of them imports the store, client or runner.

@@ -129,3 +129,19 @@ def test_fingerprint_is_the_plans(tmp_path: Path) -> None:
     item = plan.intake().admit(_rec("k")).item
     assert item is not None
     assert item.fp == fingerprint(item.messages, plan.params)
+
+
+def test_the_plan_is_pure_it_imports_no_stage_that_does_io() -> None:
+    import ast
+
+    import batchroute.plan as plan_mod
+
+    tree = ast.parse(Path(plan_mod.__file__).read_text(encoding="utf-8"))
+    imported = {
+        n.module.split(".")[1]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("batchroute.")
+    }
+    assert imported
+    io_stages = {"client", "store", "journal", "lock", "progress", "limiter", "reader", "runner"}
+    assert not imported & io_stages, imported & io_stages
