@@ -206,12 +206,16 @@ def _cmd_run(a: argparse.Namespace) -> int:
             f"{spec.database_path} (--db chooses another file)"
         )
     if a.dry_run:
-        flags = {"retry_failed": a.retry_failed, "rerun_changed": a.rerun_changed}
-        print(
-            commands.quote_text(
-                spec, db, budget_usd=a.budget, limit=a.limit, as_json=a.json, **flags
-            )
+        text = commands.quote_text(
+            spec,
+            db,
+            budget_usd=a.budget,
+            limit=a.limit,
+            retry_failed=a.retry_failed,
+            rerun_changed=a.rerun_changed,
+            as_json=a.json,
         )
+        print(text)
         return EXIT_OK
     with contextlib.ExitStack() as stack:
         if a.simulate:
