@@ -5,9 +5,8 @@ arguments or missing API key; 3 daily budget reached (records left pending); 4 f
 some records failed or were invalid; 5 another run holds the database lock; 6 the provider was
 unreachable or failing (records left pending); 130 interrupted.
 
-Bad arguments, files and folders are found here, before any work, and reported as one line
-naming the path, line or key (exit 2). Anything else unexpected is caught once, in `main`: one
-line on stderr naming a log file that holds the traceback (exit 1), never a raw traceback.
+What to check before any work and what to print is in `commands`. Anything unexpected is caught
+once, in `main`: one line on stderr naming a crash log (exit 1), never a raw traceback.
 """
 
 from __future__ import annotations
@@ -15,20 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
-import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
+from batchroute import commands
 from batchroute._version import __version__
 from batchroute.errors import (
     AuthError,
@@ -40,25 +34,14 @@ from batchroute.errors import (
     SpecError,
     StoreError,
 )
-from batchroute.quote import describe_plan, quote, render_quote
-from batchroute.report import money, parse_since, render
 from batchroute.runner import RunOptions, RunReport, run_job
-from batchroute.spec import MAX_DAILY_USD, JobSpec, load_spec
-from batchroute.store import ResultStore
+from batchroute.spec import MAX_DAILY_USD, load_spec
 from batchroute.types import RunStatus
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_UNAVAILABLE = 6
 EXIT_INTERRUPTED = 130
 SIM_KEY = "sk-or-v1-simulator"  # --simulate needs no real key; the simulator accepts any
-DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
-
-
-def simulated_db(real: Path) -> Path:
-    """Where `--simulate` writes unless `--db` says otherwise: beside the job's real database,
-    e.g. results.duckdb → results.simulated.duckdb. Simulated rows and simulated spend must
-    never make a real run skip records or stop at the cap."""
-    return real.with_name(f"{real.stem}.simulated{real.suffix}")
 
 
 def _decimal(text: str) -> Decimal:
@@ -152,30 +135,6 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _api_key(spec: JobSpec) -> str:
-    """The only place the API key is read; it is never stored, logged or echoed."""
-    env = spec.endpoint.api_key_env
-    key = os.environ.get(env, "").strip()  # a trailing newline from `$(cat file)` is fine
-    if not key:
-        raise ConfigError(f"no API key: set {env}, or try it offline with --simulate")
-    for i, ch in enumerate(key, 1):
-        if not "!" <= ch <= "~":  # printable ASCII, no space: nothing else can be a header
-            kind = (
-                "a line break"
-                if ch in "\r\n"
-                else "a space"
-                if ch.isspace()
-                else "a control character"
-                if ch.isascii()
-                else "a non-ASCII character"
-            )
-            raise ConfigError(
-                f"the API key in {env} holds {kind} (character {i} of {len(key)}); a key is "
-                "one line of printable ASCII. Check how it is set (the key is not shown)"
-            )
-    return key
-
-
 def _load_scenario(name: str) -> Any:
     from batchroute.simulator import load_scenario
 
@@ -191,79 +150,6 @@ def _simulator(scenario: str, seed: int) -> Iterator[Any]:
 
     with SimulatorThread(_load_scenario(scenario), seed=seed) as sim:
         yield sim
-
-
-def _not_duckdb(path: Path) -> str | None:
-    """Why `path` (which exists) cannot be a DuckDB database, or None if it may be one."""
-    if path.is_dir():
-        return f"{path} is a folder, not a database file"
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(12)
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror or exc}"
-    if head[8:12] != DUCKDB_MAGIC:
-        return f"{path} is not a DuckDB database (not written by batchroute, or damaged)"
-    return None
-
-
-def _check_db(db: Path, *, write: bool) -> None:
-    """Exit 2 before any work if the database cannot be what it should be: an existing DuckDB
-    file or a new one, in a folder that exists and can be written (the run also puts its
-    .lock, .journal and .wal files there)."""
-    if write:
-        folder = db.parent
-        existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
-        if existing != folder and existing.is_dir():
-            raise ConfigError(
-                f"the database folder {folder} does not exist: create it "
-                f"(mkdir -p {folder}) or choose another path with --db or output.database"
-            )
-        if not existing.is_dir():
-            raise ConfigError(f"the database folder {folder} is not a folder: {existing} is a file")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(
-                f"cannot write in the database folder {folder} (read-only or no permission); "
-                "choose another path with --db or output.database"
-            )
-    if db.exists() or db.is_symlink():
-        why = _not_duckdb(db)
-        if why is not None:
-            raise ConfigError(f"{why}; choose another path with --db or output.database")
-        if write and not os.access(db, os.W_OK):
-            raise ConfigError(f"cannot write to the database {db}: the file is read-only")
-
-
-def _input_problem(spec: JobSpec) -> str | None:
-    path = spec.input
-    if path.is_dir():
-        return f"{path} is a folder, not a file"
-    if not path.exists():
-        return f"input file not found: {path}"
-    if not path.is_file():
-        return f"{path} is not a regular file"
-    if not os.access(path, os.R_OK):
-        return f"cannot read the input file {path} (no permission)"
-    return None
-
-
-def _summary(r: RunReport, code: int) -> str:
-    c = r.counts
-    return (
-        f"batchroute: job {r.job_name} run {r.run_id} {r.status.value}: {c.done} done, "
-        f"{c.failed} failed, {c.invalid} invalid, {c.pending} pending, {c.skipped} already "
-        f"final; ${money(c.cost_usd)} spent; {r.elapsed_s:.1f} s; exit {code}"
-        + (f"; {r.stale} stale (prompt changed, see --rerun-changed)" if r.stale else "")
-        + _earlier_failures(r)
-    )
-
-
-def _earlier_failures(r: RunReport) -> str:
-    failed = r.job_statuses.get("failed", 0) - r.counts.failed
-    invalid = r.job_statuses.get("invalid", 0) - r.counts.invalid
-    if failed <= 0 and invalid <= 0:
-        return ""
-    return f"; earlier runs left {failed} failed and {invalid} invalid (see --retry-failed)"
 
 
 def _exit_code(r: RunReport) -> int:
@@ -282,7 +168,7 @@ def _exit_code(r: RunReport) -> int:
     return EXIT_FAILED if r.job_has_failures else EXIT_OK
 
 
-def _cmd_run(a: argparse.Namespace) -> int:
+def _check_simulate_options(a: argparse.Namespace) -> None:
     if not a.simulate:
         given = [f"--{n}" for n in ("scenario", "seed") if getattr(a, n) is not None]
         if given:
@@ -291,81 +177,68 @@ def _cmd_run(a: argparse.Namespace) -> int:
                 "--simulate; without it the job's real endpoint would be called (add "
                 "--simulate, or leave them out)"
             )
+
+
+def _options(a: argparse.Namespace, db: Path, key: str, base_url: str | None) -> RunOptions:
+    return RunOptions(
+        api_key=key,
+        base_url=base_url,
+        db_path=db,
+        limit=a.limit,
+        retry_failed=a.retry_failed,
+        rerun_changed=a.rerun_changed,
+        budget_usd=a.budget,
+        bars=sys.stderr.isatty() and not a.quiet,
+        quiet=a.quiet,
+        log=None if not a.quiet else (lambda _line: None),
+    )
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    _check_simulate_options(a)
     spec = load_spec(a.job)
-    db = a.db or (simulated_db(spec.database_path) if a.simulate else spec.database_path)
+    db = a.db or (commands.simulated_db(spec.database_path) if a.simulate else spec.database_path)
     a.log_dir = db.parent  # a crash log goes beside the database
-    problem = _input_problem(spec)
-    if problem is not None:
-        raise SpecError(problem, path=str(spec.path), key="input")
-    _check_db(db, write=not a.dry_run)
+    commands.check_run(spec, db, write=not a.dry_run)
     if a.simulate and a.db is None and not a.quiet:
         _say(
             f"batchroute: --simulate writes to {db}, not to the job's database "
             f"{spec.database_path} (--db chooses another file)"
         )
     if a.dry_run:
-        q = quote(
+        text = commands.quote_text(
             spec,
-            db_path=db,
-            today=datetime.now(UTC).date(),
+            db,
             budget_usd=a.budget,
             limit=a.limit,
             retry_failed=a.retry_failed,
             rerun_changed=a.rerun_changed,
+            as_json=a.json,
         )
-        print(
-            orjson.dumps(q.as_dict(), option=orjson.OPT_INDENT_2).decode()
-            if a.json
-            else render_quote(q)
-        )
+        print(text)
         return EXIT_OK
     with contextlib.ExitStack() as stack:
         if a.simulate:
             sim = stack.enter_context(_simulator(a.scenario or "clean", a.seed or 0))
             base_url, key = sim.base_url, SIM_KEY
         else:
-            base_url, key = None, _api_key(spec)
+            base_url, key = None, commands.api_key(spec)
             a.secret = key  # kept out of a crash log, should it appear in a message
-        opts = RunOptions(
-            api_key=key,
-            base_url=base_url,
-            db_path=db,
-            limit=a.limit,
-            retry_failed=a.retry_failed,
-            rerun_changed=a.rerun_changed,
-            budget_usd=a.budget,
-            bars=sys.stderr.isatty() and not a.quiet,
-            quiet=a.quiet,
-            log=None if not a.quiet else (lambda _line: None),
-        )
-        report = run_job(spec, opts)
+        report = run_job(spec, _options(a, db, key, base_url))
         code = _exit_code(report)
-        if isinstance(report.error, AuthError):  # OpenRouter only says e.g. "User not found."
-            _say(
-                f"batchroute: the API key was rejected (HTTP 401: {report.error}); check "
-                f"{spec.endpoint.api_key_env}. The run stopped; the rest stays pending."
-            )
-        elif report.error is not None:
-            _say(f"batchroute: {report.error}")
-        print(_summary(report, code), flush=True)
+        problem = commands.run_problem(report, spec)
+        if problem is not None:
+            _say(problem)
+        print(commands.summary(report, code), flush=True)
         if a.simulate and not a.quiet:
-            ledger = sim.ledger()
-            _say(
-                f"simulator ledger: {ledger['calls']} billed calls, "
-                f"${money(Decimal(ledger['total_cost_usd']))} (no real money was spent)"
-            )
+            _say(commands.ledger_line(sim.ledger()))
         return code
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
     spec = load_spec(a.job)
     a.log_dir = spec.database_path.parent
-    _check_db(spec.database_path, write=False)
-    lines = describe_plan(spec, spec.database_path)  # SpecError → exit 2
-    problem = _input_problem(spec)
-    if problem is not None:  # may be written later, by whatever feeds the job: warn only
-        lines.append(f"warning: {problem}; `run` would stop with exit 2")
-    print("\n".join(lines))
+    print(commands.validate_text(spec))
     return EXIT_OK
 
 
@@ -378,35 +251,19 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         print(url, flush=True)
-        _say(
-            f"OpenRouter simulator ({a.scenario}, seed {a.seed}); any API key works; "
-            "Ctrl-C stops it"
-        )
+        _say(commands.simulator_banner(a.scenario, a.seed))
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(a.host, a.port, sc, seed=a.seed, on_ready=ready))
     except OSError as exc:  # bind failed: nothing was served yet
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"--port {a.port}: port {a.port} on {a.host} is already in use (another "
-                "simulator?); choose another, or --port 0 for any free port"
-            ) from None
-        raise ConfigError(f"cannot listen on {a.host}:{a.port}: {exc.strerror or exc}") from None
+        raise commands.listen_error(exc, a.host, a.port) from None
     return EXIT_OK
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
     a.log_dir = a.db.parent
-    if not a.db.exists():
-        raise ConfigError(f"{a.db}: no such file")
-    why = _not_duckdb(a.db)
-    if why is not None:
-        raise ConfigError(why)
-    by = [d.strip() for d in a.by.split(",") if d.strip()]
-    since = parse_since(a.since, datetime.now(UTC).replace(tzinfo=None)) if a.since else None
-    data = ResultStore(a.db).report(by=by, since=since, job_name=a.job)
-    print(render(data, a.format))
+    print(commands.report_text(a.db, by=a.by, since=a.since, job=a.job, fmt=a.format))
     return EXIT_OK
 
 
@@ -433,41 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("batchroute: interrupted")
         return EXIT_INTERRUPTED
     except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the one catch-all
-        _say(_crash_line(exc, getattr(args, "log_dir", None), getattr(args, "secret", None)))
+        _say(
+            commands.crash_line(exc, getattr(args, "log_dir", None), getattr(args, "secret", None))
+        )
         return EXIT_ERROR
-
-
-def _crash_line(exc: BaseException, log_dir: Path | None, secret: str | None) -> str:
-    """Write the traceback to a log file; return the one line that names it."""
-
-    def hide(text: str) -> str:
-        return text.replace(secret, "***") if secret else text
-
-    summary = hide(" ".join(str(exc).split()))
-    summary = f"{type(exc).__name__}: {summary}" if summary else type(exc).__name__
-    if len(summary) > 200:
-        summary = summary[:197] + "..."
-    stamp = datetime.now(UTC)
-    body = hide(
-        f"batchroute {__version__} unexpected error at {stamp.isoformat()}\n"
-        f"argv: {sys.argv!r}\n\n" + "".join(traceback.format_exception(exc))
-    )
-    name = f"batchroute-crash-{os.getpid()}-{stamp:%Y%m%dT%H%M%SZ}.log"
-    folders = [d for d in (log_dir, Path(tempfile.gettempdir())) if d is not None]
-    problems = []
-    for folder in folders:
-        path = folder / name
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(body)
-        except OSError as err:
-            problems.append(f"{path}: {err.strerror or err}")
-            continue
-        return f"batchroute: unexpected error ({summary}); details in {path}"
-    return (
-        f"batchroute: unexpected error ({summary}); no log could be written ({'; '.join(problems)})"
-    )
 
 
 def _dispatch(args: argparse.Namespace) -> int:

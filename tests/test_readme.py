@@ -17,7 +17,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from batchroute.cli import main, simulated_db
+from batchroute.cli import main
+from batchroute.commands import simulated_db
 from batchroute.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent

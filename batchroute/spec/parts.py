@@ -1,7 +1,7 @@
-"""The job file: `JobSpec`, validated once at the edge, then passed around as data.
+"""The job file's parts: the field types and the sub-models `JobSpec` is made of.
 
-Unknown keys are errors that name the file and key path. Paths in a job file are relative to the
-job file. This module reads YAML and nothing else: no network, no database, no environment.
+Prompt, tiers, request, limits, budget, output and endpoint, each validated with unknown keys
+forbidden. Data and validation only: no file, network, database or environment.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-import yaml
 from pydantic import (
     AllowInfNan,
     BaseModel,
@@ -20,27 +19,9 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
-    ValidationError,
     field_validator,
     model_validator,
 )
-
-from batchroute.errors import SpecError
-from batchroute.types import (
-    COMPLEXITIES,
-    DEFAULT_COMPLEXITY_ROUTING,
-    DEFAULT_ROUTING,
-    TASK_TYPES,
-    TIER_NAMES,
-)
-
-DEFAULT_TIERS: dict[str, list[str]] = {
-    "budget": ["meta-llama/llama-3.1-8b-instruct", "qwen/qwen-2.5-7b-instruct"],
-    "mid": ["openai/gpt-4o-mini", "google/gemini-2.0-flash-001"],
-    "standard": ["anthropic/claude-sonnet-4.5", "openai/gpt-4o"],
-    "premium": ["openai/o1", "openai/o3"],
-}
-"""Design §2's tiers, cheapest → strongest; every id is in the May 2026 catalogue."""
 
 MAX_DAILY_USD = Decimal(1_000_000)
 """The largest daily cap accepted: more is a typo (and `1e400` would be no cap at all)."""
@@ -239,181 +220,3 @@ class EndpointSpec(_Strict):
     api_key_env: str = "OPENROUTER_API_KEY"
     title: str = "batchroute"
     referer: str = "https://github.com/batchroute/batchroute"
-
-
-class JobSpec(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    input: Path
-    id_field: str | None = None
-    prompt: PromptSpec
-    task: str | None = None
-    task_field: str | None = None
-    classifier: Literal["heuristic"] = "heuristic"
-    tiers: dict[str, TierSpec] = Field(
-        default_factory=lambda: {k: TierSpec(models=tuple(v)) for k, v in DEFAULT_TIERS.items()}
-    )
-    routing: dict[str, str] = Field(default_factory=dict)
-    complexity_routing: dict[str, str] = Field(default_factory=dict)
-    quality: tuple[QualityCheck, ...] = QUALITY_CHECKS
-    # What climbs to the next tier: answers that fail a quality check (the default), and with
-    # "unavailable" also records whose whole chain was down (dearer, so opt-in).
-    escalate_on: tuple[Literal["quality", "unavailable"], ...] = ("quality",)
-    request: RequestSpec
-    limits: LimitsSpec = Field(default_factory=LimitsSpec)
-    budget: BudgetSpec
-    output: OutputSpec = Field(default_factory=OutputSpec)
-    endpoint: EndpointSpec = Field(default_factory=EndpointSpec)
-    path: Path | None = Field(default=None, exclude=True)  # where the job file was read from
-
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, v: str | None) -> str | None:
-        if v is not None and v not in TASK_TYPES:
-            raise ValueError(f"unknown task type {v!r}; known: {', '.join(TASK_TYPES)}")
-        return v
-
-    @model_validator(mode="after")
-    def _routing_targets(self) -> JobSpec:
-        if not self.tiers:
-            raise ValueError("tiers: at least one tier is needed")
-        for table, keys in ((self.routing, TASK_TYPES), (self.complexity_routing, COMPLEXITIES)):
-            for k, tier in table.items():
-                if k not in keys:
-                    raise ValueError(f"routing key {k!r} is not one of {', '.join(keys)}")
-                if tier not in self.tiers:
-                    raise ValueError(f"routing {k!r} → {tier!r}: no such tier")
-        return self
-
-    def tier_for_task(self, task_type: str) -> str:
-        """Tier for a task type: the job's routing, else the default table, else the nearest."""
-        tier = self.routing.get(task_type) or DEFAULT_ROUTING.get(task_type, "mid")
-        return self._existing(tier)
-
-    def tier_for_complexity(self, complexity: str) -> str:
-        tier = self.complexity_routing.get(complexity) or DEFAULT_COMPLEXITY_ROUTING.get(
-            complexity, "mid"
-        )
-        return self._existing(tier)
-
-    def _existing(self, tier: str) -> str:
-        """Map a default tier name onto this job's tiers when the job renamed or dropped some."""
-        if tier in self.tiers:
-            return tier
-        names = list(self.tiers)
-        rank = TIER_NAMES.index(tier) if tier in TIER_NAMES else 1
-        return names[min(rank, len(names) - 1)]
-
-    def next_tier(self, tier: str) -> str | None:
-        names = list(self.tiers)
-        i = names.index(tier)
-        return names[i + 1] if i + 1 < len(names) else None
-
-    @property
-    def database_path(self) -> Path:
-        return self.output.database
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    return (
-        ".".join(str(p) for p in loc if p not in ("function-before", "function-after")) or "(top)"
-    )
-
-
-class DuplicateKeyError(yaml.constructor.ConstructorError):
-    """A mapping gives the same key twice: PyYAML would silently keep the last one."""
-
-    def __init__(self, key: object, first_line: int, mark: yaml.Mark) -> None:
-        self.key = key
-        self.first_line = first_line
-        self.line = mark.line + 1
-        super().__init__(problem=f"duplicate key {key!r}", problem_mark=mark)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that rejects a key given twice in one mapping (`budget:` twice would
-    otherwise mean the last one wins, silently). Merge keys (`<<: *anchor`) may still be
-    overridden: that is what they are for."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.get(key)
-                except TypeError:  # unhashable: the base class says so, with its line
-                    continue
-                if first is not None:
-                    raise DuplicateKeyError(key, first, key_node.start_mark)
-                seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(p: Path) -> Any:
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise SpecError("cannot read the job file: no such file", path=str(p)) from None
-    except IsADirectoryError:
-        raise SpecError("cannot read the job file: it is a folder", path=str(p)) from None
-    except OSError as exc:
-        raise SpecError(f"cannot read the job file: {exc.strerror or exc}", path=str(p)) from None
-    try:
-        text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is fine
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise SpecError(
-            f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {col}); save the job file as UTF-8",
-            path=str(p),
-            key=f"line {line}",
-        ) from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
-    except DuplicateKeyError as exc:
-        raise SpecError(
-            f"duplicate key {exc.key!r} (first given on line {exc.first_line}): a key may "
-            "appear only once in a mapping",
-            path=str(p),
-            key=f"line {exc.line}",
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else None
-        raise SpecError(f"not valid YAML: {exc}", path=str(p), key=where) from None
-    except RecursionError:
-        raise SpecError("nested too deeply to be a job file", path=str(p)) from None
-
-
-def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a job file; relative paths resolve against the job file's folder.
-
-    Raises:
-        SpecError: naming the file and the key path (or line) of the first problems.
-    """
-    p = Path(path)
-    data = _read_yaml(p)
-    if not isinstance(data, dict):
-        raise SpecError("a job file must be a YAML mapping", path=str(p))
-    try:
-        spec = JobSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            f"{_key_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()[:8]
-        ]
-        raise SpecError("; ".join(problems), path=str(p)) from None
-    except RecursionError:
-        raise SpecError("nested too deeply to be a job file", path=str(p)) from None
-    base = p.resolve().parent
-    return spec.model_copy(
-        update={
-            "input": (base / spec.input).resolve(),
-            "output": spec.output.model_copy(
-                update={"database": (base / spec.output.database).resolve()}
-            ),
-            "path": p.resolve(),
-        }
-    )

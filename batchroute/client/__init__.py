@@ -1,0 +1,18 @@
+"""Client stage: the OpenRouter HTTP API over one aiohttp session (`OpenRouterClient`).
+
+Parts: `session` (the façade), `stream` (SSE), `parse` (answers, usage), `status` (failures →
+error tree). It does not retry, and knows nothing of tiers, budget or storage.
+"""
+
+from __future__ import annotations
+
+from batchroute.client.parse import parse_completion, parse_usage
+from batchroute.client.session import OpenRouterClient
+from batchroute.client.status import classify_error
+
+__all__ = [
+    "OpenRouterClient",
+    "classify_error",
+    "parse_completion",
+    "parse_usage",
+]

@@ -1,0 +1,148 @@
+"""Client stage, answers: a whole 200 body or a `usage` object → `Completion` / `Usage`.
+
+Every shape problem is a retryable `malformed_response`; errors hidden in a body go through
+`classify_error`. It sends nothing and judges no amount (the runner checks costs).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from batchroute.client.status import _malformed, classify_error
+from batchroute.errors import RetryableError
+from batchroute.types import Completion, Usage
+
+
+def _decimal(raw: Any) -> Decimal | None:
+    """A reported amount, exact; None if it is no number at all (absent, null, a bool, a dict).
+
+    No judgement: a negative, NaN or huge amount passes through (the runner checks it). A
+    string that is no decimal raises `InvalidOperation`: the caller calls the body malformed.
+    """
+    kind = type(raw)
+    if kind is float:  # orjson's shortest repr is the decimal the server wrote (≤ 15 digits)
+        return Decimal(repr(raw))
+    if kind is int or kind is str:
+        return Decimal(raw)
+    return None
+
+
+_NO_USAGE = Usage(present=False)
+
+
+def parse_usage(raw: Any) -> Usage:
+    """The `usage` object of an answer or of a stream's usage chunk (§1.2); all `*_details`
+    may be null or missing. Not an object → `Usage(present=False)`. Raises ValueError,
+    TypeError or ArithmeticError on a count or amount that is not a number.
+    """
+    if not isinstance(raw, dict):
+        return _NO_USAGE
+    cost_raw = raw.get("cost")
+    cost = _decimal(cost_raw)
+    upstream = None
+    details = raw.get("cost_details")
+    if isinstance(details, dict):
+        up = details.get("upstream_inference_cost")
+        # Without BYOK both are usually the same number: convert it once.
+        same = up == cost_raw and type(up) is type(cost_raw)
+        upstream = cost if same else _decimal(up)
+    details = raw.get("completion_tokens_details")
+    reasoning = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
+    details = raw.get("server_tool_use") or raw.get("server_tool_use_details")
+    searches = int(details.get("web_search_requests") or 0) if isinstance(details, dict) else 0
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        cost=cost,
+        upstream_cost=upstream,
+        is_byok=raw.get("is_byok") is True,
+        reasoning_tokens=reasoning,
+        web_search_requests=searches,
+    )
+
+
+def _billed(raw: Any) -> Decimal | None:
+    """What a failed answer's usage says it billed in all (BYOK: fee + upstream), if it says."""
+    try:
+        return parse_usage(raw).billed
+    except (AttributeError, TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> Completion:
+    """Turn a 200 response body into a Completion, or raise the error hidden inside it.
+
+    Every shape problem (not JSON, wrong types, a cost that is not a number) is a retryable
+    `malformed_response`, never a crash of the run.
+    """
+    try:
+        doc = orjson.loads(body.lstrip())  # keep-alive whitespace may precede the JSON
+    except orjson.JSONDecodeError as exc:
+        raise _malformed(
+            f"malformed JSON in response: {exc}", model=model, status=status, headers=headers
+        ) from None
+    if not isinstance(doc, dict):
+        raise _malformed(
+            "response is not a JSON object", model=model, status=status, headers=headers
+        )
+    try:
+        return _completion(doc, status, headers, model=model)
+    except (AttributeError, TypeError, ValueError, ArithmeticError) as exc:
+        raise _malformed(
+            f"unexpected response shape: {type(exc).__name__}",
+            model=model,
+            status=status,
+            headers=headers,
+        ) from None
+
+
+def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -> Completion:
+    gen_id = doc.get("id") or (headers.get("X-Generation-Id") if headers is not None else None)
+    usage_raw = doc.get("usage")
+    choices = doc.get("choices")
+    errors = [doc["error"]] if isinstance(doc.get("error"), dict) else []
+    if isinstance(choices, list):  # §2.3: an error may sit in any choice
+        errors += [
+            c.get("error") or {}
+            for c in choices
+            if c.get("finish_reason") == "error" or isinstance(c.get("error"), dict)
+        ]
+    if errors:
+        err = classify_error(status, errors[0], headers, model=model, in_body=True)
+        err.cost, err.generation_id = _billed(usage_raw), gen_id
+        raise err
+    usage = parse_usage(usage_raw)
+    if not choices or not isinstance(choices, list):
+        raise RetryableError(
+            "response has no choices",
+            model=model,
+            status=status,
+            error_type="no_choices",
+            cost=usage.billed,
+            generation_id=gen_id,
+        )
+    choice = choices[0]
+    message = choice.get("message") or {}
+    content = message.get("content")
+    return Completion(
+        content=content if isinstance(content, str) else None,
+        finish_reason=choice.get("finish_reason"),
+        native_finish_reason=choice.get("native_finish_reason"),
+        model=str(doc.get("model") or model),
+        provider=doc.get("provider"),
+        generation_id=gen_id,
+        usage=usage,
+        http_status=status,
+    )
+
+
+def _choice_error(choices: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The error of the first choice that failed (`finish_reason: "error"`), if one did."""
+    for choice in choices:
+        if choice.get("finish_reason") == "error" or isinstance(choice.get("error"), dict):
+            error = choice.get("error")
+            return error if isinstance(error, dict) else {}
+    return None
