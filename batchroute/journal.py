@@ -1,6 +1,7 @@
 """The write-ahead journal beside a results database: rows a run has but has not flushed.
 
-No SQL here: the store replays a journal (`ResultStore.recover_journal`) under the run lock.
+No SQL and no store here: `batchroute.runner.recover` reads a killed run's files and hands
+the rows to the store.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Journal:
     a write() per row, since nothing the process does in between depends on those rows being
     in the file. A failed write is raised by the next `append()`, which stops the run.
     Before each flush `rotate()` moves the rows that flush writes to `<journal>.flushing`;
-    `flushed()` deletes it after the commit. `ResultStore.recover_journal` replays whatever
+    `flushed()` deletes it after the commit. `runner.recover_journal` replays whatever
     is left row by row (a row the database holds already is skipped), so a file committed
     whole, in part or not at all is replayed right.
 

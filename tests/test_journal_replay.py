@@ -23,6 +23,7 @@ from subprocs import query
 from batchroute import journal as journal_mod
 from batchroute.errors import StoreError
 from batchroute.journal import Journal, journal_path
+from batchroute.runner.recover import recover_journal
 from batchroute.store import ResultStore
 from batchroute.types import AttemptOutcome, AttemptRow, CostFix, RecordStatus, ResultRow
 
@@ -95,12 +96,12 @@ def _replay_twice(store: ResultStore, db: Path) -> int:
     before it deleted them) and replay again: the second must be a no-op."""
     saved = {p: p.read_bytes() for p in _files(db)}
     assert saved, "nothing to replay"
-    n = store.recover_journal()
+    n = recover_journal(store)
     assert _files(db) == []
     after = (_results(db), _attempts(db))
     for p, data in saved.items():
         p.write_bytes(data)
-    assert store.recover_journal() == 0
+    assert recover_journal(store) == 0
     assert (_results(db), _attempts(db)) == after
     assert _files(db) == []
     return n
@@ -256,7 +257,7 @@ def test_replay_is_one_transaction(tmp_path: Path) -> None:
     j.append(bad)
     del j
     with pytest.raises(StoreError):
-        store.recover_journal()
+        recover_journal(store)
     assert _results(db) == {}
     assert _attempts(db) == []
     assert len(_files(db)) == 2
@@ -279,7 +280,7 @@ def test_a_large_journal_replays_quickly(tmp_path: Path) -> None:
     )
     del j
     t = time.monotonic()
-    assert store.recover_journal() == n // 2
+    assert recover_journal(store) == n // 2
     elapsed = time.monotonic() - t
     assert query(db, "SELECT count(*), sum(attempts) FROM results") == [(n, n)]
     assert query(db, "SELECT count(*) FROM attempts") == [(n,)]

@@ -18,6 +18,7 @@ from subprocs import WAIT_S, query, wait_until
 
 from batchroute.journal import Journal, journal_path
 from batchroute.lock import lock_path
+from batchroute.runner.recover import recover_journal
 from batchroute.store import ResultStore
 from batchroute.types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
 
@@ -168,6 +169,6 @@ def test_a_journal_written_through_a_symlink_is_replayed_through_the_real_name(
         journal.append(row)
     del journal  # killed: no close
     assert not list(tmp_path.glob("link.duckdb.journal*"))
-    assert store.recover_journal() == 1
+    assert recover_journal(store) == 1
     assert query(real, "SELECT record_key FROM results") == [("a",)]
     assert not [p for p in os.listdir(real.parent) if ".journal" in p]

@@ -235,6 +235,7 @@ def test_journal_replay_commits_unflushed_rows_once(tmp_path: Path) -> None:
     from decimal import Decimal
 
     from batchroute.journal import Journal
+    from batchroute.runner.recover import recover_journal
     from batchroute.store import ResultStore
     from batchroute.types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
 
@@ -263,8 +264,8 @@ def test_journal_replay_commits_unflushed_rows_once(tmp_path: Path) -> None:
     journal.append(b_res)  # never flushed
     del journal  # the process dies: no close
 
-    assert store.recover_journal() == 1
-    assert store.recover_journal() == 0  # idempotent
+    assert recover_journal(store) == 1
+    assert recover_journal(store) == 0  # idempotent
     got = query(db, "SELECT record_key, cost_usd, attempts FROM results ORDER BY 1")
     assert got == [("a", Decimal("0.000123456789"), 1), ("b", Decimal("0.000123456789"), 1)]
     assert query(db, "SELECT count(*) FROM attempts") == [(2,)]

@@ -36,6 +36,7 @@ from batchroute.reader import read_records
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.reconcile import Reconciler, reconcile_earlier
+from batchroute.runner.recover import recover_journal
 from batchroute.runner.work import (
     Control,
     RunOptions,
@@ -138,7 +139,7 @@ class Runner:
 
     def _open_store(self) -> None:
         self.store.migrate()
-        recovered = self.store.recover_journal()
+        recovered = recover_journal(self.store)
         if recovered:
             self.notes.append(f"recovered {recovered} result(s) a killed run had not flushed")
         self.book.journal.open()

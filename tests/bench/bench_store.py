@@ -15,7 +15,12 @@ from pathlib import Path
 
 import duckdb
 
-from batchroute.store import _ATTEMPT_COLS, _COLS, _RESULT_COLS, _SQL, ResultStore, _column
+from batchroute.store import ResultStore
+from batchroute.store.columns import ATTEMPT_COLUMNS as _ATTEMPT_COLS
+from batchroute.store.columns import RESULT_COLUMNS as _RESULT_COLS
+from batchroute.store.columns import TABLE_COLUMNS as _COLS
+from batchroute.store.encode import SQL as _SQL
+from batchroute.store.encode import column_values as _column
 from batchroute.types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
 
 T0 = datetime(2026, 11, 3, tzinfo=UTC)

@@ -1,0 +1,12 @@
+"""The results database: `ResultStore` and the report data it produces. The only SQL in batchroute.
+
+Modules: columns (from the row dataclasses), migrations, connect, encode, replay, fixes, reports.
+"""
+
+from __future__ import annotations
+
+from .migrations import SCHEMA_VERSION
+from .reports import DIMENSIONS, ReportData, ReportRow
+from .result_store import ResultStore
+
+__all__ = ["DIMENSIONS", "SCHEMA_VERSION", "ReportData", "ReportRow", "ResultStore"]

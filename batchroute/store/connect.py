@@ -1,0 +1,97 @@
+"""Opening the DuckDB file: one transaction per open, retried while another process holds it.
+
+Knows DuckDB's lock errors and write settings; knows nothing of the tables.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from ..errors import StoreError
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return (
+        "Could not set lock" in text
+        or "Conflicting lock" in text
+        # the file is attached by another connection of this process (a write in flight)
+        or "Unique file handle conflict" in text
+    )
+
+
+# Write connections attach the file with small row groups and one thread. DuckDB appends each
+# committed flush to a table as a new row group, and the checkpoint on close then merges the
+# small trailing row groups (vacuum) up to the row-group size: with the default 122,880 rows a
+# merge rewrites ~120k rows of ~26 columns in memory at once, so peak RSS grew with the rows
+# written (see docs/benchmarks.md, Memory). 8,192-row groups bound every merge; one thread
+# keeps the checkpoint from rewriting several of them side by side.
+_WRITE_ROW_GROUP_SIZE = 8_192
+_WRITE_THREADS = 1
+_WRITE_ALIAS = "batchroute_store"
+
+
+def _open_for_write(path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection whose default catalog is `path` (created if missing), for writing."""
+    con = duckdb.connect(
+        ":memory:", config={"threads": _WRITE_THREADS, "temp_directory": f"{path}.tmp"}
+    )
+    try:
+        literal = str(path).replace("'", "''")
+        con.execute(
+            f"ATTACH '{literal}' AS {_WRITE_ALIAS} (ROW_GROUP_SIZE {_WRITE_ROW_GROUP_SIZE})"
+        )
+        con.execute(f"USE {_WRITE_ALIAS}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def connect(path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    """Open `path`, retrying with backoff for up to `timeout` seconds while it is locked."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            if read_only:
+                return duckdb.connect(str(path), read_only=True)
+            return _open_for_write(path)
+        except (duckdb.IOException, duckdb.ResourceInUseException) as exc:
+            if not _is_lock_error(exc):
+                raise StoreError(f"cannot open {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                pid = re.search(r"PID (\d+)", str(exc))
+                who = f"process {pid.group(1)}" if pid else "another process"
+                raise StoreError(
+                    f"{path} is locked by {who} (a run flushing, or an open SQL "
+                    f"client); gave up after {timeout:g}s, try again"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+
+
+@contextmanager
+def transaction(
+    path: Path, *, read_only: bool, timeout: float
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open, run one transaction, commit (or roll back) and close."""
+    if read_only and not path.exists():
+        raise StoreError(f"{path}: no such database file")
+    con = connect(path, read_only=read_only, timeout=timeout)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        yield con
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        raise StoreError(f"{path}: {exc}") from exc
+    finally:
+        con.close()

@@ -1,0 +1,65 @@
+"""Reconciliation writes: attempts still booked at their reservation, and their real costs.
+
+SQL over an open connection; asking the provider for the bill is the runner's job, not this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import duckdb
+
+from ..types import CostFix, CostSource, ReservedAttempt
+from .columns import MONEY
+from .encode import money
+
+
+def reserved_attempts(
+    con: duckdb.DuckDBPyConnection, job_name: str, limit: int
+) -> list[ReservedAttempt]:
+    """This job's attempts booked at their reservation that have a generation id, newest
+    first."""
+    rows = con.execute(
+        "SELECT run_id, job_name, record_key, attempt_no, generation_id, cost_usd "
+        "FROM attempts WHERE job_name = ? AND cost_source = ? "
+        "AND generation_id IS NOT NULL ORDER BY started_at DESC LIMIT ?",
+        [job_name, str(CostSource.RESERVED), limit],
+    ).fetchall()
+    return [ReservedAttempt(r[0], r[1], r[2], int(r[3]), r[4], Decimal(r[5])) for r in rows]
+
+
+def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int:
+    """Fix reserved attempts (only while still 'reserved': a fix applies once), then make the
+    affected records' cost the sum of their attempts again; returns how many changed."""
+    changed = 0
+    recompute: set[tuple[str, str]] = set()
+    for f in fixes:
+        rows = con.execute(
+            f"UPDATE attempts SET cost_usd = CAST(? AS {MONEY}), cost_source = ?, "
+            f"usage_cost_usd = CAST(? AS {MONEY}), upstream_cost_usd = CAST(? AS {MONEY}) "
+            "WHERE run_id = ? AND job_name = ? AND record_key = ? AND attempt_no = ? "
+            "AND cost_source = ? RETURNING 1",
+            [
+                money(f.cost_usd),
+                f.cost_source,
+                None if f.usage_cost_usd is None else money(f.usage_cost_usd),
+                None if f.upstream_cost_usd is None else money(f.upstream_cost_usd),
+                f.run_id,
+                f.job_name,
+                f.record_key,
+                f.attempt_no,
+                str(CostSource.RESERVED),
+            ],
+        ).fetchall()
+        changed += len(rows)
+        if rows and f.recompute_result:
+            recompute.add((f.job_name, f.record_key))
+    for job_name, key in recompute:
+        con.execute(
+            "UPDATE results SET cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a "
+            "WHERE a.job_name = results.job_name AND a.record_key = results.record_key) "
+            "WHERE job_name = ? AND record_key = ?",
+            [job_name, key],
+        )
+    return changed

@@ -1,0 +1,269 @@
+"""ResultStore: the façade over the DuckDB file that the runner, quote, report and CLI use.
+
+It never holds the file open between calls: every operation opens the file, works in one
+transaction and closes it, so readers can get in between flushes. It reads no journal files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from ..errors import StoreError
+from ..types import (
+    AttemptRow,
+    CostFix,
+    RecordStatus,
+    ReservedAttempt,
+    ResultRow,
+    ResumeState,
+    RunCounts,
+    RunStatus,
+)
+from . import fixes as _fixes
+from . import migrations
+from .columns import MONEY
+from .connect import transaction
+from .encode import bulk_write, dedupe, money, utc
+from .replay import write_missing
+from .reports import ReportData, check_dimensions, query_report, spent
+
+
+class ResultStore:
+    """The batchroute DuckDB file. Opens the file per operation; never holds it open.
+
+    Args:
+        path: the database file.
+        write_timeout: seconds a write keeps retrying while another process has the file open.
+        read_timeout: the same for read-only report queries (kept short: a report gives up
+            with a clear StoreError rather than hang while a run flushes).
+        clock: returns the current time (UTC); injectable for tests.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        write_timeout: float = 30.0,
+        read_timeout: float = 3.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.path = Path(path)
+        self.write_timeout = write_timeout
+        self.read_timeout = read_timeout
+        self._clock = clock
+
+    def _tx(self, *, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """Open, run one transaction, commit (or roll back) and close."""
+        timeout = self.read_timeout if read_only else self.write_timeout
+        return transaction(self.path, read_only=read_only, timeout=timeout)
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create the schema or bring it up to date; idempotent."""
+        with self._tx() as con:
+            migrations.migrate(con, self.path, lambda: utc(self._clock()))
+
+    def schema_version(self) -> int:
+        """The version recorded in the file (0 for an empty file)."""
+        with self._tx(read_only=True) as con:
+            return migrations.schema_version(con, self.path)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def start_run(
+        self, run_id: str, job_name: str, job_path: str, started_at: datetime, version: str
+    ) -> None:
+        """Record a new run as 'running'."""
+        with self._tx() as con:
+            con.execute(
+                "INSERT INTO runs (run_id, job_name, job_path, started_at, status, "
+                "batchroute_version) VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, job_name, job_path, utc(started_at), str(RunStatus.RUNNING), version],
+            )
+
+    def finish_run(
+        self, run_id: str, status: RunStatus, counts: RunCounts, finished_at: datetime
+    ) -> None:
+        """Record the end of a run with its counters and cost."""
+        with self._tx() as con:
+            con.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, records_seen = ?, "
+                "records_done = ?, records_failed = ?, records_invalid = ?, "
+                f"records_pending = ?, cost_usd = CAST(? AS {MONEY}), records_duplicate = ? "
+                "WHERE run_id = ?",
+                [
+                    str(status),
+                    utc(finished_at),
+                    counts.seen,
+                    counts.done,
+                    counts.failed,
+                    counts.invalid,
+                    counts.pending,
+                    money(counts.cost_usd),
+                    counts.duplicates,
+                    run_id,
+                ],
+            )
+
+    def close_stale_runs(self) -> int:
+        """Mark runs left 'running' by a dead process as 'interrupted'; returns how many.
+
+        Only call while holding the run lock (then no live run exists). The finish time
+        becomes the last attempt's start and the cost the sum of the run's attempts.
+        """
+        with self._tx() as con:
+            rows = con.execute(
+                "UPDATE runs SET status = ?, "
+                "finished_at = COALESCE((SELECT MAX(a.started_at) FROM attempts a "
+                "WHERE a.run_id = runs.run_id), runs.started_at), "
+                "cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a "
+                "WHERE a.run_id = runs.run_id) "
+                "WHERE status = ? RETURNING run_id",
+                [str(RunStatus.INTERRUPTED), str(RunStatus.RUNNING)],
+            ).fetchall()
+        return len(rows)
+
+    # -- resume and budget ----------------------------------------------------------------
+
+    def final_keys(
+        self, job_name: str, *, statuses: Collection[RecordStatus]
+    ) -> dict[str, str | None]:
+        """record_key → request_fp for this job's results in `statuses` (one bulk query)."""
+        if not statuses:
+            return {}
+        with self._tx() as con:
+            rows = con.execute(
+                "SELECT record_key, request_fp FROM results "
+                "WHERE job_name = ? AND list_contains(?::VARCHAR[], status)",
+                [job_name, [str(s) for s in statuses]],
+            ).fetchall()
+        return dict(rows)
+
+    def status_counts(self, job_name: str) -> dict[str, int]:
+        """How many of this job's records are in each status, over all runs."""
+        with self._tx() as con:
+            rows = con.execute(
+                "SELECT status, count(*) FROM results WHERE job_name = ? GROUP BY status",
+                [job_name],
+            ).fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    def spent_on(self, day: date, *, job_name: str | None) -> Decimal:
+        """Settled spend on that UTC day, from attempts (job_name None: whole database)."""
+        with self._tx() as con:
+            return spent(con, day, job_name)
+
+    def resume_state(
+        self,
+        job_name: str,
+        *,
+        final_statuses: Collection[RecordStatus],
+        day: date,
+        scope: str | None,
+    ) -> ResumeState:
+        """What a run of this job starts from: its final records, the failures it does not
+        retry (failed/invalid records not in `final_statuses` are retried, so not counted),
+        and the day's spend in `scope` (a job name, or None for the whole database)."""
+        kept = {RecordStatus.FAILED, RecordStatus.INVALID} & set(final_statuses)
+        return ResumeState(
+            final=self.final_keys(job_name, statuses=final_statuses),
+            failed_before=frozenset(self.final_keys(job_name, statuses=kept)),
+            spent=self.spent_on(day, job_name=scope),
+        )
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        results: Sequence[ResultRow],
+        attempts: Sequence[AttemptRow],
+        fixes: Sequence[CostFix] = (),
+    ) -> None:
+        """Upsert results, insert attempts, then apply cost fixes, in one transaction.
+
+        An existing result keeps accumulating cost_usd, attempts and escalations (each run
+        writes a record at most once); every other column takes the new value. Fixes come
+        last so that they find the attempts written in the same call.
+        """
+        if not results and not attempts and not fixes:
+            return
+        now = utc(self._clock())
+        merged = dedupe(results)
+        with self._tx() as con:
+            if merged:
+                bulk_write(con, "results", merged, now)
+            if attempts:
+                bulk_write(con, "attempts", attempts, now)
+            if fixes:
+                _fixes.apply_fixes(con, fixes)
+
+    def replay(self, results: Sequence[ResultRow], attempts: Sequence[AttemptRow]) -> int:
+        """Write the rows of a write-ahead log that the database does not hold yet, in one
+        transaction; returns how many records were written.
+
+        The rows come in log order, and may have been committed whole, in part or not at
+        all: each row the database holds already is skipped (attempts by their identity,
+        start time included; results by the last committed row of each key), so replaying
+        the same rows twice changes nothing. If the write fails, nothing is written.
+        """
+        if not results and not attempts:
+            return 0
+        now = utc(self._clock())
+        with self._tx() as con:
+            return write_missing(con, results, attempts, now)
+
+    def reserved_attempts(self, job_name: str, *, limit: int = 10_000) -> list[ReservedAttempt]:
+        """Attempts of this job still booked at their reservation that have a generation id
+        (their real cost can be asked of GET /generation), newest first."""
+        with self._tx() as con:
+            return _fixes.reserved_attempts(con, job_name, limit)
+
+    def apply_fixes(self, fixes: Sequence[CostFix]) -> int:
+        """Replace reservations with real costs; returns how many attempts changed."""
+        if not fixes:
+            return 0
+        with self._tx() as con:
+            return _fixes.apply_fixes(con, fixes)
+
+    # -- catalog cache --------------------------------------------------------------------
+
+    def save_catalog(self, raw: bytes, fetched_at: datetime, source: str) -> None:
+        """Keep `raw` (a /models response body) as the only cached catalogue."""
+        with self._tx() as con:
+            con.execute("DELETE FROM catalog_cache")
+            con.execute(
+                "INSERT INTO catalog_cache VALUES (?, ?, ?)", [utc(fetched_at), source, raw]
+            )
+
+    def load_catalog(self) -> tuple[bytes, datetime] | None:
+        """The last cached catalogue and when it was fetched (aware UTC), if any."""
+        with self._tx() as con:
+            row = con.execute(
+                "SELECT raw, fetched_at FROM catalog_cache ORDER BY fetched_at DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]), row[1].replace(tzinfo=UTC)
+
+    # -- report ---------------------------------------------------------------------------
+
+    def report(
+        self, *, by: Sequence[str], since: datetime | None, job_name: str | None
+    ) -> ReportData:
+        """Spend, calls, tokens and outcomes grouped by `by` (subset of DIMENSIONS).
+
+        Opens the file read-only, retrying briefly while a writer holds it.
+        """
+        dims = check_dimensions(by)
+        now = self._clock()
+        with self._tx(read_only=True) as con:
+            if migrations.schema_version(con, self.path) == 0:
+                raise StoreError(f"{self.path} is not a batchroute database (no schema)")
+            return query_report(con, dims, since, job_name, now)
