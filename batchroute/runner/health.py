@@ -7,7 +7,6 @@ models of a chain to try, and whether the run should stop.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,10 +50,13 @@ class Health:
         limits: LimitsSpec,
         *,
         monotonic: Callable[[], float],
+        wall: Callable[[], float],
         log: Callable[[str], None],
     ) -> None:
+        """`monotonic` times cooldowns; `wall` (epoch seconds) reads a cap's reset time."""
         self.limits = limits
         self._now = monotonic
+        self._wall = wall
         self._log = log
         self._cooled: dict[str, float] = {}  # model → monotonic time it may be used again
         self._capped: dict[str, float] = {}  # model → monotonic time its free daily cap resets
@@ -86,7 +88,7 @@ class Health:
         again and again (a parameter it does not take), not one record's rejection."""
         now, lim = self._now(), self.limits
         if isinstance(err, DailyCapReached):
-            wait = (err.reset_at - time.time()) if err.reset_at else lim.cooldown_s
+            wait = (err.reset_at - self._wall()) if err.reset_at else lim.cooldown_s
             self._capped[model] = now + max(wait, lim.cooldown_s)
             self._log(f"{model} reached its free daily cap; not used again before it resets")
             return

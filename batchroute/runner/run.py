@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import uuid
 from collections.abc import Iterator
 
-from batchroute._version import __version__
 from batchroute.budget import Budget
-from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient
-from batchroute.errors import BatchrouteError, SpecError, StoreError, UpstreamError
+from batchroute.errors import BatchrouteError, SpecError
 from batchroute.journal import Journal
 from batchroute.lock import RunLock
 from batchroute.plan import (
@@ -35,8 +32,17 @@ from batchroute.progress import Progress
 from batchroute.reader import read_records
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
-from batchroute.runner.reconcile import Reconciler, reconcile_earlier
-from batchroute.runner.recover import recover_journal
+from batchroute.runner.reconcile import Reconciler
+from batchroute.runner.setup import (
+    check_key,
+    close_store,
+    end_notes,
+    end_status,
+    fewer_gc_passes,
+    load_catalog,
+    open_store,
+    reconcile_earlier_runs,
+)
 from batchroute.runner.work import (
     Control,
     RunOptions,
@@ -46,26 +52,6 @@ from batchroute.runner.work import (
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import Record, RunStatus
-
-
-@contextlib.contextmanager
-def _fewer_gc_passes() -> Iterator[None]:
-    """Run the cyclic GC less often during a run, then restore the process's setting.
-
-    Every record allocates a few dozen objects (rows, dicts, aiohttp internals), so the default
-    gen-0 threshold of 700 runs a collection every few records; each pass stalls the event
-    loop. Measured with tests/bench/bench_latency.py: 75-77 % → 81-83 % of concurrency /
-    latency. Reference counting still frees almost everything at once, so memory is unchanged.
-    """
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], 20_000), max(old[1], 20), max(old[2], 20))
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
-CLOSE_TIMEOUT_S = 5.0  # after the writer failed: the last write may wait this long, no more
 
 
 class Runner:
@@ -111,7 +97,7 @@ class Runner:
                 f"input file not found: {self.spec.input}", path=str(self.spec.path), key="input"
             )
         statuses: dict[str, int] = {}
-        with _fewer_gc_passes(), self._signals(), RunLock(self.db_path):
+        with fewer_gc_passes(), self._signals(), RunLock(self.db_path):
             await asyncio.to_thread(self._open_store)
             try:
                 await self._run_pipeline()
@@ -138,60 +124,13 @@ class Runner:
         )
 
     def _open_store(self) -> None:
-        self.store.migrate()
-        recovered = recover_journal(self.store)
-        if recovered:
-            self.notes.append(f"recovered {recovered} result(s) a killed run had not flushed")
-        self.book.journal.open()
-        closed = self.store.close_stale_runs()
-        if closed:
-            self.notes.append(f"{closed} earlier run(s) had died; marked interrupted")
-        self.store.start_run(
-            self.run_id, self.spec.name, str(self.spec.path or ""), self.opts.now(), __version__
-        )
+        self.notes += open_store(self.store, self.book, self.spec, self.run_id, self.opts.now())
 
     def _close_store(self) -> None:
-        # Whatever happened, keep what was done: flush, then close the run row. If the file
-        # cannot be written (held by another process past the busy timeout), every row is
-        # still in the journal, which the next run replays: say so, and do not wait again.
-        try:
-            if self.book.writer_failed:
-                self.store.write_timeout = min(self.store.write_timeout, CLOSE_TIMEOUT_S)
-            self.book.flush_last()
-            self.store.finish_run(
-                self.run_id, self.control.status, self.book.counts, self.opts.now()
-            )
-        except StoreError as exc:
-            note = (
-                f"could not write to the database ({exc}); every result is kept in "
-                f"{self.book.journal.path}, and the next run writes it"
-            )
+        note = close_store(self.store, self.book, self.control, self.run_id, self.opts.now)
+        if note is not None:
             self.notes.append(note)
             self._log(f"note: {note}")
-            if self.control.error is None:
-                self.control.error = exc
-        finally:
-            self.book.journal.close()
-
-    async def _load_catalog(self, client: OpenRouterClient) -> tuple[Catalog, bool]:
-        """Live /models, else the copy cached in the store, else the one shipped in the package;
-        and whether it is live."""
-        try:
-            raw = await client.fetch_models()
-            cat = Catalog(raw, source=client.base_url, fetched_at=self.opts.now().isoformat())
-            await asyncio.to_thread(self.store.save_catalog, raw, self.opts.now(), client.base_url)
-            return cat, True
-        except (UpstreamError, ValueError, KeyError) as exc:
-            reason = type(exc).__name__
-        cached = await asyncio.to_thread(self.store.load_catalog)
-        if cached is not None:
-            raw, fetched = cached
-            age = (self.opts.now() - fetched.replace(tzinfo=None)).days
-            self.notes.append(f"prices from the cached catalogue, {age} days old ({reason})")
-            return Catalog(raw, source="cache", fetched_at=fetched.isoformat()), False
-        cat = Catalog.shipped()
-        self.notes.append(f"prices from the shipped catalogue of {cat.fetched_at} ({reason})")
-        return cat, False
 
     async def _run_pipeline(self) -> None:
         spec, opts = self.spec, self.opts
@@ -203,7 +142,9 @@ class Runner:
             referer=spec.endpoint.referer,
             max_connections=spec.limits.concurrency,
         ) as client:
-            await self._reconcile_earlier(client)
+            note = await reconcile_earlier_runs(client, self.store, spec.name)
+            if note is not None:
+                self.notes.append(note)
             # The day is fixed at the start: a run crossing midnight keeps counting against the
             # day it started on (never more than one cap per run).
             resume = await asyncio.to_thread(
@@ -214,8 +155,10 @@ class Runner:
                 scope=budget_scope(spec),
             )
             budget = Budget(daily_cap(spec, self.overrides), resume.spent)
-            key_note = await self._check_key(client, budget)
-            catalog, live = await self._load_catalog(client)
+            key_note = await check_key(client, budget)
+            catalog, live, note = await load_catalog(client, self.store, opts.now)
+            if note is not None:
+                self.notes.append(note)
             plan = self.plan = build_plan(spec, catalog, resume, self.overrides, live=live)
             self._intake = plan.intake()
             plans = dict(plan.tiers)
@@ -246,61 +189,14 @@ class Runner:
                 await reconciler.drain(wait)
             finally:
                 self.book.progress.close()
-        if reconciler.fixed or reconciler.left:
-            self.notes.append(
-                f"{reconciler.fixed} call(s) booked at their reservation got their real cost "
-                f"from /generation; {reconciler.left} stay booked at it (the next run asks again)"
-            )
-        if budget.overruns:
-            self.notes.append(f"{budget.overruns} call(s) cost more than their reservation")
-        if self.book.counts.duplicates:
-            self.notes.append(
-                f"{self.book.counts.duplicates} record(s) repeat an id already seen in this "
-                "input: skipped (the first one counts); see runs.records_duplicate"
-            )
+        self.notes += end_notes(reconciler, budget, self.book.counts)
         for note in self.notes[self._announced :]:
             self._log(f"note: {note}")
         if self.control.status is RunStatus.RUNNING:
-            short, deferred = dispatcher.budget_short, dispatcher.deferred
-            self.control.status = (
-                RunStatus.BUDGET_EXHAUSTED
-                if short
-                else RunStatus.UNAVAILABLE
-                if deferred
-                else RunStatus.COMPLETED
-            )
-            if deferred:
-                self._log(
-                    f"{deferred} record(s) found every model of their chain unavailable: they "
-                    "stay pending, and the next run sends them"
-                )
-            if short:
-                self._log(
-                    f"daily budget reached: ${budget.spent} of ${budget.limit}; {short} "
-                    "record(s) did not fit and stay pending for the next run"
-                )
-
-    async def _reconcile_earlier(self, client: OpenRouterClient) -> None:
-        """Replace earlier runs' reservations by real costs where /generation now knows them."""
-        rows = await asyncio.to_thread(self.store.reserved_attempts, self.spec.name)
-        if not rows:
-            return
-        fixes = await reconcile_earlier(client, rows)
-        changed = await asyncio.to_thread(self.store.apply_fixes, fixes)
-        self.notes.append(
-            f"earlier runs left {len(rows)} call(s) booked at their reservation: "
-            f"{changed} now have their real cost, {len(rows) - changed} stay reserved"
-        )
-
-    async def _check_key(self, client: OpenRouterClient, budget: Budget) -> str:
-        """The API key's own limit, if lower than what the cap leaves, rules (issue 8)."""
-        remaining = await client.key_limit_remaining()
-        if remaining is None:
-            return ""
-        budget.lower_ceiling(remaining)
-        if budget.ceiling is not None and budget.ceiling < budget.cap:
-            return f"; the API key has only ${remaining} left, which rules"
-        return ""
+            status, lines = end_status(dispatcher.budget_short, dispatcher.deferred, budget)
+            self.control.status = status
+            for line in lines:
+                self._log(line)
 
     async def _watch_key(self, client: OpenRouterClient, budget: Budget) -> None:
         """Read GET /key every `limits.key_check_s`: other jobs or hosts may share the key."""

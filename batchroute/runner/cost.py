@@ -1,0 +1,92 @@
+"""What one call may cost before it is sent, and what it is booked at after (design §5).
+
+Before: the worst case over every model that may serve it (native fallback included), the
+request's prompt bound at the dearest prices, `max_tokens` generated, a web search where one
+may run, and the BYOK fee. After: the provider's reported cost when it is plausible, else the
+token counts at the dearest prices, else the reservation itself — over, never under.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from batchroute.budget import ceil_usd, plausible_cost, quantize_usd, worst_case_cost
+from batchroute.catalog import Catalog, ModelInfo
+from batchroute.errors import UpstreamError
+from batchroute.types import Completion, CostSource
+
+UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_choices"})
+"""Failures after which the provider may still bill a generation: booked at the reservation
+until GET /generation tells the real cost (cost_source 'reserved')."""
+
+_WORST_CACHE = 65_536  # bounded: prompt bounds may all differ
+
+
+def failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource]:
+    """What a failed call is booked at. An error status before any generation (4xx, 5xx,
+    429) is not billed; anything else may have been (a timeout, a cut connection, an error
+    inside a 200 without a cost): its reservation, until /generation says."""
+    if err.cost is not None:
+        if plausible_cost(err.cost, worst):
+            return quantize_usd(err.cost), CostSource.OPENROUTER
+        return worst, CostSource.RESERVED
+    if err.in_body or err.error_type in UNKNOWN_OUTCOME:
+        return worst, CostSource.RESERVED
+    return Decimal(0), CostSource.NONE
+
+
+class Pricer:
+    """Worst cases and booked costs for one run (its catalogue, its request parameters)."""
+
+    def __init__(self, catalog: Catalog, params: Mapping[str, Any], max_tokens: int) -> None:
+        self._catalog = catalog
+        self._dearest = catalog.dearest()
+        self._max_tokens = max_tokens
+        self._web_search = "web_search_options" in params
+        self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
+
+    def info(self, model: str) -> ModelInfo:
+        """The model's prices; a model the catalogue does not know is priced as the dearest."""
+        return self._catalog.get(model) or self._dearest
+
+    def searches(self, model: str) -> int:
+        """Web searches a call may be billed for: `:online` runs the web plugin once."""
+        return 1 if self._web_search or model.endswith(":online") else 0
+
+    def worst(self, prompt_bound: int, models: tuple[str, ...]) -> Decimal:
+        """The reservation of a call that any of `models` may serve (cached per shape)."""
+        key = (prompt_bound, models)
+        worst = self._worst_of.get(key)
+        if worst is None:
+            worst = max(
+                ceil_usd(
+                    worst_case_cost(
+                        self.info(m), prompt_bound, self._max_tokens, searches=self.searches(m)
+                    )
+                )
+                for m in models
+            )
+            if len(self._worst_of) >= _WORST_CACHE:
+                self._worst_of.clear()
+            self._worst_of[key] = worst
+        return worst
+
+    def answered(self, c: Completion, model: str, worst: Decimal) -> tuple[Decimal, CostSource]:
+        """The cost of an answer: its usage (fee + upstream under BYOK); else, with token
+        counts but no cost, the tokens at the dearest prices; else (no usage, a cost that is
+        not plausible, BYOK without the upstream figure) the reservation."""
+        u = c.usage
+        billed = u.billed
+        if billed is not None:
+            if plausible_cost(billed, worst):
+                return quantize_usd(billed), CostSource.OPENROUTER
+            return worst, CostSource.RESERVED
+        if not u.present or u.cost is not None:  # no usage, or BYOK without upstream cost
+            return worst, CostSource.RESERVED
+        served = self._catalog.get(c.model) or self.info(model)
+        searches = max(u.web_search_requests, self.searches(c.model), self.searches(model))
+        # The dearest prices, a search if one may have run, and the BYOK fee: over, not under.
+        cost = worst_case_cost(served, u.prompt_tokens, u.completion_tokens, searches=searches)
+        return ceil_usd(cost), CostSource.CATALOG

@@ -1,0 +1,213 @@
+"""One call: reserve its worst case, take a slot, pace it, send it, settle what it cost.
+
+Money goes through `Budget` before and after every call, and a call whose outcome is unknown
+(a timeout, a cut connection, a cancellation, an answer without a usable cost) keeps its
+reservation as spend until GET /generation tells the real cost (design §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from batchroute.budget import Budget, Reservation
+from batchroute.client import OpenRouterClient
+from batchroute.errors import UpstreamError
+from batchroute.limiter import Limiter
+from batchroute.router import TierPlan
+from batchroute.runner import quality
+from batchroute.runner.book import Book
+from batchroute.runner.cost import Pricer, failed_cost
+from batchroute.runner.reconcile import Reconciler, Unsettled
+from batchroute.runner.request import Requests
+from batchroute.runner.work import Call, Control, RunOptions, Trail, WorkItem
+from batchroute.spec import JobSpec
+from batchroute.types import AttemptOutcome, Completion, CostSource
+
+
+@dataclass(frozen=True, slots=True)
+class NoFit:
+    """The budget could not take a call of `worst` (nothing was sent). `never`: more than
+    the whole daily cap, so no run can make it."""
+
+    worst: Decimal
+    never: bool = False
+
+
+class Sender:
+    """Sends calls for every worker of a run (one event loop, no locks needed)."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        opts: RunOptions,
+        *,
+        requests: Requests,
+        pricer: Pricer,
+        client: OpenRouterClient,
+        budget: Budget,
+        control: Control,
+        book: Book,
+        log: Callable[[str], None],
+    ) -> None:
+        self.spec, self.opts, self.requests, self.pricer = spec, opts, requests, pricer
+        self.client, self.budget, self.control, self.book = client, budget, control, book
+        self._log = log
+        self.limiter = Limiter(spec.limits.requests_per_minute, spec.limits.per_model_rpm)
+        self.slots = asyncio.Semaphore(spec.limits.concurrency)
+        self._budget_changed = asyncio.Event()
+        self.reconciler: Reconciler | None = None  # set by the runner once it exists
+
+    def wake(self) -> None:
+        """Let calls waiting for budget look again (after a stop, or a settlement)."""
+        self._budget_changed.set()
+
+    async def call(self, item: WorkItem, plan: TierPlan, model: str, trail: Trail) -> Call | NoFit:
+        """Reserve, pace, send, settle; NoFit when the budget cannot take it (nothing sent)."""
+        worst = self.pricer.worst(item.prompt_bound, self.requests.served_by(plan, model))
+        if self.budget.exceeds_cap(worst):
+            return NoFit(worst, never=True)
+        lim = self.spec.limits
+        async with self.slots:
+            # Fast path without a coroutine; `_reserve` waits when the budget is short.
+            r = None if self.control.stopping else self.budget.try_reserve(worst)
+            if r is None:
+                r = await self._reserve(worst)
+            if r is None:
+                return NoFit(worst)
+            payload = self.requests.body(item, plan, model)
+            started = self.opts.now()
+            t0 = self.opts.monotonic()
+            token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
+            try:
+                if self.limiter.active:
+                    await self.limiter.acquire(model)
+                    t0 = self.opts.monotonic()
+                completion = await self.client.complete(
+                    payload,
+                    stream=self.requests.streams(plan, model),
+                    idle_timeout_s=lim.idle_timeout_s,
+                    stream_max_s=lim.stream_max_s,
+                )
+            except UpstreamError as err:
+                call = self._failed(r, worst, model, started, t0, err)
+            except asyncio.CancelledError:
+                self._cancelled(r, worst, item, plan, model, started, trail)
+                raise
+            except Exception:  # a bug, not an answer: the call may have been billed
+                self._settle(r, worst)
+                raise
+            else:
+                call = self._answered(r, worst, model, started, t0, completion)
+            finally:
+                self.book.landed(token)
+        trail.attempts += 1
+        trail.cost += call.cost
+        if call.source is CostSource.RESERVED and call.generation_id and self.reconciler:
+            self.reconciler.add(
+                Unsettled(
+                    call.generation_id,
+                    self.book.run_id,
+                    self.book.job_name,
+                    item.record.key,
+                    trail.attempts,
+                    call.cost,
+                    trail,
+                )
+            )
+        c = call.completion
+        if c is not None:
+            found = quality.problem(c, self.spec.quality, wants_json=self.spec.request.wants_json())
+            if found is not None:
+                trail.answer, call.completion = c, None  # paid for: stored if nothing better
+                call.error = quality.failure(found, c, model=model, cost=call.cost)
+        return call
+
+    # -------------------------------------------------------------- budget
+    async def _reserve(self, amount: Decimal) -> Reservation | None:
+        """Wait until `amount` fits under the limit; None when it cannot fit in this run.
+
+        Settled spend only grows, so when `amount` would not fit even with every call in
+        flight settled at $0, waiting cannot help: the record waits for tomorrow and
+        dispatch goes on with records that fit.
+        """
+        while True:
+            if self.control.stopping:
+                return None
+            r = self.budget.try_reserve(amount)
+            if r is not None:
+                return r
+            if self.budget.in_flight == 0 or not self.budget.could_fit(amount):
+                return None
+            self._budget_changed.clear()  # no await since try_reserve: no wake-up is lost
+            await self._budget_changed.wait()
+
+    def _settle(self, r: Reservation, actual: Decimal) -> None:
+        # Synchronous on purpose: a cancellation can never leave a reservation open.
+        self.budget.settle(r, actual)
+        self.wake()
+
+    # ------------------------------------------------------------ outcomes
+    def _answered(
+        self,
+        r: Reservation,
+        worst: Decimal,
+        model: str,
+        started: datetime,
+        t0: float,
+        c: Completion,
+    ) -> Call:
+        latency = int((self.opts.monotonic() - t0) * 1000)
+        cost, source = self.pricer.answered(c, model, worst)
+        self._settle(r, cost)
+        call = Call(model, started, latency, cost, source, completion=c, reserved=worst)
+        call.generation_id = c.generation_id
+        if source is CostSource.RESERVED and c.usage.billed is not None:
+            msg = (
+                f"reported cost ${c.usage.billed} is not plausible for a call reserved at "
+                f"${worst}: booked at the reservation"
+            )
+            call.flag = ("implausible_cost", msg)
+            self._log(f"{model}: {msg}")
+        return call
+
+    def _failed(
+        self,
+        r: Reservation,
+        worst: Decimal,
+        model: str,
+        started: datetime,
+        t0: float,
+        err: UpstreamError,
+    ) -> Call:
+        latency = int((self.opts.monotonic() - t0) * 1000)
+        cost, source = failed_cost(err, worst)
+        self._settle(r, cost)
+        call = Call(model, started, latency, cost, source, error=err, reserved=worst)
+        call.generation_id = err.generation_id
+        return call
+
+    def _cancelled(
+        self,
+        r: Reservation,
+        worst: Decimal,
+        item: WorkItem,
+        plan: TierPlan,
+        model: str,
+        started: datetime,
+        trail: Trail,
+    ) -> None:
+        """Stopped at once (second Ctrl-C): the provider may still bill this call."""
+        self._settle(r, worst)
+        trail.attempts += 1
+        trail.cost += worst
+        err = UpstreamError(
+            f"cancelled in flight; the provider may still bill up to ${worst}",
+            model=model,
+            error_type="cancelled",
+        )
+        call = Call(model, started, 0, worst, CostSource.RESERVED, error=err, reserved=worst)
+        self.book.attempt(item, plan.name, trail.attempts, call, AttemptOutcome.CANCELLED)
