@@ -5,8 +5,10 @@ injected clocks."""
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from factories import make_spec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,11 +23,19 @@ from batchroute.errors import (
     RetryableError,
     UpstreamError,
 )
+from batchroute.plan import Overrides, build_plan
 from batchroute.runner import policy, quality
 from batchroute.runner.cost import Pricer, failed_cost
 from batchroute.runner.health import Health
 from batchroute.spec.parts import LimitsSpec
-from batchroute.types import AttemptOutcome, Completion, CostSource, RunStatus, Usage
+from batchroute.types import (
+    AttemptOutcome,
+    Completion,
+    CostSource,
+    ResumeState,
+    RunStatus,
+    Usage,
+)
 
 P = policy.Policy(max_attempts=3, backoff_base_s=0.5, backoff_max_s=30, escalate_unavailable=False)
 OUT = AttemptOutcome
@@ -156,33 +166,38 @@ def test_failed_calls_are_booked_over_never_under(
     assert failed_cost(err, WORST) == booked
 
 
-def test_answers_without_a_usable_cost_keep_their_reservation() -> None:
-    pricer = Pricer(Catalog.shipped(), {}, max_tokens=100)
+def _pricer(tmp_path: Path, **request: object) -> Pricer:
+    tmp_path.mkdir(exist_ok=True)
+    spec = make_spec(tmp_path, request={"max_tokens": 100, **request})
+    return Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
+
+
+def test_answers_without_a_usable_cost_keep_their_reservation(tmp_path: Path) -> None:
+    pricer = _pricer(tmp_path)
     model = "openai/gpt-4o-mini"
     worst = pricer.worst(50, (model,))
     no_usage = _completion("ok", present=False)
     byok_no_upstream = _completion("ok", cost=Decimal("0.001"), is_byok=True)
     assert pricer.answered(no_usage, model, worst) == (worst, CostSource.RESERVED)
     assert pricer.answered(byok_no_upstream, model, worst) == (worst, CostSource.RESERVED)
-    tokens_only = pricer.answered(
-        _completion("ok", prompt_tokens=50, completion_tokens=100), model, worst
-    )
-    assert tokens_only[1] is CostSource.CATALOG
-    assert 0 < tokens_only[0] <= worst
+    tokens = _completion("ok", prompt_tokens=50, completion_tokens=100)
+    cost, source = pricer.answered(tokens, model, worst)
+    assert source is CostSource.CATALOG
+    assert 0 < cost <= worst
 
 
-def test_worst_case_covers_every_model_that_may_serve_and_web_search() -> None:
+def test_worst_case_covers_every_model_that_may_serve_and_web_search(tmp_path: Path) -> None:
     catalog = Catalog.shipped()
     cheap, dear = "openai/gpt-4o-mini", "openai/gpt-4o"
-    pricer = Pricer(catalog, {}, max_tokens=100)
-    assert pricer.worst(50, (cheap, dear)) == pricer.worst(50, (dear,)) > pricer.worst(50, (cheap,))
+    pricer = _pricer(tmp_path / "a")
+    assert pricer.worst(50, (cheap, dear)) == pricer.worst(50, (dear,))
+    assert pricer.worst(50, (dear,)) > pricer.worst(50, (cheap,))
     assert pricer.worst(50, (cheap + ":online",)) > pricer.worst(50, (cheap,))
-    searching = Pricer(catalog, {"web_search_options": {}}, max_tokens=100)
+    searching = _pricer(tmp_path / "b", extra_body={"web_search_options": {}})
     assert searching.worst(50, (cheap,)) == pricer.worst(50, (cheap + ":online",))
+    priced = [m for m, info in catalog.models.items() if not info.variable_price]
     unknown = pricer.worst(50, ("nobody/retired-model",))
-    assert unknown >= max(
-        pricer.worst(50, (m,)) for m in catalog.models if not catalog.models[m].variable_price
-    )
+    assert unknown >= max(pricer.worst(50, (m,)) for m in priced)
 
 
 def test_a_free_daily_cap_resets_on_the_injected_wall_clock() -> None:

@@ -8,13 +8,11 @@ token counts at the dearest prices, else the reservation itself — over, never 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
 
 from batchroute.budget import ceil_usd, plausible_cost, quantize_usd, worst_case_cost
-from batchroute.catalog import Catalog, ModelInfo
 from batchroute.errors import UpstreamError
+from batchroute.plan import RunPlan
 from batchroute.types import Completion, CostSource
 
 UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_choices"})
@@ -38,36 +36,19 @@ def failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource
 
 
 class Pricer:
-    """Worst cases and booked costs for one run (its catalogue, its request parameters)."""
+    """Reservations and booked costs of one run, priced by its plan (the same `worst_call`
+    the dry run quotes with), with the reservations cached per call shape."""
 
-    def __init__(self, catalog: Catalog, params: Mapping[str, Any], max_tokens: int) -> None:
-        self._catalog = catalog
-        self._dearest = catalog.dearest()
-        self._max_tokens = max_tokens
-        self._web_search = "web_search_options" in params
+    def __init__(self, plan: RunPlan) -> None:
+        self._plan = plan
         self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
 
-    def info(self, model: str) -> ModelInfo:
-        """The model's prices; a model the catalogue does not know is priced as the dearest."""
-        return self._catalog.get(model) or self._dearest
-
-    def searches(self, model: str) -> int:
-        """Web searches a call may be billed for: `:online` runs the web plugin once."""
-        return 1 if self._web_search or model.endswith(":online") else 0
-
     def worst(self, prompt_bound: int, models: tuple[str, ...]) -> Decimal:
-        """The reservation of a call that any of `models` may serve (cached per shape)."""
+        """The reservation of a call that any of `models` may serve."""
         key = (prompt_bound, models)
         worst = self._worst_of.get(key)
         if worst is None:
-            worst = max(
-                ceil_usd(
-                    worst_case_cost(
-                        self.info(m), prompt_bound, self._max_tokens, searches=self.searches(m)
-                    )
-                )
-                for m in models
-            )
+            worst = self._plan.worst_call(models, prompt_bound)
             if len(self._worst_of) >= _WORST_CACHE:
                 self._worst_of.clear()
             self._worst_of[key] = worst
@@ -85,8 +66,9 @@ class Pricer:
             return worst, CostSource.RESERVED
         if not u.present or u.cost is not None:  # no usage, or BYOK without upstream cost
             return worst, CostSource.RESERVED
-        served = self._catalog.get(c.model) or self.info(model)
-        searches = max(u.web_search_requests, self.searches(c.model), self.searches(model))
+        plan = self._plan
+        served = plan.catalog.get(c.model) or plan.info(model)
+        searches = max(u.web_search_requests, plan.searches(c.model), plan.searches(model))
         # The dearest prices, a search if one may have run, and the BYOK fee: over, not under.
         cost = worst_case_cost(served, u.prompt_tokens, u.completion_tokens, searches=searches)
         return ceil_usd(cost), CostSource.CATALOG

@@ -10,12 +10,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from batchroute.budget import Budget
-from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient
 from batchroute.errors import RejectedError
+from batchroute.plan import RunPlan
 from batchroute.router import TierPlan
 from batchroute.runner import policy
 from batchroute.runner.book import Book
@@ -42,18 +41,16 @@ class Dispatcher:
         spec: JobSpec,
         opts: RunOptions,
         *,
-        plans: dict[str, TierPlan],
-        catalog: Catalog,
+        plan: RunPlan,
         client: OpenRouterClient,
         budget: Budget,
         control: Control,
         book: Book,
-        params: dict[str, Any],
         log: Callable[[str], None],
     ) -> None:
         self.spec, self.plans, self.budget, self.control, self.book = (
             spec,
-            plans,
+            dict(plan.tiers),
             budget,
             control,
             book,
@@ -70,8 +67,8 @@ class Dispatcher:
         self.sender = Sender(
             spec,
             opts,
-            requests=Requests(params, catalog, spec.limits.stream),
-            pricer=Pricer(catalog, params, spec.request.max_tokens),
+            requests=Requests(plan),
+            pricer=Pricer(plan),
             client=client,
             budget=budget,
             control=control,

@@ -170,13 +170,11 @@ class Runner:
             dispatcher = self._dispatcher = Dispatcher(
                 spec,
                 opts,
-                plans=plans,
-                catalog=catalog,
+                plan=plan,
                 client=client,
                 budget=budget,
                 control=self.control,
                 book=self.book,
-                params=dict(plan.params),
                 log=self._log,
             )
             reconciler = dispatcher.reconciler = Reconciler(
