@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -40,6 +41,10 @@ class Simulator:
 
     def calls(self) -> int:
         return int(self.ledger()["calls"])
+
+    def in_flight(self) -> int:
+        """Chat requests the simulator is answering right now (hanging ones included)."""
+        return int(self.ledger()["in_flight"])
 
     def set_scenario(self, scenario: dict[str, Any]) -> None:
         req = urllib.request.Request(
@@ -121,6 +126,29 @@ def wait_until(pred: Any, what: str, timeout: float = WAIT_S, poll: float = 0.02
             return
         time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Lines:
+    """A child's text stream read line by line by a thread, so a test can wait (with a deadline)
+    for a line to appear and still get the whole text once the child has exited."""
+
+    def __init__(self, stream: Any) -> None:
+        self._lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = WAIT_S) -> None:
+        wait_until(lambda: any(text in ln for ln in list(self._lines)), repr(text), timeout)
+
+    def text(self, timeout: float = WAIT_S) -> str:
+        """Everything the stream carried, once it is closed (the child has exited)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the stream was never closed"
+        return "".join(self._lines)
 
 
 @contextmanager

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import random
 import signal
-import time
 from pathlib import Path
 from subprocess import Popen
 
 from factories import texts, write_job, write_jsonl
 from subprocs import (
+    Lines,
     Simulator,
     check_integrity,
     job_endpoint,
@@ -25,6 +25,8 @@ from subprocs import (
     wait_holding_lock,
     wait_until,
 )
+
+from batchroute.journal import journal_path
 
 N = 3_000
 CONCURRENCY = 64
@@ -43,10 +45,15 @@ def _job(tmp_path: Path, sim: Simulator, n: int = N, **overrides: object) -> tup
 
 def _pick_moment(proc: Popen[str], sim: Simulator, db: Path, rng: random.Random, i: int) -> None:
     """Return at a seeded random moment of run `i`: the first while it starts up (store,
-    catalogue), the others while its calls are flowing."""
+    catalogue), the others while its calls are flowing. Each moment is a point of the run's
+    progress, not a time, so it does not drift with the machine's load."""
     wait_holding_lock(proc, db)
     if i == 0:
-        time.sleep(rng.uniform(0.0, 0.3))
+        # Just after the lock (the store is opening), or once the journal exists (the store is
+        # open; the catalogue fetch and the first calls are next).
+        if rng.choice(("lock", "journal")) == "journal":
+            journal = journal_path(db)
+            wait_until(lambda: journal.exists() or proc.poll() is not None, "the journal")
         return
     # Measured in billed calls rather than seconds, so the moment does not drift with the
     # machine's load: somewhere between the first call and ~5 waves of `concurrency`.
@@ -154,14 +161,16 @@ def test_second_sigint_cancels_calls_in_flight_and_keeps_what_finished(tmp_path:
             limits={**LIMITS, "concurrency": 8, "grace_s": 120},
         )
         with reaped(spawn_run(job)) as proc:
+            stderr = Lines(proc.stderr)
             wait_holding_lock(proc, db)
-            wait_until(lambda: sim.calls() >= fast, "the fast calls")
-            time.sleep(0.5)  # the next 8 calls are now hanging
+            # The fast calls are billed and the next 8 (the concurrency) are hanging.
+            wait_until(lambda: sim.calls() >= fast and sim.in_flight() >= 8, "8 hanging calls")
             proc.send_signal(signal.SIGINT)
-            time.sleep(1.0)
+            stderr.wait_for("interrupt again to stop at once")  # the first Ctrl-C was handled
             assert proc.poll() is None, "the first Ctrl-C must wait for calls in flight"
             proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)  # vs 120 s grace / 600 s hang
+            proc.wait(timeout=30)  # vs 120 s grace / 600 s hang
+            err = stderr.text()
             assert proc.returncode == 130, err
         assert "interrupt again to stop at once" in err
         assert sim.calls() == fast

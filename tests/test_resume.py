@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -185,16 +184,23 @@ def test_report_works_while_a_run_is_active(tmp_path: Path) -> None:
     with simulator("--latency-ms", "100") as sim:
         job = _job(tmp_path, sim, texts(3000), limits={**LIMITS, "concurrency": 4})  # ~75 s
         db = tmp_path / "results.duckdb"
+        seen: list[int] = []
+
+        def flushed_since(calls: int) -> bool:
+            """Report once more: True (and the count kept) once it shows a flush after `calls`."""
+            rep = run_cli("report", str(db), "--format", "json", timeout=60)
+            assert rep.returncode == 0, rep.stderr
+            now: int = json.loads(rep.stdout)["totals"]["calls"]
+            if now > calls:
+                seen.append(now)
+            return now > calls
+
         with reaped(spawn_run(job)) as proc:
             wait_holding_lock(proc, db)
-            wait_until(lambda: sim.calls() > 100, "some calls (and a flush)")
-            seen: list[int] = []
-            for _ in range(4):
-                rep = run_cli("report", str(db), "--format", "json", timeout=60)
-                assert rep.returncode == 0, rep.stderr
-                seen.append(json.loads(rep.stdout)["totals"]["calls"])
+            wait_until(lambda: sim.calls() > 0, "the first calls (the store is open)")
+            for _ in range(4):  # four reports, each after a further flush (all must succeed)
+                wait_until(lambda: flushed_since(seen[-1] if seen else 0), "a flush in the report")
                 assert proc.poll() is None, "the run must still be active"
-                time.sleep(1.1)  # at least one flush in between
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=120)
             assert proc.returncode == 130

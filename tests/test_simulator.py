@@ -13,10 +13,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web import Application
 from conftest import FakeClock, FakeSleep, SimClientFactory
 
 from batchroute.catalog import Catalog
-from batchroute.simulator import Scenario, load_scenario, set_scenario
+from batchroute.simulator import Scenario, create_app, load_scenario, set_scenario
 from batchroute.simulator.responses import count_prompt_tokens, next_utc_midnight_ms
 
 CHAT = "/api/v1/chat/completions"
@@ -305,6 +307,29 @@ async def test_hang_sleeps_through_injected_sleep(
     resp = await post(client, req())
     assert sim_sleep.calls == [3600.0]
     assert resp.status == 408
+
+
+async def test_ledger_counts_calls_in_flight(sim_clock: FakeClock) -> None:
+    """`in_flight` counts a chat request until its answer is decided (tests wait on it)."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_seconds: float) -> None:
+        entered.set()
+        await release.wait()
+
+    app = create_app(scripted("hang"), clock=sim_clock, sleep=held)
+    client: TestClient[object, Application] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        call = asyncio.ensure_future(post(client, req()))
+        await asyncio.wait_for(entered.wait(), 30)
+        ledger = await (await client.get("/sim/ledger")).json()
+        assert (ledger["in_flight"], ledger["calls"]) == (1, 0)
+        release.set()
+        assert (await call).status == 408
+        assert (await (await client.get("/sim/ledger")).json())["in_flight"] == 0
+    finally:
+        await client.close()
 
 
 # --- ledger, determinism -----------------------------------------------------------------------

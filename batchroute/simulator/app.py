@@ -200,6 +200,14 @@ _OK = ScriptStep(fault="ok")
 
 async def _chat(request: web.Request) -> web.StreamResponse:
     st = request.app[SIM_STATE]
+    st.in_flight += 1  # until the answer is decided: tests wait on it, e.g. for hanging calls
+    try:
+        return await _answer_chat(request, st)
+    finally:
+        st.in_flight -= 1
+
+
+async def _answer_chat(request: web.Request, st: SimState) -> web.StreamResponse:
     key = api_key_of(request)
     if key is None:
         return unauthorized()

@@ -130,6 +130,7 @@ class SimState:
         self.balance_total = Decimal(0)  # charged to the OpenRouter balance (/key `usage`)
         self.byok_total = Decimal(0)  # billed by providers to the user's keys (`byok_usage`)
         self.models_cache: dict[str, bytes] = {}
+        self.in_flight = 0  # chat requests being answered now (a hanging call counts)
         self._search_prices: dict[str, Decimal] | None = None
 
     def set_scenario(self, scenario: Scenario) -> None:
@@ -232,6 +233,7 @@ class SimState:
         """
         return {
             "calls": len(self.billed),
+            "in_flight": self.in_flight,
             "total_cost_usd": format(self.billed_total, "f"),
             "fee_usd": format(self.balance_total, "f"),
             "upstream_usd": format(self.byok_total, "f"),
