@@ -35,9 +35,17 @@ class Limiter:
         self.active = self._global is not None or bool(self._per_model)  # else acquire is a no-op
 
     async def acquire(self, model: str) -> None:
-        """Wait until a call to `model` may go out."""
+        """Wait until a call to `model` may go out (its own pace, then the global one)."""
+        await self.acquire_model(model)
+        await self.acquire_global()
+
+    async def acquire_model(self, model: str) -> None:
+        """Wait for `model`'s own pace (a no-op for a model without its own rpm)."""
         per_model = self._per_model.get(model)
         if per_model is not None:
             await per_model.acquire()
+
+    async def acquire_global(self) -> None:
+        """Wait for the job's overall pace (a no-op without `requests_per_minute`)."""
         if self._global is not None:
             await self._global.acquire()

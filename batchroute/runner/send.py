@@ -8,6 +8,7 @@ reservation as spend until GET /generation tells the real cost (design §5).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +59,9 @@ class Sender:
         self._log = log
         self.limiter = Limiter(spec.limits.requests_per_minute, spec.limits.per_model_rpm)
         self.slots = asyncio.Semaphore(spec.limits.concurrency)
+        self._model_slots = {
+            m: asyncio.Semaphore(n) for m, n in spec.limits.per_model_concurrency.items()
+        }
         self._budget_changed = asyncio.Event()
         self.reconciler: Reconciler | None = None  # set by the runner once it exists
 
@@ -66,44 +70,34 @@ class Sender:
         self._budget_changed.set()
 
     async def call(self, item: WorkItem, plan: TierPlan, model: str, trail: Trail) -> Call | NoFit:
-        """Reserve, pace, send, settle; NoFit when the budget cannot take it (nothing sent)."""
+        """Reserve, pace, send, settle; NoFit when the budget cannot take it (nothing sent).
+
+        Everything a call may wait for that concerns only its own model (the model's
+        concurrency, its rpm) or only its own money (the budget) is waited for *before* it
+        takes one of the run's `concurrency` slots, so a slow or rate-limited tier never
+        holds the slots other tiers need (issue 11).
+        """
         worst = self.pricer.worst(item.prompt_bound, self.requests.served_by(plan, model))
         if self.budget.exceeds_cap(worst):
             return NoFit(worst, never=True)
-        lim = self.spec.limits
-        async with self.slots:
+        model_slot = self._model_slots.get(model)
+        async with model_slot if model_slot is not None else contextlib.nullcontext():
+            await self.limiter.acquire_model(model)
             # Fast path without a coroutine; `_reserve` waits when the budget is short.
             r = None if self.control.stopping else self.budget.try_reserve(worst)
             if r is None:
                 r = await self._reserve(worst)
             if r is None:
                 return NoFit(worst)
-            payload = self.requests.body(item, plan, model)
-            started = self.opts.now()
-            t0 = self.opts.monotonic()
-            token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
             try:
-                if self.limiter.active:
-                    await self.limiter.acquire(model)
-                    t0 = self.opts.monotonic()
-                completion = await self.client.complete(
-                    payload,
-                    stream=self.requests.streams(plan, model),
-                    idle_timeout_s=lim.idle_timeout_s,
-                    stream_max_s=lim.stream_max_s,
-                )
-            except UpstreamError as err:
-                call = self._failed(r, worst, model, started, t0, err)
-            except asyncio.CancelledError:
-                self._cancelled(r, worst, item, plan, model, started, trail)
+                await self.slots.acquire()
+            except BaseException:  # cancelled while waiting: nothing was sent
+                self._settle(r, Decimal(0))
                 raise
-            except Exception:  # a bug, not an answer: the call may have been billed
-                self._settle(r, worst)
-                raise
-            else:
-                call = self._answered(r, worst, model, started, t0, completion)
+            try:
+                call = await self._send(r, worst, item, plan, model, trail)
             finally:
-                self.book.landed(token)
+                self.slots.release()
         trail.attempts += 1
         trail.cost += call.cost
         if call.source is CostSource.RESERVED and call.generation_id and self.reconciler:
@@ -125,6 +119,44 @@ class Sender:
                 trail.answer, call.completion = c, None  # paid for: stored if nothing better
                 call.error = quality.failure(found, c, model=model, cost=call.cost)
         return call
+
+    async def _send(
+        self,
+        r: Reservation,
+        worst: Decimal,
+        item: WorkItem,
+        plan: TierPlan,
+        model: str,
+        trail: Trail,
+    ) -> Call:
+        """Send a reserved call inside its slot; the reservation is settled on every path."""
+        lim = self.spec.limits
+        payload = self.requests.body(item, plan, model)
+        started = self.opts.now()
+        t0 = self.opts.monotonic()
+        token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
+        try:
+            if self.limiter.active:
+                await self.limiter.acquire_global()
+                t0 = self.opts.monotonic()
+            completion = await self.client.complete(
+                payload,
+                stream=self.requests.streams(plan, model),
+                idle_timeout_s=lim.idle_timeout_s,
+                stream_max_s=lim.stream_max_s,
+            )
+        except UpstreamError as err:
+            return self._failed(r, worst, model, started, t0, err)
+        except asyncio.CancelledError:
+            self._cancelled(r, worst, item, plan, model, started, trail)
+            raise
+        except Exception:  # a bug, not an answer: the call may have been billed
+            self._settle(r, worst)
+            raise
+        else:
+            return self._answered(r, worst, model, started, t0, completion)
+        finally:
+            self.book.landed(token)
 
     # -------------------------------------------------------------- budget
     async def _reserve(self, amount: Decimal) -> Reservation | None:

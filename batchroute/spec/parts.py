@@ -178,6 +178,9 @@ class LimitsSpec(_Strict):
     concurrency: Int = Field(default=32, ge=1, le=4096)
     requests_per_minute: Int | None = Field(default=600, ge=1)
     per_model_rpm: dict[str, Rpm] = Field(default_factory=dict)
+    # Calls in flight to one model at most (a provider's own concurrency limit); waiting for
+    # it, or for a model's rpm, never holds one of the `concurrency` slots other tiers need.
+    per_model_concurrency: dict[str, Rpm] = Field(default_factory=dict)
     timeout_s: Float = Field(default=60, gt=0)  # a whole non-streamed call
     # Streamed calls (the generation id arrives with the first byte, so a call given up on
     # can still be priced): "auto" streams to models that reason (they think for minutes
