@@ -82,7 +82,8 @@ class Sender:
             return NoFit(worst, never=True)
         model_slot = self._model_slots.get(model)
         async with model_slot if model_slot is not None else contextlib.nullcontext():
-            await self.limiter.acquire_model(model)
+            if self.limiter.active:
+                await self.limiter.acquire_model(model)
             # Fast path without a coroutine; `_reserve` waits when the budget is short.
             r = None if self.control.stopping else self.budget.try_reserve(worst)
             if r is None:
