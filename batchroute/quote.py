@@ -178,7 +178,26 @@ def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
     lines += [f"tier {name}: " + " → ".join(plan.models) for name, plan in plans.items()]
     table = {t: spec.tier_for_task(t) for t in TASK_TYPES}
     lines.append("routing: " + ", ".join(f"{k}→{v}" for k, v in table.items()))
+    lines.append(_escalation_line(spec))
     return lines + [f"warning: {w}" for w in warnings]
+
+
+def _escalation_line(spec: JobSpec) -> str:
+    """Which failures climb to a dearer tier (the policy `runner.policy.decide` applies)."""
+    climbs = spec.limits.max_escalations
+    if climbs == 0 or len(spec.tiers) < 2:
+        why = "limits.max_escalations is 0" if climbs == 0 else "only one tier"
+        return f"escalation: never ({why})"
+    up = f"up to {climbs} tier(s)"
+    if "unavailable" in spec.escalate_on:
+        return (
+            f"escalation: {up} on quality failures and when a chain is unavailable "
+            "(escalate_on: unavailable; an outage pays for a dearer tier)"
+        )
+    return (
+        f"escalation: {up} on quality failures only; a chain that is unavailable leaves "
+        "its records pending (escalate_on: [quality, unavailable] climbs instead)"
+    )
 
 
 def render_quote(q: Quote) -> str:

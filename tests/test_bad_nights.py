@@ -132,7 +132,15 @@ def test_a_400_every_record_gets_stops_the_run(tmp_path: Path) -> None:
 
 HOLD = """
 import sys, time, duckdb
-con = duckdb.connect(sys.argv[1])
+deadline = time.monotonic() + 60
+while True:  # the run may be flushing (holding the file) right now: take it once it lets go
+    try:
+        con = duckdb.connect(sys.argv[1])
+        break
+    except duckdb.IOException:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.005)
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
 con.close()
@@ -308,3 +316,44 @@ async def test_a_progress_line_comes_while_every_record_waits(tmp_path: Path, ca
         progress.LOG_EVERY_S, progress.KEEP_ALIVE_MAX_WAIT_S = old
     assert report.counts.done == 6
     assert "progress: " in capsys.readouterr().err
+
+
+def test_after_a_writer_failure_the_next_run_closes_the_failed_runs_row(tmp_path: Path) -> None:
+    """The file was held past output.busy_timeout_s, so the failed run could not write its
+    own end to the `runs` row. The next run replays its journal and closes that row: not left
+    'running' (which would read as a live run), ended, with the cost of every attempt it made
+    (replayed from the journal); and its own row is completed."""
+    with simulator("--latency-ms", "20") as sim:
+        job = _job(
+            tmp_path,
+            sim.base_url,
+            texts(600),
+            limits={"concurrency": 4},
+            output={"database": str(tmp_path / "results.duckdb"), "busy_timeout_s": 1},
+        )
+        db = tmp_path / "results.duckdb"
+        with reaped(spawn_run(job)) as run:
+            wait_until(lambda: db.exists() and sim.calls() > 50, "the run under way")
+            with reaped(_hold(db, 60)) as holder:
+                out, err = run.communicate(timeout=60)
+                holder.kill()
+        assert run.returncode == 1, out + err
+        again = run_cli("run", str(job))
+    assert again.returncode == 0, again.stderr
+    rows = query(
+        db,
+        "SELECT r.status, r.finished_at IS NOT NULL, r.cost_usd, "
+        "(SELECT sum(a.cost_usd) FROM attempts a WHERE a.run_id = r.run_id), "
+        "(SELECT count(*) FROM attempts a WHERE a.run_id = r.run_id) "
+        "FROM runs r ORDER BY r.started_at",
+    )
+    assert len(rows) == 2
+    (status, ended, cost, attempts_cost, calls), second = rows
+    assert calls > 50  # its journaled attempts were replayed under its own run id
+    assert ended
+    assert cost == attempts_cost
+    # Closed as a dead run's row: the failed run could not journal its own end, so the next
+    # run cannot tell it from a kill -9 (it did exit 1, not 130; see the design notes).
+    assert status == "interrupted"
+    assert "1 earlier run(s) had died; marked interrupted" in again.stderr
+    assert second[:2] == ("completed", True)

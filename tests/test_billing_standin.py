@@ -360,6 +360,79 @@ async def test_implausible_costs_keep_the_reservation(
     assert done > 0
 
 
+@dataclass
+class SharedKey(StandIn):
+    """The API key is shared with another job: once `after` calls are billed, that job spends
+    on the key too, and from then on GET /key says it has `headroom` left beyond what this
+    stand-in had billed then (less whatever it bills later). Chat calls that come after that
+    moment wait (bounded) until /key has told the lowered figure once, so the run cannot end
+    before its key watcher has read it, however fast the calls are."""
+
+    after: int = 20
+    headroom: Decimal = Decimal("0.04")
+    key_limit: Decimal | None = None  # set when the other job starts spending
+    key_told: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def key(self, request: web.Request) -> web.Response:
+        if self.key_limit is None:
+            return await super().key(request)
+        self.key_told.set()
+        remaining = self.key_limit - self.total
+        return web.json_response(
+            {"data": {"limit": float(self.key_limit), "limit_remaining": float(remaining)}}
+        )
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        if self.key_limit is None and len(self.billed) >= self.after:
+            self.key_limit = self.total + self.headroom
+        if self.key_limit is not None:
+            await _wait(self.key_told)
+        return await super().chat(request)
+
+
+async def test_a_key_limit_lowered_mid_run_stops_spending_at_it(tmp_path: Path, serve: Any) -> None:
+    """GET /key is read again every limits.key_check_s: when another job starts spending on
+    the shared key mid-run, this run's limit drops to what the key has left, it stops there
+    (exit 3, the rest pending) instead of running into 402s or past the key's limit."""
+    write_jsonl(tmp_path / "in.jsonl", texts(150))
+    job = job_dict(
+        tmp_path,
+        quality=[],
+        limits={"concurrency": 4, "key_check_s": 0.05, "timeout_s": 60, "reconcile_wait_s": 0},
+        budget={"daily_usd": "1.00"},  # the 150 records cost ~$0.19: only the key can stop it
+    )
+    # Two calls at a time: the client's pool (limits.concurrency connections) keeps room for
+    # GET /key while both wait. With every connection in a waiting call, /key would wait for
+    # one until its own timeout and the watcher would skip that check.
+    job["tiers"] = {"premium": {"models": [MODEL], "concurrency": 2}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+    spec = load_spec(tmp_path / "job.yaml")
+    standin = SharedKey("ok")
+    db = tmp_path / "results.duckdb"
+    logs: list[str] = []
+    opts = RunOptions(
+        api_key="sk-or-v1-test",
+        base_url=await serve(standin),
+        db_path=db,
+        handle_signals=False,
+        quiet=True,
+        sleep=_no_sleep,
+        jitter_seed=0,
+        log=logs.append,
+    )
+    report = await run_job_async(spec, opts)
+    assert standin.key_limit is not None, "the key never dropped: the test proves nothing"
+    assert standin.key_told.is_set()
+    assert standin.total <= standin.key_limit, (standin.total, standin.key_limit)
+    # It spent up to the new limit (within a few calls in flight), not stopped for another reason.
+    assert standin.total > standin.key_limit - standin.headroom / 2
+    assert report.status is RunStatus.BUDGET_EXHAUSTED
+    assert 0 < report.counts.pending < 150
+    assert any("the API key has $" in ln and "the limit is now" in ln for ln in logs), logs
+    attempts, results = _recorded(db)
+    assert attempts == standin.total == results
+
+
 MIX = st.fixed_dictionaries({name: st.integers(0, 4) for name in OUTCOMES}).filter(
     lambda w: sum(w.values()) > 0
 )

@@ -263,3 +263,32 @@ def test_validate_warns_about_an_unknown_model_id(tmp_path: Path) -> None:
     warning = [line for line in done.out.splitlines() if "warning" in line]
     assert len(warning) == 1
     assert "anthropic/claude-3.5-sonnet" in warning[0]
+
+
+@pytest.mark.parametrize(
+    ("escalate_on", "max_escalations", "says", "never_says"),
+    [
+        (None, 1, "escalation: up to 1 tier(s) on quality failures only", "when a chain is"),
+        (["quality", "unavailable"], 2, "on quality failures and when a chain is unavailable",
+         "failures only"),
+        (["quality", "unavailable"], 0, "escalation: never (limits.max_escalations is 0)",
+         "quality failures"),
+    ],
+)  # fmt: skip
+def test_validate_says_which_escalation_policy_applies(
+    tmp_path: Path,
+    escalate_on: list[str] | None,
+    max_escalations: int,
+    says: str,
+    never_says: str,
+) -> None:
+    """An outage climbs to a dearer tier only when the job opts in: validate says which."""
+    write_jsonl(tmp_path / "in.jsonl", texts(1))
+    extra: dict[str, Any] = {"limits": {"max_escalations": max_escalations}}
+    if escalate_on is not None:
+        extra["escalate_on"] = escalate_on
+    done = batchroute("validate", write_job(tmp_path, **extra), cwd=tmp_path)
+    assert done.code == 0, done.err
+    (line,) = [ln for ln in done.out.splitlines() if ln.startswith("escalation:")]
+    assert says in line
+    assert never_says not in line

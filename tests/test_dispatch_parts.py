@@ -212,3 +212,59 @@ def test_a_free_daily_cap_resets_on_the_injected_wall_clock() -> None:
     assert health.usable((m, "other")) == ["other"]
     mono[0] += 2
     assert health.usable((m, "other")) == [m, "other"]
+
+
+def _health(lim: LimitsSpec) -> tuple[Health, list[float], list[str]]:
+    mono, logs = [100.0], []
+    health = Health(lim, monotonic=lambda: mono[0], wall=lambda: 1_000_000.0, log=logs.append)
+    return health, mono, logs
+
+
+def test_the_same_4xx_again_and_again_cools_a_model_down() -> None:
+    """A parameter a model does not take: the same rejection `cooldown_after` times in a row
+    cools it down for `cooldown_s` (other records go to its fallback), as a timeout would."""
+    lim = LimitsSpec(cooldown_after=3, cooldown_s=60)
+    health, mono, logs = _health(lim)
+    m, chain = "openai/gpt-4o-mini", ("openai/gpt-4o-mini", "other")
+    bad = RejectedError("Unrecognized key: Sort", model=m, status=400, error_type="bad_request")
+    for _ in range(lim.cooldown_after - 1):
+        health.penalise(m, bad)
+        assert health.usable(chain) == list(chain)
+    health.penalise(m, bad)
+    assert health.usable(chain) == ["other"]
+    assert any(m in line and "3 times in a row" in line for line in logs), logs
+    mono[0] += 59
+    assert health.usable(chain) == ["other"]
+    mono[0] += 2
+    assert health.usable(chain) == list(chain)
+
+
+def test_different_4xx_or_a_success_between_do_not_cool_a_model_down() -> None:
+    lim = LimitsSpec(cooldown_after=2, cooldown_s=60)
+    health, _, _ = _health(lim)
+    m, chain = "openai/gpt-4o-mini", ("openai/gpt-4o-mini", "other")
+    a = RejectedError("Unrecognized key: Sort", model=m, status=400, error_type="bad_request")
+    b = RejectedError("tools are not supported", model=m, status=404, error_type="not_found")
+    for err in (a, b, a, b):  # never the same one twice in a row
+        health.penalise(m, err)
+    health.ok(m)
+    health.penalise(m, a)
+    assert health.usable(chain) == list(chain)
+
+
+def test_a_rejection_about_one_record_never_cools_a_model_down() -> None:
+    """context_length_exceeded says the record is too big, not that the model is broken:
+    however often it comes, the model stays usable for the other records."""
+    lim = LimitsSpec(cooldown_after=2, cooldown_s=60)
+    health, _, logs = _health(lim)
+    m, chain = "openai/gpt-4o-mini", ("openai/gpt-4o-mini", "other")
+    big = RejectedError(
+        "This model's maximum context length is 128000 tokens",
+        model=m,
+        status=400,
+        error_type="context_length_exceeded",
+    )
+    for _ in range(lim.cooldown_after * 5):
+        health.penalise(m, big)
+    assert health.usable(chain) == list(chain)
+    assert logs == []
