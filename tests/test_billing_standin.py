@@ -390,10 +390,17 @@ class SharedKey(StandIn):
         return await super().chat(request)
 
 
-async def test_a_key_limit_lowered_mid_run_stops_spending_at_it(tmp_path: Path, serve: Any) -> None:
+@pytest.mark.parametrize("workers", [2, 4], ids=["two-of-four-slots", "every-slot"])
+async def test_a_key_limit_lowered_mid_run_stops_spending_at_it(
+    tmp_path: Path, serve: Any, workers: int
+) -> None:
     """GET /key is read again every limits.key_check_s: when another job starts spending on
     the shared key mid-run, this run's limit drops to what the key has left, it stops there
-    (exit 3, the rest pending) instead of running into 402s or past the key's limit."""
+    (exit 3, the rest pending) instead of running into 402s or past the key's limit.
+
+    `every-slot`: every one of the `concurrency` connections is in a call that waits, and
+    GET /key still gets through (the pool keeps room for bookkeeping: before, it had exactly
+    `concurrency` connections, and the key check waited for one until its own timeout)."""
     write_jsonl(tmp_path / "in.jsonl", texts(150))
     job = job_dict(
         tmp_path,
@@ -401,10 +408,7 @@ async def test_a_key_limit_lowered_mid_run_stops_spending_at_it(tmp_path: Path, 
         limits={"concurrency": 4, "key_check_s": 0.05, "timeout_s": 60, "reconcile_wait_s": 0},
         budget={"daily_usd": "1.00"},  # the 150 records cost ~$0.19: only the key can stop it
     )
-    # Two calls at a time: the client's pool (limits.concurrency connections) keeps room for
-    # GET /key while both wait. With every connection in a waiting call, /key would wait for
-    # one until its own timeout and the watcher would skip that check.
-    job["tiers"] = {"premium": {"models": [MODEL], "concurrency": 2}}
+    job["tiers"] = {"premium": {"models": [MODEL], "concurrency": workers}}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
     spec = load_spec(tmp_path / "job.yaml")
     standin = SharedKey("ok")

@@ -32,7 +32,7 @@ from batchroute.progress import Progress
 from batchroute.reader import read_records
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
-from batchroute.runner.reconcile import Reconciler
+from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
 from batchroute.runner.setup import (
     check_key,
     close_store,
@@ -140,7 +140,9 @@ class Runner:
             timeout_s=spec.limits.timeout_s,
             title=spec.endpoint.title,
             referer=spec.endpoint.referer,
-            max_connections=spec.limits.concurrency,
+            # Room beside the `concurrency` calls for the bookkeeping requests (GET /key, the
+            # reconciler's /generation polls), so that calls which wait never starve them.
+            max_connections=spec.limits.concurrency + CONCURRENT_GETS + 2,
         ) as client:
             note = await reconcile_earlier_runs(client, self.store, spec.name)
             if note is not None:
