@@ -189,15 +189,23 @@ def _escalation_line(spec: JobSpec) -> str:
         why = "limits.max_escalations is 0" if climbs == 0 else "only one tier"
         return f"escalation: never ({why})"
     up = f"up to {climbs} tier(s)"
-    if "unavailable" in spec.escalate_on:
+    quality, unavailable = "quality" in spec.escalate_on, "unavailable" in spec.escalate_on
+    if quality and unavailable:
         return (
             f"escalation: {up} on quality failures and when a chain is unavailable "
             "(escalate_on: unavailable; an outage pays for a dearer tier)"
         )
-    return (
-        f"escalation: {up} on quality failures only; a chain that is unavailable leaves "
-        "its records pending (escalate_on: [quality, unavailable] climbs instead)"
-    )
+    if unavailable:
+        return (
+            f"escalation: {up} only when a chain is unavailable; an answer that fails a "
+            "quality check is stored as it is (escalate_on has no 'quality')"
+        )
+    if quality:
+        return (
+            f"escalation: {up} on quality failures only; a chain that is unavailable leaves "
+            "its records pending (escalate_on: [quality, unavailable] climbs instead)"
+        )
+    return "escalation: never (escalate_on is empty)"
 
 
 def render_quote(q: Quote) -> str:

@@ -273,6 +273,8 @@ def test_validate_warns_about_an_unknown_model_id(tmp_path: Path) -> None:
          "failures only"),
         (["quality", "unavailable"], 0, "escalation: never (limits.max_escalations is 0)",
          "quality failures"),
+        (["unavailable"], 1, "only when a chain is unavailable", "on quality failures"),
+        ([], 1, "escalation: never (escalate_on is empty)", "quality failures"),
     ],
 )  # fmt: skip
 def test_validate_says_which_escalation_policy_applies(

@@ -71,6 +71,15 @@ def test_weak_answers_escalate_when_a_tier_is_left() -> None:
     assert _decide(err, can_escalate=False, last_model=True) is OUT.FAILED
 
 
+def test_weak_answers_stay_in_their_tier_when_escalate_on_leaves_quality_out() -> None:
+    """`escalate_on: [unavailable]` names what climbs: quality failures no longer do."""
+    outage_only = policy.Policy(3, 0.5, 30, escalate_unavailable=True, escalate_quality=False)
+    err = QualityFailed("empty content", error_type="empty_content")
+    kw = {"attempt": 1, "can_escalate": True, "unavailable": False}
+    assert policy.decide(outage_only, err, last_model=False, **kw) is OUT.FALLBACK
+    assert policy.decide(outage_only, err, last_model=True, **kw) is OUT.FAILED
+
+
 def test_an_outage_escalates_only_when_the_job_opts_in() -> None:
     opted = policy.Policy(3, 0.5, 30, escalate_unavailable=True)
     err = RetryableError("timeout", error_type="timeout")

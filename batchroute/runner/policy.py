@@ -34,6 +34,7 @@ class Policy:
     backoff_base_s: float
     backoff_max_s: float
     escalate_unavailable: bool  # `escalate_on: [unavailable]`: an outage climbs a tier
+    escalate_quality: bool = True  # `escalate_on: [quality]` (the default): a weak answer does
 
     @classmethod
     def of(cls, spec: JobSpec) -> Policy:
@@ -43,6 +44,7 @@ class Policy:
             lim.backoff_base_s,
             lim.backoff_max_s,
             "unavailable" in spec.escalate_on,
+            "quality" in spec.escalate_on,
         )
 
 
@@ -73,7 +75,7 @@ def decide(
     retry = isinstance(err, RetryableError) and attempt < policy.max_attempts
     if retry and (err.retry_after or 0) <= policy.backoff_max_s:
         return AttemptOutcome.RETRY
-    if isinstance(err, QualityFailed) and can_escalate:
+    if isinstance(err, QualityFailed) and can_escalate and policy.escalate_quality:
         return AttemptOutcome.ESCALATE  # design §6: a weak answer goes to a stronger tier
     if not last_model:
         return AttemptOutcome.FALLBACK
