@@ -46,12 +46,8 @@ def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
     return Record(line_no, str(value), obj)
 
 
-def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> Iterator[Record]:
-    """Yield one `Record` per non-blank line, lazily.
-
-    Raises:
-        InputError: only when the file itself cannot be opened.
-    """
+def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its ending) for each non-blank line after `start`."""
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -65,4 +61,23 @@ def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> 
                 raw = raw[len(_BOM) :]  # as if saved without it: same fields, same key
             if not raw.strip():
                 continue
-            yield _parse(raw, line_no, id_field)
+            yield line_no, raw
+
+
+def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> Iterator[Record]:
+    """Yield one `Record` per non-blank line, lazily.
+
+    Raises:
+        InputError: only when the file itself cannot be opened.
+    """
+    for line_no, raw in _lines(path, start):
+        yield _parse(raw, line_no, id_field)
+
+
+def read_keys(path: Path, *, id_field: str | None = None) -> Iterator[str]:
+    """The key of each record `read_records` yields, in the same order (one per record).
+
+    Without an id field the key is the line's hash, so the line is not parsed at all.
+    """
+    for line_no, raw in _lines(path, 0):
+        yield record_key(raw) if id_field is None else _parse(raw, line_no, id_field).key
