@@ -97,6 +97,14 @@ class Admission:
     failed_before: bool = False  # an earlier run's failure that is still in the input
 
 
+_DUPLICATE = Admission(Admit.DUPLICATE)
+_FINAL = {
+    (stale, failed): Admission(Admit.FINAL, stale=stale, failed_before=failed)
+    for stale in (False, True)
+    for failed in (False, True)
+}  # the skip path builds no Admission: a resume mostly skips
+
+
 def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
     """The record's messages, or why it is invalid."""
     if rec.fields is None:
@@ -255,7 +263,7 @@ class Intake:
         """Skip, reject or send `rec` (resume filter first: it is cheap)."""
         known = self._lookup.next(rec.key)
         if known.duplicate:
-            return Admission(Admit.DUPLICATE)
+            return _DUPLICATE
         plan = self._plan
         failed_before = known.failed_before
         messages = render(plan.spec, rec)
@@ -267,7 +275,7 @@ class Intake:
             old = known.fp  # None: done before fingerprints were kept
             stale = old is not None and old != fingerprint(messages, plan.params)
             if not (stale and plan.overrides.rerun_changed):
-                return Admission(Admit.FINAL, stale=stale, failed_before=failed_before)
+                return _FINAL[stale, failed_before]
         self.taken += 1
         item = classify_item(plan.spec, plan.params, rec, messages)
         return Admission(Admit.SEND, item, stale=stale, failed_before=failed_before)

@@ -39,11 +39,19 @@ def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
         return Record(line_no, record_key(raw), None, reason)
     if id_field is None:
         return Record(line_no, record_key(raw), obj)
-    value = obj.get(id_field)
-    if value is None or isinstance(value, dict | list) or value == "":
+    key = _id_key(obj, id_field)
+    if key is None:
         reason = f"id field {id_field!r} missing or not a scalar"
         return Record(line_no, record_key(raw), None, reason)
-    return Record(line_no, str(value), obj)
+    return Record(line_no, key, obj)
+
+
+def _id_key(obj: dict[str, object], id_field: str) -> str | None:
+    """The key an object's id field gives, or None when it gives none (the line is invalid)."""
+    value = obj.get(id_field)
+    if value is None or isinstance(value, dict | list) or value == "":
+        return None
+    return str(value)
 
 
 def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
@@ -75,9 +83,17 @@ def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> 
 
 
 def read_keys(path: Path, *, id_field: str | None = None) -> Iterator[str]:
-    """The key of each record `read_records` yields, in the same order (one per record).
-
-    Without an id field the key is the line's hash, so the line is not parsed at all.
-    """
-    for line_no, raw in _lines(path, 0):
-        yield record_key(raw) if id_field is None else _parse(raw, line_no, id_field).key
+    """The key of each record `read_records` yields, in the same order (one per record),
+    without building the records: without an id field the key is the line's hash, so the
+    line is not even parsed."""
+    for _, raw in _lines(path, 0):
+        if id_field is None:
+            yield record_key(raw)
+            continue
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            yield record_key(raw)  # as `_parse`: an invalid line's key is its hash
+            continue
+        key = _id_key(obj, id_field) if isinstance(obj, dict) else None
+        yield record_key(raw) if key is None else key

@@ -31,7 +31,7 @@ THREADS = 2
 STAGE_CHUNK = 50_000  # keys per INSERT while staging
 FETCH = 8_192  # answers per fetch while merging
 _ALIAS = "batchroute_history"
-_FAILED = frozenset({str(RecordStatus.FAILED), str(RecordStatus.INVALID)})
+_FAILED = [str(RecordStatus.FAILED), str(RecordStatus.INVALID)]  # final: failed_before
 _DUPLICATE = Known(duplicate=True)
 
 # One row per input position whose key came earlier in the input (dup) or is final already.
@@ -43,7 +43,8 @@ WITH dups AS (SELECT k, min(pos) AS first FROM staged GROUP BY k HAVING count(*)
 finals AS (
     SELECT record_key, status, request_fp FROM {_ALIAS}.results
     WHERE job_name = $1 AND list_contains($2::VARCHAR[], status))
-SELECT s.pos, s.k, COALESCE(s.pos > d.first, false) AS dup, f.status, f.request_fp
+SELECT s.pos, s.k, COALESCE(s.pos > d.first, false) AS dup,
+    COALESCE(list_contains($3::VARCHAR[], f.status), false) AS failed, f.request_fp
 FROM staged s LEFT JOIN dups d ON d.k = s.k LEFT JOIN finals f ON f.record_key = s.k
 WHERE s.pos > d.first OR f.record_key IS NOT NULL
 ORDER BY s.pos
@@ -69,24 +70,22 @@ class ResumeLookup:
         self._con = con
         self._path = path
         self._source = source
-        self._cur = con.execute("SELECT pos, k, dup, status, request_fp FROM answers")
+        self._cur = con.execute("SELECT pos, k, dup, failed, request_fp FROM answers")
         self._rows: list[tuple[Any, ...]] = []
-        self._i = 0
+        self._i = -1
         self._pos = 0
-        self._row: tuple[Any, ...] = ()
         self._next = -1
         self._advance()
 
     def _advance(self) -> None:
+        self._i += 1
         if self._i >= len(self._rows):
             self._rows = self._cur.fetchmany(FETCH)
             self._i = 0
             if not self._rows:
                 self._next = sys.maxsize
                 return
-        self._row = self._rows[self._i]
-        self._i += 1
-        self._next = self._row[0]
+        self._next = self._rows[self._i][0]
 
     def next(self, key: str) -> Known:
         pos = self._pos
@@ -95,7 +94,7 @@ class ResumeLookup:
             if pos > self._next:  # answers out of order: never guess (a final record would pay)
                 raise StoreError(f"resume answers for {self._path} are out of input order")
             return NOT_KNOWN
-        _, k, dup, status, fp = self._row
+        _, k, dup, failed, fp = self._rows[self._i]
         self._advance()
         if k != key:
             raise InputError(
@@ -103,9 +102,7 @@ class ResumeLookup:
                 f"now {key!r}): run again",
                 path=self._source,
             )
-        if dup:
-            return _DUPLICATE
-        return Known(final=True, fp=fp, failed_before=status in _FAILED)
+        return _DUPLICATE if dup else Known(False, True, fp, failed)
 
     def close(self) -> None:
         _close(self._con, self._path)
@@ -151,7 +148,7 @@ def resume_lookup(
             pos += len(chunk)
         attach_read_only(con, path, _ALIAS, timeout=timeout)
         try:
-            con.execute(_ANSWERS, [job_name, [str(s) for s in statuses]])
+            con.execute(_ANSWERS, [job_name, [str(s) for s in statuses], _FAILED])
         finally:
             con.execute(f"DETACH {_ALIAS}")
         con.execute("DROP TABLE staged")
