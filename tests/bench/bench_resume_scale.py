@@ -16,7 +16,15 @@ strategy's counts are checked against that.
 
 Every strategy runs in a fresh interpreter (peak RSS = VmHWM of that process) and the
 strategies are interleaved over `--repeat` rounds, so a load spike from other jobs on the
-machine shows as a spread, not as a false ratio. Strategies:
+machine shows as a spread, not as a false ratio. The default strategies are the product's:
+
+  product        `Runner.run` end to end on a 2M-line JSONL input (`input_file`) whose records
+                 are all final in the file (skipped, and stale: their fingerprints differ):
+                 the shipped resume, one join (`batchroute/store/resume.py`)
+  product-dict   the same run with the resume before issue 11 patched in (`final_keys` → dict)
+
+(figures: docs/benchmarks.md, "Resume at scale"). The exploration that chose the join
+(`--only` any of these):
 
   baseline       today: `ResultStore.final_keys` → dict, then one dict lookup per key
   batch-B        per batch of B input keys, one query: unnest(?::VARCHAR[]) joined with
