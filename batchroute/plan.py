@@ -2,14 +2,16 @@
 
 Built from the spec, the catalogue, the store's resume state and the run's overrides: the tier
 chains, the cap and its scope, the escalation paths, the worst case of every call, and for each
-input record whether it is sent (`Intake`). `run` and `run --dry-run` both use it, so a quote
-matches the run by construction. It composes the pure stages (prompt, classifier, router,
-budget arithmetic) and does no I/O, reads no clock and knows nothing of HTTP or DuckDB.
+input record whether it is sent (`Intake`, asking a `KeyLookup` what the store knew of the
+record's key: the runner supplies the store's, which holds no key of the job's history).
+`run` and `run --dry-run` both use it, so a quote matches the run by construction. It composes
+the pure stages (prompt, classifier, router, budget arithmetic) and does no I/O, reads no clock
+and knows nothing of HTTP or DuckDB.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -22,7 +24,16 @@ from batchroute.errors import InputError
 from batchroute.prompt import fingerprint, render_messages, request_params
 from batchroute.router import TierPlan, check_plans, choose_tier, resolve_tiers
 from batchroute.spec import JobSpec
-from batchroute.types import TASK_TYPES, Classification, Record, RecordStatus, ResumeState
+from batchroute.types import (
+    NOT_KNOWN,
+    TASK_TYPES,
+    Classification,
+    KeyLookup,
+    Known,
+    Record,
+    RecordStatus,
+    ResumeState,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,14 @@ class Admission:
     reason: str = ""  # with INVALID: why
     stale: bool = False  # final, but its prompt changed since (sent with --rerun-changed)
     failed_before: bool = False  # an earlier run's failure that is still in the input
+
+
+_DUPLICATE = Admission(Admit.DUPLICATE)
+_FINAL = {
+    (stale, failed): Admission(Admit.FINAL, stale=stale, failed_before=failed)
+    for stale in (False, True)
+    for failed in (False, True)
+}  # the skip path builds no Admission: a resume mostly skips
 
 
 def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
@@ -191,22 +210,47 @@ class RunPlan:
         )
 
     # ----------------------------------------------------------------- intake
-    def intake(self) -> Intake:
-        """A fresh pass over the input."""
-        return Intake(self)
+    def intake(self, lookup: KeyLookup) -> Intake:
+        """A fresh pass over the input, with a fresh `lookup` (one per pass)."""
+        return Intake(self, lookup)
+
+
+class MemoryLookup:
+    """A `KeyLookup` over keys held in memory: for tests and inputs without a database.
+
+    `final` maps the final keys to their fingerprints; `failed_before` are the final keys that
+    failed or were invalid. Duplicates are found by the hashes of the keys seen so far.
+    """
+
+    def __init__(
+        self, final: Mapping[str, str | None] | None = None, failed_before: Collection[str] = ()
+    ) -> None:
+        self._final = final or {}
+        self._failed = frozenset(failed_before)
+        self._seen: set[int] = set()
+
+    def next(self, key: str) -> Known:
+        h = hash(key)
+        if h in self._seen:
+            return Known(duplicate=True)
+        self._seen.add(h)
+        if key not in self._final:
+            return NOT_KNOWN
+        return Known(final=True, fp=self._final[key], failed_before=key in self._failed)
 
 
 class Intake:
     """One pass over the input: the resume decision for each record, in input order.
 
-    Stateful only in what a pass must remember: the keys seen (a key twice, or `1` and `"1"`:
-    the first one is the record, the second must not pay again or overwrite it) and how many
-    records were admitted (`--limit`).
+    What the store knew of each key (final, its fingerprint, an earlier failure, a key twice in
+    this input: `1` and `"1"` too, the first one is the record, the second must not pay again
+    or overwrite it) comes from the `KeyLookup`, asked once per record in input order; the
+    intake itself counts only the records admitted (`--limit`).
     """
 
-    def __init__(self, plan: RunPlan) -> None:
+    def __init__(self, plan: RunPlan, lookup: KeyLookup) -> None:
         self._plan = plan
-        self._seen: set[int] = set()
+        self._lookup = lookup
         self.taken = 0
 
     @property
@@ -217,24 +261,21 @@ class Intake:
 
     def admit(self, rec: Record) -> Admission:
         """Skip, reject or send `rec` (resume filter first: it is cheap)."""
-        h = hash(rec.key)
-        if h in self._seen:
-            return Admission(Admit.DUPLICATE)
-        self._seen.add(h)
+        known = self._lookup.next(rec.key)
+        if known.duplicate:
+            return _DUPLICATE
         plan = self._plan
-        failed_before = rec.key in plan.resume.failed_before
-        final = plan.resume.final
-        is_final = rec.key in final
+        failed_before = known.failed_before
         messages = render(plan.spec, rec)
         if isinstance(messages, str):
-            kind = Admit.FINAL if is_final else Admit.INVALID
+            kind = Admit.FINAL if known.final else Admit.INVALID
             return Admission(kind, reason=messages, failed_before=failed_before)
         stale = False
-        if is_final:
-            old = final[rec.key]  # None: done before fingerprints were kept
+        if known.final:
+            old = known.fp  # None: done before fingerprints were kept
             stale = old is not None and old != fingerprint(messages, plan.params)
             if not (stale and plan.overrides.rerun_changed):
-                return Admission(Admit.FINAL, stale=stale, failed_before=failed_before)
+                return _FINAL[stale, failed_before]
         self.taken += 1
         item = classify_item(plan.spec, plan.params, rec, messages)
         return Admission(Admit.SEND, item, stale=stale, failed_before=failed_before)

@@ -14,6 +14,7 @@ Errors before any token are unbilled (OpenRouter's zero-completion insurance).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -22,11 +23,19 @@ from typing import Any
 
 from batchroute.budget import quantize_usd
 from batchroute.catalog import Catalog
-from batchroute.plan import Admit, Overrides, RunPlan, WorkItem, budget_scope, build_plan
-from batchroute.reader import read_records
+from batchroute.plan import (
+    Admit,
+    MemoryLookup,
+    Overrides,
+    RunPlan,
+    WorkItem,
+    budget_scope,
+    build_plan,
+)
+from batchroute.reader import read_keys, read_records
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.types import TASK_TYPES, ResumeState
+from batchroute.types import TASK_TYPES, KeyLookup, ResumeState
 
 TYPICAL_COMPLETION_TOKENS = 256
 
@@ -130,10 +139,25 @@ def quote(
     the same resume decisions; only the catalogue is the cached or shipped one (no /models)."""
     overrides = Overrides(budget_usd, retry_failed, rerun_changed, limit)
     resume = ResumeState()
-    if db_path.exists():
-        resume = ResultStore(db_path).resume_state(
-            spec.name, final_statuses=overrides.final_statuses, day=today, scope=budget_scope(spec)
-        )
+    lookup: KeyLookup = MemoryLookup()
+    with contextlib.ExitStack() as stack:
+        if db_path.exists():
+            store = ResultStore(db_path)
+            statuses = overrides.final_statuses
+            resume = store.resume_state(
+                spec.name, final_statuses=statuses, day=today, scope=budget_scope(spec)
+            )
+            keys = read_keys(spec.input, id_field=spec.id_field)
+            source = str(spec.input)
+            lookup = stack.enter_context(
+                store.resume_lookup(spec.name, keys, final_statuses=statuses, source=source)
+            )
+        return _quote(spec, db_path, resume, overrides, lookup)
+
+
+def _quote(
+    spec: JobSpec, db_path: Path, resume: ResumeState, overrides: Overrides, lookup: KeyLookup
+) -> Quote:
     catalog = offline_catalog(db_path)
     plan = build_plan(spec, catalog, resume, overrides)
     q = Quote(
@@ -144,7 +168,7 @@ def quote(
     )
     q.catalog = f"{catalog.source} ({catalog.fetched_at})"
     q.notes = list(plan.warnings)
-    intake = plan.intake()
+    intake = plan.intake(lookup)
     for rec in read_records(spec.input, id_field=spec.id_field):
         if intake.full:
             break

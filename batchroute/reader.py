@@ -39,19 +39,23 @@ def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
         return Record(line_no, record_key(raw), None, reason)
     if id_field is None:
         return Record(line_no, record_key(raw), obj)
-    value = obj.get(id_field)
-    if value is None or isinstance(value, dict | list) or value == "":
+    key = _id_key(obj, id_field)
+    if key is None:
         reason = f"id field {id_field!r} missing or not a scalar"
         return Record(line_no, record_key(raw), None, reason)
-    return Record(line_no, str(value), obj)
+    return Record(line_no, key, obj)
 
 
-def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> Iterator[Record]:
-    """Yield one `Record` per non-blank line, lazily.
+def _id_key(obj: dict[str, object], id_field: str) -> str | None:
+    """The key an object's id field gives, or None when it gives none (the line is invalid)."""
+    value = obj.get(id_field)
+    if value is None or isinstance(value, dict | list) or value == "":
+        return None
+    return str(value)
 
-    Raises:
-        InputError: only when the file itself cannot be opened.
-    """
+
+def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its ending) for each non-blank line after `start`."""
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -65,4 +69,31 @@ def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> 
                 raw = raw[len(_BOM) :]  # as if saved without it: same fields, same key
             if not raw.strip():
                 continue
-            yield _parse(raw, line_no, id_field)
+            yield line_no, raw
+
+
+def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> Iterator[Record]:
+    """Yield one `Record` per non-blank line, lazily.
+
+    Raises:
+        InputError: only when the file itself cannot be opened.
+    """
+    for line_no, raw in _lines(path, start):
+        yield _parse(raw, line_no, id_field)
+
+
+def read_keys(path: Path, *, id_field: str | None = None) -> Iterator[str]:
+    """The key of each record `read_records` yields, in the same order (one per record),
+    without building the records: without an id field the key is the line's hash, so the
+    line is not even parsed."""
+    for _, raw in _lines(path, 0):
+        if id_field is None:
+            yield record_key(raw)
+            continue
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            yield record_key(raw)  # as `_parse`: an invalid line's key is its hash
+            continue
+        key = _id_key(obj, id_field) if isinstance(obj, dict) else None
+        yield record_key(raw) if key is None else key

@@ -5,12 +5,11 @@ Statuses are `str` enums so they can be written to DuckDB as they are. Money is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 TASK_TYPES: tuple[str, ...] = (
     "classification",
@@ -285,8 +284,31 @@ class RunCounts:
 
 @dataclass(frozen=True, slots=True)
 class ResumeState:
-    """What the store knows before a run: the records already final and today's spend."""
+    """What the store knows before a run: how many records are final, today's spend.
 
-    final: Mapping[str, str | None] = field(default_factory=dict)  # key → prompt fingerprint
-    failed_before: frozenset[str] = frozenset()  # failed/invalid earlier, not retried
+    Which input records are final is not held here (a job's history may be millions of
+    keys): a `KeyLookup` answers for the input's own keys, one record at a time.
+    """
+
+    final_count: int = 0  # the job's records already final (for the run's first line)
     spent: Decimal = Decimal(0)  # today's spend in the budget's scope
+
+
+class Known(NamedTuple):
+    """What the store knew of one input record's key before the run."""
+
+    duplicate: bool = False  # the key came earlier in this input: the first one counts
+    final: bool = False  # final already (in the run's final statuses)
+    fp: str | None = None  # with `final`: its prompt fingerprint (None: kept before there were)
+    failed_before: bool = False  # with `final`: failed or invalid in an earlier run
+
+
+NOT_KNOWN = Known()
+
+
+class KeyLookup(Protocol):
+    """The resume facts of an input's records, asked in input order, once per record."""
+
+    def next(self, key: str) -> Known:
+        """The facts for the next record of the input, whose key is `key`."""
+        ...

@@ -9,7 +9,7 @@ from factories import make_spec
 
 from batchroute.budget import ceil_usd, worst_case_cost
 from batchroute.catalog import Catalog
-from batchroute.plan import Admit, Overrides, build_plan
+from batchroute.plan import Admit, MemoryLookup, Overrides, build_plan
 from batchroute.prompt import fingerprint
 from batchroute.types import Record, RecordStatus, ResumeState
 
@@ -24,10 +24,10 @@ def _rec(key: str, text: str = "hello", line: int = 1) -> Record:
     return Record(key=key, line_no=line, fields={"id": key, "text": text, "target_lang": "French"})
 
 
-def _plan(tmp_path: Path, resume: ResumeState | None = None, **kw: object):  # type: ignore[no-untyped-def]
+def _plan(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
     overrides = kw.pop("overrides", Overrides())
     spec = make_spec(tmp_path, tiers=TIERS, **kw)
-    return build_plan(spec, Catalog.shipped(), resume or ResumeState(), overrides)  # type: ignore[arg-type]
+    return build_plan(spec, Catalog.shipped(), ResumeState(), overrides)  # type: ignore[arg-type]
 
 
 def test_final_statuses_follow_retry_failed() -> None:
@@ -41,16 +41,14 @@ def test_final_statuses_follow_retry_failed() -> None:
 
 def test_intake_sends_skips_and_counts_stale(tmp_path: Path) -> None:
     probe = _plan(tmp_path)
-    item = probe.intake().admit(_rec("same"))
+    item = probe.intake(MemoryLookup()).admit(_rec("same"))
     assert item.admit is Admit.SEND
     assert item.item is not None
     same_fp = item.item.fp
-    resume = ResumeState(
-        final={"same": same_fp, "changed": "an-old-fingerprint", "old": None},
-        failed_before=frozenset({"changed"}),
-    )
+    final = {"same": same_fp, "changed": "an-old-fingerprint", "old": None}
     for rerun in (False, True):
-        intake = _plan(tmp_path, resume, overrides=Overrides(rerun_changed=rerun)).intake()
+        lookup = MemoryLookup(final, failed_before={"changed"})
+        intake = _plan(tmp_path, overrides=Overrides(rerun_changed=rerun)).intake(lookup)
         same, changed, old, new = (intake.admit(_rec(k)) for k in ("same", "changed", "old", "new"))
         assert (same.admit, same.stale) == (Admit.FINAL, False)
         assert old.admit is Admit.FINAL  # done before fingerprints were kept: never stale
@@ -62,7 +60,7 @@ def test_intake_sends_skips_and_counts_stale(tmp_path: Path) -> None:
 
 
 def test_intake_skips_a_repeated_key_and_rejects_unrenderable_records(tmp_path: Path) -> None:
-    intake = _plan(tmp_path).intake()
+    intake = _plan(tmp_path).intake(MemoryLookup())
     assert intake.admit(_rec("a")).admit is Admit.SEND
     assert intake.admit(_rec("a", "other text")).admit is Admit.DUPLICATE
     broken = Record(key="line:3", line_no=3, fields=None, error="not JSON")
@@ -74,8 +72,8 @@ def test_intake_skips_a_repeated_key_and_rejects_unrenderable_records(tmp_path: 
 
 
 def test_limit_counts_records_sent_only(tmp_path: Path) -> None:
-    resume = ResumeState(final={"done": None})
-    intake = _plan(tmp_path, resume, overrides=Overrides(limit=2)).intake()
+    lookup = MemoryLookup({"done": None})
+    intake = _plan(tmp_path, overrides=Overrides(limit=2)).intake(lookup)
     assert intake.admit(_rec("done")).admit is Admit.FINAL
     assert not intake.full
     intake.admit(_rec("x"))
@@ -96,7 +94,7 @@ def test_escalation_path_stops_at_max_escalations_and_the_last_tier(tmp_path: Pa
 
 def test_worst_record_is_every_call_the_runner_may_reserve(tmp_path: Path) -> None:
     plan = _plan(tmp_path, limits={"max_escalations": 1, "max_attempts": 3})
-    item = plan.intake().admit(_rec("r", "word " * 50)).item
+    item = plan.intake(MemoryLookup()).admit(_rec("r", "word " * 50)).item
     assert item is not None
     item.tier = "budget"
     calls = [
@@ -126,7 +124,7 @@ def test_a_model_missing_from_the_catalogue_is_priced_as_the_dearest(tmp_path: P
 
 def test_fingerprint_is_the_plans(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
-    item = plan.intake().admit(_rec("k")).item
+    item = plan.intake(MemoryLookup()).admit(_rec("k")).item
     assert item is not None
     assert item.fp == fingerprint(item.messages, plan.params)
 

@@ -29,7 +29,7 @@ from batchroute.plan import (
     daily_cap,
 )
 from batchroute.progress import Progress
-from batchroute.reader import read_records
+from batchroute.reader import read_keys, read_records
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
@@ -50,7 +50,7 @@ from batchroute.runner.work import (
     Trail,
 )
 from batchroute.spec import JobSpec
-from batchroute.store import ResultStore
+from batchroute.store import ResultStore, ResumeLookup
 from batchroute.types import Record, RunStatus
 
 
@@ -75,6 +75,7 @@ class Runner:
         self.plans: dict[str, tuple[str, ...]] = {}
         self.plan: RunPlan | None = None
         self._intake: Intake | None = None
+        self._lookup: ResumeLookup | None = None
         self._announced = 0
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
@@ -107,6 +108,8 @@ class Runner:
             finally:
                 if self.control.status is RunStatus.RUNNING:
                     self.control.status = RunStatus.FAILED
+                if self._lookup is not None:
+                    self._lookup.close()
                 await asyncio.to_thread(self._close_store)
             statuses = await asyncio.to_thread(self.store.status_counts, self.spec.name)
         return RunReport(
@@ -162,7 +165,17 @@ class Runner:
             if note is not None:
                 self.notes.append(note)
             plan = self.plan = build_plan(spec, catalog, resume, self.overrides, live=live)
-            self._intake = plan.intake()
+            # One pass over the input's keys and one join with the results (issue 11): the
+            # run holds no key of the job's history, and the file is free again before the
+            # first flush.
+            self._lookup = await asyncio.to_thread(
+                self.store.resume_lookup,
+                spec.name,
+                read_keys(spec.input, id_field=spec.id_field),
+                final_statuses=self.overrides.final_statuses,
+                source=str(spec.input),
+            )
+            self._intake = plan.intake(self._lookup)
             plans = dict(plan.tiers)
             self.notes += plan.warnings
             self.plans = {t: p.models for t, p in plans.items()}
@@ -214,7 +227,7 @@ class Runner:
                     )
 
     def _announce(self, spent: object, cap: object, key_note: str) -> None:
-        final = len(self.plan.resume.final) if self.plan is not None else 0
+        final = self.plan.resume.final_count if self.plan is not None else 0
         for note in self.notes:
             self._log(f"note: {note}")
         self._announced = len(self.notes)

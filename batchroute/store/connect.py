@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from ..errors import StoreError
+
+T = TypeVar("T")
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -54,15 +57,13 @@ def _open_for_write(path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def connect(path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
-    """Open `path`, retrying with backoff for up to `timeout` seconds while it is locked."""
+def _retrying(path: Path, timeout: float, open_: Callable[[], T]) -> T:
+    """`open_()`, retried with backoff for up to `timeout` seconds while `path` is locked."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
         try:
-            if read_only:
-                return duckdb.connect(str(path), read_only=True)
-            return _open_for_write(path)
+            return open_()
         except (duckdb.IOException, duckdb.ResourceInUseException) as exc:
             if not _is_lock_error(exc):
                 raise StoreError(f"cannot open {path}: {exc}") from exc
@@ -77,6 +78,27 @@ def connect(path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyCo
             delay = min(delay * 2, 0.1)
         except duckdb.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
+
+
+def connect(path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    """Open `path`, retrying with backoff for up to `timeout` seconds while it is locked."""
+    if read_only:
+        return _retrying(path, timeout, lambda: duckdb.connect(str(path), read_only=True))
+    return _retrying(path, timeout, lambda: _open_for_write(path))
+
+
+def attach_read_only(
+    con: duckdb.DuckDBPyConnection, path: Path, alias: str, *, timeout: float
+) -> None:
+    """ATTACH `path` read-only to `con` as `alias`, retrying while a writer holds it.
+
+    Detach it as soon as the query is done: while it is attached, this process cannot open
+    the file for writing (DuckDB allows one handle per file and process).
+    """
+    if not path.exists():
+        raise StoreError(f"{path}: no such database file")
+    literal = str(path).replace("'", "''")
+    _retrying(path, timeout, lambda: con.execute(f"ATTACH '{literal}' AS {alias} (READ_ONLY)"))
 
 
 @contextmanager

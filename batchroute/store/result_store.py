@@ -6,7 +6,7 @@ transaction and closes it, so readers can get in between flushes. It reads no jo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -27,11 +27,13 @@ from ..types import (
 )
 from . import fixes as _fixes
 from . import migrations
+from . import resume as _resume
 from .columns import MONEY
 from .connect import transaction
 from .encode import bulk_write, dedupe, money, utc
 from .replay import write_missing
 from .reports import ReportData, check_dimensions, query_report, spent
+from .resume import ResumeLookup
 
 
 class ResultStore:
@@ -135,7 +137,10 @@ class ResultStore:
     def final_keys(
         self, job_name: str, *, statuses: Collection[RecordStatus]
     ) -> dict[str, str | None]:
-        """record_key → request_fp for this job's results in `statuses` (one bulk query)."""
+        """record_key → request_fp for this job's results in `statuses` (one bulk query).
+
+        Holds every key in memory: for small jobs and the benchmark's baseline; a run asks
+        `resume_lookup` instead."""
         if not statuses:
             return {}
         with self._tx() as con:
@@ -168,14 +173,34 @@ class ResultStore:
         day: date,
         scope: str | None,
     ) -> ResumeState:
-        """What a run of this job starts from: its final records, the failures it does not
-        retry (failed/invalid records not in `final_statuses` are retried, so not counted),
-        and the day's spend in `scope` (a job name, or None for the whole database)."""
-        kept = {RecordStatus.FAILED, RecordStatus.INVALID} & set(final_statuses)
-        return ResumeState(
-            final=self.final_keys(job_name, statuses=final_statuses),
-            failed_before=frozenset(self.final_keys(job_name, statuses=kept)),
-            spent=self.spent_on(day, job_name=scope),
+        """What a run of this job starts from: how many of its records are final, and the
+        day's spend in `scope` (a job name, or None for the whole database). Which input
+        records are final: `resume_lookup`."""
+        with self._tx() as con:
+            row = con.execute(
+                "SELECT count(*) FROM results "
+                "WHERE job_name = ? AND list_contains(?::VARCHAR[], status)",
+                [job_name, [str(s) for s in final_statuses]],
+            ).fetchone()
+        final = int(row[0]) if row is not None else 0
+        return ResumeState(final_count=final, spent=self.spent_on(day, job_name=scope))
+
+    def resume_lookup(
+        self,
+        job_name: str,
+        keys: Iterable[str],
+        *,
+        final_statuses: Collection[RecordStatus],
+        source: str = "",
+    ) -> ResumeLookup:
+        """The `KeyLookup` of one pass over an input whose keys, in order, are `keys`.
+
+        Reads `keys` to the end now and joins them once with the job's results in
+        `final_statuses` (see `store/resume.py`); holds the file only during that join, so
+        the run may write while the lookup streams. Close it after the pass.
+        """
+        return _resume.resume_lookup(
+            self.path, job_name, keys, final_statuses, source=source, timeout=self.write_timeout
         )
 
     # -- writes ---------------------------------------------------------------------------

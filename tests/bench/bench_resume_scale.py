@@ -16,7 +16,15 @@ strategy's counts are checked against that.
 
 Every strategy runs in a fresh interpreter (peak RSS = VmHWM of that process) and the
 strategies are interleaved over `--repeat` rounds, so a load spike from other jobs on the
-machine shows as a spread, not as a false ratio. Strategies:
+machine shows as a spread, not as a false ratio. The default strategies are the product's:
+
+  product        `Runner.run` end to end on a 2M-line JSONL input (`input_file`) whose records
+                 are all final in the file (skipped, and stale: their fingerprints differ):
+                 the shipped resume, one join (`batchroute/store/resume.py`)
+  product-dict   the same run with the resume before issue 11 patched in (`final_keys` → dict)
+
+(figures: docs/benchmarks.md, "Resume at scale"). The exploration that chose the join
+(`--only` any of these):
 
   baseline       today: `ResultStore.final_keys` → dict, then one dict lookup per key
   batch-B        per batch of B input keys, one query: unnest(?::VARCHAR[]) joined with
@@ -374,10 +382,10 @@ def s_upsert_1k(db: Path, n: int) -> dict[str, float]:
     from datetime import UTC, datetime
     from decimal import Decimal
 
-    from batchroute.store import _SQL, _bulk_write, _open_for_write
+    from batchroute.store.connect import _open_for_write
+    from batchroute.store.encode import bulk_write
     from batchroute.types import RecordStatus, ResultRow
 
-    _ = _SQL
     rows = [
         ResultRow(
             job_name=JOB,
@@ -392,7 +400,7 @@ def s_upsert_1k(db: Path, n: int) -> dict[str, float]:
     t0 = time.perf_counter()
     con = _open_for_write(db)
     con.execute("BEGIN TRANSACTION")
-    _bulk_write(con, "results", rows, datetime.now(UTC).replace(tzinfo=None))
+    bulk_write(con, "results", rows, datetime.now(UTC).replace(tzinfo=None))
     con.execute("ROLLBACK")
     con.close()
     return {"setup_s": time.perf_counter() - t0}
@@ -430,6 +438,107 @@ def s_render_fp(m: int) -> tuple[int, dict[str, float]]:
     return n, {"read_only_rps": n / read_s, "seconds": full_s}
 
 
+# --------------------------------------------------------------- the product, end to end
+def input_file(n: int, m: int, order: str) -> Path:
+    """The cached JSONL input of a product run: M records whose keys are final in the DB (the
+    keys of `input_stream`'s 90 % final ones, `seq` or `random`, and instead of its new ones
+    further history keys), in the shape of the runner benchmarks' records."""
+    path = CACHE / f"input-{n}-{m}-{order}.jsonl"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".building")
+    a = PERM_A
+    while math.gcd(a, n) != 1:
+        a += 2
+    stride = max(1, n // m)
+    langs = ["French", "German", "Spanish", "Japanese"]
+    with tmp.open("w") as fh:
+        for j in range(m):
+            i = j * stride if order == "seq" else (a * j + 12_345) % n
+            text = f"Sentence number {i} to translate. " * (1 + i % 4)
+            fh.write(json.dumps({"id": key_of(i), "text": text, "target_lang": langs[i % 4]}))
+            fh.write("\n")
+    tmp.rename(path)
+    return path
+
+
+def runs_db(db: Path) -> Path:
+    """A copy of the cached file for product runs, which write (their `runs` row, the
+    catalogue cache): the strategies above, and other checkouts sharing /tmp, read the
+    original; no record is sent, so the results stay the same."""
+    path = db.with_name(db.stem + "-runs.duckdb")
+    if not path.exists():
+        tmp = path.with_suffix(".copying")
+        shutil.copyfile(db, tmp)
+        tmp.rename(path)
+    return path
+
+
+class _DictLookup:
+    """The resume path before issue 11, for the baseline: every final key in a dict."""
+
+    def __init__(self, final: dict[str, str | None], failed: dict[str, str | None]) -> None:
+        from batchroute.plan import MemoryLookup
+
+        self.next = MemoryLookup(final, failed).next
+
+    def close(self) -> None:
+        pass
+
+
+def s_product(db: Path, n: int, m: int, order: str, old: bool) -> tuple[int, dict[str, Any]]:
+    """`Runner.run` on a job whose M input records are all final in the 10M-result file (their
+    fingerprints differ from the history's: every one is skipped and counted stale)."""
+    import tempfile
+
+    import yaml
+
+    from batchroute.runner.run import Runner
+    from batchroute.store import ResultStore
+    from batchroute.types import RecordStatus
+    from tests.bench._harness import run_batchroute, simulator
+    from tests.factories import job_dict
+
+    src = input_file(n, m, order)
+    db = runs_db(db)
+    lookup_s: list[float] = []
+    real = ResultStore.resume_lookup
+
+    def timed(self: ResultStore, job: str, keys: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        if old:
+            statuses = kw["final_statuses"]
+            kept = {RecordStatus.FAILED, RecordStatus.INVALID} & set(statuses)
+            final = self.final_keys(job, statuses=statuses)
+            lk: Any = _DictLookup(final, self.final_keys(job, statuses=kept))
+        else:
+            lk = real(self, job, keys, **kw)
+        lookup_s.append(time.perf_counter() - t0)
+        return lk
+
+    ResultStore.resume_lookup = timed  # type: ignore[method-assign]
+    feed_s: list[float] = []
+    real_feed = Runner._feed
+
+    async def feed(self: Runner) -> None:
+        t0 = time.perf_counter()
+        await real_feed(self)
+        feed_s.append(time.perf_counter() - t0)
+
+    Runner._feed = feed  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory(dir=CACHE) as d, simulator() as sim:
+        tmp = Path(d)
+        job = job_dict(tmp, name=JOB, input=str(src), output={"database": str(db)})
+        (tmp / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+        seconds, report = run_batchroute(tmp / "job.yaml", sim.url, db)
+    c = report.counts
+    ok = (c.skipped, c.done, c.duplicates, report.stale) == (m, 0, 0, m)
+    extra: dict[str, Any] = {"seconds": seconds, "lookup_s": lookup_s[0], "ok": ok}
+    extra["feed_s"] = feed_s[0]  # the skip loop alone: read, lookup, render, fingerprint
+    extra["counts"] = {"skipped": c.skipped, "stale": report.stale, "done": c.done}
+    return m, extra
+
+
 # ------------------------------------------------------------------------------ one worker
 def rss_mib() -> float:
     """Peak RSS of this process: VmHWM (per address space, so reset by exec); ru_maxrss
@@ -455,6 +564,7 @@ def worker(name: str, db: Path, n: int, m: int, order: str, cap_s: float) -> dic
     import batchroute.store  # noqa: F401
 
     base = rss_mib()
+    cpu0 = sum(os.times()[:2])
     t = Tally()
     t0 = time.perf_counter()
     extra: dict[str, float]
@@ -482,10 +592,15 @@ def worker(name: str, db: Path, n: int, m: int, order: str, cap_s: float) -> dic
         extra, records = s_upsert_1k(db, n), 1000
     elif name == "render-fp":
         records, extra = s_render_fp(min(m, 500_000))
+    elif name in ("product", "product-dict"):
+        records, extra = s_product(db, n, m, order, old=name == "product-dict")
     else:
         raise SystemExit(f"unknown strategy {name}")
     seconds = extra.pop("seconds", time.perf_counter() - t0)
-    ok = name in ("upsert-1k", "render-fp") or t.counts() == expected(records)
+    cpu = os.times()
+    extra["cpu_us_per_record"] = (cpu.user + cpu.system - cpu0) / max(1, records) * 1e6
+    ok = extra.pop("ok", name in ("upsert-1k", "render-fp") or t.counts() == expected(records))
+    counts = extra.pop("counts", t.counts())
     return {
         "name": name,
         "order": order,
@@ -494,7 +609,7 @@ def worker(name: str, db: Path, n: int, m: int, order: str, cap_s: float) -> dic
         "rps": records / seconds,
         "rss_mib": rss_mib(),
         "base_rss_mib": base,
-        "counts": t.counts(),
+        "counts": counts,
         "capped": records < m and name.startswith("batch-"),
         "ok": ok,
         **extra,
@@ -502,7 +617,8 @@ def worker(name: str, db: Path, n: int, m: int, order: str, cap_s: float) -> dic
 
 
 # ------------------------------------------------------------------------------ the driver
-DEFAULT = (
+DEFAULT = "product-dict,product"
+EXPLORED = (
     "gen-only,baseline,batch-2000,batch-10000,batch-50000,batch-200000,batch-50000-open,"
     "batch-200000-open,hash-array,hash-dict,input-join,upsert-1k,render-fp"
 )
@@ -530,9 +646,12 @@ def fmt_row(rows: list[dict[str, Any]], gen_rps: float) -> str:
     secs = sorted(r["seconds"] for r in rows)
     nets = sorted(1 / max(1e-9, 1 / r["rps"] - 1 / gen_rps) for r in rows)
     notes = []
-    for k in ("setup_s", "query_s", "stage_s", "join_s"):
+    for k in ("setup_s", "query_s", "stage_s", "join_s", "lookup_s", "feed_s"):
         if k in r0:
             notes.append(f"{k} {min(r[k] for r in rows):.2f}")
+    if "cpu_us_per_record" in r0:
+        cpu = min(r["cpu_us_per_record"] for r in rows)
+        notes.append(f"CPU {cpu:.2f} µs/record ({1e6 / cpu:,.0f}/s of CPU)")
     if "worst_batch_ms" in r0:
         notes.append(f"worst batch {max(r['worst_batch_ms'] for r in rows):.0f} ms")
     if "read_only_rps" in r0:
@@ -541,7 +660,8 @@ def fmt_row(rows: list[dict[str, Any]], gen_rps: float) -> str:
         notes.append(f"capped: {min(r['records'] for r in rows):,} records in --cap-s")
     notes.append("counts ok" if all(r["ok"] for r in rows) else f"COUNTS WRONG {r0['counts']}")
     span = lambda v, f: f.format(v[0]) if len(v) == 1 else f"{f.format(v[0])}–{f.format(v[-1])}"  # noqa: E731
-    net = "—" if r0["name"] in ("gen-only", "upsert-1k", "render-fp") else span(nets, "{:,.0f}")
+    alone = ("gen-only", "upsert-1k", "render-fp", "product", "product-dict")
+    net = "—" if r0["name"] in alone else span(nets, "{:,.0f}")
     return (
         f"| {r0['name']} | {r0['order']} | {span(secs, '{:.2f}')} | {span(rps, '{:,.0f}')} | "
         f"{net} | {span(rss, '{:.0f}')} | {'; '.join(notes)} |"
@@ -553,7 +673,9 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=10_000_000, help="final results in the DB")
     ap.add_argument("--input", type=int, default=2_000_000, help="input records (keys)")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved rounds")
-    ap.add_argument("--only", default=DEFAULT, help="comma-separated strategies")
+    ap.add_argument(
+        "--only", default=DEFAULT, help=f"comma-separated strategies (also: {EXPLORED})"
+    )
     ap.add_argument("--orders", default="seq,random")
     ap.add_argument(
         "--cap-s", type=float, default=20.0, help="stop a batch strategy after this (a prefix)"

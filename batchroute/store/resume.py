@@ -1,0 +1,161 @@
+"""Resume at scale: what the store knows of an input's keys, without holding the job's history.
+
+One join at run start (issue 11). The input's keys are staged with their positions into an
+in-memory DuckDB (bounded by `MEMORY_LIMIT`, spilling to `<db>.resume.tmp`); the results file
+is attached read-only for the one query that joins them with the job's final results and marks
+the keys that came earlier in the input; then it is detached, before the run writes anything
+(DuckDB allows one handle per file and process). The answers, one row per input record that is
+final or a duplicate, stream back in input order a few thousand rows at a time, and
+`ResumeLookup.next` merges them with the input by position. Memory depends on neither the
+history nor the input: the Python side holds one fetched batch, DuckDB at most its limit.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Collection, Iterable
+from itertools import islice
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+
+from ..errors import InputError, StoreError
+from ..types import NOT_KNOWN, Known, RecordStatus
+from .connect import attach_read_only
+
+MEMORY_LIMIT = "128MB"  # DuckDB's buffer pool for the staged keys, the join and its answers
+THREADS = 2
+STAGE_CHUNK = 50_000  # keys per INSERT while staging
+FETCH = 8_192  # answers per fetch while merging
+_ALIAS = "batchroute_history"
+_FAILED = [str(RecordStatus.FAILED), str(RecordStatus.INVALID)]  # final: failed_before
+_DUPLICATE = Known(duplicate=True)
+
+# One row per input position whose key came earlier in the input (dup) or is final already.
+# `dups` holds only the keys that occur twice or more (usually none); the primary key
+# (job_name, record_key) makes `finals` one row per key.
+_ANSWERS = f"""
+CREATE TEMP TABLE answers AS
+WITH dups AS (SELECT k, min(pos) AS first FROM staged GROUP BY k HAVING count(*) > 1),
+finals AS (
+    SELECT record_key, status, request_fp FROM {_ALIAS}.results
+    WHERE job_name = $1 AND list_contains($2::VARCHAR[], status))
+SELECT s.pos, s.k, COALESCE(s.pos > d.first, false) AS dup,
+    COALESCE(list_contains($3::VARCHAR[], f.status), false) AS failed, f.request_fp
+FROM staged s LEFT JOIN dups d ON d.k = s.k LEFT JOIN finals f ON f.record_key = s.k
+WHERE s.pos > d.first OR f.record_key IS NOT NULL
+ORDER BY s.pos
+"""
+
+
+def _spill_dir(path: Path) -> Path:
+    return Path(f"{path}.resume.tmp")
+
+
+def _close(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    con.close()
+    shutil.rmtree(_spill_dir(path), ignore_errors=True)  # what DuckDB spilled, if anything
+
+
+class ResumeLookup:
+    """A `KeyLookup` over the answers of the join; ask `next` once per input record, in order.
+
+    Close it (or use it as a context manager) when the pass is over.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, source: str) -> None:
+        self._con = con
+        self._path = path
+        self._source = source
+        self._cur = con.execute("SELECT pos, k, dup, failed, request_fp FROM answers")
+        self._rows: list[tuple[Any, ...]] = []
+        self._i = -1
+        self._pos = 0
+        self._next = -1
+        self._advance()
+
+    def _advance(self) -> None:
+        self._i += 1
+        if self._i >= len(self._rows):
+            self._rows = self._cur.fetchmany(FETCH)
+            self._i = 0
+            if not self._rows:
+                self._next = sys.maxsize
+                return
+        self._next = self._rows[self._i][0]
+
+    def next(self, key: str) -> Known:
+        pos = self._pos
+        self._pos = pos + 1
+        if pos != self._next:
+            if pos > self._next:  # answers out of order: never guess (a final record would pay)
+                raise StoreError(f"resume answers for {self._path} are out of input order")
+            return NOT_KNOWN
+        _, k, dup, failed, fp = self._rows[self._i]
+        self._advance()
+        if k != key:
+            raise InputError(
+                f"the input changed while the run read it (record {pos + 1} was {k!r}, "
+                f"now {key!r}): run again",
+                path=self._source,
+            )
+        return _DUPLICATE if dup else Known(False, True, fp, failed)
+
+    def close(self) -> None:
+        _close(self._con, self._path)
+
+    def __enter__(self) -> ResumeLookup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def resume_lookup(
+    path: Path,
+    job_name: str,
+    keys: Iterable[str],
+    statuses: Collection[RecordStatus],
+    *,
+    source: str,
+    timeout: float,
+) -> ResumeLookup:
+    """Stage `keys` (the input's, in order), join them once with the job's results in
+    `statuses`, and return the lookup that streams the answers back."""
+    spill = _spill_dir(path)
+    con = duckdb.connect(
+        ":memory:",
+        config={"memory_limit": MEMORY_LIMIT, "threads": THREADS, "temp_directory": str(spill)},
+    )
+    try:
+        con.execute("CREATE TEMP TABLE staged (pos BIGINT, k VARCHAR)")
+        it = iter(keys)
+        pos = 0
+        while chunk := list(islice(it, STAGE_CHUNK)):
+            con.execute(
+                "INSERT INTO staged SELECT $1 + generate_subscripts($2::VARCHAR[], 1) - 1, "
+                "unnest($2::VARCHAR[])",
+                [pos, chunk],
+            )
+            pos += len(chunk)
+        attach_read_only(con, path, _ALIAS, timeout=timeout)
+        try:
+            con.execute(_ANSWERS, [job_name, [str(s) for s in statuses], _FAILED])
+        finally:
+            con.execute(f"DETACH {_ALIAS}")
+        con.execute("DROP TABLE staged")
+        return ResumeLookup(con, path, source)
+    except duckdb.Error as exc:
+        _close(con, path)
+        raise StoreError(f"{path}: resume lookup: {exc}") from exc
+    except BaseException:
+        _close(con, path)
+        raise
