@@ -286,21 +286,41 @@ def b_resume(a: argparse.Namespace) -> Section:
     return section
 
 
+# innermost frames of a thread that waits: py-spy counts some of them as active here
+IDLE = (
+    "Condition.wait (threading.py",
+    "Event.wait (threading.py",
+    "_worker (concurrent/futures/thread.py",
+    "select (selectors.py",
+    "Thread._wait_for_tstate_lock (threading.py",
+)
+
+
 def summarize_profile(raw: Path) -> list[str]:
-    """Shares of py-spy's samples by where the time goes (innermost known frame wins)."""
+    """Shares of py-spy's busy samples by where the time goes (innermost known frame wins)."""
     cats: Counter[str] = Counter()
     own: Counter[str] = Counter()
+    idle = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         frames = stack.split(";")
+        if frames[-1].startswith(IDLE):
+            idle += int(count)
+            continue
         cat, fn = classify(frames)
         cats[cat] += int(count)
         if fn:
             own[fn] += int(count)
     total = sum(cats.values()) or 1
-    out = ["| where | share of samples |", "|---|---|"]
+    out = [
+        f"Busy samples only: {idle / (idle + total):.0%} of all samples were threads waiting "
+        "(a condition, the thread pool's queue, epoll) and are left out.",
+        "",
+        "| where | share of busy samples |",
+        "|---|---|",
+    ]
     out += [f"| {c} | {k / total:.0%} |" for c, k in cats.most_common()]
     out += [
         "",
@@ -382,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
     command = "python -m tests.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     started, load0, psi0 = datetime.now(UTC), _doc.load(), _doc.cpu_pressure()
+    sha = _doc.commit()  # of the code that runs, before anything may change the tree
     print(f"load average before: {load0}", flush=True)
     sections: list[Section] = []
     for name in a.names:
@@ -392,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     text = _doc.render(
         sections,
         command=command.strip(),
+        sha=sha,
         started=started,
         load_before=load0,
         load_after=load1,
