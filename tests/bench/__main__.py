@@ -259,16 +259,20 @@ def first_number(cell: str) -> float:
 def b_resume(a: argparse.Namespace) -> Section:
     n, m = (200_000, 50_000) if a.quick else (10_000_000, 2_000_000)
     args = [PY, str(HERE / "bench_resume_scale.py"), "--records", str(n), "--input", str(m)]
-    args += ["--only", "gen-only,baseline", "--repeat", "1", "--orders", "seq", *a.resume_args]
+    # `product`: the shipped resume (one join); `product-dict`: the resume before issue 11.
+    args += ["--only", "gen-only,product,product-dict", "--repeat", "1", "--orders", "seq"]
+    args += a.resume_args
     out = subprocess.run(args, capture_output=True, text=True, timeout=3600, cwd=ROOT)
     lines = out.stdout.splitlines()
     block = [ln for ln in lines if ln.startswith("|")]
     cells = {ln.split("|")[1].strip(): ln.split("|")[2:] for ln in block[2:]}
     section = Section("resume", notes=[f"`{' '.join(['bench_resume_scale.py', *args[2:]])}`"])
-    if out.returncode != 0 or "baseline" not in cells:
+    if out.returncode != 0 or "product" not in cells:
         section.notes.append(f"failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
         return section
-    rps, rss = first_number(cells["baseline"][2]), first_number(cells["baseline"][4]) * 1.048576
+    rps, rss = first_number(cells["product"][2]), first_number(cells["product"][4]) * 1.048576
+    old = cells.get("product-dict")
+    old_rss = first_number(old[4]) * 1.048576 if old else float("nan")
     gen = first_number(cells["gen-only"][2]) if "gen-only" in cells else float("nan")
     label = f"resume, {n:,} finals, {m:,} input keys (product path)"
     section.rows += [
@@ -281,6 +285,8 @@ def b_resume(a: argparse.Namespace) -> Section:
         ),
         Row(f"{label}: peak RSS, MB", f"{rss:,.0f}", "300 MB (bound)", rss / 300, "≤ 1.00"),
     ]
+    before = f"peak RSS of the resume before issue 11 (product-dict): {old_rss:,.0f} MB"
+    section.notes.append(before)
     section.notes.append(f"the input stream alone (gen-only): {gen:,.0f} rec/s")
     section.block = block
     return section
