@@ -433,3 +433,67 @@ async def test_random_mixes_of_outcomes_at_concurrency_256(
         assert attempts >= standin.total, (attempts, standin.total, weights)
         if status is RunStatus.BUDGET_EXHAUSTED and error is None:  # the cap stopped it
             assert attempts >= cap * Decimal("0.9"), (attempts, weights)
+
+
+async def test_cancelled_run_stops_its_reconciler_before_the_session_closes(
+    tmp_path: Path, serve: Any
+) -> None:
+    """The run's task is cancelled (what a caller's cancel or asyncio.run's shutdown does) while
+    /generation polls for answers without usage are still waiting: no poll outlives the run (one
+    that did would find the HTTP session closed and die with "Task exception was never
+    retrieved"), and every such call stays in the database at its reservation."""
+    standin = StandIn("no_usage", generation_known=False)
+    base_url = await serve(standin)
+    spec = _job(tmp_path, stream=False)
+    db = tmp_path / "results.duckdb"
+    gate = asyncio.Event()  # reconciler polls wait here: alive until the test lets them go
+    polls_waiting = 0
+
+    async def held_sleep(_s: float) -> None:
+        nonlocal polls_waiting
+        polls_waiting += 1
+        await gate.wait()
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    opts = RunOptions(
+        api_key="sk-or-v1-test",
+        base_url=base_url,
+        db_path=db,
+        handle_signals=False,
+        quiet=True,
+        sleep=held_sleep,
+        jitter_seed=0,
+        log=lambda _line: None,
+    )
+    run = asyncio.ensure_future(run_job_async(spec, opts))
+    try:
+        deadline = loop.time() + 30
+        while polls_waiting < 8 and not run.done():
+            assert loop.time() < deadline, "no reconciler poll started"
+            await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        left = [t for t in asyncio.all_tasks() if "Reconciler" in repr(t.get_coro())]
+        gate.set()  # an orphan poll would now GET /generation on a closed session
+        await asyncio.gather(*left, return_exceptions=True)
+        assert left == [], left
+    finally:
+        gate.set()
+        loop.set_exception_handler(None)
+    assert errors == []
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute(
+        "SELECT count(*), count(generation_id) FROM attempts "
+        "WHERE outcome = 'ok' AND cost_source = 'reserved'"
+    ).fetchone()
+    con.close()
+    assert rows is not None
+    n, ids = rows
+    assert n >= 8  # every call the polls were for: in the file now, not only in the journal
+    assert ids == n  # with its id, for the next run to ask about
+    attempts, results = _recorded(db)
+    assert attempts >= standin.total  # the calls cancelled in flight too, at their reservation
+    assert results == attempts

@@ -170,10 +170,14 @@ class OpenRouterClient:
 
         A 404 (the stats appear a moment after the call), a timeout, a broken connection or a
         record without a `total_cost` all mean "ask again later"; other errors are raised as
-        UpstreamError.
+        UpstreamError. So does a session already closed (a poll that outlived its run): the
+        call stays booked at its reservation and the next run asks.
         """
+        session = self._session
+        if session is None or session.closed:
+            return None
         try:
-            async with self.session.get(
+            async with session.get(
                 f"{self.base_url}/generation", params={"id": generation_id}
             ) as resp:
                 body = await resp.read()
