@@ -58,6 +58,7 @@ class StandIn:
     reported_cost: Any = None  # if set, usage.cost says this instead of the real figure
     billed: list[Decimal] = field(default_factory=list)
     generations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_chunks: int = 0  # streams whose first chunk (with the id) has been sent
     release: asyncio.Event = field(default_factory=asyncio.Event)
     rng: random.Random = field(init=False)
 
@@ -167,6 +168,7 @@ class StandIn:
         await resp.write(b": OPENROUTER PROCESSING\n\n")
         first = {"id": gid, "model": answer["model"], "choices": [{"index": 0, "delta": {}}]}
         await resp.write(b"data: " + orjson.dumps(first) + b"\n\n")
+        self.first_chunks += 1
         if outcome == "slow":
             await _wait(self.release)
             return resp
@@ -497,3 +499,63 @@ async def test_cancelled_run_stops_its_reconciler_before_the_session_closes(
     attempts, results = _recorded(db)
     assert attempts >= standin.total  # the calls cancelled in flight too, at their reservation
     assert results == attempts
+
+
+async def test_a_cancelled_stream_keeps_its_id_and_is_reconciled_next_run(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Streams that sent their first chunk (with the generation id) and then hang, billed: the
+    run is cancelled. Each cancelled attempt keeps the id from that chunk, so the next run's
+    start asks /generation and books the real cost: DuckDB == the bill, to the cent."""
+    standin = StandIn("slow")
+    base_url = await serve(standin)
+    write_jsonl(tmp_path / "in.jsonl", texts(8))
+    spec = _spec(
+        tmp_path,
+        stream=True,
+        limits={"concurrency": 4, "timeout_s": 60, "idle_timeout_s": 60, "reconcile_wait_s": 10},
+        budget={"daily_usd": str(CAP)},
+    )
+    db = tmp_path / "results.duckdb"
+    opts = RunOptions(
+        api_key="sk-or-v1-test",
+        base_url=base_url,
+        db_path=db,
+        handle_signals=False,
+        quiet=True,
+        sleep=_no_sleep,
+        jitter_seed=0,
+        log=lambda _line: None,
+    )
+    loop = asyncio.get_running_loop()
+    run = asyncio.ensure_future(run_job_async(spec, opts))
+    deadline = loop.time() + 30
+    while standin.first_chunks < 4 and not run.done():  # 4 streams are hanging after chunk 1
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)
+    for _ in range(5):  # loopback delivers at once; let the client read what was sent
+        await asyncio.sleep(0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute(
+        "SELECT generation_id, cost_source FROM attempts WHERE outcome = 'cancelled'"
+    ).fetchall()
+    con.close()
+    assert len(rows) == 4
+    assert {src for _, src in rows} == {"reserved"}
+    assert sorted(g for g, _ in rows) == sorted(standin.generations)  # each id, none lost
+    reserved, _ = _recorded(db)
+    assert reserved > standin.total  # booked at the worst case for now: an overcount
+
+    standin.mode = "ok"  # the next run: answers, and /generation knows the cancelled ones
+    report = await run_job_async(spec, opts)
+    assert report.status is RunStatus.COMPLETED
+    attempts, results = _recorded(db)
+    assert attempts == standin.total  # the overcount is gone: exactly the bill
+    assert results == attempts
+    con = duckdb.connect(str(db), read_only=True)
+    left = con.execute("SELECT count(*) FROM attempts WHERE cost_source = 'reserved'").fetchone()
+    con.close()
+    assert left == (0,)
