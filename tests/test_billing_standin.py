@@ -49,7 +49,8 @@ OUTCOMES = ("ok", "slow", "reset", "no_usage", "byok", "402")
 class StandIn:
     """A minimal OpenRouter. `mode`: one of OUTCOMES for every call, or "mix": each call
     draws its outcome from `weights` with a seeded RNG. slow: never answers in time; reset:
-    the connection is cut mid-body; 402: out of credits (not billed)."""
+    the connection is cut mid-body; 402: out of credits (not billed). Not in mixes:
+    slow_after_headers, the status and X-Generation-Id sent at once, then never the body."""
 
     mode: str
     generation_known: bool = True  # does GET /generation ever answer?
@@ -149,6 +150,12 @@ class StandIn:
             return await self._stream(request, gid, answer, outcome)
         if outcome == "slow":  # thinking for longer than the client waits
             await _wait(self.release)
+        if outcome == "slow_after_headers":  # 200 and the id committed, then keep-alive bytes
+            resp = web.StreamResponse(headers={"X-Generation-Id": gid})
+            await resp.prepare(request)
+            await resp.write(b"\n")
+            await _wait(self.release)
+            return resp
         if outcome == "reset":
             data = orjson.dumps(answer)
             resp = web.StreamResponse(headers={"X-Generation-Id": gid})
@@ -559,3 +566,48 @@ async def test_a_cancelled_stream_keeps_its_id_and_is_reconciled_next_run(
     left = con.execute("SELECT count(*) FROM attempts WHERE cost_source = 'reserved'").fetchone()
     con.close()
     assert left == (0,)
+
+
+async def test_a_timeout_whose_generation_appears_late_is_exact_after_the_next_run(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Non-streamed calls commit 200 and X-Generation-Id, then outlive limits.timeout_s; each is
+    billed. /generation answers 404 throughout the first run (its polls give up), then knows
+    them: the next run's start reconciliation makes DuckDB equal the bill exactly."""
+    standin = StandIn("slow_after_headers", generation_known=False)
+    base_url = await serve(standin)
+    write_jsonl(tmp_path / "in.jsonl", texts(4))
+    spec = _spec(
+        tmp_path,
+        stream=False,
+        limits={"concurrency": 4, "timeout_s": 1, "max_attempts": 1, "reconcile_wait_s": 10},
+        budget={"daily_usd": str(CAP)},
+    )
+    db = tmp_path / "results.duckdb"
+    opts = RunOptions(
+        api_key="sk-or-v1-test",
+        base_url=base_url,
+        db_path=db,
+        handle_signals=False,
+        quiet=True,
+        sleep=_no_sleep,
+        jitter_seed=0,
+        log=lambda _line: None,
+    )
+    first = await run_job_async(spec, opts)
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT error_type, cost_source, generation_id FROM attempts").fetchall()
+    con.close()
+    assert len(rows) == len(standin.billed) == 4
+    assert {(e, s) for e, s, _ in rows} == {("timeout", "reserved")}
+    assert sorted(g for _, _, g in rows) == sorted(standin.generations)
+    booked, _ = _recorded(db)
+    assert booked > standin.total  # the worst case, for now
+    assert any("stay booked at it" in n for n in first.notes)  # the run's polls gave up
+
+    standin.generation_known = True  # the provider's records have appeared
+    second = await run_job_async(spec, opts)
+    assert any("4 now have their real cost" in n for n in second.notes), second.notes
+    attempts, results = _recorded(db)
+    assert attempts == standin.total  # DuckDB == the provider's bill, to the last digit
+    assert results == attempts
