@@ -26,7 +26,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from factories import job_dict, texts, write_jsonl
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from batchroute.runner import RunOptions, run_job_async
@@ -372,6 +372,25 @@ async def test_implausible_costs_keep_the_reservation(
 MIX = st.fixed_dictionaries({name: st.integers(0, 4) for name in OUTCOMES}).filter(
     lambda w: sum(w.values()) > 0
 )
+FAILING = ("slow", "reset")  # what the outage breaker counts: no answer at all
+
+
+def _cap_must_stop(weights: dict[str, int]) -> bool:
+    """No 402 to stop the run first, and at most half the calls fail for availability: the
+    breaker (45 of the last 50 failing) then trips with odds below 1e-8, so only the cap can
+    end a run of 1,500 records that cost far more than it."""
+    failing = sum(weights[k] for k in FAILING)
+    return weights["402"] == 0 and failing * 2 <= sum(weights.values())
+
+
+def _exact_after_reconciliation(weights: dict[str, int], stream: bool) -> bool:
+    """Every call's cost is learnt in the run: only a non-streamed call that times out before
+    any header has no generation id, and stays at its reservation (an overcount)."""
+    return stream or weights["slow"] == 0
+
+
+ALL_OK = {name: int(name == "ok") for name in OUTCOMES}
+NO_402 = {"ok": 2, "slow": 1, "reset": 1, "no_usage": 2, "byok": 1, "402": 0}
 
 
 @pytest.mark.slow
@@ -382,13 +401,20 @@ MIX = st.fixed_dictionaries({name: st.integers(0, 4) for name in OUTCOMES}).filt
     phases=[Phase.explicit, Phase.generate],  # no shrinking: each example is a whole run
 )
 @given(weights=MIX, seed=st.integers(0, 2**16), stream=st.booleans(), cancel=st.booleans())
+@example(weights=ALL_OK, seed=1, stream=False, cancel=False)
+@example(weights=NO_402, seed=2, stream=True, cancel=False)
 async def test_random_mixes_of_outcomes_at_concurrency_256(
     weights: dict[str, int], seed: int, stream: bool, cancel: bool
 ) -> None:
     """Whatever the provider does, call by call (answer, time out, cut the connection, omit
     usage, bill BYOK, refuse with 402) and even when the run is cancelled in flight (a
-    second Ctrl-C), the bill stays under the cap and the database says at least the bill;
-    a run the cap stopped used ≥ 90 % of it."""
+    second Ctrl-C), the provider's bill stays under the cap and the database says at least
+    the bill. A run that only the cap can stop is stopped by it, and was billed ≥ 90 % of it
+    (of what DuckDB books, when some costs stay unknown).
+
+    The timeout is generous (5 s): client and stand-in share one event loop, and on a loaded
+    machine the first wave of 256 connections took over 0.5 s, so an all-ok mix used to time
+    out a third of its calls and trip the outage breaker, and no example reached the cap."""
     cap = Decimal("0.5")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -399,8 +425,8 @@ async def test_random_mixes_of_outcomes_at_concurrency_256(
             limits={
                 "concurrency": 256,
                 "queue_size": 512,
-                "timeout_s": 0.5,
-                "idle_timeout_s": 0.5,
+                "timeout_s": 5,
+                "idle_timeout_s": 5,
                 "reconcile_wait_s": 5,
             },
             budget={"daily_usd": str(cap)},
@@ -437,11 +463,19 @@ async def test_random_mixes_of_outcomes_at_concurrency_256(
             standin.release.set()
             await server.close()
         attempts, results = _recorded(db)
-        assert standin.total <= cap, (standin.total, cap, weights)
+        bill = standin.total
+        assert bill <= cap, (bill, cap, weights)
         assert results == attempts, weights
-        assert attempts >= standin.total, (attempts, standin.total, weights)
+        assert attempts >= bill, (attempts, bill, weights)
+        if cancel:
+            return
+        if _cap_must_stop(weights):
+            assert status is RunStatus.BUDGET_EXHAUSTED, (status, error, weights)
         if status is RunStatus.BUDGET_EXHAUSTED and error is None:  # the cap stopped it
-            assert attempts >= cap * Decimal("0.9"), (attempts, weights)
+            used = bill if _exact_after_reconciliation(weights, stream) else attempts
+            assert used >= cap * Decimal("0.9"), (used, bill, attempts, weights, stream)
+            if _exact_after_reconciliation(weights, stream):
+                assert attempts == bill, (attempts, bill, weights)
 
 
 async def test_cancelled_run_stops_its_reconciler_before_the_session_closes(
