@@ -372,15 +372,14 @@ async def test_implausible_costs_keep_the_reservation(
 MIX = st.fixed_dictionaries({name: st.integers(0, 4) for name in OUTCOMES}).filter(
     lambda w: sum(w.values()) > 0
 )
-FAILING = ("slow", "reset")  # what the outage breaker counts: no answer at all
 
 
 def _cap_must_stop(weights: dict[str, int]) -> bool:
-    """No 402 to stop the run first, and at most half the calls fail for availability: the
-    breaker (45 of the last 50 failing) then trips with odds below 1e-8, so only the cap can
-    end a run of 1,500 records that cost far more than it."""
-    failing = sum(weights[k] for k in FAILING)
-    return weights["402"] == 0 and failing * 2 <= sum(weights.values())
+    """Every call answers (ok, no usage, BYOK): nothing but the cap can end a run of 1,500
+    records that cost far more than it. Timeouts and cut connections are left out: they come
+    back in bursts (the first wave's slow calls all time out together; cut calls too, see
+    TRIPS), which the outage breaker (45 of the last 50 failing) reads as an outage."""
+    return weights["402"] == 0 and weights["slow"] == 0 and weights["reset"] == 0
 
 
 def _exact_after_reconciliation(weights: dict[str, int], stream: bool) -> bool:
@@ -390,7 +389,10 @@ def _exact_after_reconciliation(weights: dict[str, int], stream: bool) -> bool:
 
 
 ALL_OK = {name: int(name == "ok") for name in OUTCOMES}
-NO_402 = {"ok": 2, "slow": 1, "reset": 1, "no_usage": 2, "byok": 1, "402": 0}
+# Trips the breaker although only 3/7 of calls are cut (4 seeds of 4, plain or streamed):
+# in completion order the failures come in runs of 30+. Only bill <= cap is checked here.
+TRIPS = {"ok": 1, "slow": 0, "reset": 3, "no_usage": 1, "byok": 2, "402": 0}
+ANSWERS = {"ok": 2, "slow": 0, "reset": 0, "no_usage": 2, "byok": 1, "402": 0}
 
 
 @pytest.mark.slow
@@ -402,7 +404,8 @@ NO_402 = {"ok": 2, "slow": 1, "reset": 1, "no_usage": 2, "byok": 1, "402": 0}
 )
 @given(weights=MIX, seed=st.integers(0, 2**16), stream=st.booleans(), cancel=st.booleans())
 @example(weights=ALL_OK, seed=1, stream=False, cancel=False)
-@example(weights=NO_402, seed=2, stream=True, cancel=False)
+@example(weights=ANSWERS, seed=2, stream=True, cancel=False)
+@example(weights=TRIPS, seed=1, stream=False, cancel=False)
 async def test_random_mixes_of_outcomes_at_concurrency_256(
     weights: dict[str, int], seed: int, stream: bool, cancel: bool
 ) -> None:
