@@ -139,6 +139,18 @@ class Usage:
         return _sum(self.cost, self.upstream_cost)
 
 
+@dataclass(slots=True)
+class CallSeen:
+    """What the client learned of one call while it ran, written the moment it is known.
+
+    A call cancelled in flight returns neither an answer nor an error; the caller passes this
+    handle in and still finds the generation id (the header, else the first chunk's `id`), so
+    the call it may be billed for can be asked about at GET /generation.
+    """
+
+    generation_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationCost:
     """What GET /generation says a generation cost (`total_cost`, `upstream_inference_cost`)."""

@@ -26,7 +26,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from factories import job_dict, texts, write_jsonl
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from batchroute.runner import RunOptions, run_job_async
@@ -49,7 +49,8 @@ OUTCOMES = ("ok", "slow", "reset", "no_usage", "byok", "402")
 class StandIn:
     """A minimal OpenRouter. `mode`: one of OUTCOMES for every call, or "mix": each call
     draws its outcome from `weights` with a seeded RNG. slow: never answers in time; reset:
-    the connection is cut mid-body; 402: out of credits (not billed)."""
+    the connection is cut mid-body; 402: out of credits (not billed). Not in mixes:
+    slow_after_headers, the status and X-Generation-Id sent at once, then never the body."""
 
     mode: str
     generation_known: bool = True  # does GET /generation ever answer?
@@ -58,6 +59,7 @@ class StandIn:
     reported_cost: Any = None  # if set, usage.cost says this instead of the real figure
     billed: list[Decimal] = field(default_factory=list)
     generations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_chunks: int = 0  # streams whose first chunk (with the id) has been sent
     release: asyncio.Event = field(default_factory=asyncio.Event)
     rng: random.Random = field(init=False)
 
@@ -148,6 +150,12 @@ class StandIn:
             return await self._stream(request, gid, answer, outcome)
         if outcome == "slow":  # thinking for longer than the client waits
             await _wait(self.release)
+        if outcome == "slow_after_headers":  # 200 and the id committed, then keep-alive bytes
+            resp = web.StreamResponse(headers={"X-Generation-Id": gid})
+            await resp.prepare(request)
+            await resp.write(b"\n")
+            await _wait(self.release)
+            return resp
         if outcome == "reset":
             data = orjson.dumps(answer)
             resp = web.StreamResponse(headers={"X-Generation-Id": gid})
@@ -167,6 +175,7 @@ class StandIn:
         await resp.write(b": OPENROUTER PROCESSING\n\n")
         first = {"id": gid, "model": answer["model"], "choices": [{"index": 0, "delta": {}}]}
         await resp.write(b"data: " + orjson.dumps(first) + b"\n\n")
+        self.first_chunks += 1
         if outcome == "slow":
             await _wait(self.release)
             return resp
@@ -442,6 +451,27 @@ MIX = st.fixed_dictionaries({name: st.integers(0, 4) for name in OUTCOMES}).filt
 )
 
 
+def _cap_must_stop(weights: dict[str, int]) -> bool:
+    """Every call answers (ok, no usage, BYOK): nothing but the cap can end a run of 1,500
+    records that cost far more than it. Timeouts and cut connections are left out: they come
+    back in bursts (the first wave's slow calls all time out together; cut calls too, see
+    TRIPS), which the outage breaker (45 of the last 50 failing) reads as an outage."""
+    return weights["402"] == 0 and weights["slow"] == 0 and weights["reset"] == 0
+
+
+def _exact_after_reconciliation(weights: dict[str, int], stream: bool) -> bool:
+    """Every call's cost is learnt in the run: only a non-streamed call that times out before
+    any header has no generation id, and stays at its reservation (an overcount)."""
+    return stream or weights["slow"] == 0
+
+
+ALL_OK = {name: int(name == "ok") for name in OUTCOMES}
+# Trips the breaker although only 3/7 of calls are cut (4 seeds of 4, plain or streamed):
+# in completion order the failures come in runs of 30+. Only bill <= cap is checked here.
+TRIPS = {"ok": 1, "slow": 0, "reset": 3, "no_usage": 1, "byok": 2, "402": 0}
+ANSWERS = {"ok": 2, "slow": 0, "reset": 0, "no_usage": 2, "byok": 1, "402": 0}
+
+
 @pytest.mark.slow
 @settings(
     max_examples=6,
@@ -450,13 +480,21 @@ MIX = st.fixed_dictionaries({name: st.integers(0, 4) for name in OUTCOMES}).filt
     phases=[Phase.explicit, Phase.generate],  # no shrinking: each example is a whole run
 )
 @given(weights=MIX, seed=st.integers(0, 2**16), stream=st.booleans(), cancel=st.booleans())
+@example(weights=ALL_OK, seed=1, stream=False, cancel=False)
+@example(weights=ANSWERS, seed=2, stream=True, cancel=False)
+@example(weights=TRIPS, seed=1, stream=False, cancel=False)
 async def test_random_mixes_of_outcomes_at_concurrency_256(
     weights: dict[str, int], seed: int, stream: bool, cancel: bool
 ) -> None:
     """Whatever the provider does, call by call (answer, time out, cut the connection, omit
     usage, bill BYOK, refuse with 402) and even when the run is cancelled in flight (a
-    second Ctrl-C), the bill stays under the cap and the database says at least the bill;
-    a run the cap stopped used ≥ 90 % of it."""
+    second Ctrl-C), the provider's bill stays under the cap and the database says at least
+    the bill. A run that only the cap can stop is stopped by it, and was billed ≥ 90 % of it
+    (of what DuckDB books, when some costs stay unknown).
+
+    The timeout is generous (5 s): client and stand-in share one event loop, and on a loaded
+    machine the first wave of 256 connections took over 0.5 s, so an all-ok mix used to time
+    out a third of its calls and trip the outage breaker, and no example reached the cap."""
     cap = Decimal("0.5")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -467,8 +505,8 @@ async def test_random_mixes_of_outcomes_at_concurrency_256(
             limits={
                 "concurrency": 256,
                 "queue_size": 512,
-                "timeout_s": 0.5,
-                "idle_timeout_s": 0.5,
+                "timeout_s": 5,
+                "idle_timeout_s": 5,
                 "reconcile_wait_s": 5,
             },
             budget={"daily_usd": str(cap)},
@@ -505,8 +543,185 @@ async def test_random_mixes_of_outcomes_at_concurrency_256(
             standin.release.set()
             await server.close()
         attempts, results = _recorded(db)
-        assert standin.total <= cap, (standin.total, cap, weights)
+        bill = standin.total
+        assert bill <= cap, (bill, cap, weights)
         assert results == attempts, weights
-        assert attempts >= standin.total, (attempts, standin.total, weights)
+        assert attempts >= bill, (attempts, bill, weights)
+        if cancel:
+            return
+        if _cap_must_stop(weights):
+            assert status is RunStatus.BUDGET_EXHAUSTED, (status, error, weights)
         if status is RunStatus.BUDGET_EXHAUSTED and error is None:  # the cap stopped it
-            assert attempts >= cap * Decimal("0.9"), (attempts, weights)
+            used = bill if _exact_after_reconciliation(weights, stream) else attempts
+            assert used >= cap * Decimal("0.9"), (used, bill, attempts, weights, stream)
+            if _exact_after_reconciliation(weights, stream):
+                assert attempts == bill, (attempts, bill, weights)
+
+
+async def test_cancelled_run_stops_its_reconciler_before_the_session_closes(
+    tmp_path: Path, serve: Any
+) -> None:
+    """The run's task is cancelled (what a caller's cancel or asyncio.run's shutdown does) while
+    /generation polls for answers without usage are still waiting: no poll outlives the run (one
+    that did would find the HTTP session closed and die with "Task exception was never
+    retrieved"), and every such call stays in the database at its reservation."""
+    standin = StandIn("no_usage", generation_known=False)
+    base_url = await serve(standin)
+    spec = _job(tmp_path, stream=False)
+    db = tmp_path / "results.duckdb"
+    gate = asyncio.Event()  # reconciler polls wait here: alive until the test lets them go
+    polls_waiting = 0
+
+    async def held_sleep(_s: float) -> None:
+        nonlocal polls_waiting
+        polls_waiting += 1
+        await gate.wait()
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    opts = RunOptions(
+        api_key="sk-or-v1-test",
+        base_url=base_url,
+        db_path=db,
+        handle_signals=False,
+        quiet=True,
+        sleep=held_sleep,
+        jitter_seed=0,
+        log=lambda _line: None,
+    )
+    run = asyncio.ensure_future(run_job_async(spec, opts))
+    try:
+        deadline = loop.time() + 30
+        while polls_waiting < 8 and not run.done():
+            assert loop.time() < deadline, "no reconciler poll started"
+            await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        left = [t for t in asyncio.all_tasks() if "Reconciler" in repr(t.get_coro())]
+        gate.set()  # an orphan poll would now GET /generation on a closed session
+        await asyncio.gather(*left, return_exceptions=True)
+        assert left == [], left
+    finally:
+        gate.set()
+        loop.set_exception_handler(None)
+    assert errors == []
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute(
+        "SELECT count(*), count(generation_id) FROM attempts "
+        "WHERE outcome = 'ok' AND cost_source = 'reserved'"
+    ).fetchone()
+    con.close()
+    assert rows is not None
+    n, ids = rows
+    assert n >= 8  # every call the polls were for: in the file now, not only in the journal
+    assert ids == n  # with its id, for the next run to ask about
+    attempts, results = _recorded(db)
+    assert attempts >= standin.total  # the calls cancelled in flight too, at their reservation
+    assert results == attempts
+
+
+async def test_a_cancelled_stream_keeps_its_id_and_is_reconciled_next_run(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Streams that sent their first chunk (with the generation id) and then hang, billed: the
+    run is cancelled. Each cancelled attempt keeps the id from that chunk, so the next run's
+    start asks /generation and books the real cost: DuckDB == the bill, to the cent."""
+    standin = StandIn("slow")
+    base_url = await serve(standin)
+    write_jsonl(tmp_path / "in.jsonl", texts(8))
+    spec = _spec(
+        tmp_path,
+        stream=True,
+        limits={"concurrency": 4, "timeout_s": 60, "idle_timeout_s": 60, "reconcile_wait_s": 10},
+        budget={"daily_usd": str(CAP)},
+    )
+    db = tmp_path / "results.duckdb"
+    opts = RunOptions(
+        api_key="sk-or-v1-test",
+        base_url=base_url,
+        db_path=db,
+        handle_signals=False,
+        quiet=True,
+        sleep=_no_sleep,
+        jitter_seed=0,
+        log=lambda _line: None,
+    )
+    loop = asyncio.get_running_loop()
+    run = asyncio.ensure_future(run_job_async(spec, opts))
+    deadline = loop.time() + 30
+    while standin.first_chunks < 4 and not run.done():  # 4 streams are hanging after chunk 1
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)
+    for _ in range(5):  # loopback delivers at once; let the client read what was sent
+        await asyncio.sleep(0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute(
+        "SELECT generation_id, cost_source FROM attempts WHERE outcome = 'cancelled'"
+    ).fetchall()
+    con.close()
+    assert len(rows) == 4
+    assert {src for _, src in rows} == {"reserved"}
+    assert sorted(g for g, _ in rows) == sorted(standin.generations)  # each id, none lost
+    reserved, _ = _recorded(db)
+    assert reserved > standin.total  # booked at the worst case for now: an overcount
+
+    standin.mode = "ok"  # the next run: answers, and /generation knows the cancelled ones
+    report = await run_job_async(spec, opts)
+    assert report.status is RunStatus.COMPLETED
+    attempts, results = _recorded(db)
+    assert attempts == standin.total  # the overcount is gone: exactly the bill
+    assert results == attempts
+    con = duckdb.connect(str(db), read_only=True)
+    left = con.execute("SELECT count(*) FROM attempts WHERE cost_source = 'reserved'").fetchone()
+    con.close()
+    assert left == (0,)
+
+
+async def test_a_timeout_whose_generation_appears_late_is_exact_after_the_next_run(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Non-streamed calls commit 200 and X-Generation-Id, then outlive limits.timeout_s; each is
+    billed. /generation answers 404 throughout the first run (its polls give up), then knows
+    them: the next run's start reconciliation makes DuckDB equal the bill exactly."""
+    standin = StandIn("slow_after_headers", generation_known=False)
+    base_url = await serve(standin)
+    write_jsonl(tmp_path / "in.jsonl", texts(4))
+    spec = _spec(
+        tmp_path,
+        stream=False,
+        limits={"concurrency": 4, "timeout_s": 1, "max_attempts": 1, "reconcile_wait_s": 10},
+        budget={"daily_usd": str(CAP)},
+    )
+    db = tmp_path / "results.duckdb"
+    opts = RunOptions(
+        api_key="sk-or-v1-test",
+        base_url=base_url,
+        db_path=db,
+        handle_signals=False,
+        quiet=True,
+        sleep=_no_sleep,
+        jitter_seed=0,
+        log=lambda _line: None,
+    )
+    first = await run_job_async(spec, opts)
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT error_type, cost_source, generation_id FROM attempts").fetchall()
+    con.close()
+    assert len(rows) == len(standin.billed) == 4
+    assert {(e, s) for e, s, _ in rows} == {("timeout", "reserved")}
+    assert sorted(g for _, _, g in rows) == sorted(standin.generations)
+    booked, _ = _recorded(db)
+    assert booked > standin.total  # the worst case, for now
+    assert any("stay booked at it" in n for n in first.notes)  # the run's polls gave up
+
+    standin.generation_known = True  # the provider's records have appeared
+    second = await run_job_async(spec, opts)
+    assert any("4 now have their real cost" in n for n in second.notes), second.notes
+    attempts, results = _recorded(db)
+    assert attempts == standin.total  # DuckDB == the provider's bill, to the last digit
+    assert results == attempts

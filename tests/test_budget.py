@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,3 +87,61 @@ def test_worst_case_uses_exact_catalogue_prices() -> None:
     assert worst_case_cost(mini, 1000, 512, searches=2) == (list_price + 2 * Decimal("0.02")) * (
         Decimal("1.05")
     )
+
+
+def _catalog(*models: dict[str, object]) -> Catalog:
+    return Catalog(orjson.dumps({"data": list(models)}), source="test", fetched_at="2026-05-28")
+
+
+def test_worst_case_counts_reasoning_overrides_and_the_request_fee() -> None:
+    """Every charge a catalogue entry can make goes into the worst case. Expectations worked
+    out by hand from the prices below, per 1000 prompt and 100 completion tokens."""
+    cat = _catalog(
+        {  # internal_reasoning is the dearest output price; an override raises prompt and fee
+            "id": "t/reasoner",
+            "context_length": 400_000,
+            "pricing": {
+                "prompt": "0.000003",
+                "completion": "0.000015",
+                "request": "0.0004",
+                "internal_reasoning": "0.00004",
+                "overrides": [
+                    {"min_prompt_tokens": 200_000, "prompt": "0.000006", "completion": "0.0000225"},
+                    {"pricing": {"request": "0.0005"}},  # nested: any shape naming the key
+                ],
+            },
+        },
+        {  # a long-context override is the dearest output price, above internal_reasoning
+            "id": "t/long",
+            "context_length": 1_000_000,
+            "pricing": {
+                "prompt": "0.000001",
+                "completion": "0.000002",
+                "internal_reasoning": "0.00001",
+                "overrides": [{"prompt": "0.000002", "completion": "0.00003"}],
+            },
+        },
+        {  # no overrides, no reasoning: list prices plus the fee per request
+            "id": "t/plain",
+            "context_length": 8_000,
+            "pricing": {"prompt": "0.0000005", "completion": "0.0000015", "request": "0.001"},
+        },
+    )
+    reasoner, long, plain = (cat.get(m) for m in ("t/reasoner", "t/long", "t/plain"))
+    assert reasoner is not None
+    assert long is not None
+    assert plain is not None
+    # t/reasoner: 1000 × 0.000006 (override) + 100 × 0.00004 (reasoning) + 0.0005 (override fee)
+    #           = 0.006 + 0.004 + 0.0005 = 0.0105
+    assert reasoner.worst_cost(1000, 100) == Decimal("0.0105")
+    # t/long: 1000 × 0.000002 + 100 × 0.00003 + 0 = 0.002 + 0.003 = 0.005
+    assert long.worst_cost(1000, 100) == Decimal("0.005")
+    # t/plain: 1000 × 0.0000005 + 100 × 0.0000015 + 0.001 = 0.0005 + 0.00015 + 0.001
+    assert plain.worst_cost(1000, 100) == Decimal("0.00165")
+    # The reservation adds the 5 % BYOK fee (an account setting nobody sees before the answer).
+    assert worst_case_cost(reasoner, 1000, 100) == Decimal("0.011025")
+    assert worst_case_cost(long, 1000, 100) == Decimal("0.00525")
+    assert worst_case_cost(plain, 1000, 100) == Decimal("0.0017325")
+    # A model missing from the catalogue is priced at the dearest of every kind at once:
+    # 1000 × 0.000006 + 100 × 0.00004 + 0.001 = 0.011, × 1.05.
+    assert worst_case_cost(cat.dearest(), 1000, 100) == Decimal("0.01155")

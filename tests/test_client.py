@@ -293,3 +293,15 @@ async def test_connection_refused_is_retryable_unbilled_and_keyless() -> None:
             await client.complete(payload())
     assert info.value.error_type == "unreachable"
     assert_no_key(info.value)
+
+
+async def test_generation_cost_after_the_session_closed_is_unknown_not_an_error(
+    sim_client: SimClientFactory,
+) -> None:
+    """A /generation poll that outlives its run finds the session closed: "not known yet" (the
+    call stays booked at its reservation and the next run asks), not a RuntimeError."""
+    url = await base_url(sim_client)
+    async with OpenRouterClient(url, KEY, timeout_s=5) as client:
+        answer = await client.complete(payload())
+    assert answer.generation_id is not None
+    assert await client.generation_cost(answer.generation_id) is None

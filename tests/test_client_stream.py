@@ -27,7 +27,7 @@ from batchroute.errors import (
     UpstreamError,
 )
 from batchroute.simulator import Scenario
-from batchroute.types import GenerationCost, Usage
+from batchroute.types import CallSeen, GenerationCost, Usage
 
 KEY = "sk-or-v1-TOPSECRET-stream"
 MODEL = "openai/gpt-4o-mini"
@@ -504,3 +504,47 @@ async def test_generation_cost_from_the_simulator(
     assert cost.total_cost == c.usage.cost
     assert cost.is_byok is False
     assert cost.billed == c.usage.billed
+
+
+@pytest.mark.parametrize("header_gid", [True, False])
+async def test_a_cancelled_stream_leaves_its_generation_id_on_the_handle(
+    serve: ServeFactory, header_gid: bool
+) -> None:
+    """The caller cancels a stream that sent its first chunk and went silent: no answer and no
+    error come back, but the id (header, else first chunk) is on the handle it passed in, so
+    the cancelled call can still be asked about at GET /generation."""
+    url = await serve(streamer(*OK_EVENTS[:2], header_gid=header_gid, end="hold"))
+    seen = CallSeen()
+    async with OpenRouterClient(url, KEY, timeout_s=5) as client:
+        call = asyncio.ensure_future(
+            client.complete(payload(), stream=True, idle_timeout_s=60, seen=seen)
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        while seen.generation_id is None and not call.done():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.005)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert seen.generation_id == GID
+
+
+async def test_a_plain_call_puts_the_header_id_on_the_handle(serve: ServeFactory) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"X-Generation-Id": GID})
+        await resp.prepare(request)
+        await request.app[HOLD].wait()  # the body never comes
+        return resp
+
+    url = await serve(handler)
+    seen = CallSeen()
+    async with OpenRouterClient(url, KEY, timeout_s=30) as client:
+        call = asyncio.ensure_future(client.complete(payload(), seen=seen))
+        deadline = asyncio.get_running_loop().time() + 30
+        while seen.generation_id is None and not call.done():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.005)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert seen.generation_id == GID

@@ -183,3 +183,41 @@ def test_second_sigint_cancels_calls_in_flight_and_keeps_what_finished(tmp_path:
         assert final.returncode == 0, final.stderr
         assert f"{fast} already final" in final.stdout
         assert sim.calls() == 60  # only the 40 not done were sent again
+
+
+def test_second_sigint_leaves_no_orphan_reconciler_tasks(tmp_path: Path) -> None:
+    """Calls answered without usage are booked at their reservation and handed to the
+    reconciler, whose /generation polls are still waiting (the stats come after an hour) when a
+    second Ctrl-C stops the run: the run still stops them before its HTTP session closes (no
+    "Task exception was never retrieved", no "Session is closed"), and every such call stays in
+    the database at its reservation for the next run to ask about."""
+    paid = 12
+    hang = {"fault": "ok", "latency_ms": 600_000}
+    scenario = {
+        "generation_delay_s": 3600,
+        "script": {"openai/gpt-4o-mini": [{"fault": "no_usage"}] * paid + [hang] * 200},
+    }
+    with simulator() as sim:
+        sim.set_scenario(scenario)
+        job, db = _job(tmp_path, sim, n=40, limits={**LIMITS, "concurrency": 4, "grace_s": 120})
+        with reaped(spawn_run(job)) as proc:
+            stderr = Lines(proc.stderr)
+            wait_holding_lock(proc, db)
+            wait_until(lambda: sim.calls() >= paid and sim.in_flight() >= 4, "4 hanging calls")
+            proc.send_signal(signal.SIGINT)
+            stderr.wait_for("interrupt again to stop at once")
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+            err = stderr.text()
+            assert proc.returncode == 130, err
+        assert "Task exception was never retrieved" not in err, err
+        assert "Session is closed" not in err, err
+        assert "Traceback" not in err, err
+        rows = query(
+            db,
+            "SELECT outcome, cost_source, count(*), count(generation_id) FROM attempts "
+            "GROUP BY ALL",
+        )
+        by_outcome = {o: (src, n, ids) for o, src, n, ids in rows}
+        assert by_outcome["ok"] == ("reserved", paid, paid)  # booked at the reservation, ids kept
+        assert by_outcome["cancelled"][:2] == ("reserved", 4)

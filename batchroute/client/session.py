@@ -19,7 +19,7 @@ from batchroute.client.parse import _decimal, parse_completion
 from batchroute.client.status import _status_error, _transport_error, classify_error
 from batchroute.client.stream import _Stream
 from batchroute.errors import RetryableError
-from batchroute.types import Completion, GenerationCost
+from batchroute.types import CallSeen, Completion, GenerationCost
 
 
 class OpenRouterClient:
@@ -85,8 +85,12 @@ class OpenRouterClient:
         stream: bool = False,
         idle_timeout_s: float | None = None,
         stream_max_s: float | None = None,
+        seen: CallSeen | None = None,
     ) -> Completion:
         """Send one chat completion; raise an UpstreamError subclass on failure.
+
+        `seen` gets the generation id as soon as it is known (before the answer), for a
+        caller whose call may be cancelled in flight.
 
         `stream=True` asks for SSE and reads it as it arrives. A stream has no total timeout,
         only an idle one: no byte for `idle_timeout_s` seconds (default: the client's
@@ -94,7 +98,7 @@ class OpenRouterClient:
         within `timeout_s`.
         """
         if stream:
-            return await self._stream(payload, idle_timeout_s, stream_max_s)
+            return await self._stream(payload, idle_timeout_s, stream_max_s, seen)
         model = str(payload.get("model", ""))
         gen_id: str | None = None
         try:
@@ -102,6 +106,8 @@ class OpenRouterClient:
                 f"{self.base_url}/chat/completions", data=orjson.dumps(payload)
             ) as resp:
                 gen_id = resp.headers.get("X-Generation-Id")  # known before the body arrives
+                if seen is not None:
+                    seen.generation_id = gen_id
                 body = await resp.read()
                 status, headers = resp.status, resp.headers
         except TimeoutError:
@@ -125,7 +131,11 @@ class OpenRouterClient:
         return timeout
 
     async def _stream(
-        self, payload: dict[str, Any], idle_timeout_s: float | None, max_s: float | None
+        self,
+        payload: dict[str, Any],
+        idle_timeout_s: float | None,
+        max_s: float | None,
+        seen: CallSeen | None,
     ) -> Completion:
         model = str(payload.get("model", ""))
         body = dict(payload)
@@ -140,11 +150,13 @@ class OpenRouterClient:
             ) as resp:
                 headers = resp.headers
                 gen_id = headers.get("X-Generation-Id")
+                if seen is not None:
+                    seen.generation_id = gen_id
                 if resp.status != 200:  # refused before the stream began: a JSON error body
                     raise _status_error(resp.status, await resp.read(), headers, model=model)
                 if resp.content_type == "application/json":  # answered whole after all
                     return parse_completion(await resp.read(), 200, headers, model=model)
-                sse = _Stream(model, gen_id, headers)
+                sse = _Stream(model, gen_id, headers, seen)
                 deadline = None if max_s is None else asyncio.get_running_loop().time() + max_s
                 await sse.read(resp.content, deadline)
         except TimeoutError:
@@ -170,10 +182,14 @@ class OpenRouterClient:
 
         A 404 (the stats appear a moment after the call), a timeout, a broken connection or a
         record without a `total_cost` all mean "ask again later"; other errors are raised as
-        UpstreamError.
+        UpstreamError. So does a session already closed (a poll that outlived its run): the
+        call stays booked at its reservation and the next run asks.
         """
+        session = self._session
+        if session is None or session.closed:
+            return None
         try:
-            async with self.session.get(
+            async with session.get(
                 f"{self.base_url}/generation", params={"id": generation_id}
             ) as resp:
                 body = await resp.read()

@@ -16,7 +16,7 @@ import orjson
 from batchroute.client.parse import _NO_USAGE, _choice_error, parse_usage
 from batchroute.client.status import classify_error
 from batchroute.errors import RetryableError
-from batchroute.types import Completion, Usage
+from batchroute.types import CallSeen, Completion, Usage
 
 _MAX_SSE_LINE = 8 << 20  # a "line" this long without a newline is not SSE
 
@@ -34,13 +34,18 @@ class _Stream:
         "model",
         "native",
         "provider",
+        "seen",
         "served",
         "usage",
     )
 
-    def __init__(self, model: str, gen_id: str | None, headers: Any) -> None:
+    def __init__(
+        self, model: str, gen_id: str | None, headers: Any, seen: CallSeen | None = None
+    ) -> None:
         self.model = model
         self.gen_id = gen_id  # X-Generation-Id, else the first chunk's id
+        # The caller's handle: the id is there even if the call is cancelled.
+        self.seen = seen if seen is not None else CallSeen(gen_id)
         self.headers = headers
         self.content: list[str] | None = None
         self.finish: str | None = None
@@ -144,7 +149,7 @@ class _Stream:
 
     def chunk(self, doc: dict[str, Any]) -> None:
         if self.gen_id is None and isinstance(doc.get("id"), str):
-            self.gen_id = doc["id"]
+            self.gen_id = self.seen.generation_id = doc["id"]
         if self.served is None:
             self.served = doc.get("model")
         if self.provider is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -253,7 +253,10 @@ class Book:
                 for row in self._in_flight.values():  # still open: the new journal holds it
                     self.journal.append(row)
                 try:
-                    await asyncio.to_thread(self.store.write, results, attempts, fixes)
+                    await _finish_even_if_cancelled(
+                        asyncio.to_thread(self.store.write, results, attempts, fixes),
+                        self.journal.flushed,
+                    )
                 except BatchrouteError:
                     self._failed()
                     raise
@@ -280,3 +283,20 @@ class Book:
         if (results or attempts or fixes) and self.journal.rotate():
             self.store.write(results, attempts, fixes)
             self.journal.flushed()
+
+
+async def _finish_even_if_cancelled(write: Awaitable[None], then: Callable[[], None]) -> None:
+    """Await a write running in a thread, then call `then`. Cancelled meanwhile (the run was),
+    it still waits for the thread, which goes on regardless: the rows it took are committed
+    (and `then` forgets their journal) before anything closes the store behind it, so the
+    last flush still writes the rest instead of leaving it to the next run's replay."""
+    task = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # its error is not the news: the cancel is
+            await task
+        if task.done() and not task.cancelled() and task.exception() is None:
+            then()
+        raise
+    then()

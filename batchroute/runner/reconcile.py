@@ -122,14 +122,20 @@ class Reconciler:
         self._on_change()
 
     async def drain(self, timeout_s: float) -> None:
-        """Give outstanding polls up to `timeout_s`, then cancel them (the next run asks)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        rest = [t for t in self._tasks if not t.done()]
-        for t in rest:
-            t.cancel()
-        self.left += len(rest)
-        await asyncio.gather(*rest, return_exceptions=True)
+        """Give outstanding polls up to `timeout_s`, then cancel them (the next run asks).
+
+        Cancelled itself while waiting, it still cancels every poll before it returns, so
+        none outlives the run's HTTP session.
+        """
+        try:
+            if self._tasks and timeout_s > 0:
+                await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        finally:
+            rest = [t for t in self._tasks if not t.done()]
+            for t in rest:
+                t.cancel()
+            self.left += len(rest)
+            await asyncio.gather(*rest, return_exceptions=True)
 
 
 async def reconcile_earlier(
@@ -161,8 +167,11 @@ async def reconcile_earlier(
     tasks = [asyncio.ensure_future(one(r)) for r in rows[:EARLIER_ROWS]]
     if not tasks:
         return []
-    done, late = await asyncio.wait(tasks, timeout=EARLIER_WAIT_S)
-    for t in late:  # the next run asks again
-        t.cancel()
-    await asyncio.gather(*late, return_exceptions=True)
-    return [f for t in done if (f := t.result()) is not None]
+    try:
+        await asyncio.wait(tasks, timeout=EARLIER_WAIT_S)
+    finally:  # also when the run is cancelled meanwhile: no GET outlives the session
+        late = [t for t in tasks if not t.done()]
+        for t in late:  # the next run asks again
+            t.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+    return [f for t in tasks if not t.cancelled() and (f := t.result()) is not None]

@@ -196,12 +196,18 @@ class Runner:
                 client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake
             )
             self._announce(resume.spent, plan.cap, key_note)
+            wait = 0.0  # cut short (an error, a cancellation): stop the polls at once
             try:
                 await self._pump(client, budget)
                 wait = 0.0 if self.control.interrupted else spec.limits.reconcile_wait_s
-                await reconciler.drain(wait)
             finally:
-                self.book.progress.close()
+                # Before the session closes: a poll left running would GET /generation on a
+                # closed session. What is not settled stays at its reservation; the next run
+                # asks again.
+                try:
+                    await reconciler.drain(wait)
+                finally:
+                    self.book.progress.close()
         self.notes += end_notes(reconciler, budget, self.book.counts)
         for note in self.notes[self._announced :]:
             self._log(f"note: {note}")

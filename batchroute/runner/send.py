@@ -26,7 +26,7 @@ from batchroute.runner.reconcile import Reconciler, Unsettled
 from batchroute.runner.request import Requests
 from batchroute.runner.work import Call, Control, RunOptions, Trail, WorkItem
 from batchroute.spec import JobSpec
-from batchroute.types import AttemptOutcome, Completion, CostSource
+from batchroute.types import AttemptOutcome, CallSeen, Completion, CostSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +136,7 @@ class Sender:
         started = self.opts.now()
         t0 = self.opts.monotonic()
         token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
+        seen = CallSeen()
         try:
             if self.limiter.active:
                 await self.limiter.acquire_global()
@@ -145,11 +146,12 @@ class Sender:
                 stream=self.requests.streams(plan, model),
                 idle_timeout_s=lim.idle_timeout_s,
                 stream_max_s=lim.stream_max_s,
+                seen=seen,
             )
         except UpstreamError as err:
             return self._failed(r, worst, model, started, t0, err)
         except asyncio.CancelledError:
-            self._cancelled(r, worst, item, plan, model, started, trail)
+            self._cancelled(r, worst, item, plan, model, started, trail, seen)
             raise
         except Exception:  # a bug, not an answer: the call may have been billed
             self._settle(r, worst)
@@ -232,8 +234,10 @@ class Sender:
         model: str,
         started: datetime,
         trail: Trail,
+        seen: CallSeen,
     ) -> None:
-        """Stopped at once (second Ctrl-C): the provider may still bill this call."""
+        """Stopped at once (second Ctrl-C): the provider may still bill this call. Its id, if
+        the client had it, is kept: the next run asks /generation what it really cost."""
         self._settle(r, worst)
         trail.attempts += 1
         trail.cost += worst
@@ -243,4 +247,5 @@ class Sender:
             error_type="cancelled",
         )
         call = Call(model, started, 0, worst, CostSource.RESERVED, error=err, reserved=worst)
+        call.generation_id = seen.generation_id
         self.book.attempt(item, plan.name, trail.attempts, call, AttemptOutcome.CANCELLED)
