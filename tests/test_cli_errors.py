@@ -343,7 +343,7 @@ def test_the_simulator_stops_on_sigint_without_a_traceback() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ENV,
+        env={**ENV, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         assert proc.stdout is not None
@@ -351,7 +351,12 @@ def test_the_simulator_stops_on_sigint_without_a_traceback() -> None:
         proc.send_signal(signal.SIGINT)
         # It exits in about a second; 30 s ran out twice at a load average of 6-7 (not
         # reproduced in 12 tries beside three busy loops): the shared deadline, then.
-        _, err = proc.communicate(timeout=WAIT_S)
+        try:
+            _, err = proc.communicate(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:  # say where it is stuck: faulthandler on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=WAIT_S)
+            raise AssertionError(f"the simulator did not stop on SIGINT:\n{err}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
