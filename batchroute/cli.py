@@ -255,7 +255,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(a.host, a.port, sc, seed=a.seed, on_ready=ready))
+            asyncio.run(serve(a.host, a.port, sc, seed=a.seed, on_ready=ready, handle_signals=True))
     except OSError as exc:  # bind failed: nothing was served yet
         raise commands.listen_error(exc, a.host, a.port) from None
     return EXIT_OK

@@ -337,13 +337,29 @@ def test_a_bad_simulator_port_exits_2(port: str) -> None:
     assert "Traceback" not in p.stderr
 
 
-def test_the_simulator_stops_on_sigint_without_a_traceback() -> None:
+def _sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _sigint_blocked() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+@pytest.mark.parametrize(
+    "start",
+    [None, _sigint_ignored, _sigint_blocked],
+    ids=["plain", "started-with-sigint-ignored", "started-with-sigint-blocked"],
+)
+def test_the_simulator_stops_on_sigint_without_a_traceback(start: Any) -> None:
+    """Also when it inherits SIGINT ignored (`batchroute simulate &` in a script) or blocked:
+    it used to rely on asyncio.run's KeyboardInterrupt, which neither case delivers, and hung."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchroute", "simulate", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**ENV, "PYTHONFAULTHANDLER": "1"},
+        preexec_fn=start,  # only a signal disposition, set before exec
     )
     try:
         assert proc.stdout is not None

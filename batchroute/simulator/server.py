@@ -6,6 +6,7 @@ Loopback only by default; no state of its own beyond the app (see `app.py`).
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -43,14 +44,30 @@ async def serve(
     *,
     seed: int = 0,
     on_ready: Callable[[str], None] | None = None,
+    handle_signals: bool = False,
 ) -> None:
-    """Serve the simulator until cancelled; `on_ready(base_url)` is called once listening."""
+    """Serve the simulator until cancelled, or until SIGINT/SIGTERM with `handle_signals`;
+    `on_ready(base_url)` is called once listening.
+
+    The signals are handled here rather than left to `asyncio.run`'s KeyboardInterrupt: that
+    one is not installed when the process started with SIGINT ignored (any `cmd &` of a
+    non-interactive shell), and a blocked signal inherited from the parent would never come.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    sigs = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+    if sigs:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+    for sig in sigs:
+        loop.add_signal_handler(sig, stop.set)
     runner, base_url = await _start(create_app(scenario, seed=seed), host, port)
     try:
         if on_ready is not None:
             on_ready(base_url)
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
         await runner.cleanup()
 
 
