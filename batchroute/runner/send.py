@@ -59,6 +59,7 @@ class Sender:
         self._log = log
         self.limiter = Limiter(spec.limits.requests_per_minute, spec.limits.per_model_rpm)
         self.slots = asyncio.Semaphore(spec.limits.concurrency)
+        self._wants_json = spec.request.wants_json()  # per job, not per call
         self._model_slots = {
             m: asyncio.Semaphore(n) for m, n in spec.limits.per_model_concurrency.items()
         }
@@ -115,7 +116,7 @@ class Sender:
             )
         c = call.completion
         if c is not None:
-            found = quality.problem(c, self.spec.quality, wants_json=self.spec.request.wants_json())
+            found = quality.problem(c, self.spec.quality, wants_json=self._wants_json)
             if found is not None:
                 trail.answer, call.completion = c, None  # paid for: stored if nothing better
                 call.error = quality.failure(found, c, model=model, cost=call.cost)
