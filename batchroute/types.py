@@ -219,6 +219,7 @@ class ResultRow:
     error_message: str | None = None
     generation_id: str | None = None
     request_fp: str | None = None  # fingerprint of the rendered request (migration 2)
+    arm: str | None = None  # experiment arm, None outside an experiment (migration 6)
     created_at: datetime | None = None
 
 

@@ -116,6 +116,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "runs.records_duplicate",
         "ALTER TABLE runs ADD COLUMN records_duplicate BIGINT NOT NULL DEFAULT 0;",
     ),
+    Migration(6, "results.arm: routing experiments", "ALTER TABLE results ADD COLUMN arm VARCHAR;"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 if [m.number for m in MIGRATIONS] != list(range(1, SCHEMA_VERSION + 1)):
