@@ -215,6 +215,23 @@ async def test_item_failures_follow_the_rate_and_the_seed(
     assert 30 <= len(other) <= 90
 
 
+async def test_malformed_lines_are_unparseable_failed_and_unbilled(
+    sim_client: SimClientFactory, sim_clock: FakeClock
+) -> None:
+    client = await sim_client(Scenario(rate_batch_item_malformed=0.2), seed=6)
+    b = await finished(client, sim_clock, batch_body(50))
+    bad = [r for r in b["results"] if isinstance((r["response"] or {}).get("body"), str)]
+    assert 0 < len(bad) < 50
+    for r in bad:
+        assert r["error"] is None
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(r["response"]["body"])
+    assert b["request_counts"] == {"total": 50, "completed": 50 - len(bad), "failed": len(bad)}
+    led = await ledger(client)
+    assert led["batch_items"] == 50 - len(bad)
+    assert Decimal(led["total_cost_usd"]) == Decimal(repr(b["usage"]["cost"]))
+
+
 async def _validation(sim_client: SimClientFactory, clock: FakeClock, seed: int) -> str | None:
     client = await sim_client(Scenario(rate_batch_invalid=0.5), seed=seed)
     b = await finished(client, clock, batch_body(5, prefix=f"s{seed}"))

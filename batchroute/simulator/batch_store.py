@@ -44,10 +44,12 @@ class BatchItem:
     prompt_tokens: int
     completion_tokens: int
     billed: bool = False
+    bad: bool = False  # a malformed line: `response.body` is not a completion object
 
     @property
     def ok(self) -> bool:
-        return self.result["error"] is None
+        """Whether the item counts as completed (not an error, not a malformed line)."""
+        return self.result["error"] is None and not self.bad
 
 
 @dataclass(slots=True)

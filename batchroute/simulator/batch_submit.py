@@ -217,11 +217,13 @@ def build(
     for k, i in enumerate(order):
         done_at = v + (k + 1) / n * p
         result_id = f"batch_req_{''.join(rng.choices(_ALNUM, k=20))}"
+        malformed = rng.random() < sc.rate_batch_item_malformed
         req = requests[i]
         if fail is not None:
             items.append(_placeholder(req, i + 1, done_at, result_id, info.id))
         else:
-            items.append(_item(st, info, req, i + 1, done_at, result_id, now))
+            item = _item(st, info, req, i + 1, done_at, result_id, now)
+            items.append(_malformed(item) if malformed and item.ok else item)
     return Batch(
         id=batch_id,
         endpoint=endpoint,
@@ -243,6 +245,17 @@ def _placeholder(
 ) -> BatchItem:
     result = {"id": result_id, "custom_id": req["custom_id"], "response": None, "error": None}
     return BatchItem(req["custom_id"], line, done_at, result, None, model, None, 0, 0)
+
+
+def _malformed(item: BatchItem) -> BatchItem:
+    """The item's line with `response.body` a truncated JSON *string* (an upstream row OpenRouter
+    could not normalise): unparseable, counted as failed, not billed."""
+    body = orjson.dumps(item.result["response"]["body"]).decode()
+    response = {"status_code": 200, "request_id": None, "body": body[: len(body) // 2]}
+    result = {**item.result, "response": response, "error": None}
+    return BatchItem(
+        item.custom_id, item.line, item.done_at, result, None, item.model, None, 0, 0, bad=True
+    )
 
 
 def _item(

@@ -140,6 +140,7 @@ class BatchSettings(_Strict):
     batch_finalizing_s: float = Field(default=0.5, ge=0)
     batch_window_s: float = Field(default=86400.0, gt=0)
     rate_batch_item_error: float = Field(default=0, ge=0, le=1)
+    rate_batch_item_malformed: float = Field(default=0, ge=0, le=1)
     rate_batch_invalid: float = Field(default=0, ge=0, le=1)
     rate_batch_expire: float = Field(default=0, ge=0, le=1)
     batch_unsupported_models: list[str] = Field(default_factory=list)
