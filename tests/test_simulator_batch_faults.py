@@ -23,6 +23,7 @@ from test_simulator_batches import (
     submitted,
 )
 
+from batchroute.catalog import Catalog
 from batchroute.simulator import Scenario
 
 # --- refused at submission (nothing stored, nothing billed) ---------------------------------
@@ -375,3 +376,26 @@ async def test_list_is_newest_first_with_paging_and_filters(
     assert (await client.get(BATCHES, headers=AUTH, params={"limit": "101"})).status == 400
     beta = await get_json(client, "/api/beta/batches")
     assert len(beta["data"]) == 5
+
+
+async def test_models_can_list_batch_variants_at_the_batch_price(
+    sim_client: SimClientFactory,
+) -> None:
+    listed = [MODEL, "no/such-model"]
+    client = await sim_client(
+        Scenario(batch_listed_models=listed, batch_unsupported_models=[f"{MODEL}:batch"])
+    )
+    resp = await client.get("/api/v1/models", headers=AUTH)
+    live = Catalog(await resp.read(), source="sim", fetched_at="now")
+    variant, base = live.models.get(f"{MODEL}:batch"), live.models.get(MODEL)
+    assert variant is not None
+    assert base is not None
+    assert (variant.prompt, variant.completion) == (base.prompt / 2, base.completion / 2)
+    assert "no/such-model:batch" not in live.models
+    # listed, yet refused: the catalogue over-reports (batch-api.md §7)
+    refused = await submit(client, batch_body(1, model=f"{MODEL}:batch"))
+    assert refused.status == 400
+    plain = await sim_client()
+    ids = [m["id"] for m in (await get_json(plain, "/api/v1/models"))["data"]]
+    assert MODEL in ids
+    assert f"{MODEL}:batch" not in ids

@@ -26,11 +26,38 @@ from batchroute.simulator.state import SIM_STATE, Generation, SimState
 async def models(request: web.Request) -> web.Response:
     st = request.app[SIM_STATE]
     wanted = request.query.get("output_modalities", "")
-    body = st.models_cache.get(wanted)
+    listed = tuple(st.scenario.batch_listed_models)
+    key = f"{wanted}|{st.scenario.batch_price_ratio}|{','.join(listed)}"
+    body = st.models_cache.get(key)
     if body is None:
-        body = _filter_models(st.catalog.raw, wanted)
-        st.models_cache[wanted] = body
+        raw = _with_batch_variants(st.catalog.raw, listed, st.scenario.batch_price_ratio)
+        body = _filter_models(raw, wanted)
+        st.models_cache[key] = body
     return web.Response(body=body, content_type="application/json")
+
+
+def _with_batch_variants(raw: bytes, listed: tuple[str, ...], ratio: float) -> bytes:
+    """The catalogue plus an `<id>:batch` entry for each listed id, priced at the batch price
+    (as OpenRouter lists `:batch` variants; whether each one is really served is another
+    matter: `batch_unsupported_models`)."""
+    if not listed:
+        return raw
+    doc = orjson.loads(raw)
+    by_id = {m["id"]: m for m in doc["data"]}
+    factor = Decimal(str(ratio))
+    for model in listed:
+        base = by_id.get(model)
+        if base is None:
+            continue
+        pricing = {
+            k: format(Decimal(str(v)) * factor, "f") if k in _BATCH_PRICED else v
+            for k, v in (base.get("pricing") or {}).items()
+        }
+        doc["data"].append({**base, "id": f"{model}:batch", "pricing": pricing})
+    return orjson.dumps(doc)
+
+
+_BATCH_PRICED = frozenset({"prompt", "completion", "request"})
 
 
 def _filter_models(raw: bytes, wanted: str) -> bytes:

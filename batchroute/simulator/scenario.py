@@ -144,6 +144,7 @@ class BatchSettings(_Strict):
     rate_batch_invalid: float = Field(default=0, ge=0, le=1)
     rate_batch_expire: float = Field(default=0, ge=0, le=1)
     batch_unsupported_models: list[str] = Field(default_factory=list)
+    batch_listed_models: list[str] = Field(default_factory=list)
     batch_requires_variant: bool = False
     batch_enabled: bool = True
     batch_item_usage: Literal["tokens", "cost", "none"] = "tokens"
