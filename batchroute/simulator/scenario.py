@@ -132,7 +132,22 @@ class ScriptStep(_Strict):
 
 class BatchSettings(_Strict):
     """How the simulated Batch API behaves (docs/simulator.md "Batch API"); all times are
-    seconds on the simulator's clock, counted from the submission."""
+    seconds on the simulator's clock, counted from the submission.
+
+    Fields [defaults]:
+        batch_not_found_s [2]: GET/results/DELETE answer 404 this long after the 202.
+        batch_validating_s [1], batch_in_progress_s [2], batch_finalizing_s [0.5]: how long
+            each status lasts; items finish evenly spread over in_progress.
+        batch_window_s [86400]: a batch not finished by then expires (finished items kept).
+        rate_batch_item_error, rate_batch_item_malformed [0]: per item; rate_batch_invalid
+            (whole-batch validation failure), rate_batch_expire [0]: per batch.
+        batch_unsupported_models [[]], batch_requires_variant [False], batch_enabled [True]:
+            who gets 400 "Model '<id>' does not have a :batch endpoint."
+        batch_listed_models [[]]: ids whose `<id>:batch` variant /models lists.
+        batch_item_usage ["tokens"]: per-item usage: "tokens" (no cost), "cost" or "none".
+        batch_price_ratio [0.5]: the batch price as a fraction of the catalogue price.
+        batch_max_requests [5000], batch_max_bytes [200000000]: submission limits.
+    """
 
     batch_not_found_s: float = Field(default=2.0, ge=0)
     batch_validating_s: float = Field(default=1.0, ge=0)
