@@ -106,12 +106,12 @@ def test_json_totals_equal_direct_sql(
     assert Decimal(doc["today"]["cost_usd"]) == today
 
 
-def test_table_and_csv_render_exact_money(store: ResultStore) -> None:
+def test_table_prints_money_by_magnitude_and_csv_exactly(store: ResultStore) -> None:
     data = store.report(by=["tier"], since=None, job_name=None)
     table = render(data, "table")
-    assert "0.000001148945" in table
+    assert "0.000001148945" in table  # below $0.0001: all 12 decimals, never 0.00 or 1E-6
     assert "TOTAL" in table
-    assert "spent today (2026-11-03 UTC, whole database): $1.100001148945" in table
+    assert "spent today (2026-11-03 UTC, whole database): $1.10\n" in table
     rows = list(csv.DictReader(io.StringIO(render(data, "csv"))))
     assert [r["tier"] for r in rows] == ["budget", "mid", "premium", "*"]
     assert rows[-1]["cost_usd"] == "1.400001148945"
