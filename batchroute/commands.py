@@ -26,7 +26,7 @@ from batchroute.report_html import HTML_PARTS, render_html
 from batchroute.runner import RunReport
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.usd import usd
+from batchroute.usd import exact, usd
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 
@@ -216,10 +216,11 @@ def _earlier_failures(r: RunReport) -> str:
 
 
 def ledger_line(ledger: dict[str, Any]) -> str:
-    """What the simulator billed for a `--simulate` run."""
+    """What the simulator billed for a `--simulate` run: a bill, so to the last digit
+    (`usd.exact`), to be compared with the database's own sum."""
     return (
         f"simulator ledger: {ledger['calls']} billed calls, "
-        f"{usd(Decimal(ledger['total_cost_usd']))} (no real money was spent)"
+        f"${exact(Decimal(ledger['total_cost_usd']))} (no real money was spent)"
     )
 
 
