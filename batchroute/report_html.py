@@ -64,7 +64,7 @@ def _e(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _short(name: str, limit: int = 36) -> str:
+def _short(name: str, limit: int = 46) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
@@ -135,15 +135,15 @@ def _daily_chart(data: ReportData) -> str:
 def _hbars(kind: str, rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]]],
            top: float, label: str, value_text: Sequence[str]) -> str:  # fmt: skip
     """Horizontal bars, one per row: (name, stacked segments (value, colour, tooltip)). The
-    name sits above its bar, the value at the right, so the bar has the whole width (a phone)."""
+    name sits above its bar (a long model name gets the whole width), the value right of it."""
     if not rows:
         return '<p class="empty">nothing to show</p>'
-    row_h, plot_w = 38, _W - 4
+    row_h, plot_w = 38, _W - 168  # the value goes right of the bar: up to ~19 characters
     parts = []
     for i, (name, segments) in enumerate(rows):
         y = 4 + i * row_h
         parts.append(f'<text x="0" y="{y + 12}"><title>{_e(name)}</title>{_e(_short(name))}</text>')
-        parts.append(f'<text x="{_W}" y="{y + 12}" text-anchor="end">{_e(value_text[i])}</text>')
+        parts.append(f'<text x="{plot_w + 6}" y="{y + 28}">{_e(value_text[i])}</text>')
         parts.append(f'<rect x="0" y="{y + 17}" width="{plot_w}" height="13" fill="#eef1f4"/>')
         x = 0.0
         for value, fill, tip in segments:
@@ -173,7 +173,7 @@ def _cost_by_model(data: ReportData) -> str:
 def _name(r: ReportRow) -> str:
     """A model row's label: the model that served, and the one asked for when it differs."""
     served, asked = (str(v) if v is not None else "(none)" for v in r.key[:2])
-    return served if served == asked else f"{served} (for {asked})"
+    return served if served == asked else f"{served} (for {asked.rsplit('/', 1)[-1]})"
 
 
 def _outcomes_by_tier(data: ReportData) -> str:
