@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--by", default="day", help="comma list of day,tier,model,task,job,run,arm")
     rep.add_argument("--since", help="e.g. 7d, 12h or 2026-11-01")
     rep.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
-    rep.add_argument("--html", type=Path, metavar="FILE", help="also write a one-file HTML report")
+    rep.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report instead")
 
     sim = sub.add_parser("simulate", help="serve the OpenRouter simulator")
     sim.add_argument("--host", default="127.0.0.1")
