@@ -172,3 +172,12 @@ def test_every_format_prints_money_one_way(flaky_db: Path, fmt: str) -> None:
     assert "gemini" in out
     if fmt == "markdown":
         assert "| tier | model | requested |" in out
+
+
+def test_an_html_path_that_cannot_be_written_is_a_clear_error(
+    flaky_db: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "no-such-folder" / "report.html"
+    r = run_cli("report", str(flaky_db), "--html", str(target))
+    assert r.returncode == 2, r.stderr
+    assert f"--html {target}: cannot write it" in r.stderr
