@@ -37,6 +37,7 @@ from batchroute.errors import (
 from batchroute.runner import RunOptions, RunReport, run_job
 from batchroute.spec import MAX_DAILY_USD, load_spec
 from batchroute.types import RunStatus
+from batchroute.usd import usd
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_UNAVAILABLE = 6
@@ -55,7 +56,7 @@ def _decimal(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"{text!r}: the budget must be positive")
     if value > MAX_DAILY_USD:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is more than ${MAX_DAILY_USD:,} for a day; a typo?"
+            f"{text!r} is more than {usd(MAX_DAILY_USD)} for a day; a typo?"
         )
     return value
 
@@ -115,9 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="cost and outcome report from a DuckDB file")
     rep.add_argument("db", type=Path)
     rep.add_argument("--job", help="only this job")
-    rep.add_argument("--by", default="day", help="comma list of day,tier,model,task,job,run")
+    rep.add_argument("--by", default="day", help="comma list of day,tier,model,task,job,run,arm")
     rep.add_argument("--since", help="e.g. 7d, 12h or 2026-11-01")
-    rep.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    rep.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
+    rep.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report instead")
 
     sim = sub.add_parser("simulate", help="serve the OpenRouter simulator")
     sim.add_argument("--host", default="127.0.0.1")
@@ -263,7 +265,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 
 def _cmd_report(a: argparse.Namespace) -> int:
     a.log_dir = a.db.parent
-    print(commands.report_text(a.db, by=a.by, since=a.since, job=a.job, fmt=a.format))
+    print(commands.report_text(a.db, by=a.by, since=a.since, job=a.job, fmt=a.format, html=a.html))
     return EXIT_OK
 
 

@@ -21,10 +21,12 @@ import orjson
 from batchroute._version import __version__
 from batchroute.errors import AuthError, ConfigError, SpecError
 from batchroute.quote import describe_plan, quote, render_quote
-from batchroute.report import money, parse_since, render
+from batchroute.report import parse_since, render
+from batchroute.report_html import HTML_PARTS, render_html
 from batchroute.runner import RunReport
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
+from batchroute.usd import exact, usd
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 
@@ -159,8 +161,11 @@ def validate_text(spec: JobSpec) -> str:
     return "\n".join(lines)
 
 
-def report_text(db: Path, *, by: str, since: str | None, job: str | None, fmt: str) -> str:
-    """What `report` prints, read from an existing database."""
+def report_text(
+    db: Path, *, by: str, since: str | None, job: str | None, fmt: str, html: Path | None = None
+) -> str:
+    """What `report` prints, read from an existing database; with `html`, the HTML report is
+    written there instead and the text says where."""
     if not db.exists():
         raise ConfigError(f"{db}: no such file")
     why = _not_duckdb(db)
@@ -168,8 +173,15 @@ def report_text(db: Path, *, by: str, since: str | None, job: str | None, fmt: s
         raise ConfigError(why)
     dims = [d.strip() for d in by.split(",") if d.strip()]
     start = parse_since(since, datetime.now(UTC).replace(tzinfo=None)) if since else None
-    data = ResultStore(db).report(by=dims, since=start, job_name=job)
-    return render(data, fmt)
+    store = ResultStore(db)
+    if html is None:
+        return render(store.report(by=dims, since=start, job_name=job), fmt)
+    parts = [store.report(by=b, since=start, job_name=job) for b in HTML_PARTS]
+    try:
+        html.write_text(render_html(*parts), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--html {html}: cannot write it ({exc.strerror or exc})") from None
+    return f"batchroute: wrote the HTML report to {html}"
 
 
 def run_problem(r: RunReport, spec: JobSpec) -> str | None:
@@ -189,7 +201,7 @@ def summary(r: RunReport, code: int) -> str:
     return (
         f"batchroute: job {r.job_name} run {r.run_id} {r.status.value}: {c.done} done, "
         f"{c.failed} failed, {c.invalid} invalid, {c.pending} pending, {c.skipped} already "
-        f"final; ${money(c.cost_usd)} spent; {r.elapsed_s:.1f} s; exit {code}"
+        f"final; {usd(c.cost_usd)} spent; {r.elapsed_s:.1f} s; exit {code}"
         + (f"; {r.stale} stale (prompt changed, see --rerun-changed)" if r.stale else "")
         + _earlier_failures(r)
     )
@@ -204,10 +216,11 @@ def _earlier_failures(r: RunReport) -> str:
 
 
 def ledger_line(ledger: dict[str, Any]) -> str:
-    """What the simulator billed for a `--simulate` run."""
+    """What the simulator billed for a `--simulate` run: a bill, so to the last digit
+    (`usd.exact`), to be compared with the database's own sum."""
     return (
         f"simulator ledger: {ledger['calls']} billed calls, "
-        f"${money(Decimal(ledger['total_cost_usd']))} (no real money was spent)"
+        f"${exact(Decimal(ledger['total_cost_usd']))} (no real money was spent)"
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from batchroute.types import RecordStatus, RunCounts
+from batchroute.usd import usd
 
 LOG_EVERY_S = 60.0
 KEEP_ALIVE_MAX_WAIT_S = 5.0  # keep_alive re-reads the clock at least this often
@@ -69,7 +70,7 @@ class Progress:
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(
-                f"${self._cost[tier]:.4f} failed={self._failed.get(tier, 0)}", refresh=False
+                f"{usd(self._cost[tier])} failed={self._failed.get(tier, 0)}", refresh=False
             )
 
     def tick(self, counts: RunCounts) -> None:
@@ -91,7 +92,7 @@ class Progress:
         self.log(
             f"progress: {counts.seen} read, {counts.done} done, {counts.failed} failed, "
             f"{counts.invalid} invalid, {counts.pending} pending, {counts.skipped} skipped, "
-            f"${counts.cost_usd:.6f} spent"
+            f"{usd(counts.cost_usd)} spent"
         )
         return True
 

@@ -36,6 +36,7 @@ from batchroute.reader import read_keys, read_records
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import TASK_TYPES, KeyLookup, ResumeState
+from batchroute.usd import amount, exact, usd
 
 TYPICAL_COMPLETION_TOKENS = 256
 
@@ -91,16 +92,16 @@ class Quote:
                     "tier": t.tier,
                     "models": list(t.models),
                     "records": t.records,
-                    "expected_usd": str(t.expected_usd),
-                    "worst_usd": str(t.worst_usd),
+                    "expected_usd": exact(t.expected_usd),
+                    "worst_usd": exact(t.worst_usd),
                 }
                 for t in self.tiers.values()
             ],
-            "expected_usd": str(self.expected_usd),
-            "worst_usd": str(self.worst_usd),
-            "cap_usd": str(self.cap_usd),
-            "spent_today_usd": str(self.spent_today_usd),
-            "remaining_usd": str(self.remaining_usd),
+            "expected_usd": exact(self.expected_usd),
+            "worst_usd": exact(self.worst_usd),
+            "cap_usd": exact(self.cap_usd),
+            "spent_today_usd": exact(self.spent_today_usd),
+            "remaining_usd": exact(self.remaining_usd),
             "fits_expected": self.expected_usd <= self.remaining_usd,
             "fits_worst": self.worst_usd <= self.remaining_usd,
             "catalog": self.catalog,
@@ -195,7 +196,7 @@ def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
     plans, warnings = plan.tiers, plan.warnings
     lines = [
         f"job {spec.name}: {spec.input} → {db_path}",
-        f"budget ${spec.budget.daily_usd}/day (scope {spec.budget.scope}); "
+        f"budget {usd(spec.budget.daily_usd)}/day (scope {spec.budget.scope}); "
         f"max_tokens {spec.request.max_tokens}; concurrency {spec.limits.concurrency}",
         f"prices: {catalog.source} catalogue ({catalog.fetched_at})",
     ]
@@ -238,11 +239,11 @@ def render_quote(q: Quote) -> str:
     lines.append(f"{'tier':<10} {'records':>8} {'expected $':>14} {'worst case $':>14}  models")
     for t in q.tiers.values():
         lines.append(
-            f"{t.tier:<10} {t.records:>8} {t.expected_usd:>14.6f} {t.worst_usd:>14.6f}  "
+            f"{t.tier:<10} {t.records:>8} {amount(t.expected_usd):>14} {amount(t.worst_usd):>14}  "
             + ", ".join(t.models)
         )
     lines.append(
-        f"{'total':<10} {q.records:>8} {q.expected_usd:>14.6f} {q.worst_usd:>14.6f}"
+        f"{'total':<10} {q.records:>8} {amount(q.expected_usd):>14} {amount(q.worst_usd):>14}"
         f"  ({q.invalid} invalid, {q.skipped} already final"
         + (f", {q.duplicates} repeated ids" if q.duplicates else "")
         + (f", {q.stale} changed since (see --rerun-changed)" if q.stale else "")
@@ -250,7 +251,7 @@ def render_quote(q: Quote) -> str:
     )
     d = q.as_dict()
     lines.append(
-        f"today: ${q.spent_today_usd} spent of ${q.cap_usd}, ${q.remaining_usd} left: "
+        f"today: {usd(q.spent_today_usd)} spent of {usd(q.cap_usd)}, {usd(q.remaining_usd)} left: "
         f"expected {'fits' if d['fits_expected'] else 'does NOT fit'}, worst case "
         f"{'fits' if d['fits_worst'] else 'does not fit (the cap will stop the run)'}"
     )

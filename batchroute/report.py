@@ -1,6 +1,8 @@
-"""Rendering of a cost and outcome report (`ReportData` from the store) as table, CSV or JSON.
+"""Rendering of a cost and outcome report (`ReportData` from the store) as table, markdown, CSV
+or JSON; the HTML report is `report_html`.
 
-Pure: no I/O and no SQL. Money is printed exactly from Decimal, never through a float.
+Pure: no I/O and no SQL. Money is never a float: JSON and CSV carry the exact amount
+(`usd.exact`), tables print it through `usd.amount`, the one formatter of every money text.
 """
 
 from __future__ import annotations
@@ -8,25 +10,23 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
 from .errors import ConfigError
 from .store import DIMENSIONS, ReportData, ReportRow
+from .usd import amount, exact, usd
 
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "markdown")
 _COLUMNS = (
-    "calls",
-    "cost_usd",
-    "prompt_tokens",
-    "completion_tokens",
-    "done",
-    "failed",
-    "invalid",
-    "pending",
-)
+    "calls", "cost_usd", "retried", "fell_back", "escalated", "prompt_tokens",
+    "completion_tokens", "done", "failed", "invalid", "pending", "saved_usd",
+)  # fmt: skip
+_FAILURE_LEFT = (0, 4, 5)  # error_type, models, sample_message: text, not numbers
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -61,23 +61,50 @@ def parse_by(text: str) -> tuple[str, ...]:
 
 
 def money(value: Decimal) -> str:
-    """Exact fixed-point text of a USD amount, at least two decimals, no trailing zeros beyond."""
-    text = format(value.normalize(), "f") if value else "0"
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
+    """Exact fixed-point text of a USD amount (kept for callers of the old name)."""
+    return exact(value)
 
 
-def _cells(row: ReportRow) -> list[str]:
+def rate(part: int, whole: int) -> float:
+    """part/whole as a fraction (0.0 when there is no whole)."""
+    return part / whole if whole else 0.0
+
+
+def pct(fraction: float | Decimal) -> str:
+    """A fraction as '6.2 %', the one way rates are printed."""
+    return f"{float(fraction) * 100:.1f} %"
+
+
+def saved_pct(row: ReportRow) -> Decimal | None:
+    """Routing's saving as a percentage of the top model's price (None: nothing priced)."""
+    if not row.baseline_usd:
+        return None
+    return (row.saved_usd * 100 / row.baseline_usd).quantize(Decimal("0.1"))
+
+
+def savings_line(data: ReportData) -> str:
+    """'routing saved $X (Y %) against M on N records …': one sentence for every format."""
+    t = data.totals
+    unpriced = t.done + t.failed + t.invalid + t.pending - t.priced
+    if not t.priced:
+        return "routing savings: no record has both tokens and a top-tier price to compare with"
+    verb = "saved" if t.saved_usd >= 0 else "cost"
+    share = pct(abs(t.saved_usd) / t.baseline_usd)
+    against = ", ".join(data.baseline_models) or "the top tier's first model"
+    return (
+        f"routing {verb} {usd(abs(t.saved_usd))} ({share}) against "
+        f"{against} at catalogue prices: {usd(t.priced_cost_usd)} spent on {t.priced} "
+        f"records that would have cost {usd(t.baseline_usd)}"
+        + (f" ({unpriced} records without tokens not compared)" if unpriced else "")
+    )
+
+
+def _cells(row: ReportRow, money_text: Any = amount) -> list[str]:
     return [
-        str(row.calls),
-        money(row.cost_usd),
-        str(row.prompt_tokens),
-        str(row.completion_tokens),
-        str(row.done),
-        str(row.failed),
-        str(row.invalid),
-        str(row.pending),
-    ]
+        str(row.calls), money_text(row.cost_usd), str(row.retried), str(row.fell_back),
+        str(row.escalated), str(row.prompt_tokens), str(row.completion_tokens), str(row.done),
+        str(row.failed), str(row.invalid), str(row.pending), money_text(row.saved_usd),
+    ]  # fmt: skip
 
 
 def _key_cells(row: ReportRow) -> list[str]:
@@ -85,16 +112,29 @@ def _key_cells(row: ReportRow) -> list[str]:
 
 
 def _as_dict(data: ReportData, row: ReportRow) -> dict[str, object]:
-    out: dict[str, object] = dict(zip(data.by, row.key, strict=False))  # totals: no key
+    out: dict[str, object] = dict(zip(data.columns, row.key, strict=False))  # totals: no key
     out.update(
         calls=row.calls,
-        cost_usd=money(row.cost_usd),
+        cost_usd=exact(row.cost_usd),
+        calls_by_outcome={"retried": row.retried, "fell_back": row.fell_back,
+                          "escalated": row.escalated},
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
         records={"done": row.done, "failed": row.failed, "invalid": row.invalid,
                  "pending": row.pending},
+        savings={"priced_records": row.priced, "baseline_usd": exact(row.baseline_usd),
+                 "cost_usd": exact(row.priced_cost_usd), "saved_usd": exact(row.saved_usd),
+                 "saved_pct": str(p) if (p := saved_pct(row)) is not None else None},
     )  # fmt: skip
     return out
+
+
+def _rates(t: ReportRow) -> dict[str, float]:
+    return {
+        "retry_rate": rate(t.retried, t.calls),
+        "fallback_rate": rate(t.fell_back, t.calls),
+        "escalation_rate": rate(t.escalated, t.calls),
+    }
 
 
 def _render_json(data: ReportData) -> str:
@@ -103,52 +143,120 @@ def _render_json(data: ReportData) -> str:
         "job": data.job_name,
         "since": data.since.astimezone(UTC).isoformat() if data.since else None,
         "by": list(data.by),
+        "columns": list(data.columns),
         "rows": [_as_dict(data, r) for r in data.rows],
         "totals": _as_dict(data, data.totals),
-        "today": {"day": data.today.isoformat(), "cost_usd": money(data.spent_today)},
-    }
+        "rates": _rates(data.totals),
+        "savings": {**_as_dict(data, data.totals)["savings"],  # type: ignore[dict-item]
+                    "baseline_models": list(data.baseline_models),
+                    "line": savings_line(data)},
+        "failures": [{"error_type": f.error_type, "calls": f.calls, "records": f.records,
+                      "models": f.models, "sample_message": f.sample_message,
+                      "cost_usd": exact(f.cost_usd)} for f in data.failures],
+        "latency_ms": [{"model": x.model, "calls": x.calls, "p50": x.p50_ms, "p95": x.p95_ms,
+                        "p99": x.p99_ms} for x in data.latency],
+        "today": {"day": data.today.isoformat(), "cost_usd": exact(data.spent_today)},
+    }  # fmt: skip
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
 def _render_csv(data: ReportData) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*data.by, *_COLUMNS])
+    w.writerow([*data.columns, *_COLUMNS])
     for row in data.rows:
-        w.writerow([*_key_cells(row), *_cells(row)])
+        w.writerow([*_key_cells(row), *_cells(row, exact)])
     if data.by:
-        w.writerow([*(["*"] * len(data.by)), *_cells(data.totals)])
+        w.writerow([*(["*"] * len(data.columns)), *_cells(data.totals, exact)])
     return buf.getvalue()
 
 
-def _render_table(data: ReportData) -> str:
-    header = [*data.by, *_COLUMNS] if data.by else list(_COLUMNS)
-    body = [[*_key_cells(r), *_cells(r)] for r in data.rows] if data.by else []
-    total = ["TOTAL", *([""] * (len(data.by) - 1)), *_cells(data.totals)] if data.by else []
-    lines = [header, *body, total] if total else [header, _cells(data.totals)]
+def _grid(data: ReportData) -> tuple[list[str], list[list[str]], int]:
+    """Header, body (with the total row) and number of key columns of the breakdown."""
+    n = len(data.columns)
+    header = [*data.columns, *_COLUMNS]
+    body = [[*_key_cells(r), *_cells(r)] for r in data.rows]
+    total = ["TOTAL", *([""] * (n - 1)), *_cells(data.totals)] if n else _cells(data.totals)
+    return header, [*body, total], n
+
+
+def _aligned(header: list[str], body: list[list[str]], left: Collection[int]) -> list[str]:
+    lines = [header, *body]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    n_keys = len(data.by)
 
     def fmt(cells: list[str]) -> str:
-        parts = [c.ljust(w) if i < n_keys else c.rjust(w) for i, (c, w) in enumerate(
+        parts = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(
             zip(cells, widths, strict=True))]  # fmt: skip
         return "  ".join(parts).rstrip()
 
-    out = [fmt(header), "  ".join("-" * w for w in widths)]
-    out += [fmt(cells) for cells in lines[1:]]
+    return [fmt(header), "  ".join("-" * w for w in widths), *(fmt(c) for c in body)]
+
+
+def _md(header: list[str], body: list[list[str]], left: Collection[int]) -> list[str]:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rule = ["---" if i in left else "---:" for i in range(len(header))]
+    return ["| " + " | ".join(cell(c) for c in line) + " |" for line in (header, rule, *body)]
+
+
+def _summary(data: ReportData) -> list[str]:
+    t = data.totals
+    r = _rates(t)
+    return [
+        f"records: {t.done} done, {t.failed} failed, {t.invalid} invalid, {t.pending} pending",
+        f"calls: {t.calls} costing {usd(t.cost_usd)}; retry rate {pct(r['retry_rate'])}, "
+        f"fallback rate {pct(r['fallback_rate'])}, escalation rate {pct(r['escalation_rate'])}",
+        savings_line(data),
+    ]
+
+
+def _failure_grid(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["error_type", "calls", "records", "cost_usd", "models", "sample_message"]
+    body = [
+        [f.error_type, str(f.calls), str(f.records), amount(f.cost_usd), f.models,
+         " ".join((f.sample_message or "").split())[:120]]
+        for f in data.failures
+    ]  # fmt: skip
+    return header, body
+
+
+def _title(data: ReportData) -> tuple[str, str]:
     scope = f"job {data.job_name}" if data.job_name else "whole database"
     since = f" since {data.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if data.since else ""
-    out.insert(0, f"batchroute report: {scope}{since}")
-    out.append(f"spent today ({data.today.isoformat()} UTC, {scope}): ${money(data.spent_today)}")
+    return scope, f"batchroute report: {scope}{since}"
+
+
+def _render_table(data: ReportData) -> str:
+    scope, title = _title(data)
+    header, body, n = _grid(data)
+    out = [title, *_aligned(header, body, range(n)), "", *_summary(data)]
+    if data.failures:
+        f_header, f_body = _failure_grid(data)
+        out += ["", "failed calls by error type:", *_aligned(f_header, f_body, _FAILURE_LEFT)]
+    out.append(f"spent today ({data.today.isoformat()} UTC, {scope}): {usd(data.spent_today)}")
+    return "\n".join(out) + "\n"
+
+
+def _render_markdown(data: ReportData) -> str:
+    scope, title = _title(data)
+    header, body, n = _grid(data)
+    out = [f"# {title}", "", *_md(header, body, range(n)), "", *(f"- {s}" for s in _summary(data))]
+    if data.failures:
+        f_header, f_body = _failure_grid(data)
+        out += ["", "## Failed calls by error type", "", *_md(f_header, f_body, _FAILURE_LEFT)]
+    out += ["", f"Spent today ({data.today.isoformat()} UTC, {scope}): {usd(data.spent_today)}"]
     return "\n".join(out) + "\n"
 
 
 def render(data: ReportData, fmt: str) -> str:
-    """Render `data` as 'table', 'csv' or 'json' text."""
-    if fmt == "json":
-        return _render_json(data)
-    if fmt == "csv":
-        return _render_csv(data)
-    if fmt == "table":
-        return _render_table(data)
-    raise ConfigError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+    """Render `data` as 'table', 'markdown', 'csv' or 'json' text."""
+    renderers = {
+        "json": _render_json,
+        "csv": _render_csv,
+        "table": _render_table,
+        "markdown": _render_markdown,
+    }
+    if fmt not in renderers:
+        raise ConfigError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+    return renderers[fmt](data)

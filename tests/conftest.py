@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -75,3 +76,22 @@ async def sim_client(sim_clock: FakeClock, sim_sleep: FakeSleep) -> AsyncIterato
     yield make
     for client in clients:
         await client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report fixtures (issue 13): one database made by the real CLI, shared by the report tests.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def flaky_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`batchroute run jobs/mixed.yaml --simulate --scenario flaky` (300 records, a
+    native_fallback tier, retries): the database every report test reads."""
+    from subprocs import run_cli
+
+    db = tmp_path_factory.mktemp("flaky") / "flaky.duckdb"
+    job = Path(__file__).resolve().parents[1] / "jobs" / "mixed.yaml"
+    r = run_cli("run", str(job), "--simulate", "--scenario", "flaky", "--db", str(db),
+                "--quiet", timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return db

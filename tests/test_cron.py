@@ -61,7 +61,7 @@ def test_a_heartbeat_prints_a_line_each_minute_when_nothing_else_does() -> None:
     p.heartbeat(counts)
     assert len(_lines(out)) == 1
     line = _lines(out)[0]
-    for part in ("120 done", "2 failed", "7 pending", "300 read", "$0.012300 spent"):
+    for part in ("120 done", "2 failed", "7 pending", "300 read", "$0.0123 spent"):
         assert part in line, line
     clock.now += 30
     p.heartbeat(counts)

@@ -59,6 +59,11 @@ LAYERS: dict[str, int] = {
     "runner": 5,  # the only package that wires the stages together with I/O
     "quote": 6,
     "report": 6,
+    # The HTML report draws what `report` computes (savings line, rates): the one edge inside
+    # the composer layer, in ALLOWED.
+    "report_html": 6,
+    # The one money formatter (issue 13): progress, quote, report and commands print through it.
+    "usd": 0,
     # What the CLI does behind its arguments (checks, printed texts, crash log); only cli uses it.
     "commands": 7,
     "cli": 8,
@@ -78,6 +83,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     "their context and price order): the same pure data as above.",
     ("journal", "lock"): "real_db_path, one line both must share: the lock and the journal "
     "belong to the database's real path, so two names for one file get one of each.",
+    ("report_html", "report"): "the HTML report prints the text report's own savings line, "
+    "rates and percentages: one wording for every format (issue 13).",
 }
 SIMULATOR = "simulator"
 SIMULATOR_MAY_IMPORT = frozenset({"errors", "types", "_version", "catalog"})  # catalog: /models

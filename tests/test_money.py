@@ -396,7 +396,7 @@ def test_the_key_limit_rules_before_any_402(tmp_path: Path) -> None:
     job, db = tmp_path / "job.yaml", tmp_path / "results.duckdb"
     r = _cli("run", job, "--simulate", "--scenario", scenario)
     assert r.returncode == 3, r.stderr
-    assert "the API key has only $0.002 left, which rules" in r.stderr
+    assert "the API key has only $0.002000 left, which rules" in r.stderr
     billed = _sim_billed(r.stderr)
     assert billed == _db_total(db) <= Decimal("0.002")
     assert _q(db, "SELECT count(*) FROM attempts WHERE http_status = 402")[0][0] == 0

@@ -159,7 +159,7 @@ async def test_the_api_keys_own_limit_rules_when_it_is_lower(tmp_path: Path) -> 
     assert report.status is RunStatus.BUDGET_EXHAUSTED
     assert billed <= key_limit
     assert query(db, "SELECT count(*) FROM attempts WHERE http_status = 402")[0][0] == 0
-    assert any("the API key has only $0.01 left, which rules" in line for line in logs), logs
+    assert any("the API key has only $0.0100 left, which rules" in line for line in logs), logs
     assert _total(db) == billed
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from batchroute.errors import ConfigError
 from batchroute.report import money, parse_by, parse_since, render
-from batchroute.store import ResultStore
+from batchroute.store import SCHEMA_VERSION, ResultStore
+from batchroute.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE
 from batchroute.types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
@@ -106,12 +107,12 @@ def test_json_totals_equal_direct_sql(
     assert Decimal(doc["today"]["cost_usd"]) == today
 
 
-def test_table_and_csv_render_exact_money(store: ResultStore) -> None:
+def test_table_prints_money_by_magnitude_and_csv_exactly(store: ResultStore) -> None:
     data = store.report(by=["tier"], since=None, job_name=None)
     table = render(data, "table")
-    assert "0.000001148945" in table
+    assert "0.000001148945" in table  # below $0.0001: all 12 decimals, never 0.00 or 1E-6
     assert "TOTAL" in table
-    assert "spent today (2026-11-03 UTC, whole database): $1.100001148945" in table
+    assert "spent today (2026-11-03 UTC, whole database): $1.10\n" in table
     rows = list(csv.DictReader(io.StringIO(render(data, "csv"))))
     assert [r["tier"] for r in rows] == ["budget", "mid", "premium", "*"]
     assert rows[-1]["cost_usd"] == "1.400001148945"
@@ -155,3 +156,128 @@ def test_parse_by_and_bad_format(store: ResultStore) -> None:
         parse_by("day,colour")
     with pytest.raises(ConfigError, match="--format"):
         render(store.report(by=(), since=None, job_name=None), "xml")
+
+
+# -- savings, failures, arms (issue 13) ---------------------------------------------------------
+
+TOP = (Decimal("0.000002"), Decimal("0.000008"), Decimal("0.001"))  # per prompt/completion/call
+
+
+def _attempt(key: str, n: int, tier: str, model: str, outcome: AttemptOutcome, cost: str,
+             error: str | None = None, run: str = "run-s") -> AttemptRow:  # fmt: skip
+    return AttemptRow(
+        run_id=run, job_name="s", record_key=key, attempt_no=n, tier=tier, model=model,
+        started_at=NOW, latency_ms=100 * n, http_status=200 if error is None else 502,
+        outcome=outcome, error_type=error, error_message=f"<{error}> upstream said no",
+        cost_usd=Decimal(cost), generation_id=f"g-{key}-{n}",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def savings_store(tmp_path: Path) -> ResultStore:
+    """Record 1 fell back and then escalated (three paid calls), record 2 answered at once,
+    record 3 failed without an answer, record 4 was written by a run without a baseline row."""
+    s = ResultStore(tmp_path / "sav.duckdb", clock=lambda: NOW)
+    s.migrate()
+    s.save_baseline("run-s", "s", "premium", "top/model", TOP, NOW)
+    ok, fb, esc, failed = (AttemptOutcome.OK, AttemptOutcome.FALLBACK, AttemptOutcome.ESCALATE,
+                           AttemptOutcome.FAILED)  # fmt: skip
+    results = [
+        ResultRow(job_name="s", record_key="1", run_id="run-s", line_no=1,
+                  status=RecordStatus.DONE, task_type="analysis", tier="mid",
+                  model_requested="m/b", model_served="m/b", prompt_tokens=1000,
+                  completion_tokens=500, cost_usd=Decimal("0.0031"), attempts=3, escalations=1,
+                  generation_id="g-1-3", created_at=NOW, arm="learned"),
+        ResultRow(job_name="s", record_key="2", run_id="run-s", line_no=2,
+                  status=RecordStatus.DONE, task_type="simple_qa", tier="budget",
+                  model_requested="m/a", model_served="m/a", prompt_tokens=100,
+                  completion_tokens=50, cost_usd=Decimal("0.00001"), attempts=1,
+                  generation_id="g-2-1", created_at=NOW, arm="control"),
+        ResultRow(job_name="s", record_key="3", run_id="run-s", line_no=3,
+                  status=RecordStatus.FAILED, task_type="simple_qa", tier="budget",
+                  model_requested="m/a", cost_usd=Decimal("0.0002"), attempts=1,
+                  error_type="server_error", created_at=NOW, arm="control"),
+        ResultRow(job_name="s", record_key="4", run_id="run-old", line_no=4,
+                  status=RecordStatus.DONE, task_type="simple_qa", tier="budget",
+                  model_requested="m/a", model_served="m/a", prompt_tokens=10,
+                  completion_tokens=10, cost_usd=Decimal("0.000001"), attempts=1,
+                  generation_id="g-4-1", created_at=NOW),
+    ]  # fmt: skip
+    attempts = [
+        _attempt("1", 1, "budget", "m/a", fb, "0.001", "server_error"),
+        _attempt("1", 2, "budget", "m/a2", esc, "0.001", "finish_length"),
+        _attempt("1", 3, "mid", "m/b", ok, "0.0011"),
+        _attempt("2", 1, "budget", "m/a", ok, "0.00001"),
+        _attempt("3", 1, "budget", "m/a", failed, "0.0002", "server_error"),
+        _attempt("4", 1, "budget", "m/a", ok, "0.000001", run="run-old"),
+    ]
+    s.write(results, attempts)
+    return s
+
+
+def _baseline(prompt: int, completion: int) -> Decimal:
+    return prompt * TOP[0] + completion * TOP[1] + TOP[2]
+
+
+def test_savings_price_what_a_record_really_cost_against_the_top_model(
+    savings_store: ResultStore,
+) -> None:
+    rows = dict(
+        (k, (b, c, s))
+        for k, b, c, s in duckdb.connect(str(savings_store.path), read_only=True)
+        .execute("SELECT record_key, baseline_usd, cost_usd, saved_usd FROM savings")
+        .fetchall()
+    )
+    # record 1: every paid call (the fallback, the escalation, the answer) against one top call
+    assert rows["1"] == (_baseline(1000, 500), Decimal("0.0031"),
+                         _baseline(1000, 500) - Decimal("0.0031"))  # fmt: skip
+    assert rows["2"][0] == _baseline(100, 50)
+    assert rows["3"] == (None, Decimal("0.0002"), None)  # no tokens: nothing to compare
+    assert rows["4"][0] == _baseline(10, 10)  # an older run: the job's latest baseline
+    data = savings_store.report(by=["task"], since=None, job_name=None)
+    t = data.totals
+    assert t.priced == 3
+    assert t.baseline_usd == _baseline(1000, 500) + _baseline(100, 50) + _baseline(10, 10)
+    assert t.priced_cost_usd == Decimal("0.003111")
+    line = orjson.loads(render(data, "json"))["savings"]["line"]
+    assert "against top/model" in line
+    assert "(1 records without tokens not compared)" in line
+    by_task = {r.key: r for r in data.rows}
+    assert by_task[("analysis",)].saved_usd == _baseline(1000, 500) - Decimal("0.0031")
+
+
+def test_failures_rates_and_arms(savings_store: ResultStore) -> None:
+    data = savings_store.report(by=["arm"], since=None, job_name=None)
+    assert [(f.error_type, f.calls, f.records) for f in data.failures] == [
+        ("server_error", 2, 2), ("finish_length", 1, 1)]  # fmt: skip
+    assert data.failures[0].sample_message == "<server_error> upstream said no"
+    assert (data.totals.fell_back, data.totals.escalated) == (1, 1)
+    table = render(data, "table")
+    assert "fallback rate 16.7 %, escalation rate 16.7 %" in table
+    with duckdb.connect(str(savings_store.path), read_only=True) as con:
+        arms = con.execute(
+            "SELECT arm, records, failed, escalated, cost_usd, failure_rate, escalation_rate, "
+            "quality_failures FROM arms ORDER BY arm"
+        ).fetchall()
+    assert arms == [
+        ("control", 2, 1, 0, Decimal("0.00021"), 0.5, 0.0, 0),
+        ("learned", 1, 0, 1, Decimal("0.0031"), 0.0, 1.0, 1),
+    ]
+
+
+def test_report_upgrades_a_file_from_before_the_views(tmp_path: Path) -> None:
+    """A database last written before migration 7 gets the views when it is reported on."""
+    path = tmp_path / "v6.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"CREATE TABLE {SCHEMA_VERSION_TABLE} (version INTEGER PRIMARY KEY, "
+                    "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")  # fmt: skip
+        for m in MIGRATIONS[:6]:
+            con.execute(m.sql)
+            con.execute(f"INSERT INTO {SCHEMA_VERSION_TABLE} VALUES (?, ?, now())",
+                        [m.number, m.name])  # fmt: skip
+    s = ResultStore(path, clock=lambda: NOW)
+    assert s.schema_version() == 6
+    s.write([], [_att("a", "1", "mid", "0.25", NOW)])
+    data = s.report(by=["model"], since=None, job_name=None)
+    assert (data.totals.calls, data.totals.cost_usd) == (1, Decimal("0.25"))
+    assert s.schema_version() == SCHEMA_VERSION

@@ -26,6 +26,7 @@ from batchroute.runner.send import NoFit, Sender
 from batchroute.runner.work import Call, Control, RunOptions, Trail, WorkItem
 from batchroute.spec import JobSpec
 from batchroute.types import AttemptOutcome
+from batchroute.usd import usd
 
 TOO_BIG = "exceeds_daily_cap"  # a worst case above the whole cap: no run can send it
 _EPOCH = datetime(1970, 1, 1)
@@ -196,14 +197,14 @@ class Dispatcher:
     def _no_fit(self, nf: NoFit) -> str:
         b = self.budget
         return (
-            f"worst case ${nf.worst} does not fit in what today's limit leaves "
-            f"(${b.spent} spent of ${b.limit}); the next run sends it"
+            f"worst case {usd(nf.worst)} does not fit in what today's limit leaves "
+            f"({usd(b.spent)} spent of {usd(b.limit)}); the next run sends it"
         )
 
     def _too_big(self, nf: NoFit, model: str) -> RejectedError:
         return RejectedError(
-            f"worst case ${nf.worst} of this request exceeds the whole daily cap "
-            f"${self.budget.cap}",
+            f"worst case {usd(nf.worst)} of this request exceeds the whole daily cap "
+            f"{usd(self.budget.cap)}",
             model=model,
             error_type=TOO_BIG,
         )

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 from batchroute.budget import Budget
 from batchroute.client import OpenRouterClient
@@ -42,6 +43,7 @@ from batchroute.runner.setup import (
     load_catalog,
     open_store,
     reconcile_earlier_runs,
+    save_baseline,
 )
 from batchroute.runner.work import (
     Control,
@@ -52,6 +54,7 @@ from batchroute.runner.work import (
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore, ResumeLookup
 from batchroute.types import Record, RunStatus
+from batchroute.usd import usd
 
 
 class Runner:
@@ -165,6 +168,7 @@ class Runner:
             if note is not None:
                 self.notes.append(note)
             plan = self.plan = build_plan(spec, catalog, resume, self.overrides, live=live)
+            await asyncio.to_thread(save_baseline, self.store, plan, self.run_id, opts.now())
             # One pass over the input's keys and one join with the results (issue 11): the
             # run holds no key of the job's history, and the file is free again before the
             # first flush.
@@ -229,10 +233,11 @@ class Runner:
                 budget.lower_ceiling(remaining)
                 if budget.limit < before:
                     self._log(
-                        f"the API key has ${remaining} left: the limit is now ${budget.limit}"
+                        f"the API key has {usd(remaining)} left: "
+                        f"the limit is now {usd(budget.limit)}"
                     )
 
-    def _announce(self, spent: object, cap: object, key_note: str) -> None:
+    def _announce(self, spent: Decimal, cap: Decimal, key_note: str) -> None:
         final = self.plan.resume.final_count if self.plan is not None else 0
         for note in self.notes:
             self._log(f"note: {note}")
@@ -242,7 +247,7 @@ class Runner:
                 self._log(f"tier {name}: cheapest by catalogue price: {', '.join(models)}")
         self._log(
             f"run {self.run_id}: job {self.spec.name}, {final} records already "
-            f"final, today's spend ${spent:.6f} of ${cap}{key_note}"
+            f"final, today's spend {usd(spent)} of {usd(cap)}{key_note}"
         )
 
     async def _pump(self, client: OpenRouterClient, budget: Budget) -> None:

@@ -27,6 +27,7 @@ from batchroute.runner.request import Requests
 from batchroute.runner.work import Call, Control, RunOptions, Trail, WorkItem
 from batchroute.spec import JobSpec
 from batchroute.types import AttemptOutcome, CallSeen, Completion, CostSource
+from batchroute.usd import usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +204,8 @@ class Sender:
         call.generation_id = c.generation_id
         if source is CostSource.RESERVED and c.usage.billed is not None:
             msg = (
-                f"reported cost ${c.usage.billed} is not plausible for a call reserved at "
-                f"${worst}: booked at the reservation"
+                f"reported cost {usd(c.usage.billed)} is not plausible for a call reserved at "
+                f"{usd(worst)}: booked at the reservation"
             )
             call.flag = ("implausible_cost", msg)
             self._log(f"{model}: {msg}")
@@ -243,7 +244,7 @@ class Sender:
         trail.attempts += 1
         trail.cost += worst
         err = UpstreamError(
-            f"cancelled in flight; the provider may still bill up to ${worst}",
+            f"cancelled in flight; the provider may still bill up to {usd(worst)}",
             model=model,
             error_type="cancelled",
         )

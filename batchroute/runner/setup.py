@@ -17,6 +17,7 @@ from batchroute.budget import Budget
 from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient
 from batchroute.errors import StoreError, UpstreamError
+from batchroute.plan import RunPlan
 from batchroute.runner.book import Book
 from batchroute.runner.reconcile import Reconciler, reconcile_earlier
 from batchroute.runner.recover import recover_journal
@@ -24,6 +25,7 @@ from batchroute.runner.work import Control
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import RunCounts, RunStatus
+from batchroute.usd import usd
 
 CLOSE_TIMEOUT_S = 5.0  # after the writer failed: the last write may wait this long, no more
 
@@ -134,7 +136,7 @@ async def check_key(client: OpenRouterClient, budget: Budget) -> str:
         return ""
     budget.lower_ceiling(remaining)
     if budget.ceiling is not None and budget.ceiling < budget.cap:
-        return f"; the API key has only ${remaining} left, which rules"
+        return f"; the API key has only {usd(remaining)} left, which rules"
     return ""
 
 
@@ -167,9 +169,20 @@ def end_status(short: int, deferred: int, budget: Budget) -> tuple[RunStatus, li
         )
     if short:
         lines.append(
-            f"daily budget reached: ${budget.spent} of ${budget.limit}; {short} "
+            f"daily budget reached: {usd(budget.spent)} of {usd(budget.limit)}; {short} "
             "record(s) did not fit and stay pending for the next run"
         )
     if short:
         return RunStatus.BUDGET_EXHAUSTED, lines
     return (RunStatus.UNAVAILABLE if deferred else RunStatus.COMPLETED), lines
+
+
+def save_baseline(store: ResultStore, plan: RunPlan, run_id: str, now: datetime) -> None:
+    """The `savings` view's yardstick for this run: the top tier's first model, at the prices
+    this run's plan uses (a variable-priced router model has none, so no row)."""
+    top = list(plan.tiers)[-1]
+    model = plan.tiers[top].models[0]
+    info = plan.info(model)
+    if not info.variable_price:
+        prices = (info.prompt, info.completion, info.request)
+        store.save_baseline(run_id, plan.spec.name, top, model, prices, now)

@@ -96,6 +96,83 @@ CREATE VIEW latency_by_model AS
     FROM attempts WHERE latency_ms IS NOT NULL GROUP BY ALL;
 """
 
+# Migration 7 (issue 13): what reports and the README's SQL cookbook read. A call is credited to
+# the model that served it (a native_fallback tier's answer may come from the chain's second
+# model), with the model it asked for beside it; a call without an answer, to the model asked.
+_M7_VIEWS = f"""
+CREATE TABLE baselines (
+    run_id VARCHAR PRIMARY KEY, job_name VARCHAR NOT NULL, tier VARCHAR NOT NULL,
+    model VARCHAR NOT NULL, prompt_usd {MONEY} NOT NULL, completion_usd {MONEY} NOT NULL,
+    request_usd {MONEY} NOT NULL, recorded_at TIMESTAMP NOT NULL);
+CREATE VIEW calls AS
+    SELECT a.run_id, a.job_name, a.record_key, a.attempt_no, a.tier, a.model AS model_requested,
+           CASE WHEN r.model_served IS NOT NULL AND (a.generation_id = r.generation_id
+                     OR (a.outcome = 'ok' AND a.run_id = r.run_id))
+                THEN r.model_served ELSE a.model END AS model,
+           a.started_at, CAST(a.started_at AS DATE) AS day, a.latency_ms, a.http_status,
+           a.outcome, a.error_type, a.error_message, a.cost_usd, a.cost_source, r.task_type, r.arm
+    FROM attempts a LEFT JOIN results r USING (job_name, record_key);
+CREATE VIEW savings AS
+    WITH latest AS (
+        SELECT * FROM baselines
+        QUALIFY row_number() OVER (PARTITION BY job_name ORDER BY recorded_at DESC) = 1),
+    priced AS (
+        SELECT r.*, COALESCE(b.model, l.model) AS baseline_model,
+               CASE WHEN r.prompt_tokens IS NOT NULL AND r.completion_tokens IS NOT NULL
+                    AND COALESCE(b.model, l.model) IS NOT NULL
+                    THEN r.prompt_tokens * COALESCE(b.prompt_usd, l.prompt_usd)
+                         + r.completion_tokens * COALESCE(b.completion_usd, l.completion_usd)
+                         + COALESCE(b.request_usd, l.request_usd) END AS baseline_usd
+        FROM results r LEFT JOIN baselines b ON b.run_id = r.run_id
+             LEFT JOIN latest l ON l.job_name = r.job_name)
+    SELECT job_name, record_key, run_id, CAST(created_at AS DATE) AS day, task_type, tier, arm,
+           COALESCE(model_served, model_requested) AS model, status, prompt_tokens,
+           completion_tokens, attempts, escalations, cost_usd, baseline_model, baseline_usd,
+           CAST(baseline_usd - cost_usd AS {MONEY}) AS saved_usd
+    FROM priced;
+CREATE OR REPLACE VIEW fallback_rates AS
+    SELECT job_name, tier, model_requested AS model, COUNT(*) AS calls,
+           COUNT(*) FILTER (WHERE outcome = 'ok') AS ok,
+           COUNT(*) FILTER (WHERE outcome = 'retry') AS retried,
+           COUNT(*) FILTER (WHERE outcome = 'fallback') AS fell_back,
+           COUNT(*) FILTER (WHERE outcome = 'ok' AND model <> model_requested) AS served_by_other,
+           COUNT(*) FILTER (WHERE outcome = 'escalate') AS escalated,
+           COUNT(*) FILTER (WHERE outcome = 'failed') AS failed,
+           (COUNT(*) FILTER (WHERE outcome = 'fallback')
+            + COUNT(*) FILTER (WHERE outcome = 'ok' AND model <> model_requested))
+               / COUNT(*) AS fallback_rate
+    FROM calls GROUP BY ALL;
+CREATE OR REPLACE VIEW latency_by_model AS
+    SELECT model, COUNT(*) AS calls, AVG(latency_ms) AS avg_ms,
+           quantile_cont(latency_ms, 0.5) AS p50_ms, quantile_cont(latency_ms, 0.95) AS p95_ms,
+           quantile_cont(latency_ms, 0.99) AS p99_ms, MAX(latency_ms) AS max_ms
+    FROM calls WHERE latency_ms > 0 GROUP BY ALL;
+CREATE VIEW failures AS
+    SELECT error_type, COUNT(*) AS calls, COUNT(DISTINCT (job_name, record_key)) AS records,
+           string_agg(DISTINCT model, ', ' ORDER BY model) AS models,
+           arg_max(error_message, started_at) AS sample_message,
+           MIN(started_at) AS first_seen, MAX(started_at) AS last_seen, SUM(cost_usd) AS cost_usd
+    FROM calls WHERE error_type IS NOT NULL GROUP BY ALL;
+CREATE VIEW arms AS
+    WITH per_arm AS (
+        SELECT job_name, arm, COUNT(*) AS records,
+               COUNT(*) FILTER (WHERE status = 'done') AS done,
+               COUNT(*) FILTER (WHERE status = 'failed') AS failed,
+               COUNT(*) FILTER (WHERE status = 'invalid') AS invalid,
+               COUNT(*) FILTER (WHERE escalations > 0) AS escalated,
+               SUM(attempts) AS calls, SUM(cost_usd) AS cost_usd
+        FROM results WHERE arm IS NOT NULL GROUP BY ALL),
+    quality AS (
+        SELECT job_name, arm, COUNT(*) AS quality_failures FROM calls
+        WHERE arm IS NOT NULL
+          AND error_type IN ('empty_content', 'finish_length', 'invalid_json')
+        GROUP BY ALL)
+    SELECT p.*, CAST(p.cost_usd / p.records AS {MONEY}) AS cost_per_record,
+           p.failed / p.records AS failure_rate, p.escalated / p.records AS escalation_rate,
+           COALESCE(q.quality_failures, 0) AS quality_failures
+    FROM per_arm p LEFT JOIN quality q USING (job_name, arm);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _M1_TABLES + _M1_VIEWS),
     Migration(2, "results.request_fp", "ALTER TABLE results ADD COLUMN request_fp VARCHAR;"),
@@ -117,6 +194,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE runs ADD COLUMN records_duplicate BIGINT NOT NULL DEFAULT 0;",
     ),
     Migration(6, "results.arm: routing experiments", "ALTER TABLE results ADD COLUMN arm VARCHAR;"),
+    Migration(7, "report views: calls, savings (+ baselines), failures, arms", _M7_VIEWS),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 if [m.number for m in MIGRATIONS] != list(range(1, SCHEMA_VERSION + 1)):

@@ -1,6 +1,9 @@
-"""Report queries: spend, calls, tokens and outcomes grouped by dimensions, and a day's spend.
+"""Report queries: spend, calls, tokens, outcomes and savings grouped by dimensions; failures,
+latency and a day's spend.
 
-Read-only SQL over an open connection; rendering is `batchroute.report`'s business, not this.
+Read-only SQL over an open connection, through migration 7's views: `calls` (every attempt,
+credited to the model that served it) and `savings` (every record against the job's top
+model). Rendering is `batchroute.report`'s business, not this.
 """
 
 from __future__ import annotations
@@ -17,35 +20,80 @@ from ..errors import ConfigError
 from ..types import RecordStatus
 from .encode import utc
 
-DIMENSIONS = ("day", "tier", "model", "task", "job", "run")
+DIMENSIONS = ("day", "tier", "model", "task", "job", "run", "arm")
 
-# Dimension → (expression over attempts a [+ results r], expression over results r).
-_DIM_SQL: dict[str, tuple[str, str]] = {
-    "day": ("strftime(a.started_at, '%Y-%m-%d')", "strftime(r.created_at, '%Y-%m-%d')"),
-    "tier": ("a.tier", "r.tier"),
-    "model": ("a.model", "COALESCE(r.model_served, r.model_requested)"),
-    "task": ("r.task_type", "r.task_type"),
-    "job": ("a.job_name", "r.job_name"),
-    "run": ("a.run_id", "r.run_id"),
+# Dimension → its key columns: (name, expression over the `calls` view c, over `savings` s).
+# Calls and spend are counted where the call was made (its day, tier, the model that served it);
+# tokens, outcomes and savings where the record ended (its last tier and answer).
+_DIM_SQL: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "day": (("day", "strftime(c.started_at, '%Y-%m-%d')", "strftime(s.created_at, '%Y-%m-%d')"),),
+    "tier": (("tier", "c.tier", "s.tier"),),
+    "model": (("model", "c.model", "s.model"), ("requested", "c.model_requested", "s.requested")),
+    "task": (("task", "c.task_type", "s.task_type"),),
+    "job": (("job", "c.job_name", "s.job_name"),),
+    "run": (("run", "c.run_id", "s.run_id"),),
+    "arm": (("arm", "c.arm", "s.arm"),),
 }  # fmt: skip
+
+# The savings view with the record's creation time and requested model, for filters and keys.
+_RECORDS = (
+    "(SELECT v.*, r.created_at, r.model_requested AS requested FROM savings v "
+    "JOIN results r USING (job_name, record_key))"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ReportRow:
-    """One group of a report. `key` holds one value per dimension of `ReportData.by`.
+    """One group of a report. `key` holds one value per column of `ReportData.columns`.
 
-    Spend and calls come from `attempts`; tokens and record outcomes from `results`.
+    Calls, spend and call outcomes come from `attempts`; tokens, record outcomes and savings
+    from `results` (the `savings` view): `baseline_usd` is what the priced records would have
+    cost on the job's top model, `priced_cost_usd` what they did cost.
     """
 
     key: tuple[str | None, ...]
     calls: int = 0
     cost_usd: Decimal = Decimal(0)
+    retried: int = 0
+    fell_back: int = 0
+    escalated: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     done: int = 0
     failed: int = 0
     invalid: int = 0
     pending: int = 0
+    priced: int = 0
+    baseline_usd: Decimal = Decimal(0)
+    priced_cost_usd: Decimal = Decimal(0)
+
+    @property
+    def saved_usd(self) -> Decimal:
+        """What routing saved on the priced records (negative: it cost more)."""
+        return self.baseline_usd - self.priced_cost_usd
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRow:
+    """Failed calls of one error type, with the latest message as a sample."""
+
+    error_type: str
+    calls: int
+    records: int
+    models: str
+    sample_message: str | None
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyRow:
+    """Latency percentiles (ms) of the calls a model served."""
+
+    model: str
+    calls: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +108,14 @@ class ReportData:
     today: date
     spent_today: Decimal
     generated_at: datetime
+    failures: tuple[FailureRow, ...] = ()
+    latency: tuple[LatencyRow, ...] = ()
+    baseline_models: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The key columns of the rows ('model' adds 'requested' beside it)."""
+        return tuple(col for d in self.by for col, _, _ in _DIM_SQL[d])
 
 
 def check_dimensions(by: Sequence[str]) -> tuple[str, ...]:
@@ -82,17 +138,20 @@ def query_report(
 ) -> ReportData:
     """The report grouped by `dims` (checked), with totals and the spend of `now`'s UTC day."""
     today = now.astimezone(UTC).date()
-    groups = _report_groups(con, dims, since, job_name)
-    totals = _report_groups(con, (), since, job_name)
+    where = _Filter(since, job_name)
+    totals = _report_groups(con, (), where)
     return ReportData(
         by=dims,
         since=since,
         job_name=job_name,
-        rows=tuple(groups),
+        rows=tuple(_report_groups(con, dims, where)),
         totals=totals[0] if totals else ReportRow(key=()),
         today=today,
         spent_today=spent(con, today, job_name),
         generated_at=now,
+        failures=_failures(con, where),
+        latency=_latency(con, where),
+        baseline_models=_baseline_models(con, where),
     )
 
 
@@ -108,47 +167,102 @@ def spent(con: duckdb.DuckDBPyConnection, day: date, job_name: str | None) -> De
     return Decimal(row[0]) if row else Decimal(0)
 
 
+class _Filter:
+    """The --since and --job conditions, over calls (c) and records (s)."""
+
+    def __init__(self, since: datetime | None, job_name: str | None) -> None:
+        self.c, self.s, self.params = ["TRUE"], ["TRUE"], list[Any]()
+        if since is not None:
+            self.c.append("c.started_at >= ?")
+            self.s.append("s.created_at >= ?")
+            self.params.append(utc(since))
+        if job_name is not None:
+            self.c.append("c.job_name = ?")
+            self.s.append("s.job_name = ?")
+            self.params.append(job_name)
+
+    def calls(self) -> str:
+        return " AND ".join(self.c)
+
+    def records(self) -> str:
+        return " AND ".join(self.s)
+
+
 def _report_groups(
-    con: duckdb.DuckDBPyConnection,
-    dims: tuple[str, ...],
-    since: datetime | None,
-    job_name: str | None,
+    con: duckdb.DuckDBPyConnection, dims: tuple[str, ...], where: _Filter
 ) -> list[ReportRow]:
-    """Two grouped queries (attempts side, results side) merged by group key."""
-    a_where, r_where = ["TRUE"], ["TRUE"]
-    params: list[Any] = []
-    if since is not None:
-        a_where.append("a.started_at >= ?")
-        r_where.append("r.created_at >= ?")
-        params.append(utc(since))
-    if job_name is not None:
-        a_where.append("a.job_name = ?")
-        r_where.append("r.job_name = ?")
-        params.append(job_name)
-    a_keys = [_DIM_SQL[d][0] for d in dims]
-    r_keys = [_DIM_SQL[d][1] for d in dims]
-    join = " LEFT JOIN results r USING (job_name, record_key)" if "task" in dims else ""
-    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
-    a_sql = (
-        f"SELECT {''.join(k + ', ' for k in a_keys)}COUNT(*), COALESCE(SUM(a.cost_usd), 0) "
-        f"FROM attempts a{join} WHERE {' AND '.join(a_where)}{group}"
+    """Two grouped queries (the calls side, the records side) merged by group key."""
+    cols = [c for d in dims for c in _DIM_SQL[d]]
+    c_keys = "".join(f"{c[1]}, " for c in cols)
+    s_keys = "".join(f"{c[2]}, " for c in cols)
+    group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(cols)))}" if cols else ""
+    c_sql = (
+        f"SELECT {c_keys}COUNT(*), COALESCE(SUM(c.cost_usd), 0), "
+        "COUNT(*) FILTER (WHERE c.outcome = 'retry'), "
+        "COUNT(*) FILTER (WHERE c.outcome = 'fallback' "
+        "OR (c.outcome = 'ok' AND c.model <> c.model_requested)), "
+        "COUNT(*) FILTER (WHERE c.outcome = 'escalate') "
+        f"FROM calls c WHERE {where.calls()}{group}"
     )
-    r_sql = (
-        f"SELECT {''.join(k + ', ' for k in r_keys)}"
-        "COALESCE(SUM(r.prompt_tokens), 0), COALESCE(SUM(r.completion_tokens), 0), "
-        + ", ".join(f"COUNT(*) FILTER (WHERE r.status = '{s}')" for s in RecordStatus)
-        + f" FROM results r WHERE {' AND '.join(r_where)}{group}"
+    s_sql = (
+        f"SELECT {s_keys}COALESCE(SUM(s.prompt_tokens), 0), "
+        "COALESCE(SUM(s.completion_tokens), 0), "
+        + "".join(f"COUNT(*) FILTER (WHERE s.status = '{st}'), " for st in RecordStatus)
+        + "COUNT(s.baseline_usd), COALESCE(SUM(s.baseline_usd), 0), "
+        "COALESCE(SUM(s.cost_usd) FILTER (WHERE s.baseline_usd IS NOT NULL), 0) "
+        f"FROM {_RECORDS} s WHERE {where.records()}{group}"
     )
-    n = len(dims)
+    n = len(cols)
     merged: dict[tuple[str | None, ...], dict[str, Any]] = {}
-    for row in con.execute(a_sql, params).fetchall():
+    for row in con.execute(c_sql, where.params).fetchall():
         entry = merged.setdefault(tuple(row[:n]), {})
         entry.update(calls=int(row[n]), cost_usd=Decimal(row[n + 1]))
-    for row in con.execute(r_sql, params).fetchall():
+        entry.update(retried=int(row[n + 2]), fell_back=int(row[n + 3]))
+        entry.update(escalated=int(row[n + 4]))
+    k = len(RecordStatus)
+    for row in con.execute(s_sql, where.params).fetchall():
         entry = merged.setdefault(tuple(row[:n]), {})
         entry.update(prompt_tokens=int(row[n]), completion_tokens=int(row[n + 1]))
-        entry.update({str(s): int(v) for s, v in zip(RecordStatus, row[n + 2 :], strict=True)})
-    if not dims and not merged:
+        statuses = row[n + 2 : n + 2 + k]
+        entry.update({str(st): int(v) for st, v in zip(RecordStatus, statuses, strict=True)})
+        entry.update(priced=int(row[n + 2 + k]), baseline_usd=Decimal(row[n + 3 + k]))
+        entry.update(priced_cost_usd=Decimal(row[n + 4 + k]))
+    if not cols and not merged:
         merged[()] = {}
     ordered = sorted(merged.items(), key=lambda kv: tuple((v is None, v or "") for v in kv[0]))
-    return [ReportRow(key=k, **v) for k, v in ordered]
+    return [ReportRow(key=key, **v) for key, v in ordered]
+
+
+def _failures(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[FailureRow, ...]:
+    """Failed calls by error type (the `failures` view, under the report's filters)."""
+    rows = con.execute(
+        "SELECT error_type, COUNT(*), COUNT(DISTINCT (job_name, record_key)), "
+        "string_agg(DISTINCT model, ', ' ORDER BY model), arg_max(error_message, started_at), "
+        f"SUM(cost_usd) FROM calls c WHERE error_type IS NOT NULL AND {where.calls()} "
+        "GROUP BY 1 ORDER BY 2 DESC, 1",
+        where.params,
+    ).fetchall()
+    return tuple(
+        FailureRow(r[0], int(r[1]), int(r[2]), r[3] or "", r[4], Decimal(r[5])) for r in rows
+    )
+
+
+def _latency(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[LatencyRow, ...]:
+    """Latency percentiles per served model (the `latency_by_model` view, filtered)."""
+    rows = con.execute(
+        "SELECT model, COUNT(*), quantile_cont(latency_ms, 0.5), "
+        "quantile_cont(latency_ms, 0.95), quantile_cont(latency_ms, 0.99) "
+        f"FROM calls c WHERE latency_ms > 0 AND {where.calls()} GROUP BY 1 ORDER BY 1",
+        where.params,
+    ).fetchall()
+    return tuple(LatencyRow(r[0], int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows)
+
+
+def _baseline_models(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[str, ...]:
+    """The models the priced records of the report were measured against."""
+    rows = con.execute(
+        f"SELECT DISTINCT baseline_model FROM {_RECORDS} s "
+        f"WHERE baseline_model IS NOT NULL AND {where.records()} ORDER BY 1",
+        where.params,
+    ).fetchall()
+    return tuple(r[0] for r in rows)

@@ -257,6 +257,18 @@ class ResultStore:
         with self._tx() as con:
             return _fixes.apply_fixes(con, fixes)
 
+    def save_baseline(
+        self, run_id: str, job_name: str, tier: str, model: str,
+        prices: tuple[Decimal, Decimal, Decimal], at: datetime,
+    ) -> None:  # fmt: skip
+        """What the `savings` view prices every record of this run against: the first model of
+        the job's top tier at catalogue prices (per prompt token, completion token, request)."""
+        with self._tx() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO baselines VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, job_name, tier, model, *prices, utc(at)],
+            )
+
     # -- catalog cache --------------------------------------------------------------------
 
     def save_catalog(self, raw: bytes, fetched_at: datetime, source: str) -> None:
@@ -289,6 +301,10 @@ class ResultStore:
         dims = check_dimensions(by)
         now = self._clock()
         with self._tx(read_only=True) as con:
-            if migrations.schema_version(con, self.path) == 0:
-                raise StoreError(f"{self.path} is not a batchroute database (no schema)")
+            version = migrations.schema_version(con, self.path)
+        if version == 0:
+            raise StoreError(f"{self.path} is not a batchroute database (no schema)")
+        if version < migrations.SCHEMA_VERSION:  # the report reads views added since
+            self.migrate()
+        with self._tx(read_only=True) as con:
             return query_report(con, dims, since, job_name, now)

@@ -1,0 +1,54 @@
+"""One money format everywhere (issue 13): fixed decimals chosen by magnitude, never an exponent.
+
+Before, the CLI printed amounts six ways, among them `$0E-12 of $1.0` and `$1E+2/day`.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from factories import texts, write_job, write_jsonl
+from subprocs import run_cli
+
+from batchroute.usd import amount, exact, usd
+
+EXPONENT = re.compile(r"\d[eE][+-]?\d")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("0", "$0.00"), ("0E-12", "$0.00"), ("2.0", "$2.00"), ("1E+2", "$100.00"),
+        ("1234.5", "$1,234.50"), ("0.282344", "$0.2823"), ("0.0183207", "$0.0183"),
+        ("0.000456", "$0.000456"), ("0.000001148945", "$0.000001148945"),
+        ("1E-12", "$0.000000000001"), ("-0.25", "-$0.2500"), ("0.005", "$0.005000"),
+    ],
+)  # fmt: skip
+def test_usd_has_fixed_decimals_by_magnitude(value: str, text: str) -> None:
+    assert usd(Decimal(value)) == text
+
+
+def test_huge_and_tiny_amounts_never_use_an_exponent() -> None:
+    huge = usd(Decimal("1E+400"))
+    assert huge == "$10" + ",000" * 133 + ".00"
+    assert not EXPONENT.search(huge)
+    assert exact(Decimal("1E+40")) == "1" + "0" * 40 + ".00"
+    assert exact(Decimal("0E-12")) == "0.00"
+    assert amount(Decimal("5E-13")) == "0.000000000001"  # rounded half up at the 12th place
+
+
+def test_cli_texts_print_money_without_exponents(tmp_path: Path) -> None:
+    """validate and the dry run, with a cap written as 1E+2 and nothing spent yet."""
+    write_jsonl(tmp_path / "in.jsonl", texts(3))
+    job = write_job(tmp_path, budget={"daily_usd": "1E+2"})
+    validate = run_cli("validate", str(job))
+    assert validate.returncode == 0, validate.stderr
+    assert "budget $100.00/day" in validate.stdout
+    dry = run_cli("run", str(job), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "today: $0.00 spent of $100.00, $100.00 left" in dry.stdout
+    for out in (validate.stdout, dry.stdout):
+        assert not EXPONENT.search(out), out
