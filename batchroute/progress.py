@@ -28,10 +28,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal
+from decimal import Decimal
 from typing import TextIO
 
 from batchroute.types import RecordStatus, RunCounts
+from batchroute.usd import usd
 
 LOG_EVERY_S = 60.0
 KEEP_ALIVE_MAX_WAIT_S = 5.0  # keep_alive re-reads the clock at least this often
@@ -41,22 +42,6 @@ MIN_WIDTH = 40  # narrower terminals (or one that says 0 columns) get the cron l
 RATE_WINDOW_S = 30.0  # the rate is measured over about this long
 BAR_MAX = 30  # columns of the bar itself, at most
 BAR_MIN = 8  # no bar narrower than this: the figures matter more
-
-
-def usd(value: Decimal, *, up: bool = False) -> str:
-    """A USD amount for people: fixed decimals chosen by magnitude, never scientific notation
-    (2 from $1 up, 4 from $0.01, else 6). `up` rounds up, for bounds that must not look smaller.
-
-    A local helper until the report's one money formatter (issue 13) is joined with it.
-    """
-    places = 2 if abs(value) >= 1 else 4 if abs(value) >= Decimal("0.01") else 6
-    if value == 0:
-        places = 2
-    if not value.is_finite():
-        return f"${value}"
-    digits = max(value.adjusted(), 0) + places + 2  # enough for any amount, however large
-    ctx = Context(prec=max(digits, 28), rounding=ROUND_CEILING if up else ROUND_HALF_EVEN)
-    return f"${value.quantize(Decimal(1).scaleb(-places), context=ctx):f}"
 
 
 def duration(seconds: float) -> str:
@@ -340,11 +325,11 @@ class Progress:
         now = self._monotonic()
         if not force and now - self._last_draw < DRAW_EVERY_S:
             return
+        self._last_draw = now  # also when too narrow: the width is asked at most this often
         width = self._width()
         if width < MIN_WIDTH:  # too narrow for a block: the cron lines take over
             self._erase()
             return
-        self._last_draw = now
         rows = self.rows()
         label_width = max(len(r.label) for r in rows)
         up = f"\x1b[{self._drawn}A\r" if self._drawn else "\r"

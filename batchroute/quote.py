@@ -32,11 +32,11 @@ from batchroute.plan import (
     budget_scope,
     build_plan,
 )
-from batchroute.progress import usd
 from batchroute.reader import read_keys, read_records
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import TASK_TYPES, KeyLookup, ResumeState
+from batchroute.usd import amount, exact, usd
 
 TYPICAL_COMPLETION_TOKENS = 256
 
@@ -95,16 +95,16 @@ class Quote:
                     "tier": t.tier,
                     "models": list(t.models),
                     "records": t.records,
-                    "expected_usd": str(t.expected_usd),
-                    "worst_usd": str(t.worst_usd),
+                    "expected_usd": exact(t.expected_usd),
+                    "worst_usd": exact(t.worst_usd),
                 }
                 for t in self.tiers.values()
             ],
-            "expected_usd": str(self.expected_usd),
-            "worst_usd": str(self.worst_usd),
-            "cap_usd": str(self.cap_usd),
-            "spent_today_usd": str(self.spent_today_usd),
-            "remaining_usd": str(self.remaining_usd),
+            "expected_usd": exact(self.expected_usd),
+            "worst_usd": exact(self.worst_usd),
+            "cap_usd": exact(self.cap_usd),
+            "spent_today_usd": exact(self.spent_today_usd),
+            "remaining_usd": exact(self.remaining_usd),
             "fits_expected": self.expected_usd <= self.remaining_usd,
             "fits_worst": self.worst_usd <= self.remaining_usd,
             "expected_includes": self.expected_includes,
@@ -283,15 +283,14 @@ def _escalation_line(spec: JobSpec) -> str:
 def render_quote(q: Quote) -> str:
     """The quote as a small aligned table, with what each figure counts and whether it fits."""
     lines = [f"dry run for job {q.job_name} (prices: {q.catalog})"]
-    lines.append(f"{'tier':<10} {'records':>8} {'expected':>12} {'worst case':>12}  models")
+    lines.append(f"{'tier':<10} {'records':>8} {'expected $':>14} {'worst case $':>14}  models")
     for t in q.tiers.values():
         lines.append(
-            f"{t.tier:<10} {t.records:>8} {usd(t.expected_usd):>12} "
-            f"{usd(t.worst_usd, up=True):>12}  " + ", ".join(t.models)
+            f"{t.tier:<10} {t.records:>8} {amount(t.expected_usd):>14} {amount(t.worst_usd):>14}  "
+            + ", ".join(t.models)
         )
     lines.append(
-        f"{'total':<10} {q.records:>8} {usd(q.expected_usd):>12} "
-        f"{usd(q.worst_usd, up=True):>12}"
+        f"{'total':<10} {q.records:>8} {amount(q.expected_usd):>14} {amount(q.worst_usd):>14}"
         f"  ({q.invalid} invalid, {q.skipped} already final"
         + (f", {q.duplicates} repeated ids" if q.duplicates else "")
         + (f", {q.stale} changed since (see --rerun-changed)" if q.stale else "")
@@ -307,9 +306,9 @@ def render_quote(q: Quote) -> str:
         "and leave the rest pending for tomorrow (exit 3)"
     )
     worst = (
-        f"worst case {usd(q.worst_usd, up=True)} fits: the run cannot reach the cap"
+        f"worst case {usd(q.worst_usd)} fits: the run cannot reach the cap"
         if q.worst_usd <= left
-        else f"worst case {usd(q.worst_usd, up=True)} does not fit: only if that many calls "
+        else f"worst case {usd(q.worst_usd)} does not fit: only if that many calls "
         "failed and were paid would the cap stop the run (the rest stays pending, exit 3)"
     )
     lines.append(

@@ -59,6 +59,8 @@ LAYERS: dict[str, int] = {
     "runner": 5,  # the only package that wires the stages together with I/O
     "quote": 6,
     "report": 6,
+    # The one money formatter (issue 13): progress, quote, report and commands print through it.
+    "usd": 0,
     # What the CLI does behind its arguments (checks, printed texts, crash log); only cli uses it.
     "commands": 7,
     "cli": 8,

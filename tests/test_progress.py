@@ -11,7 +11,7 @@ from decimal import Decimal
 import pyte
 import pytest
 
-from batchroute.progress import MIN_WIDTH, Progress, duration, usd
+from batchroute.progress import MIN_WIDTH, Progress, duration
 from batchroute.types import RecordStatus, RunCounts
 
 
@@ -147,11 +147,5 @@ def test_every_row_fits_the_terminal(width: int) -> None:
     assert all("/" in r for r in rows), rows
 
 
-def test_money_and_durations_are_plain() -> None:
-    assert usd(Decimal("1E+2")) == "$100.00"
-    assert usd(Decimal("0E-12")) == "$0.00"
-    assert usd(Decimal("0.0183207")) == "$0.0183"
-    assert usd(Decimal("0.000123456")) == "$0.000123"
-    assert usd(Decimal("10.131"), up=True) == "$10.14"
-    assert "E" not in usd(Decimal("1E+40"))
+def test_durations_are_short() -> None:
     assert [duration(s) for s in (4.2, 125, 3720, 10**7)] == ["4s", "2m05s", "1h02m", ">99h"]

@@ -201,3 +201,21 @@ def test_after_ctrl_c_the_bar_stays_where_the_work_stopped(tmp_path: Path) -> No
     total = _rows(screen)["total"]
     assert re.search(rf"\b{done}/300\b", total), total
     assert pending == 0 or f"{pending} pending" in total
+
+
+def test_records_already_final_are_said_once_and_not_counted_as_work(tmp_path: Path) -> None:
+    """A resume: the start line says how many records are skipped; the bar counts only what
+    this run sends (the old bar had no total, so skips and sends could not be told apart)."""
+    _job(tmp_path, n=300, task="translation")
+    code, out = _run(tmp_path, 120, "--budget", "0.005")
+    assert code == 3, out[-2000:]
+    _, done, pending = _summary(_screen(out, 120))
+    code, out = _run(tmp_path, 120)
+    assert code == 0, out[-2000:]
+    screen = _screen(out, 120)
+    text = "".join(screen)
+    assert f"this input: 300 records, {done} already final (skipped)" in text, text
+    assert f"{pending} to send" in text, text
+    total = _rows(screen)["total"]
+    assert re.search(rf"\b{pending}/{pending}\s+100%", total), total
+    assert _summary(screen)[:2] == ("completed", pending)

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 from batchroute.budget import Budget
 from batchroute.client import OpenRouterClient
@@ -52,6 +53,7 @@ from batchroute.runner.work import (
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore, ResumeLookup
 from batchroute.types import Record, RunStatus
+from batchroute.usd import usd
 
 
 class Runner:
@@ -232,7 +234,7 @@ class Runner:
                         f"the API key has ${remaining} left: the limit is now ${budget.limit}"
                     )
 
-    def _announce(self, spent: object, cap: object, key_note: str) -> None:
+    def _announce(self, spent: Decimal, cap: Decimal, key_note: str) -> None:
         final = self.plan.resume.final_count if self.plan is not None else 0
         for note in self.notes:
             self._log(f"note: {note}")
@@ -243,7 +245,7 @@ class Runner:
         intro = self.book.progress.intro if self.book.progress is not None else ""
         self._log(
             f"run {self.run_id}: job {self.spec.name}, {final} records already "
-            f"final, today's spend ${spent:.6f} of ${cap}{key_note}{intro}"
+            f"final, today's spend {usd(spent)} of {usd(cap)}{key_note}{intro}"
         )
 
     async def _pump(self, client: OpenRouterClient, budget: Budget) -> None:
