@@ -6,8 +6,9 @@ columns, a progress line at most once a minute, from `tick` while records flow a
 What the figures mean (nothing here is estimated):
 - the run's total is the records this run has to settle: the input's records less those already
   final and the repeated ids, capped by --limit. The runner knows it before the first call (its
-  one pass over the input's keys at start); with --rerun-changed the stale ones are found only as
-  they are read, so the total is known once the whole input has been read.
+  one pass over the input's keys at start, whatever the file's size). With --limit (invalid
+  lines do not count against it) or --rerun-changed (stale records add to it) that figure is a
+  lower bound, marked `+`, until the whole input has been read; then it is exact.
 - a record is *settled* when it is done, failed or invalid. A record left pending (budget spent,
   interrupted, provider down) is shown as pending and never as settled: the bar does not move.
 - a tier's total is the records routed to it so far; the tier is decided record by record, so it

@@ -219,3 +219,24 @@ def test_records_already_final_are_said_once_and_not_counted_as_work(tmp_path: P
     total = _rows(screen)["total"]
     assert re.search(rf"\b{pending}/{pending}\s+100%", total), total
     assert _summary(screen)[:2] == ("completed", pending)
+
+
+def test_repeated_ids_are_not_work_and_invalid_lines_are_settled(tmp_path: Path) -> None:
+    """The total is the input's records less the repeated ids (and those already final); an
+    invalid line is settled at once (an `invalid` row), so the bar still reaches 100 %."""
+    records: list[dict[str, Any] | str] = [
+        {"id": f"r{i}", "text": f"Sentence {i}.", "target_lang": "French"} for i in range(20)
+    ]
+    records += [{"id": "r1", "text": "again", "target_lang": "French"}] * 3  # repeated ids
+    records += ["not json", {"id": "x", "text": "no target_lang"}]  # two invalid lines
+    write_jsonl(tmp_path / "in.jsonl", records)
+    write_job(tmp_path)
+    code, out = _run(tmp_path, 120)
+    assert code == 4, out[-2000:]  # finished, with invalid records
+    screen = _screen(out, 120)
+    text = "".join(screen)
+    assert "this input: 25 records, 0 already final (skipped), 3 repeated ids, 22 to send" in text
+    assert re.search(r"\b22/22\s+100%", _rows(screen)["total"]), screen
+    m = SUMMARY.search(text)
+    assert m, text
+    assert (m[2], m[4]) == ("20", "2")  # done, invalid
