@@ -57,12 +57,23 @@ def duration(seconds: float) -> str:
     return ">99h"
 
 
-def terminal_width(stream: TextIO) -> int:
-    """Columns of the terminal `stream` writes to; 0 when it is none or does not say."""
+def terminal_size(stream: TextIO) -> tuple[int, int]:
+    """(columns, lines) of the terminal `stream` writes to; 0 where it is none or does not say."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        size = os.get_terminal_size(stream.fileno())
     except (AttributeError, OSError, ValueError):
-        return 0
+        return 0, 0
+    return size.columns, size.lines
+
+
+def eta(
+    total: int | None, settled: int, rate: float | None, *, final: bool, pending: int
+) -> str | None:
+    """Time left at the current rate; None when it cannot be said honestly: the total may
+    still grow, nothing is left, no rate yet, or records are being left pending (a stop)."""
+    if total is None or not final or pending or not rate or total <= settled:
+        return None
+    return duration((total - settled) / rate)
 
 
 def rate_text(rate: float | None) -> str:
@@ -125,9 +136,9 @@ class Row:
             fields = [f"{self.settled}/{self.total}", f"{pct:>3}%"]
         else:
             fields = [f"{self.settled}/{self.total}+"]
-        left = None if self.total is None else self.total - self.settled
-        if self.final and left is not None and self.pending == 0 and left > 0 and self.rate:
-            fields.append(f"ETA {duration(left / self.rate)}")
+        left = eta(self.total, self.settled, self.rate, final=self.final, pending=self.pending)
+        if left:
+            fields.append(f"ETA {left}")
         fields.append(usd(self.cost))
         if self.pending:
             fields.append(f"{self.pending} pending")
@@ -163,6 +174,7 @@ class Progress:
         total_grows: bool = False,
         counts: Callable[[], RunCounts] | None = None,
         width: Callable[[], int] | None = None,
+        height: Callable[[], int] | None = None,
     ) -> None:
         self._stream = stream or sys.stderr
         self._quiet = quiet
@@ -174,7 +186,8 @@ class Progress:
         self._total_grows = total_grows  # --rerun-changed: stale records add to it as read
         self._all_read = False
         self._counts = counts or RunCounts
-        self._width = width or (lambda: terminal_width(self._stream))
+        self._width = width or (lambda: terminal_size(self._stream)[0])
+        self._height = height or (lambda: terminal_size(self._stream)[1])  # 0: not known
         self._rate = Rate()
         self._drawn = 0  # lines of the block on screen (the cursor is on the line below)
         self._last_draw = -1e18
@@ -242,8 +255,8 @@ class Progress:
             pct = settled * 100 // total if total else 100
             head += f" of {total}{'' if self._total_final() else '+'} ({pct}%)"
         tail = f"{rate_text(rate)} rec/s" if rate is not None else ""
-        if total is not None and self._total_final() and rate and not counts.pending:
-            tail += f", ETA {duration(max(total - settled, 0) / rate)}"
+        left = eta(total, settled, rate, final=self._total_final(), pending=counts.pending)
+        tail += f", ETA {left}" if left else ""
         return (
             f"{head}: {counts.done} done, {counts.failed} failed, {counts.invalid} invalid, "
             f"{counts.pending} pending; {counts.seen} read, {counts.skipped} skipped "
@@ -298,7 +311,16 @@ class Progress:
         return self._all_read or (self._total is not None and not self._total_grows)
 
     def _drawing(self) -> bool:
-        return self._bars and self._width() >= MIN_WIDTH
+        return self._bars and self._fits()
+
+    def _fits(self) -> bool:
+        """Room for the block: `MIN_WIDTH` columns, and a line more than its rows (a block
+        taller than the terminal cannot be redrawn in place)."""
+        if self._width() < MIN_WIDTH:
+            return False
+        height = self._height()
+        active = sum(1 for t in self._tiers.values() if t.routed or t.settled or t.pending)
+        return height == 0 or 1 + active < height
 
     def rows(self) -> list[Row]:
         """The block: the run's row, then one per tier with work (idle tiers are left out)."""
@@ -326,11 +348,11 @@ class Progress:
         now = self._monotonic()
         if not force and now - self._last_draw < DRAW_EVERY_S:
             return
-        self._last_draw = now  # also when too narrow: the width is asked at most this often
-        width = self._width()
-        if width < MIN_WIDTH:  # too narrow for a block: the cron lines take over
+        self._last_draw = now  # also when too small: the size is asked at most this often
+        if not self._fits():  # too narrow or too short for a block: the cron lines take over
             self._erase()
             return
+        width = self._width()
         rows = self.rows()
         label_width = max(len(r.label) for r in rows)
         up = f"\x1b[{self._drawn}A\r" if self._drawn else "\r"

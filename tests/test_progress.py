@@ -11,7 +11,7 @@ from decimal import Decimal
 import pyte
 import pytest
 
-from batchroute.progress import MIN_WIDTH, Progress, duration
+from batchroute.progress import LOG_EVERY_S, MIN_WIDTH, Progress, duration
 from batchroute.types import RecordStatus, RunCounts
 
 
@@ -145,6 +145,26 @@ def test_every_row_fits_the_terminal(width: int) -> None:
     assert len(rows) == 4
     assert all(len(r) < width for r in rows), rows
     assert all("/" in r for r in rows), rows
+
+
+def test_a_terminal_too_short_for_the_block_gets_the_cron_lines() -> None:
+    """Three active tiers and a total need four lines and one more below: a terminal of four
+    lines cannot redraw them in place."""
+    out, clock, counts = io.StringIO(), Clock(), RunCounts()
+    p = Progress(
+        ["budget", "mid", "premium"], bars=True, quiet=False, stream=out, monotonic=clock,
+        total=3, counts=lambda: counts, width=lambda: 120, height=lambda: 4,
+    )  # fmt: skip
+    for tier in ("budget", "mid", "premium"):
+        p.routed(tier)
+        _settle(p, counts, tier, RecordStatus.DONE)
+    clock.now += LOG_EVERY_S
+    assert p.heartbeat(counts)
+    p.close()
+    # The block drawn while it fitted (one tier) was erased when it stopped fitting.
+    (line,) = _screen(out)
+    assert line.startswith("progress: 3 settled of 3 (100%): 3 done"), line
+    assert "ETA" not in line  # nothing left
 
 
 def test_durations_are_short() -> None:
