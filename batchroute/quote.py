@@ -217,7 +217,7 @@ def worst_terms(plan: RunPlan) -> dict[str, Any]:
 def worst_line(terms: dict[str, Any]) -> str:
     """The worst case in one line: every call the run may make for a record, billed in full."""
     climbs = terms["max_escalations"]
-    up = f" and of the {climbs} tier(s) above it (escalation)" if climbs else ""
+    up = f" and of up to {climbs} tier(s) above it (escalation)" if climbs else ""
     native = terms["native_fallback_tiers"]
     return (
         f"every record billed in full on every call the run may make for it: "

@@ -32,7 +32,7 @@ def test_the_sample_jobs_quote_says_what_the_worst_case_counts(tmp_path: Path) -
     worst = next(ln for ln in out.splitlines() if ln.startswith("worst case: "))
     for part in (
         "3 tries (limits.max_attempts)",
-        "each model of its tier's chain and of the 1 tier(s) above it (escalation)",
+        "each model of its tier's chain and of up to 1 tier(s) above it (escalation)",
         "each answer 512 tokens (max_tokens)",
         "5 % BYOK fee",
     ):
