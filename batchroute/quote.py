@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from batchroute.budget import quantize_usd
+from batchroute.budget import BYOK_FEE, quantize_usd
 from batchroute.catalog import Catalog
 from batchroute.plan import (
     Admit,
@@ -62,6 +62,9 @@ class Quote:
     stale: int = 0  # already final but their prompt changed since (sent with --rerun-changed)
     catalog: str = ""
     notes: list[str] = field(default_factory=list)
+    expected_includes: str = ""  # what the expected figure assumes, in one line
+    worst_includes: str = ""  # what the worst case counts, in one line (`worst_terms`)
+    worst_terms: dict[str, Any] = field(default_factory=dict)
 
     @property
     def records(self) -> int:
@@ -104,6 +107,9 @@ class Quote:
             "remaining_usd": exact(self.remaining_usd),
             "fits_expected": self.expected_usd <= self.remaining_usd,
             "fits_worst": self.worst_usd <= self.remaining_usd,
+            "expected_includes": self.expected_includes,
+            "worst_case_includes": self.worst_includes,
+            "worst_case_counts": self.worst_terms,
             "catalog": self.catalog,
             "notes": self.notes,
         }
@@ -169,6 +175,12 @@ def _quote(
     )
     q.catalog = f"{catalog.source} ({catalog.fetched_at})"
     q.notes = list(plan.warnings)
+    q.worst_terms = worst_terms(plan)
+    q.worst_includes = worst_line(q.worst_terms)
+    q.expected_includes = (
+        f"one answer of {min(spec.request.max_tokens, TYPICAL_COMPLETION_TOKENS)} tokens per "
+        "record from the first model of its tier, the prompt at ~4 bytes a token, no retry"
+    )
     intake = plan.intake(lookup)
     for rec in read_records(spec.input, id_field=spec.id_field):
         if intake.full:
@@ -187,6 +199,41 @@ def _quote(
             tq.expected_usd += _expected(plan, a.item)
             tq.worst_usd += plan.worst_record(a.item)
     return q
+
+
+def worst_terms(plan: RunPlan) -> dict[str, Any]:
+    """What `RunPlan.worst_record` counts for this job, for the quote to say (and --json)."""
+    spec = plan.spec
+    return {
+        "max_attempts": spec.limits.max_attempts,
+        "max_escalations": min(spec.limits.max_escalations, len(plan.tiers) - 1),
+        "max_tokens": spec.request.max_tokens,
+        "byok_fee": str(BYOK_FEE),
+        "web_search": any(plan.searches(m) for t in plan.tiers.values() for m in t.models),
+        "native_fallback_tiers": [n for n, t in plan.tiers.items() if t.native_fallback],
+    }
+
+
+def worst_line(terms: dict[str, Any]) -> str:
+    """The worst case in one line: every call the run may make for a record, billed in full."""
+    climbs = terms["max_escalations"]
+    up = f" and of up to {climbs} tier(s) above it (escalation)" if climbs else ""
+    native = terms["native_fallback_tiers"]
+    return (
+        f"every record billed in full on every call the run may make for it: "
+        f"{terms['max_attempts']} tries (limits.max_attempts) on each model of its tier's "
+        f"chain{up}, each answer {terms['max_tokens']} tokens (max_tokens) at the model's "
+        "dearest completion price (reasoning included), the prompt at 1 token per byte at the "
+        "dearest prompt price, request fees"
+        + (", a web search per call" if terms["web_search"] else "")
+        + f" and the {Decimal(terms['byok_fee']) * 100:.0f} % BYOK fee"
+        + (
+            f"; in {', '.join(native)} (native_fallback) each call at the dearest model that "
+            "may serve it"
+            if native
+            else ""
+        )
+    )
 
 
 def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
@@ -234,7 +281,7 @@ def _escalation_line(spec: JobSpec) -> str:
 
 
 def render_quote(q: Quote) -> str:
-    """The quote as a small aligned table."""
+    """The quote as a small aligned table, with what each figure counts and whether it fits."""
     lines = [f"dry run for job {q.job_name} (prices: {q.catalog})"]
     lines.append(f"{'tier':<10} {'records':>8} {'expected $':>14} {'worst case $':>14}  models")
     for t in q.tiers.values():
@@ -249,10 +296,23 @@ def render_quote(q: Quote) -> str:
         + (f", {q.stale} changed since (see --rerun-changed)" if q.stale else "")
         + ")"
     )
-    d = q.as_dict()
+    lines.append(f"expected: {q.expected_includes}")
+    lines.append(f"worst case: {q.worst_includes}")
+    left = q.remaining_usd
+    expected = (
+        f"expected {usd(q.expected_usd)} fits"
+        if q.expected_usd <= left
+        else f"expected {usd(q.expected_usd)} does NOT fit: the cap will likely stop the run "
+        "and leave the rest pending for tomorrow (exit 3)"
+    )
+    worst = (
+        f"worst case {usd(q.worst_usd)} fits: the run cannot reach the cap"
+        if q.worst_usd <= left
+        else f"worst case {usd(q.worst_usd)} does not fit: only if that many calls "
+        "failed and were paid would the cap stop the run (the rest stays pending, exit 3)"
+    )
     lines.append(
-        f"today: {usd(q.spent_today_usd)} spent of {usd(q.cap_usd)}, {usd(q.remaining_usd)} left: "
-        f"expected {'fits' if d['fits_expected'] else 'does NOT fit'}, worst case "
-        f"{'fits' if d['fits_worst'] else 'does not fit (the cap will stop the run)'}"
+        f"today: {usd(q.spent_today_usd)} spent of {usd(q.cap_usd)}, {usd(left)} left; "
+        f"{expected}; {worst}"
     )
     return "\n".join(lines)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from batchroute.progress import LOG_EVERY_S, Progress
-from batchroute.types import RunCounts
+from batchroute.progress import LOG_EVERY_S, MIN_WIDTH, Progress
+from batchroute.types import RecordStatus, RunCounts
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -35,10 +35,11 @@ class Clock:
 
 
 def _progress(
-    clock: Clock, *, bars: bool = False, quiet: bool = False
+    clock: Clock, *, bars: bool = False, quiet: bool = False, width: int = 0
 ) -> tuple[Progress, io.StringIO]:
     out = io.StringIO()
-    return Progress(["mid"], bars=bars, quiet=quiet, stream=out, monotonic=clock), out
+    p = Progress(["mid"], bars=bars, quiet=quiet, stream=out, monotonic=clock, width=lambda: width)
+    return p, out
 
 
 def _lines(out: io.StringIO) -> list[str]:
@@ -84,13 +85,27 @@ def test_tick_and_heartbeat_share_one_timer() -> None:
 
 
 def test_no_heartbeat_lines_with_bars_or_quiet() -> None:
-    for kw in ({"quiet": True}, {"bars": True}):
+    for kw in ({"quiet": True}, {"bars": True, "width": 80}):
         clock = Clock()
         p, out = _progress(clock, **kw)
         clock.now += 10 * LOG_EVERY_S
         p.heartbeat(RunCounts())
         p.close()
         assert _lines(out) == [], kw
+
+
+def test_a_terminal_too_narrow_for_bars_gets_the_cron_lines() -> None:
+    """A terminal of 0 columns (some CI consoles, `stty cols 0`) or a narrow one: no block of
+    bars (it would be blank or wrapped lines), the lines a minute instead."""
+    for width in (0, MIN_WIDTH - 1):
+        clock = Clock()
+        p, out = _progress(clock, bars=True, width=width)
+        p.record("mid", RecordStatus.DONE, Decimal("0.01"))
+        clock.now += LOG_EVERY_S
+        assert p.heartbeat(RunCounts(done=1))
+        p.close()
+        assert "\x1b" not in out.getvalue(), width
+        assert len(_lines(out)) == 1, width
 
 
 async def test_keep_alive_prints_while_the_run_is_stuck_and_stops_when_it_is_done() -> None:

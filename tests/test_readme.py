@@ -125,3 +125,52 @@ def test_every_option_in_the_readme_table_exists(
     options = set(re.findall(r"--[a-z][a-z-]*", command_table()[command]))
     missing = {o for o in options if not re.search(rf"{re.escape(o)}\b", help_text)}
     assert not missing, f"batchroute {command}: README names {missing}, --help does not"
+
+
+# --- links (issue 13) ---------------------------------------------------------------------------
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+# Paths named in the text: anything that climbs out (`../x`) or names a markdown file of docs/.
+MENTION = re.compile(r"(?<![\w/.:-])(\.\./[\w./-]+|docs/[\w./-]+\.md)")
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _broken(doc: Path) -> list[str]:
+    # Code blocks hold examples (a job file's `input: ../sample_data/...` is relative to it).
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+    bad = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue  # a web address, mailto:, or an anchor in the same file
+        path = (doc.parent / target.split("#", 1)[0]).resolve()
+        if not path.is_relative_to(ROOT) or not path.exists():
+            bad.append(f"link {target}")
+    for name in MENTION.findall(text):
+        base = doc.parent if name.startswith("../") else ROOT
+        path = (base / name.rstrip(".")).resolve()
+        if not path.is_relative_to(ROOT) or not path.exists():
+            bad.append(f"mention {name}")
+    return bad
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_points_at_a_file_in_the_repository(doc: Path) -> None:
+    """A reader of the repository (or of its page on a forge) can follow every link; the
+    README once linked docs/openrouter-api.md and ../shared/..., which are not in it."""
+    assert _broken(doc) == []
+
+
+def test_the_link_check_finds_broken_links(tmp_path: Path) -> None:
+    doc = tmp_path / "x.md"
+    doc.write_text(
+        "[a](docs/openrouter-api.md) [b](../shared/docs/design.md) see `../shared/data` and "
+        "docs/nothing.md; fine: [c](https://openrouter.ai) [d](#money)\n"
+    )
+    assert _broken(doc) == [
+        "link docs/openrouter-api.md",
+        "link ../shared/docs/design.md",
+        "mention docs/openrouter-api.md",
+        "mention ../shared/docs/design.md",
+        "mention ../shared/data",
+        "mention docs/nothing.md",
+    ]

@@ -152,7 +152,9 @@ class Book:
         if len(self._results) >= FLUSH_ROWS:
             self._flush_now.set()
         if self.progress is not None:
-            self.progress.record(row.tier or "-", status, row.cost_usd)
+            # In the tier it was routed to (its progress total), escalated or not.
+            routed = item.tier if isinstance(item, WorkItem) else "-"
+            self.progress.record(routed, status, row.cost_usd)
 
     def fix(self, fix: CostFix, delta: Decimal) -> None:
         """A reserved attempt's real cost is known: written after the rows of the same flush

@@ -29,7 +29,6 @@ from batchroute.plan import (
     build_plan,
     daily_cap,
 )
-from batchroute.progress import Progress
 from batchroute.reader import read_keys, read_records
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
@@ -44,13 +43,9 @@ from batchroute.runner.setup import (
     open_store,
     reconcile_earlier_runs,
     save_baseline,
+    start_progress,
 )
-from batchroute.runner.work import (
-    Control,
-    RunOptions,
-    RunReport,
-    Trail,
-)
+from batchroute.runner.work import Control, RunOptions, RunReport, Trail
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore, ResumeLookup
 from batchroute.types import Record, RunStatus
@@ -183,8 +178,8 @@ class Runner:
             plans = dict(plan.tiers)
             self.notes += plan.warnings
             self.plans = {t: p.models for t, p in plans.items()}
-            self.book.progress = Progress(
-                plans, bars=opts.bars, quiet=opts.quiet, monotonic=opts.monotonic
+            self.book.progress = start_progress(
+                plans, opts, self.overrides, self._lookup, lambda: self.book.counts
             )
             dispatcher = self._dispatcher = Dispatcher(
                 spec,
@@ -245,9 +240,10 @@ class Runner:
         for name, models in self.plans.items():
             if self.spec.tiers[name].cheapest:  # chosen at run start: say which (issue 4)
                 self._log(f"tier {name}: cheapest by catalogue price: {', '.join(models)}")
+        intro = self.book.progress.intro if self.book.progress is not None else ""
         self._log(
             f"run {self.run_id}: job {self.spec.name}, {final} records already "
-            f"final, today's spend {usd(spent)} of {usd(cap)}{key_note}"
+            f"final, today's spend {usd(spent)} of {usd(cap)}{key_note}{intro}"
         )
 
     async def _pump(self, client: OpenRouterClient, budget: Budget) -> None:
@@ -323,8 +319,9 @@ class Runner:
 
     # ------------------------------------------------------------ feeder
     async def _feed(self) -> None:
-        spec, book, intake = self.spec, self.book, self._intake
+        spec, book, intake, progress = self.spec, self.book, self._intake, self.book.progress
         assert intake is not None
+        assert progress is not None
         for n, rec in enumerate(read_records(spec.input, id_field=spec.id_field), 1):
             if self.control.interrupted or self.control.status is RunStatus.FAILED:
                 break
@@ -333,6 +330,7 @@ class Runner:
             book.counts.seen += 1
             item = self._admit(intake, rec)
             if item is not None:
+                progress.routed(item.tier)
                 if self.control.stopping:
                     book.pending(item)  # budget spent: the rest stays pending for tomorrow
                     await book.room()  # keep memory bounded while the writer catches up
@@ -342,6 +340,8 @@ class Runner:
                 if book.progress is not None:
                     book.progress.tick(book.counts)
                 await asyncio.sleep(0)  # let workers run while the queues have room
+        if not self.control.interrupted:
+            progress.all_read()  # every tier's total is known now
         for tier, q in self.queues.items():
             for _ in range(self._worker_count(tier)):
                 await q.put(None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from batchroute._version import __version__
@@ -17,13 +17,14 @@ from batchroute.budget import Budget
 from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient
 from batchroute.errors import StoreError, UpstreamError
-from batchroute.plan import RunPlan
+from batchroute.plan import Overrides, RunPlan
+from batchroute.progress import Progress
 from batchroute.runner.book import Book
 from batchroute.runner.reconcile import Reconciler, reconcile_earlier
 from batchroute.runner.recover import recover_journal
-from batchroute.runner.work import Control
+from batchroute.runner.work import Control, RunOptions
 from batchroute.spec import JobSpec
-from batchroute.store import ResultStore
+from batchroute.store import ResultStore, ResumeLookup
 from batchroute.types import RunCounts, RunStatus
 from batchroute.usd import usd
 
@@ -186,3 +187,34 @@ def save_baseline(store: ResultStore, plan: RunPlan, run_id: str, now: datetime)
     if not info.variable_price:
         prices = (info.prompt, info.completion, info.request)
         store.save_baseline(run_id, plan.spec.name, top, model, prices, now)
+
+
+def start_progress(
+    tiers: Iterable[str],
+    opts: RunOptions,
+    overrides: Overrides,
+    lookup: ResumeLookup,
+    counts: Callable[[], RunCounts],
+) -> Progress:
+    """The run's progress display. Its total comes from the start's one pass over the input's
+    keys: the input's records less those already final and the repeated ids, capped by --limit
+    (a lower bound until the whole input is read with --limit, where invalid lines do not count
+    against it, or --rerun-changed, where stale records add to it)."""
+    to_send = lookup.records - lookup.final - lookup.duplicates
+    if overrides.limit is not None:
+        to_send = min(to_send, overrides.limit)
+    grows = overrides.rerun_changed or overrides.limit is not None
+    progress = Progress(
+        tiers,
+        bars=opts.bars,
+        quiet=opts.quiet,
+        monotonic=opts.monotonic,
+        total=to_send,
+        total_grows=grows,
+        counts=counts,
+    )
+    progress.intro = (
+        f"; this input: {lookup.records} records, {lookup.final} already final (skipped), "
+        f"{lookup.duplicates} repeated ids, {to_send}{'+' if grows else ''} to send"
+    )
+    return progress

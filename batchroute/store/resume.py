@@ -66,10 +66,18 @@ class ResumeLookup:
     Close it (or use it as a context manager) when the pass is over.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, source: str) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, path: Path, source: str, *, records: int = 0
+    ) -> None:
         self._con = con
         self._path = path
         self._source = source
+        self.records = records  # records in the input (the staged keys)
+        # What the answers hold, for the progress total: later copies of a key, and keys final.
+        row = con.execute(
+            "SELECT count(*) FILTER (WHERE dup), count(*) FILTER (WHERE NOT dup) FROM answers"
+        ).fetchone()
+        self.duplicates, self.final = (int(row[0]), int(row[1])) if row else (0, 0)
         self._cur = con.execute("SELECT pos, k, dup, failed, request_fp FROM answers")
         self._rows: list[tuple[Any, ...]] = []
         self._i = -1
@@ -152,7 +160,7 @@ def resume_lookup(
         finally:
             con.execute(f"DETACH {_ALIAS}")
         con.execute("DROP TABLE staged")
-        return ResumeLookup(con, path, source)
+        return ResumeLookup(con, path, source, records=pos)
     except duckdb.Error as exc:
         _close(con, path)
         raise StoreError(f"{path}: resume lookup: {exc}") from exc
