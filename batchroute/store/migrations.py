@@ -96,6 +96,21 @@ CREATE VIEW latency_by_model AS
     FROM attempts WHERE latency_ms IS NOT NULL GROUP BY ALL;
 """
 
+_M8_BATCHES = f"""
+CREATE TABLE batches (
+    batch_key VARCHAR PRIMARY KEY, batch_id VARCHAR, job_name VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL, tier VARCHAR NOT NULL, model VARCHAR NOT NULL,
+    status VARCHAR NOT NULL, round INTEGER NOT NULL DEFAULT 1,
+    request_count INTEGER NOT NULL, items VARCHAR NOT NULL,
+    intent_at TIMESTAMP NOT NULL, submitted_at TIMESTAMP, finished_at TIMESTAMP,
+    collected_at TIMESTAMP, reserved_usd {MONEY} NOT NULL, settled_usd {MONEY},
+    error_message VARCHAR);
+"""
+"""One row per Batch API submission, written as an `intent` *before* the POST (batch_key is
+ours, known before OpenRouter's batch_id), so a kill -9 never loses a batch nor sends it twice.
+`items` is JSON: per record its key, line, custom_id and the classification its row needs."""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _M1_TABLES + _M1_VIEWS),
     Migration(2, "results.request_fp", "ALTER TABLE results ADD COLUMN request_fp VARCHAR;"),
@@ -117,6 +132,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE runs ADD COLUMN records_duplicate BIGINT NOT NULL DEFAULT 0;",
     ),
     Migration(6, "results.arm: routing experiments", "ALTER TABLE results ADD COLUMN arm VARCHAR;"),
+    # PLACEHOLDER: number 7 is reserved for the report branch's views (issue 13). At merge,
+    # this line is replaced by report's migration 7; it only keeps the numbering contiguous.
+    Migration(7, "reserved: report views (issue 13)", "SELECT 1;"),
+    Migration(8, "batches: the Batch API lane (issue 14)", _M8_BATCHES),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 if [m.number for m in MIGRATIONS] != list(range(1, SCHEMA_VERSION + 1)):
