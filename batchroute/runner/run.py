@@ -32,6 +32,7 @@ from batchroute.progress import Progress
 from batchroute.reader import read_keys, read_records
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
+from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
 from batchroute.runner.setup import (
     check_key,
@@ -43,12 +44,7 @@ from batchroute.runner.setup import (
     open_store,
     reconcile_earlier_runs,
 )
-from batchroute.runner.work import (
-    Control,
-    RunOptions,
-    RunReport,
-    Trail,
-)
+from batchroute.runner.work import Control, RunOptions, RunReport, Trail
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore, ResumeLookup
 from batchroute.types import Record, RunStatus
@@ -83,6 +79,7 @@ class Runner:
         self._workers_left = 0
         self._work_done = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
+        self._lane: Lane | None = None  # the `batch: true` tiers (issue 14)
 
     def _log(self, line: str) -> None:
         if self.opts.log is not None:
@@ -124,6 +121,7 @@ class Runner:
             self.control.error,
             self.notes,
             statuses,
+            self._lane.in_flight if self._lane is not None else 0,
         )
 
     def _open_store(self) -> None:
@@ -165,6 +163,9 @@ class Runner:
             if note is not None:
                 self.notes.append(note)
             plan = self.plan = build_plan(spec, catalog, resume, self.overrides, live=live)
+            lane = self._lane = Lane(plan, opts, client, self.store, self.book, self.control,
+                                     self._log, self.notes, budget)  # fmt: skip
+            await lane.collect_earlier()  # before the lookup: what they answered is final
             # One pass over the input's keys and one join with the results (issue 11): the
             # run holds no key of the job's history, and the file is free again before the
             # first flush.
@@ -192,6 +193,7 @@ class Runner:
                 book=self.book,
                 log=self._log,
             )
+            lane.dispatch = dispatcher.process
             reconciler = dispatcher.reconciler = Reconciler(
                 client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake
             )
@@ -278,6 +280,8 @@ class Runner:
         self.book.close()
 
     def _worker_count(self, tier: str) -> int:
+        if self.spec.tiers[tier].batch:
+            return 1  # one lane worker gathers the tier's records into batches
         lim = self.spec.limits.concurrency
         return min(self.spec.tiers[tier].concurrency or lim, lim)
 
@@ -358,7 +362,8 @@ class Runner:
     # ----------------------------------------------------------- workers
     async def _worker(self, tier: str) -> None:
         try:
-            await self._work(tier)
+            lane = self._lane if self.spec.tiers[tier].batch else None
+            await (lane.worker(tier, self.queues[tier]) if lane else self._work(tier))
         finally:
             self._workers_left -= 1
             if self._workers_left == 0:
