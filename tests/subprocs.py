@@ -46,6 +46,17 @@ class Simulator:
         """Chat requests the simulator is answering right now (hanging ones included)."""
         return int(self.ledger()["in_flight"])
 
+    def advance(self, seconds: float) -> None:
+        """Move the simulator's clock forward (POST /sim/advance): batches progress at once."""
+        req = urllib.request.Request(
+            self.root + "/sim/advance",
+            data=json.dumps({"seconds": seconds}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=WAIT_S) as r:
+            assert r.status == 200
+
     def set_scenario(self, scenario: dict[str, Any]) -> None:
         req = urllib.request.Request(
             self.root + "/sim/scenario",

@@ -53,6 +53,7 @@ def _filter_models(raw: bytes, wanted: str) -> bytes:
 def _key_data(st: SimState) -> dict[str, Any]:
     """`usage*`: what the balance was charged (BYOK fees, searches); `byok_usage*`: what the
     providers billed the user's own keys under BYOK."""
+    st.settle_batches()
     usage = float(st.balance_total)
     byok = float(st.byok_total)
     limit = st.scenario.key_limit_usd
@@ -157,3 +158,18 @@ async def post_scenario(request: web.Request) -> web.Response:
         return json_response({"error": {"code": 400, "message": str(exc)}}, status=400)
     request.app[SIM_STATE].set_scenario(scenario)
     return json_response(scenario.to_dict())
+
+
+async def advance(request: web.Request) -> web.Response:
+    """POST /sim/advance {"seconds": s}: move the simulator's clock forward by s ≥ 0 (batches
+    progress without anyone sleeping); answers {"now": epoch seconds}."""
+    st = request.app[SIM_STATE]
+    try:
+        seconds = orjson.loads(await request.read())["seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(seconds)
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f'expected {{"seconds": a number >= 0}} ({exc!r})'
+        return json_response({"error": {"code": 400, "message": msg}}, status=400)
+    st.advance(float(seconds))
+    return json_response({"now": st.clock()})

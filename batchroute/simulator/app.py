@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from batchroute.catalog import ModelInfo
-from batchroute.simulator import accounts
+from batchroute.simulator import accounts, batch_api
 from batchroute.simulator import responses as R
 from batchroute.simulator.exchange import Answer, SimCall
 from batchroute.simulator.faults import (
@@ -50,6 +50,7 @@ PROVIDER_KEYS = frozenset(
     }
 )
 _DEFAULT_MAX_OUT = 4096
+_MAX_BODY = 256 * 1024 * 1024  # a 200 MB batch must get through; its own limit is checked after
 _AUTO_TARGET = "openai/gpt-4o-mini"  # what variable-priced routers (openrouter/auto) resolve to
 
 
@@ -332,10 +333,11 @@ def create_app(
     Args:
         scenario: behaviour to simulate; replace later with `set_scenario` or POST /sim/scenario.
         seed: seeds every random draw (faults, lengths, latencies, content, ids).
-        clock: wall clock in epoch seconds (outages, key_rpm, /generation delay, ids).
+        clock: wall clock in epoch seconds (outages, key_rpm, /generation delay, ids, batch
+            timelines); POST /sim/advance moves it forward.
         sleep: awaited for latency, output speed and hangs (inject a fake in tests).
     """
-    app = web.Application()
+    app = web.Application(client_max_size=_MAX_BODY)
     app[SIM_STATE] = SimState(
         scenario, seed=seed, clock=clock or time.time, sleep=sleep or asyncio.sleep
     )
@@ -347,4 +349,6 @@ def create_app(
     app.router.add_get("/sim/ledger", accounts.ledger)
     app.router.add_get("/sim/scenario", accounts.get_scenario)
     app.router.add_post("/sim/scenario", accounts.post_scenario)
+    app.router.add_post("/sim/advance", accounts.advance)
+    batch_api.add_routes(app)
     return app

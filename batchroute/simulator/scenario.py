@@ -130,13 +130,34 @@ class ScriptStep(_Strict):
         return self
 
 
+class BatchSettings(_Strict):
+    """How the simulated Batch API behaves (docs/simulator.md "Batch API"); all times are
+    seconds on the simulator's clock, counted from the submission."""
+
+    batch_not_found_s: float = Field(default=2.0, ge=0)
+    batch_validating_s: float = Field(default=1.0, ge=0)
+    batch_in_progress_s: float = Field(default=2.0, ge=0)
+    batch_finalizing_s: float = Field(default=0.5, ge=0)
+    batch_window_s: float = Field(default=86400.0, gt=0)
+    rate_batch_item_error: float = Field(default=0, ge=0, le=1)
+    rate_batch_invalid: float = Field(default=0, ge=0, le=1)
+    rate_batch_expire: float = Field(default=0, ge=0, le=1)
+    batch_unsupported_models: list[str] = Field(default_factory=list)
+    batch_requires_variant: bool = False
+    batch_enabled: bool = True
+    batch_item_usage: Literal["tokens", "cost", "none"] = "tokens"
+    batch_price_ratio: float = Field(default=0.5, gt=0, le=1)
+    batch_max_requests: int = Field(default=5000, ge=1)
+    batch_max_bytes: int = Field(default=200_000_000, ge=1)
+
+
 def _steps(raw: list[Any]) -> list[ScriptStep]:
     return [
         ScriptStep(fault=s) if isinstance(s, str) else ScriptStep.model_validate(s) for s in raw
     ]
 
 
-class Scenario(ModelOverride):
+class Scenario(ModelOverride, BatchSettings):
     """How the fake OpenRouter behaves. All randomness is seeded (see `create_app`).
 
     Fields [defaults]:
@@ -168,6 +189,8 @@ class Scenario(ModelOverride):
             entry {"id": "web"}); None = the model's catalogue `web_search` price, else $0.02
             (5 results x $0.004). One search per call, in `usage.cost` but not in the upstream
             cost, and billed even when zero-completion insurance waives the tokens.
+        batch_* and rate_batch_* (see `BatchSettings` and docs/simulator.md): the Batch API's
+            timings, failure rates, which models have no batch endpoint, and its price.
     """
 
     models: dict[str, ModelOverride] = Field(default_factory=dict)

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from batchroute.simulator.app import create_app
 from batchroute.simulator.scenario import Scenario
-from batchroute.simulator.state import SIM_STATE
+from batchroute.simulator.state import SIM_STATE, Clock
 
 _SHUTDOWN_TIMEOUT_S = 0.2  # hung handlers (rate_hang) are cancelled rather than awaited
 
@@ -78,9 +78,15 @@ class SimulatorThread:
     """
 
     def __init__(
-        self, scenario: Scenario, *, seed: int = 0, host: str = "127.0.0.1", port: int = 0
+        self,
+        scenario: Scenario,
+        *,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Clock | None = None,
     ) -> None:
-        self.app = create_app(scenario, seed=seed)
+        self.app = create_app(scenario, seed=seed, clock=clock)
         self.host = host
         self.port = port
         self.base_url = ""
@@ -137,6 +143,10 @@ class SimulatorThread:
     def set_scenario(self, scenario: Scenario) -> None:
         """Replace the scenario of the running simulator (scripts restart)."""
         self._call(lambda: self.app[SIM_STATE].set_scenario(scenario))
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulator's clock forward (as POST /sim/advance): batches progress."""
+        self._call(lambda: self.app[SIM_STATE].advance(seconds))
 
     def __enter__(self) -> SimulatorThread:
         return self.start()

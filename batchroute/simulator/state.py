@@ -21,6 +21,7 @@ from aiohttp import web
 
 from batchroute.catalog import Catalog
 from batchroute.simulator import responses as R
+from batchroute.simulator.batch_store import BatchStore
 from batchroute.simulator.scenario import (
     RANDOM_FAULTS,
     Distribution,
@@ -116,7 +117,8 @@ class SimState:
     def __init__(self, scenario: Scenario, *, seed: int, clock: Clock, sleep: Sleep) -> None:
         self.catalog = shipped_catalog()
         self.seed = seed
-        self.clock = clock
+        self._clock = clock
+        self.offset = 0.0  # POST /sim/advance moves the clock forward (batch tests)
         self.sleep = sleep
         self.started = clock()
         self.scenario = scenario
@@ -132,6 +134,16 @@ class SimState:
         self.models_cache: dict[str, bytes] = {}
         self.in_flight = 0  # chat requests being answered now (a hanging call counts)
         self._search_prices: dict[str, Decimal] | None = None
+        self.batches = BatchStore()  # in the app, not a connection: outlives every client
+        self.batches_submitted = 0  # accepted (202) batch submissions
+
+    def clock(self) -> float:
+        """The simulator's now: the injected clock plus what `advance` added."""
+        return self._clock() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulator's clock forward (batches progress, /generation delays pass)."""
+        self.offset += seconds
 
     def set_scenario(self, scenario: Scenario) -> None:
         """Replace the scenario; scripts restart from their first entry. Ledger is kept."""
@@ -220,8 +232,18 @@ class SimState:
             self.balance_total += gen.bill.cost
             self.byok_total += gen.bill.byok_upstream
 
+    def settle_batches(self) -> None:
+        """Bill the batch items that finished by now (at the batch price, when their result
+        exists), so every total below includes them."""
+        for item in self.batches.settle(self.clock()):
+            if item.bill is not None:
+                self.billed_total += item.bill.total
+                self.balance_total += item.bill.cost
+                self.byok_total += item.bill.byok_upstream
+
     def remaining_credit(self) -> Decimal | None:
         """What is left of `key_limit_usd` (BYOK upstream costs do not count against it)."""
+        self.settle_batches()
         limit = self.scenario.key_limit_usd
         return None if limit is None else Decimal(str(limit)) - self.balance_total
 
@@ -231,8 +253,15 @@ class SimState:
         `cost_usd` = `fee_usd` (charged to the OpenRouter balance, = usage.cost) +
         `upstream_usd` (billed by the provider to the user's own key: BYOK only, else "0").
         """
+        self.settle_batches()
+        batch_items = self.batches.ledger()
         return {
             "calls": len(self.billed),
+            "batches": self.batches_submitted,
+            "batch_items": len(batch_items),
+            "batch_cost_usd": format(
+                sum((Decimal(b["cost_usd"]) for b in batch_items), Decimal(0)), "f"
+            ),
             "in_flight": self.in_flight,
             "total_cost_usd": format(self.billed_total, "f"),
             "fee_usd": format(self.balance_total, "f"),
@@ -255,6 +284,7 @@ class SimState:
                 }
                 for g in self.billed
             ],
+            "batch_generations": batch_items,
         }
 
 
