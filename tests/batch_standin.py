@@ -51,6 +51,7 @@ class BatchStandIn:
     per_item_cost: bool = False
     polls_to_finish: int = 1
     malformed: set[str] = field(default_factory=set)
+    expired_lines: bool = False  # unanswered items of an expired batch: an error line, not absent
     page_size: int = 100
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
@@ -157,9 +158,18 @@ class BatchStandIn:
             return "failed"
         reqs = b["body"]["requests"]
         expired = b["n"] < self.expire
-        if expired:
-            reqs = reqs[: self.expire_answered]
         lines, cost = [], Decimal(0)
+        if expired:
+            if self.expired_lines:
+                err = {
+                    "message": "Batch expired before this request was processed.",
+                    "type": "batch_expired",
+                }
+                lines += [
+                    {"custom_id": r["custom_id"], "response": None, "error": err}
+                    for r in reqs[self.expire_answered :]
+                ]
+            reqs = reqs[: self.expire_answered]
         for r in reqs:
             cid = r["custom_id"]
             if cid in self.fail_items:

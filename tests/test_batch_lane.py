@@ -226,8 +226,11 @@ async def test_a_batch_failed_in_validation_falls_back_whole(tmp_path: Path, ser
     assert "max_tokens" in (row.error_message or "")
 
 
-async def test_an_expired_batch_is_resubmitted_once(tmp_path: Path, serve: Any) -> None:
-    standin = BatchStandIn(expire=1, expire_answered=4)
+@pytest.mark.parametrize("expired_lines", [False, True])
+async def test_an_expired_batch_is_resubmitted_once(
+    tmp_path: Path, serve: Any, expired_lines: bool
+) -> None:
+    standin = BatchStandIn(expire=1, expire_answered=4, expired_lines=expired_lines)
     report = await _run(_job(tmp_path, 10), await serve(standin), wait=True)
     db = tmp_path / "results.duckdb"
     assert report.status is RunStatus.COMPLETED

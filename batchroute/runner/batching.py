@@ -124,7 +124,9 @@ def read_items(raw: Iterable[Any], model: str) -> dict[str, ItemResult]:
 def _read_item(cid: str, line: dict[str, Any], model: str) -> ItemResult:
     err, resp = line.get("error"), line.get("response")
     if isinstance(err, dict) and err:
-        return ItemResult(cid, error=str(err.get("message") or err)[:500])
+        # "batch_expired": never run (OpenAI's code, and the simulator's), so worth resubmitting
+        kind = "batch_expired" if err.get("type") == "batch_expired" else "batch_item_failed"
+        return ItemResult(cid, error=str(err.get("message") or err)[:500], error_type=kind)
     if not isinstance(resp, dict) or not isinstance(resp.get("body"), dict):
         return ItemResult(cid, error="malformed result line", error_type="malformed_response")
     status = resp.get("status_code")

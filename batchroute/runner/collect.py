@@ -64,7 +64,8 @@ def collect_rows(
             out.attempts[-1].generation_id = c.generation_id
             out.attempts[-1].http_status = 200
             continue
-        if r is None and status == "expired" and row.round == 1:
+        unrun = r is None or (c is None and r.error_type == "batch_expired")
+        if unrun and status == "expired" and row.round == 1:
             why = ("batch_expired", "the batch expired before this item ran; resubmitted once")
             out.resubmit.append(it.key)
             outcome = AttemptOutcome.RETRY
