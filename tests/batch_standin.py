@@ -51,6 +51,7 @@ class BatchStandIn:
     per_item_cost: bool = False
     polls_to_finish: int = 1
     malformed: set[str] = field(default_factory=set)
+    cut_items: set[str] = field(default_factory=set)  # answered with finish_reason "length"
     expired_lines: bool = False  # unanswered items of an expired batch: an error line, not absent
     page_size: int = 100
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -207,7 +208,7 @@ class BatchStandIn:
                 "choices": [
                     {
                         "index": 0,
-                        "finish_reason": "stop",
+                        "finish_reason": "length" if cid in self.cut_items else "stop",
                         "message": {"role": "assistant", "content": "hola"},
                     }
                 ],

@@ -90,9 +90,11 @@ async def _no_sleep(_s: float) -> None:
     return None
 
 
-def _job(tmp_path: Path, n: int, *, batch: bool = True, cap: str = "10") -> Path:
+def _job(
+    tmp_path: Path, n: int, *, batch: bool = True, cap: str = "10", checks: tuple[str, ...] = ()
+) -> Path:
     write_jsonl(tmp_path / "in.jsonl", texts(n))
-    job = job_dict(tmp_path, quality=[], budget={"daily_usd": cap})
+    job = job_dict(tmp_path, quality=list(checks), budget={"daily_usd": cap})
     job["tiers"] = {"mid": {"models": [MODEL], "batch": batch}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
@@ -346,3 +348,19 @@ async def test_an_old_intent_with_no_batch_is_abandoned_and_its_records_sent(
     assert _statuses(db) == {"done": 4}
     assert len(standin.posts) == 1
     assert [r.status for r in store.batches()] == ["abandoned", "collected"]
+
+
+async def test_a_batch_answer_that_fails_a_quality_check_is_not_done(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Cut at max_tokens with `quality: [length]`: paid (its share of the bill stays on the
+    record), then sent through the synchronous chain like a failed item."""
+    standin = BatchStandIn(cut_items={B.custom_id("t", "r00001")})
+    report = await _run(_job(tmp_path, 5, checks=("length",)), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 5}
+    assert standin.sync_calls == 1
+    first = _q(db, "SELECT error_type FROM attempts WHERE record_key = 'r00001' AND attempt_no = 0")
+    assert first == [("finish_length",)]
+    assert _money(db) == (standin.total, standin.total)

@@ -3,10 +3,12 @@ of the bill. Pure: `runner/lane.py` writes them in one transaction with the batc
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from batchroute.runner import quality
 from batchroute.runner.batching import Bill, ItemResult
 from batchroute.types import (
     AttemptOutcome,
@@ -44,14 +46,21 @@ def collect_rows(
     *,
     now: datetime,
     error: str | None,
+    checks: Collection[str] = ("empty",),
+    wants_json: bool = False,
 ) -> Collected:
-    """Rows for every item of `row`, a batch that ended in `status`."""
+    """Rows for every item of `row`, a batch that ended in `status`. An answer that fails the
+    job's quality `checks` (empty content always counts) is paid for and kept out of `done`:
+    its record goes through the tier's synchronous chain, as a failed item does."""
     out = Collected()
     for it in row.items:
         r = items.get(it.custom_id)
         cost = bill.shares.get(it.custom_id, Decimal(0))
         c = r.completion if r is not None else None
-        if c is not None and (c.content or "").strip():
+        weak = None
+        if c is not None:
+            weak = quality.problem(c, {*checks, "empty"}, wants_json=wants_json)
+        if c is not None and weak is None:
             out.done.append(it.key)
             _rows(out, row, it, now, cost, bill, RecordStatus.DONE, AttemptOutcome.OK, None)
             res = out.results[-1]
@@ -70,8 +79,8 @@ def collect_rows(
             out.resubmit.append(it.key)
             outcome = AttemptOutcome.RETRY
         else:
-            if r is not None and c is not None:
-                why = ("empty_content", "the batch answered with empty content")
+            if c is not None and weak is not None:
+                why = (weak, f"the batch's answer failed a quality check: {weak}")
             elif r is not None:
                 why = (r.error_type, r.error or "failed")
             else:

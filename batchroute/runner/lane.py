@@ -343,7 +343,11 @@ class Lane:
         err = doc.get("error")
         message = str(err.get("message")) if isinstance(err, dict) else None
         now = self.opts.now()
-        out = collect_rows(row, status, items, bill, now=now, error=message)
+        spec = self.plan.spec
+        out = collect_rows(
+            row, status, items, bill, now=now, error=message, checks=spec.quality,
+            wants_json=spec.request.wants_json(),
+        )  # fmt: skip
         row.settled_usd, row.finished_at, row.error_message = bill.total, now, message
         await asyncio.to_thread(self.store.collect_batch, row, out.results, out.attempts)
         self.retry_sync.update(out.retry_sync)
