@@ -13,6 +13,8 @@ import yaml
 from factories import job_dict, texts, write_jsonl
 from subprocs import Lines, job_endpoint, query, reaped, run_cli, simulator, spawn_run
 
+from batchroute.store import ResultStore
+
 MODEL = "openai/gpt-4o-mini"
 N = 1_200
 
@@ -102,3 +104,27 @@ def test_kill_9_while_waiting_then_a_rerun_submits_nothing_twice(tmp_path: Path)
         per_key = query(db, "SELECT count(*) FROM attempts GROUP BY record_key HAVING count(*) > 1")
         assert per_key == []
         assert _db_cost(db)[0] == Decimal(ledger["total_cost_usd"])
+
+
+def test_a_batch_whose_id_was_never_written_is_adopted_from_the_list(tmp_path: Path) -> None:
+    """As if killed between the POST's 202 and the write of the batch id: the row is an intent.
+    The next run finds the batch in the simulator's GET /batches and does not submit again."""
+    write_jsonl(tmp_path / "in.jsonl", texts(30))
+    with simulator() as sim:
+        job = _job(tmp_path, "a", batch=True, endpoint=job_endpoint(sim))
+        first = run_cli("run", str(job))
+        assert first.returncode == 7, first.stderr
+        store = ResultStore(tmp_path / "a.duckdb")
+        (row,) = store.batches()
+        row.batch_id, row.status, row.submitted_at = None, "intent", None
+        store.save_batch(row)
+        sim.advance(7200)
+        rerun = run_cli("run", str(job), "--wait")
+        assert rerun.returncode == 0, rerun.stderr
+        assert "adopted" in rerun.stderr
+        assert sim.ledger()["batches"] == 1
+        (again,) = store.batches()
+        assert again.status == "collected"
+        assert query(
+            tmp_path / "a.duckdb", "SELECT count(*) FROM results WHERE status = 'done'"
+        ) == [(30,)]

@@ -65,6 +65,14 @@ class Lane:
         self._open: list[tuple[BatchRow, Reservation | None]] = []
         self._items: dict[str, WorkItem] = {}  # this run's batched records, by key
 
+    def _say(self, line: str) -> None:
+        """A line for the log; before the run's progress exists (collecting earlier batches),
+        a note, which the run prints with its first lines."""
+        if self.book.progress is None:
+            self.notes.append(line)
+        else:
+            self._log(line)
+
     @property
     def in_flight(self) -> int:
         """Batches submitted and not collected when the run ends (exit 7)."""
@@ -93,7 +101,7 @@ class Lane:
                 self._open.append((row, None))
         if self._open:
             n = sum(len(r.items) for r, _ in self._open)
-            self._log(f"{len(self._open)} batch(es) of {n} records still in flight")
+            self._say(f"{len(self._open)} batch(es) of {n} records still in flight")
 
     async def _adopt(self, row: BatchRow) -> str:
         """An intent (its POST's outcome unknown): find the batch it created ("adopted"), else
@@ -101,7 +109,7 @@ class Lane:
         try:
             found = await list_batches(self.client, row.intent_at - timedelta(seconds=60))
         except UpstreamError as exc:
-            self._log(f"batch intent {row.batch_key}: cannot list batches ({exc}); kept")
+            self._say(f"batch intent {row.batch_key}: cannot list batches ({exc}); kept")
             return "kept"
         claimed = await asyncio.to_thread(self.store.known_batch_ids)
         for b in reversed(found):  # oldest first: intents are adopted in their order
@@ -115,13 +123,13 @@ class Lane:
                 row.batch_id, row.status = str(b["id"]), BatchStatus.SUBMITTED
                 row.submitted_at = row.intent_at
                 await asyncio.to_thread(self.store.save_batch, row)
-                self._log(f"batch intent {row.batch_key}: adopted {row.batch_id}")
+                self._say(f"batch intent {row.batch_key}: adopted {row.batch_id}")
                 return "adopted"
         if (self.opts.now() - row.intent_at).total_seconds() < ADOPT_AFTER_S:
             return "kept"
         row.status, row.error_message = BatchStatus.ABANDONED, "its POST never landed"
         await asyncio.to_thread(self.store.save_batch, row)
-        self._log(f"batch intent {row.batch_key}: never submitted; its records go again")
+        self._say(f"batch intent {row.batch_key}: never submitted; its records go again")
         return "abandoned"
 
     # ------------------------------------------------------------------ worker
@@ -227,12 +235,11 @@ class Lane:
             await self._refused(row, r, str(exc))
             self.sync_tiers.add(tier)
             warning = f"tier {tier}: {exc}; its records go through synchronous calls this run"
-            self.notes.append(warning)
-            self._log(f"warning: {warning}")
+            self.notes.append(warning)  # printed as a note, and in the run's report
             await asyncio.gather(*(self._sync(it, gate) for it in chunk))
             return
         except RetryableError as exc:  # outcome unknown: looked up before anything is resent
-            self._log(f"batch {row.batch_key}: POST outcome unknown ({exc}); kept as an intent")
+            self._say(f"batch {row.batch_key}: POST outcome unknown ({exc}); kept as an intent")
             self.held.update(i.key for i in row.items)
             self._items.update((it.record.key, it) for it in chunk)
             self._open.append((row, r))
@@ -248,7 +255,7 @@ class Lane:
         await asyncio.to_thread(self.store.save_batch, row)  # before the run moves on
         self._items.update((it.record.key, it) for it in chunk)
         self._open.append((row, r))
-        self._log(f"tier {tier}: batch {row.batch_id} submitted ({len(chunk)} records, "
+        self._say(f"tier {tier}: batch {row.batch_id} submitted ({len(chunk)} records, "
                   f"${worst} reserved)")  # fmt: skip
 
     async def _refused(self, row: BatchRow, r: Reservation, error: str) -> None:
@@ -287,7 +294,7 @@ class Lane:
                 await self._after(row, gate)
             if self._open and not self.control.interrupted:
                 n = sum(len(r.items) for r, _ in self._open)
-                self._log(
+                self._say(
                     f"waiting for {len(self._open)} batch(es) of {n} records; "
                     f"next poll in {delay:g} s"
                 )
@@ -320,7 +327,7 @@ class Lane:
         try:
             return await get_batch(self.client, row.batch_id)
         except UpstreamError as exc:
-            self._log(f"batch {row.batch_id}: poll failed ({exc}); trying again later")
+            self._say(f"batch {row.batch_id}: poll failed ({exc}); trying again later")
             return None
 
     async def _collect(self, row: BatchRow, doc: dict[str, Any]) -> Decimal:
@@ -358,7 +365,7 @@ class Lane:
         if self.book.progress is not None:
             for res in out.results:
                 self.book.progress.record(row.tier, RecordStatus(res.status), res.cost_usd)
-        self._log(f"batch {row.batch_id} {status}: {len(out.done)} done, "
+        self._say(f"batch {row.batch_id} {status}: {len(out.done)} done, "
                   f"{len(out.retry_sync)} to retry, ${bill.total} ({bill.source})")  # fmt: skip
         return bill.total
 
