@@ -65,7 +65,7 @@ def test_without_wait_the_run_exits_7_and_the_next_run_collects(tmp_path: Path) 
         job = _job(tmp_path, "j", batch=True, endpoint=job_endpoint(sim))
         first = run_cli("run", str(job))
         assert first.returncode == 7, first.stderr
-        assert "batch" in first.stderr
+        assert "1 batch(es) in flight" in first.stdout
         again = run_cli("run", str(job))  # still in progress: nothing is sent twice
         assert again.returncode == 7, again.stderr
         assert sim.ledger()["batches"] == 1
