@@ -128,3 +128,25 @@ def test_a_batch_whose_id_was_never_written_is_adopted_from_the_list(tmp_path: P
         assert query(
             tmp_path / "a.duckdb", "SELECT count(*) FROM results WHERE status = 'done'"
         ) == [(30,)]
+
+
+def test_ctrl_c_while_waiting_leaves_the_batch_for_the_next_run(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", texts(20))
+    scenario = tmp_path / "slow.json"
+    scenario.write_text(json.dumps({"batch_in_progress_s": 3600}))
+    with simulator("--scenario", str(scenario)) as sim:
+        job = _job(tmp_path, "c", batch=True, endpoint=job_endpoint(sim))
+        with reaped(spawn_run(job, "--wait")) as proc:
+            assert proc.stderr is not None
+            err = Lines(proc.stderr)
+            err.wait_for("next poll in 4 s")  # the polls have backed off: a long nap follows
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+        assert proc.returncode == 130, err.text()
+        db = tmp_path / "c.duckdb"
+        assert query(db, "SELECT status FROM batches") == [("submitted",)]
+        sim.advance(7200)
+        rerun = run_cli("run", str(job))
+        assert rerun.returncode == 0, rerun.stderr
+        assert sim.ledger()["batches"] == 1
+        assert query(db, "SELECT status, count(*) FROM results GROUP BY 1") == [("done", 20)]

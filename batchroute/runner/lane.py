@@ -298,8 +298,17 @@ class Lane:
                     f"waiting for {len(self._open)} batch(es) of {n} records; "
                     f"next poll in {delay:g} s"
                 )
-                await self.opts.sleep(delay)
+                await self._nap(delay)
                 delay = min(delay * 2, POLL_MAX_S)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep between polls in steps of at most a second: Ctrl-C ends a 5-minute wait at
+        once (the batches stay recorded; the next run collects them)."""
+        left = seconds
+        while left > 0 and not self.control.interrupted:
+            step = min(left, 1.0)
+            await self.opts.sleep(step)
+            left -= step
 
     def _of(self, row: BatchRow) -> list[WorkItem]:
         return [self._items[i.key] for i in row.items if i.key in self._items]
