@@ -364,3 +364,25 @@ async def test_a_batch_answer_that_fails_a_quality_check_is_not_done(
     first = _q(db, "SELECT error_type FROM attempts WHERE record_key = 'r00001' AND attempt_no = 0")
     assert first == [("finish_length",)]
     assert _money(db) == (standin.total, standin.total)
+
+
+async def test_a_record_dearer_than_the_whole_cap_fails_at_once_and_is_not_batched(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn()
+    report = await _run(_job(tmp_path, 3, cap="0.001"), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert standin.posts == []
+    assert standin.sync_calls == 0
+    assert _q(db, "SELECT DISTINCT error_type FROM results") == [("exceeds_daily_cap",)]
+    assert report.counts.failed == 3
+
+
+async def test_a_full_batch_is_submitted_while_the_queue_still_fills(
+    tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(B, "MAX_REQUESTS", 4)
+    standin = BatchStandIn()
+    await _run(_job(tmp_path, 10), await serve(standin), wait=True)
+    assert [len(orjson.loads(p)["requests"]) for p in standin.posts] == [4, 4, 2]
+    assert _statuses(tmp_path / "results.duckdb") == {"done": 10}

@@ -202,3 +202,13 @@ def settle(
             else Decimal(0)
         )
     return Bill(sum(shares.values(), Decimal(0)), shares, CostSource.CATALOG)
+
+
+def amount(raw: Any) -> Decimal | None:
+    """A reported amount (number or numeric string), exact; None if it is none."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return None
+    try:
+        return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
+    except ArithmeticError:
+        return None

@@ -150,7 +150,11 @@ class Lane:
             elif key in self.retry_sync or tier in self.sync_tiers or self._unbatchable(item):
                 sync.append(asyncio.create_task(self._sync(item, gate)))
             else:
-                (again if key in self.resubmit else batch).append(item)
+                pile = again if key in self.resubmit else batch
+                pile.append(item)
+                if len(pile) >= B.MAX_REQUESTS:  # a full batch goes now: memory stays bounded
+                    await self.submit(tier, pile, gate, round_=2 if pile is again else 1)
+                    pile.clear()
         if batch:
             await self.submit(tier, batch, gate)
         if again:
@@ -196,18 +200,25 @@ class Lane:
         sizes = [len(orjson.dumps(r)) for r in reqs]
         for part in B.chunks(sizes):
             chunk = [items[i] for i in part]
+            creqs = [reqs[i] for i in part]
             if tier in self.sync_tiers:
                 await asyncio.gather(*(self._sync(it, gate) for it in chunk))
                 continue
             worst = [self.plan.worst_call((model,), it.prompt_bound) for it in chunk]
+            huge = [i for i, w in enumerate(worst) if self.budget.exceeds_cap(w)]
+            if huge:  # can never fit today's cap: the sync path fails it (exceeds_daily_cap)
+                await asyncio.gather(*(self._sync(chunk[i], gate) for i in huge))
+                keep = [i for i in range(len(chunk)) if i not in set(huge)]
+                chunk, creqs = [chunk[i] for i in keep], [creqs[i] for i in keep]
+                worst = [worst[i] for i in keep]
             n = B.fitting_prefix(worst, self.budget.remaining)
             for it in chunk[n:]:  # the cap cannot take them today: pending, never over it
                 self.book.pending(it, why=("budget_exhausted", "the batch would exceed the cap"))
             if n < len(chunk):
                 self.control.stop(RunStatus.BUDGET_EXHAUSTED)
             if n:
-                await self._submit_one(tier, model, chunk[:n], [reqs[i] for i in part][:n],
-                                       sum(worst[:n], Decimal(0)), gate, round_)  # fmt: skip
+                worst_n = sum(worst[:n], Decimal(0))
+                await self._submit_one(tier, model, chunk[:n], creqs[:n], worst_n, gate, round_)
 
     async def _submit_one(
         self, tier: str, model: str, chunk: list[WorkItem], reqs: list[dict[str, Any]],
@@ -353,7 +364,7 @@ class Lane:
                 raw = doc.get("results")
         items = B.read_items(raw if isinstance(raw, list) else [], row.model)
         usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
-        cost = _amount(usage.get("cost")) if usage else None
+        cost = B.amount(usage.get("cost")) if usage else None
         priced = self.plan.info(row.model)
         bill = B.settle(items, [i.custom_id for i in row.items], cost, priced)
         err = doc.get("error")
@@ -377,12 +388,3 @@ class Lane:
         self._say(f"batch {row.batch_id} {status}: {len(out.done)} done, "
                   f"{len(out.retry_sync)} to retry, ${bill.total} ({bill.source})")  # fmt: skip
         return bill.total
-
-
-def _amount(raw: Any) -> Decimal | None:
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        return None
-    try:
-        return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
-    except ArithmeticError:
-        return None
