@@ -52,6 +52,7 @@ class BatchStandIn:
     polls_to_finish: int = 1
     malformed: set[str] = field(default_factory=set)
     cut_items: set[str] = field(default_factory=set)  # answered with finish_reason "length"
+    byok: bool | None = None  # BYOK batch usage; True: with the upstream cost, False: without
     expired_lines: bool = False  # unanswered items of an expired batch: an error line, not absent
     page_size: int = 100
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -225,6 +226,12 @@ class BatchStandIn:
         lines.reverse()  # order is not guaranteed: the client must key on custom_id
         self.billed.append(cost)
         b["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "cost": str(cost)}
+        if self.byok is not None:  # the provider bills the user's key; the balance, a fee
+            fee = (cost * Decimal("0.05")).quantize(Q, ROUND_HALF_EVEN)
+            self.billed[-1] = fee + cost
+            b["usage"] = {"cost": str(fee), "is_byok": True}
+            if self.byok:
+                b["usage"]["cost_details"] = {"upstream_inference_cost": str(cost)}
         b["lines"], b["status"] = lines, "expired" if expired else "completed"
         return str(b["status"])
 

@@ -386,3 +386,22 @@ async def test_a_full_batch_is_submitted_while_the_queue_still_fills(
     await _run(_job(tmp_path, 10), await serve(standin), wait=True)
     assert [len(orjson.loads(p)["requests"]) for p in standin.posts] == [4, 4, 2]
     assert _statuses(tmp_path / "results.duckdb") == {"done": 10}
+
+
+async def test_a_byok_batch_costs_the_fee_plus_the_provider_s_charge(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn(byok=True)
+    await _run(_job(tmp_path, 8), await serve(standin), wait=True)
+    assert _money(tmp_path / "results.duckdb") == (standin.total, standin.total)
+
+
+async def test_a_byok_batch_without_its_upstream_cost_keeps_its_reservation(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn(byok=False)
+    await _run(_job(tmp_path, 8), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    (row,) = ResultStore(db).batches()
+    assert _money(db) == (row.reserved_usd, row.reserved_usd)
+    assert row.reserved_usd >= standin.total

@@ -212,3 +212,20 @@ def amount(raw: Any) -> Decimal | None:
         return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
     except ArithmeticError:
         return None
+
+
+def batch_cost(raw: Any) -> tuple[Decimal | None, bool]:
+    """(what the batch's `usage` says it billed, whether that is unknowable). Under BYOK
+    `usage.cost` is only OpenRouter's fee: the provider's charge to the user's key
+    (`cost_details.upstream_inference_cost`) is added; BYOK without it is unknowable (the
+    caller books the reservation: never under the bill)."""
+    if not isinstance(raw, dict):
+        return None, False
+    fee = amount(raw.get("cost"))
+    if raw.get("is_byok") is not True:
+        return fee, False
+    details = raw.get("cost_details")
+    upstream = amount(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    if fee is None or upstream is None:
+        return None, True
+    return fee + upstream, False

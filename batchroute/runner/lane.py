@@ -363,10 +363,11 @@ class Lane:
             if raw is None:
                 raw = doc.get("results")
         items = B.read_items(raw if isinstance(raw, list) else [], row.model)
-        usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
-        cost = B.amount(usage.get("cost")) if usage else None
-        priced = self.plan.info(row.model)
-        bill = B.settle(items, [i.custom_id for i in row.items], cost, priced)
+        cost, byok_unknown = B.batch_cost(doc.get("usage"))
+        ids = [i.custom_id for i in row.items]
+        bill = B.settle(
+            items, ids, row.reserved_usd if byok_unknown else cost, self.plan.info(row.model)
+        )
         err = doc.get("error")
         message = str(err.get("message")) if isinstance(err, dict) else None
         now = self.opts.now()
