@@ -8,6 +8,7 @@ fields; every answer follows the shapes in batch-api.md §§1-6.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -53,6 +54,7 @@ class BatchStandIn:
     malformed: set[str] = field(default_factory=set)
     cut_items: set[str] = field(default_factory=set)  # answered with finish_reason "length"
     byok: bool | None = None  # BYOK batch usage; True: with the upstream cost, False: without
+    lose_202: int = 0  # this many POSTs create their batch, then never answer (a lost 202)
     expired_lines: bool = False  # unanswered items of an expired batch: an error line, not absent
     page_size: int = 100
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -125,6 +127,9 @@ class BatchStandIn:
             return _error(422, "Request at line 2 has a duplicate custom_id")
         bid = f"batch-{next(self._ids):04d}"
         self.batches[bid] = {"body": body, "gets": 0, "n": len(self.batches)}
+        if self.lose_202 > 0:
+            self.lose_202 -= 1
+            await asyncio.sleep(30)  # longer than the client waits: it never sees the id
         return web.json_response(self._object(bid, "validating"), status=202)
 
     def _object(self, bid: str, status: str) -> dict[str, Any]:

@@ -91,10 +91,16 @@ async def _no_sleep(_s: float) -> None:
 
 
 def _job(
-    tmp_path: Path, n: int, *, batch: bool = True, cap: str = "10", checks: tuple[str, ...] = ()
+    tmp_path: Path,
+    n: int,
+    *,
+    batch: bool = True,
+    cap: str = "10",
+    checks: tuple[str, ...] = (),
+    **extra: Any,
 ) -> Path:
     write_jsonl(tmp_path / "in.jsonl", texts(n))
-    job = job_dict(tmp_path, quality=list(checks), budget={"daily_usd": cap})
+    job = job_dict(tmp_path, quality=list(checks), budget={"daily_usd": cap}, **extra)
     job["tiers"] = {"mid": {"models": [MODEL], "batch": batch}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
@@ -405,3 +411,20 @@ async def test_a_byok_batch_without_its_upstream_cost_keeps_its_reservation(
     (row,) = ResultStore(db).batches()
     assert _money(db) == (row.reserved_usd, row.reserved_usd)
     assert row.reserved_usd >= standin.total
+
+
+async def test_a_post_whose_answer_is_lost_is_adopted_not_sent_twice(
+    tmp_path: Path, serve: Any
+) -> None:
+    """The batch was created but the 202 never arrived (timeout): the row stays an intent, the
+    waiting run finds the batch in GET /batches and collects it."""
+    standin = BatchStandIn(lose_202=1)
+    job = _job(tmp_path, 7, limits={"timeout_s": 0.5})
+    lines: list[str] = []
+    report = await _run(job, await serve(standin), wait=True, lines=lines)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert len(standin.posts) == 1
+    assert _statuses(db) == {"done": 7}
+    assert any("adopted batch-0001" in ln for ln in lines), lines
+    assert _money(db) == (standin.total, standin.total)
