@@ -193,6 +193,10 @@ async def test_without_wait_the_run_ends_with_batches_in_flight_and_the_next_col
     third = await _run(job, url, wait=False)
     assert third.batches_in_flight == 0
     assert len(standin.posts) == 1
+    # The spend is booked to the run that collected it, and that run's cost says so.
+    assert _q(db, "SELECT DISTINCT run_id FROM attempts") == [(third.run_id,)]
+    runs = _q(db, f"SELECT cost_usd FROM runs WHERE run_id = '{third.run_id}'")
+    assert runs == [(standin.total,)]
     assert _statuses(db) == {"done": 50}
     assert _money(db) == (standin.total, standin.total)
     state = ResultStore(db).resume_state("t", final_statuses=(), day=utcnow().date(), scope="t")

@@ -46,12 +46,15 @@ def collect_rows(
     *,
     now: datetime,
     error: str | None,
+    run_id: str,
     checks: Collection[str] = ("empty",),
     wants_json: bool = False,
 ) -> Collected:
-    """Rows for every item of `row`, a batch that ended in `status`. An answer that fails the
-    job's quality `checks` (empty content always counts) is paid for and kept out of `done`:
-    its record goes through the tier's synchronous chain, as a failed item does."""
+    """Rows for every item of `row`, a batch that ended in `status`, booked to `run_id`: the
+    run that collects it (its spend becomes known then; `batches.run_id` keeps the submitter).
+    An answer that fails the job's quality `checks` (empty content always counts) is paid for
+    and kept out of `done`: its record goes through the tier's synchronous chain, as a failed
+    item does."""
     out = Collected()
     for it in row.items:
         r = items.get(it.custom_id)
@@ -62,7 +65,7 @@ def collect_rows(
             weak = quality.problem(c, {*checks, "empty"}, wants_json=wants_json)
         if c is not None and weak is None:
             out.done.append(it.key)
-            _rows(out, row, it, now, cost, bill, RecordStatus.DONE, AttemptOutcome.OK, None)
+            _rows(out, run_id, row, it, now, cost, bill, RecordStatus.DONE, AttemptOutcome.OK, None)
             res = out.results[-1]
             res.model_served, res.provider, res.output = c.model, c.provider, c.content
             res.finish_reason, res.generation_id = c.finish_reason, c.generation_id
@@ -87,12 +90,13 @@ def collect_rows(
                 why = (f"batch_{status}", error or f"no result for this item (batch {status})")
             out.retry_sync.append(it.key)
             outcome = AttemptOutcome.FALLBACK
-        _rows(out, row, it, now, cost, bill, RecordStatus.PENDING, outcome, why)
+        _rows(out, run_id, row, it, now, cost, bill, RecordStatus.PENDING, outcome, why)
     return out
 
 
 def _rows(
     out: Collected,
+    run_id: str,
     row: BatchRow,
     it: BatchItem,
     now: datetime,
@@ -106,14 +110,14 @@ def _rows(
     latency = int((now - row.intent_at).total_seconds() * 1000)
     out.attempts.append(
         AttemptRow(
-            row.run_id, row.job_name, it.key, BATCH_ATTEMPT_NO, row.tier, row.model,
+            run_id, row.job_name, it.key, BATCH_ATTEMPT_NO, row.tier, row.model,
             row.intent_at, max(latency, 0), None, outcome, why[0] if why else None,
             why[1][:500] if why else None, cost, bill.source, None, None,
         )
     )  # fmt: skip
     out.results.append(
         ResultRow(
-            row.job_name, it.key, row.run_id, it.line_no, status, it.task_type, it.complexity,
+            row.job_name, it.key, run_id, it.line_no, status, it.task_type, it.complexity,
             row.tier, it.classifier, row.model, cost_usd=cost, cost_source=str(bill.source),
             latency_ms=max(latency, 0), attempts=1, error_type=why[0] if why else None,
             error_message=why[1][:500] if why else None, request_fp=it.fp, created_at=now,

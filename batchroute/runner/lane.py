@@ -373,7 +373,8 @@ class Lane:
         now = self.opts.now()
         spec = self.plan.spec
         out = collect_rows(
-            row, status, items, bill, now=now, error=message, checks=spec.quality,
+            row, status, items, bill, now=now, error=message, run_id=self.run_id,
+            checks=spec.quality,
             wants_json=spec.request.wants_json(),
         )  # fmt: skip
         row.settled_usd, row.finished_at, row.error_message = bill.total, now, message
