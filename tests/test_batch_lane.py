@@ -432,3 +432,20 @@ async def test_a_post_whose_answer_is_lost_is_adopted_not_sent_twice(
     assert _statuses(db) == {"done": 7}
     assert any("adopted batch-0001" in ln for ln in lines), lines
     assert _money(db) == (standin.total, standin.total)
+
+
+async def test_records_in_a_batch_still_out_are_not_resent_after_the_tier_turns_sync(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Batch off in the job file while a batch is out: its records wait for it anyway."""
+    standin = BatchStandIn(polls_to_finish=2)
+    url = await serve(standin)
+    first = await _run(_job(tmp_path, 6), url, wait=False)
+    assert first.batches_in_flight == 1
+    second = await _run(_job(tmp_path, 6, batch=False), url, wait=False)
+    assert second.batches_in_flight == 1
+    assert standin.sync_calls == 0
+    third = await _run(_job(tmp_path, 6, batch=False), url, wait=False)
+    assert third.batches_in_flight == 0
+    assert standin.sync_calls == 0
+    assert _statuses(tmp_path / "results.duckdb") == {"done": 6}

@@ -73,6 +73,14 @@ class Lane:
         else:
             self._log(line)
 
+    def holds(self, item: WorkItem | None) -> bool:
+        """The record is in a batch not collected yet (whatever tier it routes to now): the
+        run that collects that batch books it, so it is not sent again."""
+        if item is None or item.record.key not in self.held:
+            return False
+        self.skipped += 1
+        return True
+
     @property
     def in_flight(self) -> int:
         """Batches submitted and not collected when the run ends (exit 7)."""
@@ -145,8 +153,6 @@ class Lane:
             key = item.record.key
             if self.control.stopping:
                 self.book.pending(item)
-            elif key in self.held:
-                self.skipped += 1  # its batch is still out: the run that collects it books it
             elif key in self.retry_sync or tier in self.sync_tiers or self._unbatchable(item):
                 sync.append(asyncio.create_task(self._sync(item, gate)))
             else:

@@ -357,7 +357,7 @@ class Runner:
             counts.skipped += 1
         elif a.admit is Admit.INVALID:
             self.book.invalid(rec, a.reason)
-        return a.item
+        return None if self._lane and self._lane.held and self._lane.holds(a.item) else a.item
 
     # ----------------------------------------------------------- workers
     async def _worker(self, tier: str) -> None:
