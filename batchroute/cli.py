@@ -3,7 +3,8 @@
 Exit codes (design §3): 0 all records final and ok; 1 unexpected error; 2 bad job file, bad
 arguments or missing API key; 3 daily budget reached (records left pending); 4 finished but
 some records failed or were invalid; 5 another run holds the database lock; 6 the provider was
-unreachable or failing (records left pending); 130 interrupted.
+unreachable or failing (records left pending); 7 Batch API batches still in flight (the next
+run collects them; not an error for cron); 130 interrupted.
 
 What to check before any work and what to print is in `commands`. Anything unexpected is caught
 once, in `main`: one line on stderr naming a crash log (exit 1), never a raw traceback.
@@ -40,7 +41,7 @@ from batchroute.types import RunStatus
 from batchroute.usd import usd
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
-EXIT_UNAVAILABLE = 6
+EXIT_UNAVAILABLE, EXIT_BATCHES = 6, 7
 EXIT_INTERRUPTED = 130
 SIM_KEY = "sk-or-v1-simulator"  # --simulate needs no real key; the simulator accepts any
 
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--budget", type=_decimal, metavar="USD", help="today's cap for this run")
     run.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    run.add_argument("--wait", action="store_true", help="wait for batches (else exit 7)")
 
     rep = sub.add_parser("report", help="cost and outcome report from a DuckDB file")
     rep.add_argument("db", type=Path)
@@ -165,6 +167,8 @@ def _exit_code(r: RunReport) -> int:
         return EXIT_UNAVAILABLE
     if r.status is RunStatus.FAILED:
         return EXIT_ERROR
+    if r.batches_in_flight:  # submitted and paid for: the next run collects them
+        return EXIT_BATCHES
     # "All records final and ok" is about the job, not this run: failed or invalid records
     # left by an earlier run (not retried without --retry-failed) still mean exit 4.
     return EXIT_FAILED if r.job_has_failures else EXIT_OK
@@ -193,6 +197,7 @@ def _options(a: argparse.Namespace, db: Path, key: str, base_url: str | None) ->
         bars=sys.stderr.isatty() and not a.quiet,
         quiet=a.quiet,
         log=None if not a.quiet else (lambda _line: None),
+        wait=a.wait,
     )
 
 

@@ -203,6 +203,7 @@ def summary(r: RunReport, code: int) -> str:
         f"{c.failed} failed, {c.invalid} invalid, {c.pending} pending, {c.skipped} already "
         f"final; {usd(c.cost_usd)} spent; {r.elapsed_s:.1f} s; exit {code}"
         + (f"; {r.stale} stale (prompt changed, see --rerun-changed)" if r.stale else "")
+        + (f"; {r.batches_in_flight} batch(es) in flight" if r.batches_in_flight else "")
         + _earlier_failures(r)
     )
 

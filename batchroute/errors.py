@@ -115,6 +115,11 @@ class DailyCapReached(RejectedError):
         super().__init__(message, **kw)  # type: ignore[arg-type]
 
 
+class NoBatchEndpoint(RejectedError):
+    """400 "does not have a :batch endpoint": the Batch API will not take this model (for this
+    account); its tier's records go through synchronous calls instead."""
+
+
 class QualityFailed(RejectedError):
     """The call succeeded and was paid, but the answer failed a quality check."""
 

@@ -28,6 +28,7 @@ class TierPlan:
     provider: dict[str, Any] | None = None
     concurrency: int | None = None
     stream: bool | None = None  # None: the job's `limits.stream` decides
+    batch: bool = False  # sent through the Batch API (runner/lane.py), not one call at a time
 
     def extra_body(self, model: str) -> dict[str, Any]:
         """OpenRouter routing fields for a call to `model` (server-side fallback, provider)."""
@@ -82,7 +83,9 @@ def resolve_tiers(spec: JobSpec, catalog: Catalog) -> dict[str, TierPlan]:
             fitting = [m for m in catalog.models.values() if _fits(m, t)]
             fitting.sort(key=lambda m: (m.prompt + m.completion, m.id))
             models = tuple(m.id for m in fitting[: t.count]) or t.models
-        plans[name] = TierPlan(name, models, t.native_fallback, t.provider, t.concurrency, t.stream)
+        plans[name] = TierPlan(
+            name, models, t.native_fallback, t.provider, t.concurrency, t.stream, t.batch
+        )
     return plans
 
 

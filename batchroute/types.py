@@ -89,6 +89,7 @@ class CostSource(StrEnum):
     GENERATION = "generation"  # GET /generation
     RESERVED = "reserved"  # outcome unknown: booked at its worst case until the bill is known
     NONE = "none"  # nothing billed and nothing reported
+    BATCH_APPORTIONED = "batch_apportioned"  # a share of the batch's usage.cost, by tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,3 +327,49 @@ class KeyLookup(Protocol):
     def next(self, key: str) -> Known:
         """The facts for the next record of the input, whose key is `key`."""
         ...
+
+
+class BatchStatus(StrEnum):
+    """Our side of a `batches` row; OpenRouter's own statuses (validating, in_progress, …) are
+    stored as they come while the batch is open."""
+
+    INTENT = "intent"  # written before the POST: its outcome is unknown until looked up
+    SUBMITTED = "submitted"  # the POST answered 202 with a batch id
+    COLLECTED = "collected"  # terminal, and its items' rows are written (same transaction)
+    ABANDONED = "abandoned"  # an intent whose POST never landed: its records go round again
+    REJECTED = "rejected"  # the POST was refused (e.g. no :batch endpoint): nothing billed
+
+
+@dataclass(slots=True)
+class BatchItem:
+    """One record of a batch: what its result row needs when the batch is collected."""
+
+    key: str
+    line_no: int
+    custom_id: str
+    task_type: str
+    complexity: str
+    classifier: str
+    fp: str
+    prompt_bound: int
+
+
+@dataclass(slots=True)
+class BatchRow:
+    """One row of `batches` (migration 8)."""
+
+    batch_key: str
+    job_name: str
+    run_id: str
+    tier: str
+    model: str
+    items: list[BatchItem]
+    intent_at: datetime
+    reserved_usd: Decimal
+    status: str = BatchStatus.INTENT
+    round: int = 1  # 2: resubmitted after its first batch expired
+    batch_id: str | None = None
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+    settled_usd: Decimal | None = None
+    error_message: str | None = None

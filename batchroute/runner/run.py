@@ -8,10 +8,7 @@ flight finish within the grace period, and still flush everything that finished.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 
 from batchroute.budget import Budget
@@ -32,6 +29,7 @@ from batchroute.plan import (
 from batchroute.reader import read_keys, read_records
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
+from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
 from batchroute.runner.setup import (
     check_key,
@@ -45,6 +43,7 @@ from batchroute.runner.setup import (
     save_baseline,
     start_progress,
 )
+from batchroute.runner.watch import signals_handled, watch_key
 from batchroute.runner.work import Control, RunOptions, RunReport, Trail
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore, ResumeLookup
@@ -81,6 +80,7 @@ class Runner:
         self._workers_left = 0
         self._work_done = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
+        self._lane: Lane | None = None  # the `batch: true` tiers (issue 14)
 
     def _log(self, line: str) -> None:
         if self.opts.log is not None:
@@ -96,7 +96,8 @@ class Runner:
                 f"input file not found: {self.spec.input}", path=str(self.spec.path), key="input"
             )
         statuses: dict[str, int] = {}
-        with fewer_gc_passes(), self._signals(), RunLock(self.db_path):
+        signals = signals_handled(self.opts.handle_signals, self._on_signal)
+        with fewer_gc_passes(), signals, RunLock(self.db_path):
             await asyncio.to_thread(self._open_store)
             try:
                 await self._run_pipeline()
@@ -122,6 +123,7 @@ class Runner:
             self.control.error,
             self.notes,
             statuses,
+            self._lane.in_flight if self._lane is not None else 0,
         )
 
     def _open_store(self) -> None:
@@ -164,6 +166,9 @@ class Runner:
                 self.notes.append(note)
             plan = self.plan = build_plan(spec, catalog, resume, self.overrides, live=live)
             await asyncio.to_thread(save_baseline, self.store, plan, self.run_id, opts.now())
+            lane = self._lane = Lane(plan, opts, client, self.store, self.book, self.control,
+                                     self._log, self.notes, budget)  # fmt: skip
+            await lane.collect_earlier()  # before the lookup: what they answered is final
             # One pass over the input's keys and one join with the results (issue 11): the
             # run holds no key of the job's history, and the file is free again before the
             # first flush.
@@ -191,6 +196,7 @@ class Runner:
                 book=self.book,
                 log=self._log,
             )
+            lane.dispatch = dispatcher.process
             reconciler = dispatcher.reconciler = Reconciler(
                 client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake
             )
@@ -215,22 +221,6 @@ class Runner:
             self.control.status = status
             for line in lines:
                 self._log(line)
-
-    async def _watch_key(self, client: OpenRouterClient, budget: Budget) -> None:
-        """Read GET /key every `limits.key_check_s`: other jobs or hosts may share the key."""
-        while not self._work_done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._work_done.wait(), self.spec.limits.key_check_s)
-                return  # the workers are done: nothing more to guard
-            remaining = await client.key_limit_remaining()
-            if remaining is not None:
-                before = budget.limit
-                budget.lower_ceiling(remaining)
-                if budget.limit < before:
-                    self._log(
-                        f"the API key has {usd(remaining)} left: "
-                        f"the limit is now {usd(budget.limit)}"
-                    )
 
     def _announce(self, spent: Decimal, cap: Decimal, key_note: str) -> None:
         final = self.plan.resume.final_count if self.plan is not None else 0
@@ -261,7 +251,9 @@ class Runner:
                     self._workers_left += n
                     self._workers += [tg.create_task(self._worker(tier)) for _ in range(n)]
                 self._feeder = tg.create_task(self._feed())
-                self._watcher = tg.create_task(self._watch_key(client, budget))
+                every = self.spec.limits.key_check_s
+                watch = watch_key(client, budget, self._work_done, every, self._log)
+                self._watcher = tg.create_task(watch)
                 if self.book.progress is not None:  # a line a minute without a TTY, always
                     progress = self.book.progress
                     tg.create_task(progress.keep_alive(lambda: self.book.counts, self._work_done))
@@ -279,24 +271,12 @@ class Runner:
         self.book.close()
 
     def _worker_count(self, tier: str) -> int:
+        if self.spec.tiers[tier].batch:
+            return 1  # one lane worker gathers the tier's records into batches
         lim = self.spec.limits.concurrency
         return min(self.spec.tiers[tier].concurrency or lim, lim)
 
     # ---------------------------------------------------------- signals
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        """SIGINT/SIGTERM stop the run gracefully from its very start (store opening and
-        catalogue fetch included), not only once records flow."""
-        loop = asyncio.get_running_loop()
-        sigs = (signal.SIGINT, signal.SIGTERM) if self.opts.handle_signals else ()
-        for sig in sigs:
-            loop.add_signal_handler(sig, self._on_signal)
-        try:
-            yield
-        finally:
-            for sig in sigs:
-                loop.remove_signal_handler(sig)
-
     def _on_signal(self) -> None:
         if self.control.interrupted:
             self._cancel_in_flight()
@@ -358,12 +338,13 @@ class Runner:
             counts.skipped += 1
         elif a.admit is Admit.INVALID:
             self.book.invalid(rec, a.reason)
-        return a.item
+        return None if self._lane and self._lane.held and self._lane.holds(a.item) else a.item
 
     # ----------------------------------------------------------- workers
     async def _worker(self, tier: str) -> None:
         try:
-            await self._work(tier)
+            lane = self._lane if self.spec.tiers[tier].batch else None
+            await (lane.worker(tier, self.queues[tier]) if lane else self._work(tier))
         finally:
             self._workers_left -= 1
             if self._workers_left == 0:

@@ -53,6 +53,7 @@ class RunOptions:
     monotonic: Callable[[], float] = time.monotonic
     jitter_seed: int | None = None
     log: Callable[[str], None] | None = None
+    wait: bool = False  # --wait: poll submitted batches until collected (else exit 7)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class RunReport:
     error: BatchrouteError | None = None
     notes: list[str] = field(default_factory=list)
     job_statuses: dict[str, int] = field(default_factory=dict)  # all runs, after this one
+    batches_in_flight: int = 0  # Batch API batches the next run collects (exit 7)
 
     @property
     def job_has_failures(self) -> bool:

@@ -109,6 +109,9 @@ class TierSpec(_Strict):
     min_context: Int | None = Field(default=None, ge=1)
     needs: tuple[str, ...] = ()
     max_price: MaxPrice | None = None
+    # Send this tier's records through the Batch API (issue 14): about half price, results
+    # within 24 h; `batchroute run` exits 7 while batches are in flight (or waits: --wait).
+    batch: Bool = False
 
     @model_validator(mode="before")
     @classmethod

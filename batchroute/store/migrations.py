@@ -172,6 +172,20 @@ CREATE VIEW arms AS
            COALESCE(q.quality_failures, 0) AS quality_failures
     FROM per_arm p LEFT JOIN quality q USING (job_name, arm);
 """
+_M8_BATCHES = f"""
+CREATE TABLE batches (
+    batch_key VARCHAR PRIMARY KEY, batch_id VARCHAR, job_name VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL, tier VARCHAR NOT NULL, model VARCHAR NOT NULL,
+    status VARCHAR NOT NULL, round INTEGER NOT NULL DEFAULT 1,
+    request_count INTEGER NOT NULL, items VARCHAR NOT NULL,
+    intent_at TIMESTAMP NOT NULL, submitted_at TIMESTAMP, finished_at TIMESTAMP,
+    collected_at TIMESTAMP, reserved_usd {MONEY} NOT NULL, settled_usd {MONEY},
+    error_message VARCHAR);
+"""
+"""One row per Batch API submission, written as an `intent` *before* the POST (batch_key is
+ours, known before OpenRouter's batch_id), so a kill -9 never loses a batch nor sends it twice.
+`items` is JSON: per record its key, line, custom_id and the classification its row needs."""
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _M1_TABLES + _M1_VIEWS),
@@ -195,6 +209,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(6, "results.arm: routing experiments", "ALTER TABLE results ADD COLUMN arm VARCHAR;"),
     Migration(7, "report views: calls, savings (+ baselines), failures, arms", _M7_VIEWS),
+    Migration(8, "batches: the Batch API lane (issue 14)", _M8_BATCHES),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 if [m.number for m in MIGRATIONS] != list(range(1, SCHEMA_VERSION + 1)):

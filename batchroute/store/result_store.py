@@ -17,6 +17,7 @@ import duckdb
 from ..errors import StoreError
 from ..types import (
     AttemptRow,
+    BatchRow,
     CostFix,
     RecordStatus,
     ReservedAttempt,
@@ -25,6 +26,7 @@ from ..types import (
     RunCounts,
     RunStatus,
 )
+from . import batches as _batches
 from . import fixes as _fixes
 from . import migrations
 from . import resume as _resume
@@ -182,8 +184,10 @@ class ResultStore:
                 "WHERE job_name = ? AND list_contains(?::VARCHAR[], status)",
                 [job_name, [str(s) for s in final_statuses]],
             ).fetchone()
+            # A batch cannot be cancelled: its reservation is spent until it is settled.
+            batches = _batches.open_reserved(con, day, scope)
         final = int(row[0]) if row is not None else 0
-        return ResumeState(final_count=final, spent=self.spent_on(day, job_name=scope))
+        return ResumeState(final_count=final, spent=self.spent_on(day, job_name=scope) + batches)
 
     def resume_lookup(
         self,
@@ -228,6 +232,35 @@ class ResultStore:
                 bulk_write(con, "attempts", attempts, now)
             if fixes:
                 _fixes.apply_fixes(con, fixes)
+
+    # -- the Batch API lane (migration 8) ------------------------------------------------
+
+    def save_batch(self, row: BatchRow, *, new: bool = False) -> None:
+        """Insert (`new`) or update one `batches` row, committed before the caller goes on."""
+        with self._tx() as con:
+            (_batches.insert if new else _batches.update)(con, row)
+
+    def collect_batch(
+        self, row: BatchRow, results: Sequence[ResultRow], attempts: Sequence[AttemptRow]
+    ) -> None:
+        """A finished batch's rows and its `collected` status, in one transaction."""
+        with self._tx() as con:
+            _batches.collect(con, row, results, attempts, self._clock())
+
+    def open_batches(self, job_name: str) -> list[BatchRow]:
+        """This job's batches whose records are not free yet, oldest first."""
+        with self._tx() as con:
+            return _batches.open_rows(con, job_name)
+
+    def batches(self, job_name: str | None = None) -> list[BatchRow]:
+        """Every `batches` row (of one job), oldest first."""
+        with self._tx(read_only=True) as con:
+            return _batches.all_rows(con, job_name)
+
+    def known_batch_ids(self) -> set[str]:
+        """OpenRouter batch ids already claimed by a row."""
+        with self._tx() as con:
+            return _batches.known_ids(con)
 
     def replay(self, results: Sequence[ResultRow], attempts: Sequence[AttemptRow]) -> int:
         """Write the rows of a write-ahead log that the database does not hold yet, in one

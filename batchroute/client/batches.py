@@ -1,0 +1,105 @@
+"""Client stage, the Batch API (`/batches`, batch-api.md): create, get, list, results pages.
+
+Plain calls over the client's session: no retries, no tiers, no storage. The body of a create
+is serialized by the caller (`endpoint` and `model` must come before `requests`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from batchroute.client.session import OpenRouterClient
+from batchroute.client.status import _status_error, _transport_error
+from batchroute.errors import NoBatchEndpoint, RetryableError, UpstreamError
+
+NO_BATCH_ENDPOINT = "does not have a :batch endpoint"
+LIST_PAGES = 20  # at 100 a page: the workspace's 2,000 newest batches are enough to adopt ours
+
+
+async def _call(
+    client: OpenRouterClient, method: str, path: str, *, model: str = "", **kw: Any
+) -> tuple[int, Any]:
+    """(status, decoded JSON or None); a transport failure is a RetryableError."""
+    try:
+        async with client.session.request(method, f"{client.base_url}{path}", **kw) as resp:
+            body = await resp.read()
+            status, headers = resp.status, resp.headers
+    except TimeoutError:
+        raise RetryableError(
+            f"{method} {path} timed out", model=model, error_type="timeout"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise _transport_error(exc, model, None) from None
+    if status == 404:
+        return status, None
+    if status >= 300:
+        if status == 400 and NO_BATCH_ENDPOINT in body.decode("utf-8", "replace"):
+            raise NoBatchEndpoint(
+                f"model {model} {NO_BATCH_ENDPOINT}", model=model, status=400,
+                error_type="no_batch_endpoint",
+            )  # fmt: skip
+        raise _status_error(status, body, headers, model=model)
+    try:
+        return status, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RetryableError(
+            f"{method} {path}: non-JSON answer", model=model, status=status,
+            error_type="malformed_response",
+        ) from None  # fmt: skip
+
+
+async def create_batch(client: OpenRouterClient, body: bytes, *, model: str) -> dict[str, Any]:
+    """POST /batches; the batch object of the 202. A timeout or a cut connection leaves the
+    outcome unknown (the caller looks the batch up before sending it again)."""
+    status, doc = await _call(client, "POST", "/batches", model=model, data=body)
+    if status == 404 or not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+        raise UpstreamError(
+            f"POST /batches answered {status} without a batch id", model=model, status=status,
+            error_type="batch_api_unavailable",
+        )  # fmt: skip
+    return doc
+
+
+async def get_batch(client: OpenRouterClient, batch_id: str) -> dict[str, Any] | None:
+    """GET /batches/{id}; None for a 404 (right after a submit: not visible yet)."""
+    _, doc = await _call(client, "GET", f"/batches/{batch_id}")
+    return doc if isinstance(doc, dict) else None
+
+
+async def list_batches(client: OpenRouterClient, created_after: datetime) -> list[dict[str, Any]]:
+    """The workspace's batches created after `created_after` (naive UTC), newest first."""
+    out: list[dict[str, Any]] = []
+    params: dict[str, str] = {"limit": "100", "created_after": created_after.isoformat() + "Z"}
+    for _ in range(LIST_PAGES):
+        _, doc = await _call(client, "GET", "/batches", params=params)
+        data = doc.get("data") if isinstance(doc, dict) else None
+        if not isinstance(data, list) or not data:
+            break
+        out += [b for b in data if isinstance(b, dict)]
+        last = doc.get("last_id") or out[-1].get("id")
+        if not doc.get("has_more") or not isinstance(last, str):
+            break
+        params["after"] = last
+    return out
+
+
+async def batch_results(client: OpenRouterClient, batch_id: str) -> list[Any] | None:
+    """Every result item of a terminal batch, from the paginated endpoint; None when the
+    endpoint is absent (404: then the batch object's inline `results` are all there is)."""
+    out: list[Any] = []
+    params: dict[str, str] = {}
+    while True:
+        status, doc = await _call(client, "GET", f"/batches/{batch_id}/results", params=params)
+        if status == 404 or not isinstance(doc, dict):
+            return out or None
+        data = doc.get("data")
+        if isinstance(data, list):
+            out += data
+        cursor = doc.get("next_cursor")
+        if not doc.get("has_more") or not isinstance(cursor, str):
+            return out
+        params = {"cursor": cursor}

@@ -1,0 +1,231 @@
+"""The batch lane's pure parts: custom ids, local pre-validation, request bodies, chunking,
+reading result items, and settling a batch's bill onto its items (exact Decimal).
+
+No I/O: `runner/lane.py` does the calls and the writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Container, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+import orjson
+
+from batchroute.budget import USD_PLACES, ceil_usd
+from batchroute.catalog import ModelInfo
+from batchroute.client import parse_completion
+from batchroute.errors import UpstreamError
+from batchroute.types import Completion, CostSource
+
+MAX_REQUESTS = 5_000  # per batch (batch-api.md §3)
+MAX_BYTES = 150_000_000  # the API's cap is 200 MB; margin for how it measures the body
+CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ENDPOINT = "/v1/chat/completions"
+
+
+def custom_id(job_name: str, record_key: str) -> str:
+    """`r` + 40 hex digits of SHA-256(job, key): 41 chars of [A-Za-z0-9_-], the same in every
+    run, and 160 bits, so two keys of a job never collide in practice (keys themselves may be
+    longer than 64 or hold any character)."""
+    digest = hashlib.sha256(f"{job_name}\0{record_key}".encode()).hexdigest()
+    return "r" + digest[:40]
+
+
+def batch_model(model: str, known: Container[str]) -> str:
+    """The id to submit: the catalogue's `:batch` variant when it lists one, else the model.
+    Reserving at that id's price is reserving at the price the catalogue proves: without a
+    `:batch` entry, the full price (the ~50 % discount is "typical", not promised)."""
+    variant = model if model.endswith(":batch") else f"{model}:batch"
+    return variant if variant in known else model
+
+
+def why_not_batchable(
+    messages: Sequence[dict[str, Any]], max_tokens: int, prompt_bound: int, info: ModelInfo | None
+) -> str | None:
+    """Why one record must not go into a batch (one bad item fails all 5,000: batch-api.md §4),
+    or None. Such a record is sent synchronously instead, where it fails (or not) alone."""
+    if not messages or not any(str(m.get("content") or "").strip() for m in messages):
+        return "empty messages"
+    if max_tokens < 1:
+        return "max_tokens < 1"
+    if info is not None and info.context_length > 0:
+        if max_tokens > info.context_length:
+            return f"max_tokens {max_tokens} beyond the context ({info.context_length})"
+        if prompt_bound + max_tokens > info.context_length:
+            return "the prompt may not fit the context with max_tokens"
+    return None
+
+
+def item_body(messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+    """One request's body: no `model` (it inherits the batch's), no routing, no `usage` flag."""
+    return {"messages": messages, **params}
+
+
+def create_body(model: str, requests: list[dict[str, Any]]) -> bytes:
+    """The POST /batches body, keys in the order the server's stream parser needs:
+    `endpoint` and `model` before `requests` (else 400)."""
+    return orjson.dumps(
+        {"endpoint": ENDPOINT, "model": model, "completion_window": "24h", "requests": requests}
+    )
+
+
+def chunks(sizes: Sequence[int], *, max_requests: int = MAX_REQUESTS) -> list[range]:
+    """Split items (their serialized sizes in bytes) into consecutive batches within the
+    request and byte limits."""
+    out: list[range] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= max_requests or total + size > MAX_BYTES):
+            out.append(range(start, i))
+            start, total = i, 0
+        total += size + 1
+    if start < len(sizes):
+        out.append(range(start, len(sizes)))
+    return out
+
+
+def fitting_prefix(worst: Sequence[Decimal], room: Decimal) -> int:
+    """How many items, from the first, fit under `room` (a batch is all or nothing: once
+    submitted its cost is committed, so it is never sent over the cap)."""
+    total = Decimal(0)
+    for n, w in enumerate(worst):
+        total += w
+        if total > room:
+            return n
+    return len(worst)
+
+
+@dataclass(slots=True)
+class ItemResult:
+    """One result line, keyed by its custom_id: an answer, or why it has none."""
+
+    custom_id: str
+    completion: Completion | None = None
+    error: str | None = None
+    error_type: str = "batch_item_failed"
+
+
+def read_items(raw: Iterable[Any], model: str) -> dict[str, ItemResult]:
+    """Result items by custom_id (never by order). A line that cannot be read is an error of
+    its own item (when its custom_id can be read at all), never of the batch."""
+    out: dict[str, ItemResult] = {}
+    for line in raw:
+        cid = line.get("custom_id") if isinstance(line, dict) else None
+        if not isinstance(cid, str):
+            continue  # nobody to blame: its record stays unanswered and is retried
+        out[cid] = _read_item(cid, line, model)
+    return out
+
+
+def _read_item(cid: str, line: dict[str, Any], model: str) -> ItemResult:
+    err, resp = line.get("error"), line.get("response")
+    if isinstance(err, dict) and err:
+        # "batch_expired": never run (OpenAI's code, and the simulator's), so worth resubmitting
+        kind = "batch_expired" if err.get("type") == "batch_expired" else "batch_item_failed"
+        return ItemResult(cid, error=str(err.get("message") or err)[:500], error_type=kind)
+    if not isinstance(resp, dict) or not isinstance(resp.get("body"), dict):
+        return ItemResult(cid, error="malformed result line", error_type="malformed_response")
+    status = resp.get("status_code")
+    if isinstance(status, int) and status >= 300:
+        return ItemResult(cid, error=f"item answered HTTP {status}")
+    try:
+        c = parse_completion(orjson.dumps(resp["body"]), 200, {}, model=model)
+    except UpstreamError as exc:
+        return ItemResult(cid, error=str(exc)[:500], error_type=exc.error_type)
+    return ItemResult(cid, completion=c)
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """What each item of a batch is booked at; the shares sum to `total` exactly."""
+
+    total: Decimal
+    shares: dict[str, Decimal]
+    source: CostSource
+
+
+def apportion(total: Decimal, weights: dict[str, int]) -> dict[str, Decimal]:
+    """`total` split by `weights` in units of 1e-12 USD (the store's places), summing to it
+    exactly: each item gets its floor; the units left over go one each to the largest
+    remainders, ties by custom_id (deterministic). All-zero weights split evenly."""
+    if not weights:
+        return {}
+    units = int((total / USD_PLACES).to_integral_value(rounding=ROUND_CEILING))
+    w = weights if any(weights.values()) else dict.fromkeys(weights, 1)
+    whole = sum(w.values())
+    base = {k: units * v // whole for k, v in w.items()}
+    left = units - sum(base.values())
+    order = sorted(w, key=lambda k: (-(units * w[k] % whole), k))
+    for k in order[:left]:
+        base[k] += 1
+    return {k: Decimal(v) * USD_PLACES for k, v in base.items()}
+
+
+def settle(
+    items: dict[str, ItemResult], ids: Sequence[str], batch_cost: Decimal | None, priced: ModelInfo
+) -> Bill:
+    """The batch's bill onto its items (`ids` every custom_id it held).
+
+    Per-item `usage.cost` when every answered item has one (and they add up to the batch's
+    cost, when it gives one); else the batch's `usage.cost` apportioned by tokens
+    (`batch_apportioned`); else, no cost reported at all, tokens at `priced` (the price the
+    batch was reserved at, never below the bill)."""
+    tokens = {
+        i: (r.completion.usage.prompt_tokens + r.completion.usage.completion_tokens)
+        if (r := items.get(i)) is not None and r.completion is not None
+        else 0
+        for i in ids
+    }
+    answered = [r.completion for r in items.values() if r.completion is not None]
+    per_item = [c.usage.billed for c in answered]
+    if answered and all(p is not None and p.is_finite() and p >= 0 for p in per_item):
+        shares = {i: Decimal(0) for i in ids}
+        for r in items.values():
+            if r.completion is not None and r.custom_id in shares:
+                shares[r.custom_id] = r.completion.usage.billed or Decimal(0)
+        total = sum(shares.values(), Decimal(0))
+        if batch_cost is None or total == batch_cost:
+            return Bill(total, shares, CostSource.OPENROUTER)
+    if batch_cost is not None and batch_cost.is_finite() and batch_cost >= 0:
+        return Bill(batch_cost, apportion(batch_cost, tokens), CostSource.BATCH_APPORTIONED)
+    shares = {}
+    for i in ids:
+        r = items.get(i)
+        c = r.completion if r is not None else None
+        shares[i] = (
+            ceil_usd(priced.cost(c.usage.prompt_tokens, c.usage.completion_tokens))
+            if c is not None
+            else Decimal(0)
+        )
+    return Bill(sum(shares.values(), Decimal(0)), shares, CostSource.CATALOG)
+
+
+def amount(raw: Any) -> Decimal | None:
+    """A reported amount (number or numeric string), exact; None if it is none."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return None
+    try:
+        return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
+    except ArithmeticError:
+        return None
+
+
+def batch_cost(raw: Any) -> tuple[Decimal | None, bool]:
+    """(what the batch's `usage` says it billed, whether that is unknowable). Under BYOK
+    `usage.cost` is only OpenRouter's fee: the provider's charge to the user's key
+    (`cost_details.upstream_inference_cost`) is added; BYOK without it is unknowable (the
+    caller books the reservation: never under the bill)."""
+    if not isinstance(raw, dict):
+        return None, False
+    fee = amount(raw.get("cost"))
+    if raw.get("is_byok") is not True:
+        return fee, False
+    details = raw.get("cost_details")
+    upstream = amount(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    if fee is None or upstream is None:
+        return None, True
+    return fee + upstream, False

@@ -1,0 +1,451 @@
+"""The batch lane (issue 14) against a Batch API stand-in (`batch_standin.py`): money,
+durability, collection, fallback. End-to-end runs of the real CLI are in test_batch_cli.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+from batch_standin import MODEL, BatchStandIn
+from factories import job_dict, texts, write_jsonl
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batchroute.runner import RunOptions, run_job_async
+from batchroute.runner import batching as B
+from batchroute.runner.work import RunReport, utcnow
+from batchroute.spec import load_spec
+from batchroute.store import ResultStore
+from batchroute.types import BatchItem, BatchRow, RunStatus
+
+
+# ------------------------------------------------------------------ pure parts
+def test_custom_ids_are_short_safe_stable_and_distinct() -> None:
+    ids = {B.custom_id("job", k) for k in ["a", "b", "a b", "é" * 300, "x" * 1000, "1", "01"]}
+    assert len(ids) == 7
+    assert all(B.CUSTOM_ID.match(i) for i in ids)
+    assert B.custom_id("job", "a") == B.custom_id("job", "a") != B.custom_id("job2", "a")
+
+
+def test_create_body_puts_endpoint_and_model_before_requests() -> None:
+    raw = B.create_body("m", [{"custom_id": "r1", "body": {"messages": []}}])
+    assert raw.index(b'"endpoint"') < raw.index(b'"model"') < raw.index(b'"requests"')
+    assert orjson.loads(raw)["completion_window"] == "24h"
+
+
+def test_chunks_respect_the_request_and_byte_limits() -> None:
+    assert [len(r) for r in B.chunks([10] * 12_000)] == [5_000, 5_000, 2_000]
+    big = B.MAX_BYTES // 3
+    assert [len(r) for r in B.chunks([big] * 7)] == [2, 2, 2, 1]
+
+
+def test_records_that_could_sink_a_batch_are_kept_out() -> None:
+    assert B.why_not_batchable([], 10, 10, None) == "empty messages"
+    assert B.why_not_batchable([{"role": "user", "content": " "}], 10, 10, None)
+    assert B.why_not_batchable([{"role": "user", "content": "hi"}], 10, 10, None) is None
+
+
+@given(
+    st.integers(min_value=0, max_value=10**15),
+    st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=40),
+)
+def test_apportioned_shares_sum_to_the_batch_total_exactly(units: int, weights: list[int]) -> None:
+    total = Decimal(units) * B.USD_PLACES
+    shares = B.apportion(total, {f"c{i:03d}": w for i, w in enumerate(weights)})
+    assert sum(shares.values(), Decimal(0)) == total
+    assert all(s >= 0 and s == s.quantize(B.USD_PLACES) for s in shares.values())
+    assert shares == B.apportion(total, {f"c{i:03d}": w for i, w in enumerate(weights)})
+
+
+def test_a_cap_takes_only_the_prefix_that_fits() -> None:
+    assert B.fitting_prefix([Decimal(1)] * 5, Decimal("3.5")) == 3
+    assert B.fitting_prefix([Decimal(5)], Decimal(4)) == 0
+
+
+# ------------------------------------------------------------------ the lane, in-process
+@pytest.fixture
+async def serve() -> AsyncIterator[Any]:
+    servers: list[TestServer] = []
+
+    async def start(standin: BatchStandIn) -> str:
+        server = TestServer(standin.app(), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/api/v1"))
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+async def _no_sleep(_s: float) -> None:
+    return None
+
+
+def _job(
+    tmp_path: Path,
+    n: int,
+    *,
+    batch: bool = True,
+    cap: str = "10",
+    checks: tuple[str, ...] = (),
+    **extra: Any,
+) -> Path:
+    write_jsonl(tmp_path / "in.jsonl", texts(n))
+    job = job_dict(tmp_path, quality=list(checks), budget={"daily_usd": cap}, **extra)
+    job["tiers"] = {"mid": {"models": [MODEL], "batch": batch}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+async def _run(
+    job: Path, base_url: str, *, wait: bool, lines: list[str] | None = None
+) -> RunReport:
+    opts = RunOptions(
+        api_key="sk-or-v1-test", base_url=base_url, db_path=job.parent / "results.duckdb",
+        handle_signals=False, quiet=True, sleep=_no_sleep, jitter_seed=0,
+        log=(lines.append if lines is not None else (lambda _l: None)), wait=wait,
+    )  # fmt: skip
+    return await run_job_async(load_spec(job), opts)
+
+
+def _q(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _money(db: Path) -> tuple[Decimal, Decimal]:
+    a = _q(db, "SELECT COALESCE(SUM(cost_usd), 0) FROM attempts")[0][0]
+    r = _q(db, "SELECT COALESCE(SUM(cost_usd), 0) FROM results")[0][0]
+    return Decimal(a), Decimal(r)
+
+
+def _statuses(db: Path) -> dict[str, int]:
+    return dict(_q(db, "SELECT status, count(*) FROM results GROUP BY status"))
+
+
+async def test_waiting_run_books_every_record_at_the_billed_batch_cost(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn(polls_to_finish=3, page_size=37)
+    job = _job(tmp_path, 300)
+    report = await _run(job, await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert report.batches_in_flight == 0
+    assert _statuses(db) == {"done": 300}
+    assert len(standin.posts) == 1
+    assert standin.sync_calls == 0
+    assert _money(db) == (standin.total, standin.total)
+    assert standin.total > 0
+    sources = _q(db, "SELECT DISTINCT cost_source FROM results")
+    assert sources == [("batch_apportioned",)]
+    (row,) = ResultStore(db).batches()
+    assert row.status == "collected"
+    assert row.settled_usd == standin.total
+    assert row.reserved_usd >= standin.total
+    assert {i.key for i in row.items} == {f"r{i:05d}" for i in range(300)}
+
+
+async def test_per_item_costs_are_used_when_the_items_carry_them(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn(per_item_cost=True)
+    report = await _run(_job(tmp_path, 20), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _money(db) == (standin.total, standin.total)
+    assert _q(db, "SELECT DISTINCT cost_source FROM results") == [("openrouter",)]
+
+
+async def test_without_wait_the_run_ends_with_batches_in_flight_and_the_next_collects(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn(polls_to_finish=2)
+    job = _job(tmp_path, 50)
+    url = await serve(standin)
+    first = await _run(job, url, wait=False)
+    db = tmp_path / "results.duckdb"
+    assert first.batches_in_flight == 1
+    assert first.status is RunStatus.COMPLETED
+    assert _statuses(db) == {}
+    (row,) = ResultStore(db).batches()
+    assert row.status == "submitted"
+    assert row.batch_id == "batch-0001"
+    # Its reservation counts against today until settled: a batch cannot be cancelled.
+    state = ResultStore(db).resume_state("t", final_statuses=(), day=utcnow().date(), scope="t")
+    assert state.spent == row.reserved_usd
+    second = await _run(job, url, wait=False)  # still in progress: its records are not resent
+    assert second.batches_in_flight == 1
+    assert len(standin.posts) == 1
+    third = await _run(job, url, wait=False)
+    assert third.batches_in_flight == 0
+    assert len(standin.posts) == 1
+    # The spend is booked to the run that collected it, and that run's cost says so.
+    assert _q(db, "SELECT DISTINCT run_id FROM attempts") == [(third.run_id,)]
+    runs = _q(db, f"SELECT cost_usd FROM runs WHERE run_id = '{third.run_id}'")
+    assert runs == [(standin.total,)]
+    assert _statuses(db) == {"done": 50}
+    assert _money(db) == (standin.total, standin.total)
+    state = ResultStore(db).resume_state("t", final_statuses=(), day=utcnow().date(), scope="t")
+    assert state.spent == standin.total
+
+
+async def test_failed_items_and_malformed_lines_go_through_the_sync_chain(
+    tmp_path: Path, serve: Any
+) -> None:
+    bad = B.custom_id("t", "r00003")
+    standin = BatchStandIn(
+        fail_items={bad: "upstream error"}, malformed={B.custom_id("t", "r00007")}
+    )
+    report = await _run(_job(tmp_path, 10), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 10}
+    assert standin.sync_calls == 2
+    assert _money(db) == (standin.total, standin.total)
+    attempts = _q(
+        db,
+        "SELECT record_key, attempt_no, outcome FROM attempts "
+        "WHERE record_key = 'r00003' ORDER BY attempt_no",
+    )
+    assert attempts == [("r00003", 0, "fallback"), ("r00003", 1, "ok")]
+    assert _q(db, "SELECT attempts FROM results WHERE record_key = 'r00003'") == [(2,)]
+
+
+async def test_a_batch_failed_in_validation_falls_back_whole(tmp_path: Path, serve: Any) -> None:
+    standin = BatchStandIn(validation_error="request 3: max_tokens must be >= 1")
+    report = await _run(_job(tmp_path, 12), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 12}
+    assert standin.sync_calls == 12
+    assert _money(db) == (standin.total, standin.total)
+    (row,) = ResultStore(db).batches()
+    assert row.settled_usd == 0
+    assert "max_tokens" in (row.error_message or "")
+
+
+@pytest.mark.parametrize("expired_lines", [False, True])
+async def test_an_expired_batch_is_resubmitted_once(
+    tmp_path: Path, serve: Any, expired_lines: bool
+) -> None:
+    standin = BatchStandIn(expire=1, expire_answered=4, expired_lines=expired_lines)
+    report = await _run(_job(tmp_path, 10), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 10}
+    assert len(standin.posts) == 2
+    assert standin.sync_calls == 0
+    second = orjson.loads(standin.posts[1])
+    assert len(second["requests"]) == 6
+    rounds = [r.round for r in ResultStore(db).batches()]
+    assert rounds == [1, 2]
+    assert _money(db) == (standin.total, standin.total)
+
+
+async def test_an_expired_resubmission_falls_back_to_sync(tmp_path: Path, serve: Any) -> None:
+    standin = BatchStandIn(expire=2, expire_answered=0)
+    await _run(_job(tmp_path, 5), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert _statuses(db) == {"done": 5}
+    assert len(standin.posts) == 2
+    assert standin.sync_calls == 5
+
+
+async def test_a_404_right_after_submit_is_not_a_lost_batch(tmp_path: Path, serve: Any) -> None:
+    standin = BatchStandIn(lag_404=3)
+    lines: list[str] = []
+    report = await _run(_job(tmp_path, 8), await serve(standin), wait=True, lines=lines)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 8}
+    assert len(standin.posts) == 1
+    assert standin.batches["batch-0001"]["gets"] > 3
+
+
+async def test_a_model_without_a_batch_endpoint_falls_back_once_with_a_warning(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn(no_batch_endpoint=True)
+    report = await _run(_job(tmp_path, 9), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert report.batches_in_flight == 0
+    assert _statuses(db) == {"done": 9}
+    assert standin.sync_calls == 9
+    assert len(standin.posts) == 1  # tried once, not per record
+    assert any(":batch endpoint" in n for n in report.notes)
+    (row,) = ResultStore(db).batches()
+    assert row.status == "rejected"
+    assert row.settled_usd == 0
+
+
+async def test_a_cap_below_one_batch_s_worst_case_never_submits_over_it(
+    tmp_path: Path, serve: Any
+) -> None:
+    spec = load_spec(_job(tmp_path, 100))
+    # Worst case of one record here: prompt bound × prompt price + 256 × completion price.
+    cap = "0.02"
+    standin = BatchStandIn()
+    job = _job(tmp_path, 100, cap=cap)
+    report = await _run(job, await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    rows = ResultStore(db).batches()
+    assert rows
+    assert all(r.reserved_usd <= Decimal(cap) for r in rows)
+    assert sum((r.reserved_usd for r in rows), Decimal(0)) <= Decimal(cap)
+    submitted = sum(len(r.items) for r in rows)
+    assert 0 < submitted < 100
+    assert report.status is RunStatus.BUDGET_EXHAUSTED
+    st_ = _statuses(db)
+    assert st_["done"] == submitted
+    assert st_["pending"] == 100 - submitted
+    assert standin.total <= Decimal(cap)
+    assert spec.name == "t"
+
+
+async def test_an_intent_whose_post_landed_is_adopted_not_resent(
+    tmp_path: Path, serve: Any
+) -> None:
+    """The process died between the POST and the write of its batch id: the next run finds
+    the batch in GET /batches and collects it; nothing is submitted twice."""
+    standin = BatchStandIn()
+    url = await serve(standin)
+    job = _job(tmp_path, 6)
+    first = await _run(job, url, wait=False)
+    assert first.batches_in_flight == 1
+    db = tmp_path / "results.duckdb"
+    store = ResultStore(db)
+    (row,) = store.batches()
+    row.batch_id, row.status, row.submitted_at = None, "intent", None  # as if killed in between
+    store.save_batch(row)
+    again = await _run(job, url, wait=True)
+    assert again.status is RunStatus.COMPLETED
+    assert len(standin.posts) == 1
+    assert _statuses(db) == {"done": 6}
+    assert [r.batch_id for r in store.batches()] == ["batch-0001"]
+
+
+async def test_an_old_intent_with_no_batch_is_abandoned_and_its_records_sent(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn()
+    url = await serve(standin)
+    job = _job(tmp_path, 4)
+    db = tmp_path / "results.duckdb"
+    store = ResultStore(db)
+    store.migrate()
+    items = [BatchItem(f"r{i:05d}", i + 1, B.custom_id("t", f"r{i:05d}"), "translation", "low",
+                       "job.task", "fp", 50) for i in range(4)]  # fmt: skip
+    ghost = BatchRow("bk-ghost", "t", "old-run", "mid", MODEL, items,
+                     utcnow() - timedelta(hours=1), Decimal("0.01"))  # fmt: skip
+    store.save_batch(ghost, new=True)
+    report = await _run(job, url, wait=True)
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 4}
+    assert len(standin.posts) == 1
+    assert [r.status for r in store.batches()] == ["abandoned", "collected"]
+
+
+async def test_a_batch_answer_that_fails_a_quality_check_is_not_done(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Cut at max_tokens with `quality: [length]`: paid (its share of the bill stays on the
+    record), then sent through the synchronous chain like a failed item."""
+    standin = BatchStandIn(cut_items={B.custom_id("t", "r00001")})
+    report = await _run(_job(tmp_path, 5, checks=("length",)), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 5}
+    assert standin.sync_calls == 1
+    first = _q(db, "SELECT error_type FROM attempts WHERE record_key = 'r00001' AND attempt_no = 0")
+    assert first == [("finish_length",)]
+    assert _money(db) == (standin.total, standin.total)
+
+
+async def test_a_record_dearer_than_the_whole_cap_fails_at_once_and_is_not_batched(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn()
+    report = await _run(_job(tmp_path, 3, cap="0.001"), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert standin.posts == []
+    assert standin.sync_calls == 0
+    assert _q(db, "SELECT DISTINCT error_type FROM results") == [("exceeds_daily_cap",)]
+    assert report.counts.failed == 3
+
+
+async def test_a_full_batch_is_submitted_while_the_queue_still_fills(
+    tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(B, "MAX_REQUESTS", 4)
+    standin = BatchStandIn()
+    await _run(_job(tmp_path, 10), await serve(standin), wait=True)
+    assert [len(orjson.loads(p)["requests"]) for p in standin.posts] == [4, 4, 2]
+    assert _statuses(tmp_path / "results.duckdb") == {"done": 10}
+
+
+async def test_a_byok_batch_costs_the_fee_plus_the_provider_s_charge(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn(byok=True)
+    await _run(_job(tmp_path, 8), await serve(standin), wait=True)
+    assert _money(tmp_path / "results.duckdb") == (standin.total, standin.total)
+
+
+async def test_a_byok_batch_without_its_upstream_cost_keeps_its_reservation(
+    tmp_path: Path, serve: Any
+) -> None:
+    standin = BatchStandIn(byok=False)
+    await _run(_job(tmp_path, 8), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    (row,) = ResultStore(db).batches()
+    assert _money(db) == (row.reserved_usd, row.reserved_usd)
+    assert row.reserved_usd >= standin.total
+
+
+async def test_a_post_whose_answer_is_lost_is_adopted_not_sent_twice(
+    tmp_path: Path, serve: Any
+) -> None:
+    """The batch was created but the 202 never arrived (timeout): the row stays an intent, the
+    waiting run finds the batch in GET /batches and collects it."""
+    standin = BatchStandIn(lose_202=1)
+    job = _job(tmp_path, 7, limits={"timeout_s": 0.5})
+    lines: list[str] = []
+    report = await _run(job, await serve(standin), wait=True, lines=lines)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert len(standin.posts) == 1
+    assert _statuses(db) == {"done": 7}
+    assert any("adopted batch-0001" in ln for ln in lines), lines
+    assert _money(db) == (standin.total, standin.total)
+
+
+async def test_records_in_a_batch_still_out_are_not_resent_after_the_tier_turns_sync(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Batch off in the job file while a batch is out: its records wait for it anyway."""
+    standin = BatchStandIn(polls_to_finish=2)
+    url = await serve(standin)
+    first = await _run(_job(tmp_path, 6), url, wait=False)
+    assert first.batches_in_flight == 1
+    second = await _run(_job(tmp_path, 6, batch=False), url, wait=False)
+    assert second.batches_in_flight == 1
+    assert standin.sync_calls == 0
+    third = await _run(_job(tmp_path, 6, batch=False), url, wait=False)
+    assert third.batches_in_flight == 0
+    assert standin.sync_calls == 0
+    assert _statuses(tmp_path / "results.duckdb") == {"done": 6}
