@@ -45,6 +45,7 @@ STAGES = (
     "lock",
     "progress",
     "journal",
+    "split",  # issue 12: the cost dial's score sample and the experiment arms (pure)
 )
 # Rank of each top-level module or package ("" is batchroute/__init__): imports go to lower ranks.
 LAYERS: dict[str, int] = {
