@@ -164,7 +164,11 @@ class Runner:
             catalog, live, note = await load_catalog(client, self.store, opts.now)
             if note is not None:
                 self.notes.append(note)
-            plan = self.plan = build_plan(spec, catalog, resume, self.overrides, live=live)
+            plan = build_plan(spec, catalog, resume, self.overrides, live=live)
+            # The cost dial's cuts come from the whole input, not the records left: a record's
+            # tier must not depend on how far an earlier run got (issue 12).
+            records = read_records(spec.input, id_field=spec.id_field)
+            plan = self.plan = await asyncio.to_thread(plan.calibrated, records)
             # One pass over the input's keys and one join with the results (issue 11): the
             # run holds no key of the job's history, and the file is free again before the
             # first flush.
