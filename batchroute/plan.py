@@ -11,14 +11,20 @@ and knows nothing of HTTP or DuckDB.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from batchroute import classifier, learned
-from batchroute.budget import ceil_usd, prompt_token_bound, quantize_usd, worst_case_cost
+from batchroute.budget import (
+    ceil_usd,
+    prompt_token_bound,
+    quantize_usd,
+    typical_prompt_tokens,
+    worst_case_cost,
+)
 from batchroute.catalog import Catalog, ModelInfo
 from batchroute.errors import InputError, SpecError
 from batchroute.prompt import fingerprint, render_messages, request_params
@@ -120,14 +126,6 @@ def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
         return exc.reason
 
 
-Classify = Callable[..., Classification]
-
-
-def classifier_of(spec: JobSpec) -> Classify:
-    """The classifier the job names (`classifier:`): the heuristic rules or the learned model."""
-    return learned.classify if spec.classifier == "learned" else classifier.classify
-
-
 def classification(
     spec: JobSpec, rec: Record, messages: list[dict[str, str]]
 ) -> tuple[Classification, bool]:
@@ -139,7 +137,8 @@ def classification(
     if spec.task:
         return Classification(spec.task, "medium", "job.task"), True
     system = messages[0]["content"] if len(messages) > 1 else ""
-    return classifier_of(spec)(messages[-1]["content"], system=system), False
+    classify = learned.classify if spec.classifier == "learned" else classifier.classify
+    return classify(messages[-1]["content"], system=system), False
 
 
 def classify_item(
@@ -165,13 +164,13 @@ def classify_item(
             arm = arm_name(x.tier_shift)
             tier = names[shifted(names.index(tier), x.tier_shift, len(names))]
     bound = prompt_token_bound(m["content"] for m in messages)
-    fp = fingerprint(messages, params)
-    return WorkItem(rec, messages, fp, cls, tier, explicit, bound, arm)
+    return WorkItem(rec, messages, fingerprint(messages, params), cls, tier, explicit, bound, arm)
 
 
-def typical_prompt_tokens(messages: Iterable[Mapping[str, str]]) -> int:
-    """A typical prompt's tokens: about 4 bytes a token, plus each message's overhead."""
-    return sum(len(m["content"].encode()) // 4 + 4 for m in messages)
+def strong_tiers(spec: JobSpec) -> list[str]:
+    """The tiers the dial's `strong_share` counts: the upper half (thresholds' default)."""
+    names = list(spec.tiers)
+    return names[max(len(names) // 2, 1) :]
 
 
 def policy_of(spec: JobSpec) -> dict[str, float] | None:
@@ -272,7 +271,8 @@ class RunPlan:
                 tier_costs=costs,
             )
         except ValueError as exc:
-            raise SpecError(str(exc), path=_path(self.spec), key="routing_policy") from None
+            path = str(self.spec.path) if self.spec.path else None
+            raise SpecError(str(exc), path=path, key="routing_policy") from None
         return replace(self, cuts=cuts, scored=sketch.count)
 
     # ---------------------------------------------------------------- routing
@@ -373,10 +373,6 @@ class Intake:
         self.taken += 1
         item = classify_item(plan.spec, plan.params, rec, messages, plan.cuts)
         return Admission(Admit.SEND, item, stale=stale, failed_before=failed_before)
-
-
-def _path(spec: JobSpec) -> str | None:
-    return str(spec.path) if spec.path is not None else None
 
 
 def build_plan(

@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from batchroute.budget import typical_prompt_tokens
 from batchroute.catalog import Catalog
 from batchroute.plan import (
     Admit,
@@ -32,7 +33,7 @@ from batchroute.plan import (
     budget_scope,
     build_plan,
     policy_of,
-    typical_prompt_tokens,
+    strong_tiers,
 )
 from batchroute.reader import read_keys, read_records
 from batchroute.spec import JobSpec
@@ -124,15 +125,15 @@ def _dial(plan: RunPlan, tiers: dict[str, TierQuote]) -> dict[str, Any] | None:
     policy = policy_of(plan.spec)
     if policy is None:
         return None
-    names = list(tiers)
+    names = strong_tiers(plan.spec)
     sent = sum(t.records for t in tiers.values())
-    strong = sum(tiers[n].records for n in names[len(names) // 2 :])
+    strong = sum(tiers[n].records for n in names)
     return {
         "classifier": plan.spec.classifier,
         "policy": policy,
         "cuts": list(plan.cuts or ()),
         "scored": plan.scored,
-        "strong_tiers": names[len(names) // 2 :],
+        "strong_tiers": names,
         "strong_share": round(strong / sent, 4) if sent else None,
     }
 
@@ -251,12 +252,11 @@ def _classifier_lines(spec: JobSpec) -> list[str]:
         policy = policy_of(spec)
         if policy is not None:
             given = "" if spec.routing_policy is not None else " (the default)"
-            names = list(spec.tiers)
             lines.append(
                 "cost dial: "
                 + ", ".join(f"{k} {v}" for k, v in policy.items())
                 + given
-                + f"; strong tiers {', '.join(names[len(names) // 2 :])}; the learned scores "
+                + f"; strong tiers {', '.join(strong_tiers(spec))}; the learned scores "
                 "are calibrated on the whole input before each run (see run --dry-run)"
             )
         else:
@@ -319,11 +319,13 @@ def render_quote(q: Quote) -> str:
     if q.dial is not None:
         policy = ", ".join(f"{k} {v}" for k, v in q.dial["policy"].items())
         cuts = ", ".join(f"{c:.4f}" for c in q.dial["cuts"]) or "none"
+        share = q.dial["strong_share"]
         lines.append(
             f"cost dial ({policy}; {q.dial['classifier']} scores of {q.dial['scored']} records): "
-            f"cuts {cuts}; {q.dial['strong_share']} of the records sent go to "
-            + ", ".join(q.dial["strong_tiers"])
-        )
+            f"cuts {cuts}; " + ("no record sent" if share is None else f"{share:.1%}")
+            + " of the records sent go to " + ", ".join(q.dial["strong_tiers"])
+            + (" (the experiment's moves included)" if q.arms else "")
+        )  # fmt: skip
     if q.arms:
         lines.append("experiment: " + ", ".join(f"{a} {n}" for a, n in sorted(q.arms.items())))
     lines.append(

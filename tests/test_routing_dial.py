@@ -16,6 +16,7 @@ import pytest
 from factories import make_spec, write_jsonl
 
 from batchroute import learned
+from batchroute.budget import typical_prompt_tokens
 from batchroute.catalog import Catalog
 from batchroute.commands import validate_text
 from batchroute.errors import SpecError
@@ -27,7 +28,6 @@ from batchroute.plan import (
     WorkItem,
     build_plan,
     policy_of,
-    typical_prompt_tokens,
 )
 from batchroute.reader import read_records
 from batchroute.spec import DEFAULT_CLASSIFIER, JobSpec

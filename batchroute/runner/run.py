@@ -36,6 +36,7 @@ from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
 from batchroute.runner.setup import (
     check_key,
     close_store,
+    dial_note,
     end_notes,
     end_status,
     fewer_gc_passes,
@@ -165,10 +166,11 @@ class Runner:
             if note is not None:
                 self.notes.append(note)
             plan = build_plan(spec, catalog, resume, self.overrides, live=live)
-            # The cost dial's cuts come from the whole input, not the records left: a record's
-            # tier must not depend on how far an earlier run got (issue 12).
+            # The dial's cuts come from the whole input, never only the records left (issue 12).
             records = read_records(spec.input, id_field=spec.id_field)
             plan = self.plan = await asyncio.to_thread(plan.calibrated, records)
+            if (note := dial_note(plan)) is not None:
+                self.notes.append(note)
             # One pass over the input's keys and one join with the results (issue 11): the
             # run holds no key of the job's history, and the file is free again before the
             # first flush.

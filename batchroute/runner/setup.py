@@ -17,6 +17,7 @@ from batchroute.budget import Budget
 from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient
 from batchroute.errors import StoreError, UpstreamError
+from batchroute.plan import RunPlan, policy_of, strong_tiers
 from batchroute.runner.book import Book
 from batchroute.runner.reconcile import Reconciler, reconcile_earlier
 from batchroute.runner.recover import recover_journal
@@ -173,3 +174,15 @@ def end_status(short: int, deferred: int, budget: Budget) -> tuple[RunStatus, li
     if short:
         return RunStatus.BUDGET_EXHAUSTED, lines
     return (RunStatus.UNAVAILABLE if deferred else RunStatus.COMPLETED), lines
+
+
+def dial_note(plan: RunPlan) -> str | None:
+    """What the cost dial decided, for the run's log; None without a dial (issue 12)."""
+    policy = policy_of(plan.spec)
+    if policy is None or plan.cuts is None:
+        return None
+    return (
+        "cost dial " + ", ".join(f"{k} {v}" for k, v in policy.items())
+        + f": cuts {', '.join(f'{c:.4f}' for c in plan.cuts)} on the {plan.spec.classifier} "
+        f"scores of {plan.scored} records; strong tiers {', '.join(strong_tiers(plan.spec))}"
+    )  # fmt: skip
