@@ -17,7 +17,7 @@ import hashlib
 from typing import Final
 
 BINS: Final = 10_000
-SAMPLE_MAX: Final = 100_000  # the most scores handed to calibration (quantiles beyond that)
+SAMPLE_MAX: Final = 10_000  # the most scores handed to calibration (quantiles beyond that)
 CONTROL: Final = "control"
 
 
