@@ -60,7 +60,7 @@ def _records(n: int) -> list[dict[str, Any]]:
     return [{"id": f"r{i:04d}", "prompt": f"{rng.choice(base)} (case {i})"} for i in range(n)]
 
 
-def _job(tmp_path: Path, n: int, **job: Any) -> Path:
+def _job(tmp_path: Path, n: int, policy: dict[str, float] | None = None) -> Path:
     write_jsonl(tmp_path / "in.jsonl", _records(n))
     return write_job(
         tmp_path,
@@ -68,11 +68,10 @@ def _job(tmp_path: Path, n: int, **job: Any) -> Path:
         prompt={"user": "{prompt}"},
         tiers=TIERS,
         classifier="learned",
-        routing_policy={"strong_share": 0.4},
+        routing_policy=policy or {"strong_share": 0.4},
         experiment={"share": SHARE, "tier_shift": 1, "seed": SEED},
         quality=["empty"],
         limits={"max_attempts": 1, "max_escalations": 0, "concurrency": 8},
-        **job,
     )
 
 
@@ -86,8 +85,15 @@ def _recorded(db: Path) -> dict[str, tuple[str, str | None, str]]:
     return {k: (t, a, s) for k, t, a, s in rows}
 
 
-def test_classify_prints_the_tier_and_arm_the_run_records(tmp_path: Path) -> None:
-    job = _job(tmp_path, 150)
+@pytest.mark.parametrize(
+    "policy", [{"strong_share": 0.4}, {"max_cost_ratio": 0.3}], ids=["share", "cost"]
+)
+def test_classify_prints_the_tier_and_arm_the_run_records(
+    tmp_path: Path, policy: dict[str, float]
+) -> None:
+    """The run prices with the simulator's /models, the dry run and classify with the
+    shipped catalogue: with max_cost_ratio the cuts agree as long as the prices do."""
+    job = _job(tmp_path, 150, policy)
     cls = _cli("classify", tmp_path / "in.jsonl", "--job", job, cwd=tmp_path)
     assert cls.returncode == 0, cls.stderr
     printed = _classified(cls.stdout)
@@ -112,6 +118,7 @@ def test_classify_prints_the_tier_and_arm_the_run_records(tmp_path: Path) -> Non
     assert quoted == dict(Counter(t for t, _, _ in recorded.values()))
     assert quote["arms"] == dict(Counter(a for _, a, _ in recorded.values()))
     assert quote["routing"]["classifier"] == "learned"
+    assert quote["routing"]["policy"] == policy
     assert len(quote["routing"]["cuts"]) == 3
     assert quote["routing"]["scored"] == 150
     # The arms are the seeded function of the key, nothing else.
