@@ -297,9 +297,16 @@ def classify_lines(
 ) -> Iterator[bytes]:
     """`batchroute classify`: one JSON line per input line, routed as `run` routes it (the
     plan's classification, cost dial and experiment); a bad line gets a line with its error."""
-    if not path.is_file():
-        why = "is a folder, not a file" if path.is_dir() else "no such file"
-        raise ConfigError(f"{path}: {why}")
+    problem = (
+        "no such file" if not path.exists()
+        else "is a folder, not a file" if path.is_dir()
+        else "is not a regular file (it is read twice when a cost dial applies)"
+        if not path.is_file()
+        else "cannot be read (no permission)" if not os.access(path, os.R_OK)
+        else None
+    )  # fmt: skip
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}")
     spec = _classify_spec(path, field, job, classifier)
     catalog = offline_catalog(spec.database_path) if job is not None else Catalog.shipped()
     plan = build_plan(spec, catalog, ResumeState(), Overrides())
