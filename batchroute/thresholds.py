@@ -17,11 +17,13 @@ How records spread over the tiers (the design decision the contract leaves to th
 - inside each side the records are shared out by score rank in the fixed proportions of
   `SIDE_WEIGHTS`: on the weak side, the lowest-scored fraction goes to the cheapest tier; on the
   strong side, the highest-scored fraction goes to the top tier. A side with one tier takes all.
-  With the four default tiers the weights below put 1/3 of the weak side on budget and 2/3 on
-  mid, and 1/3 of the strong side on standard and 2/3 on premium: the record most likely to need
+  With the four default tiers the weights below put 1/4 of the weak side on budget and 3/4 on
+  mid, and 1/4 of the strong side on standard and 3/4 on premium: the record most likely to need
   a strong model goes to the strongest one, and the cheap side is mostly the capable cheap tier
-  (mixtral-class beats 7B-class on most prompts for little money). `tools/eval_routing.py`
-  imports this module, so the evaluation uses exactly this spread.
+  (mixtral-class beats 7B-class on most prompts for little money). 1:3 was chosen over 1:1 and
+  1:2 on RouterBench-train and arena-bench cross-validation (docs/routing-eval.md); 0:1 (never
+  budget or standard) did slightly better there but would leave two of a job's tiers idle.
+  `tools/eval_routing.py` imports this module, so the evaluation uses exactly this spread.
 
 Because the proportions inside each side are fixed, the expected cost is linear in the strong
 share, so `max_cost_ratio` is met in closed form: the largest strong share whose expected cost
@@ -43,11 +45,12 @@ from typing import Final
 Cuts = tuple[float, ...]
 """Ascending score cut points, one fewer than there are tiers."""
 
-DEFAULT_POLICY: dict[str, float] = {"strong_share": 0.4}
-"""The default cost dial for a scoring classifier (chosen on RouterBench train and arena-bench
-cross-validation only; see docs/routing-eval.md)."""
+DEFAULT_POLICY: dict[str, float] = {"strong_share": 0.5}
+"""The default cost dial for a scoring classifier. Chosen on RouterBench-train cross-validation
+(never a test split): the largest share whose cost stayed under 45 % of all-premium there
+(40.7 %, leaving room for inputs that score differently); arena-bench CV gave 40.8 %."""
 
-SIDE_WEIGHTS: Final[dict[int, tuple[float, ...]]] = {1: (1.0,), 2: (1.0, 2.0), 3: (1.0, 1.0, 2.0)}
+SIDE_WEIGHTS: Final[dict[int, tuple[float, ...]]] = {1: (1.0,), 2: (1.0, 3.0), 3: (1.0, 1.0, 3.0)}
 """Relative share of each tier inside one side (weak or strong), cheapest first, by the side's
 tier count. The strong side uses the same weights (its top tier gets the largest share); sides
 with more tiers than listed share equally."""

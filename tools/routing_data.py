@@ -1,0 +1,253 @@
+"""Loaders for the public data the learned router is trained and evaluated on (../shared/data).
+
+Used by tools/train_router.py and tools/eval_routing.py only; the product never reads these.
+Each loader returns plain tuples; the label mappings follow each folder's README (our choices
+where a scenario sits between two task types are noted in docs/router-model-card.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _find_data() -> Path:
+    """../shared/data from the repository (a worktree may sit one level deeper)."""
+    for parent in REPO.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return REPO.parent / "shared" / "data"
+
+
+DATA = _find_data()
+
+# RouterBench tier mapping, the one place it is kept (issue 12): cheapest first.
+TIER_MODELS: dict[str, str] = {
+    "budget": "mistralai/mistral-7b-chat",
+    "mid": "mistralai/mixtral-8x7b-chat",
+    "standard": "gpt-3.5-turbo-1106",
+    "premium": "gpt-4-1106-preview",
+}
+STRONG_TIERS = ("standard", "premium")
+# arena-bench has no 7B model: claude-instant-1, its weakest model, stands in for budget.
+ARENA_MODELS: dict[str, str] = {
+    "budget": "claude-instant-1",
+    "mid": "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    "standard": "gpt-3.5-turbo-1106",
+    "premium": "gpt-4-1106-preview",
+}
+
+AUTOJ_MAP: dict[str, str] = {
+    "text_to_text_translation": "translation",
+    **dict.fromkeys(
+        ["text_summarization", "note_summarization", "post_summarization"], "summarization"
+    ),
+    **dict.fromkeys(
+        [
+            "classification_identification",
+            "topic_modeling",
+            "keywords_extraction",
+            "information_extraction",
+        ],
+        "classification",
+    ),
+    **dict.fromkeys(
+        [
+            "open_question",
+            "verifying_fact",
+            "reading_comprehension",
+            "explaining_general",
+            "asking_how_to_question",
+        ],
+        "simple_qa",
+    ),
+    **dict.fromkeys(
+        ["chitchat", "roleplay", "seeking_advice", "recommendation", "rejecting"], "chat"
+    ),
+    **dict.fromkeys(["code_generation", "code_to_code_translation"], "code_generation"),
+    **dict.fromkeys(
+        ["code_correction_rewriting", "explaining_code", "code_simplification"], "code_review"
+    ),
+    **dict.fromkeys(
+        [
+            "analyzing_general",
+            "data_analysis",
+            "value_judgement",
+            "ranking",
+            "peer_review",
+            "counterfactual",
+        ],
+        "analysis",
+    ),
+    **dict.fromkeys(
+        [
+            "math_reasoning",
+            "solving_exam_question_with_math",
+            "solving_exam_question_without_math",
+        ],
+        "deep_reasoning",
+    ),
+}
+AUTOJ_CREATIVE = [
+    "creative_writing",
+    "functional_writing",
+    "brainstorming",
+    "title_generation",
+    "question_generation",
+    "planning",
+    "instructional_rewriting",
+    "language_polishing",
+    "paraphrasing",
+    "text_simplification",
+    "text_correction",
+]
+
+# Gold label first; the others are also accepted (README: "simple_qa / analysis" and the like).
+MT_BENCH_MAP: dict[str, tuple[str, ...]] = {
+    "writing": ("creative_writing",),
+    "roleplay": ("chat", "creative_writing"),
+    "reasoning": ("deep_reasoning",),
+    "math": ("deep_reasoning",),
+    "coding": ("code_generation", "code_review"),
+    "extraction": ("analysis", "classification"),
+    "stem": ("simple_qa", "analysis"),
+    "humanities": ("analysis", "simple_qa"),
+}
+WIZARD_MAP: dict[str, tuple[str, ...]] = {
+    "Code Generation": ("code_generation",),
+    "Code Debug": ("code_review",),
+    "Math": ("deep_reasoning",),
+    "Reasoning": ("deep_reasoning",),
+    "Counterfactual": ("deep_reasoning", "analysis"),
+    "Writting": ("creative_writing",),
+    "Academic Writing": ("creative_writing",),
+    "Roleplay": ("chat", "creative_writing"),
+    "Multilingual": ("translation",),
+    "Complex Format": ("analysis",),
+    "Common-Sense": ("simple_qa",),
+    "TruthfulQA": ("simple_qa",),
+    "Toxicity": ("chat", "analysis"),
+    "Ethics": ("analysis", "chat"),
+}
+# Checked by hand (README): a general question about multilingual teaching, not a translation.
+WIZARD_OVERRIDES: dict[int, tuple[str, ...]] = {144: ("analysis",)}
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file (split on "\\n" only: prompts hold U+2028)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def autoj_task(category: str) -> str | None:
+    """Auto-J scenario → task type; None for `default` (no task)."""
+    if category in AUTOJ_MAP:
+        return AUTOJ_MAP[category]
+    if category in AUTOJ_CREATIVE or category.startswith("writing_"):
+        return "creative_writing"
+    return None
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A prompt with its gold task type and the other task types also counted right."""
+
+    text: str
+    gold: str
+    accepted: tuple[str, ...]
+    group: str
+
+
+def load_autoj(split: str, data: Path = DATA) -> list[Labelled]:
+    """Auto-J `train` or `test`, mapped; `default` dropped."""
+    out = []
+    path = data / "autoj_scenarios" / f"{split}data.jsonl"
+    for row in _jsonl(path):
+        task = autoj_task(row["category"])
+        if task is None:
+            continue
+        text = row["instruction"] + (("\n\n" + row["input"]) if row.get("input") else "")
+        out.append(Labelled(text, task, (task,), row["category"]))
+    return out
+
+
+def load_mt_bench(data: Path = DATA) -> list[Labelled]:
+    out = []
+    for row in _jsonl(data / "mt_bench" / "question.jsonl"):
+        acc = MT_BENCH_MAP[row["category"]]
+        out.append(Labelled(row["turns"][0], acc[0], acc, row["category"]))
+    return out
+
+
+def wizard_level(difficulty: int) -> str:
+    """README: low = 1-3, medium = 4-6, high = 7-10."""
+    return "low" if difficulty <= 3 else "medium" if difficulty <= 6 else "high"
+
+
+def load_wizard(data: Path = DATA) -> list[tuple[Labelled, int]]:
+    """(labelled prompt, difficulty 1-10); domain skills: simple_qa at 1-3, analysis above."""
+    out = []
+    path = data / "wizardlm_testset" / "WizardLM_testset.jsonl"
+    for r in _jsonl(path):
+        skill, diff = r["Skill"], int(r["Difficulty"])
+        domain = ("simple_qa", "analysis") if diff <= 3 else ("analysis", "simple_qa")
+        acc = WIZARD_OVERRIDES.get(r["idx"], WIZARD_MAP.get(skill, domain))
+        out.append((Labelled(r["Instruction"], acc[0], acc, skill), diff))
+    return out
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A prompt with each tier's quality (0/1 or a 1-10 judge score) and cost (None if unknown)."""
+
+    text: str
+    group: str
+    quality: dict[str, float]  # tier → quality
+    cost: dict[str, float]  # tier → USD
+
+
+def load_routerbench(split: str, data: Path = DATA) -> list[Scored]:
+    """RouterBench `train` or `test`; rows with a blank score for a mapped model are skipped."""
+    csv.field_size_limit(sys.maxsize)
+    out = []
+    for path in sorted((data / "routerbench_0shot_subset").glob(f"*_{split}.csv")):
+        with path.open(encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                if any(row[m] == "" for m in TIER_MODELS.values()):
+                    continue
+                out.append(
+                    Scored(
+                        text=ast.literal_eval(row["prompt"])[0],
+                        group=row["eval_name"],
+                        quality={t: float(row[m]) for t, m in TIER_MODELS.items()},
+                        cost={t: float(row[f"{m}|total_cost"]) for t, m in TIER_MODELS.items()},
+                    )
+                )
+    return out
+
+
+def load_arena(data: Path = DATA) -> list[Scored]:
+    """arena-bench-v1: judge scores per tier (see ARENA_MODELS); prompts with a null skipped.
+
+    Costs are not in the data: `cost` is filled by the caller (eval uses RouterBench's mean
+    cost per tier, so the cost axis is "what these tiers cost on RouterBench prompts").
+    """
+    folder = data / "arena_bench_v1"
+    scores = {}
+    for r in _jsonl(folder / "scores.jsonl"):
+        scores[r["question_id"]] = r["scores"]
+    out = []
+    for q in _jsonl(folder / "question.jsonl"):
+        s = scores.get(q["question_id"], {})
+        quality = {t: s.get(m) for t, m in ARENA_MODELS.items()}
+        if any(v is None for v in quality.values()):
+            continue
+        out.append(Scored(q["turns"][0], "arena", {t: float(v) for t, v in quality.items()}, {}))
+    return out

@@ -1,0 +1,145 @@
+"""Pure metrics for tools/eval_routing.py: task-type scores, rank agreement, cost–quality points.
+
+No I/O and no third-party imports, so tests run them on tiny fixtures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+TIERS = ("budget", "mid", "standard", "premium")
+
+
+# --- task types --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskScores:
+    accuracy: float
+    macro_f1: float
+    confusion: dict[tuple[str, str], int]  # (gold, predicted) → count
+    labels: tuple[str, ...]  # rows/columns of the confusion matrix, in display order
+
+
+def task_scores(
+    golds: Sequence[str], accepted: Sequence[Sequence[str]], preds: Sequence[str]
+) -> TaskScores:
+    """Accuracy and macro-F1 where a prediction in `accepted` counts as the gold label.
+
+    Lenient scoring for sets whose categories map onto two task types (MT-Bench "stem" is
+    simple_qa or analysis): a prediction the mapping accepts is scored as right; anything else
+    is scored against the first (gold) label. Macro-F1 averages over the gold labels present.
+    """
+    truth = [p if p in acc else g for g, acc, p in zip(golds, accepted, preds, strict=True)]
+    confusion = Counter(zip(truth, preds, strict=True))
+    present = sorted(set(truth))
+    f1s = []
+    for label in present:
+        tp = confusion[(label, label)]
+        fp = sum(n for (t, p), n in confusion.items() if p == label and t != label)
+        fn = sum(n for (t, p), n in confusion.items() if t == label and p != label)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    n = len(truth)
+    accuracy = sum(t == p for t, p in zip(truth, preds, strict=True)) / n if n else 0.0
+    labels = tuple(present + sorted(set(preds) - set(present)))
+    return TaskScores(accuracy, sum(f1s) / len(f1s) if f1s else 0.0, dict(confusion), labels)
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); 0.0 when either side is constant."""
+
+    def ranks(v: Sequence[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        out = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    return cov / (vx * vy) ** 0.5 if vx and vy else 0.0
+
+
+# --- routing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One routing policy's result: mean quality and mean cost per prompt, and tier shares."""
+
+    name: str
+    quality: float
+    cost: float
+    shares: dict[str, float]
+
+
+def route_point(
+    name: str,
+    tiers: Sequence[str],
+    quality: Sequence[dict[str, float]],
+    cost: Sequence[dict[str, float]],
+) -> Point:
+    """Mean quality and cost when prompt i goes to tiers[i]."""
+    n = len(tiers)
+    q = sum(qs[t] for t, qs in zip(tiers, quality, strict=True)) / n
+    c = sum(cs[t] for t, cs in zip(tiers, cost, strict=True)) / n
+    counts = Counter(tiers)
+    return Point(name, q, c, {t: counts[t] / n for t in TIERS if counts[t]})
+
+
+def single(
+    tier: str, quality: Sequence[dict[str, float]], cost: Sequence[dict[str, float]]
+) -> Point:
+    return route_point(f"all {tier}", [tier] * len(quality), quality, cost)
+
+
+def random_like(
+    p: Point, quality: Sequence[dict[str, float]], cost: Sequence[dict[str, float]]
+) -> Point:
+    """Random routing with the same tier shares as `p` (its expected quality and cost)."""
+    n = len(quality)
+    mean_q = {t: sum(q[t] for q in quality) / n for t in p.shares}
+    mean_c = {t: sum(c[t] for c in cost) / n for t in p.shares}
+    return Point(
+        f"random, shares of {p.name}",
+        sum(s * mean_q[t] for t, s in p.shares.items()),
+        sum(s * mean_c[t] for t, s in p.shares.items()),
+        dict(p.shares),
+    )
+
+
+def oracle(quality: Sequence[dict[str, float]], cost: Sequence[dict[str, float]]) -> Point:
+    """Per prompt, the cheapest tier that reaches the best quality any tier reaches."""
+    chosen = []
+    for qs, cs in zip(quality, cost, strict=True):
+        best = max(qs[t] for t in TIERS if t in qs)
+        chosen.append(min((t for t in TIERS if t in qs and qs[t] == best), key=cs.__getitem__))
+    return route_point("oracle", chosen, quality, cost)
+
+
+def pgr(q: float, weak: float, strong: float) -> float:
+    """Performance gap recovered (RouteLLM): 0 at the weak model, 1 at the strong one."""
+    return (q - weak) / (strong - weak) if strong != weak else 0.0
+
+
+def apgr(
+    quality_at_share: Callable[[float], float], weak: float, strong: float, steps: int = 10
+) -> float:
+    """Average PGR over strong-call shares 0, 1/steps, …, 1 (RouteLLM's APGR, trapezoid rule)."""
+    xs = [i / steps for i in range(steps + 1)]
+    ys = [pgr(quality_at_share(x), weak, strong) for x in xs]
+    return sum((ys[i] + ys[i + 1]) / 2 for i in range(steps)) / steps
