@@ -167,7 +167,7 @@ def test_validate_says_which_classifier_dial_and_experiment_apply(tmp_path: Path
     assert f"cost dial: {policy} (the default)" in default
     given = validate_text(_spec(tmp_path, n=1, classifier="learned", task="translation"))
     assert "classifier: none (task translation given by the job decides alone" in given
-    field = validate_text(_spec(tmp_path, n=1, task_field="kind"))
+    field = validate_text(_spec(tmp_path, n=1, task_field="kind", classifier="heuristic"))
     assert "task_field kind: a record whose kind is a known task type goes by the routing" in field
     assert "cost dial: none" in field
 
