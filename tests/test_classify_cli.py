@@ -107,8 +107,11 @@ def test_classify_prints_the_tier_and_arm_the_run_records(
     dry = _cli("run", job, "--simulate", "--db", db, "--dry-run", "--json", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     quote = json.loads(dry.stdout)
-    run = _cli("run", job, "--simulate", "--db", db, "--quiet", cwd=tmp_path)
+    run = _cli("run", job, "--simulate", "--db", db, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
+    name = next(iter(policy))
+    cuts = ", ".join(f"{c:.4f}" for c in quote["routing"]["cuts"])
+    assert f"note: cost dial {name} {policy[name]}: cuts {cuts} on the learned scores" in run.stderr
     recorded = _recorded(db)
     assert {k: (r["tier"], r["arm"]) for k, r in printed.items()} == {
         k: (t, a) for k, (t, a, _) in recorded.items()

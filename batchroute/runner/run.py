@@ -34,9 +34,9 @@ from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
 from batchroute.runner.setup import (
+    calibrate,
     check_key,
     close_store,
-    dial_note,
     end_notes,
     end_status,
     fewer_gc_passes,
@@ -166,11 +166,7 @@ class Runner:
             if note is not None:
                 self.notes.append(note)
             plan = build_plan(spec, catalog, resume, self.overrides, live=live)
-            # The dial's cuts come from the whole input, never only the records left (issue 12).
-            records = read_records(spec.input, id_field=spec.id_field)
-            plan = self.plan = await asyncio.to_thread(plan.calibrated, records)
-            if (note := dial_note(plan)) is not None:
-                self.notes.append(note)
+            plan = self.plan = await calibrate(plan, self.notes)
             # One pass over the input's keys and one join with the results (issue 11): the
             # run holds no key of the job's history, and the file is free again before the
             # first flush.
