@@ -47,8 +47,9 @@ Cuts = tuple[float, ...]
 
 DEFAULT_POLICY: dict[str, float] = {"strong_share": 0.5}
 """The default cost dial for a scoring classifier. Chosen on RouterBench-train cross-validation
-(never a test split): the largest share whose cost stayed under 45 % of all-premium there
-(40.7 %, leaving room for inputs that score differently); arena-bench CV gave 40.8 %."""
+(never a test split): the largest share, in steps of 0.05, whose cost stayed under 45 % of
+all-premium there with room for inputs that score differently (37.9 % with the shipped
+constants; arena-bench CV 40.8 %). Held-out RouterBench test: 45.6 % (docs/routing-eval.md)."""
 
 SIDE_WEIGHTS: Final[dict[int, tuple[float, ...]]] = {1: (1.0,), 2: (1.0, 3.0), 3: (1.0, 1.0, 3.0)}
 """Relative share of each tier inside one side (weak or strong), cheapest first, by the side's

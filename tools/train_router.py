@@ -39,7 +39,7 @@ from batchroute.learned import MAGIC, MODEL_FILE, features  # noqa: E402
 from batchroute.types import TASK_TYPES  # noqa: E402
 
 C_TASK = 0.5
-C_STRONG = 0.05
+C_STRONG = 0.003
 ARENA_WEIGHT = 4.0
 MIN_DF = 2  # a feature seen in one training prompt only is noise, and would bloat the file
 SEED = 12
@@ -159,7 +159,7 @@ def cross_validate(data: Path) -> None:
         f1 = f1_score(t_labels, preds, average="macro")
         print(f"task   C={c:<5} CV macro-F1 {f1:.3f}")
     groups = [f"{lab}{int(w > 1)}" for lab, w in zip(s_labels, s_weights, strict=True)]
-    for c in (0.01, 0.02, 0.05, 0.1):
+    for c in (0.003, 0.01, 0.02, 0.05):
         scores = np.zeros(len(s_texts))
         for tr, te in folds.split(s_texts, groups):
             vocab = Vocab([s_docs[i] for i in tr])
