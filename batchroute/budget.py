@@ -8,7 +8,7 @@ the waiting (an asyncio.Condition); this module only answers "does it fit" and k
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
@@ -33,6 +33,12 @@ MESSAGE_OVERHEAD_TOKENS = 8
 
 REQUEST_OVERHEAD_TOKENS = 16
 """Per-request allowance (reply priming, BOS/EOS) in the prompt-token bound."""
+
+
+def typical_prompt_tokens(messages: Iterable[Mapping[str, str]]) -> int:
+    """A typical prompt's tokens (for expected, not worst-case, costs): about 4 bytes a token,
+    plus each message's overhead."""
+    return sum(len(m["content"].encode()) // 4 + 4 for m in messages)
 
 
 def prompt_token_bound(contents: Iterable[str]) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
@@ -132,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check a job file and print the resolved plan")
     val.add_argument("job", type=Path)
+
+    cls = sub.add_parser("classify", help="print each record's task, tier and score as JSON")
+    cls.add_argument("input", type=Path, help="the records (JSONL)")
+    cls.add_argument("--field", help="the record field holding the prompt (default: the "
+                     "job's prompt, rendered; without --job: text)")  # fmt: skip
+    cls.add_argument("--job", type=Path, help="route with this job's tiers, routing and dial")
+    cls.add_argument("--classifier", choices=("heuristic", "learned"), help="default: the job's")
     return p
 
 
@@ -249,6 +257,19 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_classify(a: argparse.Namespace) -> int:
+    job = load_spec(a.job) if a.job is not None else None
+    lines = commands.classify_lines(a.input, field=a.field, job=job, classifier=a.classifier)
+    out = sys.stdout.buffer
+    try:
+        for line in lines:
+            out.write(line)
+        out.flush()
+    except BrokenPipeError:  # `| head`: the reader has all it wants; no error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
 def _cmd_simulate(a: argparse.Namespace) -> int:
     from batchroute.simulator import serve
 
@@ -279,6 +300,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "simulate": _cmd_simulate,
     "report": _cmd_report,
+    "classify": _cmd_classify,
 }
 
 

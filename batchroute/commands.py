@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,13 +20,18 @@ from typing import Any
 import orjson
 
 from batchroute._version import __version__
+from batchroute.catalog import Catalog
 from batchroute.errors import AuthError, ConfigError, SpecError
-from batchroute.quote import describe_plan, quote, render_quote
+from batchroute.plan import Overrides, build_plan, classify_item
+from batchroute.plan import render as render_record
+from batchroute.quote import describe_plan, offline_catalog, quote, render_quote
+from batchroute.reader import read_records
 from batchroute.report import parse_since, render
 from batchroute.report_html import HTML_PARTS, render_html
 from batchroute.runner import RunReport
-from batchroute.spec import JobSpec
+from batchroute.spec import DEFAULT_CLASSIFIER, JobSpec, PromptSpec
 from batchroute.store import ResultStore
+from batchroute.types import ResumeState
 from batchroute.usd import exact, usd
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
@@ -271,3 +277,70 @@ def crash_line(exc: BaseException, log_dir: Path | None, secret: str | None) -> 
     return (
         f"batchroute: unexpected error ({summary}); no log could be written ({'; '.join(problems)})"
     )
+
+
+def _classify_spec(
+    path: Path, field: str | None, job: JobSpec | None, classifier: str | None
+) -> JobSpec:
+    """The job `classify` routes with: the given one on this input, else the default tiers
+    and routing table with the prompt in `field` (default "text")."""
+    if field is not None and (not field or any(c in field for c in ".[]{}")):
+        raise ConfigError(f"--field {field!r}: give the name of one top-level field of a record")
+    prompt = {"user": "{" + (field or "text") + "}"}
+    if job is None:
+        return JobSpec.model_validate(
+            {
+                "name": "classify",
+                "input": path,
+                "prompt": prompt,
+                "classifier": classifier or DEFAULT_CLASSIFIER,
+                "request": {"max_tokens": 256},
+                "budget": {"daily_usd": 1},
+            }
+        )
+    update: dict[str, Any] = {"input": path}
+    if field is not None:  # the record's own text, without the job's system prompt
+        update["prompt"] = PromptSpec.model_validate(prompt)
+    if classifier is not None:  # a heuristic has no score: the job's cost dial then rests
+        update["classifier"] = classifier
+    return job.model_copy(update=update)
+
+
+def classify_lines(
+    path: Path, *, field: str | None, job: JobSpec | None, classifier: str | None
+) -> Iterator[bytes]:
+    """`batchroute classify`: one JSON line per input line, routed as `run` routes it (the
+    plan's classification, cost dial and experiment); a bad line gets a line with its error."""
+    problem = (
+        "no such file" if not path.exists()
+        else "is a folder, not a file" if path.is_dir()
+        else "is not a regular file (it is read twice when a cost dial applies)"
+        if not path.is_file()
+        else "cannot be read (no permission)" if not os.access(path, os.R_OK)
+        else None
+    )  # fmt: skip
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}")
+    spec = _classify_spec(path, field, job, classifier)
+    catalog = offline_catalog(spec.database_path) if job is not None else Catalog.shipped()
+    plan = build_plan(spec, catalog, ResumeState(), Overrides())
+    plan = plan.calibrated(read_records(path, id_field=spec.id_field))
+    for rec in read_records(path, id_field=spec.id_field):
+        messages = render_record(spec, rec)
+        out: dict[str, Any]
+        if isinstance(messages, str):
+            out = {"key": rec.key, "line": rec.line_no, "error": messages}
+        else:
+            item = classify_item(spec, plan.params, rec, messages, plan.cuts)
+            c = item.cls
+            out = {
+                "key": rec.key,
+                "line": rec.line_no,
+                "task_type": c.task_type,
+                "complexity": c.complexity,
+                "tier": item.tier,
+                "p_strong": c.score,
+                "reason": c.reason,
+                "arm": item.arm,
+            }
+        yield orjson.dumps(out) + b"\n"

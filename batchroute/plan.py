@@ -11,19 +11,27 @@ and knows nothing of HTTP or DuckDB.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from batchroute.budget import ceil_usd, prompt_token_bound, worst_case_cost
+from batchroute import classifier, learned
+from batchroute.budget import (
+    ceil_usd,
+    prompt_token_bound,
+    quantize_usd,
+    typical_prompt_tokens,
+    worst_case_cost,
+)
 from batchroute.catalog import Catalog, ModelInfo
-from batchroute.classifier import classify
-from batchroute.errors import InputError
+from batchroute.errors import InputError, SpecError
 from batchroute.prompt import fingerprint, render_messages, request_params
 from batchroute.router import TierPlan, check_plans, choose_tier, resolve_tiers
 from batchroute.spec import JobSpec
+from batchroute.split import CONTROL, ScoreSketch, arm_name, in_experiment, shifted
+from batchroute.thresholds import DEFAULT_POLICY, Cuts, calibrate, tier_index
 from batchroute.types import (
     NOT_KNOWN,
     TASK_TYPES,
@@ -34,6 +42,8 @@ from batchroute.types import (
     RecordStatus,
     ResumeState,
 )
+
+TYPICAL_COMPLETION_TOKENS = 256  # a typical answer, for expected (not worst-case) costs
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,7 @@ class WorkItem:
     tier: str
     explicit: bool
     prompt_bound: int  # upper bound on prompt tokens, computed once
+    arm: str | None = None  # the experiment arm (results.arm); None: no experiment
 
 
 class Admit(StrEnum):
@@ -115,21 +126,61 @@ def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
         return exc.reason
 
 
-def classify_item(
-    spec: JobSpec, params: Mapping[str, Any], rec: Record, messages: list[dict[str, str]]
-) -> WorkItem:
-    """Classify and route a rendered record."""
+def classification(
+    spec: JobSpec, rec: Record, messages: list[dict[str, str]]
+) -> tuple[Classification, bool]:
+    """The record's task, given (True) by its `task_field` or the job's `task`, which decide
+    alone; else (False) the job's classifier's verdict on the rendered prompt."""
     fields = rec.fields or {}
     if spec.task_field and fields.get(spec.task_field) in TASK_TYPES:
-        cls, explicit = Classification(str(fields[spec.task_field]), "medium", "task_field"), True
-    elif spec.task:
-        cls, explicit = Classification(spec.task, "medium", "job.task"), True
+        return Classification(str(fields[spec.task_field]), "medium", "task_field"), True
+    if spec.task:
+        return Classification(spec.task, "medium", "job.task"), True
+    system = messages[0]["content"] if len(messages) > 1 else ""
+    classify = learned.classify if spec.classifier == "learned" else classifier.classify
+    return classify(messages[-1]["content"], system=system), False
+
+
+def classify_item(
+    spec: JobSpec,
+    params: Mapping[str, Any],
+    rec: Record,
+    messages: list[dict[str, str]],
+    cuts: Cuts | None = None,
+) -> WorkItem:
+    """Classify and route a rendered record: a given task by the routing table; a score with
+    the cost dial's `cuts` by the cuts over the job's tiers (cheapest first); else the
+    classifier's task and complexity. Then the experiment's arm, if the job runs one."""
+    cls, explicit = classification(spec, rec, messages)
+    names = list(spec.tiers)
+    if not explicit and cuts is not None and cls.score is not None:
+        tier = names[min(tier_index(cls.score, cuts), len(names) - 1)]
     else:
-        system = messages[0]["content"] if len(messages) > 1 else ""
-        cls, explicit = classify(messages[-1]["content"], system=system), False
-    tier = choose_tier(cls, spec, explicit_task=explicit)
+        tier = choose_tier(cls, spec, explicit_task=explicit)
+    arm = None
+    if (x := spec.experiment) is not None:
+        arm = CONTROL
+        if in_experiment(x.seed, rec.key, x.share):
+            arm = arm_name(x.tier_shift)
+            tier = names[shifted(names.index(tier), x.tier_shift, len(names))]
     bound = prompt_token_bound(m["content"] for m in messages)
-    return WorkItem(rec, messages, fingerprint(messages, params), cls, tier, explicit, bound)
+    return WorkItem(rec, messages, fingerprint(messages, params), cls, tier, explicit, bound, arm)
+
+
+def strong_tiers(spec: JobSpec) -> list[str]:
+    """The tiers the dial's `strong_share` counts: the upper half (thresholds' default)."""
+    names = list(spec.tiers)
+    return names[max(len(names) // 2, 1) :]
+
+
+def policy_of(spec: JobSpec) -> dict[str, float] | None:
+    """The cost dial that applies: the job's, else the default one for a classifier that
+    scores; None (the routing table decides) for the heuristic or a job that gives the task."""
+    if spec.task or spec.classifier != "learned":
+        return None
+    if spec.routing_policy is not None:
+        return spec.routing_policy.model_dump(exclude_none=True)
+    return dict(DEFAULT_POLICY)
 
 
 @dataclass(frozen=True)
@@ -143,6 +194,8 @@ class RunPlan:
     resume: ResumeState
     params: Mapping[str, Any]
     warnings: tuple[str, ...] = ()
+    cuts: Cuts | None = None  # the cost dial's score cuts, from `calibrated`
+    scored: int = 0  # records the cuts were calibrated on
     _dearest: ModelInfo = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -180,6 +233,47 @@ class RunPlan:
             )
             for m in served_by
         )
+
+    def expected_call(self, tier: str, prompt_tokens: int) -> Decimal:
+        """What a call to `tier` typically costs: a typical answer (`TYPICAL_COMPLETION_TOKENS`,
+        capped by max_tokens) from the tier's first model. The dry run's expected cost and the
+        cost dial's tier costs both use it."""
+        out = min(self.spec.request.max_tokens, TYPICAL_COMPLETION_TOKENS)
+        return quantize_usd(self.info(self.tiers[tier].models[0]).cost(prompt_tokens, out))
+
+    def calibrated(self, records: Iterable[Record]) -> RunPlan:
+        """The plan with the cost dial's cuts, calibrated on `records` (the whole input: the
+        cuts, so each record's tier, do not depend on how far an earlier run got). One
+        streamed pass in fixed memory; the plan itself when no dial applies."""
+        policy = policy_of(self.spec)
+        if policy is None:
+            return self
+        sketch, tokens = ScoreSketch(), 0
+        for rec in records:
+            messages = render(self.spec, rec)
+            if isinstance(messages, str):
+                continue
+            cls, explicit = classification(self.spec, rec, messages)
+            if explicit or cls.score is None:
+                continue  # a given task goes by the routing table: not the dial's to split
+            sketch.add(cls.score)
+            tokens += typical_prompt_tokens(messages)
+        if sketch.count == 0:
+            return self
+        mean = tokens // sketch.count
+        costs = [self.expected_call(t, mean) for t in self.tiers]
+        try:
+            cuts = calibrate(
+                sketch.sample(),
+                len(costs),
+                strong_share=policy.get("strong_share"),
+                max_cost_ratio=policy.get("max_cost_ratio"),
+                tier_costs=costs,
+            )
+        except ValueError as exc:
+            path = str(self.spec.path) if self.spec.path else None
+            raise SpecError(str(exc), path=path, key="routing_policy") from None
+        return replace(self, cuts=cuts, scored=sketch.count)
 
     # ---------------------------------------------------------------- routing
     def next_tier(self, tier: str) -> str | None:
@@ -277,7 +371,7 @@ class Intake:
             if not (stale and plan.overrides.rerun_changed):
                 return _FINAL[stale, failed_before]
         self.taken += 1
-        item = classify_item(plan.spec, plan.params, rec, messages)
+        item = classify_item(plan.spec, plan.params, rec, messages, plan.cuts)
         return Admission(Admit.SEND, item, stale=stale, failed_before=failed_before)
 
 

@@ -15,15 +15,17 @@ Errors before any token are unbilled (OpenRouter's zero-completion insurance).
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from batchroute.budget import BYOK_FEE, quantize_usd
+from batchroute.budget import BYOK_FEE, typical_prompt_tokens
 from batchroute.catalog import Catalog
 from batchroute.plan import (
+    TYPICAL_COMPLETION_TOKENS,
     Admit,
     MemoryLookup,
     Overrides,
@@ -31,14 +33,15 @@ from batchroute.plan import (
     WorkItem,
     budget_scope,
     build_plan,
+    policy_of,
+    strong_tiers,
 )
 from batchroute.reader import read_keys, read_records
 from batchroute.spec import JobSpec
+from batchroute.split import arm_name
 from batchroute.store import ResultStore
 from batchroute.types import TASK_TYPES, KeyLookup, ResumeState
 from batchroute.usd import amount, exact, usd
-
-TYPICAL_COMPLETION_TOKENS = 256
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Quote:
     expected_includes: str = ""  # what the expected figure assumes, in one line
     worst_includes: str = ""  # what the worst case counts, in one line (`worst_terms`)
     worst_terms: dict[str, Any] = field(default_factory=dict)
+    dial: dict[str, Any] | None = None  # the cost dial: its policy and cuts (issue 12)
+    arms: Counter[str] = field(default_factory=Counter)  # records sent per experiment arm
 
     @property
     def records(self) -> int:
@@ -112,16 +117,33 @@ class Quote:
             "worst_case_counts": self.worst_terms,
             "catalog": self.catalog,
             "notes": self.notes,
+            "routing": self.dial,
+            "arms": dict(sorted(self.arms.items())),
         }
 
 
 def _expected(plan: RunPlan, item: WorkItem) -> Decimal:
     """A typical answer from the first model of the record's tier, a prompt of ~4 bytes a
     token (the worst case is the plan's: what the run reserves, call by call)."""
-    max_tokens = plan.spec.request.max_tokens
-    typical_prompt = sum(len(m["content"].encode()) // 4 + 4 for m in item.messages)
-    first = plan.info(plan.tiers[item.tier].models[0])
-    return quantize_usd(first.cost(typical_prompt, min(max_tokens, TYPICAL_COMPLETION_TOKENS)))
+    return plan.expected_call(item.tier, typical_prompt_tokens(item.messages))
+
+
+def _dial(plan: RunPlan, tiers: dict[str, TierQuote]) -> dict[str, Any] | None:
+    """The cost dial as the dry run shows it: the policy, the cuts, the strong share reached."""
+    policy = policy_of(plan.spec)
+    if policy is None:
+        return None
+    names = strong_tiers(plan.spec)
+    sent = sum(t.records for t in tiers.values())
+    strong = sum(tiers[n].records for n in names)
+    return {
+        "classifier": plan.spec.classifier,
+        "policy": policy,
+        "cuts": list(plan.cuts or ()),
+        "scored": plan.scored,
+        "strong_tiers": names,
+        "strong_share": round(strong / sent, 4) if sent else None,
+    }
 
 
 def offline_catalog(db_path: Path) -> Catalog:
@@ -167,6 +189,7 @@ def _quote(
 ) -> Quote:
     catalog = offline_catalog(db_path)
     plan = build_plan(spec, catalog, resume, overrides)
+    plan = plan.calibrated(read_records(spec.input, id_field=spec.id_field))
     q = Quote(
         spec.name,
         plan.cap,
@@ -198,6 +221,9 @@ def _quote(
             tq.records += 1
             tq.expected_usd += _expected(plan, a.item)
             tq.worst_usd += plan.worst_record(a.item)
+            if a.item.arm is not None:
+                q.arms[a.item.arm] += 1
+    q.dial = _dial(plan, q.tiers)
     return q
 
 
@@ -250,8 +276,50 @@ def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
     lines += [f"tier {name}: " + " → ".join(plan.models) for name, plan in plans.items()]
     table = {t: spec.tier_for_task(t) for t in TASK_TYPES}
     lines.append("routing: " + ", ".join(f"{k}→{v}" for k, v in table.items()))
+    lines += _classifier_lines(spec)
     lines.append(_escalation_line(spec))
     return lines + [f"warning: {w}" for w in warnings]
+
+
+def _classifier_lines(spec: JobSpec) -> list[str]:
+    """Which classifier routes, what the cost dial and the experiment do (issue 12)."""
+    if spec.task:
+        lines = [
+            f"classifier: none (task {spec.task} given by the job decides alone: every record "
+            f"goes to {spec.tier_for_task(spec.task)}; the classifier and the cost dial are unused)"
+        ]
+    else:
+        lines = [
+            f"classifier: {spec.classifier}"
+            + ("" if "classifier" in spec.model_fields_set else " (the default)")
+        ]
+        if spec.task_field:
+            lines.append(
+                f"task_field {spec.task_field}: a record whose {spec.task_field} is a known task "
+                "type goes by the routing table alone; the classifier routes the others"
+            )
+        policy = policy_of(spec)
+        if policy is not None:
+            given = "" if spec.routing_policy is not None else " (the default)"
+            lines.append(
+                "cost dial: "
+                + ", ".join(f"{k} {v}" for k, v in policy.items())
+                + given
+                + f"; strong tiers {', '.join(strong_tiers(spec))}; the learned scores "
+                "are calibrated on the whole input before each run (see run --dry-run)"
+            )
+        else:
+            lines.append("cost dial: none (the routing table and complexity decide)")
+    x = spec.experiment
+    if x is not None:
+        names = list(spec.tiers)
+        end = names[-1] if x.tier_shift > 0 else names[0]
+        lines.append(
+            f"experiment: {x.share:.1%} of records (seed {x.seed}) move {x.tier_shift:+d} "
+            f"tier(s), no further than {end}; results.arm is control or "
+            f"{arm_name(x.tier_shift)}"
+        )
+    return lines
 
 
 def _escalation_line(spec: JobSpec) -> str:
@@ -296,6 +364,18 @@ def render_quote(q: Quote) -> str:
         + (f", {q.stale} changed since (see --rerun-changed)" if q.stale else "")
         + ")"
     )
+    if q.dial is not None:
+        policy = ", ".join(f"{k} {v}" for k, v in q.dial["policy"].items())
+        cuts = ", ".join(f"{c:.4f}" for c in q.dial["cuts"]) or "none"
+        share = q.dial["strong_share"]
+        lines.append(
+            f"cost dial ({policy}; {q.dial['classifier']} scores of {q.dial['scored']} records): "
+            f"cuts {cuts}; " + ("no record sent" if share is None else f"{share:.1%}")
+            + " of the records sent go to " + ", ".join(q.dial["strong_tiers"])
+            + (" (the experiment's moves included)" if q.arms else "")
+        )  # fmt: skip
+    if q.arms:
+        lines.append("experiment: " + ", ".join(f"{a} {n}" for a, n in sorted(q.arms.items())))
     lines.append(f"expected: {q.expected_includes}")
     lines.append(f"worst case: {q.worst_includes}")
     left = q.remaining_usd

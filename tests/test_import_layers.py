@@ -47,6 +47,7 @@ STAGES = (
     "journal",
     "thresholds",  # issue 12: score cut points (the cost dial), pure
     "learned",  # issue 12: the learned router, reads its shipped model file
+    "split",  # issue 12: the cost dial's score sample and the experiment arms (pure)
 )
 # Rank of each top-level module or package ("" is batchroute/__init__): imports go to lower ranks.
 LAYERS: dict[str, int] = {

@@ -147,6 +147,7 @@ class Book:
             row.task_type, row.complexity = item.cls.task_type, item.cls.complexity
             row.classifier, row.request_fp = item.cls.reason, item.fp
             row.tier = row.tier or item.tier
+            row.arm = item.arm
         self._results.append(row)
         self.journal.append(row)
         if len(self._results) >= FLUSH_ROWS:

@@ -32,6 +32,7 @@ from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
 from batchroute.runner.setup import (
+    calibrate,
     check_key,
     close_store,
     end_notes,
@@ -164,7 +165,8 @@ class Runner:
             catalog, live, note = await load_catalog(client, self.store, opts.now)
             if note is not None:
                 self.notes.append(note)
-            plan = self.plan = build_plan(spec, catalog, resume, self.overrides, live=live)
+            plan = build_plan(spec, catalog, resume, self.overrides, live=live)
+            plan = self.plan = await calibrate(plan, self.notes)
             await asyncio.to_thread(save_baseline, self.store, plan, self.run_id, opts.now())
             lane = self._lane = Lane(plan, opts, client, self.store, self.book, self.control,
                                      self._log, self.notes, budget)  # fmt: skip

@@ -17,8 +17,9 @@ from batchroute.budget import Budget
 from batchroute.catalog import Catalog
 from batchroute.client import OpenRouterClient
 from batchroute.errors import StoreError, UpstreamError
-from batchroute.plan import Overrides, RunPlan
+from batchroute.plan import Overrides, RunPlan, policy_of, strong_tiers
 from batchroute.progress import Progress
+from batchroute.reader import read_records
 from batchroute.runner.book import Book
 from batchroute.runner.reconcile import Reconciler, reconcile_earlier
 from batchroute.runner.recover import recover_journal
@@ -218,3 +219,21 @@ def start_progress(
         f"{lookup.duplicates} repeated ids, {to_send}{'+' if grows else ''} to send"
     )
     return progress
+
+
+async def calibrate(plan: RunPlan, notes: list[str]) -> RunPlan:
+    """The plan with the cost dial's cuts, calibrated off the event loop on the whole input,
+    never only on the records left: a record's tier must not depend on how far an earlier run
+    got (issue 12). The cuts go into the run's notes."""
+    spec, policy = plan.spec, policy_of(plan.spec)
+    if policy is None:
+        return plan
+    records = read_records(spec.input, id_field=spec.id_field)
+    plan = await asyncio.to_thread(plan.calibrated, records)
+    if plan.cuts is not None:
+        notes.append(
+            "cost dial " + ", ".join(f"{k} {v}" for k, v in policy.items())
+            + f": cuts {', '.join(f'{c:.4f}' for c in plan.cuts)} on the {spec.classifier} "
+            f"scores of {plan.scored} records; strong tiers {', '.join(strong_tiers(spec))}"
+        )  # fmt: skip
+    return plan

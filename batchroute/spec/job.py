@@ -9,17 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from batchroute.spec.parts import (
     QUALITY_CHECKS,
     BudgetSpec,
     EndpointSpec,
+    ExperimentSpec,
     LimitsSpec,
     OutputSpec,
     PromptSpec,
     QualityCheck,
     RequestSpec,
+    RoutingPolicy,
     TierSpec,
     _Strict,
 )
@@ -39,6 +41,10 @@ DEFAULT_TIERS: dict[str, list[str]] = {
 }
 """Design §2's tiers, cheapest → strongest; every id is in the May 2026 catalogue."""
 
+Classifier = Literal["heuristic", "learned"]
+DEFAULT_CLASSIFIER: Classifier = "heuristic"
+"""The classifier of a job that names none (issue 12: chosen by the routing evaluation)."""
+
 
 class JobSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -47,7 +53,9 @@ class JobSpec(_Strict):
     prompt: PromptSpec
     task: str | None = None
     task_field: str | None = None
-    classifier: Literal["heuristic"] = "heuristic"
+    classifier: Classifier = DEFAULT_CLASSIFIER
+    routing_policy: RoutingPolicy | None = None  # the cost dial: needs a classifier that scores
+    experiment: ExperimentSpec | None = None
     tiers: dict[str, TierSpec] = Field(
         default_factory=lambda: {k: TierSpec(models=tuple(v)) for k, v in DEFAULT_TIERS.items()}
     )
@@ -69,6 +77,16 @@ class JobSpec(_Strict):
     def _known_task(cls, v: str | None) -> str | None:
         if v is not None and v not in TASK_TYPES:
             raise ValueError(f"unknown task type {v!r}; known: {', '.join(TASK_TYPES)}")
+        return v
+
+    @field_validator("routing_policy")
+    @classmethod
+    def _scored(cls, v: RoutingPolicy | None, info: ValidationInfo) -> RoutingPolicy | None:
+        if v is not None and info.data.get("classifier") == "heuristic":
+            raise ValueError(
+                "the cost dial calibrates the router's score, and the heuristic classifier "
+                "gives none: set `classifier: learned`, or leave routing_policy out"
+            )
         return v
 
     @model_validator(mode="after")

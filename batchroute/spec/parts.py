@@ -226,3 +226,37 @@ class EndpointSpec(_Strict):
     api_key_env: str = "OPENROUTER_API_KEY"
     title: str = "batchroute"
     referer: str = "https://github.com/batchroute/batchroute"
+
+
+class RoutingPolicy(_Strict):
+    """The cost dial (issue 12): exactly one of a share of records for the strong tiers or a
+    ceiling on the expected cost relative to sending everything to the dearest tier. The
+    router's thresholds are calibrated on the input itself before each run."""
+
+    strong_share: Float | None = Field(default=None, ge=0, le=1)
+    max_cost_ratio: Float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RoutingPolicy:
+        if (self.strong_share is None) == (self.max_cost_ratio is None):
+            raise ValueError(
+                "give exactly one of strong_share (share of records for the strong tiers, "
+                "0-1) or max_cost_ratio (expected cost / cost of all on the dearest tier, 0-1)"
+            )
+        return self
+
+
+class ExperimentSpec(_Strict):
+    """A routing experiment (issue 12): a seeded share of records moves `tier_shift` tiers
+    (clamped to the cheapest and dearest tier); `results.arm` says which arm each is in."""
+
+    share: Float = Field(gt=0, lt=1)
+    tier_shift: Int
+    seed: Int = Field(default=0, ge=-(2**63), lt=2**63)
+
+    @field_validator("tier_shift")
+    @classmethod
+    def _moves(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must move records: +1 (one tier up), -1 (one down), ...")
+        return v

@@ -1,0 +1,73 @@
+"""How records split over the tiers: the score sample the cost dial calibrates on, and the
+experiment arms. Pure and synchronous; stdlib only.
+
+- `ScoreSketch` holds the scores of an input of any size in fixed memory: a histogram of
+  `BINS` bins over [0, 1]. A 10M-line input costs the same 80 kB as a 10-line one. Its
+  `sample()` is a bounded, sorted list of scores with the input's distribution (each bin's
+  scores stand at its lower edge), which is what `thresholds.calibrate` needs. A record's
+  own score is compared with the cuts exactly; the sketch only decides where the cuts lie,
+  so a share is off by at most the records of one bin (1/10,000 of the score range).
+- `in_experiment` is a pure function of (seed, record key): the same seed gives the same
+  arms in every run and every resume, whatever order or subset of the input a run sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+BINS: Final = 10_000
+SAMPLE_MAX: Final = 10_000  # the most scores handed to calibration (quantiles beyond that)
+CONTROL: Final = "control"
+
+
+class ScoreSketch:
+    """A fixed-size histogram of scores in [0, 1] (out-of-range scores are clamped)."""
+
+    def __init__(self) -> None:
+        self._counts = [0] * (BINS + 1)  # the last bin holds score == 1.0
+        self.count = 0
+
+    def add(self, score: float) -> None:
+        """Count one score."""
+        b = int(score * BINS) if score == score else 0  # NaN: the bottom (never "strong")
+        self._counts[min(max(b, 0), BINS)] += 1
+        self.count += 1
+
+    def sample(self, limit: int = SAMPLE_MAX) -> list[float]:
+        """At most `limit` scores, ascending, spread over the input's quantiles: every score
+        when there are no more than `limit`, else the score at each of `limit` even quantiles."""
+        n = self.count
+        m = min(n, limit)
+        out: list[float] = []
+        if m == 0:
+            return out
+        # The j-th point is the score of rank floor((j + 0.5) * n / m) (0-based) in the input.
+        j, seen = 0, 0
+        for b, c in enumerate(self._counts):
+            seen += c
+            while j < m and (2 * j + 1) * n < 2 * m * seen:
+                out.append(b / BINS)
+                j += 1
+        return out
+
+
+def _unit(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) from (seed, key): blake2b, stable across Python versions."""
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def in_experiment(seed: int, key: str, share: float) -> bool:
+    """Whether the record with `key` is in the experiment's arm (about `share` of records)."""
+    return _unit(seed, key) < share
+
+
+def arm_name(tier_shift: int) -> str:
+    """The label of the experiment arm in `results.arm`, e.g. "shift+1" or "shift-1"."""
+    return f"shift{tier_shift:+d}"
+
+
+def shifted(index: int, tier_shift: int, n_tiers: int) -> int:
+    """The tier index `tier_shift` tiers away, clamped to the cheapest and the dearest tier."""
+    return min(max(index + tier_shift, 0), n_tiers - 1)
