@@ -21,7 +21,7 @@ from batchroute.budget import ceil_usd, prompt_token_bound, worst_case_cost
 from batchroute.catalog import Catalog, ModelInfo
 from batchroute.classifier import classify
 from batchroute.errors import InputError
-from batchroute.prompt import fingerprint, render_messages, request_params
+from batchroute.prompt import fingerprint, line_salt, render_messages, request_params
 from batchroute.router import TierPlan, check_plans, choose_tier, resolve_tiers
 from batchroute.spec import JobSpec
 from batchroute.types import (
@@ -210,6 +210,11 @@ class RunPlan:
         )
 
     # ----------------------------------------------------------------- intake
+    @property
+    def line_salt(self) -> bytes:
+        """The salt of the input lines' fingerprints (`reader.read_records(salt=...)`)."""
+        return line_salt(self.spec.prompt, self.params, self.spec.id_field)
+
     def intake(self, lookup: KeyLookup) -> Intake:
         """A fresh pass over the input, with a fresh `lookup` (one per pass)."""
         return Intake(self, lookup)
@@ -266,6 +271,8 @@ class Intake:
             return _DUPLICATE
         plan = self._plan
         failed_before = known.failed_before
+        if known.final and known.line_fp is not None and known.line_fp == rec.line_fp:
+            return _FINAL[False, failed_before]  # the same line under the same prompt: not stale
         messages = render(plan.spec, rec)
         if isinstance(messages, str):
             kind = Admit.FINAL if known.final else Admit.INVALID

@@ -169,7 +169,7 @@ def _quote(
     q.catalog = f"{catalog.source} ({catalog.fetched_at})"
     q.notes = list(plan.warnings)
     intake = plan.intake(lookup)
-    for rec in read_records(spec.input, id_field=spec.id_field):
+    for rec in read_records(spec.input, id_field=spec.id_field, salt=plan.line_salt):
         if intake.full:
             break
         a = intake.admit(rec)

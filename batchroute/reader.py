@@ -24,7 +24,15 @@ def record_key(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
+def line_fp(raw: bytes, salt: bytes) -> int:
+    """The fingerprint of one input line under `salt` (`prompt.line_salt`: the job's prompt,
+    parameters and id field), as a signed 64-bit integer (the `results.line_fp` column).
+    Equal fingerprints: the same bytes under the same prompt, so the same request and key."""
+    digest = hashlib.blake2b(raw, digest_size=8, salt=salt).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _parse(raw: bytes, line_no: int, id_field: str | None, fp: int | None = None) -> Record:
     # orjson validates UTF-8 itself; the line is hashed only when no id field gives the key.
     try:
         obj = orjson.loads(raw)
@@ -32,18 +40,18 @@ def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as bad:
-            return Record(line_no, record_key(raw), None, f"not UTF-8 (byte {bad.start})")
-        return Record(line_no, record_key(raw), None, f"not valid JSON: {exc}")
+            return Record(line_no, record_key(raw), None, f"not UTF-8 (byte {bad.start})", fp)
+        return Record(line_no, record_key(raw), None, f"not valid JSON: {exc}", fp)
     if not isinstance(obj, dict):
         reason = f"not a JSON object (got {type(obj).__name__})"
-        return Record(line_no, record_key(raw), None, reason)
+        return Record(line_no, record_key(raw), None, reason, fp)
     if id_field is None:
-        return Record(line_no, record_key(raw), obj)
+        return Record(line_no, record_key(raw), obj, None, fp)
     key = _id_key(obj, id_field)
     if key is None:
         reason = f"id field {id_field!r} missing or not a scalar"
-        return Record(line_no, record_key(raw), None, reason)
-    return Record(line_no, key, obj)
+        return Record(line_no, record_key(raw), None, reason, fp)
+    return Record(line_no, key, obj, None, fp)
 
 
 def _id_key(obj: dict[str, object], id_field: str) -> str | None:
@@ -72,14 +80,20 @@ def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
             yield line_no, raw
 
 
-def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> Iterator[Record]:
-    """Yield one `Record` per non-blank line, lazily.
+def read_records(
+    path: Path, *, id_field: str | None = None, start: int = 0, salt: bytes | None = None
+) -> Iterator[Record]:
+    """Yield one `Record` per non-blank line, lazily; with `salt`, each with its `line_fp`.
 
     Raises:
         InputError: only when the file itself cannot be opened.
     """
+    if salt is None:
+        for line_no, raw in _lines(path, start):
+            yield _parse(raw, line_no, id_field)
+        return
     for line_no, raw in _lines(path, start):
-        yield _parse(raw, line_no, id_field)
+        yield _parse(raw, line_no, id_field, line_fp(raw, salt))
 
 
 def read_keys(path: Path, *, id_field: str | None = None) -> Iterator[str]:

@@ -320,7 +320,8 @@ class Runner:
     async def _feed(self) -> None:
         spec, book, intake = self.spec, self.book, self._intake
         assert intake is not None
-        for n, rec in enumerate(read_records(spec.input, id_field=spec.id_field), 1):
+        salt = self.plan.line_salt if self.plan is not None else None
+        for n, rec in enumerate(read_records(spec.input, id_field=spec.id_field, salt=salt), 1):
             if self.control.interrupted or self.control.status is RunStatus.FAILED:
                 break
             if intake.full:

@@ -117,6 +117,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE runs ADD COLUMN records_duplicate BIGINT NOT NULL DEFAULT 0;",
     ),
     Migration(6, "results.arm: routing experiments", "ALTER TABLE results ADD COLUMN arm VARCHAR;"),
+    # Issue 11, resume at scale. Reserved number: 9 (7 is report's views, 8 batchlane's
+    # batches table); numbered 7 on its branch only because the numbers must run 1, 2, 3, …:
+    # renumber to 9 at merge. Assumes nothing of 7 or 8.
+    Migration(
+        7,
+        "results.line_fp: the input line under the prompt, so resume skips it unparsed",
+        "ALTER TABLE results ADD COLUMN line_fp BIGINT;",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 if [m.number for m in MIGRATIONS] != list(range(1, SCHEMA_VERSION + 1)):

@@ -41,13 +41,19 @@ _ANSWERS = f"""
 CREATE TEMP TABLE answers AS
 WITH dups AS (SELECT k, min(pos) AS first FROM staged GROUP BY k HAVING count(*) > 1),
 finals AS (
-    SELECT record_key, status, request_fp FROM {_ALIAS}.results
+    SELECT record_key, status, request_fp, {{line_fp}} AS line_fp FROM {_ALIAS}.results
     WHERE job_name = $1 AND list_contains($2::VARCHAR[], status))
 SELECT s.pos, s.k, COALESCE(s.pos > d.first, false) AS dup,
-    COALESCE(list_contains($3::VARCHAR[], f.status), false) AS failed, f.request_fp
+    COALESCE(list_contains($3::VARCHAR[], f.status), false) AS failed, f.request_fp, f.line_fp
 FROM staged s LEFT JOIN dups d ON d.k = s.k LEFT JOIN finals f ON f.record_key = s.k
 WHERE s.pos > d.first OR f.record_key IS NOT NULL
 ORDER BY s.pos
+"""
+# A file not migrated yet (a dry run does not migrate) has no line_fp (migration 9): NULL, and
+# every final line takes the full path (rendered and fingerprinted), as before the column.
+_HAS_LINE_FP = f"""
+SELECT count(*) FROM duckdb_columns()
+WHERE database_name = '{_ALIAS}' AND table_name = 'results' AND column_name = 'line_fp'
 """
 
 
@@ -70,7 +76,7 @@ class ResumeLookup:
         self._con = con
         self._path = path
         self._source = source
-        self._cur = con.execute("SELECT pos, k, dup, failed, request_fp FROM answers")
+        self._cur = con.execute("SELECT pos, k, dup, failed, request_fp, line_fp FROM answers")
         self._rows: list[tuple[Any, ...]] = []
         self._i = -1
         self._pos = 0
@@ -94,7 +100,7 @@ class ResumeLookup:
             if pos > self._next:  # answers out of order: never guess (a final record would pay)
                 raise StoreError(f"resume answers for {self._path} are out of input order")
             return NOT_KNOWN
-        _, k, dup, failed, fp = self._rows[self._i]
+        _, k, dup, failed, fp, line_fp = self._rows[self._i]
         self._advance()
         if k != key:
             raise InputError(
@@ -102,7 +108,7 @@ class ResumeLookup:
                 f"now {key!r}): run again",
                 path=self._source,
             )
-        return _DUPLICATE if dup else Known(False, True, fp, failed)
+        return _DUPLICATE if dup else Known(False, True, fp, failed, line_fp)
 
     def close(self) -> None:
         _close(self._con, self._path)
@@ -148,7 +154,10 @@ def resume_lookup(
             pos += len(chunk)
         attach_read_only(con, path, _ALIAS, timeout=timeout)
         try:
-            con.execute(_ANSWERS, [job_name, [str(s) for s in statuses], _FAILED])
+            row = con.execute(_HAS_LINE_FP).fetchone()
+            line_fp = "line_fp" if row is not None and row[0] else "NULL::BIGINT"
+            sql = _ANSWERS.format(line_fp=line_fp)
+            con.execute(sql, [job_name, [str(s) for s in statuses], _FAILED])
         finally:
             con.execute(f"DETACH {_ALIAS}")
         con.execute("DROP TABLE staged")
