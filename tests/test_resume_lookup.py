@@ -158,3 +158,22 @@ def test_a_resumed_run_with_duplicates_and_limit_pays_each_key_once(tmp_path: Pa
     assert json.loads(quote.stdout)["duplicates"] == len(repeats)
     rows = query(tmp_path / "results.duckdb", "SELECT count(DISTINCT record_key) FROM results")
     assert rows == [(100,)]
+
+
+def test_keys_of_any_text_are_staged_exactly_in_order(tmp_path: Path) -> None:
+    """The keys reach DuckDB through a CSV file: quotes, commas, line breaks, spaces at either
+    end, the empty string's neighbours, NULL-like text and non-ASCII all come back as
+    themselves, at their positions; an empty input too."""
+    tricky = ['a"b', "c,d", "e\nf", "g\r\nh", " i", "j ", "NULL", "", '""', "ü ñ 字", "x" * 5000]
+    keys = [k for k in tricky if k] + [f"k{i:06d}" for i in range(0, 200, 7)]
+    keys += ["a", " a", "a "]  # not one key: no trimming
+    store = ResultStore(tmp_path / "r.duckdb")
+    store.migrate()
+    final = keys[::2]
+    store.write([_row(k, RecordStatus.DONE, f"fp-{k}") for k in final], [])
+    want = MemoryLookup({k: f"fp-{k}" for k in final})
+    with store.resume_lookup("j", keys + keys[:3], final_statuses={RecordStatus.DONE}) as lk:
+        for k in keys + keys[:3]:
+            assert lk.next(k) == want.next(k), k
+    with store.resume_lookup("j", [], final_statuses={RecordStatus.DONE}) as lk:
+        assert lk.next("anything") == Known()

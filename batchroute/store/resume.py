@@ -28,7 +28,7 @@ from .connect import attach_read_only
 
 MEMORY_LIMIT = "128MB"  # DuckDB's buffer pool for the staged keys, the join and its answers
 THREADS = 2
-STAGE_CHUNK = 50_000  # keys per INSERT while staging
+STAGE_CHUNK = 50_000  # keys per write while staging
 FETCH = 8_192  # answers per fetch while merging
 _ALIAS = "batchroute_history"
 _FAILED = (RecordStatus.FAILED, RecordStatus.INVALID)  # final: failed_before
@@ -67,6 +67,43 @@ _HAS_LINE_FP = f"""
 SELECT count(*) FROM duckdb_columns()
 WHERE database_name = '{_ALIAS}' AND table_name = 'results' AND column_name = 'line_fp'
 """
+
+
+def _stage(con: duckdb.DuckDBPyConnection, keys: Iterable[str], spill: Path) -> None:
+    """Stage the keys, in input order, as the table `staged_keys (k)` whose rowid is the
+    position (the view `staged (pos, k)`).
+
+    They go through a CSV file that DuckDB reads itself: 0.3 s of CPU for 2M keys, where
+    binding them as list parameters took 1.65 s (`INSERT … unnest($1::VARCHAR[])`, still the
+    way when the file cannot be written). Every key is quoted (a key may hold quotes, commas,
+    line breaks); DuckDB preserves insertion order, and `ResumeLookup.next` checks each
+    answer's key against the record's anyway."""
+    con.execute("CREATE TEMP TABLE staged_keys (k VARCHAR)")
+    con.execute("CREATE TEMP VIEW staged AS SELECT rowid AS pos, k FROM staged_keys")
+    it = iter(keys)
+    csv = spill / "keys.csv"
+    try:
+        spill.mkdir(parents=True, exist_ok=True)
+        fh = csv.open("w", encoding="utf-8", newline="")
+    except OSError:
+        while chunk := list(islice(it, STAGE_CHUNK)):
+            con.execute("INSERT INTO staged_keys SELECT unnest($1::VARCHAR[])", [chunk])
+        return
+    with fh:
+        while chunk := list(islice(it, STAGE_CHUNK)):
+            text = "\n".join(chunk)
+            if '"' in text or text.count("\n") != len(chunk) - 1:
+                text = "\n".join('"' + k.replace('"', '""') + '"' for k in chunk)
+            else:  # the common case: quote them all at once
+                text = '"' + text.replace("\n", '"\n"') + '"'
+            fh.write(text + "\n")
+    literal = str(csv).replace("'", "''")
+    con.execute(
+        f"INSERT INTO staged_keys SELECT k FROM read_csv('{literal}', "
+        "columns = {'k': 'VARCHAR'}, header = false, auto_detect = false, delim = ',', "
+        "quote = '\"', escape = '\"', new_line = '\\n')"
+    )
+    csv.unlink()
 
 
 def _spill_dir(path: Path) -> Path:
@@ -154,16 +191,7 @@ def resume_lookup(
         config={"memory_limit": MEMORY_LIMIT, "threads": THREADS, "temp_directory": str(spill)},
     )
     try:
-        con.execute("CREATE TEMP TABLE staged (pos BIGINT, k VARCHAR)")
-        it = iter(keys)
-        pos = 0
-        while chunk := list(islice(it, STAGE_CHUNK)):
-            con.execute(
-                "INSERT INTO staged SELECT $1 + generate_subscripts($2::VARCHAR[], 1) - 1, "
-                "unnest($2::VARCHAR[])",
-                [pos, chunk],
-            )
-            pos += len(chunk)
+        _stage(con, keys, spill)
         attach_read_only(con, path, _ALIAS, timeout=timeout)
         try:
             row = con.execute(_HAS_LINE_FP).fetchone()
@@ -172,7 +200,8 @@ def resume_lookup(
             con.execute(sql, [job_name])
         finally:
             con.execute(f"DETACH {_ALIAS}")
-        con.execute("DROP TABLE staged")
+        con.execute("DROP VIEW staged")
+        con.execute("DROP TABLE staged_keys")
         return ResumeLookup(con, path, source)
     except duckdb.Error as exc:
         _close(con, path)
