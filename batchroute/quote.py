@@ -169,7 +169,9 @@ def _quote(
     q.catalog = f"{catalog.source} ({catalog.fetched_at})"
     q.notes = list(plan.warnings)
     intake = plan.intake(lookup)
-    for rec in read_records(spec.input, id_field=spec.id_field, salt=plan.line_salt):
+    expect = getattr(lookup, "expect", None)  # a final line is then not even parsed
+    records = read_records(spec.input, id_field=spec.id_field, salt=plan.line_salt, expect=expect)
+    for rec in records:
         if intake.full:
             break
         a = intake.admit(rec)

@@ -8,7 +8,7 @@ A UTF-8 byte order mark at the start of the file is dropped (one anywhere else i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -81,9 +81,18 @@ def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
 
 
 def read_records(
-    path: Path, *, id_field: str | None = None, start: int = 0, salt: bytes | None = None
+    path: Path,
+    *,
+    id_field: str | None = None,
+    start: int = 0,
+    salt: bytes | None = None,
+    expect: Callable[[], tuple[int, str] | None] | None = None,
 ) -> Iterator[Record]:
     """Yield one `Record` per non-blank line, lazily; with `salt`, each with its `line_fp`.
+
+    `expect()`, asked before each line is parsed, may name the (line_fp, key) of a final
+    record the store holds at that position (`ResumeLookup.expect`): a line with that very
+    fingerprint is not parsed, and its record has no fields (resume skips it unrendered).
 
     Raises:
         InputError: only when the file itself cannot be opened.
@@ -93,7 +102,12 @@ def read_records(
             yield _parse(raw, line_no, id_field)
         return
     for line_no, raw in _lines(path, start):
-        yield _parse(raw, line_no, id_field, line_fp(raw, salt))
+        fp = line_fp(raw, salt)
+        known = expect() if expect is not None else None
+        if known is not None and known[0] == fp:
+            yield Record(line_no, known[1], None, None, fp)
+        else:
+            yield _parse(raw, line_no, id_field, fp)
 
 
 def read_keys(path: Path, *, id_field: str | None = None) -> Iterator[str]:

@@ -142,6 +142,14 @@ class ResumeLookup:
                 return
         self._next = self._rows[self._i][0]
 
+    def expect(self) -> tuple[int, str] | None:
+        """(line_fp, key) when the next record is final with a known line fingerprint: the
+        reader skips parsing a line with that fingerprint (`read_records(expect=...)`)."""
+        if self._pos != self._next:
+            return None
+        _, k, dup, _, _, line_fp = self._rows[self._i]
+        return None if dup or line_fp is None else (line_fp, k)
+
     def next(self, key: str) -> Known:
         pos = self._pos
         self._pos = pos + 1
