@@ -164,7 +164,21 @@ def test_keys_of_any_text_are_staged_exactly_in_order(tmp_path: Path) -> None:
     """The keys reach DuckDB through a CSV file: quotes, commas, line breaks, spaces at either
     end, the empty string's neighbours, NULL-like text and non-ASCII all come back as
     themselves, at their positions; an empty input too."""
-    tricky = ['a"b', "c,d", "e\nf", "g\r\nh", " i", "j ", "NULL", "", '""', "ü ñ 字", "x" * 5000]
+    tricky = [
+        'a"b',
+        "c,d",
+        "e\nf",
+        "g\r\nh",
+        "p\rq",
+        "t\tu",
+        " i",
+        "j ",
+        "NULL",
+        "",
+        '""',
+        "ü ñ 字",
+        "x" * 5000,
+    ]
     keys = [k for k in tricky if k] + [f"k{i:06d}" for i in range(0, 200, 7)]
     keys += ["a", " a", "a "]  # not one key: no trimming
     store = ResultStore(tmp_path / "r.duckdb")
@@ -175,5 +189,9 @@ def test_keys_of_any_text_are_staged_exactly_in_order(tmp_path: Path) -> None:
     with store.resume_lookup("j", keys + keys[:3], final_statuses={RecordStatus.DONE}) as lk:
         for k in keys + keys[:3]:
             assert lk.next(k) == want.next(k), k
+    plain = ["p\rq", "t\tu", " a", "a", "NULL", "ω"]  # no quote or line feed: quoted at once
+    store.write([_row(k, RecordStatus.DONE, "fp") for k in plain[::2]], [])
+    with store.resume_lookup("j", plain, final_statuses={RecordStatus.DONE}) as lk:
+        assert [lk.next(k).final for k in plain] == [True, False, True, False, True, False]
     with store.resume_lookup("j", [], final_statuses={RecordStatus.DONE}) as lk:
         assert lk.next("anything") == Known()
