@@ -11,7 +11,7 @@ and knows nothing of HTTP or DuckDB.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -27,17 +27,15 @@ from batchroute.budget import (
 )
 from batchroute.catalog import Catalog, ModelInfo
 from batchroute.errors import InputError, SpecError
-from batchroute.prompt import fingerprint, render_messages, request_params
+from batchroute.prompt import fingerprint, line_salt, render_messages, request_params
 from batchroute.router import TierPlan, check_plans, choose_tier, resolve_tiers
 from batchroute.spec import JobSpec
 from batchroute.split import CONTROL, ScoreSketch, arm_name, in_experiment, shifted
 from batchroute.thresholds import DEFAULT_POLICY, Cuts, calibrate, tier_index
 from batchroute.types import (
-    NOT_KNOWN,
     TASK_TYPES,
     Classification,
     KeyLookup,
-    Known,
     Record,
     RecordStatus,
     ResumeState,
@@ -304,33 +302,14 @@ class RunPlan:
         )
 
     # ----------------------------------------------------------------- intake
+    @property
+    def line_salt(self) -> bytes:
+        """The salt of the input lines' fingerprints (`reader.read_records(salt=...)`)."""
+        return line_salt(self.spec.prompt, self.params, self.spec.id_field)
+
     def intake(self, lookup: KeyLookup) -> Intake:
         """A fresh pass over the input, with a fresh `lookup` (one per pass)."""
         return Intake(self, lookup)
-
-
-class MemoryLookup:
-    """A `KeyLookup` over keys held in memory: for tests and inputs without a database.
-
-    `final` maps the final keys to their fingerprints; `failed_before` are the final keys that
-    failed or were invalid. Duplicates are found by the hashes of the keys seen so far.
-    """
-
-    def __init__(
-        self, final: Mapping[str, str | None] | None = None, failed_before: Collection[str] = ()
-    ) -> None:
-        self._final = final or {}
-        self._failed = frozenset(failed_before)
-        self._seen: set[int] = set()
-
-    def next(self, key: str) -> Known:
-        h = hash(key)
-        if h in self._seen:
-            return Known(duplicate=True)
-        self._seen.add(h)
-        if key not in self._final:
-            return NOT_KNOWN
-        return Known(final=True, fp=self._final[key], failed_before=key in self._failed)
 
 
 class Intake:
@@ -360,6 +339,8 @@ class Intake:
             return _DUPLICATE
         plan = self._plan
         failed_before = known.failed_before
+        if known.final and known.line_fp is not None and known.line_fp == rec.line_fp:
+            return _FINAL[False, failed_before]  # the same line under the same prompt: not stale
         messages = render(plan.spec, rec)
         if isinstance(messages, str):
             kind = Admit.FINAL if known.final else Admit.INVALID

@@ -57,3 +57,18 @@ def fingerprint(messages: list[dict[str, str]], params: Mapping[str, Any]) -> st
     """Stable 16-hex-digit digest of what a record asks for (model excluded: fallback varies it)."""
     blob = orjson.dumps([messages, params], option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+LINE_FP_VERSION = 1  # bump when rendering or `fingerprint` changes: every line is re-rendered
+
+
+def line_salt(prompt: PromptSpec, params: Mapping[str, Any], id_field: str | None) -> bytes:
+    """What decides a record's request and key besides its input line, as a 16-byte salt for
+    `reader.line_fp`: the prompt (every field of it), the parameters and the id field. Equal line
+    fingerprints (same line bytes, same salt) render the same messages, so the same
+    `fingerprint`: resume skips such a line without parsing or rendering it (issue 11)."""
+    blob = orjson.dumps(
+        [LINE_FP_VERSION, prompt.model_dump(mode="json"), params, id_field],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.blake2b(blob, digest_size=16).digest()

@@ -24,10 +24,10 @@ from typing import Any
 
 from batchroute.budget import BYOK_FEE, typical_prompt_tokens
 from batchroute.catalog import Catalog
+from batchroute.lookup import MemoryLookup
 from batchroute.plan import (
     TYPICAL_COMPLETION_TOKENS,
     Admit,
-    MemoryLookup,
     Overrides,
     RunPlan,
     WorkItem,
@@ -205,7 +205,9 @@ def _quote(
         "record from the first model of its tier, the prompt at ~4 bytes a token, no retry"
     )
     intake = plan.intake(lookup)
-    for rec in read_records(spec.input, id_field=spec.id_field):
+    expect = getattr(lookup, "expect", None)  # a final line is then not even parsed
+    records = read_records(spec.input, id_field=spec.id_field, salt=plan.line_salt, expect=expect)
+    for rec in records:
         if intake.full:
             break
         a = intake.admit(rec)

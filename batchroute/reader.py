@@ -8,7 +8,7 @@ A UTF-8 byte order mark at the start of the file is dropped (one anywhere else i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -24,7 +24,15 @@ def record_key(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
+def line_fp(raw: bytes, salt: bytes) -> int:
+    """The fingerprint of one input line under `salt` (`prompt.line_salt`: the job's prompt,
+    parameters and id field), as a signed 64-bit integer (the `results.line_fp` column).
+    Equal fingerprints: the same bytes under the same prompt, so the same request and key."""
+    digest = hashlib.blake2b(raw, digest_size=8, salt=salt).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _parse(raw: bytes, line_no: int, id_field: str | None, fp: int | None = None) -> Record:
     # orjson validates UTF-8 itself; the line is hashed only when no id field gives the key.
     try:
         obj = orjson.loads(raw)
@@ -32,18 +40,18 @@ def _parse(raw: bytes, line_no: int, id_field: str | None) -> Record:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as bad:
-            return Record(line_no, record_key(raw), None, f"not UTF-8 (byte {bad.start})")
-        return Record(line_no, record_key(raw), None, f"not valid JSON: {exc}")
+            return Record(line_no, record_key(raw), None, f"not UTF-8 (byte {bad.start})", fp)
+        return Record(line_no, record_key(raw), None, f"not valid JSON: {exc}", fp)
     if not isinstance(obj, dict):
         reason = f"not a JSON object (got {type(obj).__name__})"
-        return Record(line_no, record_key(raw), None, reason)
+        return Record(line_no, record_key(raw), None, reason, fp)
     if id_field is None:
-        return Record(line_no, record_key(raw), obj)
+        return Record(line_no, record_key(raw), obj, None, fp)
     key = _id_key(obj, id_field)
     if key is None:
         reason = f"id field {id_field!r} missing or not a scalar"
-        return Record(line_no, record_key(raw), None, reason)
-    return Record(line_no, key, obj)
+        return Record(line_no, record_key(raw), None, reason, fp)
+    return Record(line_no, key, obj, None, fp)
 
 
 def _id_key(obj: dict[str, object], id_field: str) -> str | None:
@@ -72,14 +80,34 @@ def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
             yield line_no, raw
 
 
-def read_records(path: Path, *, id_field: str | None = None, start: int = 0) -> Iterator[Record]:
-    """Yield one `Record` per non-blank line, lazily.
+def read_records(
+    path: Path,
+    *,
+    id_field: str | None = None,
+    start: int = 0,
+    salt: bytes | None = None,
+    expect: Callable[[], tuple[int, str] | None] | None = None,
+) -> Iterator[Record]:
+    """Yield one `Record` per non-blank line, lazily; with `salt`, each with its `line_fp`.
+
+    `expect()`, asked before each line is parsed, may name the (line_fp, key) of a final
+    record the store holds at that position (`ResumeLookup.expect`): a line with that very
+    fingerprint is not parsed, and its record has no fields (resume skips it unrendered).
 
     Raises:
         InputError: only when the file itself cannot be opened.
     """
+    if salt is None:
+        for line_no, raw in _lines(path, start):
+            yield _parse(raw, line_no, id_field)
+        return
     for line_no, raw in _lines(path, start):
-        yield _parse(raw, line_no, id_field)
+        fp = line_fp(raw, salt)
+        known = expect() if expect is not None else None
+        if known is not None and known[0] == fp:
+            yield Record(line_no, known[1], None, None, fp)
+        else:
+            yield _parse(raw, line_no, id_field, fp)
 
 
 def read_keys(path: Path, *, id_field: str | None = None) -> Iterator[str]:

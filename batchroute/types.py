@@ -110,6 +110,7 @@ class Record:
     key: str
     fields: dict[str, Any] | None
     error: str | None = None
+    line_fp: int | None = None  # the line's fingerprint under the job's prompt (`reader.line_fp`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,7 @@ class ResultRow:
     generation_id: str | None = None
     request_fp: str | None = None  # fingerprint of the rendered request (migration 2)
     arm: str | None = None  # experiment arm, None outside an experiment (migration 6)
+    line_fp: int | None = None  # the input line under the prompt: resume skips unparsed (mig. 9)
     created_at: datetime | None = None
 
 
@@ -316,6 +318,7 @@ class Known(NamedTuple):
     final: bool = False  # final already (in the run's final statuses)
     fp: str | None = None  # with `final`: its prompt fingerprint (None: kept before there were)
     failed_before: bool = False  # with `final`: failed or invalid in an earlier run
+    line_fp: int | None = None  # with `final`: its line's fingerprint (None: kept before, or none)
 
 
 NOT_KNOWN = Known()

@@ -55,6 +55,7 @@ LAYERS: dict[str, int] = {
     "_version": 0,
     "types": 1,  # may import errors
     "spec": 2,  # may import types and errors
+    "lookup": 2,  # MemoryLookup: a KeyLookup in memory (tests, a dry run without a database)
     **dict.fromkeys(STAGES, 3),
     # The run plan composes the pure stages (prompt, classifier, router, budget arithmetic)
     # into what a run decides before its first call; pure itself, used by runner and quote.

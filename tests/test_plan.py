@@ -9,7 +9,8 @@ from factories import make_spec
 
 from batchroute.budget import ceil_usd, worst_case_cost
 from batchroute.catalog import Catalog
-from batchroute.plan import Admit, MemoryLookup, Overrides, build_plan
+from batchroute.lookup import MemoryLookup
+from batchroute.plan import Admit, Overrides, build_plan
 from batchroute.prompt import fingerprint
 from batchroute.types import Record, RecordStatus, ResumeState
 

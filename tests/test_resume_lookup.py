@@ -16,7 +16,8 @@ from factories import texts, write_job, write_jsonl
 from subprocs import job_endpoint, query, run_cli, simulator
 
 from batchroute.errors import InputError
-from batchroute.plan import MemoryLookup, Overrides
+from batchroute.lookup import MemoryLookup
+from batchroute.plan import Overrides
 from batchroute.reader import read_keys, read_records
 from batchroute.store import ResultStore
 from batchroute.store import resume as resume_mod
@@ -158,3 +159,40 @@ def test_a_resumed_run_with_duplicates_and_limit_pays_each_key_once(tmp_path: Pa
     assert json.loads(quote.stdout)["duplicates"] == len(repeats)
     rows = query(tmp_path / "results.duckdb", "SELECT count(DISTINCT record_key) FROM results")
     assert rows == [(100,)]
+
+
+def test_keys_of_any_text_are_staged_exactly_in_order(tmp_path: Path) -> None:
+    """The keys reach DuckDB through a CSV file: quotes, commas, line breaks, spaces at either
+    end, the empty string's neighbours, NULL-like text and non-ASCII all come back as
+    themselves, at their positions; an empty input too."""
+    tricky = [
+        'a"b',
+        "c,d",
+        "e\nf",
+        "g\r\nh",
+        "p\rq",
+        "t\tu",
+        " i",
+        "j ",
+        "NULL",
+        "",
+        '""',
+        "ü ñ 字",
+        "x" * 5000,
+    ]
+    keys = [k for k in tricky if k] + [f"k{i:06d}" for i in range(0, 200, 7)]
+    keys += ["a", " a", "a "]  # not one key: no trimming
+    store = ResultStore(tmp_path / "r.duckdb")
+    store.migrate()
+    final = keys[::2]
+    store.write([_row(k, RecordStatus.DONE, f"fp-{k}") for k in final], [])
+    want = MemoryLookup({k: f"fp-{k}" for k in final})
+    with store.resume_lookup("j", keys + keys[:3], final_statuses={RecordStatus.DONE}) as lk:
+        for k in keys + keys[:3]:
+            assert lk.next(k) == want.next(k), k
+    plain = ["p\rq", "t\tu", " a", "a", "NULL", "ω"]  # no quote or line feed: quoted at once
+    store.write([_row(k, RecordStatus.DONE, "fp") for k in plain[::2]], [])
+    with store.resume_lookup("j", plain, final_statuses={RecordStatus.DONE}) as lk:
+        assert [lk.next(k).final for k in plain] == [True, False, True, False, True, False]
+    with store.resume_lookup("j", [], final_statuses={RecordStatus.DONE}) as lk:
+        assert lk.next("anything") == Known()

@@ -143,6 +143,7 @@ class Book:
         row = ResultRow(
             self.job_name, rec.key, self.run_id, rec.line_no, status, created_at=self.now(), **kw
         )
+        row.line_fp = rec.line_fp  # lets the next run skip this very line unparsed (issue 11)
         if isinstance(item, WorkItem):
             row.task_type, row.complexity = item.cls.task_type, item.cls.complexity
             row.classifier, row.request_fp = item.cls.reason, item.fp

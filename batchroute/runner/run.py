@@ -304,7 +304,10 @@ class Runner:
         spec, book, intake, progress = self.spec, self.book, self._intake, self.book.progress
         assert intake is not None
         assert progress is not None
-        for n, rec in enumerate(read_records(spec.input, id_field=spec.id_field), 1):
+        salt = self.plan.line_salt if self.plan is not None else None
+        expect = self._lookup.expect if self._lookup is not None else None  # skip the parse
+        records = read_records(spec.input, id_field=spec.id_field, salt=salt, expect=expect)
+        for n, rec in enumerate(records, 1):
             if self.control.interrupted or self.control.status is RunStatus.FAILED:
                 break
             if intake.full:

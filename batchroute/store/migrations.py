@@ -210,6 +210,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "results.arm: routing experiments", "ALTER TABLE results ADD COLUMN arm VARCHAR;"),
     Migration(7, "report views: calls, savings (+ baselines), failures, arms", _M7_VIEWS),
     Migration(8, "batches: the Batch API lane (issue 14)", _M8_BATCHES),
+    # Issue 11, resume at scale.
+    Migration(
+        9,
+        "results.line_fp: the input line under the prompt, so resume skips it unparsed",
+        "ALTER TABLE results ADD COLUMN line_fp BIGINT;",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 if [m.number for m in MIGRATIONS] != list(range(1, SCHEMA_VERSION + 1)):

@@ -19,9 +19,15 @@ strategies are interleaved over `--repeat` rounds, so a load spike from other jo
 machine shows as a spread, not as a false ratio. The default strategies are the product's:
 
   product        `Runner.run` end to end on a 2M-line JSONL input (`input_file`) whose records
-                 are all final in the file (skipped, and stale: their fingerprints differ):
-                 the shipped resume, one join (`batchroute/store/resume.py`)
-  product-dict   the same run with the resume before issue 11 patched in (`final_keys` → dict)
+                 are all final in the file, as this batchroute wrote them (`fp_db`: request
+                 and line fingerprints of those lines): the shipped resume, one join
+                 (`batchroute/store/resume.py`), each unchanged line skipped on its line
+                 fingerprint, unparsed and unrendered; every record skipped, none stale
+  product-nofp   the same input over rows written before `results.line_fp` (migration 9),
+                 whose request fingerprints differ from the lines': the full path (parse,
+                 render, fingerprint), every record skipped and stale (the resume of ca83775)
+  product-dict   the product-nofp run with the resume before issue 11 patched in
+                 (`final_keys` → dict)
 
 (figures: docs/benchmarks.md, "Resume at scale"). The exploration that chose the join
 (`--only` any of these):
@@ -462,11 +468,19 @@ def input_file(n: int, m: int, order: str) -> Path:
     return path
 
 
-def runs_db(db: Path) -> Path:
+def _schema_tag() -> str:
+    """The migrations this checkout knows, as a short tag: a product run migrates its copy, and
+    a copy migrated by one branch (say, its own migration 7) must not be reused by another."""
+    from batchroute.store.migrations import MIGRATIONS
+
+    return hashlib.md5(repr([m.name for m in MIGRATIONS]).encode()).hexdigest()[:8]
+
+
+def runs_db(db: Path, suffix: str = "runs") -> Path:
     """A copy of the cached file for product runs, which write (their `runs` row, the
     catalogue cache): the strategies above, and other checkouts sharing /tmp, read the
     original; no record is sent, so the results stay the same."""
-    path = db.with_name(db.stem + "-runs.duckdb")
+    path = db.with_name(f"{db.stem}-{suffix}-{_schema_tag()}.duckdb")
     if not path.exists():
         tmp = path.with_suffix(".copying")
         shutil.copyfile(db, tmp)
@@ -474,11 +488,75 @@ def runs_db(db: Path) -> Path:
     return path
 
 
+def fp_db(db: Path, n: int, m: int) -> Path:
+    """A copy whose results for the keys of both inputs (`seq`, `random`) hold what a run of
+    the bench job writes for their lines: the request fingerprint and the line fingerprint
+    (`results.line_fp`). A product run over it is the ordinary resume of an unchanged input:
+    every record final, none stale."""
+    import tempfile
+
+    import duckdb
+    import yaml
+
+    from batchroute.plan import render
+    from batchroute.prompt import fingerprint, line_salt, request_params
+    from batchroute.reader import read_records
+    from batchroute.spec import load_spec
+    from batchroute.store import ResultStore
+    from tests.factories import job_dict
+
+    path = db.with_name(f"{db.stem}-fp-{m}-{_schema_tag()}.duckdb")
+    if path.exists():
+        return path
+    t0 = time.perf_counter()
+    tmp = path.with_suffix(".building")
+    shutil.copyfile(db, tmp)
+    ResultStore(tmp).migrate()  # the line_fp column
+    with tempfile.TemporaryDirectory(dir=CACHE) as d:
+        job = job_dict(Path(d), name=JOB, input=str(input_file(n, m, "seq")))
+        (Path(d) / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+        spec = load_spec(Path(d) / "job.yaml")
+    params = request_params(spec.request)
+    salt = line_salt(spec.prompt, params, spec.id_field)
+    con = duckdb.connect(str(tmp))
+    con.execute("CREATE TEMP TABLE fps (k VARCHAR, fp VARCHAR, lfp BIGINT)")
+    for order in ("seq", "random"):
+        rows: list[tuple[str, str, int | None]] = []
+        for rec in read_records(input_file(n, m, order), id_field=spec.id_field, salt=salt):
+            msgs = render(spec, rec)
+            assert not isinstance(msgs, str)
+            rows.append((rec.key, fingerprint(msgs, params), rec.line_fp))
+            if len(rows) == 100_000:
+                con.execute(
+                    "INSERT INTO fps SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                    "unnest($3::BIGINT[])",
+                    [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]],
+                )
+                rows = []
+        if rows:
+            con.execute(
+                "INSERT INTO fps SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                "unnest($3::BIGINT[])",
+                [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]],
+            )
+    con.execute(
+        "UPDATE results SET request_fp = f.fp, line_fp = f.lfp "
+        "FROM (SELECT DISTINCT k, fp, lfp FROM fps) f "
+        "WHERE results.job_name = ? AND results.record_key = f.k",
+        [JOB],
+    )
+    con.execute("CHECKPOINT")
+    con.close()
+    tmp.rename(path)
+    print(f"built {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return path
+
+
 class _DictLookup:
     """The resume path before issue 11, for the baseline: every final key in a dict."""
 
     def __init__(self, final: dict[str, str | None], failed: dict[str, str | None]) -> None:
-        from batchroute.plan import MemoryLookup
+        from batchroute.lookup import MemoryLookup
 
         self.next = MemoryLookup(final, failed).next
 
@@ -486,9 +564,13 @@ class _DictLookup:
         pass
 
 
-def s_product(db: Path, n: int, m: int, order: str, old: bool) -> tuple[int, dict[str, Any]]:
-    """`Runner.run` on a job whose M input records are all final in the 10M-result file (their
-    fingerprints differ from the history's: every one is skipped and counted stale)."""
+def s_product(
+    db: Path, n: int, m: int, order: str, old: bool, fresh: bool = True
+) -> tuple[int, dict[str, Any]]:
+    """`Runner.run` on a job whose M input records are all final in the 10M-result file.
+    `fresh`: the rows are what this batchroute writes for those lines (request and line
+    fingerprints: skipped, none stale); else rows written before `line_fp` whose request
+    fingerprints differ from the history's (every one rendered, skipped and counted stale)."""
     import tempfile
 
     import yaml
@@ -500,7 +582,7 @@ def s_product(db: Path, n: int, m: int, order: str, old: bool) -> tuple[int, dic
     from tests.factories import job_dict
 
     src = input_file(n, m, order)
-    db = runs_db(db)
+    db = fp_db(db, n, m) if fresh else runs_db(db)
     lookup_s: list[float] = []
     real = ResultStore.resume_lookup
 
@@ -532,7 +614,7 @@ def s_product(db: Path, n: int, m: int, order: str, old: bool) -> tuple[int, dic
         (tmp / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
         seconds, report = run_batchroute(tmp / "job.yaml", sim.url, db)
     c = report.counts
-    ok = (c.skipped, c.done, c.duplicates, report.stale) == (m, 0, 0, m)
+    ok = (c.skipped, c.done, c.duplicates, report.stale) == (m, 0, 0, 0 if fresh else m)
     extra: dict[str, Any] = {"seconds": seconds, "lookup_s": lookup_s[0], "ok": ok}
     extra["feed_s"] = feed_s[0]  # the skip loop alone: read, lookup, render, fingerprint
     extra["counts"] = {"skipped": c.skipped, "stale": report.stale, "done": c.done}
@@ -592,8 +674,9 @@ def worker(name: str, db: Path, n: int, m: int, order: str, cap_s: float) -> dic
         extra, records = s_upsert_1k(db, n), 1000
     elif name == "render-fp":
         records, extra = s_render_fp(min(m, 500_000))
-    elif name in ("product", "product-dict"):
-        records, extra = s_product(db, n, m, order, old=name == "product-dict")
+    elif name in ("product", "product-dict", "product-nofp"):
+        fresh = name == "product"
+        records, extra = s_product(db, n, m, order, old=name == "product-dict", fresh=fresh)
     else:
         raise SystemExit(f"unknown strategy {name}")
     seconds = extra.pop("seconds", time.perf_counter() - t0)
@@ -617,7 +700,7 @@ def worker(name: str, db: Path, n: int, m: int, order: str, cap_s: float) -> dic
 
 
 # ------------------------------------------------------------------------------ the driver
-DEFAULT = "product-dict,product"
+DEFAULT = "product-dict,product-nofp,product"
 EXPLORED = (
     "gen-only,baseline,batch-2000,batch-10000,batch-50000,batch-200000,batch-50000-open,"
     "batch-200000-open,hash-array,hash-dict,input-join,upsert-1k,render-fp"
@@ -660,7 +743,7 @@ def fmt_row(rows: list[dict[str, Any]], gen_rps: float) -> str:
         notes.append(f"capped: {min(r['records'] for r in rows):,} records in --cap-s")
     notes.append("counts ok" if all(r["ok"] for r in rows) else f"COUNTS WRONG {r0['counts']}")
     span = lambda v, f: f.format(v[0]) if len(v) == 1 else f"{f.format(v[0])}–{f.format(v[-1])}"  # noqa: E731
-    alone = ("gen-only", "upsert-1k", "render-fp", "product", "product-dict")
+    alone = ("gen-only", "upsert-1k", "render-fp", "product", "product-dict", "product-nofp")
     net = "—" if r0["name"] in alone else span(nets, "{:,.0f}")
     return (
         f"| {r0['name']} | {r0['order']} | {span(secs, '{:.2f}')} | {span(rps, '{:,.0f}')} | "
@@ -694,6 +777,13 @@ def main() -> None:
     print(f"db {db}: {db.stat().st_size / 2**20:,.0f} MiB")
     names = a.only.split(",")
     orders = a.orders.split(",")
+    # The product runs' inputs and copies are built here, once, not inside a timed worker.
+    if any(nm.startswith("product") for nm in names):
+        for o in ("seq", "random"):
+            input_file(a.records, a.input, o)
+        runs_db(db)
+        if "product" in names:
+            fp_db(db, a.records, a.input)
     jobs = [(nm, o) for nm in names for o in (orders[:1] if nm in ORDER_BLIND else orders)]
     results: dict[tuple[str, str], list[dict[str, Any]]] = {j: [] for j in jobs}
     for rnd in range(a.repeat):
