@@ -1,9 +1,12 @@
 """Learned router: rendered prompt → task type + P(needs a strong tier) (issue 12).
 
-Two logistic regressions over one set of hashed features: a multinomial one for the task type
-(trained on Auto-J scenario prompts) and a binary one for "the cheap tier would not answer as
-well as the strong one" (trained on RouterBench correctness and arena-bench judge scores). Both
-were fitted by `tools/train_router.py`; `docs/router-model-card.md` says on what and how well.
+Three linear models over one set of hashed features: a multinomial logistic regression for the
+task type (trained on Auto-J scenario prompts), and two ridge regressions for the routing score:
+the expected *quality gain* of the premium tier over the best cheaper capable tier (RouterBench
+correctness, arena-bench judge scores) and the log of the premium tier's *cost* for the prompt
+(RouterBench). The score ranks prompts by gain per relative dollar, the quantity a cost-capped
+router should spend on first. All were fitted by `tools/train_router.py`;
+`docs/router-model-card.md` says on what and how well.
 
 Inference is pure Python and deterministic: features are the lower-cased words and word pairs
 of the prompt (head and tail, like the heuristic) plus a length bucket, each hashed with CRC-32
@@ -60,13 +63,15 @@ def features(text: str, *, system: str = "") -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    """The weights: `weights[row]` holds one weight per task type, then the strong score's."""
+    """The weights: `weights[row]` holds one weight per task type, then gain's, then log cost's."""
 
     classes: tuple[str, ...]
     rows: dict[int, int]  # feature id → row
-    weights: list[tuple[float, ...]]  # per row: one weight per class, then the strong one
+    weights: list[tuple[float, ...]]  # per row: one weight per class, then gain, then log cost
     intercepts: tuple[float, ...]
-    complexity_cuts: tuple[float, ...]  # P(strong) cut points for low/medium/high/very_high
+    complexity_cuts: tuple[float, ...]  # prompt-length cut points for low/medium/high/very_high
+    score_scale: float  # z = scale · gain / exp(log cost − cost_ref); score = sigmoid(z)
+    cost_ref: float
     meta: dict[str, object]
 
 
@@ -81,7 +86,7 @@ def _parse(blob: bytes) -> Model:
     except (struct.error, ValueError) as exc:
         raise ValueError(f"{MODEL_FILE}: damaged header ({exc})") from exc
     pos += hlen
-    n, k = int(header["n_features"]), len(header["classes"]) + 1
+    n, k = int(header["n_features"]), len(header["classes"]) + 2
     if len(blob) != pos + 4 * n + 4 * n * k:
         raise ValueError(f"{MODEL_FILE}: truncated or damaged ({len(blob)} bytes)")
     ids = array("I")
@@ -99,6 +104,8 @@ def _parse(blob: bytes) -> Model:
         weights=rows_w,
         intercepts=tuple(float(x) for x in header["intercepts"]),
         complexity_cuts=tuple(float(x) for x in header["complexity_cuts"]),
+        score_scale=float(header["score_scale"]),
+        cost_ref=float(header["cost_ref"]),
         meta=header.get("meta", {}),
     )
 
@@ -126,7 +133,11 @@ def _sigmoid(z: float) -> float:
 
 
 def predict(text: str, *, system: str = "", model: Model | None = None) -> tuple[str, float]:
-    """(task type, P(needs a strong tier)) for one prompt."""
+    """(task type, routing score in (0, 1)) for one prompt.
+
+    The score is a logistic squash of the predicted premium gain divided by the predicted premium
+    cost relative to a typical prompt's: monotone in "quality bought per dollar by going strong".
+    """
     m = model or load_model()
     get = m.rows.get
     rows = [r for r in map(get, features(text, system=system)) if r is not None]
@@ -135,20 +146,26 @@ def predict(text: str, *, system: str = "", model: Model | None = None) -> tuple
         m.intercepts
     )
     logits = [b + x for b, x in zip(m.intercepts, sums, strict=True)]
-    task_logits = logits[:-1]
+    task_logits = logits[:-2]
     best = max(range(len(task_logits)), key=task_logits.__getitem__)  # first on ties
-    return m.classes[best], _sigmoid(logits[-1])
+    rel_cost = math.exp(min(max(logits[-1] - m.cost_ref, -20.0), 20.0))
+    return m.classes[best], _sigmoid(m.score_scale * logits[-2] / rel_cost)
 
 
 def classify(text: str, *, system: str = "") -> Classification:
     """Classify one rendered prompt with the learned model.
 
-    Same contract as `batchroute.classifier.classify`; `score` is P(this prompt needs a strong
-    tier) and `complexity` is that probability bucketed by the model's cut points.
+    Same contract as `batchroute.classifier.classify`; `score` (higher = send it stronger) is the
+    squashed expected quality gain of the premium tier per relative dollar (see `predict`), and
+    `complexity` is the prompt's length bucketed at the model's cut points (the 35th, 70th and
+    92nd percentiles of the task-training prompts' lengths).
     """
     m = load_model()
     task, p = predict(text, system=system, model=m)
-    level = COMPLEXITIES[min(sum(p >= c for c in m.complexity_cuts), len(COMPLEXITIES) - 1)]
+    # The routing score ranks by gain per dollar, which is not difficulty (its Spearman with
+    # WizardLM difficulty is about -0.1); prompt length agrees with difficulty better (0.32).
+    n = len(text)
+    level = COMPLEXITIES[min(sum(n >= c for c in m.complexity_cuts), len(COMPLEXITIES) - 1)]
     if task not in TASK_TYPES:  # a model file from another version: never route on a stray name
         task = "chat"
-    return Classification(task, level, f"learned:{task};p_strong={p:.3f}", p)
+    return Classification(task, level, f"learned:{task};score={p:.3f}", p)

@@ -1,8 +1,9 @@
 """Score cut points for the tiers: the cost dial (issue 12). Pure functions, no I/O.
 
-A scoring router gives each record `score` = P(it needs a strong tier). The tiers are ordered
-cheapest first; `strong_from` is the index of the first *strong* tier (default `n_tiers // 2`,
-i.e. standard and premium of the four default tiers). A record goes to tier
+A scoring router gives each record a `score` in [0, 1], higher = send it stronger (the learned
+router's is its expected quality gain from the premium tier per relative dollar, squashed). The
+tiers are ordered cheapest first; `strong_from` is the index of the first *strong* tier
+(default `n_tiers // 2`, i.e. standard and premium of the four default tiers). A record goes to tier
 `tier_index(score, cuts) = bisect_right(cuts, score)`, so `cuts[i]` is the lowest score that
 reaches tier `i + 1`.
 
@@ -17,12 +18,15 @@ How records spread over the tiers (the design decision the contract leaves to th
 - inside each side the records are shared out by score rank in the fixed proportions of
   `SIDE_WEIGHTS`: on the weak side, the lowest-scored fraction goes to the cheapest tier; on the
   strong side, the highest-scored fraction goes to the top tier. A side with one tier takes all.
-  With the four default tiers the weights below put 1/4 of the weak side on budget and 3/4 on
-  mid, and 1/4 of the strong side on standard and 3/4 on premium: the record most likely to need
-  a strong model goes to the strongest one, and the cheap side is mostly the capable cheap tier
-  (mixtral-class beats 7B-class on most prompts for little money). 1:3 was chosen over 1:1 and
-  1:2 on RouterBench-train and arena-bench cross-validation (docs/routing-eval.md); 0:1 (never
-  budget or standard) did slightly better there but would leave two of a job's tiers idle.
+  With the four default tiers the weights below put the whole weak side on mid and the whole
+  strong side on premium: budget and standard get no records from the dial. That is what the
+  data says: on RouterBench train the 7B-class budget model saves 3 % of all-premium's cost for
+  15 accuracy points, and gpt-3.5-class standard is no more accurate than mixtral-class mid at
+  1.7× its price. Cross-validated on RouterBench train (`python tools/train_router.py --cv
+  score`), at strong share 0.45: 0:1 reaches 93.1 % of gpt-4's accuracy at 36.5 % of its cost,
+  1:9 90.9 % at 32.1 %, 1:3 87.4 % at 27.3 %; at equal cost 0:1 stays ahead. A job whose cheap
+  tiers differ (budget close to mid) may want another spread: these weights are the one place.
+  A side of three tiers keeps the 1:1:3 spread (not evaluated: no public data with six tiers).
   `tools/eval_routing.py` imports this module, so the evaluation uses exactly this spread.
 
 Because the proportions inside each side are fixed, the expected cost is linear in the strong
@@ -45,13 +49,13 @@ from typing import Final
 Cuts = tuple[float, ...]
 """Ascending score cut points, one fewer than there are tiers."""
 
-DEFAULT_POLICY: dict[str, float] = {"strong_share": 0.5}
+DEFAULT_POLICY: dict[str, float] = {"strong_share": 0.45}
 """The default cost dial for a scoring classifier. Chosen on RouterBench-train cross-validation
-(never a test split): the largest share, in steps of 0.05, whose cost stayed under 45 % of
-all-premium there with room for inputs that score differently (37.9 % with the shipped
-constants; arena-bench CV 40.8 %). Held-out RouterBench test: 45.6 % (docs/routing-eval.md)."""
+(never a test split): the largest share, in steps of 0.05, whose cost stayed at most 40 % of
+all-premium there (36.5 %; 0.5 gave 41.7 %), leaving 5 points for inputs that score
+differently, under the issue's 45 % target. Held-out figures: docs/routing-eval.md."""
 
-SIDE_WEIGHTS: Final[dict[int, tuple[float, ...]]] = {1: (1.0,), 2: (1.0, 3.0), 3: (1.0, 1.0, 3.0)}
+SIDE_WEIGHTS: Final[dict[int, tuple[float, ...]]] = {1: (1.0,), 2: (0.0, 1.0), 3: (1.0, 1.0, 3.0)}
 """Relative share of each tier inside one side (weak or strong), cheapest first, by the side's
 tier count. The strong side uses the same weights (its top tier gets the largest share); sides
 with more tiers than listed share equally."""

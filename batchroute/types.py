@@ -99,7 +99,7 @@ class Classification:
     task_type: str
     complexity: str
     reason: str  # e.g. "rule:code_fence", "task_field", "job.task"
-    score: float | None = None  # P(needs a strong tier), 0..1, from a router that scores (issue 12)
+    score: float | None = None  # 0..1, higher = send it stronger (a scoring router, issue 12)
 
 
 @dataclass(frozen=True, slots=True)

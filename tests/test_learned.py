@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from importlib import resources
+from zlib import crc32
 
 import pytest
 from hypothesis import given, settings
@@ -33,7 +35,7 @@ def test_the_model_file_ships_in_the_package_and_is_at_most_2_mb() -> None:
     assert len(blob) <= 2 * 1024 * 1024
     model = learned.load_model()
     assert set(model.classes) == set(TASK_TYPES)
-    assert len(model.intercepts) == len(TASK_TYPES) + 1
+    assert len(model.intercepts) == len(TASK_TYPES) + 2  # task classes, gain, log cost
     assert len(model.rows) == len(model.weights) > 1000
     assert list(model.complexity_cuts) == sorted(model.complexity_cuts)
 
@@ -105,3 +107,33 @@ def test_same_input_same_output_across_fresh_interpreters_and_hash_seeds() -> No
     assert a["out"] == json.loads(json.dumps(here))
     assert a["sklearn"] is False  # inference never needs the training extra
     assert a["numpy"] is False
+
+
+def _toy_model(gain: dict[str, float], log_cost: dict[str, float]) -> learned.Model:
+    """A model whose only features are single words, with the given gain and log-cost weights."""
+    words = sorted(set(gain) | set(log_cost))
+    rows: dict[int, int] = {}
+    weights: list[tuple[float, ...]] = []
+    for w in words:
+        fid = crc32(w.encode())
+        rows[fid] = len(weights)
+        weights.append((0.0,) * len(TASK_TYPES) + (gain.get(w, 0.0), log_cost.get(w, 0.0)))
+    return learned.Model(
+        classes=TASK_TYPES,
+        rows=rows,
+        weights=weights,
+        intercepts=(0.0,) * len(TASK_TYPES) + (0.0, 0.0),
+        complexity_cuts=(0.5, 0.6, 0.7),
+        score_scale=10.0,
+        cost_ref=0.0,
+        meta={},
+    )
+
+
+def test_the_score_ranks_by_gain_per_relative_dollar() -> None:
+    model = _toy_model({"hard": 0.3, "easy": -0.1, "long": 0.3}, {"long": 1.0})
+    score = {t: learned.predict(t, model=model)[1] for t in ("hard", "easy", "long", "plain")}
+    assert score["easy"] < score["plain"] == 0.5 < score["long"] < score["hard"]
+    # same gain, e times the cost: the score's logit is divided by e
+    logit = {t: math.log(p / (1 - p)) for t, p in score.items()}
+    assert logit["long"] == pytest.approx(logit["hard"] / math.e, rel=1e-6)

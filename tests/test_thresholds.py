@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from decimal import Decimal
@@ -60,10 +61,13 @@ def test_the_spread_inside_each_side_follows_the_side_weights() -> None:
     expected = tier_shares(0.3, 4)
     for tier, want in enumerate(expected):
         assert abs(counts[tier] / 10_000 - want) <= 0.01, (tier, counts, expected)
-    # the top of the strong side gets the highest scores
-    assert min(s for s in scores if tier_index(s, cuts) == 3) >= max(
-        s for s in scores if tier_index(s, cuts) == 2
-    )
+    # a stronger tier gets higher scores than every weaker one (tiers left empty aside)
+    by_tier = [[s for s in scores if tier_index(s, cuts) == t] for t in range(4)]
+    used = [t for t in by_tier if t]
+    assert all(max(a) < min(b) for a, b in itertools.pairwise(used))
+    # with three tiers a side (six tiers), the 1:1:3 spread fills every tier
+    cuts6 = calibrate(scores, 6, strong_share=0.3)
+    assert sorted(_tiers(scores, cuts6)) == list(range(6))
 
 
 def test_max_cost_ratio_spends_at_most_that_share_of_all_on_top() -> None:
@@ -171,3 +175,16 @@ def test_higher_scores_never_get_cheaper_tiers(scores: list[float]) -> None:
 def test_side_fractions_sum_to_one() -> None:
     for n in range(1, 7):
         assert sum(side_fractions(n)) == pytest.approx(1.0)
+
+
+def test_with_four_tiers_the_dial_uses_mid_and_premium_only() -> None:
+    # the spread chosen by RouterBench-train CV (module docstring): budget and standard idle
+    scores = _scores(10_000, seed=5)
+    counts = _tiers(scores, calibrate(scores, 4, strong_share=0.3))
+    assert counts[0] == counts[2] == 0
+    assert abs(counts[3] / len(scores) - 0.3) <= 0.03
+
+
+def test_the_default_policy_is_a_strong_share_under_the_cost_target() -> None:
+    assert set(DEFAULT_POLICY) == {"strong_share"}
+    assert 0 < DEFAULT_POLICY["strong_share"] < 0.5

@@ -227,8 +227,9 @@ def learned_curve(
 
 
 def cv_scores(rows: list[Scored], data: Path, folds: int, *, arena: bool) -> list[float] | None:
-    """Out-of-fold P(strong): each fold scored by a model trained without it (and, for
-    RouterBench, without arena; for arena, with RouterBench train and the other arena folds)."""
+    """Out-of-fold routing scores: each fold scored by a model trained without it (and, for
+    RouterBench, without arena; for arena, with RouterBench train and the other arena folds).
+    The cost model is fitted on the RouterBench rows of the training side (arena has no costs)."""
     try:
         import train_router as tr
     except ImportError:
@@ -240,19 +241,18 @@ def cv_scores(rows: list[Scored], data: Path, folds: int, *, arena: bool) -> lis
         train_rows = [r for i, r in enumerate(rows) if i not in held]
         if arena:
             texts, labels, weights = tr.strong_data(data, train_rows)
+            c_texts, c_logs = tr.cost_data(load_routerbench("train", data))
         else:
             texts = [r.text for r in train_rows]
             labels = [tr.strong_label(r) for r in train_rows]
             weights = [1.0] * len(train_rows)
-        if len(set(labels)) < 2:  # one class only (tiny data): no ranking to learn
-            for i in test:
-                scores[i] = float(labels[0]) if labels else 0.5
-            continue
+            c_texts, c_logs = tr.cost_data(train_rows)
         docs = [learned.features(t) for t in texts]
-        vocab = tr.Vocab(docs)
-        model = tr.fit_strong(vocab.matrix(docs), labels, weights)
-        probs = model.predict_proba(vocab.matrix([learned.features(rows[i].text) for i in test]))
-        for i, p in zip(test, probs[:, 1], strict=True):
+        c_docs = [learned.features(t) for t in c_texts]
+        vocab = tr.Vocab(docs)  # the cost rows are among the training rows
+        model = tr.fit_strong(vocab.matrix(docs), labels, weights, vocab.matrix(c_docs), c_logs)
+        probs = model.score(vocab.matrix([learned.features(rows[i].text) for i in test]))
+        for i, p in zip(test, probs, strict=True):
             scores[i] = float(p)
     return scores
 

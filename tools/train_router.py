@@ -5,9 +5,10 @@ Needs the `[train]` extra (scikit-learn). DIR defaults to ../shared/data.
 
 - task type: multinomial logistic regression on Auto-J train (mapped, `default` dropped) plus
   MBPP train prompts (code_generation), balanced class weights;
-- strong: binary logistic regression, label "the premium tier does better than the mid tier"
-  (RouterBench train: gpt-4 right and mixtral wrong; arena-bench: gpt-4's judge score above
-  mixtral's), arena rows weighted up so open-ended prompts count as much as multiple choice.
+- gain: ridge regression of the premium tier's quality minus the best cheaper capable tier's
+  (mid or standard; RouterBench train accuracy 0/1, arena-bench judge score / 9);
+- cost: ridge regression of log(premium cost) of the prompt (RouterBench train);
+- the routing score is sigmoid(SCALE · gain / relative cost): gain per dollar, squashed.
 
 `--cv` prints 5-fold cross-validated figures on the training data for a few regularisation
 strengths; the constants below were chosen that way (never on a test split).
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,20 +36,37 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from routing_data import DATA, Scored, load_arena, load_autoj, load_routerbench  # noqa: E402
 
+from batchroute import thresholds  # noqa: E402
 from batchroute.learned import MAGIC, MODEL_FILE, features  # noqa: E402
 from batchroute.types import TASK_TYPES  # noqa: E402
 
 C_TASK = 0.5
-C_STRONG = 0.003
-ARENA_WEIGHT = 4.0
+ALPHA_GAIN = 300.0  # ridge strengths chosen by RouterBench-train CV (see --cv)
+ALPHA_COST = 300.0
+ARENA_WEIGHT = 1.0
+SCORE_SCALE = 10.0  # only spreads the squashed score over (0, 1); ranks do not depend on it
 MIN_DF = 2  # a feature seen in one training prompt only is noise, and would bloat the file
 SEED = 12
 MAX_FEATURES = 24_000
 
 
-def strong_label(s: Scored) -> int:
-    """1 when the premium tier does better than the mid tier on this prompt."""
-    return int(s.quality["premium"] > s.quality["mid"])
+def strong_label(s: Scored) -> float:
+    """The premium tier's quality gain over the mid tier, in accuracy units (a 1-10 judge score
+    is divided by 9). Over the best of mid and standard did worse in CV (the mid tier is the
+    one the weak side mostly uses)."""
+    gain = s.quality["premium"] - s.quality["mid"]
+    return gain / 9.0 if s.group == "arena" else gain
+
+
+class Scorer:
+    """The two ridge models behind the routing score (training-side mirror of learned.predict)."""
+
+    def __init__(self, gain: Ridge, cost: Ridge, cost_ref: float) -> None:
+        self.gain, self.cost, self.cost_ref = gain, cost, cost_ref
+
+    def score(self, x: csr_matrix) -> np.ndarray:
+        rel = np.exp(np.clip(self.cost.predict(x) - self.cost_ref, -20, 20))
+        return 1 / (1 + np.exp(-SCORE_SCALE * self.gain.predict(x) / rel))
 
 
 class Vocab:
@@ -74,10 +92,23 @@ def fit_task(x: csr_matrix, y: Sequence[str], c: float = C_TASK) -> LogisticRegr
 
 
 def fit_strong(
-    x: csr_matrix, y: Sequence[int], w: Sequence[float], c: float = C_STRONG
-) -> LogisticRegression:
-    model = LogisticRegression(C=c, max_iter=3000)
-    return model.fit(x, list(y), sample_weight=np.asarray(w, dtype=np.float64))
+    x: csr_matrix,
+    y: Sequence[float],
+    w: Sequence[float],
+    xc: csr_matrix,
+    log_cost: Sequence[float],
+    alpha: float = ALPHA_GAIN,
+) -> Scorer:
+    """Fit the gain model on (x, y, w) and the cost model on (xc, log_cost)."""
+    gain = Ridge(alpha=alpha).fit(x, np.asarray(y), sample_weight=np.asarray(w, dtype=np.float64))
+    cost = Ridge(alpha=ALPHA_COST).fit(xc, np.asarray(log_cost))
+    return Scorer(gain, cost, float(np.mean(log_cost)))
+
+
+def cost_data(rows: Sequence[Scored]) -> tuple[list[str], list[float]]:
+    """(texts, log premium cost) of the rows that carry a cost (RouterBench)."""
+    priced = [r for r in rows if r.cost.get("premium", 0) > 0]
+    return [r.text for r in priced], [float(np.log(r.cost["premium"])) for r in priced]
 
 
 def task_data(data: Path) -> tuple[list[str], list[str]]:
@@ -91,11 +122,12 @@ def task_data(data: Path) -> tuple[list[str], list[str]]:
 
 def strong_data(
     data: Path, arena: Sequence[Scored] | None = None
-) -> tuple[list[str], list[int], list[float]]:
+) -> tuple[list[str], list[float], list[float]]:
     rb = load_routerbench("train", data)
-    ar = list(load_arena(data) if arena is None else arena)
+    arena_rows = load_arena(data) if arena is None else arena
+    ar = [Scored(s.text, "arena", s.quality, {}) for s in arena_rows]
     texts = [s.text for s in rb] + [s.text for s in ar]
-    labels = [strong_label(s) for s in rb] + [strong_label(s) for s in ar]
+    labels = [strong_label(s) for s in rb] + [strong_label(s) for s in ar]  # gain targets
     weights = [1.0] * len(rb) + [ARENA_WEIGHT] * len(ar)
     return texts, labels, weights
 
@@ -104,14 +136,17 @@ def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     """Fit both models on the training data and return the model file's bytes."""
     t_texts, t_labels = task_data(data)
     s_texts, s_labels, s_weights = strong_data(data, arena)
+    c_texts, c_logs = cost_data(load_routerbench("train", data))
     t_docs = [features(t) for t in t_texts]
     s_docs = [features(t) for t in s_texts]
+    c_docs = [features(t) for t in c_texts]
     vocab = Vocab(t_docs + s_docs)
     task = fit_task(vocab.matrix(t_docs), t_labels)
-    strong = fit_strong(vocab.matrix(s_docs), s_labels, s_weights)
+    strong = fit_strong(vocab.matrix(s_docs), s_labels, s_weights, vocab.matrix(c_docs), c_logs)
     classes = [str(c) for c in task.classes_]
     assert set(classes) <= set(TASK_TYPES), classes
-    weights = np.vstack([task.coef_, strong.coef_]).T.astype("<f4")  # n_features × (k + 1)
+    # n_features × (k + 2): task classes, then gain, then log cost
+    weights = np.vstack([task.coef_, strong.gain.coef_, strong.cost.coef_]).T.astype("<f4")
     # Keep the features that matter most to some output (weights scaled per output, since the
     # strong model is regularised harder): the file stays well under 2 MB, scoring stays fast.
     scaled = np.abs(weights) / np.abs(weights).max(axis=0)
@@ -120,19 +155,22 @@ def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     keep[top] = True
     ids = np.asarray(vocab.ids, dtype="<u4")[keep]
     weights = weights[keep]
-    # complexity: P(strong) cut at the 35th/70th/92nd percentile of the task training prompts
-    logits = vocab.matrix(t_docs) @ strong.coef_[0] + strong.intercept_[0]
-    p = 1 / (1 + np.exp(-logits))
-    cuts = [float(np.quantile(p, q)) for q in (0.35, 0.70, 0.92)]
+    # complexity: prompt length cut at the 35th/70th/92nd percentile of the task training prompts
+    lengths = [len(t) for t in t_texts]
+    cuts = [float(np.quantile(lengths, q)) for q in (0.35, 0.70, 0.92)]
     header = {
         "classes": classes,
         "n_features": len(ids),
-        "intercepts": [float(b) for b in task.intercept_] + [float(strong.intercept_[0])],
+        "intercepts": [float(b) for b in task.intercept_]
+        + [float(strong.gain.intercept_), float(strong.cost.intercept_)],
         "complexity_cuts": cuts,
+        "score_scale": SCORE_SCALE,
+        "cost_ref": strong.cost_ref,
         "meta": {
             "trained_on": "Auto-J train (task), RouterBench train + arena-bench-v1 (strong)",
             "c_task": C_TASK,
-            "c_strong": C_STRONG,
+            "alpha_gain": ALPHA_GAIN,
+            "alpha_cost": ALPHA_COST,
             "arena_weight": ARENA_WEIGHT,
             "n_task": len(t_texts),
             "n_strong": len(s_texts),
@@ -142,13 +180,23 @@ def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     return MAGIC + struct.pack("<I", len(head)) + head + ids.tobytes() + weights.tobytes()
 
 
-def cross_validate(data: Path) -> None:
-    """5-fold CV on the training data for a few C values (how the constants were chosen)."""
-    t_texts, t_labels = task_data(data)
-    s_texts, s_labels, s_weights = strong_data(data)
-    t_docs = [features(t) for t in t_texts]
-    s_docs = [features(t) for t in s_texts]
+SIDE = thresholds.SIDE_WEIGHTS[2]
+
+
+def cross_validate(data: Path, what: str = "all") -> None:
+    """5-fold CV on the training data (how the constants were chosen): task-type macro-F1 for a
+    few C values; the routing quality and cost on RouterBench train for a few ridge strengths
+    and side spreads (`thresholds.SIDE_WEIGHTS`) over the strong share."""
     folds = StratifiedKFold(5, shuffle=True, random_state=SEED)
+    if what in ("all", "task"):
+        cv_task(data, folds)
+    if what in ("all", "score"):
+        cv_score(data, folds)
+
+
+def cv_task(data: Path, folds: StratifiedKFold) -> None:
+    t_texts, t_labels = task_data(data)
+    t_docs = [features(t) for t in t_texts]
     for c in (0.25, 0.5, 1.0, 2.0):
         preds: list[str] = [""] * len(t_texts)
         for tr, te in folds.split(t_texts, t_labels):
@@ -158,33 +206,50 @@ def cross_validate(data: Path) -> None:
                 preds[i] = str(p)
         f1 = f1_score(t_labels, preds, average="macro")
         print(f"task   C={c:<5} CV macro-F1 {f1:.3f}")
-    groups = [f"{lab}{int(w > 1)}" for lab, w in zip(s_labels, s_weights, strict=True)]
-    for c in (0.003, 0.01, 0.02, 0.05):
-        scores = np.zeros(len(s_texts))
-        for tr, te in folds.split(s_texts, groups):
-            vocab = Vocab([s_docs[i] for i in tr])
-            m = fit_strong(
-                vocab.matrix([s_docs[i] for i in tr]),
-                [s_labels[i] for i in tr],
-                [s_weights[i] for i in tr],
-                c,
-            )
-            scores[te] = m.predict_proba(vocab.matrix([s_docs[i] for i in te]))[:, 1]
-        arena = np.asarray(s_weights) > 1
-        y = np.asarray(s_labels)
-        auc_rb = roc_auc_score(y[~arena], scores[~arena])
-        auc_ar = roc_auc_score(y[arena], scores[arena])
-        print(f"strong C={c:<5} CV AUC RouterBench {auc_rb:.3f}  arena {auc_ar:.3f}")
+
+
+def cv_score(data: Path, folds: StratifiedKFold) -> None:
+    rb = load_routerbench("train", data)
+    docs = [features(r.text) for r in rb]
+    groups = [r.group for r in rb]
+    top_q = sum(r.quality["premium"] for r in rb) / len(rb)
+    top_c = sum(r.cost["premium"] for r in rb) / len(rb)
+    tiers = ("budget", "mid", "standard", "premium")
+    for alpha in (30.0, 100.0, 300.0, 1000.0):
+        scores = np.zeros(len(rb))
+        for tr, te in folds.split(docs, groups):
+            vocab = Vocab([docs[i] for i in tr])
+            x = vocab.matrix([docs[i] for i in tr])
+            lc = cost_data([rb[i] for i in tr])[1]
+            m = fit_strong(x, [strong_label(rb[i]) for i in tr], [1.0] * len(tr), x, lc, alpha)
+            scores[te] = m.score(vocab.matrix([docs[i] for i in te]))
+        for weights in ((1.0, 3.0), (1.0, 9.0), (0.0, 1.0)):
+            thresholds.SIDE_WEIGHTS[2] = weights
+            row = []
+            for share in (0.35, 0.4, 0.45, 0.5, 0.55):
+                cuts = thresholds.calibrate(list(scores), 4, strong_share=share)
+                ts = [tiers[thresholds.tier_index(x, cuts)] for x in scores]
+                q = sum(r.quality[t] for r, t in zip(rb, ts, strict=True)) / len(rb) / top_q
+                c = sum(r.cost[t] for r, t in zip(rb, ts, strict=True)) / len(rb) / top_c
+                row.append(f"{share}: {q:.3f}@{c:.3f}")
+            print(f"gain alpha={alpha:<5} side {weights}: " + "  ".join(row))
+    thresholds.SIDE_WEIGHTS[2] = SIDE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=REPO / "batchroute" / MODEL_FILE)
-    parser.add_argument("--cv", action="store_true", help="print CV figures, write nothing")
+    parser.add_argument(
+        "--cv",
+        nargs="?",
+        const="all",
+        choices=("all", "task", "score"),
+        help="print CV figures, write nothing",
+    )
     args = parser.parse_args(argv)
     if args.cv:
-        cross_validate(args.data)
+        cross_validate(args.data, args.cv)
         return 0
     blob = train(args.data)
     args.out.write_bytes(blob)
