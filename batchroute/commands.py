@@ -339,7 +339,7 @@ def classify_lines(
                 "task_type": c.task_type,
                 "complexity": c.complexity,
                 "tier": item.tier,
-                "p_strong": c.score,
+                "score": c.score,
                 "reason": c.reason,
                 "arm": item.arm,
             }

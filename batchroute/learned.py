@@ -1,4 +1,4 @@
-"""Learned router: rendered prompt → task type + P(needs a strong tier) (issue 12).
+"""Learned router: rendered prompt → task type + a score for a stronger tier (issue 12).
 
 Three linear models over one set of hashed features: a multinomial logistic regression for the
 task type (trained on Auto-J scenario prompts), and two ridge regressions for the routing score:

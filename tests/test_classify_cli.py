@@ -99,9 +99,9 @@ def test_classify_prints_the_tier_and_arm_the_run_records(
     printed = _classified(cls.stdout)
     assert len(printed) == 150
     row = printed["r0000"]
-    assert set(row) >= {"key", "task_type", "complexity", "tier", "p_strong", "reason", "arm"}
+    assert set(row) >= {"key", "task_type", "complexity", "tier", "score", "reason", "arm"}
     assert row["reason"].startswith("learned:")
-    assert 0 <= row["p_strong"] <= 1
+    assert 0 <= row["score"] <= 1
 
     db = tmp_path / "r.duckdb"
     dry = _cli("run", job, "--simulate", "--db", db, "--dry-run", "--json", cwd=tmp_path)
@@ -199,10 +199,10 @@ def test_classify_without_a_job_uses_the_default_tiers(tmp_path: Path) -> None:
         good = [rows[i] for i in (0, 1, 4)]
         assert {r["tier"] for r in good} <= {"budget", "mid", "standard", "premium"}
         if classifier == "heuristic":
-            assert [r["p_strong"] for r in good] == [None] * 3
+            assert [r["score"] for r in good] == [None] * 3
             assert [r["tier"] for r in good] == ["premium", "mid", "mid"]  # the default table
         else:
-            assert all(0 <= r["p_strong"] <= 1 for r in good)
+            assert all(0 <= r["score"] <= 1 for r in good)
     other = _cli("classify", src, "--field", "prompt", cwd=tmp_path)
     rows = [json.loads(line) for line in other.stdout.splitlines()]
     assert "error" not in rows[2]
