@@ -110,7 +110,7 @@ def test_json_totals_equal_direct_sql(
 def test_table_prints_money_by_magnitude_and_csv_exactly(store: ResultStore) -> None:
     data = store.report(by=["tier"], since=None, job_name=None)
     table = render(data, "table")
-    assert "0.000001148945" in table  # below $0.0001: all 12 decimals, never 0.00 or 1E-6
+    assert " 0.00000115 " in table  # below $0.0001: three significant digits, never 0.00 or 1E-6
     assert "TOTAL" in table
     assert "spent today (2026-11-03 UTC, whole database): $1.10\n" in table
     rows = list(csv.DictReader(io.StringIO(render(data, "csv"))))
