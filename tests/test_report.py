@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -281,3 +284,21 @@ def test_report_upgrades_a_file_from_before_the_views(tmp_path: Path) -> None:
     data = s.report(by=["model"], since=None, job_name=None)
     assert (data.totals.calls, data.totals.cost_usd) == (1, Decimal("0.25"))
     assert s.schema_version() == SCHEMA_VERSION
+
+
+def test_report_into_a_closed_pipe_exits_quietly(store: ResultStore, tmp_path: Path) -> None:
+    """`batchroute report DB | head -1`: once head has gone, the report stops like any Unix
+    tool (exit 141, 128 + SIGPIPE), with nothing on stderr and no crash log written."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte: the first write fails (EPIPE)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "batchroute", "report", str(store.path), "--by", "tier"],
+            stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120,
+            env={**os.environ, "TMPDIR": str(tmp_path)}, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == 141
+    assert not list(tmp_path.rglob("batchroute-crash-*"))
