@@ -88,12 +88,17 @@ def savings_line(data: ReportData) -> str:
     unpriced = t.done + t.failed + t.invalid + t.pending - t.priced
     if not t.priced:
         return "routing savings: no record has both tokens and a top-tier price to compare with"
-    verb = "saved" if t.saved_usd >= 0 else "cost"
-    share = pct(abs(t.saved_usd) / t.baseline_usd)
+    share = pct(abs(t.saved_usd) / t.baseline_usd) if t.baseline_usd else "n/a"  # a free yardstick
     against = ", ".join(data.baseline_models) or "the top tier's first model"
+    # The yardstick need not be the dearest model (a top tier of o3 under a tier of Claude):
+    # then routing cost more, said as such, never as a negative saving.
+    head = (
+        f"routing saved {usd(t.saved_usd)} ({share}) against {against}"
+        if t.saved_usd >= 0
+        else f"routing cost {usd(-t.saved_usd)} ({share}) more than {against} would have"
+    )
     return (
-        f"routing {verb} {usd(abs(t.saved_usd))} ({share}) against "
-        f"{against} at catalogue prices: {usd(t.priced_cost_usd)} spent on {t.priced} "
+        f"{head} at catalogue prices: {usd(t.priced_cost_usd)} spent on {t.priced} "
         f"records that would have cost {usd(t.baseline_usd)}"
         + (f" ({unpriced} records without tokens not compared)" if unpriced else "")
     )

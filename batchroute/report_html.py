@@ -35,7 +35,7 @@ h1 { font-size: 1.5rem; margin: 0 0 4px; } h2 { font-size: 1.1rem; margin: 0 0 8
 .card, figure, section { background: #fff; border-radius: 8px; padding: 12px 16px; margin: 0;
   box-shadow: 0 1px 3px rgba(0,0,0,.12); }
 .card .v { font-size: 1.5rem; font-weight: 600; } .card .k { color: #52606d; font-size: .85rem; }
-.card.save .v { color: #2f7d32; }
+.card.save .v { color: #2f7d32; } .card.over .v { color: #b3261e; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px;
   margin-bottom: 16px; }
 svg { width: 100%; height: auto; display: block; }
@@ -228,11 +228,15 @@ def _failures(data: ReportData) -> str:
 def _cards(data: ReportData) -> str:
     t = data.totals
     records = t.done + t.failed + t.invalid + t.pending
-    saved = f"{usd(t.saved_usd)} ({pct(t.saved_usd / t.baseline_usd)})" if t.baseline_usd else "n/a"
+    more = t.saved_usd < 0  # the yardstick was cheaper: not a saving, and not in green
+    share = pct(abs(t.saved_usd) / t.baseline_usd) if t.baseline_usd else "n/a"  # free yardstick
+    saved = f"{usd(abs(t.saved_usd))} ({share})" if t.priced else "n/a"
     cards = [
         ("spend", usd(t.cost_usd), f"{t.calls} calls", ""),
         ("records", f"{t.done} / {records} done", f"{t.failed} failed, {t.pending} pending", ""),
-        ("routing saved", saved, "against the top tier's first model", " save"),
+        ("routing cost more" if more else "routing saved", saved,
+         "than the top tier's first model" if more else "against the top tier's first model",
+         " over" if more else " save"),
         ("retries · fallbacks", f"{pct(rate(t.retried, t.calls))} · "
          f"{pct(rate(t.fell_back, t.calls))}", f"escalations {pct(rate(t.escalated, t.calls))}",
          ""),
