@@ -302,3 +302,11 @@ def test_report_into_a_closed_pipe_exits_quietly(store: ResultStore, tmp_path: P
     assert proc.stderr == ""
     assert proc.returncode == 141
     assert not list(tmp_path.rglob("batchroute-crash-*"))
+
+
+def test_a_job_not_in_the_database_is_an_error_naming_the_jobs_there(store: ResultStore) -> None:
+    """`--job trnaslate` (a typo) printed a report of zeros, as if the job had cost nothing."""
+    with pytest.raises(ConfigError, match=r"^--job 'trnaslate': no such job in the database; "
+                       r"its jobs: a, b$"):  # fmt: skip
+        store.report(by=["tier"], since=None, job_name="trnaslate")
+    assert store.report(by=["tier"], since=None, job_name="b").totals.calls == 1

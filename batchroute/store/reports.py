@@ -138,6 +138,8 @@ def query_report(
 ) -> ReportData:
     """The report grouped by `dims` (checked), with totals and the spend of `now`'s UTC day."""
     today = now.astimezone(UTC).date()
+    if job_name is not None:
+        _check_job(con, job_name)
     where = _Filter(since, job_name)
     totals = _report_groups(con, (), where)
     return ReportData(
@@ -153,6 +155,19 @@ def query_report(
         latency=_latency(con, where),
         baseline_models=_baseline_models(con, where),
     )
+
+
+def _check_job(con: duckdb.DuckDBPyConnection, job_name: str) -> None:
+    """A --job the database has never seen (a typo) is an error, not a report of zeros."""
+    jobs = [
+        r[0]
+        for r in con.execute(
+            "SELECT job_name FROM runs UNION SELECT job_name FROM results ORDER BY 1"
+        ).fetchall()
+    ]
+    if job_name not in jobs:
+        known = f"its jobs: {', '.join(jobs)}" if jobs else "it holds no job yet"
+        raise ConfigError(f"--job {job_name!r}: no such job in the database; {known}")
 
 
 def spent(con: duckdb.DuckDBPyConnection, day: date, job_name: str | None) -> Decimal:
