@@ -48,6 +48,8 @@ class TierQuote:
     records: int = 0
     expected_usd: Decimal = Decimal(0)
     worst_usd: Decimal = Decimal(0)
+    never_fit: int = 0  # records no call of whose chain fits the whole cap: the run fails them
+    least_call: Decimal | None = None  # the cheapest such record's cheapest call (worst case)
 
 
 @dataclass
@@ -69,6 +71,10 @@ class Quote:
     @property
     def records(self) -> int:
         return sum(t.records for t in self.tiers.values())
+
+    @property
+    def never_fit(self) -> int:
+        return sum(t.never_fit for t in self.tiers.values())
 
     @property
     def expected_usd(self) -> Decimal:
@@ -97,6 +103,7 @@ class Quote:
                     "records": t.records,
                     "expected_usd": exact(t.expected_usd),
                     "worst_usd": exact(t.worst_usd),
+                    "never_fit": t.never_fit,
                 }
                 for t in self.tiers.values()
             ],
@@ -107,6 +114,7 @@ class Quote:
             "remaining_usd": exact(self.remaining_usd),
             "fits_expected": self.expected_usd <= self.remaining_usd,
             "fits_worst": self.worst_usd <= self.remaining_usd,
+            "never_fit": self.never_fit,
             "expected_includes": self.expected_includes,
             "worst_case_includes": self.worst_includes,
             "worst_case_counts": self.worst_terms,
@@ -198,7 +206,20 @@ def _quote(
             tq.records += 1
             tq.expected_usd += _expected(plan, a.item)
             tq.worst_usd += plan.worst_record(a.item)
+            _count_never_fit(plan, a.item, tq)
     return q
+
+
+def _count_never_fit(plan: RunPlan, item: WorkItem, tq: TierQuote) -> None:
+    """As the runner decides (`Budget.exceeds_cap` on each model of the chain): a record no
+    call of which fits under the whole cap is failed at once, without a call (exceeds_daily_cap)."""
+    least = min(
+        plan.worst_call(plan.served_by(item.tier, m)[1], item.prompt_bound)
+        for m in plan.tiers[item.tier].models
+    )
+    if least > plan.cap:
+        tq.never_fit += 1
+        tq.least_call = least if tq.least_call is None else min(tq.least_call, least)
 
 
 def worst_terms(plan: RunPlan) -> dict[str, Any]:
@@ -315,4 +336,12 @@ def render_quote(q: Quote) -> str:
         f"today: {usd(q.spent_today_usd)} spent of {usd(q.cap_usd)}, {usd(left)} left; "
         f"{expected}; {worst}"
     )
+    for t in q.tiers.values():
+        if t.never_fit and t.least_call is not None:
+            lines.append(
+                f"cannot be sent: {t.never_fit} record(s) of {t.tier}: the worst case of every "
+                f"call (from {usd(t.least_call)}) exceeds the whole cap {usd(q.cap_usd)}; the run "
+                "marks them failed (exceeds_daily_cap), not pending: raise the cap or lower "
+                "max_tokens"
+            )
     return "\n".join(lines)
