@@ -32,6 +32,7 @@ h1 { font-size: 1.5rem; margin: 0 0 4px; } h2 { font-size: 1.1rem; margin: 0 0 8
 .sub { color: #52606d; margin: 0 0 16px; font-size: .9rem; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px;
   margin-bottom: 16px; }
+section + section { margin-top: 16px; }
 .card, figure, section { background: #fff; border-radius: 8px; padding: 12px 16px; margin: 0;
   box-shadow: 0 1px 3px rgba(0,0,0,.12); }
 .card .v { font-size: 1.5rem; font-weight: 600; } .card .k { color: #52606d; font-size: .85rem; }
@@ -225,6 +226,27 @@ def _failures(data: ReportData) -> str:
     return f'<div class="scroll"><table class="failures">{head}{rows}</table></div>'
 
 
+def _record_failures(data: ReportData) -> str:
+    """Failed and invalid records by error type: some never made a call (no row above)."""
+    if not data.record_failures:
+        return ""
+    head = (
+        '<tr><th>error type</th><th>status</th><th class="n">records</th>'
+        "<th>sample message</th></tr>"
+    )
+    rows = "".join(
+        f'<tr><td data-label="error type">{_e(f.error_type)}</td>'
+        f'<td data-label="status">{_e(f.status)}</td>'
+        f'<td class="n" data-label="records">{f.records}</td>'
+        f'<td class="msg" data-label="sample">{_e(f.sample_message)}</td></tr>'
+        for f in data.record_failures
+    )
+    return (
+        "<section><h2>Failed and invalid records by error type</h2>"
+        f'<div class="scroll"><table class="failures">{head}{rows}</table></div></section>'
+    )
+
+
 def _cards(data: ReportData) -> str:
     t = data.totals
     records = t.done + t.failed + t.invalid + t.pending
@@ -269,5 +291,6 @@ def render_html(by_day_tier: ReportData, by_model: ReportData, by_tier: ReportDa
         f'{_cards(d)}<p class="sub savings">{_e(savings_line(d))}</p>'
         f'<div class="grid">{body}</div>'
         f"<section><h2>Failed calls by error type</h2>{_failures(d)}</section>"
+        f"{_record_failures(d)}"
         "</body></html>\n"
     )
