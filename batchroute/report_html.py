@@ -159,15 +159,19 @@ def _hbars(kind: str, rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]
     return _svg(kind, 8 + len(rows) * row_h, "".join(parts), label)
 
 
+def _calls(n: int) -> str:
+    return f"{n} call" if n == 1 else f"{n} calls"
+
+
 def _cost_by_model(data: ReportData) -> str:
     rows = sorted((r for r in data.rows if r.calls), key=lambda r: r.cost_usd, reverse=True)
     top = float(max((r.cost_usd for r in rows), default=Decimal(0)))
     bars = [
         (_name(r), [(float(r.cost_usd), _PALETTE[0], f"{_name(r)}: {usd(r.cost_usd)}, "
-                     f"{r.calls} calls")])
+                     f"{_calls(r.calls)}")])
         for r in rows
     ]  # fmt: skip
-    texts = [f"{usd(r.cost_usd)} · {r.calls} calls" for r in rows]
+    texts = [f"{usd(r.cost_usd)} · {_calls(r.calls)}" for r in rows]
     return _hbars("models", bars, top, "cost by model", texts)
 
 
@@ -198,7 +202,7 @@ def _latency(data: ReportData) -> str:
     bars = []
     for x in rows:  # nested: p50 dark, then what p95 and p99 add, lighter
         p50, p95, p99 = x.p50_ms, max(x.p95_ms, x.p50_ms), max(x.p99_ms, x.p95_ms, x.p50_ms)
-        tip = f"{x.model}: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms ({x.calls} calls)"
+        tip = f"{x.model}: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms ({_calls(x.calls)})"
         segs = [(p50, shades[0][1], tip), (p95 - p50, shades[1][1], tip),
                 (p99 - p95, shades[2][1], tip)]  # fmt: skip
         bars.append((x.model, segs))
@@ -254,7 +258,7 @@ def _cards(data: ReportData) -> str:
     share = pct(abs(t.saved_usd) / t.baseline_usd) if t.baseline_usd else "n/a"  # free yardstick
     saved = f"{usd(abs(t.saved_usd))} ({share})" if t.priced else "n/a"
     cards = [
-        ("spend", usd(t.cost_usd), f"{t.calls} calls", ""),
+        ("spend", usd(t.cost_usd), _calls(t.calls), ""),
         ("records", f"{t.done} / {records} done", f"{t.failed} failed, {t.pending} pending", ""),
         ("routing cost more" if more else "routing saved", saved,
          "than the top tier's first model" if more else "against the top tier's first model",

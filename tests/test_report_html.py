@@ -12,6 +12,7 @@ import struct
 import subprocess
 import zlib
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -219,3 +220,11 @@ def test_a_free_top_model_as_the_yardstick_does_not_crash_the_report() -> None:
     for fmt in ("table", "json", "markdown"):
         assert line in render(data, fmt)
     assert "routing cost more" in render_html(data, data, data)
+
+
+def test_one_call_is_not_one_calls() -> None:
+    row = ReportRow(key=("openai/gpt-4o", "openai/gpt-4o"), calls=1, cost_usd=Decimal("7.75E-5"))
+    data = _totals_only("0.0000775", "0.0001", "openai/o3", ("model",))
+    page = render_html(data, replace(data, rows=(row,)), data)
+    assert "$0.0000775 · 1 call<" in page
+    assert "1 calls" not in page
