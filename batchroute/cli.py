@@ -4,7 +4,8 @@ Exit codes (design §3): 0 all records final and ok; 1 unexpected error; 2 bad j
 arguments or missing API key; 3 daily budget reached (records left pending); 4 finished but
 some records failed or were invalid; 5 another run holds the database lock; 6 the provider was
 unreachable or failing (records left pending); 7 Batch API batches still in flight (the next
-run collects them; not an error for cron); 130 interrupted.
+run collects them; not an error for cron); 130 interrupted; 141 stdout closed early
+(`report DB | head -1`), quietly, as a Unix tool that SIGPIPE ends.
 
 What to check before any work and what to print is in `commands`. Anything unexpected is caught
 once, in `main`: one line on stderr naming a crash log (exit 1), never a raw traceback.
@@ -44,6 +45,7 @@ from batchroute.usd import usd
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_UNAVAILABLE, EXIT_BATCHES = 6, 7
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell shows for `yes | head -1`
 SIM_KEY = "sk-or-v1-simulator"  # --simulate needs no real key; the simulator accepts any
 
 
@@ -147,6 +149,21 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+class _StdoutClosed(Exception):
+    """Whoever read stdout has gone (`| head -1`): not a crash, the end of the output."""
+
+
+def _out(text: str) -> None:
+    """Print to stdout; a reader that left raises _StdoutClosed (only a write to stdout does:
+    a broken pipe elsewhere is still a crash)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):  # nor a second error when Python flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise _StdoutClosed from None
+
+
 def _load_scenario(name: str) -> Any:
     from batchroute.simulator import load_scenario
 
@@ -230,7 +247,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             rerun_changed=a.rerun_changed,
             as_json=a.json,
         )
-        print(text)
+        _out(text)
         return EXIT_OK
     with contextlib.ExitStack() as stack:
         if a.simulate:
@@ -244,7 +261,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         problem = commands.run_problem(report, spec)
         if problem is not None:
             _say(problem)
-        print(commands.summary(report, code), flush=True)
+        _out(commands.summary(report, code))
         if a.simulate and not a.quiet:
             _say(commands.ledger_line(sim.ledger()))
         return code
@@ -253,7 +270,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 def _cmd_validate(a: argparse.Namespace) -> int:
     spec = load_spec(a.job)
     a.log_dir = spec.database_path.parent
-    print(commands.validate_text(spec))
+    _out(commands.validate_text(spec))
     return EXIT_OK
 
 
@@ -278,7 +295,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
         sc = sc.with_latency(a.latency_ms)
 
     def ready(url: str) -> None:
-        print(url, flush=True)
+        _out(url)
         _say(commands.simulator_banner(a.scenario, a.seed))
 
     try:
@@ -291,7 +308,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 
 def _cmd_report(a: argparse.Namespace) -> int:
     a.log_dir = a.db.parent
-    print(commands.report_text(a.db, by=a.by, since=a.since, job=a.job, fmt=a.format, html=a.html))
+    _out(commands.report_text(a.db, by=a.by, since=a.since, job=a.job, fmt=a.format, html=a.html))
     return EXIT_OK
 
 
@@ -318,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("batchroute: interrupted")
         return EXIT_INTERRUPTED
+    except _StdoutClosed:  # the reader left (| head): no crash log
+        return EXIT_PIPE
     except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the one catch-all
         _say(
             commands.crash_line(exc, getattr(args, "log_dir", None), getattr(args, "secret", None))

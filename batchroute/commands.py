@@ -21,10 +21,11 @@ import orjson
 
 from batchroute._version import __version__
 from batchroute.catalog import Catalog
+from batchroute.describe import describe_plan
 from batchroute.errors import AuthError, ConfigError, SpecError
 from batchroute.plan import Overrides, build_plan, classify_item
 from batchroute.plan import render as render_record
-from batchroute.quote import describe_plan, offline_catalog, quote, render_quote
+from batchroute.quote import offline_catalog, quote, render_quote
 from batchroute.reader import read_records
 from batchroute.report import parse_since, render
 from batchroute.report_html import HTML_PARTS, render_html
@@ -160,7 +161,9 @@ def quote_text(
 def validate_text(spec: JobSpec) -> str:
     """What `validate` prints: the resolved plan, and a warning if the input is not there yet."""
     _check_db(spec.database_path, write=False)
-    lines = describe_plan(spec, spec.database_path)  # SpecError → exit 2
+    lines = describe_plan(
+        spec, spec.database_path, offline_catalog(spec.database_path)
+    )  # SpecError → exit 2
     problem = _input_problem(spec)
     if problem is not None:  # may be written later, by whatever feeds the job: warn only
         lines.append(f"warning: {problem}; `run` would stop with exit 2")

@@ -38,9 +38,8 @@ from batchroute.plan import (
 )
 from batchroute.reader import read_keys, read_records
 from batchroute.spec import JobSpec
-from batchroute.split import arm_name
 from batchroute.store import ResultStore
-from batchroute.types import TASK_TYPES, KeyLookup, ResumeState
+from batchroute.types import KeyLookup, ResumeState
 from batchroute.usd import amount, exact, usd
 
 
@@ -51,6 +50,8 @@ class TierQuote:
     records: int = 0
     expected_usd: Decimal = Decimal(0)
     worst_usd: Decimal = Decimal(0)
+    never_fit: int = 0  # records no call of whose chain fits the whole cap: the run fails them
+    least_call: Decimal | None = None  # the cheapest such record's cheapest call (worst case)
 
 
 @dataclass
@@ -74,6 +75,10 @@ class Quote:
     @property
     def records(self) -> int:
         return sum(t.records for t in self.tiers.values())
+
+    @property
+    def never_fit(self) -> int:
+        return sum(t.never_fit for t in self.tiers.values())
 
     @property
     def expected_usd(self) -> Decimal:
@@ -102,6 +107,7 @@ class Quote:
                     "records": t.records,
                     "expected_usd": exact(t.expected_usd),
                     "worst_usd": exact(t.worst_usd),
+                    "never_fit": t.never_fit,
                 }
                 for t in self.tiers.values()
             ],
@@ -112,6 +118,7 @@ class Quote:
             "remaining_usd": exact(self.remaining_usd),
             "fits_expected": self.expected_usd <= self.remaining_usd,
             "fits_worst": self.worst_usd <= self.remaining_usd,
+            "never_fit": self.never_fit,
             "expected_includes": self.expected_includes,
             "worst_case_includes": self.worst_includes,
             "worst_case_counts": self.worst_terms,
@@ -223,10 +230,23 @@ def _quote(
             tq.records += 1
             tq.expected_usd += _expected(plan, a.item)
             tq.worst_usd += plan.worst_record(a.item)
+            _count_never_fit(plan, a.item, tq)
             if a.item.arm is not None:
                 q.arms[a.item.arm] += 1
     q.dial = _dial(plan, q.tiers)
     return q
+
+
+def _count_never_fit(plan: RunPlan, item: WorkItem, tq: TierQuote) -> None:
+    """As the runner decides (`Budget.exceeds_cap` on each model of the chain): a record no
+    call of which fits under the whole cap is failed at once, without a call (exceeds_daily_cap)."""
+    least = min(
+        plan.worst_call(plan.served_by(item.tier, m)[1], item.prompt_bound)
+        for m in plan.tiers[item.tier].models
+    )
+    if least > plan.cap:
+        tq.never_fit += 1
+        tq.least_call = least if tq.least_call is None else min(tq.least_call, least)
 
 
 def worst_terms(plan: RunPlan) -> dict[str, Any]:
@@ -262,92 +282,6 @@ def worst_line(terms: dict[str, Any]) -> str:
             else ""
         )
     )
-
-
-def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
-    """`batchroute validate`: the resolved plan, with warnings; SpecError if it cannot run."""
-    catalog = offline_catalog(db_path)
-    plan = build_plan(spec, catalog, ResumeState(), Overrides())
-    plans, warnings = plan.tiers, plan.warnings
-    lines = [
-        f"job {spec.name}: {spec.input} → {db_path}",
-        f"budget {usd(spec.budget.daily_usd)}/day (scope {spec.budget.scope}); "
-        f"max_tokens {spec.request.max_tokens}; concurrency {spec.limits.concurrency}",
-        f"prices: {catalog.source} catalogue ({catalog.fetched_at})",
-    ]
-    lines += [f"tier {name}: " + " → ".join(plan.models) for name, plan in plans.items()]
-    table = {t: spec.tier_for_task(t) for t in TASK_TYPES}
-    lines.append("routing: " + ", ".join(f"{k}→{v}" for k, v in table.items()))
-    lines += _classifier_lines(spec)
-    lines.append(_escalation_line(spec))
-    return lines + [f"warning: {w}" for w in warnings]
-
-
-def _classifier_lines(spec: JobSpec) -> list[str]:
-    """Which classifier routes, what the cost dial and the experiment do (issue 12)."""
-    if spec.task:
-        lines = [
-            f"classifier: none (task {spec.task} given by the job decides alone: every record "
-            f"goes to {spec.tier_for_task(spec.task)}; the classifier and the cost dial are unused)"
-        ]
-    else:
-        lines = [
-            f"classifier: {spec.classifier}"
-            + ("" if "classifier" in spec.model_fields_set else " (the default)")
-        ]
-        if spec.task_field:
-            lines.append(
-                f"task_field {spec.task_field}: a record whose {spec.task_field} is a known task "
-                "type goes by the routing table alone; the classifier routes the others"
-            )
-        policy = policy_of(spec)
-        if policy is not None:
-            given = "" if spec.routing_policy is not None else " (the default)"
-            lines.append(
-                "cost dial: "
-                + ", ".join(f"{k} {v}" for k, v in policy.items())
-                + given
-                + f"; strong tiers {', '.join(strong_tiers(spec))}; the learned scores "
-                "are calibrated on the whole input before each run (see run --dry-run)"
-            )
-        else:
-            lines.append("cost dial: none (the routing table and complexity decide)")
-    x = spec.experiment
-    if x is not None:
-        names = list(spec.tiers)
-        end = names[-1] if x.tier_shift > 0 else names[0]
-        lines.append(
-            f"experiment: {x.share:.1%} of records (seed {x.seed}) move {x.tier_shift:+d} "
-            f"tier(s), no further than {end}; results.arm is control or "
-            f"{arm_name(x.tier_shift)}"
-        )
-    return lines
-
-
-def _escalation_line(spec: JobSpec) -> str:
-    """Which failures climb to a dearer tier (the policy `runner.policy.decide` applies)."""
-    climbs = spec.limits.max_escalations
-    if climbs == 0 or len(spec.tiers) < 2:
-        why = "limits.max_escalations is 0" if climbs == 0 else "only one tier"
-        return f"escalation: never ({why})"
-    up = f"up to {climbs} tier(s)"
-    quality, unavailable = "quality" in spec.escalate_on, "unavailable" in spec.escalate_on
-    if quality and unavailable:
-        return (
-            f"escalation: {up} on quality failures and when a chain is unavailable "
-            "(escalate_on: unavailable; an outage pays for a dearer tier)"
-        )
-    if unavailable:
-        return (
-            f"escalation: {up} only when a chain is unavailable; an answer that fails a "
-            "quality check is stored as it is (escalate_on has no 'quality')"
-        )
-    if quality:
-        return (
-            f"escalation: {up} on quality failures only; a chain that is unavailable leaves "
-            "its records pending (escalate_on: [quality, unavailable] climbs instead)"
-        )
-    return "escalation: never (escalate_on is empty)"
 
 
 def render_quote(q: Quote) -> str:
@@ -397,4 +331,12 @@ def render_quote(q: Quote) -> str:
         f"today: {usd(q.spent_today_usd)} spent of {usd(q.cap_usd)}, {usd(left)} left; "
         f"{expected}; {worst}"
     )
+    for t in q.tiers.values():
+        if t.never_fit and t.least_call is not None:
+            lines.append(
+                f"cannot be sent: {t.never_fit} record(s) of {t.tier}: the worst case of every "
+                f"call (from {usd(t.least_call)}) exceeds the whole cap {usd(q.cap_usd)}; the run "
+                "marks them failed (exceeds_daily_cap), not pending: raise the cap or lower "
+                "max_tokens"
+            )
     return "\n".join(lines)

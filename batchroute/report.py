@@ -27,6 +27,7 @@ _COLUMNS = (
     "completion_tokens", "done", "failed", "invalid", "pending", "saved_usd",
 )  # fmt: skip
 _FAILURE_LEFT = (0, 4, 5)  # error_type, models, sample_message: text, not numbers
+_RECORD_FAILURE_LEFT = (0, 1, 3)  # error_type, status, sample_message
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -88,12 +89,17 @@ def savings_line(data: ReportData) -> str:
     unpriced = t.done + t.failed + t.invalid + t.pending - t.priced
     if not t.priced:
         return "routing savings: no record has both tokens and a top-tier price to compare with"
-    verb = "saved" if t.saved_usd >= 0 else "cost"
-    share = pct(abs(t.saved_usd) / t.baseline_usd)
+    share = pct(abs(t.saved_usd) / t.baseline_usd) if t.baseline_usd else "n/a"  # a free yardstick
     against = ", ".join(data.baseline_models) or "the top tier's first model"
+    # The yardstick need not be the dearest model (a top tier of o3 under a tier of Claude):
+    # then routing cost more, said as such, never as a negative saving.
+    head = (
+        f"routing saved {usd(t.saved_usd)} ({share}) against {against}"
+        if t.saved_usd >= 0
+        else f"routing cost {usd(-t.saved_usd)} ({share}) more than {against} would have"
+    )
     return (
-        f"routing {verb} {usd(abs(t.saved_usd))} ({share}) against "
-        f"{against} at catalogue prices: {usd(t.priced_cost_usd)} spent on {t.priced} "
+        f"{head} at catalogue prices: {usd(t.priced_cost_usd)} spent on {t.priced} "
         f"records that would have cost {usd(t.baseline_usd)}"
         + (f" ({unpriced} records without tokens not compared)" if unpriced else "")
     )
@@ -153,6 +159,9 @@ def _render_json(data: ReportData) -> str:
         "failures": [{"error_type": f.error_type, "calls": f.calls, "records": f.records,
                       "models": f.models, "sample_message": f.sample_message,
                       "cost_usd": exact(f.cost_usd)} for f in data.failures],
+        "failed_records": [{"error_type": f.error_type, "status": f.status,
+                            "records": f.records, "sample_message": f.sample_message}
+                           for f in data.record_failures],
         "latency_ms": [{"model": x.model, "calls": x.calls, "p50": x.p50_ms, "p95": x.p95_ms,
                         "p99": x.p99_ms} for x in data.latency],
         "today": {"day": data.today.isoformat(), "cost_usd": exact(data.spent_today)},
@@ -221,6 +230,15 @@ def _failure_grid(data: ReportData) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def _record_failure_grid(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["error_type", "status", "records", "sample_message"]
+    body = [
+        [f.error_type, f.status, str(f.records), " ".join((f.sample_message or "").split())[:120]]
+        for f in data.record_failures
+    ]
+    return header, body
+
+
 def _title(data: ReportData) -> tuple[str, str]:
     scope = f"job {data.job_name}" if data.job_name else "whole database"
     since = f" since {data.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if data.since else ""
@@ -234,6 +252,10 @@ def _render_table(data: ReportData) -> str:
     if data.failures:
         f_header, f_body = _failure_grid(data)
         out += ["", "failed calls by error type:", *_aligned(f_header, f_body, _FAILURE_LEFT)]
+    if data.record_failures:
+        r_header, r_body = _record_failure_grid(data)
+        out += ["", "failed and invalid records by error type:",
+                *_aligned(r_header, r_body, _RECORD_FAILURE_LEFT)]  # fmt: skip
     out.append(f"spent today ({data.today.isoformat()} UTC, {scope}): {usd(data.spent_today)}")
     return "\n".join(out) + "\n"
 
@@ -245,6 +267,10 @@ def _render_markdown(data: ReportData) -> str:
     if data.failures:
         f_header, f_body = _failure_grid(data)
         out += ["", "## Failed calls by error type", "", *_md(f_header, f_body, _FAILURE_LEFT)]
+    if data.record_failures:
+        r_header, r_body = _record_failure_grid(data)
+        out += ["", "## Failed and invalid records by error type", "",
+                *_md(r_header, r_body, _RECORD_FAILURE_LEFT)]  # fmt: skip
     out += ["", f"Spent today ({data.today.isoformat()} UTC, {scope}): {usd(data.spent_today)}"]
     return "\n".join(out) + "\n"
 

@@ -32,10 +32,11 @@ h1 { font-size: 1.5rem; margin: 0 0 4px; } h2 { font-size: 1.1rem; margin: 0 0 8
 .sub { color: #52606d; margin: 0 0 16px; font-size: .9rem; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px;
   margin-bottom: 16px; }
+section + section { margin-top: 16px; }
 .card, figure, section { background: #fff; border-radius: 8px; padding: 12px 16px; margin: 0;
   box-shadow: 0 1px 3px rgba(0,0,0,.12); }
 .card .v { font-size: 1.5rem; font-weight: 600; } .card .k { color: #52606d; font-size: .85rem; }
-.card.save .v { color: #2f7d32; }
+.card.save .v { color: #2f7d32; } .card.over .v { color: #b3261e; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px;
   margin-bottom: 16px; }
 svg { width: 100%; height: auto; display: block; }
@@ -158,15 +159,19 @@ def _hbars(kind: str, rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]
     return _svg(kind, 8 + len(rows) * row_h, "".join(parts), label)
 
 
+def _calls(n: int) -> str:
+    return f"{n} call" if n == 1 else f"{n} calls"
+
+
 def _cost_by_model(data: ReportData) -> str:
     rows = sorted((r for r in data.rows if r.calls), key=lambda r: r.cost_usd, reverse=True)
     top = float(max((r.cost_usd for r in rows), default=Decimal(0)))
     bars = [
         (_name(r), [(float(r.cost_usd), _PALETTE[0], f"{_name(r)}: {usd(r.cost_usd)}, "
-                     f"{r.calls} calls")])
+                     f"{_calls(r.calls)}")])
         for r in rows
     ]  # fmt: skip
-    texts = [f"{usd(r.cost_usd)} · {r.calls} calls" for r in rows]
+    texts = [f"{usd(r.cost_usd)} · {_calls(r.calls)}" for r in rows]
     return _hbars("models", bars, top, "cost by model", texts)
 
 
@@ -197,7 +202,7 @@ def _latency(data: ReportData) -> str:
     bars = []
     for x in rows:  # nested: p50 dark, then what p95 and p99 add, lighter
         p50, p95, p99 = x.p50_ms, max(x.p95_ms, x.p50_ms), max(x.p99_ms, x.p95_ms, x.p50_ms)
-        tip = f"{x.model}: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms ({x.calls} calls)"
+        tip = f"{x.model}: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms ({_calls(x.calls)})"
         segs = [(p50, shades[0][1], tip), (p95 - p50, shades[1][1], tip),
                 (p99 - p95, shades[2][1], tip)]  # fmt: skip
         bars.append((x.model, segs))
@@ -225,14 +230,39 @@ def _failures(data: ReportData) -> str:
     return f'<div class="scroll"><table class="failures">{head}{rows}</table></div>'
 
 
+def _record_failures(data: ReportData) -> str:
+    """Failed and invalid records by error type: some never made a call (no row above)."""
+    if not data.record_failures:
+        return ""
+    head = (
+        '<tr><th>error type</th><th>status</th><th class="n">records</th>'
+        "<th>sample message</th></tr>"
+    )
+    rows = "".join(
+        f'<tr><td data-label="error type">{_e(f.error_type)}</td>'
+        f'<td data-label="status">{_e(f.status)}</td>'
+        f'<td class="n" data-label="records">{f.records}</td>'
+        f'<td class="msg" data-label="sample">{_e(f.sample_message)}</td></tr>'
+        for f in data.record_failures
+    )
+    return (
+        "<section><h2>Failed and invalid records by error type</h2>"
+        f'<div class="scroll"><table class="failures">{head}{rows}</table></div></section>'
+    )
+
+
 def _cards(data: ReportData) -> str:
     t = data.totals
     records = t.done + t.failed + t.invalid + t.pending
-    saved = f"{usd(t.saved_usd)} ({pct(t.saved_usd / t.baseline_usd)})" if t.baseline_usd else "n/a"
+    more = t.saved_usd < 0  # the yardstick was cheaper: not a saving, and not in green
+    share = pct(abs(t.saved_usd) / t.baseline_usd) if t.baseline_usd else "n/a"  # free yardstick
+    saved = f"{usd(abs(t.saved_usd))} ({share})" if t.priced else "n/a"
     cards = [
-        ("spend", usd(t.cost_usd), f"{t.calls} calls", ""),
+        ("spend", usd(t.cost_usd), _calls(t.calls), ""),
         ("records", f"{t.done} / {records} done", f"{t.failed} failed, {t.pending} pending", ""),
-        ("routing saved", saved, "against the top tier's first model", " save"),
+        ("routing cost more" if more else "routing saved", saved,
+         "than the top tier's first model" if more else "against the top tier's first model",
+         " over" if more else " save"),
         ("retries · fallbacks", f"{pct(rate(t.retried, t.calls))} · "
          f"{pct(rate(t.fell_back, t.calls))}", f"escalations {pct(rate(t.escalated, t.calls))}",
          ""),
@@ -265,5 +295,6 @@ def render_html(by_day_tier: ReportData, by_model: ReportData, by_tier: ReportDa
         f'{_cards(d)}<p class="sub savings">{_e(savings_line(d))}</p>'
         f'<div class="grid">{body}</div>'
         f"<section><h2>Failed calls by error type</h2>{_failures(d)}</section>"
+        f"{_record_failures(d)}"
         "</body></html>\n"
     )

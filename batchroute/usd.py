@@ -9,21 +9,36 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
-# (smallest magnitude, decimals): $1 and up to the cent, cents to 4 places, then 6, then the
-# store's own 12 (1e-12 USD), so that a per-token price or a tiny call never shows as 0.00.
-_STEPS = ((Decimal(1), 2), (Decimal("0.01"), 4), (Decimal("0.0001"), 6), (Decimal(0), 12))
+# (smallest magnitude, decimals): $1 and up to the cent, cents to 4 places, then 6; below
+# $0.0001, as many as three significant digits need (`$0.0000643`), so that a per-token price or
+# a tiny call never shows as 0.00 and no row carries a dozen zeros.
+_STEPS = ((Decimal(1), 2), (Decimal("0.01"), 4), (Decimal("0.0001"), 6))
+_SIGNIFICANT = 3
+
+
+def _places(d: Decimal) -> int:
+    """Decimals for a nonzero amount of this magnitude."""
+    return next((p for floor, p in _STEPS if abs(d) >= floor), _SIGNIFICANT - 1 - d.adjusted())
+
+
+def _rounded(d: Decimal, places: int) -> Decimal:
+    with localcontext(prec=max(28, d.adjusted() + places + 2)):  # a huge cap keeps its digits
+        return d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
 def amount(value: Decimal | int | str) -> str:
-    """`value` in dollars without the sign: '1,234.50', '0.2823', '0.000456', '0.00'."""
+    """`value` in dollars without the sign: '1,234.50', '0.2823', '0.000456', '0.0000643',
+    '0.00'."""
     d = Decimal(value)
     if not d.is_finite():
         return str(d)
     if d == 0:
         return "0.00"
-    places = next(p for floor, p in _STEPS if abs(d) >= floor)
-    with localcontext(prec=max(28, d.adjusted() + places + 2)):  # a huge cap keeps its digits
-        rounded = d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    places = _places(d)
+    rounded = _rounded(d, places)
+    if _places(rounded) < places:  # 0.999999 rounds to 1: print it as $1.00, not $1.0000
+        places = _places(rounded)
+        rounded = _rounded(d, places)
     return format(rounded, f",.{places}f")
 
 

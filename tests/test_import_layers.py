@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "plan": 4,
     "runner": 5,  # the only package that wires the stages together with I/O
     "quote": 6,
+    "describe": 6,  # validate's text: the resolved plan in words
     "report": 6,
     # The HTML report draws what `report` computes (savings line, rates): the one edge inside
     # the composer layer, in ALLOWED.

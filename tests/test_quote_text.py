@@ -9,6 +9,8 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
+
 from batchroute.budget import BYOK_FEE, MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS
 from batchroute.catalog import Catalog
 from tests.factories import write_job, write_jsonl
@@ -94,3 +96,40 @@ def test_the_worst_case_is_what_the_explanation_says(tmp_path: Path) -> None:
         + search
     ) * (1 + BYOK_FEE)
     assert Decimal(q["worst_usd"]) == 2 * call.quantize(Decimal("1E-12"), rounding="ROUND_CEILING")
+
+
+def test_records_no_call_of_which_fits_the_cap_are_said_to_fail_not_to_wait(
+    tmp_path: Path,
+) -> None:
+    """`--budget 0.008` and Claude at max_tokens 1024: a long record's every call has a worst
+    case above the whole cap, so the run fails it at once (exceeds_daily_cap) instead of
+    leaving it pending for tomorrow. The dry run said only "the cap will likely stop the run and
+    leave the rest pending"; it now counts those records, the same ones the run fails."""
+    short = [{"id": f"s{i}", "text": "Hi.", "target_lang": "German"} for i in range(3)]
+    long = [{"id": f"l{i}", "text": "Long sentence. " * 200, "target_lang": "German"}
+            for i in range(2)]  # fmt: skip
+    write_jsonl(tmp_path / "in.jsonl", short + long)
+    job = write_job(
+        tmp_path,
+        tiers={"mid": ["anthropic/claude-sonnet-4.5"]},  # the other tiers stay as they are
+        request={"max_tokens": 256},
+    )
+    db = tmp_path / "q.duckdb"
+    q = _quote(job, "--db", db, "--budget", "0.008")
+    assert q["never_fit"] == 2
+    assert {t["tier"]: t["never_fit"] for t in q["tiers"] if t["never_fit"]} == {"mid": 2}
+    text = run_cli("run", str(job), "--dry-run", "--db", str(db), "--budget", "0.008").stdout
+    line = next(ln for ln in text.splitlines() if ln.startswith("cannot be sent: "))
+    assert "2 record(s) of mid" in line
+    assert "exceeds the whole cap $0.008000;" in line
+    assert "failed (exceeds_daily_cap)" in line
+
+    run = run_cli("run", str(job), "--simulate", "--db", str(db), "--budget", "0.008")
+    assert run.returncode == 3, run.stderr  # the short ones then spend the cap
+    with duckdb.connect(str(db), read_only=True) as con:
+        failed = con.execute(
+            "SELECT list(record_key ORDER BY record_key) FROM results "
+            "WHERE error_type = 'exceeds_daily_cap'"
+        ).fetchone()
+    assert failed == (["l0", "l1"],)
+    assert _quote(job, "--db", db, "--budget", "0.008")["never_fit"] == 0  # final now

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 
 from batchroute.errors import ConfigError
 from batchroute.report import money, parse_by, parse_since, render
+from batchroute.report_html import HTML_PARTS, render_html
 from batchroute.store import SCHEMA_VERSION, ResultStore
 from batchroute.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE
 from batchroute.types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
@@ -110,7 +114,7 @@ def test_json_totals_equal_direct_sql(
 def test_table_prints_money_by_magnitude_and_csv_exactly(store: ResultStore) -> None:
     data = store.report(by=["tier"], since=None, job_name=None)
     table = render(data, "table")
-    assert "0.000001148945" in table  # below $0.0001: all 12 decimals, never 0.00 or 1E-6
+    assert " 0.00000115 " in table  # below $0.0001: three significant digits, never 0.00 or 1E-6
     assert "TOTAL" in table
     assert "spent today (2026-11-03 UTC, whole database): $1.10\n" in table
     rows = list(csv.DictReader(io.StringIO(render(data, "csv"))))
@@ -281,3 +285,67 @@ def test_report_upgrades_a_file_from_before_the_views(tmp_path: Path) -> None:
     data = s.report(by=["model"], since=None, job_name=None)
     assert (data.totals.calls, data.totals.cost_usd) == (1, Decimal("0.25"))
     assert s.schema_version() == SCHEMA_VERSION
+
+
+def test_report_into_a_closed_pipe_exits_quietly(store: ResultStore, tmp_path: Path) -> None:
+    """`batchroute report DB | head -1`: once head has gone, the report stops like any Unix
+    tool (exit 141, 128 + SIGPIPE), with nothing on stderr and no crash log written."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte: the first write fails (EPIPE)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "batchroute", "report", str(store.path), "--by", "tier"],
+            stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120,
+            env={**os.environ, "TMPDIR": str(tmp_path)}, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == 141
+    assert not list(tmp_path.rglob("batchroute-crash-*"))
+
+
+def test_a_job_not_in_the_database_is_an_error_naming_the_jobs_there(store: ResultStore) -> None:
+    """`--job trnaslate` (a typo) printed a report of zeros, as if the job had cost nothing."""
+    with pytest.raises(ConfigError, match=r"^--job 'trnaslate': no such job in the database; "
+                       r"its jobs: a, b$"):  # fmt: skip
+        store.report(by=["tier"], since=None, job_name="trnaslate")
+    assert store.report(by=["tier"], since=None, job_name="b").totals.calls == 1
+
+
+def test_records_that_failed_without_a_call_are_explained(tmp_path: Path) -> None:
+    """`--budget 0.01` with Claude: 130 records failed with `exceeds_daily_cap` before any call,
+    so the "failed calls" table was empty and nothing in the report said why they failed.
+    Failed and invalid records are now grouped by their error type too, in every format."""
+    s = ResultStore(tmp_path / "f.duckdb", clock=lambda: NOW)
+    s.migrate()
+    rows = [
+        ResultRow(job_name="j", record_key=str(i), run_id="r", line_no=i, status=st,
+                  tier="standard", error_type=et, error_message=f"{msg} {i}", created_at=NOW)
+        for i, (st, et, msg) in enumerate(
+            [(RecordStatus.FAILED, "exceeds_daily_cap", "worst case over the cap")] * 3
+            + [(RecordStatus.INVALID, "invalid_input", "line is not JSON")]
+            + [(RecordStatus.DONE, None, None)]
+        )
+    ]  # fmt: skip
+    s.write(rows, [])
+    data = s.report(by=["tier"], since=None, job_name=None)
+    doc = orjson.loads(render(data, "json"))
+    assert doc["failures"] == []
+    assert doc["failed_records"] == [
+        {"error_type": "exceeds_daily_cap", "status": "failed", "records": 3,
+         "sample_message": "worst case over the cap 2"},
+        {"error_type": "invalid_input", "status": "invalid", "records": 1,
+         "sample_message": "line is not JSON 3"},
+    ]  # fmt: skip
+    assert sum(f["records"] for f in doc["failed_records"]) == (
+        doc["totals"]["records"]["failed"] + doc["totals"]["records"]["invalid"]
+    )
+    for fmt in ("table", "markdown"):
+        text = render(data, fmt)
+        assert "exceeds_daily_cap" in text, text
+        assert "worst case over the cap 2" in text, text
+    assert s.report(by=[], since=None, job_name=None).record_failures[0].records == 3
+    page = render_html(*(s.report(by=b, since=None, job_name=None) for b in HTML_PARTS))
+    assert "Failed and invalid records by error type" in page
+    assert '<td data-label="error type">exceeds_daily_cap</td>' in page

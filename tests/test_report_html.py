@@ -12,6 +12,7 @@ import struct
 import subprocess
 import zlib
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -20,8 +21,9 @@ from pathlib import Path
 import pytest
 from subprocs import query, run_cli
 
+from batchroute.report import render, savings_line
 from batchroute.report_html import HTML_PARTS, render_html
-from batchroute.store import ResultStore
+from batchroute.store import ReportData, ReportRow, ResultStore
 from batchroute.types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
 
 CHROMIUM_FLAGS = (
@@ -178,3 +180,51 @@ def test_names_and_messages_from_the_database_are_escaped(tmp_path: Path) -> Non
     p.feed(page)
     assert p.count("script") == p.count("img") == 0
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+def _totals_only(cost: str, baseline: str, model: str, by: tuple[str, ...] = ()) -> ReportData:
+    """A report of one priced group: only its totals and the yardstick matter here."""
+    now = datetime(2026, 11, 3, 12, tzinfo=UTC)
+    n = 3
+    totals = ReportRow(
+        key=(), calls=n, cost_usd=Decimal(cost), done=n, priced=n,
+        baseline_usd=Decimal(baseline), priced_cost_usd=Decimal(cost),
+    )  # fmt: skip
+    return ReportData(
+        by=by, since=None, job_name=None, rows=(), totals=totals, today=now.date(),
+        spent_today=Decimal(cost), generated_at=now, baseline_models=(model,),
+    )  # fmt: skip
+
+
+def test_routing_that_cost_more_than_the_top_model_is_not_shown_as_a_saving() -> None:
+    """When the top tier's first model is not the dearest (mixed.yaml: premium is o3, cheaper
+    than standard's Claude), routing can cost more than the yardstick. The card must not say
+    "routing saved -$0.0172" in the saving's green, nor the line "routing cost $0.0172", which
+    reads as what routing spent."""
+    data = [_totals_only("0.3226", "0.3054", "openai/o3", b) for b in HTML_PARTS]
+    line = savings_line(data[0])
+    assert line.startswith("routing cost $0.0172 (5.6 %) more than openai/o3 would have"), line
+    page = render_html(*data)
+    assert "routing saved" not in page
+    assert "-$0.0172" not in page
+    assert '<div class="card over"><div class="k">routing cost more</div>' in page
+    assert '<div class="v">$0.0172 (5.6 %)</div>' in page
+
+
+def test_a_free_top_model_as_the_yardstick_does_not_crash_the_report() -> None:
+    """A top tier whose first model is free (a `:free` variant) prices every record at $0: the
+    share of nothing cannot be computed, and the report must still be written."""
+    data = _totals_only("0.01", "0", "x/free-model:free")
+    line = savings_line(data)
+    assert line.startswith("routing cost $0.0100 (n/a) more than x/free-model:free"), line
+    for fmt in ("table", "json", "markdown"):
+        assert line in render(data, fmt)
+    assert "routing cost more" in render_html(data, data, data)
+
+
+def test_one_call_is_not_one_calls() -> None:
+    row = ReportRow(key=("openai/gpt-4o", "openai/gpt-4o"), calls=1, cost_usd=Decimal("7.75E-5"))
+    data = _totals_only("0.0000775", "0.0001", "openai/o3", ("model",))
+    page = render_html(data, replace(data, rows=(row,)), data)
+    assert "$0.0000775 · 1 call<" in page
+    assert "1 calls" not in page

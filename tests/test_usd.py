@@ -23,8 +23,9 @@ EXPONENT = re.compile(r"\d[eE][+-]?\d")
     [
         ("0", "$0.00"), ("0E-12", "$0.00"), ("2.0", "$2.00"), ("1E+2", "$100.00"),
         ("1234.5", "$1,234.50"), ("0.282344", "$0.2823"), ("0.0183207", "$0.0183"),
-        ("0.000456", "$0.000456"), ("0.000001148945", "$0.000001148945"),
-        ("1E-12", "$0.000000000001"), ("-0.25", "-$0.2500"), ("0.005", "$0.005000"),
+        ("0.000456", "$0.000456"), ("0.000001148945", "$0.00000115"),
+        ("1E-12", "$0.00000000000100"), ("-0.25", "-$0.2500"), ("0.005", "$0.005000"),
+        ("0.00006427", "$0.0000643"), ("-0.00006427", "-$0.0000643"),
     ],
 )  # fmt: skip
 def test_usd_has_fixed_decimals_by_magnitude(value: str, text: str) -> None:
@@ -37,7 +38,29 @@ def test_huge_and_tiny_amounts_never_use_an_exponent() -> None:
     assert not EXPONENT.search(huge)
     assert exact(Decimal("1E+40")) == "1" + "0" * 40 + ".00"
     assert exact(Decimal("0E-12")) == "0.00"
-    assert amount(Decimal("5E-13")) == "0.000000000001"  # rounded half up at the 12th place
+    assert amount(Decimal("5E-13")) == "0.000000000000500"  # never shown as 0
+    assert amount(Decimal("1E-30")) == "0." + "0" * 29 + "100"
+
+
+def test_below_a_hundredth_of_a_cent_three_significant_digits() -> None:
+    """Below $0.0001 the decimals follow the magnitude to three significant digits, as the
+    bands above it do: `$0.0000643` fits a 40-column progress row, `$0.000064270000` did not."""
+    assert usd(Decimal("0.000064270000")) == "$0.0000643"
+    assert usd(Decimal("0.0000077500")) == "$0.00000775"
+    for exp in range(5, 20):
+        text = amount(Decimal(f"1.23456E-{exp}"))
+        assert text.endswith("123"), text
+        assert len(text.split(".")[1]) == exp + 2, text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [("0.999999", "$1.00"), ("0.00999999", "$0.0100"), ("0.0000999999", "$0.000100"),
+     ("0.00000999999", "$0.0000100"), ("-0.999999", "-$1.00"), ("999.999", "$1,000.00")],
+)  # fmt: skip
+def test_rounding_up_across_a_band_prints_the_band_it_lands_in(value: str, text: str) -> None:
+    """0.999999 rounds to 1: it prints as a dollar amount ($1.00), not as '$1.0000'."""
+    assert usd(Decimal(value)) == text
 
 
 def test_cli_texts_print_money_without_exponents(tmp_path: Path) -> None:

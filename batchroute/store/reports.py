@@ -86,6 +86,17 @@ class FailureRow:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordFailureRow:
+    """Failed or invalid records of one error type (some never made a call: a worst case over
+    the whole cap, a bad input line), with the latest message as a sample."""
+
+    error_type: str
+    status: str
+    records: int
+    sample_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class LatencyRow:
     """Latency percentiles (ms) of the calls a model served."""
 
@@ -111,6 +122,7 @@ class ReportData:
     failures: tuple[FailureRow, ...] = ()
     latency: tuple[LatencyRow, ...] = ()
     baseline_models: tuple[str, ...] = ()
+    record_failures: tuple[RecordFailureRow, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -138,6 +150,8 @@ def query_report(
 ) -> ReportData:
     """The report grouped by `dims` (checked), with totals and the spend of `now`'s UTC day."""
     today = now.astimezone(UTC).date()
+    if job_name is not None:
+        _check_job(con, job_name)
     where = _Filter(since, job_name)
     totals = _report_groups(con, (), where)
     return ReportData(
@@ -152,7 +166,21 @@ def query_report(
         failures=_failures(con, where),
         latency=_latency(con, where),
         baseline_models=_baseline_models(con, where),
+        record_failures=_record_failures(con, where),
     )
+
+
+def _check_job(con: duckdb.DuckDBPyConnection, job_name: str) -> None:
+    """A --job the database has never seen (a typo) is an error, not a report of zeros."""
+    jobs = [
+        r[0]
+        for r in con.execute(
+            "SELECT job_name FROM runs UNION SELECT job_name FROM results ORDER BY 1"
+        ).fetchall()
+    ]
+    if job_name not in jobs:
+        known = f"its jobs: {', '.join(jobs)}" if jobs else "it holds no job yet"
+        raise ConfigError(f"--job {job_name!r}: no such job in the database; {known}")
 
 
 def spent(con: duckdb.DuckDBPyConnection, day: date, job_name: str | None) -> Decimal:
@@ -245,6 +273,20 @@ def _failures(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[FailureRo
     return tuple(
         FailureRow(r[0], int(r[1]), int(r[2]), r[3] or "", r[4], Decimal(r[5])) for r in rows
     )
+
+
+def _record_failures(
+    con: duckdb.DuckDBPyConnection, where: _Filter
+) -> tuple[RecordFailureRow, ...]:
+    """Failed and invalid records by error type, under the report's filters."""
+    rows = con.execute(
+        "SELECT COALESCE(error_type, '(none)'), status, COUNT(*), "
+        "arg_max(error_message, (created_at, record_key)) FROM results s "
+        f"WHERE status IN ('failed', 'invalid') AND {where.records()} "
+        "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+        where.params,
+    ).fetchall()
+    return tuple(RecordFailureRow(r[0], r[1], int(r[2]), r[3]) for r in rows)
 
 
 def _latency(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[LatencyRow, ...]:
