@@ -57,6 +57,10 @@ class BatchStandIn:
     lose_202: int = 0  # this many POSTs create their batch, then never answer (a lost 202)
     expired_lines: bool = False  # unanswered items of an expired batch: an error line, not absent
     page_size: int = 100
+    batch_usage: bool = True  # False: a finished batch's `usage` is null (the bill unreported)
+    item_usage: bool = True  # False: result bodies carry no `usage` (a recorded Anthropic one)
+    item_cost_factor: Decimal = Decimal(1)  # per-item usage.cost × this (≠ 1: they disagree)
+    gone: set[str] = field(default_factory=set)  # batch ids deleted by hand: 404 forever
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
     sync_calls: int = 0
@@ -206,7 +210,7 @@ class BatchStandIn:
                 "completion_tokens": COMPLETION_TOKENS,
             }
             if self.per_item_cost:
-                usage["cost"] = str(item)
+                usage["cost"] = str((item * self.item_cost_factor).quantize(Q))
             body = {
                 "id": f"gen-batch-{cid}",
                 "object": "chat.completion",
@@ -218,7 +222,7 @@ class BatchStandIn:
                         "message": {"role": "assistant", "content": "hola"},
                     }
                 ],
-                "usage": usage,
+                **({"usage": usage} if self.item_usage else {}),
             }
             lines.append(
                 {
@@ -237,13 +241,15 @@ class BatchStandIn:
             b["usage"] = {"cost": str(fee), "is_byok": True}
             if self.byok:
                 b["usage"]["cost_details"] = {"upstream_inference_cost": str(cost)}
+        if not self.batch_usage:
+            b["usage"] = None
         b["lines"], b["status"] = lines, "expired" if expired else "completed"
         return str(b["status"])
 
     async def get(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]
         b = self.batches.get(bid)
-        if b is None:
+        if b is None or bid in self.gone:
             return _error(404, f"Batch job {bid} not found.")
         b["gets"] += 1
         if b["gets"] <= self.lag_404:

@@ -449,3 +449,48 @@ async def test_records_in_a_batch_still_out_are_not_resent_after_the_tier_turns_
     assert third.batches_in_flight == 0
     assert standin.sync_calls == 0
     assert _statuses(tmp_path / "results.duckdb") == {"done": 6}
+
+
+# ------------------------------------------------------------ the bill vs the database (review)
+def _finish_all(standin: BatchStandIn) -> None:
+    """The real API bills a batch whether or not anyone looks at it: run every batch the
+    stand-in holds, so its bill counts them all."""
+    for bid in list(standin.batches):
+        standin._finish(bid)
+
+
+@pytest.mark.parametrize("item_usage", [True, False])
+async def test_a_batch_whose_usage_is_null_is_never_booked_under_its_bill(
+    tmp_path: Path, serve: Any, item_usage: bool
+) -> None:
+    """`usage: null` on a completed batch (and, as in a recorded Anthropic result, no per-item
+    usage either): the database cannot know the bill, so it books what was reserved for it,
+    never less (before: tokens × price, and $0 when the items carry no tokens)."""
+    standin = BatchStandIn(batch_usage=False, item_usage=item_usage)
+    report = await _run(_job(tmp_path, 12), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 12}
+    assert standin.total > 0
+    attempts, results = _money(db)
+    assert attempts == results
+    assert attempts >= standin.total
+    (row,) = ResultStore(db).batches()
+    assert row.settled_usd == attempts <= row.reserved_usd
+
+
+async def test_items_whose_costs_add_up_to_more_than_the_batch_s_are_booked_at_the_larger(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Per-item usage.cost summing to twice the batch's usage.cost: which one the balance paid
+    is not documented, so the database takes the larger (it may overcount, never under)."""
+    standin = BatchStandIn(per_item_cost=True, item_cost_factor=Decimal(2))
+    await _run(_job(tmp_path, 10), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    items = sum(
+        (Decimal(str(ln["response"]["body"]["usage"]["cost"]))
+         for b in standin.batches.values() for ln in b["lines"]),
+        Decimal(0),
+    )  # fmt: skip
+    assert items == 2 * standin.total > 0
+    assert _money(db) == (items, items)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from batchroute.budget import USD_PLACES, ceil_usd
+from batchroute.budget import USD_PLACES
 from batchroute.catalog import ModelInfo
 from batchroute.client import parse_completion
 from batchroute.errors import UpstreamError
@@ -166,42 +166,36 @@ def apportion(total: Decimal, weights: dict[str, int]) -> dict[str, Decimal]:
 
 
 def settle(
-    items: dict[str, ItemResult], ids: Sequence[str], batch_cost: Decimal | None, priced: ModelInfo
+    items: dict[str, ItemResult], ids: Sequence[str], batch_cost: Decimal | None, reserved: Decimal
 ) -> Bill:
     """The batch's bill onto its items (`ids` every custom_id it held).
 
-    Per-item `usage.cost` when every answered item has one (and they add up to the batch's
-    cost, when it gives one); else the batch's `usage.cost` apportioned by tokens
-    (`batch_apportioned`); else, no cost reported at all, tokens at `priced` (the price the
-    batch was reserved at, never below the bill)."""
+    Per-item `usage.cost` when every answered item has one and they add up to at least the
+    batch's cost (which of the two the balance paid is not documented: the larger is booked);
+    else the batch's `usage.cost` apportioned by tokens (`batch_apportioned`); else, no cost
+    reported at all, the batch's `reserved` worst case (`reserved`): never under the bill.
+    (Before, tokens × price: $0 for items without `usage`, as in a recorded Anthropic result.)"""
     tokens = {
         i: (r.completion.usage.prompt_tokens + r.completion.usage.completion_tokens)
         if (r := items.get(i)) is not None and r.completion is not None
         else 0
         for i in ids
     }
+    known = set(ids)
     answered = [r.completion for r in items.values() if r.completion is not None]
     per_item = [c.usage.billed for c in answered]
+    every = all(i in items and items[i].completion is not None for i in ids)
     if answered and all(p is not None and p.is_finite() and p >= 0 for p in per_item):
         shares = {i: Decimal(0) for i in ids}
         for r in items.values():
-            if r.completion is not None and r.custom_id in shares:
+            if r.completion is not None and r.custom_id in known:
                 shares[r.custom_id] = r.completion.usage.billed or Decimal(0)
         total = sum(shares.values(), Decimal(0))
-        if batch_cost is None or total == batch_cost:
+        if (batch_cost is None and every) or (batch_cost is not None and total >= batch_cost):
             return Bill(total, shares, CostSource.OPENROUTER)
     if batch_cost is not None and batch_cost.is_finite() and batch_cost >= 0:
         return Bill(batch_cost, apportion(batch_cost, tokens), CostSource.BATCH_APPORTIONED)
-    shares = {}
-    for i in ids:
-        r = items.get(i)
-        c = r.completion if r is not None else None
-        shares[i] = (
-            ceil_usd(priced.cost(c.usage.prompt_tokens, c.usage.completion_tokens))
-            if c is not None
-            else Decimal(0)
-        )
-    return Bill(sum(shares.values(), Decimal(0)), shares, CostSource.CATALOG)
+    return Bill(reserved, apportion(reserved, tokens), CostSource.RESERVED)
 
 
 def amount(raw: Any) -> Decimal | None:

@@ -370,10 +370,12 @@ class Lane:
                 raw = doc.get("results")
         items = B.read_items(raw if isinstance(raw, list) else [], row.model)
         cost, byok_unknown = B.batch_cost(doc.get("usage"))
+        counts = doc.get("request_counts")
+        ran = counts.get("completed") if isinstance(counts, dict) else None
+        if cost is None and status == "failed" and not items and not byok_unknown and not ran:
+            cost = Decimal(0)  # failed in validation (results null, none completed): none ran
         ids = [i.custom_id for i in row.items]
-        bill = B.settle(
-            items, ids, row.reserved_usd if byok_unknown else cost, self.plan.info(row.model)
-        )
+        bill = B.settle(items, ids, row.reserved_usd if byok_unknown else cost, row.reserved_usd)
         err = doc.get("error")
         message = str(err.get("message")) if isinstance(err, dict) else None
         now = self.opts.now()
