@@ -156,8 +156,16 @@ class BatchStandIn:
         }
 
     async def list(self, _: web.Request) -> web.Response:
-        data = [self._object(bid, "in_progress") for bid in reversed(self.batches)]
+        data = [self._object(bid, self._advance(bid)) for bid in reversed(self.batches)]
         return web.json_response({"object": "list", "data": data, "has_more": False})
+
+    def _advance(self, bid: str) -> str:
+        """A listed batch moves on as a polled one does (time passes whoever looks)."""
+        b = self.batches[bid]
+        b["gets"] += 1
+        if b["gets"] - self.lag_404 < self.polls_to_finish:
+            return "in_progress"
+        return self._finish(bid)
 
     def _finish(self, bid: str) -> str:
         """Run the batch once: bill its answered items at half price."""

@@ -494,3 +494,31 @@ async def test_items_whose_costs_add_up_to_more_than_the_batch_s_are_booked_at_t
     )  # fmt: skip
     assert items == 2 * standin.total > 0
     assert _money(db) == (items, items)
+
+
+async def test_another_job_s_batch_of_the_same_shape_is_not_adopted(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Killed between the POST and the id write (here: the 202 is lost) while another job of
+    the workspace has a batch of the same model and size: the lane must adopt its own batch.
+    Before: it took the other one (listed first), sent its 7 records again synchronously, and
+    its own batch, billed, was in no database ($0.003889 booked of a $0.004101 bill)."""
+    standin = BatchStandIn(lose_202=1)
+    other = [{"custom_id": B.custom_id("other-job", f"k{i}"),
+              "body": {"messages": [{"role": "user", "content": f"other {i}"}]}}
+             for i in range(7)]  # fmt: skip
+    standin.batches["batch-0000"] = {
+        "body": {"endpoint": "/v1/chat/completions", "model": f"{MODEL}:batch", "requests": other},
+        "gets": 0, "n": 99,
+    }  # fmt: skip
+    job = _job(tmp_path, 7, limits={"timeout_s": 0.5})
+    lines: list[str] = []
+    report = await _run(job, await serve(standin), wait=True, lines=lines)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 7}
+    assert [r.batch_id for r in ResultStore(db).batches()] == ["batch-0001"]
+    assert standin.sync_calls == 0
+    _finish_all(standin)
+    other_bill = Decimal(standin.batches["batch-0000"]["usage"]["cost"])  # billed to it
+    assert _money(db) == (standin.total - other_bill, standin.total - other_bill)

@@ -103,3 +103,15 @@ async def batch_results(client: OpenRouterClient, batch_id: str) -> list[Any] | 
         if not doc.get("has_more") or not isinstance(cursor, str):
             return out
         params = {"cursor": cursor}
+
+
+async def result_ids(client: OpenRouterClient, batch_id: str) -> set[str]:
+    """The custom_ids of a terminal batch's result lines (paginated, else inline): empty when
+    it has none (failed in validation: nothing of it ran)."""
+    lines = await batch_results(client, batch_id)
+    if lines is None:
+        doc = await get_batch(client, batch_id)
+        lines = doc.get("results") if doc is not None else None
+    if not isinstance(lines, list):
+        return set()
+    return {str(ln["custom_id"]) for ln in lines if isinstance(ln, dict) and "custom_id" in ln}

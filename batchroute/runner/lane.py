@@ -9,8 +9,9 @@ batch is collected; without, it ends and the CLI exits 7.
 
 Durability: a `batches` row is written as an `intent` before each POST and updated with the
 batch id before the run moves on. An intent found by a later run is looked up in `GET /batches`
-(same model, same request count, created after the intent, not claimed yet) and adopted; not
-found once `ADOPT_AFTER_S` has passed, it is abandoned and its records go round again.
+(same model and request count, created after the intent, not claimed yet, and, once finished,
+result lines with our custom_ids) and adopted; not found once `ADOPT_AFTER_S` has passed, it is
+abandoned and its records go round again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,17 +26,17 @@ import orjson
 
 from batchroute.budget import Budget, Reservation
 from batchroute.client import OpenRouterClient
-from batchroute.client.batches import batch_results, create_batch, get_batch, list_batches
+from batchroute.client.batches import batch_results, create_batch, get_batch
 from batchroute.errors import FatalUpstreamError, NoBatchEndpoint, RetryableError, UpstreamError
 from batchroute.plan import RunPlan, WorkItem
 from batchroute.runner import batching as B
+from batchroute.runner.adopt import adopt
 from batchroute.runner.book import Book
 from batchroute.runner.collect import TERMINAL, collect_rows
 from batchroute.runner.work import Control, RunOptions, Trail
 from batchroute.store import ResultStore
 from batchroute.types import BatchItem, BatchRow, BatchStatus, RecordStatus, RunStatus
 
-ADOPT_AFTER_S = 120.0  # an intent younger than this may be a batch the list does not show yet
 POLL_FIRST_S, POLL_MAX_S = 1.0, 300.0  # --wait: 1 s, doubling, at most 5 min between polls
 
 Dispatch = Callable[[WorkItem, Trail], Awaitable[None]]
@@ -112,33 +112,8 @@ class Lane:
             self._say(f"{len(self._open)} batch(es) of {n} records still in flight")
 
     async def _adopt(self, row: BatchRow) -> str:
-        """An intent (its POST's outcome unknown): find the batch it created ("adopted"), else
-        give its records back once the list had time to show it ("abandoned"), else "kept"."""
-        try:
-            found = await list_batches(self.client, row.intent_at - timedelta(seconds=60))
-        except UpstreamError as exc:
-            self._say(f"batch intent {row.batch_key}: cannot list batches ({exc}); kept")
-            return "kept"
-        claimed = await asyncio.to_thread(self.store.known_batch_ids)
-        for b in reversed(found):  # oldest first: intents are adopted in their order
-            counts = b.get("request_counts") or {}
-            if (
-                b.get("id") not in claimed
-                and b.get("model") == row.model
-                and isinstance(counts, dict)
-                and counts.get("total") == len(row.items)
-            ):
-                row.batch_id, row.status = str(b["id"]), BatchStatus.SUBMITTED
-                row.submitted_at = row.intent_at
-                await asyncio.to_thread(self.store.save_batch, row)
-                self._say(f"batch intent {row.batch_key}: adopted {row.batch_id}")
-                return "adopted"
-        if (self.opts.now() - row.intent_at).total_seconds() < ADOPT_AFTER_S:
-            return "kept"
-        row.status, row.error_message = BatchStatus.ABANDONED, "its POST never landed"
-        await asyncio.to_thread(self.store.save_batch, row)
-        self._say(f"batch intent {row.batch_key}: never submitted; its records go again")
-        return "abandoned"
+        """An intent: "adopted", "abandoned" or "kept" (see `runner/adopt.py`)."""
+        return await adopt(self.client, self.store, row, self.opts.now(), self._say)
 
     # ------------------------------------------------------------------ worker
     async def worker(self, tier: str, q: asyncio.Queue[WorkItem | None]) -> None:
