@@ -522,3 +522,36 @@ async def test_another_job_s_batch_of_the_same_shape_is_not_adopted(
     _finish_all(standin)
     other_bill = Decimal(standin.batches["batch-0000"]["usage"]["cost"])  # billed to it
     assert _money(db) == (standin.total - other_bill, standin.total - other_bill)
+
+
+async def test_a_batch_deleted_by_hand_does_not_keep_a_waiting_run_forever(
+    tmp_path: Path, serve: Any
+) -> None:
+    """404 long after the not-visible window (DELETE by hand, or a key of another workspace):
+    the batch is given up, booked at its reservation (it may have run and been billed), and
+    its records go through the synchronous chain. Before: `--wait` polled it forever."""
+    standin = BatchStandIn(gone={"batch-0001"})
+    clock = [utcnow()]
+
+    async def tick(s: float) -> None:
+        clock[0] += timedelta(seconds=s)
+        if clock[0] > utcnow() + timedelta(days=2):
+            raise AssertionError("still polling a deleted batch after two days")
+
+    job = _job(tmp_path, 5)
+    opts = RunOptions(
+        api_key="sk-or-v1-test", base_url=await serve(standin),
+        db_path=tmp_path / "results.duckdb", handle_signals=False, quiet=True, sleep=tick,
+        jitter_seed=0, log=lambda _l: None, wait=True, now=lambda: clock[0],
+    )  # fmt: skip
+    report = await run_job_async(load_spec(job), opts)
+    db = tmp_path / "results.duckdb"
+    assert report.batches_in_flight == 0
+    assert _statuses(db) == {"done": 5}
+    assert standin.sync_calls == 5
+    (row,) = ResultStore(db).batches()
+    assert row.status == "collected"
+    assert row.settled_usd == row.reserved_usd > 0
+    attempts, _ = _money(db)
+    _finish_all(standin)  # it ran before it was deleted: billed
+    assert attempts >= standin.total

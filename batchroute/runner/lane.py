@@ -32,12 +32,13 @@ from batchroute.plan import RunPlan, WorkItem
 from batchroute.runner import batching as B
 from batchroute.runner.adopt import adopt
 from batchroute.runner.book import Book
-from batchroute.runner.collect import TERMINAL, collect_rows
+from batchroute.runner.collect import GONE, TERMINAL, collect_rows
 from batchroute.runner.work import Control, RunOptions, Trail
 from batchroute.store import ResultStore
 from batchroute.types import BatchItem, BatchRow, BatchStatus, RecordStatus, RunStatus
 
 POLL_FIRST_S, POLL_MAX_S = 1.0, 300.0  # --wait: 1 s, doubling, at most 5 min between polls
+GONE_AFTER_S = 3_600.0  # a 404 this long after the submit is no replication lag (~30 s)
 
 Dispatch = Callable[[WorkItem, Trail], Awaitable[None]]
 
@@ -326,10 +327,17 @@ class Lane:
         replication lag, not a lost batch) or the API cannot be reached."""
         assert row.batch_id is not None
         try:
-            return await get_batch(self.client, row.batch_id)
+            doc = await get_batch(self.client, row.batch_id)
         except UpstreamError as exc:
             self._say(f"batch {row.batch_id}: poll failed ({exc}); trying again later")
             return None
+        since = self.opts.now() - (row.submitted_at or row.intent_at)
+        if doc is None and since.total_seconds() > GONE_AFTER_S:  # deleted by hand, or the
+            # key is another workspace's: it may have run (billed), so it is booked at its
+            # reservation and its records go again; polled forever before
+            why = f"GET answered 404 for {since} after the submit: deleted, or another workspace"
+            return {"status": GONE, "usage": None, "results": None, "error": {"message": why}}
+        return doc
 
     async def _collect(self, row: BatchRow, doc: dict[str, Any]) -> Decimal:
         """Settle a terminal batch onto its items and write everything in one transaction."""
