@@ -24,7 +24,7 @@ from batchroute.runner import batching as B
 from batchroute.runner.work import RunReport, utcnow
 from batchroute.spec import load_spec
 from batchroute.store import ResultStore
-from batchroute.types import BatchItem, BatchRow, RunStatus
+from batchroute.types import BatchItem, BatchRow, Completion, RunStatus, Usage
 
 
 # ------------------------------------------------------------------ pure parts
@@ -555,3 +555,19 @@ async def test_a_batch_deleted_by_hand_does_not_keep_a_waiting_run_forever(
     attempts, _ = _money(db)
     _finish_all(standin)  # it ran before it was deleted: billed
     assert attempts >= standin.total
+
+
+def _answer(cid: str, cost: str) -> B.ItemResult:
+    usage = Usage(prompt_tokens=10, completion_tokens=5, cost=Decimal(cost))
+    return B.ItemResult(cid, completion=Completion("hi", "stop", None, MODEL, None, None, usage))
+
+
+def test_a_result_line_for_an_unknown_custom_id_is_not_left_out_of_an_unreported_bill() -> None:
+    """usage: null, every item of ours answered with its cost, and one more line whose
+    custom_id is none of ours (billed like the others): the per-item sum of ours is not the
+    bill (before: $2 booked of $3), so the reservation is."""
+    items = {c: _answer(c, "1") for c in ("a", "b", "stranger")}
+    bill = B.settle(items, ["a", "b"], None, Decimal(5))
+    assert bill.total >= Decimal(3)
+    assert sum(bill.shares.values(), Decimal(0)) == bill.total
+    assert set(bill.shares) == {"a", "b"}

@@ -184,7 +184,10 @@ def settle(
     known = set(ids)
     answered = [r.completion for r in items.values() if r.completion is not None]
     per_item = [c.usage.billed for c in answered]
-    every = all(i in items and items[i].completion is not None for i in ids)
+    # every item of ours answered, and no line of someone else's (its cost is in the bill too)
+    every = known >= items.keys() and all(
+        i in items and items[i].completion is not None for i in ids
+    )
     if answered and all(p is not None and p.is_finite() and p >= 0 for p in per_item):
         shares = {i: Decimal(0) for i in ids}
         for r in items.values():
