@@ -61,6 +61,8 @@ class BatchStandIn:
     item_usage: bool = True  # False: result bodies carry no `usage` (a recorded Anthropic one)
     item_cost_factor: Decimal = Decimal(1)  # per-item usage.cost × this (≠ 1: they disagree)
     gone: set[str] = field(default_factory=set)  # batch ids deleted by hand: 404 forever
+    refuse: set[str] = field(default_factory=set)  # model ids answered "no :batch endpoint"
+    list_variant: bool = False  # /models lists MODEL:batch (at half price) beside MODEL
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
     sync_calls: int = 0
@@ -90,7 +92,11 @@ class BatchStandIn:
             "top_provider": {"context_length": 128_000, "max_completion_tokens": 16_384},
             "supported_parameters": ["max_tokens"],
         }
-        return web.json_response({"data": [model]})
+        data = [model]
+        if self.list_variant:
+            half = {"prompt": str(PROMPT_PRICE * HALF), "completion": str(COMPLETION_PRICE * HALF)}
+            data.append({**model, "id": f"{MODEL}:batch", "pricing": half})
+        return web.json_response({"data": data})
 
     async def key(self, _: web.Request) -> web.Response:
         return web.json_response({"data": {"limit": None, "limit_remaining": None}})
@@ -124,7 +130,7 @@ class BatchStandIn:
             return _error(400, "endpoint and model must appear before requests")
         body = orjson.loads(raw)
         model = body["model"]
-        if self.no_batch_endpoint:
+        if self.no_batch_endpoint or model in self.refuse:
             return _error(400, f"Model '{model}' does not have a :batch endpoint.")
         ids = [r["custom_id"] for r in body["requests"]]
         if len(set(ids)) != len(ids):

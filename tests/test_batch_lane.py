@@ -286,11 +286,11 @@ async def test_a_model_without_a_batch_endpoint_falls_back_once_with_a_warning(
     assert report.batches_in_flight == 0
     assert _statuses(db) == {"done": 9}
     assert standin.sync_calls == 9
-    assert len(standin.posts) == 1  # tried once, not per record
+    assert len(standin.posts) == 2  # each id form once (base, `:batch`), not per record
     assert any(":batch endpoint" in n for n in report.notes)
-    (row,) = ResultStore(db).batches()
-    assert row.status == "rejected"
-    assert row.settled_usd == 0
+    rows = ResultStore(db).batches()
+    assert [r.status for r in rows] == ["rejected", "rejected"]
+    assert all(r.settled_usd == 0 for r in rows)
 
 
 async def test_a_cap_below_one_batch_s_worst_case_never_submits_over_it(
@@ -571,3 +571,23 @@ def test_a_result_line_for_an_unknown_custom_id_is_not_left_out_of_an_unreported
     assert bill.total >= Decimal(3)
     assert sum(bill.shares.values(), Decimal(0)) == bill.total
     assert set(bill.shares) == {"a", "b"}
+
+
+@pytest.mark.parametrize("refused", [f"{MODEL}:batch", MODEL])
+async def test_a_refused_batch_id_is_tried_once_in_its_other_form(
+    tmp_path: Path, serve: Any, refused: str
+) -> None:
+    """400 "does not have a :batch endpoint" for one id form (the catalogue over-reports;
+    batch-api.md §7 recommends the other form once) before falling back to synchronous calls
+    at twice the price. Before: the tier went synchronous at once."""
+    standin = BatchStandIn(refuse={refused}, list_variant=refused.endswith(":batch"))
+    report = await _run(_job(tmp_path, 6), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert _statuses(db) == {"done": 6}
+    assert standin.sync_calls == 0
+    models = [orjson.loads(p)["model"] for p in standin.posts]
+    assert models[0] == refused != models[1]
+    assert len(models) == 2
+    assert [r.status for r in ResultStore(db).batches()] == ["rejected", "collected"]
+    assert _money(db) == (standin.total, standin.total)

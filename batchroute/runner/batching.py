@@ -35,12 +35,19 @@ def custom_id(job_name: str, record_key: str) -> str:
     return "r" + digest[:40]
 
 
-def batch_model(model: str, known: Container[str]) -> str:
-    """The id to submit: the catalogue's `:batch` variant when it lists one, else the model.
-    Reserving at that id's price is reserving at the price the catalogue proves: without a
-    `:batch` entry, the full price (the ~50 % discount is "typical", not promised)."""
+def batch_model(model: str, listed: Container[str]) -> str:
+    """The id to submit: the catalogue's `:batch` variant when it lists one (`listed`: the ids
+    of `/models` as they are, not `Catalog`, which prices any `x:batch` at `x`), else the
+    model. Reserving at that id's price is reserving at the price the catalogue proves:
+    without a `:batch` entry, the full price (the ~50 % discount is "typical", not promised)."""
     variant = model if model.endswith(":batch") else f"{model}:batch"
-    return variant if variant in known else model
+    return variant if variant in listed else model
+
+
+def other_form(model: str) -> str:
+    """The other id of a model for the Batch API (base ↔ `:batch`): which one an account
+    accepts varies, and a refusal of one is worth one try of the other (batch-api.md §7)."""
+    return model.removesuffix(":batch") if model.endswith(":batch") else f"{model}:batch"
 
 
 def why_not_batchable(

@@ -62,6 +62,7 @@ class Lane:
         self.retry_sync: set[str] = set()  # keys whose batch item failed
         self.resubmit: set[str] = set()  # keys of an expired batch's unanswered items
         self.sync_tiers: set[str] = set()  # tiers whose model has no batch endpoint
+        self.form: dict[str, str] = {}  # tier → the other id form, after one was refused
         self.skipped = 0
         self._open: list[tuple[BatchRow, Reservation | None]] = []
         self._items: dict[str, WorkItem] = {}  # this run's batched records, by key
@@ -172,7 +173,9 @@ class Lane:
     ) -> None:
         """Submit `items` in batches of ≤ 5,000 requests, each reserved at its worst case
         first; what does not fit under the cap stays pending (never submitted over it)."""
-        model = B.batch_model(self.plan.tiers[tier].models[0], self.plan.catalog)
+        model = self.form.get(tier) or B.batch_model(
+            self.plan.tiers[tier].models[0], self.plan.catalog.models
+        )
         params = dict(self.plan.params)
         reqs = [
             {"custom_id": B.custom_id(self.job, it.record.key),
@@ -226,6 +229,11 @@ class Lane:
             doc = await create_batch(self.client, body, model=model)
         except NoBatchEndpoint as exc:
             await self._refused(row, r, str(exc))
+            if tier not in self.form:  # the other id form, once (reserved at its own price)
+                self.form[tier] = B.other_form(model)
+                self._say(f"tier {tier}: {exc}; trying {self.form[tier]}")
+                await self.submit(tier, chunk, gate, round_=round_)
+                return
             self.sync_tiers.add(tier)
             warning = f"tier {tier}: {exc}; its records go through synchronous calls this run"
             self.notes.append(warning)  # printed as a note, and in the run's report
