@@ -63,6 +63,7 @@ class BatchStandIn:
     gone: set[str] = field(default_factory=set)  # batch ids deleted by hand: 404 forever
     refuse: set[str] = field(default_factory=set)  # model ids answered "no :batch endpoint"
     list_variant: bool = False  # /models lists MODEL:batch (at half price) beside MODEL
+    key_remaining: Decimal | None = None  # GET /key's limit_remaining (batches in flight unbilled)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
     sync_calls: int = 0
@@ -99,7 +100,8 @@ class BatchStandIn:
         return web.json_response({"data": data})
 
     async def key(self, _: web.Request) -> web.Response:
-        return web.json_response({"data": {"limit": None, "limit_remaining": None}})
+        left = None if self.key_remaining is None else str(self.key_remaining)
+        return web.json_response({"data": {"limit": left, "limit_remaining": left}})
 
     async def chat(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())

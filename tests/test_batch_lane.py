@@ -591,3 +591,23 @@ async def test_a_refused_batch_id_is_tried_once_in_its_other_form(
     assert len(models) == 2
     assert [r.status for r in ResultStore(db).batches()] == ["rejected", "collected"]
     assert _money(db) == (standin.total, standin.total)
+
+
+async def test_the_key_s_limit_leaves_room_for_earlier_batches_not_billed_yet(
+    tmp_path: Path, serve: Any
+) -> None:
+    """A batch of an earlier run is still out, not billed yet, so GET /key's limit_remaining
+    does not show it; it will be billed against that same remaining. The next run may reserve
+    only what is left once it is paid (before: $0.0249 reserved beside a $0.0245 batch out,
+    against $0.0368 remaining)."""
+    standin = BatchStandIn(polls_to_finish=1_000)
+    url = await serve(standin)
+    first = await _run(_job(tmp_path, 10), url, wait=False)
+    assert first.batches_in_flight == 1
+    (old,) = ResultStore(tmp_path / "results.duckdb").batches()
+    standin.key_remaining = old.reserved_usd * Decimal("1.5")
+    second = await _run(_job(tmp_path, 20), url, wait=False)  # ten more records
+    assert second.batches_in_flight == 2
+    rows = ResultStore(tmp_path / "results.duckdb").batches()
+    new = sum((r.reserved_usd for r in rows[1:]), Decimal(0))
+    assert 0 < new <= standin.key_remaining - old.reserved_usd

@@ -112,6 +112,7 @@ class Lane:
         if self._open:
             n = sum(len(r.items) for r, _ in self._open)
             self._say(f"{len(self._open)} batch(es) of {n} records still in flight")
+            self.budget.unbilled(sum((r.reserved_usd for r, _ in self._open), Decimal(0)))
 
     async def _adopt(self, row: BatchRow) -> str:
         """An intent: "adopted", "abandoned" or "kept" (see `runner/adopt.py`)."""
