@@ -63,6 +63,7 @@ class BatchStandIn:
     gone: set[str] = field(default_factory=set)  # batch ids deleted by hand: 404 forever
     refuse: set[str] = field(default_factory=set)  # model ids answered "no :batch endpoint"
     list_variant: bool = False  # /models lists MODEL:batch (at half price) beside MODEL
+    post_error: tuple[int, str] | None = None  # every POST answered with this error
     key_remaining: Decimal | None = None  # GET /key's limit_remaining (batches in flight unbilled)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
@@ -132,6 +133,8 @@ class BatchStandIn:
             return _error(400, "endpoint and model must appear before requests")
         body = orjson.loads(raw)
         model = body["model"]
+        if self.post_error is not None:
+            return _error(*self.post_error)
         if self.no_batch_endpoint or model in self.refuse:
             return _error(400, f"Model '{model}' does not have a :batch endpoint.")
         ids = [r["custom_id"] for r in body["requests"]]

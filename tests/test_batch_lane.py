@@ -611,3 +611,45 @@ async def test_the_key_s_limit_leaves_room_for_earlier_batches_not_billed_yet(
     rows = ResultStore(tmp_path / "results.duckdb").batches()
     new = sum((r.reserved_usd for r in rows[1:]), Decimal(0))
     assert 0 < new <= standin.key_remaining - old.reserved_usd
+
+
+async def test_a_run_whose_cap_is_below_a_batch_still_out_sends_nothing_new(
+    tmp_path: Path, serve: Any
+) -> None:
+    """A batch of an earlier run is out (its reservation counts against today); a second run
+    with a smaller cap than that reservation submits nothing, sends nothing synchronously, and
+    the run that collects the batch books exactly its bill."""
+    standin = BatchStandIn(polls_to_finish=2)
+    url = await serve(standin)
+    first = await _run(_job(tmp_path, 10), url, wait=False)
+    (old,) = ResultStore(tmp_path / "results.duckdb").batches()
+    cap = str((old.reserved_usd / 2).quantize(Decimal("0.000001")))
+    second = await _run(_job(tmp_path, 20, cap=cap), url, wait=False)
+    assert first.batches_in_flight == second.batches_in_flight == 1
+    assert second.status is RunStatus.BUDGET_EXHAUSTED
+    assert len(standin.posts) == 1
+    assert standin.sync_calls == 0
+    third = await _run(_job(tmp_path, 10, cap=cap), url, wait=False)
+    assert third.batches_in_flight == 0
+    db = tmp_path / "results.duckdb"
+    assert _statuses(db) == {"done": 10, "pending": 10}  # the ten new ones wait for room
+    assert _money(db) == (standin.total, standin.total)
+
+
+async def test_a_402_at_submission_commits_nothing_and_keeps_the_records(
+    tmp_path: Path, serve: Any
+) -> None:
+    """402: the batch's estimated cost exceeds the balance (batch-api.md §3). Nothing was
+    created: the reservation is released, the row is `rejected` at $0, the records stay pending
+    for a later run, and the run stops instead of sending them synchronously."""
+    msg = "This request requires more credits, or fewer max_tokens."
+    standin = BatchStandIn(post_error=(402, msg))
+    report = await _run(_job(tmp_path, 6), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.FAILED
+    assert report.batches_in_flight == 0
+    assert standin.sync_calls == 0
+    assert _statuses(db) == {"pending": 6}
+    (row,) = ResultStore(db).batches()
+    assert (row.status, row.settled_usd) == ("rejected", 0)
+    assert _money(db) == (0, 0)
