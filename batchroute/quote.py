@@ -33,6 +33,7 @@ from batchroute.plan import (
     build_plan,
 )
 from batchroute.reader import read_keys, read_records
+from batchroute.runner.batching import worst_item
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import TASK_TYPES, KeyLookup, ResumeState
@@ -198,6 +199,8 @@ def _quote(
             tq.records += 1
             tq.expected_usd += _expected(plan, a.item)
             tq.worst_usd += plan.worst_record(a.item)
+            if spec.tiers[a.item.tier].batch:  # its batch item, then (failed) the sync chain
+                tq.worst_usd += worst_item(plan, a.item)
     return q
 
 

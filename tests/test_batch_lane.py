@@ -653,3 +653,34 @@ async def test_a_402_at_submission_commits_nothing_and_keeps_the_records(
     (row,) = ResultStore(db).batches()
     assert (row.status, row.settled_usd) == ("rejected", 0)
     assert _money(db) == (0, 0)
+
+
+def test_the_dry_run_s_worst_case_counts_a_batch_item_before_its_synchronous_chain(
+    tmp_path: Path,
+) -> None:
+    """A batch tier's record may be paid twice: its batch item (reserved at the batch id's
+    price: the base one's when the catalogue lists no `:batch`) and, when that item fails, every
+    call of the tier's synchronous chain. The quote's worst case must hold both (before: only
+    the chain, so the run could spend more than the dry run's 'worst case')."""
+    from batchroute.catalog import Catalog
+    from batchroute.plan import MemoryLookup, Overrides, build_plan
+    from batchroute.quote import quote
+    from batchroute.reader import read_records
+    from batchroute.types import ResumeState
+
+    write_jsonl(tmp_path / "in.jsonl", texts(8))
+    job = job_dict(tmp_path, budget={"daily_usd": "10"})
+    job["tiers"] = {"mid": {"models": ["openai/gpt-4o-mini"], "batch": True}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+    spec = load_spec(tmp_path / "job.yaml")
+    plan = build_plan(spec, Catalog.shipped(), ResumeState(), Overrides())
+    intake = plan.intake(MemoryLookup())
+    chain = lane = Decimal(0)
+    for rec in read_records(spec.input, id_field=spec.id_field):
+        item = intake.admit(rec).item
+        assert item is not None
+        chain += plan.worst_record(item)
+        lane += plan.worst_call(("openai/gpt-4o-mini",), item.prompt_bound)
+    q = quote(spec, db_path=tmp_path / "none.duckdb", today=utcnow().date())
+    assert q.tiers["mid"].records == 8
+    assert q.tiers["mid"].worst_usd >= chain + lane > chain

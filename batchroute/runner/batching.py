@@ -19,6 +19,7 @@ from batchroute.budget import USD_PLACES
 from batchroute.catalog import ModelInfo
 from batchroute.client import parse_completion
 from batchroute.errors import UpstreamError
+from batchroute.plan import RunPlan, WorkItem
 from batchroute.types import Completion, CostSource
 
 MAX_REQUESTS = 5_000  # per batch (batch-api.md §3)
@@ -48,6 +49,14 @@ def other_form(model: str) -> str:
     """The other id of a model for the Batch API (base ↔ `:batch`): which one an account
     accepts varies, and a refusal of one is worth one try of the other (batch-api.md §7)."""
     return model.removesuffix(":batch") if model.endswith(":batch") else f"{model}:batch"
+
+
+def worst_item(plan: RunPlan, item: WorkItem) -> Decimal:
+    """The most the lane may reserve for a record's batch item (at either id form: when one
+    is refused, the other is tried). A failed item then goes through the tier's synchronous
+    chain, so a batch tier's worst case is this plus `RunPlan.worst_record` (the dry run's)."""
+    first = batch_model(plan.tiers[item.tier].models[0], plan.catalog.models)
+    return plan.worst_call((first, other_form(first)), item.prompt_bound)
 
 
 def why_not_batchable(
