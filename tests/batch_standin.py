@@ -63,6 +63,7 @@ class BatchStandIn:
     gone: set[str] = field(default_factory=set)  # batch ids deleted by hand: 404 forever
     refuse: set[str] = field(default_factory=set)  # model ids answered "no :batch endpoint"
     list_variant: bool = False  # /models lists MODEL:batch (at half price) beside MODEL
+    hide_expired: bool = False  # an expired batch serves no result lines (billed all the same)
     post_error: tuple[int, str] | None = None  # every POST answered with this error
     key_remaining: Decimal | None = None  # GET /key's limit_remaining (batches in flight unbilled)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -276,12 +277,13 @@ class BatchStandIn:
         if b["gets"] - self.lag_404 < self.polls_to_finish:
             return web.json_response(self._object(bid, "in_progress"))
         obj = self._object(bid, self._finish(bid))
-        obj["results"] = b["lines"] if b["status"] != "failed" else None
+        hidden = b["status"] == "failed" or (self.hide_expired and b["status"] == "expired")
+        obj["results"] = None if hidden else b["lines"]
         return web.json_response(obj)
 
     async def results(self, request: web.Request) -> web.Response:
         b = self.batches.get(request.match_info["id"])
-        if b is None or "lines" not in b:
+        if b is None or "lines" not in b or (self.hide_expired and b["status"] == "expired"):
             return _error(404, "not found")
         start = int(request.query.get("cursor", "0"))
         page = b["lines"][start : start + self.page_size]

@@ -684,3 +684,32 @@ def test_the_dry_run_s_worst_case_counts_a_batch_item_before_its_synchronous_cha
     q = quote(spec, db_path=tmp_path / "none.duckdb", today=utcnow().date())
     assert q.tiers["mid"].records == 8
     assert q.tiers["mid"].worst_usd >= chain + lane > chain
+
+
+async def test_an_intent_s_batch_that_expired_billed_without_result_lines_is_still_booked(
+    tmp_path: Path, serve: Any
+) -> None:
+    """The 202 was lost, and the batch expired after running 3 of its 6 items, with no result
+    lines to show (whether expired batches serve them is undocumented) but a usage.cost. Its
+    custom_ids cannot be checked, yet it was billed: adopting it books that bill (an
+    overcount if it is another job's, never an undercount); ignoring it leaves a paid batch in
+    no database."""
+    standin = BatchStandIn(lose_202=1, expire=1, expire_answered=3, hide_expired=True)
+    clock = [utcnow()]
+
+    async def tick(s: float) -> None:
+        clock[0] += timedelta(seconds=s)
+
+    job = _job(tmp_path, 6, limits={"timeout_s": 0.5})
+    opts = RunOptions(
+        api_key="sk-or-v1-test", base_url=await serve(standin),
+        db_path=tmp_path / "results.duckdb", handle_signals=False, quiet=True, sleep=tick,
+        jitter_seed=0, log=lambda _l: None, wait=True, now=lambda: clock[0],
+    )  # fmt: skip
+    report = await run_job_async(load_spec(job), opts)
+    db = tmp_path / "results.duckdb"
+    assert report.batches_in_flight == 0
+    assert _statuses(db) == {"done": 6}
+    assert Decimal(standin.batches["batch-0001"]["usage"]["cost"]) > 0
+    attempts, results = _money(db)
+    assert attempts == results >= standin.total
