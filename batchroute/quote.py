@@ -33,7 +33,7 @@ from batchroute.plan import (
     build_plan,
 )
 from batchroute.reader import read_keys, read_records
-from batchroute.runner.batching import worst_item
+from batchroute.runner.batching import batch_model, worst_item
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import TASK_TYPES, KeyLookup, ResumeState
@@ -250,11 +250,20 @@ def describe_plan(spec: JobSpec, db_path: Path) -> list[str]:
         f"max_tokens {spec.request.max_tokens}; concurrency {spec.limits.concurrency}",
         f"prices: {catalog.source} catalogue ({catalog.fetched_at})",
     ]
-    lines += [f"tier {name}: " + " → ".join(plan.models) for name, plan in plans.items()]
+    lines += [f"tier {name}: " + " → ".join(plan.models) + _batch_note(spec, name, catalog)
+              for name, plan in plans.items()]  # fmt: skip
     table = {t: spec.tier_for_task(t) for t in TASK_TYPES}
     lines.append("routing: " + ", ".join(f"{k}→{v}" for k, v in table.items()))
     lines.append(_escalation_line(spec))
     return lines + [f"warning: {w}" for w in warnings]
+
+
+def _batch_note(spec: JobSpec, tier: str, catalog: Catalog) -> str:
+    """A `batch: true` tier's note: the id its batches go to, the wait, exit 7 (issue 14)."""
+    if not spec.tiers[tier].batch:
+        return ""
+    model = batch_model(spec.tiers[tier].models[0], catalog.models)
+    return f" (batch: as {model}, results within 24 h; exit 7 while a batch is out)"
 
 
 def _escalation_line(spec: JobSpec) -> str:
