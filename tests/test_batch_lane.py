@@ -726,3 +726,23 @@ def test_validate_marks_a_batch_tier_and_names_the_id_it_submits(tmp_path: Path)
     (tier,) = [ln for ln in lines if ln.startswith("tier mid:")]
     assert tier.startswith("tier mid: openai/gpt-4o-mini (batch: as openai/gpt-4o-mini,")
     assert "24 h" in tier
+
+
+async def test_failed_items_collected_by_a_later_run_keep_their_share_beside_the_sync_retry(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Without --wait: the run that collects the batch retries its failed item synchronously;
+    the record's result carries the batch share plus the retry, and attempts == results ==
+    the bill."""
+    bad = B.custom_id("t", "r00002")
+    standin = BatchStandIn(fail_items={bad: "upstream error"})
+    url = await serve(standin)
+    job = _job(tmp_path, 6)
+    first = await _run(job, url, wait=False)
+    assert first.batches_in_flight == 1
+    second = await _run(job, url, wait=False)
+    assert second.batches_in_flight == 0
+    db = tmp_path / "results.duckdb"
+    assert _statuses(db) == {"done": 6}
+    assert standin.sync_calls == 1
+    assert _money(db) == (standin.total, standin.total)
