@@ -746,3 +746,19 @@ async def test_failed_items_collected_by_a_later_run_keep_their_share_beside_the
     assert _statuses(db) == {"done": 6}
     assert standin.sync_calls == 1
     assert _money(db) == (standin.total, standin.total)
+
+
+async def test_a_5001_record_tier_is_two_batches_and_its_large_post_does_not_block(
+    tmp_path: Path, serve: Any
+) -> None:
+    """5,000 + 1, every record done, DuckDB == the bill. The 5,000-request body is over 1 MiB:
+    sent as bytes, aiohttp writes it in one go on the event loop and warns (ResourceWarning,
+    an error under this suite's filterwarnings: the test fails on 94babb0)."""
+    standin = BatchStandIn()
+    report = await _run(_job(tmp_path, 5001, cap="100"), await serve(standin), wait=True)
+    db = tmp_path / "results.duckdb"
+    assert report.status is RunStatus.COMPLETED
+    assert [len(orjson.loads(p)["requests"]) for p in standin.posts] == [5000, 1]
+    assert max(len(p) for p in standin.posts) > 2**20
+    assert _statuses(db) == {"done": 5001}
+    assert _money(db) == (standin.total, standin.total)
