@@ -168,6 +168,13 @@ class Budget:
         if self.ceiling is not None and actual < booked:
             self.ceiling -= booked - actual
 
+    def unbilled(self, amount: Decimal) -> None:
+        """Earlier runs' batches, still out, will be billed up to `amount` against the key's
+        `limit_remaining` as read (which does not show them yet): the key's ceiling leaves
+        room for them (issue 14; a batch cannot be cancelled)."""
+        if self.ceiling is not None:
+            self.ceiling -= amount
+
     def lower_ceiling(self, key_remaining: Decimal) -> None:
         """The API key can pay `key_remaining` more (its `limit_remaining`, read now).
 

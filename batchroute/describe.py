@@ -7,6 +7,7 @@ from pathlib import Path
 
 from batchroute.catalog import Catalog
 from batchroute.plan import Overrides, build_plan, policy_of, strong_tiers
+from batchroute.runner.batching import batch_model
 from batchroute.spec import JobSpec
 from batchroute.split import arm_name
 from batchroute.types import TASK_TYPES, ResumeState
@@ -24,7 +25,8 @@ def describe_plan(spec: JobSpec, db_path: Path, catalog: Catalog) -> list[str]:
         f"max_tokens {spec.request.max_tokens}; concurrency {spec.limits.concurrency}",
         f"prices: {catalog.source} catalogue ({catalog.fetched_at})",
     ]
-    lines += [f"tier {name}: " + " → ".join(plan.models) for name, plan in plans.items()]
+    lines += [f"tier {name}: " + " → ".join(plan.models) + _batch_note(spec, name, catalog)
+              for name, plan in plans.items()]  # fmt: skip
     table = {t: spec.tier_for_task(t) for t in TASK_TYPES}
     lines.append("routing: " + ", ".join(f"{k}→{v}" for k, v in table.items()))
     lines += _classifier_lines(spec)
@@ -71,6 +73,14 @@ def _classifier_lines(spec: JobSpec) -> list[str]:
             f"{arm_name(x.tier_shift)}"
         )
     return lines
+
+
+def _batch_note(spec: JobSpec, tier: str, catalog: Catalog) -> str:
+    """A `batch: true` tier's note: the id its batches go to, the wait, exit 7 (issue 14)."""
+    if not spec.tiers[tier].batch:
+        return ""
+    model = batch_model(spec.tiers[tier].models[0], catalog.models)
+    return f" (batch: as {model}, results within 24 h; exit 7 while a batch is out)"
 
 
 def _escalation_line(spec: JobSpec) -> str:

@@ -37,6 +37,7 @@ from batchroute.plan import (
     strong_tiers,
 )
 from batchroute.reader import read_keys, read_records
+from batchroute.runner.batching import worst_item
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import KeyLookup, ResumeState
@@ -230,6 +231,8 @@ def _quote(
             tq.records += 1
             tq.expected_usd += _expected(plan, a.item)
             tq.worst_usd += plan.worst_record(a.item)
+            if spec.tiers[a.item.tier].batch:  # its batch item, then (failed) the sync chain
+                tq.worst_usd += worst_item(plan, a.item)
             _count_never_fit(plan, a.item, tq)
             if a.item.arm is not None:
                 q.arms[a.item.arm] += 1

@@ -57,6 +57,15 @@ class BatchStandIn:
     lose_202: int = 0  # this many POSTs create their batch, then never answer (a lost 202)
     expired_lines: bool = False  # unanswered items of an expired batch: an error line, not absent
     page_size: int = 100
+    batch_usage: bool = True  # False: a finished batch's `usage` is null (the bill unreported)
+    item_usage: bool = True  # False: result bodies carry no `usage` (a recorded Anthropic one)
+    item_cost_factor: Decimal = Decimal(1)  # per-item usage.cost × this (≠ 1: they disagree)
+    gone: set[str] = field(default_factory=set)  # batch ids deleted by hand: 404 forever
+    refuse: set[str] = field(default_factory=set)  # model ids answered "no :batch endpoint"
+    list_variant: bool = False  # /models lists MODEL:batch (at half price) beside MODEL
+    hide_expired: bool = False  # an expired batch serves no result lines (billed all the same)
+    post_error: tuple[int, str] | None = None  # every POST answered with this error
+    key_remaining: Decimal | None = None  # GET /key's limit_remaining (batches in flight unbilled)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
     sync_calls: int = 0
@@ -86,10 +95,15 @@ class BatchStandIn:
             "top_provider": {"context_length": 128_000, "max_completion_tokens": 16_384},
             "supported_parameters": ["max_tokens"],
         }
-        return web.json_response({"data": [model]})
+        data = [model]
+        if self.list_variant:
+            half = {"prompt": str(PROMPT_PRICE * HALF), "completion": str(COMPLETION_PRICE * HALF)}
+            data.append({**model, "id": f"{MODEL}:batch", "pricing": half})
+        return web.json_response({"data": data})
 
     async def key(self, _: web.Request) -> web.Response:
-        return web.json_response({"data": {"limit": None, "limit_remaining": None}})
+        left = None if self.key_remaining is None else str(self.key_remaining)
+        return web.json_response({"data": {"limit": left, "limit_remaining": left}})
 
     async def chat(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
@@ -120,7 +134,9 @@ class BatchStandIn:
             return _error(400, "endpoint and model must appear before requests")
         body = orjson.loads(raw)
         model = body["model"]
-        if self.no_batch_endpoint:
+        if self.post_error is not None:
+            return _error(*self.post_error)
+        if self.no_batch_endpoint or model in self.refuse:
             return _error(400, f"Model '{model}' does not have a :batch endpoint.")
         ids = [r["custom_id"] for r in body["requests"]]
         if len(set(ids)) != len(ids):
@@ -152,8 +168,16 @@ class BatchStandIn:
         }
 
     async def list(self, _: web.Request) -> web.Response:
-        data = [self._object(bid, "in_progress") for bid in reversed(self.batches)]
+        data = [self._object(bid, self._advance(bid)) for bid in reversed(self.batches)]
         return web.json_response({"object": "list", "data": data, "has_more": False})
+
+    def _advance(self, bid: str) -> str:
+        """A listed batch moves on as a polled one does (time passes whoever looks)."""
+        b = self.batches[bid]
+        b["gets"] += 1
+        if b["gets"] - self.lag_404 < self.polls_to_finish:
+            return "in_progress"
+        return self._finish(bid)
 
     def _finish(self, bid: str) -> str:
         """Run the batch once: bill its answered items at half price."""
@@ -206,7 +230,7 @@ class BatchStandIn:
                 "completion_tokens": COMPLETION_TOKENS,
             }
             if self.per_item_cost:
-                usage["cost"] = str(item)
+                usage["cost"] = str((item * self.item_cost_factor).quantize(Q))
             body = {
                 "id": f"gen-batch-{cid}",
                 "object": "chat.completion",
@@ -218,7 +242,7 @@ class BatchStandIn:
                         "message": {"role": "assistant", "content": "hola"},
                     }
                 ],
-                "usage": usage,
+                **({"usage": usage} if self.item_usage else {}),
             }
             lines.append(
                 {
@@ -237,13 +261,15 @@ class BatchStandIn:
             b["usage"] = {"cost": str(fee), "is_byok": True}
             if self.byok:
                 b["usage"]["cost_details"] = {"upstream_inference_cost": str(cost)}
+        if not self.batch_usage:
+            b["usage"] = None
         b["lines"], b["status"] = lines, "expired" if expired else "completed"
         return str(b["status"])
 
     async def get(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]
         b = self.batches.get(bid)
-        if b is None:
+        if b is None or bid in self.gone:
             return _error(404, f"Batch job {bid} not found.")
         b["gets"] += 1
         if b["gets"] <= self.lag_404:
@@ -251,12 +277,13 @@ class BatchStandIn:
         if b["gets"] - self.lag_404 < self.polls_to_finish:
             return web.json_response(self._object(bid, "in_progress"))
         obj = self._object(bid, self._finish(bid))
-        obj["results"] = b["lines"] if b["status"] != "failed" else None
+        hidden = b["status"] == "failed" or (self.hide_expired and b["status"] == "expired")
+        obj["results"] = None if hidden else b["lines"]
         return web.json_response(obj)
 
     async def results(self, request: web.Request) -> web.Response:
         b = self.batches.get(request.match_info["id"])
-        if b is None or "lines" not in b:
+        if b is None or "lines" not in b or (self.hide_expired and b["status"] == "expired"):
             return _error(404, "not found")
         start = int(request.query.get("cursor", "0"))
         page = b["lines"][start : start + self.page_size]

@@ -6,6 +6,7 @@ is serialized by the caller (`endpoint` and `model` must come before `requests`)
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from typing import Any
 
@@ -55,7 +56,9 @@ async def _call(
 async def create_batch(client: OpenRouterClient, body: bytes, *, model: str) -> dict[str, Any]:
     """POST /batches; the batch object of the 202. A timeout or a cut connection leaves the
     outcome unknown (the caller looks the batch up before sending it again)."""
-    status, doc = await _call(client, "POST", "/batches", model=model, data=body)
+    # A file-like body: aiohttp writes a bytes body over 1 MiB in one go, blocking the loop
+    # (and warns); a 5,000-request batch is tens of MB.
+    status, doc = await _call(client, "POST", "/batches", model=model, data=io.BytesIO(body))
     if status == 404 or not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
         raise UpstreamError(
             f"POST /batches answered {status} without a batch id", model=model, status=status,
@@ -103,3 +106,15 @@ async def batch_results(client: OpenRouterClient, batch_id: str) -> list[Any] | 
         if not doc.get("has_more") or not isinstance(cursor, str):
             return out
         params = {"cursor": cursor}
+
+
+async def result_ids(client: OpenRouterClient, batch_id: str) -> set[str]:
+    """The custom_ids of a terminal batch's result lines (paginated, else inline): empty when
+    it has none (failed in validation: nothing of it ran)."""
+    lines = await batch_results(client, batch_id)
+    if lines is None:
+        doc = await get_batch(client, batch_id)
+        lines = doc.get("results") if doc is not None else None
+    if not isinstance(lines, list):
+        return set()
+    return {str(ln["custom_id"]) for ln in lines if isinstance(ln, dict) and "custom_id" in ln}

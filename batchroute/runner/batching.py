@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
-from batchroute.budget import USD_PLACES, ceil_usd
+from batchroute.budget import USD_PLACES
 from batchroute.catalog import ModelInfo
 from batchroute.client import parse_completion
 from batchroute.errors import UpstreamError
+from batchroute.plan import RunPlan, WorkItem
 from batchroute.types import Completion, CostSource
 
 MAX_REQUESTS = 5_000  # per batch (batch-api.md §3)
@@ -35,12 +36,27 @@ def custom_id(job_name: str, record_key: str) -> str:
     return "r" + digest[:40]
 
 
-def batch_model(model: str, known: Container[str]) -> str:
-    """The id to submit: the catalogue's `:batch` variant when it lists one, else the model.
-    Reserving at that id's price is reserving at the price the catalogue proves: without a
-    `:batch` entry, the full price (the ~50 % discount is "typical", not promised)."""
+def batch_model(model: str, listed: Container[str]) -> str:
+    """The id to submit: the catalogue's `:batch` variant when it lists one (`listed`: the ids
+    of `/models` as they are, not `Catalog`, which prices any `x:batch` at `x`), else the
+    model. Reserving at that id's price is reserving at the price the catalogue proves:
+    without a `:batch` entry, the full price (the ~50 % discount is "typical", not promised)."""
     variant = model if model.endswith(":batch") else f"{model}:batch"
-    return variant if variant in known else model
+    return variant if variant in listed else model
+
+
+def other_form(model: str) -> str:
+    """The other id of a model for the Batch API (base ↔ `:batch`): which one an account
+    accepts varies, and a refusal of one is worth one try of the other (batch-api.md §7)."""
+    return model.removesuffix(":batch") if model.endswith(":batch") else f"{model}:batch"
+
+
+def worst_item(plan: RunPlan, item: WorkItem) -> Decimal:
+    """The most the lane may reserve for a record's batch item (at either id form: when one
+    is refused, the other is tried). A failed item then goes through the tier's synchronous
+    chain, so a batch tier's worst case is this plus `RunPlan.worst_record` (the dry run's)."""
+    first = batch_model(plan.tiers[item.tier].models[0], plan.catalog.models)
+    return plan.worst_call((first, other_form(first)), item.prompt_bound)
 
 
 def why_not_batchable(
@@ -166,42 +182,39 @@ def apportion(total: Decimal, weights: dict[str, int]) -> dict[str, Decimal]:
 
 
 def settle(
-    items: dict[str, ItemResult], ids: Sequence[str], batch_cost: Decimal | None, priced: ModelInfo
+    items: dict[str, ItemResult], ids: Sequence[str], batch_cost: Decimal | None, reserved: Decimal
 ) -> Bill:
     """The batch's bill onto its items (`ids` every custom_id it held).
 
-    Per-item `usage.cost` when every answered item has one (and they add up to the batch's
-    cost, when it gives one); else the batch's `usage.cost` apportioned by tokens
-    (`batch_apportioned`); else, no cost reported at all, tokens at `priced` (the price the
-    batch was reserved at, never below the bill)."""
+    Per-item `usage.cost` when every answered item has one and they add up to at least the
+    batch's cost (which of the two the balance paid is not documented: the larger is booked);
+    else the batch's `usage.cost` apportioned by tokens (`batch_apportioned`); else, no cost
+    reported at all, the batch's `reserved` worst case (`reserved`): never under the bill.
+    (Before, tokens × price: $0 for items without `usage`, as in a recorded Anthropic result.)"""
     tokens = {
         i: (r.completion.usage.prompt_tokens + r.completion.usage.completion_tokens)
         if (r := items.get(i)) is not None and r.completion is not None
         else 0
         for i in ids
     }
+    known = set(ids)
     answered = [r.completion for r in items.values() if r.completion is not None]
     per_item = [c.usage.billed for c in answered]
+    # every item of ours answered, and no line of someone else's (its cost is in the bill too)
+    every = known >= items.keys() and all(
+        i in items and items[i].completion is not None for i in ids
+    )
     if answered and all(p is not None and p.is_finite() and p >= 0 for p in per_item):
         shares = {i: Decimal(0) for i in ids}
         for r in items.values():
-            if r.completion is not None and r.custom_id in shares:
+            if r.completion is not None and r.custom_id in known:
                 shares[r.custom_id] = r.completion.usage.billed or Decimal(0)
         total = sum(shares.values(), Decimal(0))
-        if batch_cost is None or total == batch_cost:
+        if (batch_cost is None and every) or (batch_cost is not None and total >= batch_cost):
             return Bill(total, shares, CostSource.OPENROUTER)
     if batch_cost is not None and batch_cost.is_finite() and batch_cost >= 0:
         return Bill(batch_cost, apportion(batch_cost, tokens), CostSource.BATCH_APPORTIONED)
-    shares = {}
-    for i in ids:
-        r = items.get(i)
-        c = r.completion if r is not None else None
-        shares[i] = (
-            ceil_usd(priced.cost(c.usage.prompt_tokens, c.usage.completion_tokens))
-            if c is not None
-            else Decimal(0)
-        )
-    return Bill(sum(shares.values(), Decimal(0)), shares, CostSource.CATALOG)
+    return Bill(reserved, apportion(reserved, tokens), CostSource.RESERVED)
 
 
 def amount(raw: Any) -> Decimal | None:

@@ -24,7 +24,8 @@ BATCH_ATTEMPT_NO = 0
 synchronously in the run that collected its batch keeps distinct attempt numbers (a cost fix
 is keyed by run, record and attempt number)."""
 
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+GONE = "gone"  # ours, not the API's: 404 long after the submit (see lane.py `_poll`)
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", GONE})
 
 
 @dataclass(slots=True)

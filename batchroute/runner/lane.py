@@ -9,8 +9,9 @@ batch is collected; without, it ends and the CLI exits 7.
 
 Durability: a `batches` row is written as an `intent` before each POST and updated with the
 batch id before the run moves on. An intent found by a later run is looked up in `GET /batches`
-(same model, same request count, created after the intent, not claimed yet) and adopted; not
-found once `ADOPT_AFTER_S` has passed, it is abandoned and its records go round again.
+(same model and request count, created after the intent, not claimed yet, and, once finished,
+result lines with our custom_ids) and adopted; not found once `ADOPT_AFTER_S` has passed, it is
+abandoned and its records go round again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,18 +26,19 @@ import orjson
 
 from batchroute.budget import Budget, Reservation
 from batchroute.client import OpenRouterClient
-from batchroute.client.batches import batch_results, create_batch, get_batch, list_batches
+from batchroute.client.batches import batch_results, create_batch, get_batch
 from batchroute.errors import FatalUpstreamError, NoBatchEndpoint, RetryableError, UpstreamError
 from batchroute.plan import RunPlan, WorkItem
 from batchroute.runner import batching as B
+from batchroute.runner.adopt import adopt
 from batchroute.runner.book import Book
-from batchroute.runner.collect import TERMINAL, collect_rows
+from batchroute.runner.collect import GONE, TERMINAL, collect_rows
 from batchroute.runner.work import Control, RunOptions, Trail
 from batchroute.store import ResultStore
 from batchroute.types import BatchItem, BatchRow, BatchStatus, RecordStatus, RunStatus
 
-ADOPT_AFTER_S = 120.0  # an intent younger than this may be a batch the list does not show yet
 POLL_FIRST_S, POLL_MAX_S = 1.0, 300.0  # --wait: 1 s, doubling, at most 5 min between polls
+GONE_AFTER_S = 3_600.0  # a 404 this long after the submit is no replication lag (~30 s)
 
 Dispatch = Callable[[WorkItem, Trail], Awaitable[None]]
 
@@ -61,6 +62,7 @@ class Lane:
         self.retry_sync: set[str] = set()  # keys whose batch item failed
         self.resubmit: set[str] = set()  # keys of an expired batch's unanswered items
         self.sync_tiers: set[str] = set()  # tiers whose model has no batch endpoint
+        self.form: dict[str, str] = {}  # tier → the other id form, after one was refused
         self.skipped = 0
         self._open: list[tuple[BatchRow, Reservation | None]] = []
         self._items: dict[str, WorkItem] = {}  # this run's batched records, by key
@@ -110,35 +112,11 @@ class Lane:
         if self._open:
             n = sum(len(r.items) for r, _ in self._open)
             self._say(f"{len(self._open)} batch(es) of {n} records still in flight")
+            self.budget.unbilled(sum((r.reserved_usd for r, _ in self._open), Decimal(0)))
 
     async def _adopt(self, row: BatchRow) -> str:
-        """An intent (its POST's outcome unknown): find the batch it created ("adopted"), else
-        give its records back once the list had time to show it ("abandoned"), else "kept"."""
-        try:
-            found = await list_batches(self.client, row.intent_at - timedelta(seconds=60))
-        except UpstreamError as exc:
-            self._say(f"batch intent {row.batch_key}: cannot list batches ({exc}); kept")
-            return "kept"
-        claimed = await asyncio.to_thread(self.store.known_batch_ids)
-        for b in reversed(found):  # oldest first: intents are adopted in their order
-            counts = b.get("request_counts") or {}
-            if (
-                b.get("id") not in claimed
-                and b.get("model") == row.model
-                and isinstance(counts, dict)
-                and counts.get("total") == len(row.items)
-            ):
-                row.batch_id, row.status = str(b["id"]), BatchStatus.SUBMITTED
-                row.submitted_at = row.intent_at
-                await asyncio.to_thread(self.store.save_batch, row)
-                self._say(f"batch intent {row.batch_key}: adopted {row.batch_id}")
-                return "adopted"
-        if (self.opts.now() - row.intent_at).total_seconds() < ADOPT_AFTER_S:
-            return "kept"
-        row.status, row.error_message = BatchStatus.ABANDONED, "its POST never landed"
-        await asyncio.to_thread(self.store.save_batch, row)
-        self._say(f"batch intent {row.batch_key}: never submitted; its records go again")
-        return "abandoned"
+        """An intent: "adopted", "abandoned" or "kept" (see `runner/adopt.py`)."""
+        return await adopt(self.client, self.store, row, self.opts.now(), self._say)
 
     # ------------------------------------------------------------------ worker
     async def worker(self, tier: str, q: asyncio.Queue[WorkItem | None]) -> None:
@@ -196,7 +174,9 @@ class Lane:
     ) -> None:
         """Submit `items` in batches of ≤ 5,000 requests, each reserved at its worst case
         first; what does not fit under the cap stays pending (never submitted over it)."""
-        model = B.batch_model(self.plan.tiers[tier].models[0], self.plan.catalog)
+        model = self.form.get(tier) or B.batch_model(
+            self.plan.tiers[tier].models[0], self.plan.catalog.models
+        )
         params = dict(self.plan.params)
         reqs = [
             {"custom_id": B.custom_id(self.job, it.record.key),
@@ -250,6 +230,11 @@ class Lane:
             doc = await create_batch(self.client, body, model=model)
         except NoBatchEndpoint as exc:
             await self._refused(row, r, str(exc))
+            if tier not in self.form:  # the other id form, once (reserved at its own price)
+                self.form[tier] = B.other_form(model)
+                self._say(f"tier {tier}: {exc}; trying {self.form[tier]}")
+                await self.submit(tier, chunk, gate, round_=round_)
+                return
             self.sync_tiers.add(tier)
             warning = f"tier {tier}: {exc}; its records go through synchronous calls this run"
             self.notes.append(warning)  # printed as a note, and in the run's report
@@ -351,10 +336,17 @@ class Lane:
         replication lag, not a lost batch) or the API cannot be reached."""
         assert row.batch_id is not None
         try:
-            return await get_batch(self.client, row.batch_id)
+            doc = await get_batch(self.client, row.batch_id)
         except UpstreamError as exc:
             self._say(f"batch {row.batch_id}: poll failed ({exc}); trying again later")
             return None
+        since = self.opts.now() - (row.submitted_at or row.intent_at)
+        if doc is None and since.total_seconds() > GONE_AFTER_S:  # deleted by hand, or the
+            # key is another workspace's: it may have run (billed), so it is booked at its
+            # reservation and its records go again; polled forever before
+            why = f"GET answered 404 for {since} after the submit: deleted, or another workspace"
+            return {"status": GONE, "usage": None, "results": None, "error": {"message": why}}
+        return doc
 
     async def _collect(self, row: BatchRow, doc: dict[str, Any]) -> Decimal:
         """Settle a terminal batch onto its items and write everything in one transaction."""
@@ -370,10 +362,12 @@ class Lane:
                 raw = doc.get("results")
         items = B.read_items(raw if isinstance(raw, list) else [], row.model)
         cost, byok_unknown = B.batch_cost(doc.get("usage"))
+        counts = doc.get("request_counts")
+        ran = counts.get("completed") if isinstance(counts, dict) else None
+        if cost is None and status == "failed" and not items and not byok_unknown and not ran:
+            cost = Decimal(0)  # failed in validation (results null, none completed): none ran
         ids = [i.custom_id for i in row.items]
-        bill = B.settle(
-            items, ids, row.reserved_usd if byok_unknown else cost, self.plan.info(row.model)
-        )
+        bill = B.settle(items, ids, row.reserved_usd if byok_unknown else cost, row.reserved_usd)
         err = doc.get("error")
         message = str(err.get("message")) if isinstance(err, dict) else None
         now = self.opts.now()
