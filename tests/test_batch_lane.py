@@ -663,7 +663,8 @@ def test_the_dry_run_s_worst_case_counts_a_batch_item_before_its_synchronous_cha
     call of the tier's synchronous chain. The quote's worst case must hold both (before: only
     the chain, so the run could spend more than the dry run's 'worst case')."""
     from batchroute.catalog import Catalog
-    from batchroute.plan import MemoryLookup, Overrides, build_plan
+    from batchroute.lookup import MemoryLookup
+    from batchroute.plan import Overrides, build_plan
     from batchroute.quote import quote
     from batchroute.reader import read_records
     from batchroute.types import ResumeState

@@ -23,9 +23,9 @@ from batchroute.budget import typical_prompt_tokens
 from batchroute.catalog import Catalog
 from batchroute.commands import validate_text
 from batchroute.errors import SpecError
+from batchroute.lookup import MemoryLookup
 from batchroute.plan import (
     Admit,
-    MemoryLookup,
     Overrides,
     RunPlan,
     WorkItem,
