@@ -174,7 +174,10 @@ def test_every_row_a_record_gets_carries_its_arm(tmp_path: Path) -> None:
     for key, (_, arm, status) in rows.items():
         want = "shift+1" if in_experiment(SEED, key, SHARE) else "control"
         assert arm == want, (key, status)
-    assert {s for _, a, s in rows.values() if a == "shift+1"} >= {"done", "failed", "pending"}
+    # Each status is met in some arm (the dial fills only mid and premium of the four tiers, so
+    # a record moved up lands in standard, which fails, or premium, which is down: none is done).
+    assert {s for _, a, s in rows.values() if a == "shift+1"} >= {"failed", "pending"}
+    assert {s for _, a, s in rows.values() if a == "control"} >= {"done"}
 
 
 def test_classify_without_a_job_uses_the_default_tiers(tmp_path: Path) -> None:
