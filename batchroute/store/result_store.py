@@ -29,7 +29,7 @@ from . import fixes as _fixes
 from . import migrations
 from . import resume as _resume
 from .columns import MONEY
-from .connect import transaction
+from .connect import KeptInstance, transaction
 from .encode import bulk_write, dedupe, money, utc
 from .replay import write_missing
 from .reports import ReportData, check_dimensions, query_report, spent
@@ -45,6 +45,8 @@ class ResultStore:
         read_timeout: the same for read-only report queries (kept short: a report gives up
             with a clear StoreError rather than hang while a run flushes).
         clock: returns the current time (UTC); injectable for tests.
+        keep_instance: keep one DuckDB instance and attach the file for each write (for a
+            process that writes every second: the writer process), instead of a new one.
     """
 
     def __init__(
@@ -54,15 +56,20 @@ class ResultStore:
         write_timeout: float = 30.0,
         read_timeout: float = 3.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        keep_instance: bool = False,
     ) -> None:
         self.path = Path(path)
         self.write_timeout = write_timeout
         self.read_timeout = read_timeout
         self._clock = clock
+        # The writer process keeps one DuckDB instance and attaches the file per write.
+        self._kept = KeptInstance(self.path) if keep_instance else None
 
     def _tx(self, *, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """Open, run one transaction, commit (or roll back) and close."""
         timeout = self.read_timeout if read_only else self.write_timeout
+        if self._kept is not None and not read_only:
+            return self._kept.transaction(timeout=timeout)
         return transaction(self.path, read_only=read_only, timeout=timeout)
 
     # -- schema ---------------------------------------------------------------------------

@@ -60,6 +60,14 @@ def span(xs: list[float], f: str = "{:,.0f}") -> str:
     return f.format(min(xs)) if len(xs) == 1 else f"{f.format(min(xs))}–{f.format(max(xs))}"
 
 
+def _writer_share(r: dict[str, Any]) -> str:
+    """The writer process's part of the CPU (counted in it) and its own peak RSS, if any."""
+    if not r.get("cpu_writer_s"):
+        return ""
+    us = r["cpu_writer_s"] * 1e6 / max(1, r["done"])
+    return f" ({us:.0f} in the writer process, RSS {r.get('rss_writer_kib', 0) / 1024:.0f} MiB)"
+
+
 def measure(
     tmp: Path, kind: str, job: Path, url: str, n: int, conc: int, loop: str
 ) -> dict[str, Any]:
@@ -94,8 +102,8 @@ def rounds_of(name: str, a: argparse.Namespace, sides: list[tuple[str, str]]) ->
                 runs[f"{kind}/{loop}"].append(r)
                 print(
                     f"  [{name} {rnd + 1}] {kind}/{loop}: {r['done']} done in {r['seconds']:.2f}"
-                    f" s = {r['rate']:,.0f} rec/s, CPU {r['cpu_us']:.0f} µs/rec, "
-                    f"RSS {r['rss_mib']:.0f} MiB, load {_doc.load()[0]:.2f}",
+                    f" s = {r['rate']:,.0f} rec/s, CPU {r['cpu_us']:.0f} µs/rec"
+                    f"{_writer_share(r)}, RSS {r['rss_mib']:.0f} MiB, load {_doc.load()[0]:.2f}",
                     flush=True,
                 )
     return {"n": n, "conc": conc, "lat": lat, "runs": runs}
