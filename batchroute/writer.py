@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from batchroute.errors import BatchrouteError
-from batchroute.journal import read_segment
+from batchroute.journal import read_segment, read_segment_fields
 from batchroute.store import ResultStore
 
 _PR_SET_PDEATHSIG = 1
@@ -39,6 +39,16 @@ def _die_with(parent: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(3)
+
+
+def apply_segment(store: ResultStore, path: Path) -> None:
+    """Commit one segment in one transaction: its fields straight to the columns, or, when a
+    key repeats in it (rare: it needs the rows combined first), through row objects."""
+    results, attempts, fixes = read_segment_fields(path)
+    if len({(r["job_name"], r["record_key"]) for r in results}) == len(results):
+        store.write_fields(results, attempts, fixes)
+    else:
+        store.write(*read_segment(path))
 
 
 def serve(store: ResultStore, commands: BinaryIO, replies: BinaryIO) -> int:
@@ -58,8 +68,7 @@ def serve(store: ResultStore, commands: BinaryIO, replies: BinaryIO) -> int:
             return 2
         path = Path(os.fsdecode(arg))
         try:
-            results, attempts, fixes = read_segment(path)
-            store.write(results, attempts, fixes)
+            apply_segment(store, path)
         except BatchrouteError as exc:
             say(b"err " + str(exc).replace("\n", " ").encode())
             return 1

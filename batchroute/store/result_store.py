@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -30,7 +31,7 @@ from . import migrations
 from . import resume as _resume
 from .columns import MONEY
 from .connect import KeptInstance, transaction
-from .encode import bulk_write, dedupe, money, utc
+from .encode import bulk_write, dedupe, money, utc, write_result_fields, write_results
 from .replay import write_missing
 from .reports import ReportData, check_dimensions, query_report, spent
 from .resume import ResumeLookup
@@ -230,7 +231,26 @@ class ResultStore:
         merged = dedupe(results)
         with self._tx() as con:
             if merged:
-                bulk_write(con, "results", merged, now)
+                write_results(con, merged, now)
+            if attempts:
+                bulk_write(con, "attempts", attempts, now)
+            if fixes:
+                _fixes.apply_fixes(con, fixes)
+
+    def write_fields(
+        self,
+        results: Sequence[dict[str, Any]],
+        attempts: Sequence[dict[str, Any]],
+        fixes: Sequence[CostFix] = (),
+    ) -> None:
+        """`write` of rows as the journal holds their fields (the writer process's fast path:
+        no row objects built). At most one result per key: `write` combines repeated keys."""
+        if not results and not attempts and not fixes:
+            return
+        now = utc(self._clock())
+        with self._tx() as con:
+            if results:
+                write_result_fields(con, results, now)
             if attempts:
                 bulk_write(con, "attempts", attempts, now)
             if fixes:
