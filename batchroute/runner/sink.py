@@ -38,6 +38,9 @@ class WriterProcess:
             str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            # The run's own import path: the writer runs the very same batchroute (a source
+            # checkout, a path added at run time), whatever the environment says.
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
             # Its own pipe, read only when it dies unexpectedly: an inherited stderr would
             # keep the run's own stderr open after the run, and a traceback would print raw.
             stderr=asyncio.subprocess.PIPE,
