@@ -46,8 +46,10 @@ class Journal:
     start of the next step (`rotate()` and `close()` write them first): the same guarantee as
     a write() per row, since nothing the process does in between depends on those rows being
     in the file. A failed write is raised by the next `append()`, which stops the run.
-    Before each flush `rotate()` moves the rows that flush writes to `<journal>.flushing`;
-    `flushed()` deletes it after the commit. `runner.recover_journal` replays whatever
+    A run closes the journal as a numbered segment (`rotate_segment()`, `<journal>.000001`, …)
+    at least once a second; the writer process (`batchroute.writer`) commits each segment and
+    deletes it. (`rotate()` to `<journal>.flushing` and `flushed()` are the single-process
+    flush of older versions, kept for their files and tests.) `runner.recover_journal` replays whatever
     is left row by row (a row the database holds already is skipped), so a file committed
     whole, in part or not at all is replayed right.
 
