@@ -49,9 +49,9 @@ class Journal:
     A run closes the journal as a numbered segment (`rotate_segment()`, `<journal>.000001`, …)
     at least once a second; the writer process (`batchroute.writer`) commits each segment and
     deletes it. (`rotate()` to `<journal>.flushing` and `flushed()` are the single-process
-    flush of older versions, kept for their files and tests.) `runner.recover_journal` replays whatever
-    is left row by row (a row the database holds already is skipped), so a file committed
-    whole, in part or not at all is replayed right.
+    flush of older versions, kept for their files and tests.) `runner.recover_journal`
+    replays whatever is left row by row (a row the database holds already is skipped), so a
+    file committed whole, in part or not at all is replayed right.
 
     Group commit, for a power cut or a reboot: a background thread makes the written rows
     durable with fdatasync() at most every `SYNC_EVERY_S` (100 ms) while rows come in, and
