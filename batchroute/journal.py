@@ -7,18 +7,22 @@ the rows to the store.
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
+import re
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from batchroute.lock import real_db_path
-from batchroute.types import AttemptOutcome, AttemptRow, ResultRow
+from batchroute.types import AttemptOutcome, AttemptRow, CostFix, ResultRow
 
 SYNC_EVERY_S = 0.1  # group commit: at most one fdatasync per 100 ms, and none idle
 
@@ -42,10 +46,12 @@ class Journal:
     start of the next step (`rotate()` and `close()` write them first): the same guarantee as
     a write() per row, since nothing the process does in between depends on those rows being
     in the file. A failed write is raised by the next `append()`, which stops the run.
-    Before each flush `rotate()` moves the rows that flush writes to `<journal>.flushing`;
-    `flushed()` deletes it after the commit. `runner.recover_journal` replays whatever
-    is left row by row (a row the database holds already is skipped), so a file committed
-    whole, in part or not at all is replayed right.
+    A run closes the journal as a numbered segment (`rotate_segment()`, `<journal>.000001`, …)
+    at least once a second; the writer process (`batchroute.writer`) commits each segment and
+    deletes it. (`rotate()` to `<journal>.flushing` and `flushed()` are the single-process
+    flush of older versions, kept for their files and tests.) `runner.recover_journal`
+    replays whatever is left row by row (a row the database holds already is skipped), so a
+    file committed whole, in part or not at all is replayed right.
 
     Group commit, for a power cut or a reboot: a background thread makes the written rows
     durable with fdatasync() at most every `SYNC_EVERY_S` (100 ms) while rows come in, and
@@ -80,15 +86,19 @@ class Journal:
         self._retired: list[tuple[int, bool]] = []  # (fd, needs sync) for the syncer to close
         self._stop = False
         self._syncer: threading.Thread | None = None
+        self._seq = 0  # the last segment number handed out
 
     def open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._dir_dirty = True
 
-    def append(self, row: ResultRow | AttemptRow) -> None:
+    def append(self, row: ResultRow | AttemptRow | CostFix) -> None:
+        """Journal a row (or a cost fix: tag `f`, applied by the writer process only; a replay
+        skips it, since a fix lost to a kill is made again by the next run)."""
         if self._fd is None:
             return
-        line = (b"r" if isinstance(row, ResultRow) else b"a") + orjson.dumps(row, default=str)
+        tag = b"r" if isinstance(row, ResultRow) else b"f" if isinstance(row, CostFix) else b"a"
+        line = tag + orjson.dumps(row, default=str)
         if not self._pending:
             if self._error is not None:
                 raise self._error
@@ -210,6 +220,26 @@ class Journal:
         self.open()
         return True
 
+    def rotate_segment(self) -> Path | None:
+        """Close the journal as the next numbered segment (`<journal>.000001`, …) for the
+        writer process to apply, and start a new journal; None if it is not open."""
+        self._write_pending()  # every row journaled so far belongs to this segment
+        if self._fd is None:
+            return None
+        while True:
+            self._seq += 1
+            seg = self.path.with_name(f"{self.path.name}.{self._seq:06d}")
+            if not seg.exists():  # left by a run whose replay failed: never overwrite it
+                break
+        self._retire()
+        os.replace(self.path, seg)
+        self.open()
+        return seg
+
+    def files(self) -> list[Path]:
+        """Every journal file left beside the database, in the order a replay reads them."""
+        return journal_files(self.path)
+
     def flushed(self) -> None:
         """The rotated rows are committed: forget them."""
         self.flushing.unlink(missing_ok=True)
@@ -228,6 +258,94 @@ class Journal:
 
 
 _MONEY_FIELDS = ("cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd")
+_SEGMENT = re.compile(r"\.(\d{6,})")
+
+
+def journal_files(journal: Path) -> list[Path]:
+    """The journal files beside a database, oldest rows first: `.flushing` (a single-process
+    flush of an older version), the numbered segments the writer process had not applied yet,
+    then the journal itself."""
+    segments = sorted(
+        (int(m.group(1)), p)
+        for p in journal.parent.glob(glob.escape(journal.name) + ".*")
+        if (m := _SEGMENT.fullmatch(p.name[len(journal.name) :]))
+    )
+    flushing = journal.with_name(journal.name + ".flushing")
+    return [p for p in (flushing, *(p for _, p in segments), journal) if p.exists()]
+
+
+def _lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(tag, fields) of each whole line of a journal file, money as Decimal."""
+    with path.open("rb") as fh:
+        for line in fh:
+            tag = line[:1]
+            if tag not in (b"r", b"a", b"f"):
+                continue  # not a row: e.g. zeros left by a power cut
+            try:
+                d = orjson.loads(line[1:])
+            except orjson.JSONDecodeError:
+                continue  # a line cut short by the kill: that call is redone
+            for name in _MONEY_FIELDS:
+                if d.get(name) is not None:
+                    d[name] = Decimal(d[name])
+            yield tag, d
+
+
+def _row(tag: bytes, d: dict[str, Any]) -> ResultRow | AttemptRow:
+    if tag == b"r":
+        if d.get("created_at"):
+            d["created_at"] = datetime.fromisoformat(d["created_at"])
+        return ResultRow(**d)
+    d["started_at"] = datetime.fromisoformat(d["started_at"])
+    return AttemptRow(**d)
+
+
+def read_segment_fields(
+    path: Path,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[CostFix]]:
+    """`read_segment` without building row objects: the fields of its results and answered
+    attempts as the journal holds them (money as decimal text, times as ISO text), for the
+    writer process's fast path (`ResultStore.write_fields`)."""
+    results: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    fixes: list[CostFix] = []
+    with path.open("rb") as fh:
+        for line in fh:
+            tag = line[:1]
+            if tag not in (b"r", b"a", b"f"):
+                continue  # not a row: e.g. zeros left by a power cut
+            try:
+                d = orjson.loads(line[1:])
+            except orjson.JSONDecodeError:
+                continue  # a line cut short by the kill: that call is redone
+            if tag == b"r":
+                results.append(d)
+            elif tag == b"a":
+                if d["outcome"] != AttemptOutcome.IN_FLIGHT:
+                    attempts.append(d)
+            else:
+                for name in _MONEY_FIELDS:
+                    if d.get(name) is not None:
+                        d[name] = Decimal(d[name])
+                fixes.append(CostFix(**d))
+    return results, attempts, fixes
+
+
+def read_segment(path: Path) -> tuple[list[ResultRow], list[AttemptRow], list[CostFix]]:
+    """What the writer process commits of one closed segment: its results, its answered
+    attempts (an `in_flight` row is for a replay after a kill, never written by the run), and
+    its cost fixes, each in journal order."""
+    results: list[ResultRow] = []
+    attempts: list[AttemptRow] = []
+    fixes: list[CostFix] = []
+    for tag, d in _lines(path):
+        if tag == b"f":
+            fixes.append(CostFix(**d))
+        elif tag == b"r":
+            results.append(_row(tag, d))  # type: ignore[arg-type]
+        elif d["outcome"] != AttemptOutcome.IN_FLIGHT:
+            attempts.append(_row(tag, d))  # type: ignore[arg-type]
+    return results, attempts, fixes
 
 
 def read_journal(*paths: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
@@ -236,25 +354,11 @@ def read_journal(*paths: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
     results: list[ResultRow] = []
     attempts: list[AttemptRow] = []
     for path in paths:
-        with path.open("rb") as fh:
-            for line in fh:
-                tag = line[:1]
-                if tag not in (b"r", b"a"):
-                    continue  # not a row: e.g. zeros left by a power cut
-                try:
-                    d = orjson.loads(line[1:])
-                except orjson.JSONDecodeError:
-                    continue  # a line cut short by the kill: that call is redone
-                for name in _MONEY_FIELDS:
-                    if d.get(name) is not None:
-                        d[name] = Decimal(d[name])
-                if tag == b"r":
-                    if d.get("created_at"):
-                        d["created_at"] = datetime.fromisoformat(d["created_at"])
-                    results.append(ResultRow(**d))
-                else:
-                    d["started_at"] = datetime.fromisoformat(d["started_at"])
-                    attempts.append(AttemptRow(**d))
+        for tag, d in _lines(path):
+            if tag == b"r":
+                results.append(_row(tag, d))  # type: ignore[arg-type]
+            elif tag == b"a":
+                attempts.append(_row(tag, d))  # type: ignore[arg-type]
     return results, settle_in_flight(attempts)
 
 

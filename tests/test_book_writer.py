@@ -1,5 +1,10 @@
-"""The one writer when its run is cancelled mid-flush: the thread writing DuckDB goes on
-regardless, so the writer waits for it before the store is closed behind it."""
+"""The book's writer, on real DuckDB files and a real writer process (`batchroute.writer`).
+
+The run only journals rows; the writer process commits the closed segments. When the run is
+cancelled mid-commit (a reader holds the file), what was handed over and what was booked
+after is still committed before the run ends; when the file stays held past the busy timeout,
+the run hears a StoreError and every row stays in the journal for the next run's replay.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +12,84 @@ import asyncio
 from pathlib import Path
 
 import duckdb
+import pytest
 
-from batchroute.journal import Journal
+from batchroute.errors import StoreError
+from batchroute.journal import Journal, journal_files
 from batchroute.runner.book import Book
+from batchroute.runner.recover import recover_journal
 from batchroute.runner.work import utcnow
 from batchroute.store import ResultStore
 from batchroute.types import Record
 
 
-async def test_a_cancelled_writer_still_commits_the_flush_it_started(tmp_path: Path) -> None:
-    db = tmp_path / "results.duckdb"
-    store = ResultStore(db, write_timeout=60)
+def _book(db: Path, timeout: float) -> tuple[Book, Journal, ResultStore]:
+    store = ResultStore(db, write_timeout=timeout)
     store.migrate()
     journal = Journal(db)
     journal.open()
-    book = Book(store, journal, run_id="r1", job_name="t", now=utcnow)
-    holder = duckdb.connect(str(db))  # a reader holds the file: the flush waits and retries
+    return Book(store, journal, run_id="r1", job_name="t", now=utcnow), journal, store
+
+
+async def _until(pred: object, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 60
+    while not pred():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def _keys(db: Path) -> list[tuple[str]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT record_key FROM results ORDER BY 1").fetchall()  # type: ignore[return-value]
+    finally:
+        con.close()
+
+
+async def test_a_cancelled_writer_still_commits_what_it_handed_over(tmp_path: Path) -> None:
+    db = tmp_path / "results.duckdb"
+    book, journal, _ = _book(db, timeout=60)
+    holder = duckdb.connect(str(db))  # a reader holds the file: the commit waits and retries
     try:
         writer = asyncio.ensure_future(book.writer())
         book.invalid(Record(1, "a", None, "not JSON"), "not JSON")
-        deadline = asyncio.get_running_loop().time() + 30
-        while not journal.flushing.exists():  # the timed flush has taken the row and started
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
-        writer.cancel()
-        holder.close()  # the write in its thread can now go through
+        # The timed hand-over has closed the journal as a segment and sent it.
+        await _until(lambda: len(journal.files()) >= 2, "a segment")
+        writer.cancel()  # the run is cancelled
         await asyncio.gather(writer, return_exceptions=True)
-        # The cancelled writer returned only once its flush was committed and forgotten.
-        assert not journal.flushing.exists()
+        book.invalid(Record(2, "b", None, "not JSON"), "not JSON")  # booked after (a worker)
+        finish = asyncio.ensure_future(book.finish())
+        await asyncio.sleep(0.05)
+        assert not finish.done(), "finish must wait for the commit the held file delays"
+    finally:
+        holder.close()  # the writer process's commit can now go through
+    await finish
+    book.flush_last()  # what the run's close does: nothing is left for it
+    journal.close()
+    assert _keys(db) == [("a",), ("b",)]
+    assert journal_files(journal.path) == []
+    assert not book.writer_failed
+
+
+async def test_a_file_held_past_the_busy_timeout_stops_the_run_and_keeps_every_row(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "results.duckdb"
+    book, journal, store = _book(db, timeout=0.5)
+    holder = duckdb.connect(str(db))
+    try:
+        writer = asyncio.ensure_future(book.writer())
+        book.invalid(Record(1, "a", None, "not JSON"), "not JSON")
+        with pytest.raises(StoreError, match="locked"):
+            await writer
+        book.invalid(Record(2, "b", None, "not JSON"), "not JSON")
+        await book.finish()
+        assert book.writer_failed
+        book.flush_last()  # raised once already: nothing more, nothing written out of order
+        journal.close()
     finally:
         holder.close()
-    book.invalid(Record(2, "b", None, "not JSON"), "not JSON")
-    book.flush_last()  # what the run's close does: the rest goes in too, not to the journal
-    journal.close()
-    con = duckdb.connect(str(db), read_only=True)
-    keys = con.execute("SELECT record_key FROM results ORDER BY 1").fetchall()
-    con.close()
-    assert keys == [("a",), ("b",)]
+    assert _keys(db) == []
+    assert len(journal_files(journal.path)) >= 1
+    assert recover_journal(store) == 2  # the next run's replay writes both
+    assert _keys(db) == [("a",), ("b",)]

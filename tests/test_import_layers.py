@@ -60,6 +60,9 @@ LAYERS: dict[str, int] = {
     # The run plan composes the pure stages (prompt, classifier, router, budget arithmetic)
     # into what a run decides before its first call; pure itself, used by runner and quote.
     "plan": 4,
+    # The writer process (`python -m batchroute.writer`): applies journal segments to the store,
+    # off the run's process. Composes two stages (journal, store), so it sits above them.
+    "writer": 4,
     "runner": 5,  # the only package that wires the stages together with I/O
     "quote": 6,
     "describe": 6,  # validate's text: the resolved plan in words

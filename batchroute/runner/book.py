@@ -1,21 +1,26 @@
 """The run's books: result and attempt rows, the write-ahead journal, counters, the one writer.
 
-Every row is journaled the moment it exists (so kill -9 loses only calls in flight) and
-flushed to DuckDB by a single writer task at least once a second.
+Every row is journaled the moment it exists (so kill -9 loses only calls in flight); the run
+holds no row itself. At least once a second the journal is closed as a numbered segment and
+handed to the writer process (`runner/sink.py`, `batchroute.writer`), which commits it to
+DuckDB: the run's own process never touches the file while records flow (issue 11).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from batchroute.errors import BatchrouteError, StoreError
-from batchroute.journal import Journal
+from batchroute.errors import StoreError
+from batchroute.journal import Journal, read_segment
 from batchroute.progress import Progress
+from batchroute.runner.sink import WriterProcess
 from batchroute.runner.work import Call, Trail, WorkItem
 from batchroute.store import ResultStore
 from batchroute.types import (
@@ -31,8 +36,8 @@ from batchroute.types import (
 )
 
 FLUSH_EVERY_S = 1.0  # design §7: commit at least every second (the journal covers kill -9)
-FLUSH_ROWS = 5_000  # flush early when this many result rows wait: each flush opens the file
-MAX_BUFFERED = 4 * FLUSH_ROWS  # the feeder waits above this (pending rows after a stop)
+FLUSH_ROWS = 5_000  # hand over early when this many result rows wait: each commit opens the file
+MAX_BUFFERED = 4 * FLUSH_ROWS  # workers and feeder wait while more rows are not committed yet
 
 
 def _finite(x: Decimal | None) -> Decimal | None:
@@ -75,10 +80,15 @@ class Book:
         self.now = now
         self.counts = RunCounts()
         self.progress: Progress | None = None
-        self._results: list[ResultRow] = []
-        self._attempts: list[AttemptRow] = []
-        self._fixes: list[CostFix] = []
         self._in_flight: dict[tuple[str, int], AttemptRow] = {}
+        self._unrotated = 0  # result rows journaled since the last hand-over
+        self._dirty = False  # anything (row or fix) journaled since the last hand-over
+        self._sent: deque[tuple[Path, int]] = deque()  # segments handed over, not committed
+        self._sent_rows = 0  # their result rows
+        self._sink: WriterProcess | None = None
+        self._acks: asyncio.Task[None] | None = None
+        self._error: Exception | None = None  # the writer's failure
+        self._raised = False  # whether the writer's failure was raised to the run already
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
         self._closing = False
@@ -134,8 +144,8 @@ class Book:
             _finite(c.usage.cost if c is not None else (err.cost if err else None)),
             _finite(c.usage.upstream_cost) if c is not None and c.usage.is_byok else None,
         )
-        self._attempts.append(row)
         self.journal.append(row)
+        self._dirty = True
         self.counts.cost_usd += call.cost
 
     def _result(self, item: WorkItem | Record, status: RecordStatus, **kw: Any) -> None:
@@ -149,9 +159,10 @@ class Book:
             row.classifier, row.request_fp = item.cls.reason, item.fp
             row.tier = row.tier or item.tier
             row.arm = item.arm
-        self._results.append(row)
         self.journal.append(row)
-        if len(self._results) >= FLUSH_ROWS:
+        self._dirty = True
+        self._unrotated += 1
+        if self._unrotated >= FLUSH_ROWS:
             self._flush_now.set()
         if self.progress is not None:
             # In the tier it was routed to (its progress total), escalated or not.
@@ -159,9 +170,11 @@ class Book:
             self.progress.record(routed, status, row.cost_usd)
 
     def fix(self, fix: CostFix, delta: Decimal) -> None:
-        """A reserved attempt's real cost is known: written after the rows of the same flush
-        (not journaled: a fix lost to a kill is made again by the next run)."""
-        self._fixes.append(fix)
+        """A reserved attempt's real cost is known: journaled (tag `f`) and committed after the
+        rows of its segment; a replay skips it (a fix lost to a kill is made again by the next
+        run)."""
+        self.journal.append(fix)
+        self._dirty = True
         self.counts.cost_usd += delta
 
     def invalid(self, rec: Record, reason: str) -> None:
@@ -229,78 +242,112 @@ class Book:
         )
 
     async def room(self) -> None:
-        """Wait while more rows are buffered than MAX_BUFFERED (the writer drains them)."""
-        while len(self._results) > MAX_BUFFERED and not self._closing:
+        """Wait while more than MAX_BUFFERED result rows are not committed yet (the writer
+        process is behind, e.g. a reader holds the file)."""
+        while self._sent_rows + self._unrotated > MAX_BUFFERED and not self._closing:
             self._flush_now.set()
             self._flushed.clear()
             await self._flushed.wait()
 
     # ---------------------------------------------------------------- writer
-    def _take(self) -> tuple[list[ResultRow], list[AttemptRow], list[CostFix]]:
-        results, attempts, fixes = self._results, self._attempts, self._fixes
-        self._results, self._attempts, self._fixes = [], [], []
-        return results, attempts, fixes
+    async def start_writer(self) -> None:
+        """Start the writer process (once), as early as the run can: its start-up then
+        overlaps the run's own (store, catalogue, resume join)."""
+        if self._sink is None:
+            sink = self._sink = WriterProcess(self.store.path, self.store.write_timeout)
+            await sink.start()
+            self._acks = asyncio.ensure_future(self._read_acks(sink))
 
     async def writer(self) -> None:
-        """The one writer: flush at least every second, or early when rows pile up.
+        """Start the writer process, then hand it the journal as a segment at least every
+        second, or early when rows pile up, until `close()`. Raises the writer's StoreError
+        (a file held past the busy timeout, a full disk), which stops the run.
 
-        It stops after the flush that follows `close()`; `flush_last` writes what is left, so
-        nothing done is lost even when the pipeline fails.
+        `finish` hands over the rest once the workers are done and waits for the commit.
         """
+        await self.start_writer()
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), FLUSH_EVERY_S)
             self._flush_now.clear()
-            results, attempts, fixes = self._take()
-            if results or attempts or fixes:
-                self.journal.rotate()  # same loop step as _take: the same rows
-                for row in self._in_flight.values():  # still open: the new journal holds it
-                    self.journal.append(row)
-                try:
-                    await _finish_even_if_cancelled(
-                        asyncio.to_thread(self.store.write, results, attempts, fixes),
-                        self.journal.flushed,
-                    )
-                except BatchrouteError:
-                    self._failed()
-                    raise
-                except Exception as exc:  # e.g. OSError from a temp file: say so, stop the run
-                    self._failed()
-                    raise StoreError(f"writing results failed: {exc}") from exc
-                self.journal.flushed()
-            self._flushed.set()
+            if not self._closing:
+                self._hand_over()
+        if self._error is not None:
+            self._raised = True
+            raise self._error
 
-    def _failed(self) -> None:
+    def _hand_over(self) -> None:
+        """Close the journal as a segment and send it to the writer process."""
+        if not self._dirty or self._sink is None or self.writer_failed:
+            return
+        seg = self.journal.rotate_segment()
+        if seg is None:
+            return
+        self._dirty = False
+        for row in self._in_flight.values():  # still open: the new journal holds it
+            self.journal.append(row)
+        self._sent.append((seg, self._unrotated))
+        self._sent_rows += self._unrotated
+        self._unrotated = 0
+        self._sink.apply(seg)
+
+    async def _read_acks(self, sink: WriterProcess) -> None:
+        """Forget each segment the writer process has committed, in order."""
+        try:
+            while (seg := await sink.reply()) is not None:
+                sent, rows = self._sent.popleft()
+                assert sent == seg, f"the writer committed {seg}, expected {sent}"
+                self._sent_rows -= rows
+                self._flushed.set()
+        except StoreError as exc:
+            self._fail(exc)
+        except (OSError, ValueError) as exc:  # the pipe broke, a line too long: stop the run
+            self._fail(StoreError(f"writing results failed: {exc}"))
+
+    def _fail(self, exc: Exception) -> None:
+        self._error = self._error or exc
         self.writer_failed = True
         self._closing = True
+        self._flush_now.set()  # the writer task wakes and raises it
         self._flushed.set()  # nobody may wait for a flush that will not come
 
     def close(self) -> None:
-        """Ask the writer to stop after one more flush."""
+        """Ask the writer task to stop handing over (`finish` hands over the rest)."""
         self._closing = True
         self._flush_now.set()
         self._flushed.set()
 
+    async def finish(self) -> None:
+        """Once no row can come any more: hand the rest to the writer process and wait until
+        it has committed every segment and ended. If it failed, or this is cancelled, it is
+        killed; what it had not committed stays in the journal for the next run's replay."""
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            if not self.writer_failed:
+                self._hand_over()
+                sink.quit()
+            if self._acks is not None:
+                await self._acks
+            await sink.wait()
+        finally:
+            sink.kill()
+            if self._sent and not self.writer_failed:  # cut short: nothing may be written after
+                self._fail(StoreError("the run ended before its rows were all written"))
+
     def flush_last(self) -> None:
-        """Synchronously write whatever is left (called once the workers are done)."""
-        results, attempts, fixes = self._take()
-        if (results or attempts or fixes) and self.journal.rotate():
+        """Synchronously commit what no writer process took (it never started), in this
+        process; raise the writer's failure if the run has not heard of it yet. After a
+        failure nothing is written: the rows stay in order in the journal for the replay."""
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
+        if self.writer_failed or self._sent or not self._dirty:
+            return
+        seg = self.journal.rotate_segment()
+        if seg is not None:
+            self._dirty = False
+            results, attempts, fixes = read_segment(seg)
             self.store.write(results, attempts, fixes)
-            self.journal.flushed()
-
-
-async def _finish_even_if_cancelled(write: Awaitable[None], then: Callable[[], None]) -> None:
-    """Await a write running in a thread, then call `then`. Cancelled meanwhile (the run was),
-    it still waits for the thread, which goes on regardless: the rows it took are committed
-    (and `then` forgets their journal) before anything closes the store behind it, so the
-    last flush still writes the rest instead of leaving it to the next run's replay."""
-    task = asyncio.ensure_future(write)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):  # its error is not the news: the cancel is
-            await task
-        if task.done() and not task.cancelled() and task.exception() is None:
-            then()
-        raise
-    then()
+            seg.unlink()

@@ -99,7 +99,12 @@ class Runner:
         statuses: dict[str, int] = {}
         signals = signals_handled(self.opts.handle_signals, self._on_signal)
         with fewer_gc_passes(), signals, RunLock(self.db_path):
-            await asyncio.to_thread(self._open_store)
+            await self.book.start_writer()  # its start-up overlaps ours
+            try:
+                await asyncio.to_thread(self._open_store)
+            except BaseException:
+                await self.book.finish()
+                raise
             try:
                 await self._run_pipeline()
             except BatchrouteError as exc:
@@ -110,6 +115,7 @@ class Runner:
                     self.control.status = RunStatus.FAILED
                 if self._lookup is not None:
                     self._lookup.close()
+                await self.book.finish()  # the writer process commits the rest and ends
                 await asyncio.to_thread(self._close_store)
             statuses = await asyncio.to_thread(self.store.status_counts, self.spec.name)
         return RunReport(

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from ..types import AttemptOutcome, AttemptRow, ResultRow
-from .encode import bulk_write, dedupe, utc
+from .encode import bulk_write, dedupe, utc, write_results
 
 
 def write_missing(
@@ -28,7 +28,7 @@ def write_missing(
     merged = dedupe([r for r, had in zip(results, had_r, strict=True) if not had])
     new_attempts = [a for a, had in zip(attempts, had_a, strict=True) if not had]
     if merged:
-        bulk_write(con, "results", merged, now)
+        write_results(con, merged, now)
     if new_attempts:
         bulk_write(con, "attempts", new_attempts, now)
     return len(merged)

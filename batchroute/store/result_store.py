@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -31,8 +32,8 @@ from . import fixes as _fixes
 from . import migrations
 from . import resume as _resume
 from .columns import MONEY
-from .connect import transaction
-from .encode import bulk_write, dedupe, money, utc
+from .connect import KeptInstance, transaction
+from .encode import bulk_write, dedupe, money, utc, write_result_fields, write_results
 from .replay import write_missing
 from .reports import ReportData, check_dimensions, query_report, spent
 from .resume import ResumeLookup
@@ -47,6 +48,8 @@ class ResultStore:
         read_timeout: the same for read-only report queries (kept short: a report gives up
             with a clear StoreError rather than hang while a run flushes).
         clock: returns the current time (UTC); injectable for tests.
+        keep_instance: keep one DuckDB instance and attach the file for each write (for a
+            process that writes every second: the writer process), instead of a new one.
     """
 
     def __init__(
@@ -56,15 +59,20 @@ class ResultStore:
         write_timeout: float = 30.0,
         read_timeout: float = 3.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        keep_instance: bool = False,
     ) -> None:
         self.path = Path(path)
         self.write_timeout = write_timeout
         self.read_timeout = read_timeout
         self._clock = clock
+        # The writer process keeps one DuckDB instance and attaches the file per write.
+        self._kept = KeptInstance(self.path) if keep_instance else None
 
     def _tx(self, *, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """Open, run one transaction, commit (or roll back) and close."""
         timeout = self.read_timeout if read_only else self.write_timeout
+        if self._kept is not None and not read_only:
+            return self._kept.transaction(timeout=timeout)
         return transaction(self.path, read_only=read_only, timeout=timeout)
 
     # -- schema ---------------------------------------------------------------------------
@@ -227,7 +235,26 @@ class ResultStore:
         merged = dedupe(results)
         with self._tx() as con:
             if merged:
-                bulk_write(con, "results", merged, now)
+                write_results(con, merged, now)
+            if attempts:
+                bulk_write(con, "attempts", attempts, now)
+            if fixes:
+                _fixes.apply_fixes(con, fixes)
+
+    def write_fields(
+        self,
+        results: Sequence[dict[str, Any]],
+        attempts: Sequence[dict[str, Any]],
+        fixes: Sequence[CostFix] = (),
+    ) -> None:
+        """`write` of rows as the journal holds their fields (the writer process's fast path:
+        no row objects built). At most one result per key: `write` combines repeated keys."""
+        if not results and not attempts and not fixes:
+            return
+        now = utc(self._clock())
+        with self._tx() as con:
+            if results:
+                write_result_fields(con, results, now)
             if attempts:
                 bulk_write(con, "attempts", attempts, now)
             if fixes:

@@ -60,6 +60,14 @@ def span(xs: list[float], f: str = "{:,.0f}") -> str:
     return f.format(min(xs)) if len(xs) == 1 else f"{f.format(min(xs))}–{f.format(max(xs))}"
 
 
+def _writer_share(r: dict[str, Any]) -> str:
+    """The writer process's part of the CPU (counted in it) and its own peak RSS, if any."""
+    if not r.get("cpu_writer_s"):
+        return ""
+    us = r["cpu_writer_s"] * 1e6 / max(1, r["done"])
+    return f" ({us:.0f} in the writer process, RSS {r.get('rss_writer_kib', 0) / 1024:.0f} MiB)"
+
+
 def measure(
     tmp: Path, kind: str, job: Path, url: str, n: int, conc: int, loop: str
 ) -> dict[str, Any]:
@@ -94,8 +102,8 @@ def rounds_of(name: str, a: argparse.Namespace, sides: list[tuple[str, str]]) ->
                 runs[f"{kind}/{loop}"].append(r)
                 print(
                     f"  [{name} {rnd + 1}] {kind}/{loop}: {r['done']} done in {r['seconds']:.2f}"
-                    f" s = {r['rate']:,.0f} rec/s, CPU {r['cpu_us']:.0f} µs/rec, "
-                    f"RSS {r['rss_mib']:.0f} MiB, load {_doc.load()[0]:.2f}",
+                    f" s = {r['rate']:,.0f} rec/s, CPU {r['cpu_us']:.0f} µs/rec"
+                    f"{_writer_share(r)}, RSS {r['rss_mib']:.0f} MiB, load {_doc.load()[0]:.2f}",
                     flush=True,
                 )
     return {"n": n, "conc": conc, "lat": lat, "runs": runs}
@@ -162,8 +170,18 @@ def b_zero(a: argparse.Namespace) -> Section:
         ),
     )
     notes.append(
-        f"{label}: CPU ours/bare per round {span(cs, '{:.2f}')} (process CPU, all threads)"
+        f"{label}: CPU ours/bare per round {span(cs, '{:.2f}')} (process CPU, all threads, "
+        "plus the writer process)"
     )
+    writer = [x.get("cpu_writer_s", 0.0) * 1e6 / max(1, x["done"]) for x in ours]
+    if any(writer):
+        own = [x["cpu_us"] - w for x, w in zip(ours, writer, strict=True)]
+        own_ratio = [o / y["cpu_us"] for o, y in zip(own, bare, strict=True)]
+        notes.append(
+            f"{label}: of that CPU, the writer process (DuckDB) {span(writer)} µs/record; the "
+            f"run's own process {span(own)} µs/record = {med(own_ratio):.2f}× bare (per round "
+            f"{span(own_ratio, '{:.2f}')})"
+        )
     return Section("zero latency", rows, notes)
 
 
@@ -206,6 +224,11 @@ def b_latency1000(a: argparse.Namespace) -> Section:
     notes.append(
         f"{label}: the bare loop's RSS includes its {r['n']:,} request bodies built up front"
     )
+    if any(x.get("rss_writer_kib") for x in ours):
+        notes.append(
+            f"{label}: ours is the run's process; its writer process (DuckDB) peaked at "
+            f"{span([x.get('rss_writer_kib', 0) / 1024 for x in ours])} MiB beside it"
+        )
     return Section("1,000 ms latency", rows, notes)
 
 
@@ -225,7 +248,15 @@ def b_memory(a: argparse.Namespace) -> Section:
         f"one run each (fresh interpreter): {small_n:,} in {small['seconds']:.0f} s, "
         f"{large_n:,} in {large['seconds']:.0f} s ({large['done']:,} done)"
     )
-    return Section("memory", [row], [note])
+    notes = [note]
+    if large.get("rss_writer_kib"):
+        w_small, w_large = small["rss_writer_kib"] / 1024, large["rss_writer_kib"] / 1024
+        notes.append(
+            f"the run's process; its writer process (DuckDB) peaked at {w_large:.0f} MiB for "
+            f"{large_n:,} records and {w_small:.0f} MiB for {small_n:,} "
+            f"({w_large / w_small:.2f}×)"
+        )
+    return Section("memory", [row], notes)
 
 
 def b_store(a: argparse.Namespace) -> Section:
@@ -340,10 +371,12 @@ def summarize_profile(raw: Path) -> list[str]:
 def classify(frames: list[str]) -> tuple[str, str]:
     """A sample's category, and the innermost batchroute function (file, no line) if it is ours."""
     joined = ";".join(frames)
+    if "batchroute.writer " in joined:  # py-spy --subprocesses: the child's own process frame
+        return "writer process (DuckDB; its own process, not the event loop's)", ""
     if "importlib._bootstrap" in joined:
         return "start-up (imports)", ""
     if "batchroute/store/" in joined:
-        return "DuckDB flush (`store/`, its thread)", ""
+        return "DuckDB in the run's process (`store/`: set-up, the run's end)", ""
     if "batchroute/journal" in joined:
         return "journal", ""
     for f in reversed(frames):
@@ -371,7 +404,8 @@ def profile(a: argparse.Namespace) -> list[str]:
         spec |= {"loop": "asyncio", "db": str(tmp / "prof.duckdb")}
         (tmp / "spec.json").write_text(json.dumps(spec))
         raw = tmp / "profile.txt"
-        cmd = [spy, "record", "--rate", "250", "--format", "raw", "-o", str(raw), "--"]
+        cmd = [spy, "record", "--rate", "250", "--subprocesses", "--format", "raw", "-o"]
+        cmd += [str(raw), "--"]
         cmd += [PY, str(HERE / "_worker.py"), str(tmp / "spec.json"), str(tmp / "out.json")]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
         if done.returncode != 0 or not raw.exists():

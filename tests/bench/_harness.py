@@ -41,6 +41,19 @@ def cpu_self_s() -> float:
     return t.user + t.system
 
 
+def cpu_children_s() -> float:
+    """CPU of this process's children once reaped: batchroute's writer process (issue 11)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def peak_rss_children_kib() -> int:
+    """The largest peak RSS among this process's reaped children (the writer process)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
 @contextlib.contextmanager
 def simulator(
     *, latency_ms: float = 0, scenario: dict[str, Any] | None = None, tmp: Path | None = None
@@ -125,12 +138,13 @@ def run_in_subprocess(job: Path, base_url: str) -> dict[str, Any]:
 import json, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from _harness import run_batchroute, peak_rss_kib
+from _harness import run_batchroute, peak_rss_kib, peak_rss_children_kib
 from pathlib import Path
 s, r = run_batchroute(Path({str(job)!r}), {base_url!r})
 c = r.counts
 print(json.dumps({{"seconds": s, "done": c.done, "skipped": c.skipped, "failed": c.failed,
-                  "status": r.status.value, "rss_kib": peak_rss_kib()}}))
+                  "status": r.status.value, "rss_kib": peak_rss_kib(),
+                  "rss_writer_kib": peak_rss_children_kib()}}))
 """
     out = subprocess.run([PY, "-c", code], check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,92 @@
+"""The run's side of the writer process (`batchroute.writer`): start it, hand it closed journal
+segments, read its answers, stop it; and kill it whenever the run leaves any other way.
+
+The process runs in its own session, so a Ctrl-C at the terminal reaches only the run, which
+decides when it stops; the kernel kills it when the run dies (see `batchroute.writer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from batchroute.errors import StoreError
+
+
+class WriterProcess:
+    """One writer process for one run's database."""
+
+    def __init__(self, db_path: Path, busy_timeout_s: float) -> None:
+        self.db_path = db_path
+        self.busy_timeout_s = busy_timeout_s
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "batchroute.writer",
+            str(self.db_path),
+            repr(float(self.busy_timeout_s)),
+            str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # The run's own import path: the writer runs the very same batchroute (a source
+            # checkout, a path added at run time), whatever the environment says.
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            # Its own pipe, read only when it dies unexpectedly: an inherited stderr would
+            # keep the run's own stderr open after the run, and a traceback would print raw.
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def apply(self, segment: Path) -> None:
+        """Ask for `segment` to be committed (answered by `reply()` in order)."""
+        self._send(b"apply " + os.fsencode(segment))
+
+    def quit(self) -> None:
+        """Ask it to end once the segments sent before are committed."""
+        self._send(b"quit")
+
+    def _send(self, line: bytes) -> None:
+        assert self._proc is not None
+        assert self._proc.stdin is not None
+        if not self._proc.stdin.is_closing():  # else it has ended: `reply()` says how
+            self._proc.stdin.write(line + b"\n")
+
+    async def reply(self) -> Path | None:
+        """The next segment committed; None once it said `bye`. A failed write raises its
+        StoreError, and so does the process ending without a word (it was killed)."""
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        line = (await self._proc.stdout.readline()).rstrip(b"\n")
+        word, _, rest = line.partition(b" ")
+        if word == b"ok":
+            return Path(os.fsdecode(rest))
+        if word == b"bye":
+            return None
+        if word == b"err":
+            raise StoreError(rest.decode(errors="replace"))
+        assert self._proc.stderr is not None
+        said = (await self._proc.stderr.read()).decode(errors="replace").strip().splitlines()
+        code = await self._proc.wait()
+        why = f": {said[-1]}" if said else ""
+        raise StoreError(f"the writer process ended unexpectedly (exit {code}){why}")
+
+    async def wait(self) -> None:
+        if self._proc is not None:
+            await self._proc.wait()
+
+    def kill(self) -> None:
+        """End it now, whatever it is doing: a transaction cut short is rolled back, and its
+        segment stays for the next run's replay."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
