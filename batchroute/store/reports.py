@@ -17,9 +17,10 @@ from typing import Any
 import duckdb
 
 from ..errors import ConfigError
-from ..types import RecordStatus
+from ..types import CostSource, RecordStatus
 from .encode import utc
 
+_RESERVED = str(CostSource.RESERVED)  # booked at its worst case: the bill is not known yet
 DIMENSIONS = ("day", "tier", "model", "task", "job", "run", "arm")
 
 # Dimension → its key columns: (name, expression over the `calls` view c, over `savings` s).
@@ -48,7 +49,9 @@ class ReportRow:
 
     Calls, spend and call outcomes come from `attempts`; tokens, record outcomes and savings
     from `results` (the `savings` view): `baseline_usd` is what the priced records would have
-    cost on the job's top model, `priced_cost_usd` what they did cost.
+    cost on the job's top model, `priced_cost_usd` what they did cost. `reserved_calls` and
+    `reserved_usd`: the part of `calls` and `cost_usd` booked at a reservation (outcome unknown,
+    `cost_source = 'reserved'`), an upper bound of the bill, not the bill.
     """
 
     key: tuple[str | None, ...]
@@ -66,6 +69,8 @@ class ReportRow:
     priced: int = 0
     baseline_usd: Decimal = Decimal(0)
     priced_cost_usd: Decimal = Decimal(0)
+    reserved_calls: int = 0
+    reserved_usd: Decimal = Decimal(0)
 
     @property
     def saved_usd(self) -> Decimal:
@@ -123,6 +128,7 @@ class ReportData:
     latency: tuple[LatencyRow, ...] = ()
     baseline_models: tuple[str, ...] = ()
     record_failures: tuple[RecordFailureRow, ...] = ()
+    reserved_with_id: int = 0
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -167,6 +173,7 @@ def query_report(
         latency=_latency(con, where),
         baseline_models=_baseline_models(con, where),
         record_failures=_record_failures(con, where),
+        reserved_with_id=_reserved_with_id(con, where),
     )
 
 
@@ -229,7 +236,9 @@ def _report_groups(
         "COUNT(*) FILTER (WHERE c.outcome = 'retry'), "
         "COUNT(*) FILTER (WHERE c.outcome = 'fallback' "
         "OR (c.outcome = 'ok' AND c.model <> c.model_requested)), "
-        "COUNT(*) FILTER (WHERE c.outcome = 'escalate') "
+        "COUNT(*) FILTER (WHERE c.outcome = 'escalate'), "
+        f"COUNT(*) FILTER (WHERE c.cost_source = '{_RESERVED}'), "
+        f"COALESCE(SUM(c.cost_usd) FILTER (WHERE c.cost_source = '{_RESERVED}'), 0) "
         f"FROM calls c WHERE {where.calls()}{group}"
     )
     s_sql = (
@@ -246,7 +255,8 @@ def _report_groups(
         entry = merged.setdefault(tuple(row[:n]), {})
         entry.update(calls=int(row[n]), cost_usd=Decimal(row[n + 1]))
         entry.update(retried=int(row[n + 2]), fell_back=int(row[n + 3]))
-        entry.update(escalated=int(row[n + 4]))
+        entry.update(escalated=int(row[n + 4]), reserved_calls=int(row[n + 5]))
+        entry.update(reserved_usd=Decimal(row[n + 6]))
     k = len(RecordStatus)
     for row in con.execute(s_sql, where.params).fetchall():
         entry = merged.setdefault(tuple(row[:n]), {})
@@ -259,6 +269,17 @@ def _report_groups(
         merged[()] = {}
     ordered = sorted(merged.items(), key=lambda kv: tuple((v is None, v or "") for v in kv[0]))
     return [ReportRow(key=key, **v) for key, v in ordered]
+
+
+def _reserved_with_id(con: duckdb.DuckDBPyConnection, where: _Filter) -> int:
+    """Calls still booked at their reservation that have a generation id: the ones the next
+    run's reconciliation asks GET /generation about (`fixes.reserved_attempts`)."""
+    row = con.execute(
+        f"SELECT COUNT(*) FROM attempts c WHERE c.cost_source = '{_RESERVED}' "
+        f"AND c.generation_id IS NOT NULL AND {where.calls()}",
+        where.params,
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _failures(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[FailureRow, ...]:
