@@ -1,9 +1,9 @@
 """Report queries: spend, calls, tokens, outcomes and savings grouped by dimensions; failures,
 latency and a day's spend.
 
-Read-only SQL over an open connection, through migration 7's views: `calls` (every attempt,
-credited to the model that served it) and `savings` (every record against the job's top
-model). Rendering is `batchroute.report`'s business, not this.
+Read-only SQL over an open connection, through migration 7's views as migration 10 left them:
+`calls` (every attempt, credited to the model that served it, with its lane) and `savings`
+(every record against the job's top model). Rendering is `batchroute.report`'s business, not this.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..types import CostSource, RecordStatus
 from .encode import utc
 
 _RESERVED = str(CostSource.RESERVED)  # booked at its worst case: the bill is not known yet
-DIMENSIONS = ("day", "tier", "model", "task", "job", "run", "arm")
+DIMENSIONS = ("day", "tier", "model", "task", "job", "run", "arm", "lane")
 
 # Dimension → its key columns: (name, expression over the `calls` view c, over `savings` s).
 # Calls and spend are counted where the call was made (its day, tier, the model that served it);
@@ -34,6 +34,8 @@ _DIM_SQL: dict[str, tuple[tuple[str, str, str], ...]] = {
     "job": (("job", "c.job_name", "s.job_name"),),
     "run": (("run", "c.run_id", "s.run_id"),),
     "arm": (("arm", "c.arm", "s.arm"),),
+    # migration 10: a call's lane ('batch' or 'sync'); a record's, where its answer came from
+    "lane": (("lane", "c.lane", "s.lane"),),
 }  # fmt: skip
 
 # The savings view with the record's creation time and requested model, for filters and keys.
@@ -234,8 +236,7 @@ def _report_groups(
     c_sql = (
         f"SELECT {c_keys}COUNT(*), COALESCE(SUM(c.cost_usd), 0), "
         "COUNT(*) FILTER (WHERE c.outcome = 'retry'), "
-        "COUNT(*) FILTER (WHERE c.outcome = 'fallback' "
-        "OR (c.outcome = 'ok' AND c.model <> c.model_requested)), "
+        "COUNT(*) FILTER (WHERE c.outcome = 'fallback' OR c.served_by_other), "
         "COUNT(*) FILTER (WHERE c.outcome = 'escalate'), "
         f"COUNT(*) FILTER (WHERE c.cost_source = '{_RESERVED}'), "
         f"COALESCE(SUM(c.cost_usd) FILTER (WHERE c.cost_source = '{_RESERVED}'), 0) "
@@ -311,11 +312,13 @@ def _record_failures(
 
 
 def _latency(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[LatencyRow, ...]:
-    """Latency percentiles per served model (the `latency_by_model` view, filtered)."""
+    """Latency percentiles per served model of synchronous calls (the `latency_by_model` view,
+    filtered): a batch call's latency is its time in OpenRouter's queue."""
     rows = con.execute(
         "SELECT model, COUNT(*), quantile_cont(latency_ms, 0.5), "
         "quantile_cont(latency_ms, 0.95), quantile_cont(latency_ms, 0.99) "
-        f"FROM calls c WHERE latency_ms > 0 AND {where.calls()} GROUP BY 1 ORDER BY 1",
+        f"FROM calls c WHERE latency_ms > 0 AND c.lane = 'sync' AND {where.calls()} "
+        "GROUP BY 1 ORDER BY 1",
         where.params,
     ).fetchall()
     return tuple(LatencyRow(r[0], int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows)
