@@ -123,10 +123,11 @@ def reserved_line(data: ReportData) -> str | None:
     if data.reserved_with_id:
         line += f": the next run asks /generation again for {_calls(data.reserved_with_id)}"
     if no_id:
-        has = "has" if no_id == 1 else "have"
+        verbs = ("has", "stays", "its") if no_id == 1 else ("have", "stay", "their")
         line += (
-            f"{';' if data.reserved_with_id else ':'} {_calls(no_id)} {has} no generation id "
-            "and stays booked at its reservation (an overcount, never an undercount)"
+            f"{';' if data.reserved_with_id else ':'} {_calls(no_id)} {verbs[0]} no generation "
+            f"id and {verbs[1]} booked at {verbs[2]} reservation (an overcount, never an "
+            "undercount)"
         )
     return line
 
