@@ -722,13 +722,15 @@ async def test_an_intent_s_batch_that_expired_billed_without_result_lines_is_sti
 
 
 def test_validate_marks_a_batch_tier_and_names_the_id_it_submits(tmp_path: Path) -> None:
-    from batchroute.quote import describe_plan
+    from batchroute.catalog import Catalog
+    from batchroute.describe import describe_plan
 
     write_jsonl(tmp_path / "in.jsonl", texts(2))
     job = job_dict(tmp_path)
     job["tiers"] = {"mid": {"models": ["openai/gpt-4o-mini"], "batch": True}}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
-    lines = describe_plan(load_spec(tmp_path / "job.yaml"), tmp_path / "none.duckdb")
+    spec = load_spec(tmp_path / "job.yaml")
+    lines = describe_plan(spec, tmp_path / "none.duckdb", Catalog.shipped())
     (tier,) = [ln for ln in lines if ln.startswith("tier mid:")]
     assert tier.startswith("tier mid: openai/gpt-4o-mini (batch: as openai/gpt-4o-mini,")
     assert "24 h" in tier
