@@ -178,6 +178,8 @@ def _cost_by_model(data: ReportData) -> str:
 def _name(r: ReportRow) -> str:
     """A model row's label: the model that served, and the one asked for when it differs."""
     served, asked = (str(v) if v is not None else "(none)" for v in r.key[:2])
+    if asked == f"{served}:batch":  # the batch lane (migration 10), not another model
+        return f"{served} (batch)"
     return served if served == asked else f"{served} (for {asked.rsplit('/', 1)[-1]})"
 
 

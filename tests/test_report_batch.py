@@ -138,3 +138,12 @@ def test_batch_queue_time_is_not_a_model_s_latency(batch_db: Path) -> None:
     doc = report(batch_db, "model")
     assert [(x["model"], x["calls"]) for x in doc["latency_ms"]] == [(MODEL, sync_calls)]
     assert query(batch_db, "SELECT model, calls FROM latency_by_model") == [(MODEL, sync_calls)]
+
+
+def test_the_html_page_labels_the_batch_lane(batch_db: Path, tmp_path: Path) -> None:
+    page = tmp_path / "r.html"
+    r = run_cli("report", str(batch_db), "--html", str(page))
+    assert r.returncode == 0, r.stderr
+    text = page.read_text(encoding="utf-8")
+    assert f"{MODEL} (batch)" in text
+    assert "(for gpt-4o-mini:batch)" not in text
