@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="cost and outcome report from a DuckDB file")
     rep.add_argument("db", type=Path)
     rep.add_argument("--job", help="only this job")
-    rep.add_argument("--by", default="day", help="comma list of day,tier,model,task,job,run,arm")
+    rep.add_argument("--by", default="day", help="comma list: day,tier,model,task,job,run,arm,lane")
     rep.add_argument("--since", help="e.g. 7d, 12h or 2026-11-01")
     rep.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     rep.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report instead")

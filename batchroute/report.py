@@ -25,6 +25,7 @@ FORMATS = ("table", "csv", "json", "markdown")
 _COLUMNS = (
     "calls", "cost_usd", "retried", "fell_back", "escalated", "prompt_tokens",
     "completion_tokens", "done", "failed", "invalid", "pending", "saved_usd",
+    "reserved_calls", "reserved_usd",
 )  # fmt: skip
 _FAILURE_LEFT = (0, 4, 5)  # error_type, models, sample_message: text, not numbers
 _RECORD_FAILURE_LEFT = (0, 1, 3)  # error_type, status, sample_message
@@ -105,11 +106,38 @@ def savings_line(data: ReportData) -> str:
     )
 
 
+def _calls(n: int) -> str:
+    return f"{n} call" if n == 1 else f"{n} calls"
+
+
+def reserved_line(data: ReportData) -> str | None:
+    """How much of the total is booked at a reservation, not a bill (None: nothing is)."""
+    t = data.totals
+    if not t.reserved_calls:
+        return None
+    line = (
+        f"of which {usd(t.reserved_usd)} ({_calls(t.reserved_calls)}) is booked at its "
+        "reservation, not yet confirmed by OpenRouter"
+    )
+    no_id = t.reserved_calls - data.reserved_with_id
+    if data.reserved_with_id:
+        line += f": the next run asks /generation again for {_calls(data.reserved_with_id)}"
+    if no_id:
+        verbs = ("has", "stays", "its") if no_id == 1 else ("have", "stay", "their")
+        line += (
+            f"{';' if data.reserved_with_id else ':'} {_calls(no_id)} {verbs[0]} no generation "
+            f"id and {verbs[1]} booked at {verbs[2]} reservation (an overcount, never an "
+            "undercount)"
+        )
+    return line
+
+
 def _cells(row: ReportRow, money_text: Any = amount) -> list[str]:
     return [
         str(row.calls), money_text(row.cost_usd), str(row.retried), str(row.fell_back),
         str(row.escalated), str(row.prompt_tokens), str(row.completion_tokens), str(row.done),
         str(row.failed), str(row.invalid), str(row.pending), money_text(row.saved_usd),
+        str(row.reserved_calls), money_text(row.reserved_usd),
     ]  # fmt: skip
 
 
@@ -131,6 +159,7 @@ def _as_dict(data: ReportData, row: ReportRow) -> dict[str, object]:
         savings={"priced_records": row.priced, "baseline_usd": exact(row.baseline_usd),
                  "cost_usd": exact(row.priced_cost_usd), "saved_usd": exact(row.saved_usd),
                  "saved_pct": str(p) if (p := saved_pct(row)) is not None else None},
+        reserved={"calls": row.reserved_calls, "cost_usd": exact(row.reserved_usd)},
     )  # fmt: skip
     return out
 
@@ -153,6 +182,9 @@ def _render_json(data: ReportData) -> str:
         "rows": [_as_dict(data, r) for r in data.rows],
         "totals": _as_dict(data, data.totals),
         "rates": _rates(data.totals),
+        "reserved": {"calls": data.totals.reserved_calls,
+                     "cost_usd": exact(data.totals.reserved_usd),
+                     "with_generation_id": data.reserved_with_id, "line": reserved_line(data)},
         "savings": {**_as_dict(data, data.totals)["savings"],  # type: ignore[dict-item]
                     "baseline_models": list(data.baseline_models),
                     "line": savings_line(data)},
@@ -212,10 +244,12 @@ def _md(header: list[str], body: list[list[str]], left: Collection[int]) -> list
 def _summary(data: ReportData) -> list[str]:
     t = data.totals
     r = _rates(t)
+    reserved = reserved_line(data)
     return [
         f"records: {t.done} done, {t.failed} failed, {t.invalid} invalid, {t.pending} pending",
         f"calls: {t.calls} costing {usd(t.cost_usd)}; retry rate {pct(r['retry_rate'])}, "
         f"fallback rate {pct(r['fallback_rate'])}, escalation rate {pct(r['escalation_rate'])}",
+        *([reserved] if reserved else []),
         savings_line(data),
     ]
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from decimal import Decimal
 
-from .report import pct, rate, savings_line
+from .report import pct, rate, reserved_line, savings_line
 from .store import ReportData, ReportRow
 from .usd import usd
 
@@ -178,6 +178,8 @@ def _cost_by_model(data: ReportData) -> str:
 def _name(r: ReportRow) -> str:
     """A model row's label: the model that served, and the one asked for when it differs."""
     served, asked = (str(v) if v is not None else "(none)" for v in r.key[:2])
+    if asked == f"{served}:batch":  # the batch lane (migration 10), not another model
+        return f"{served} (batch)"
     return served if served == asked else f"{served} (for {asked.rsplit('/', 1)[-1]})"
 
 
@@ -274,6 +276,12 @@ def _cards(data: ReportData) -> str:
     ) + "</div>"  # fmt: skip
 
 
+def _reserved(data: ReportData) -> str:
+    """The part of the spend that is a reservation, not a bill (nothing when none is)."""
+    line = reserved_line(data)
+    return f'<p class="sub reserved">{_e(line)}</p>' if line else ""
+
+
 def render_html(by_day_tier: ReportData, by_model: ReportData, by_tier: ReportData) -> str:
     """The whole page, from the report grouped as HTML_PARTS says (same filters each)."""
     d = by_day_tier
@@ -292,7 +300,8 @@ def render_html(by_day_tier: ReportData, by_model: ReportData, by_tier: ReportDa
         f"<title>batchroute report: {_e(scope)}</title><style>{_CSS}</style></head><body>"
         f'<h1>batchroute report</h1><p class="sub">{_e(scope)}{_e(since)} · generated '
         f"{_e(f'{d.generated_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC')}</p>"
-        f'{_cards(d)}<p class="sub savings">{_e(savings_line(d))}</p>'
+        f"{_cards(d)}{_reserved(d)}"
+        f'<p class="sub savings">{_e(savings_line(d))}</p>'
         f'<div class="grid">{body}</div>'
         f"<section><h2>Failed calls by error type</h2>{_failures(d)}</section>"
         f"{_record_failures(d)}"

@@ -415,6 +415,11 @@ async def test_a_byok_batch_without_its_upstream_cost_keeps_its_reservation(
     (row,) = ResultStore(db).batches()
     assert _money(db) == (row.reserved_usd, row.reserved_usd)
     assert row.reserved_usd >= standin.total
+    # booked at its reservation, and said so: the report counts 'reserved' rows as unconfirmed
+    # (before: labelled 'batch_apportioned', as if it were the batch's bill)
+    assert _q(db, "SELECT DISTINCT cost_source FROM attempts") == [("reserved",)]
+    report = ResultStore(db).report(by=(), since=None, job_name=None)
+    assert (report.totals.reserved_calls, report.totals.reserved_usd) == (8, row.reserved_usd)
 
 
 async def test_a_post_whose_answer_is_lost_is_adopted_not_sent_twice(

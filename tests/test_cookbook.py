@@ -56,3 +56,25 @@ def test_each_cookbook_query_runs_and_answers(db: Path, title: str, sql: str) ->
     assert cost is not None
     if "spend per day" in title.lower() or "cost by tier" in title.lower():
         assert sum(r[-1] for r in rows) == cost[0]  # every call of the run is in the answer
+
+
+def test_failure_types_count_a_record_once_per_job(db: Path, tmp_path: Path) -> None:
+    """Two jobs may hold the same record key; `count(DISTINCT record_key)` counted the two
+    records as one (the review of issue 13)."""
+    (sql,) = [s for t, s in QUERIES if t.lower().startswith("failure types this week")]
+    copy = tmp_path / "two-jobs.duckdb"
+    shutil.copy(db, copy)
+    with duckdb.connect(str(copy)) as con:
+        # A second job whose records have the keys, results and failed calls of the first.
+        con.execute("INSERT INTO results SELECT * REPLACE ('other' AS job_name) FROM results")
+        con.execute("INSERT INTO attempts SELECT * REPLACE ('other' AS job_name) FROM attempts")
+        con.execute("UPDATE attempts SET started_at = now() AT TIME ZONE 'UTC'")
+        got = {r[0]: r[2] for r in con.execute(sql).fetchall()}
+        want = dict(
+            con.execute(
+                "SELECT error_type, count(DISTINCT (job_name, record_key)) FROM attempts "
+                "WHERE error_type IS NOT NULL GROUP BY 1"
+            ).fetchall()
+        )
+    assert want
+    assert got == want

@@ -107,6 +107,7 @@ def test_migrate_upgrades_an_older_file(tmp_path: Path) -> None:
         con.execute("ALTER TABLE runs DROP COLUMN records_duplicate")
         con.execute("ALTER TABLE results DROP COLUMN arm")
         con.execute("DROP TABLE batches")  # migration 8
+        con.execute("ALTER TABLE results DROP COLUMN line_fp")  # migration 9
         con.execute("DELETE FROM batchroute_migrations WHERE version >= 3")
     assert s.schema_version() == 2
     s.migrate()

@@ -186,6 +186,70 @@ CREATE TABLE batches (
 ours, known before OpenRouter's batch_id), so a kill -9 never loses a batch nor sends it twice.
 `items` is JSON: per record its key, line, custom_id and the classification its row needs."""
 
+_M10_LANE = f"""
+CREATE OR REPLACE VIEW calls AS
+    WITH c AS (
+        SELECT a.run_id, a.job_name, a.record_key, a.attempt_no, a.tier,
+               a.model AS model_requested,
+               regexp_replace(CASE WHEN r.model_served IS NOT NULL
+                                   AND (a.generation_id = r.generation_id
+                                        OR (a.outcome = 'ok' AND a.run_id = r.run_id))
+                              THEN r.model_served ELSE a.model END, ':batch$', '') AS model,
+               a.started_at, CAST(a.started_at AS DATE) AS day, a.latency_ms, a.http_status,
+               a.outcome, a.error_type, a.error_message, a.cost_usd, a.cost_source, r.task_type,
+               r.arm, CASE WHEN a.attempt_no = 0 THEN 'batch' ELSE 'sync' END AS lane
+        FROM attempts a LEFT JOIN results r USING (job_name, record_key))
+    SELECT *, (outcome = 'ok' AND model <> regexp_replace(model_requested, ':batch$', ''))
+                  AS served_by_other
+    FROM c;
+CREATE OR REPLACE VIEW savings AS
+    WITH latest AS (
+        SELECT * FROM baselines
+        QUALIFY row_number() OVER (PARTITION BY job_name ORDER BY recorded_at DESC) = 1),
+    priced AS (
+        SELECT r.*, COALESCE(b.model, l.model) AS baseline_model,
+               CASE WHEN r.prompt_tokens IS NOT NULL AND r.completion_tokens IS NOT NULL
+                    AND COALESCE(b.model, l.model) IS NOT NULL
+                    THEN r.prompt_tokens * COALESCE(b.prompt_usd, l.prompt_usd)
+                         + r.completion_tokens * COALESCE(b.completion_usd, l.completion_usd)
+                         + COALESCE(b.request_usd, l.request_usd) END AS baseline_usd,
+               CASE WHEN EXISTS (
+                        SELECT 1 FROM attempts a
+                        WHERE a.job_name = r.job_name AND a.record_key = r.record_key
+                          AND a.run_id = r.run_id AND a.attempt_no = 0 AND a.outcome = 'ok')
+                    THEN 'batch' ELSE 'sync' END AS lane
+        FROM results r LEFT JOIN baselines b ON b.run_id = r.run_id
+             LEFT JOIN latest l ON l.job_name = r.job_name)
+    SELECT job_name, record_key, run_id, CAST(created_at AS DATE) AS day, task_type, tier, arm,
+           regexp_replace(COALESCE(model_served, model_requested), ':batch$', '') AS model,
+           status, prompt_tokens, completion_tokens, attempts, escalations, cost_usd,
+           baseline_model, baseline_usd, CAST(baseline_usd - cost_usd AS {MONEY}) AS saved_usd,
+           lane
+    FROM priced;
+CREATE OR REPLACE VIEW fallback_rates AS
+    SELECT job_name, tier, model_requested AS model, COUNT(*) AS calls,
+           COUNT(*) FILTER (WHERE outcome = 'ok') AS ok,
+           COUNT(*) FILTER (WHERE outcome = 'retry') AS retried,
+           COUNT(*) FILTER (WHERE outcome = 'fallback') AS fell_back,
+           COUNT(*) FILTER (WHERE served_by_other) AS served_by_other,
+           COUNT(*) FILTER (WHERE outcome = 'escalate') AS escalated,
+           COUNT(*) FILTER (WHERE outcome = 'failed') AS failed,
+           (COUNT(*) FILTER (WHERE outcome = 'fallback')
+            + COUNT(*) FILTER (WHERE served_by_other)) / COUNT(*) AS fallback_rate
+    FROM calls GROUP BY ALL;
+CREATE OR REPLACE VIEW latency_by_model AS
+    SELECT model, COUNT(*) AS calls, AVG(latency_ms) AS avg_ms,
+           quantile_cont(latency_ms, 0.5) AS p50_ms, quantile_cont(latency_ms, 0.95) AS p95_ms,
+           quantile_cont(latency_ms, 0.99) AS p99_ms, MAX(latency_ms) AS max_ms
+    FROM calls WHERE latency_ms > 0 AND lane = 'sync' GROUP BY ALL;
+"""
+"""Migration 10: the batch lane in reports. A batch call is credited to the model that served
+it without the `:batch` variant's suffix (answered items named the base model, failed ones the
+id sent: one model in two rows), `model_requested` stays the id as sent, and `lane` ('batch':
+attempt_no 0, else 'sync') tells the lanes apart; `served_by_other` no longer counts every
+answered batch call as a fallback. A batch call's latency is its queue time: kept out of
+`latency_by_model`."""
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _M1_TABLES + _M1_VIEWS),
@@ -215,6 +279,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         9,
         "results.line_fp: the input line under the prompt, so resume skips it unparsed",
         "ALTER TABLE results ADD COLUMN line_fp BIGINT;",
+    ),
+    Migration(
+        10, "report views: the batch lane (calls.lane, served model without :batch)", _M10_LANE
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,9 +1,9 @@
 """Report queries: spend, calls, tokens, outcomes and savings grouped by dimensions; failures,
 latency and a day's spend.
 
-Read-only SQL over an open connection, through migration 7's views: `calls` (every attempt,
-credited to the model that served it) and `savings` (every record against the job's top
-model). Rendering is `batchroute.report`'s business, not this.
+Read-only SQL over an open connection, through migration 7's views as migration 10 left them:
+`calls` (every attempt, credited to the model that served it, with its lane) and `savings`
+(every record against the job's top model). Rendering is `batchroute.report`'s business, not this.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 import duckdb
 
 from ..errors import ConfigError
-from ..types import RecordStatus
+from ..types import CostSource, RecordStatus
 from .encode import utc
 
-DIMENSIONS = ("day", "tier", "model", "task", "job", "run", "arm")
+_RESERVED = str(CostSource.RESERVED)  # booked at its worst case: the bill is not known yet
+DIMENSIONS = ("day", "tier", "model", "task", "job", "run", "arm", "lane")
 
 # Dimension → its key columns: (name, expression over the `calls` view c, over `savings` s).
 # Calls and spend are counted where the call was made (its day, tier, the model that served it);
@@ -33,6 +34,8 @@ _DIM_SQL: dict[str, tuple[tuple[str, str, str], ...]] = {
     "job": (("job", "c.job_name", "s.job_name"),),
     "run": (("run", "c.run_id", "s.run_id"),),
     "arm": (("arm", "c.arm", "s.arm"),),
+    # migration 10: a call's lane ('batch' or 'sync'); a record's, where its answer came from
+    "lane": (("lane", "c.lane", "s.lane"),),
 }  # fmt: skip
 
 # The savings view with the record's creation time and requested model, for filters and keys.
@@ -48,7 +51,9 @@ class ReportRow:
 
     Calls, spend and call outcomes come from `attempts`; tokens, record outcomes and savings
     from `results` (the `savings` view): `baseline_usd` is what the priced records would have
-    cost on the job's top model, `priced_cost_usd` what they did cost.
+    cost on the job's top model, `priced_cost_usd` what they did cost. `reserved_calls` and
+    `reserved_usd`: the part of `calls` and `cost_usd` booked at a reservation (outcome unknown,
+    `cost_source = 'reserved'`), an upper bound of the bill, not the bill.
     """
 
     key: tuple[str | None, ...]
@@ -66,6 +71,8 @@ class ReportRow:
     priced: int = 0
     baseline_usd: Decimal = Decimal(0)
     priced_cost_usd: Decimal = Decimal(0)
+    reserved_calls: int = 0
+    reserved_usd: Decimal = Decimal(0)
 
     @property
     def saved_usd(self) -> Decimal:
@@ -123,6 +130,7 @@ class ReportData:
     latency: tuple[LatencyRow, ...] = ()
     baseline_models: tuple[str, ...] = ()
     record_failures: tuple[RecordFailureRow, ...] = ()
+    reserved_with_id: int = 0
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -167,6 +175,7 @@ def query_report(
         latency=_latency(con, where),
         baseline_models=_baseline_models(con, where),
         record_failures=_record_failures(con, where),
+        reserved_with_id=_reserved_with_id(con, where),
     )
 
 
@@ -227,9 +236,10 @@ def _report_groups(
     c_sql = (
         f"SELECT {c_keys}COUNT(*), COALESCE(SUM(c.cost_usd), 0), "
         "COUNT(*) FILTER (WHERE c.outcome = 'retry'), "
-        "COUNT(*) FILTER (WHERE c.outcome = 'fallback' "
-        "OR (c.outcome = 'ok' AND c.model <> c.model_requested)), "
-        "COUNT(*) FILTER (WHERE c.outcome = 'escalate') "
+        "COUNT(*) FILTER (WHERE c.outcome = 'fallback' OR c.served_by_other), "
+        "COUNT(*) FILTER (WHERE c.outcome = 'escalate'), "
+        f"COUNT(*) FILTER (WHERE c.cost_source = '{_RESERVED}'), "
+        f"COALESCE(SUM(c.cost_usd) FILTER (WHERE c.cost_source = '{_RESERVED}'), 0) "
         f"FROM calls c WHERE {where.calls()}{group}"
     )
     s_sql = (
@@ -246,7 +256,8 @@ def _report_groups(
         entry = merged.setdefault(tuple(row[:n]), {})
         entry.update(calls=int(row[n]), cost_usd=Decimal(row[n + 1]))
         entry.update(retried=int(row[n + 2]), fell_back=int(row[n + 3]))
-        entry.update(escalated=int(row[n + 4]))
+        entry.update(escalated=int(row[n + 4]), reserved_calls=int(row[n + 5]))
+        entry.update(reserved_usd=Decimal(row[n + 6]))
     k = len(RecordStatus)
     for row in con.execute(s_sql, where.params).fetchall():
         entry = merged.setdefault(tuple(row[:n]), {})
@@ -259,6 +270,17 @@ def _report_groups(
         merged[()] = {}
     ordered = sorted(merged.items(), key=lambda kv: tuple((v is None, v or "") for v in kv[0]))
     return [ReportRow(key=key, **v) for key, v in ordered]
+
+
+def _reserved_with_id(con: duckdb.DuckDBPyConnection, where: _Filter) -> int:
+    """Calls still booked at their reservation that have a generation id: the ones the next
+    run's reconciliation asks GET /generation about (`fixes.reserved_attempts`)."""
+    row = con.execute(
+        f"SELECT COUNT(*) FROM attempts c WHERE c.cost_source = '{_RESERVED}' "
+        f"AND c.generation_id IS NOT NULL AND {where.calls()}",
+        where.params,
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _failures(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[FailureRow, ...]:
@@ -290,11 +312,13 @@ def _record_failures(
 
 
 def _latency(con: duckdb.DuckDBPyConnection, where: _Filter) -> tuple[LatencyRow, ...]:
-    """Latency percentiles per served model (the `latency_by_model` view, filtered)."""
+    """Latency percentiles per served model of synchronous calls (the `latency_by_model` view,
+    filtered): a batch call's latency is its time in OpenRouter's queue."""
     rows = con.execute(
         "SELECT model, COUNT(*), quantile_cont(latency_ms, 0.5), "
         "quantile_cont(latency_ms, 0.95), quantile_cont(latency_ms, 0.99) "
-        f"FROM calls c WHERE latency_ms > 0 AND {where.calls()} GROUP BY 1 ORDER BY 1",
+        f"FROM calls c WHERE latency_ms > 0 AND c.lane = 'sync' AND {where.calls()} "
+        "GROUP BY 1 ORDER BY 1",
         where.params,
     ).fetchall()
     return tuple(LatencyRow(r[0], int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows)
