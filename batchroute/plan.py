@@ -271,6 +271,7 @@ class RunPlan:
         except ValueError as exc:
             path = str(self.spec.path) if self.spec.path else None
             raise SpecError(str(exc), path=path, key="routing_policy") from None
+        cuts = tuple(sketch.snap(c) for c in cuts)  # on the records' own scores, not bins
         return replace(self, cuts=cuts, scored=sketch.count)
 
     # ---------------------------------------------------------------- routing

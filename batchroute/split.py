@@ -6,7 +6,10 @@ experiment arms. Pure and synchronous; stdlib only.
   `sample()` is a bounded, sorted list of scores with the input's distribution (each bin's
   scores stand at its lower edge), which is what `thresholds.calibrate` needs. A record's
   own score is compared with the cuts exactly; the sketch only decides where the cuts lie,
-  so a share is off by at most the records of one bin (1/10,000 of the score range).
+  so a share is off by at most the records of one bin (1/10,000 of the score range). Each
+  bin also keeps its lowest and highest real score, so `snap` turns a cut made on the
+  sample into one on the real scores: a cut at a bin sends that bin's records up or keeps
+  them all down, as calibration chose for its tied sample points.
 - `in_experiment` is a pure function of (seed, record key): the same seed gives the same
   arms in every run and every resume, whatever order or subset of the input a run sees.
 """
@@ -14,6 +17,7 @@ experiment arms. Pure and synchronous; stdlib only.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Final
 
 BINS: Final = 10_000
@@ -26,13 +30,34 @@ class ScoreSketch:
 
     def __init__(self) -> None:
         self._counts = [0] * (BINS + 1)  # the last bin holds score == 1.0
+        self._low: dict[int, float] = {}  # bin → its lowest real score (at most BINS + 1 each)
+        self._high: dict[int, float] = {}
         self.count = 0
 
     def add(self, score: float) -> None:
         """Count one score."""
-        b = int(score * BINS) if score == score else 0  # NaN: the bottom (never "strong")
-        self._counts[min(max(b, 0), BINS)] += 1
+        if score != score:  # NaN: the bottom (never "strong")
+            score = 0.0
+        b = min(max(int(score * BINS), 0), BINS)
+        self._counts[b] += 1
+        self._low[b] = min(self._low.get(b, score), score)
+        self._high[b] = max(self._high.get(b, score), score)
         self.count += 1
+
+    def snap(self, cut: float) -> float:
+        """A cut chosen on `sample()` as a cut on the real scores. The sample stands each bin's
+        scores at the bin's lower edge `e`, so calibration's cut is `e` (the bin's records go
+        up) or just above `e` (they stay down); on real scores the first is the bin's lowest
+        score, the second just above its highest. Other cuts are returned as they are."""
+        b = min(max(round(cut * BINS), 0), BINS)
+        if b not in self._low:
+            return cut
+        edge = b / BINS
+        if cut == edge:
+            return self._low[b]
+        if cut == math.nextafter(edge, math.inf):
+            return math.nextafter(self._high[b], math.inf)
+        return cut
 
     def sample(self, limit: int = SAMPLE_MAX) -> list[float]:
         """At most `limit` scores, ascending, spread over the input's quantiles: every score

@@ -317,3 +317,16 @@ def test_calibration_memory_does_not_grow_with_the_input(tmp_path: Path) -> None
     assert held[2_000] > 0  # the histogram is seen...
     # ...and 18,000 more scores held in a list would add ~570 kB.
     assert held[20_000] - held[2_000] < 20_000, held
+
+
+@pytest.mark.parametrize(("n", "share", "strong"), [(1, 0.45, 0), (1, 0.6, 1), (40, 0.0, 0)])
+def test_the_dial_counts_records_not_score_bins(
+    tmp_path: Path, n: int, share: float, strong: int
+) -> None:
+    """The sketch keeps scores by bin (1/10,000 of the range); a cut it puts at a bin must still
+    split the records themselves: one record at strong share 0.45 stays weak (0.55 of one record
+    rounds to one below the cut), and strong share 0 sends none up. Before, a cut at a bin's
+    lower edge sent every record in that bin with a score above the edge up."""
+    plan = _plan(_spec(tmp_path, n=n, classifier="learned", routing_policy={"strong_share": share}))
+    items = _items(plan)
+    assert sum(i.tier in STRONG for i in items) == strong, [(i.tier, i.cls.score) for i in items]
