@@ -227,3 +227,22 @@ def test_classify_bad_arguments_exit_2_naming_them(
     assert got.returncode == 2
     assert words in got.stderr
     assert got.stdout == ""
+
+
+@pytest.mark.parametrize("classifier", ["heuristic", "learned"])
+def test_classify_reads_a_pipe_as_it_reads_the_file(tmp_path: Path, classifier: str) -> None:
+    """`cat x | batchroute classify /dev/stdin`: the pipe is kept aside once, so the cost dial's
+    second pass reads the same lines; the answer is the file's, line for line."""
+    src = write_jsonl(tmp_path / "in.jsonl", _records(30))
+    args = ["classify", "--field", "prompt", "--classifier", classifier]
+    env = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
+    piped = subprocess.run(
+        [sys.executable, "-m", "batchroute", *args[:1], "/dev/stdin", *args[1:]],
+        cwd=tmp_path, env=env, input=src.read_text(), capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    from_file = _cli(*args[:1], src, *args[1:], cwd=tmp_path)
+    assert from_file.returncode == 0, from_file.stderr
+    assert piped.stdout == from_file.stdout
+    assert len(piped.stdout.splitlines()) == 30
