@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from typing import Final
 
 BINS: Final = 10_000
@@ -32,17 +34,30 @@ class ScoreSketch:
         self._counts = [0] * (BINS + 1)  # the last bin holds score == 1.0
         self._low: dict[int, float] = {}  # bin → its lowest real score (at most BINS + 1 each)
         self._high: dict[int, float] = {}
+        self._tokens: dict[int, int] = {}  # bin → its records' prompt tokens (the cost dial)
         self.count = 0
 
-    def add(self, score: float) -> None:
-        """Count one score."""
+    def add(self, score: float, tokens: int = 0) -> None:
+        """Count one score (of a record whose prompt is about `tokens` tokens)."""
         if score != score:  # NaN: the bottom (never "strong")
             score = 0.0
         b = min(max(int(score * BINS), 0), BINS)
         self._counts[b] += 1
         self._low[b] = min(self._low.get(b, score), score)
         self._high[b] = max(self._high.get(b, score), score)
+        self._tokens[b] = self._tokens.get(b, 0) + tokens
         self.count += 1
+
+    def cost(
+        self, cuts: Sequence[float], per_call: Sequence[float], per_token: Sequence[float]
+    ) -> float:
+        """The input's expected cost routed by `cuts` (snapped: a bin is wholly on one tier),
+        tier `t` costing `per_call[t] + per_token[t] × prompt tokens` a record."""
+        total = 0.0
+        for b, low in self._low.items():
+            t = bisect_right(cuts, low)
+            total += self._counts[b] * per_call[t] + self._tokens[b] * per_token[t]
+        return total
 
     def snap(self, cut: float) -> float:
         """A cut chosen on `sample()` as a cut on the real scores. The sample stands each bin's
@@ -75,6 +90,29 @@ class ScoreSketch:
                 out.append(b / BINS)
                 j += 1
         return out
+
+
+def share_for_cost(
+    sketch: ScoreSketch,
+    ratio: float,
+    cuts_for: Callable[[float], Sequence[float]],
+    per_call: Sequence[float],
+    per_token: Sequence[float],
+) -> float:
+    """The largest strong share whose cuts (`cuts_for(share)`) keep the input's expected cost at
+    most `ratio` × all on the top tier, each record at its own prompt length: the records a
+    dial sends up need not be of the input's mean length. 0 when even 0 costs more."""
+    top = sketch.cost((), per_call[-1:], per_token[-1:])
+    if sketch.cost(cuts_for(1.0), per_call, per_token) <= ratio * top:
+        return 1.0
+    lo, hi = 0.0, 1.0  # cost(lo) ≤ target or lo = 0; cost(hi) > target
+    for _ in range(30):  # 1e-9 of a share: below one record of any input the sketch holds
+        mid = (lo + hi) / 2
+        if sketch.cost(cuts_for(mid), per_call, per_token) <= ratio * top:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _unit(seed: int, key: str) -> float:

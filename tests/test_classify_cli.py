@@ -250,3 +250,22 @@ def test_classify_reads_a_pipe_as_it_reads_the_file(tmp_path: Path, classifier: 
     assert from_file.returncode == 0, from_file.stderr
     assert piped.stdout == from_file.stdout
     assert len(piped.stdout.splitlines()) == 30
+
+
+def test_the_dry_run_says_when_max_cost_ratio_cannot_be_met(tmp_path: Path) -> None:
+    """The dial fills mid before any strong tier, so a ratio below mid's own cost is out of
+    reach: the dry run gives the cost ratio it does reach and says the asked one cannot be met,
+    rather than quiet routing at many times the ratio asked for."""
+    job = _job(tmp_path, 50, {"max_cost_ratio": 0.0001})
+    dry = _cli("run", job, "--simulate", "--dry-run", "--json", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    routing = json.loads(dry.stdout)["routing"]
+    assert routing["cost_ratio"] > 0.0001
+    text = _cli("run", job, "--simulate", "--dry-run", cwd=tmp_path)
+    assert "above max_cost_ratio 0.0001: the weak tiers alone cost more" in text.stdout
+    ok = _cli("run", _job(tmp_path, 50, {"max_cost_ratio": 0.5}), "--simulate", "--dry-run",
+              "--json", cwd=tmp_path)  # fmt: skip
+    # about 0.5: the job's experiment (20 % of records one tier up) spends on top of the dial
+    assert 0.45 < json.loads(ok.stdout)["routing"]["cost_ratio"] <= 0.55
+    again = _cli("run", tmp_path / "job.yaml", "--simulate", "--dry-run", cwd=tmp_path)
+    assert "above max_cost_ratio" not in again.stdout

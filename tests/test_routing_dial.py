@@ -330,3 +330,26 @@ def test_the_dial_counts_records_not_score_bins(
     plan = _plan(_spec(tmp_path, n=n, classifier="learned", routing_policy={"strong_share": share}))
     items = _items(plan)
     assert sum(i.tier in STRONG for i in items) == strong, [(i.tier, i.cls.score) for i in items]
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_max_cost_ratio_holds_on_the_records_own_lengths(tmp_path: Path, ratio: float) -> None:
+    """Prompts of very different lengths (a question; the same with a long text pasted in): the
+    dial's cost is that of the records themselves, each at its own length, not of records of
+    the mean length. Before, 0.5 asked gave about 0.53 on such an input."""
+    rng = random.Random(3)
+    base = _prompts()
+    rows = []
+    for i in range(2_000):
+        text = f"{rng.choice(base)} (case {i})"
+        if rng.random() < 0.3:
+            text += "\n\n" + " ".join(rng.choice(base) for _ in range(rng.randint(5, 60)))
+        rows.append({"id": f"r{i:05d}", "prompt": text})
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    spec = make_spec(tmp_path, task=None, prompt={"user": "{prompt}"}, classifier="learned",
+                     routing_policy={"max_cost_ratio": ratio})  # fmt: skip
+    plan = _plan(spec)
+    items = _items(plan)
+    cost = sum(plan.expected_call(i.tier, typical_prompt_tokens(i.messages)) for i in items)
+    top = sum(plan.expected_call("premium", typical_prompt_tokens(i.messages)) for i in items)
+    assert ratio - 0.03 <= float(cost / top) <= ratio + 0.002
