@@ -315,9 +315,9 @@ def render_quote(q: Quote) -> str:
         share = q.dial["strong_share"]
         lines.append(
             f"cost dial ({policy}; {q.dial['classifier']} scores of {q.dial['scored']} records): "
-            f"cuts {cuts}; " + ("no record sent" if share is None else f"{share:.1%}")
+            f"cuts {cuts}; " + ("no record to send" if share is None else f"{share:.1%}"
             + " of the records sent go to " + ", ".join(q.dial["strong_tiers"])
-            + (" (the experiment's moves included)" if q.arms else "")
+            + (" (the experiment's moves included)" if q.arms else ""))
         )  # fmt: skip
         ratio, asked = q.dial["cost_ratio"], q.dial["policy"].get("max_cost_ratio")
         if ratio is not None:

@@ -269,3 +269,12 @@ def test_the_dry_run_says_when_max_cost_ratio_cannot_be_met(tmp_path: Path) -> N
     assert 0.45 < json.loads(ok.stdout)["routing"]["cost_ratio"] <= 0.55
     again = _cli("run", tmp_path / "job.yaml", "--simulate", "--dry-run", cwd=tmp_path)
     assert "above max_cost_ratio" not in again.stdout
+
+
+def test_the_dial_line_of_a_dry_run_with_nothing_to_send_reads_right(tmp_path: Path) -> None:
+    job = _job(tmp_path, 20)
+    db = tmp_path / "r.duckdb"
+    assert _cli("run", job, "--simulate", "--db", db, "--quiet", cwd=tmp_path).returncode == 0
+    dry = _cli("run", job, "--simulate", "--db", db, "--dry-run", cwd=tmp_path)
+    line = next(x for x in dry.stdout.splitlines() if x.startswith("cost dial"))
+    assert line.endswith("cuts " + line.split("cuts ")[1].split(";")[0] + "; no record to send")
