@@ -317,13 +317,27 @@ def classify_lines(
     problem = (
         "no such file" if not path.exists()
         else "is a folder, not a file" if path.is_dir()
-        else "is not a regular file (it is read twice when a cost dial applies)"
-        if not path.is_file()
         else "cannot be read (no permission)" if not os.access(path, os.R_OK)
         else None
     )  # fmt: skip
     if problem is not None:
         raise ConfigError(f"{path}: {problem}")
+    if path.is_file():
+        yield from _classified(path, field=field, job=job, classifier=classifier)
+        return
+    # A pipe (`cat x | batchroute classify /dev/stdin`) is read once into a private file: the
+    # cost dial reads the input twice (calibrate, then route), a pipe gives its lines once.
+    with tempfile.TemporaryDirectory(prefix="batchroute-classify-") as tmp:
+        spool = Path(tmp) / "input.jsonl"
+        with path.open("rb") as src, spool.open("wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        yield from _classified(spool, field=field, job=job, classifier=classifier)
+
+
+def _classified(
+    path: Path, *, field: str | None, job: JobSpec | None, classifier: str | None
+) -> Iterator[bytes]:
     spec = _classify_spec(path, field, job, classifier)
     catalog = offline_catalog(spec.database_path) if job is not None else Catalog.shipped()
     plan = build_plan(spec, catalog, ResumeState(), Overrides())

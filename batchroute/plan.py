@@ -30,7 +30,7 @@ from batchroute.errors import InputError, SpecError
 from batchroute.prompt import fingerprint, line_salt, render_messages, request_params
 from batchroute.router import TierPlan, check_plans, choose_tier, resolve_tiers
 from batchroute.spec import JobSpec
-from batchroute.split import CONTROL, ScoreSketch, arm_name, in_experiment, shifted
+from batchroute.split import CONTROL, ScoreSketch, arm_name, in_experiment, share_for_cost, shifted
 from batchroute.thresholds import DEFAULT_POLICY, Cuts, calibrate, tier_index
 from batchroute.types import (
     TASK_TYPES,
@@ -246,7 +246,7 @@ class RunPlan:
         policy = policy_of(self.spec)
         if policy is None:
             return self
-        sketch, tokens = ScoreSketch(), 0
+        sketch = ScoreSketch()
         for rec in records:
             messages = render(self.spec, rec)
             if isinstance(messages, str):
@@ -254,20 +254,23 @@ class RunPlan:
             cls, explicit = classification(self.spec, rec, messages)
             if explicit or cls.score is None:
                 continue  # a given task goes by the routing table: not the dial's to split
-            sketch.add(cls.score)
-            tokens += typical_prompt_tokens(messages)
+            sketch.add(cls.score, typical_prompt_tokens(messages))
         if sketch.count == 0:
             return self
-        mean = tokens // sketch.count
-        costs = [self.expected_call(t, mean) for t in self.tiers]
+        sample, n = sketch.sample(), len(self.tiers)
+
+        def cuts_for(share: float) -> tuple[float, ...]:  # on the records' own scores, not bins
+            return tuple(map(sketch.snap, calibrate(sample, n, strong_share=share)))
+
+        if (ratio := policy.get("max_cost_ratio")) is not None:  # each record at its length
+            per_call = [float(self.expected_call(t, 0)) for t in self.tiers]
+            per_token = [(float(self.expected_call(t, 10**6)) - c) / 1e6 for t, c in
+                         zip(self.tiers, per_call, strict=True)]  # fmt: skip
+            share = share_for_cost(sketch, ratio, cuts_for, per_call, per_token)
+        else:
+            share = policy["strong_share"]
         try:
-            cuts = calibrate(
-                sketch.sample(),
-                len(costs),
-                strong_share=policy.get("strong_share"),
-                max_cost_ratio=policy.get("max_cost_ratio"),
-                tier_costs=costs,
-            )
+            cuts = cuts_for(share)
         except ValueError as exc:
             path = str(self.spec.path) if self.spec.path else None
             raise SpecError(str(exc), path=path, key="routing_policy") from None

@@ -136,8 +136,9 @@ def _expected(plan: RunPlan, item: WorkItem) -> Decimal:
     return plan.expected_call(item.tier, typical_prompt_tokens(item.messages))
 
 
-def _dial(plan: RunPlan, tiers: dict[str, TierQuote]) -> dict[str, Any] | None:
-    """The cost dial as the dry run shows it: the policy, the cuts, the strong share reached."""
+def _dial(plan: RunPlan, tiers: dict[str, TierQuote], top_usd: Decimal) -> dict[str, Any] | None:
+    """The cost dial as the dry run shows it: the policy, the cuts, the strong share reached,
+    and the expected cost as a fraction of the records sent all on the top tier (`top_usd`)."""
     policy = policy_of(plan.spec)
     if policy is None:
         return None
@@ -151,6 +152,9 @@ def _dial(plan: RunPlan, tiers: dict[str, TierQuote]) -> dict[str, Any] | None:
         "scored": plan.scored,
         "strong_tiers": names,
         "strong_share": round(strong / sent, 4) if sent else None,
+        "cost_ratio": round(float(sum(t.expected_usd for t in tiers.values()) / top_usd), 4)
+        if top_usd > 0
+        else None,
     }
 
 
@@ -213,6 +217,7 @@ def _quote(
         "record from the first model of its tier, the prompt at ~4 bytes a token, no retry"
     )
     intake = plan.intake(lookup)
+    top, top_usd = list(plan.tiers)[-1], Decimal(0)  # the dial's cost ratio is against it
     expect = getattr(lookup, "expect", None)  # a final line is then not even parsed
     records = read_records(spec.input, id_field=spec.id_field, salt=plan.line_salt, expect=expect)
     for rec in records:
@@ -230,13 +235,14 @@ def _quote(
             tq = q.tiers[a.item.tier]
             tq.records += 1
             tq.expected_usd += _expected(plan, a.item)
+            top_usd += plan.expected_call(top, typical_prompt_tokens(a.item.messages))
             tq.worst_usd += plan.worst_record(a.item)
             if spec.tiers[a.item.tier].batch:  # its batch item, then (failed) the sync chain
                 tq.worst_usd += worst_item(plan, a.item)
             _count_never_fit(plan, a.item, tq)
             if a.item.arm is not None:
                 q.arms[a.item.arm] += 1
-    q.dial = _dial(plan, q.tiers)
+    q.dial = _dial(plan, q.tiers, top_usd)
     return q
 
 
@@ -309,10 +315,17 @@ def render_quote(q: Quote) -> str:
         share = q.dial["strong_share"]
         lines.append(
             f"cost dial ({policy}; {q.dial['classifier']} scores of {q.dial['scored']} records): "
-            f"cuts {cuts}; " + ("no record sent" if share is None else f"{share:.1%}")
+            f"cuts {cuts}; " + ("no record to send" if share is None else f"{share:.1%}"
             + " of the records sent go to " + ", ".join(q.dial["strong_tiers"])
-            + (" (the experiment's moves included)" if q.arms else "")
+            + (" (the experiment's moves included)" if q.arms else ""))
         )  # fmt: skip
+        ratio, asked = q.dial["cost_ratio"], q.dial["policy"].get("max_cost_ratio")
+        if ratio is not None:
+            lines[-1] += f"; expected cost {ratio:.1%} of all on the top tier"
+            if asked is not None and ratio > asked * 1.02:  # the dial meets it on the whole input
+                lines[-1] += f" (above max_cost_ratio {asked}: the weak tiers alone cost more" + (
+                    ", or the experiment moved records up)" if q.arms else ")"
+                )
     if q.arms:
         lines.append("experiment: " + ", ".join(f"{a} {n}" for a, n in sorted(q.arms.items())))
     lines.append(f"expected: {q.expected_includes}")

@@ -31,7 +31,9 @@ How records spread over the tiers (the design decision the contract leaves to th
 
 Because the proportions inside each side are fixed, the expected cost is linear in the strong
 share, so `max_cost_ratio` is met in closed form: the largest strong share whose expected cost
-(`tier_costs`, one record per tier) is at most `max_cost_ratio` × the top tier's.
+(`tier_costs`, one record per tier) is at most `max_cost_ratio` × the top tier's. That assumes
+every record costs the same; a run's plan does not (`split.share_for_cost` prices each record
+at its own prompt length and asks this module for the cuts of the share it finds).
 
 Ties: records with one score cannot be split, so a cut lands on whichever side of a run of equal
 scores comes closer to the wanted count. With no scores at all the scores are taken as uniform on

@@ -60,15 +60,17 @@ def _records(n: int) -> list[dict[str, Any]]:
     return [{"id": f"r{i:04d}", "prompt": f"{rng.choice(base)} (case {i})"} for i in range(n)]
 
 
-def _job(tmp_path: Path, n: int, policy: dict[str, float] | None = None) -> Path:
+def _job(
+    tmp_path: Path, n: int, policy: dict[str, float] | None = None, classifier: str = "learned"
+) -> Path:
     write_jsonl(tmp_path / "in.jsonl", _records(n))
     return write_job(
         tmp_path,
         task=None,
         prompt={"user": "{prompt}"},
         tiers=TIERS,
-        classifier="learned",
-        routing_policy=policy or {"strong_share": 0.4},
+        classifier=classifier,
+        routing_policy=(policy or {"strong_share": 0.4}) if classifier == "learned" else None,
         experiment={"share": SHARE, "tier_shift": 1, "seed": SEED},
         quality=["empty"],
         limits={"max_attempts": 1, "max_escalations": 0, "concurrency": 8},
@@ -149,8 +151,10 @@ def test_a_resumed_job_routes_each_record_as_one_run_would(tmp_path: Path) -> No
 
 
 def test_every_row_a_record_gets_carries_its_arm(tmp_path: Path) -> None:
-    """Done, failed and pending rows all say which arm the record is in."""
-    job = _job(tmp_path, 150)
+    """Done, failed and pending rows all say which arm the record is in. The heuristic spreads
+    records over all four tiers (the learned dial fills only mid and premium, so its shift+1 arm
+    could never reach a tier that answers)."""
+    job = _job(tmp_path, 150, classifier="heuristic")
     scenario = tmp_path / "sc.json"
     scenario.write_text(
         json.dumps(
@@ -230,3 +234,50 @@ def test_classify_bad_arguments_exit_2_naming_them(
     assert got.returncode == 2
     assert words in got.stderr
     assert got.stdout == ""
+
+
+@pytest.mark.parametrize("classifier", ["heuristic", "learned"])
+def test_classify_reads_a_pipe_as_it_reads_the_file(tmp_path: Path, classifier: str) -> None:
+    """`cat x | batchroute classify /dev/stdin`: the pipe is kept aside once, so the cost dial's
+    second pass reads the same lines; the answer is the file's, line for line."""
+    src = write_jsonl(tmp_path / "in.jsonl", _records(30))
+    args = ["classify", "--field", "prompt", "--classifier", classifier]
+    env = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
+    piped = subprocess.run(
+        [sys.executable, "-m", "batchroute", *args[:1], "/dev/stdin", *args[1:]],
+        cwd=tmp_path, env=env, input=src.read_text(), capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    from_file = _cli(*args[:1], src, *args[1:], cwd=tmp_path)
+    assert from_file.returncode == 0, from_file.stderr
+    assert piped.stdout == from_file.stdout
+    assert len(piped.stdout.splitlines()) == 30
+
+
+def test_the_dry_run_says_when_max_cost_ratio_cannot_be_met(tmp_path: Path) -> None:
+    """The dial fills mid before any strong tier, so a ratio below mid's own cost is out of
+    reach: the dry run gives the cost ratio it does reach and says the asked one cannot be met,
+    rather than quiet routing at many times the ratio asked for."""
+    job = _job(tmp_path, 50, {"max_cost_ratio": 0.0001})
+    dry = _cli("run", job, "--simulate", "--dry-run", "--json", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    routing = json.loads(dry.stdout)["routing"]
+    assert routing["cost_ratio"] > 0.0001
+    text = _cli("run", job, "--simulate", "--dry-run", cwd=tmp_path)
+    assert "above max_cost_ratio 0.0001: the weak tiers alone cost more" in text.stdout
+    ok = _cli("run", _job(tmp_path, 50, {"max_cost_ratio": 0.5}), "--simulate", "--dry-run",
+              "--json", cwd=tmp_path)  # fmt: skip
+    # about 0.5: the job's experiment (20 % of records one tier up) spends on top of the dial
+    assert 0.45 < json.loads(ok.stdout)["routing"]["cost_ratio"] <= 0.55
+    again = _cli("run", tmp_path / "job.yaml", "--simulate", "--dry-run", cwd=tmp_path)
+    assert "above max_cost_ratio" not in again.stdout
+
+
+def test_the_dial_line_of_a_dry_run_with_nothing_to_send_reads_right(tmp_path: Path) -> None:
+    job = _job(tmp_path, 20)
+    db = tmp_path / "r.duckdb"
+    assert _cli("run", job, "--simulate", "--db", db, "--quiet", cwd=tmp_path).returncode == 0
+    dry = _cli("run", job, "--simulate", "--db", db, "--dry-run", cwd=tmp_path)
+    line = next(x for x in dry.stdout.splitlines() if x.startswith("cost dial"))
+    assert line.endswith("cuts " + line.split("cuts ")[1].split(";")[0] + "; no record to send")

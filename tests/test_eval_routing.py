@@ -155,3 +155,17 @@ def test_the_eval_command_writes_every_section_from_a_tiny_fixture(tmp_path: Pat
         assert heading in text, heading
     # all-budget on the fixture: right on every third row only
     assert "| all budget | 0.333 |" in text
+
+
+def test_random_at_equal_cost_mixes_the_two_tiers_around_the_policys_cost() -> None:
+    """The issue's baseline: random routing that spends what the router spends. Mean costs are
+    budget 1, mid 2, standard 3, premium 10, mean qualities 0.25, 0.5, 0.5, 0.75: at cost 6 the
+    best random mix is half mid, half premium (0.625; standard + premium gives 0.607, budget +
+    premium 0.528)."""
+    p = rm.Point("x", 0.9, 6.0, {"premium": 1.0})
+    r = rm.random_at_cost(p, Q, C)
+    assert r.cost == pytest.approx(6.0)
+    assert r.shares == pytest.approx({"mid": 0.5, "premium": 0.5})
+    assert r.quality == pytest.approx(0.625)
+    cheap = rm.random_at_cost(rm.Point("y", 0.0, 0.5, {}), Q, C)  # below every tier: the cheapest
+    assert cheap.shares == {"budget": 1.0}

@@ -317,3 +317,39 @@ def test_calibration_memory_does_not_grow_with_the_input(tmp_path: Path) -> None
     assert held[2_000] > 0  # the histogram is seen...
     # ...and 18,000 more scores held in a list would add ~570 kB.
     assert held[20_000] - held[2_000] < 20_000, held
+
+
+@pytest.mark.parametrize(("n", "share", "strong"), [(1, 0.45, 0), (1, 0.6, 1), (40, 0.0, 0)])
+def test_the_dial_counts_records_not_score_bins(
+    tmp_path: Path, n: int, share: float, strong: int
+) -> None:
+    """The sketch keeps scores by bin (1/10,000 of the range); a cut it puts at a bin must still
+    split the records themselves: one record at strong share 0.45 stays weak (0.55 of one record
+    rounds to one below the cut), and strong share 0 sends none up. Before, a cut at a bin's
+    lower edge sent every record in that bin with a score above the edge up."""
+    plan = _plan(_spec(tmp_path, n=n, classifier="learned", routing_policy={"strong_share": share}))
+    items = _items(plan)
+    assert sum(i.tier in STRONG for i in items) == strong, [(i.tier, i.cls.score) for i in items]
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_max_cost_ratio_holds_on_the_records_own_lengths(tmp_path: Path, ratio: float) -> None:
+    """Prompts of very different lengths (a question; the same with a long text pasted in): the
+    dial's cost is that of the records themselves, each at its own length, not of records of
+    the mean length. Before, 0.5 asked gave about 0.53 on such an input."""
+    rng = random.Random(3)
+    base = _prompts()
+    rows = []
+    for i in range(2_000):
+        text = f"{rng.choice(base)} (case {i})"
+        if rng.random() < 0.3:
+            text += "\n\n" + " ".join(rng.choice(base) for _ in range(rng.randint(5, 60)))
+        rows.append({"id": f"r{i:05d}", "prompt": text})
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    spec = make_spec(tmp_path, task=None, prompt={"user": "{prompt}"}, classifier="learned",
+                     routing_policy={"max_cost_ratio": ratio})  # fmt: skip
+    plan = _plan(spec)
+    items = _items(plan)
+    cost = sum(plan.expected_call(i.tier, typical_prompt_tokens(i.messages)) for i in items)
+    top = sum(plan.expected_call("premium", typical_prompt_tokens(i.messages)) for i in items)
+    assert ratio - 0.03 <= float(cost / top) <= ratio + 0.002

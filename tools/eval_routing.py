@@ -42,6 +42,7 @@ from routing_metrics import (  # noqa: E402
     apgr,
     oracle,
     pgr,
+    random_at_cost,
     random_like,
     route_point,
     single,
@@ -158,7 +159,7 @@ def curve_section(
         quality,
         cost,
     )
-    points += [heur, random_like(heur, quality, cost)]
+    points += [heur, random_like(heur, quality, cost), random_at_cost(heur, quality, cost)]
     head: dict[str, float] = {}
     if scores is not None:
         policy = ", ".join(f"{k}={v}" for k, v in DEFAULT_POLICY.items())
@@ -169,7 +170,7 @@ def curve_section(
             quality,
             cost,
         )
-        points += [dial, random_like(dial, quality, cost)]
+        points += [dial, random_like(dial, quality, cost), random_at_cost(dial, quality, cost)]
         head = {"quality": dial.quality / top.quality, "cost": dial.cost / top.cost}
     points.append(oracle(quality, cost))
     out = [f"## {title}", "", note, ""]

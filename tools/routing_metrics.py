@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 TIERS = ("budget", "mid", "standard", "premium")
 
@@ -120,6 +121,34 @@ def random_like(
         sum(s * mean_c[t] for t, s in p.shares.items()),
         dict(p.shares),
     )
+
+
+def random_at_cost(
+    p: Point, quality: Sequence[dict[str, float]], cost: Sequence[dict[str, float]]
+) -> Point:
+    """Random routing that spends what `p` spends (the issue's "random routing at equal cost"):
+    a random share of prompts to a dearer tier and the rest to a cheaper one, of the pairs whose
+    mean costs bracket `p.cost` the one with the best quality (the strongest such baseline);
+    clamped to the cheapest or the dearest tier outside their range."""
+    n = len(quality)
+    mean_q = {t: sum(q[t] for q in quality) / n for t in TIERS}
+    mean_c = {t: sum(c[t] for c in cost) / n for t in TIERS}
+    name = f"random, equal cost to {p.name}"
+    cheapest, dearest = min(TIERS, key=mean_c.__getitem__), max(TIERS, key=mean_c.__getitem__)
+    if p.cost <= mean_c[cheapest] or p.cost >= mean_c[dearest]:
+        t = cheapest if p.cost <= mean_c[cheapest] else dearest
+        return Point(name, mean_q[t], mean_c[t], {t: 1.0})
+    best: Point | None = None
+    for lo, hi in combinations(TIERS, 2):
+        lo, hi = sorted((lo, hi), key=mean_c.__getitem__)
+        if not mean_c[lo] <= p.cost <= mean_c[hi] or mean_c[lo] == mean_c[hi]:
+            continue
+        s = (p.cost - mean_c[lo]) / (mean_c[hi] - mean_c[lo])
+        q = mean_q[lo] + s * (mean_q[hi] - mean_q[lo])
+        if best is None or q > best.quality:
+            best = Point(name, q, p.cost, {lo: 1 - s, hi: s})
+    assert best is not None  # p.cost lies strictly between the cheapest and the dearest
+    return best
 
 
 def oracle(quality: Sequence[dict[str, float]], cost: Sequence[dict[str, float]]) -> Point:
