@@ -274,8 +274,8 @@ def journal_files(journal: Path) -> list[Path]:
     return [p for p in (flushing, *(p for _, p in segments), journal) if p.exists()]
 
 
-def _lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """(tag, fields) of each whole line of a journal file, money as Decimal."""
+def _raw_lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(tag, fields) of each whole line of a journal file, as the journal holds them."""
     with path.open("rb") as fh:
         for line in fh:
             tag = line[:1]
@@ -285,10 +285,20 @@ def _lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
                 d = orjson.loads(line[1:])
             except orjson.JSONDecodeError:
                 continue  # a line cut short by the kill: that call is redone
-            for name in _MONEY_FIELDS:
-                if d.get(name) is not None:
-                    d[name] = Decimal(d[name])
             yield tag, d
+
+
+def _decimals(d: dict[str, Any]) -> dict[str, Any]:
+    for name in _MONEY_FIELDS:
+        if d.get(name) is not None:
+            d[name] = Decimal(d[name])
+    return d
+
+
+def _lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(tag, fields) of each whole line of a journal file, money as Decimal."""
+    for tag, d in _raw_lines(path):
+        yield tag, _decimals(d)
 
 
 def _row(tag: bytes, d: dict[str, Any]) -> ResultRow | AttemptRow:
@@ -309,25 +319,14 @@ def read_segment_fields(
     results: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
     fixes: list[CostFix] = []
-    with path.open("rb") as fh:
-        for line in fh:
-            tag = line[:1]
-            if tag not in (b"r", b"a", b"f"):
-                continue  # not a row: e.g. zeros left by a power cut
-            try:
-                d = orjson.loads(line[1:])
-            except orjson.JSONDecodeError:
-                continue  # a line cut short by the kill: that call is redone
-            if tag == b"r":
-                results.append(d)
-            elif tag == b"a":
-                if d["outcome"] != AttemptOutcome.IN_FLIGHT:
-                    attempts.append(d)
-            else:
-                for name in _MONEY_FIELDS:
-                    if d.get(name) is not None:
-                        d[name] = Decimal(d[name])
-                fixes.append(CostFix(**d))
+    for tag, d in _raw_lines(path):
+        if tag == b"r":
+            results.append(d)
+        elif tag == b"a":
+            if d["outcome"] != AttemptOutcome.IN_FLIGHT:
+                attempts.append(d)
+        else:
+            fixes.append(CostFix(**_decimals(d)))
     return results, attempts, fixes
 
 
