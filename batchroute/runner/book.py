@@ -169,13 +169,16 @@ class Book:
             routed = item.tier if isinstance(item, WorkItem) else "-"
             self.progress.record(routed, status, row.cost_usd)
 
-    def fix(self, fix: CostFix, delta: Decimal) -> None:
+    def fix(self, fix: CostFix, delta: Decimal, tier: str) -> None:
         """A reserved attempt's real cost is known: journaled (tag `f`) and committed after the
         rows of its segment; a replay skips it (a fix lost to a kill is made again by the next
-        run)."""
+        run). `tier` is the one its record was routed to: once the record's row is booked, its
+        progress row moves by `delta` too (before, the row itself carries the fixed cost)."""
         self.journal.append(fix)
         self._dirty = True
         self.counts.cost_usd += delta
+        if fix.recompute_result and self.progress is not None:
+            self.progress.fixed(tier, delta)
 
     def invalid(self, rec: Record, reason: str) -> None:
         self.counts.invalid += 1

@@ -42,7 +42,8 @@ def real_cost(gc: GenerationCost | None) -> Decimal | None:
 
 @dataclass(slots=True)
 class Unsettled:
-    """One attempt booked at its reservation whose generation id is known."""
+    """One attempt booked at its reservation whose generation id is known; `tier` is the one
+    its record was routed to (the progress row its cost shows in)."""
 
     generation_id: str
     run_id: str
@@ -51,6 +52,7 @@ class Unsettled:
     attempt_no: int
     booked: Decimal
     trail: Trail
+    tier: str
 
 
 class Reconciler:
@@ -117,6 +119,7 @@ class Reconciler:
                 recompute_result=not in_flight,
             ),
             cost - u.booked,
+            u.tier,
         )
         self.fixed += 1
         self._on_change()
