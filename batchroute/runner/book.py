@@ -93,6 +93,8 @@ class Book:
         self._flushed = asyncio.Event()
         self._closing = False
         self.writer_failed = False
+        self.reserved_left = 0  # this run's attempts booked at their reservation, not fixed
+        self.reserved_left_id = 0  # …of which have a generation id (the next run asks about)
 
     # ------------------------------------------------------------------ rows
     def sending(
@@ -147,6 +149,9 @@ class Book:
         self.journal.append(row)
         self._dirty = True
         self.counts.cost_usd += call.cost
+        if row.cost_source == CostSource.RESERVED:
+            self.reserved_left += 1
+            self.reserved_left_id += row.generation_id is not None
 
     def _result(self, item: WorkItem | Record, status: RecordStatus, **kw: Any) -> None:
         rec = item.record if isinstance(item, WorkItem) else item
@@ -177,6 +182,8 @@ class Book:
         self.journal.append(fix)
         self._dirty = True
         self.counts.cost_usd += delta
+        self.reserved_left -= 1
+        self.reserved_left_id -= 1
         if fix.recompute_result and self.progress is not None:
             self.progress.fixed(tier, delta)
 

@@ -75,7 +75,6 @@ class Reconciler:
         self._gets = asyncio.Semaphore(CONCURRENT_GETS)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fixed = 0
-        self.left = 0  # still reserved when the run ended: the next run asks again
 
     def add(self, u: Unsettled) -> None:
         task = asyncio.get_running_loop().create_task(self._settle(u))
@@ -90,7 +89,6 @@ class Reconciler:
             if gc is not None and cost is not None:
                 self._apply(u, gc, cost)
                 return
-        self.left += 1
 
     async def _ask(self, generation_id: str) -> GenerationCost | None:
         async with self._gets:
@@ -137,7 +135,6 @@ class Reconciler:
             rest = [t for t in self._tasks if not t.done()]
             for t in rest:
                 t.cancel()
-            self.left += len(rest)
             await asyncio.gather(*rest, return_exceptions=True)
 
 
