@@ -216,6 +216,13 @@ class Progress:
                 t.pending += 1
         self._draw()
 
+    def fixed(self, tier: str, delta: Decimal) -> None:
+        """A record already booked in `tier` had a reserved call's real cost learnt later."""
+        t = self._tiers.get(tier)
+        if t is not None:
+            t.cost += delta
+            self._draw()
+
     def log(self, line: str) -> None:
         """A plain line (suppressed by --quiet); written above the bars when they are on."""
         if self._quiet:

@@ -93,6 +93,8 @@ class Book:
         self._flushed = asyncio.Event()
         self._closing = False
         self.writer_failed = False
+        self.reserved_left = 0  # this run's attempts booked at their reservation, not fixed
+        self.reserved_left_id = 0  # …of which have a generation id (the next run asks about)
 
     # ------------------------------------------------------------------ rows
     def sending(
@@ -147,6 +149,9 @@ class Book:
         self.journal.append(row)
         self._dirty = True
         self.counts.cost_usd += call.cost
+        if row.cost_source == CostSource.RESERVED:
+            self.reserved_left += 1
+            self.reserved_left_id += row.generation_id is not None
 
     def _result(self, item: WorkItem | Record, status: RecordStatus, **kw: Any) -> None:
         rec = item.record if isinstance(item, WorkItem) else item
@@ -169,13 +174,18 @@ class Book:
             routed = item.tier if isinstance(item, WorkItem) else "-"
             self.progress.record(routed, status, row.cost_usd)
 
-    def fix(self, fix: CostFix, delta: Decimal) -> None:
+    def fix(self, fix: CostFix, delta: Decimal, tier: str) -> None:
         """A reserved attempt's real cost is known: journaled (tag `f`) and committed after the
         rows of its segment; a replay skips it (a fix lost to a kill is made again by the next
-        run)."""
+        run). `tier` is the one its record was routed to: once the record's row is booked, its
+        progress row moves by `delta` too (before, the row itself carries the fixed cost)."""
         self.journal.append(fix)
         self._dirty = True
         self.counts.cost_usd += delta
+        self.reserved_left -= 1
+        self.reserved_left_id -= 1
+        if fix.recompute_result and self.progress is not None:
+            self.progress.fixed(tier, delta)
 
     def invalid(self, rec: Record, reason: str) -> None:
         self.counts.invalid += 1

@@ -42,7 +42,8 @@ def real_cost(gc: GenerationCost | None) -> Decimal | None:
 
 @dataclass(slots=True)
 class Unsettled:
-    """One attempt booked at its reservation whose generation id is known."""
+    """One attempt booked at its reservation whose generation id is known; `tier` is the one
+    its record was routed to (the progress row its cost shows in)."""
 
     generation_id: str
     run_id: str
@@ -51,6 +52,7 @@ class Unsettled:
     attempt_no: int
     booked: Decimal
     trail: Trail
+    tier: str
 
 
 class Reconciler:
@@ -73,7 +75,6 @@ class Reconciler:
         self._gets = asyncio.Semaphore(CONCURRENT_GETS)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fixed = 0
-        self.left = 0  # still reserved when the run ended: the next run asks again
 
     def add(self, u: Unsettled) -> None:
         task = asyncio.get_running_loop().create_task(self._settle(u))
@@ -88,7 +89,6 @@ class Reconciler:
             if gc is not None and cost is not None:
                 self._apply(u, gc, cost)
                 return
-        self.left += 1
 
     async def _ask(self, generation_id: str) -> GenerationCost | None:
         async with self._gets:
@@ -117,6 +117,7 @@ class Reconciler:
                 recompute_result=not in_flight,
             ),
             cost - u.booked,
+            u.tier,
         )
         self.fixed += 1
         self._on_change()
@@ -134,7 +135,6 @@ class Reconciler:
             rest = [t for t in self._tasks if not t.done()]
             for t in rest:
                 t.cancel()
-            self.left += len(rest)
             await asyncio.gather(*rest, return_exceptions=True)
 
 

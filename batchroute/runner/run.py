@@ -221,7 +221,7 @@ class Runner:
                     await reconciler.drain(wait)
                 finally:
                     self.book.progress.close()
-        self.notes += end_notes(reconciler, budget, self.book.counts)
+        self.notes += end_notes(reconciler, budget, self.book)
         for note in self.notes[self._announced :]:
             self._log(f"note: {note}")
         if self.control.status is RunStatus.RUNNING:

@@ -113,6 +113,7 @@ class Sender:
                     trail.attempts,
                     call.cost,
                     trail,
+                    item.tier,
                 )
             )
         c = call.completion

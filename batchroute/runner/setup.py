@@ -142,14 +142,35 @@ async def check_key(client: OpenRouterClient, budget: Budget) -> str:
     return ""
 
 
-def end_notes(reconciler: Reconciler, budget: Budget, counts: RunCounts) -> list[str]:
+def _calls(n: int) -> str:
+    return f"{n} call" if n == 1 else f"{n} calls"
+
+
+def reserved_note(fixed: int, left: int, with_id: int) -> str | None:
+    """What this run's reserved calls became: `left` of them stay booked at their reservation,
+    of which `with_id` have a generation id the next run asks /generation about; the rest (a
+    timeout, a cut call) stay an overcount. Worded as `batchroute report` says it."""
+    if not fixed and not left:
+        return None
+    note = f"{fixed} call(s) booked at their reservation got their real cost from /generation"
+    note += f"; {left} stay booked at it"
+    if with_id:
+        note += f": the next run asks /generation again for {_calls(with_id)}"
+    if no_id := left - with_id:
+        verbs = ("has", "stays", "its") if no_id == 1 else ("have", "stay", "their")
+        note += (
+            f"{';' if with_id else ':'} {_calls(no_id)} {verbs[0]} no generation id and "
+            f"{verbs[1]} booked at {verbs[2]} reservation (an overcount, never an undercount)"
+        )
+    return note
+
+
+def end_notes(reconciler: Reconciler, budget: Budget, book: Book) -> list[str]:
     """The summary's notes on what the run's calls cost and what it skipped."""
     notes = []
-    if reconciler.fixed or reconciler.left:
-        notes.append(
-            f"{reconciler.fixed} call(s) booked at their reservation got their real cost "
-            f"from /generation; {reconciler.left} stay booked at it (the next run asks again)"
-        )
+    counts = book.counts
+    if note := reserved_note(reconciler.fixed, book.reserved_left, book.reserved_left_id):
+        notes.append(note)
     if budget.overruns:
         notes.append(f"{budget.overruns} call(s) cost more than their reservation")
     if counts.duplicates:
