@@ -99,6 +99,19 @@ CREATE VIEW latency_by_model AS
 # Migration 7 (issue 13): what reports and the README's SQL cookbook read. A call is credited to
 # the model that served it (a native_fallback tier's answer may come from the chain's second
 # model), with the model it asked for beside it; a call without an answer, to the model asked.
+# The savings views' first part (migrations 7 and 10): each record's final tokens priced at its
+# run's baseline model, else the job's latest one; each view goes on with its own columns.
+_PRICED = """WITH latest AS (
+        SELECT * FROM baselines
+        QUALIFY row_number() OVER (PARTITION BY job_name ORDER BY recorded_at DESC) = 1),
+    priced AS (
+        SELECT r.*, COALESCE(b.model, l.model) AS baseline_model,
+               CASE WHEN r.prompt_tokens IS NOT NULL AND r.completion_tokens IS NOT NULL
+                    AND COALESCE(b.model, l.model) IS NOT NULL
+                    THEN r.prompt_tokens * COALESCE(b.prompt_usd, l.prompt_usd)
+                         + r.completion_tokens * COALESCE(b.completion_usd, l.completion_usd)
+                         + COALESCE(b.request_usd, l.request_usd) END AS baseline_usd"""
+
 _M7_VIEWS = f"""
 CREATE TABLE baselines (
     run_id VARCHAR PRIMARY KEY, job_name VARCHAR NOT NULL, tier VARCHAR NOT NULL,
@@ -113,16 +126,7 @@ CREATE VIEW calls AS
            a.outcome, a.error_type, a.error_message, a.cost_usd, a.cost_source, r.task_type, r.arm
     FROM attempts a LEFT JOIN results r USING (job_name, record_key);
 CREATE VIEW savings AS
-    WITH latest AS (
-        SELECT * FROM baselines
-        QUALIFY row_number() OVER (PARTITION BY job_name ORDER BY recorded_at DESC) = 1),
-    priced AS (
-        SELECT r.*, COALESCE(b.model, l.model) AS baseline_model,
-               CASE WHEN r.prompt_tokens IS NOT NULL AND r.completion_tokens IS NOT NULL
-                    AND COALESCE(b.model, l.model) IS NOT NULL
-                    THEN r.prompt_tokens * COALESCE(b.prompt_usd, l.prompt_usd)
-                         + r.completion_tokens * COALESCE(b.completion_usd, l.completion_usd)
-                         + COALESCE(b.request_usd, l.request_usd) END AS baseline_usd
+    {_PRICED}
         FROM results r LEFT JOIN baselines b ON b.run_id = r.run_id
              LEFT JOIN latest l ON l.job_name = r.job_name)
     SELECT job_name, record_key, run_id, CAST(created_at AS DATE) AS day, task_type, tier, arm,
@@ -203,16 +207,7 @@ CREATE OR REPLACE VIEW calls AS
                   AS served_by_other
     FROM c;
 CREATE OR REPLACE VIEW savings AS
-    WITH latest AS (
-        SELECT * FROM baselines
-        QUALIFY row_number() OVER (PARTITION BY job_name ORDER BY recorded_at DESC) = 1),
-    priced AS (
-        SELECT r.*, COALESCE(b.model, l.model) AS baseline_model,
-               CASE WHEN r.prompt_tokens IS NOT NULL AND r.completion_tokens IS NOT NULL
-                    AND COALESCE(b.model, l.model) IS NOT NULL
-                    THEN r.prompt_tokens * COALESCE(b.prompt_usd, l.prompt_usd)
-                         + r.completion_tokens * COALESCE(b.completion_usd, l.completion_usd)
-                         + COALESCE(b.request_usd, l.request_usd) END AS baseline_usd,
+    {_PRICED},
                CASE WHEN EXISTS (
                         SELECT 1 FROM attempts a
                         WHERE a.job_name = r.job_name AND a.record_key = r.record_key
