@@ -5,7 +5,8 @@ arguments or missing API key; 3 daily budget reached (records left pending); 4 f
 some records failed or were invalid; 5 another run holds the database lock; 6 the provider was
 unreachable or failing (records left pending); 7 Batch API batches still in flight (the next
 run collects them; not an error for cron); 130 interrupted; 141 stdout closed early
-(`report DB | head -1`), quietly, as a Unix tool that SIGPIPE ends.
+(`report DB | head -1`), quietly, as a Unix tool that SIGPIPE ends: for the commands that only
+print (report, classify, a dry run); a real run keeps the code of its outcome.
 
 What to check before any work and what to print is in `commands`. Anything unexpected is caught
 once, in `main`: one line on stderr naming a crash log (exit 1), never a raw traceback.
@@ -261,7 +262,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
         problem = commands.run_problem(report, spec)
         if problem is not None:
             _say(problem)
-        _out(commands.summary(report, code))
+        # The exit code says what happened to the run (3, 4, ...); a reader that left (`| head`)
+        # loses the summary line, not that: the outcome is also in the database.
+        with contextlib.suppress(_StdoutClosed):
+            _out(commands.summary(report, code))
         if a.simulate and not a.quiet:
             _say(commands.ledger_line(sim.ledger()))
         return code
@@ -282,8 +286,9 @@ def _cmd_classify(a: argparse.Namespace) -> int:
         for line in lines:
             out.write(line)
         out.flush()
-    except BrokenPipeError:  # `| head`: the reader has all it wants; no error at exit
+    except BrokenPipeError:  # `| head`: the rest was not classified; as `report`, exit 141
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise _StdoutClosed from None
     return EXIT_OK
 
 
