@@ -41,6 +41,7 @@ from batchroute.errors import (
 from batchroute.runner import RunOptions, RunReport, run_job
 from batchroute.spec import MAX_DAILY_USD, load_spec
 from batchroute.types import RunStatus
+from batchroute.unclassified import Unclassified
 from batchroute.usd import usd
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
@@ -280,7 +281,10 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 def _cmd_classify(a: argparse.Namespace) -> int:
     job = load_spec(a.job) if a.job is not None else None
-    lines = commands.classify_lines(a.input, field=a.field, job=job, classifier=a.classifier)
+    tally = Unclassified(a.input, a.field, job=job is not None)
+    lines = commands.classify_lines(
+        a.input, field=a.field, job=job, classifier=a.classifier, tally=tally
+    )
     out = sys.stdout.buffer
     try:
         for line in lines:
@@ -289,6 +293,10 @@ def _cmd_classify(a: argparse.Namespace) -> int:
     except BrokenPipeError:  # `| head`: the rest was not classified; as `report`, exit 141
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise _StdoutClosed from None
+    if tally.bad:  # as a run that leaves invalid records: each has its error line on stdout
+        for text in tally.lines():
+            _say(text)
+        return EXIT_FAILED
     return EXIT_OK
 
 
