@@ -387,6 +387,10 @@ class Lane:
         c = self.book.counts
         c.done += len(out.done)
         c.cost_usd += bill.total
+        # Rows written by the store, not Book.attempt: the end note counts them as `report` does
+        left = [a for a in out.attempts if a.cost_source == CostSource.RESERVED]
+        self.book.reserved_left += len(left)
+        self.book.reserved_left_id += sum(a.generation_id is not None for a in left)
         if self.book.progress is not None:
             for res in out.results:
                 self.book.progress.record(row.tier, RecordStatus(res.status), res.cost_usd)
