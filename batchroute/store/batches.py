@@ -16,7 +16,15 @@ from typing import Any
 import duckdb
 import orjson
 
-from ..types import AttemptRow, BatchItem, BatchRow, BatchStatus, ResultRow
+from ..types import (
+    AttemptOutcome,
+    AttemptRow,
+    BatchItem,
+    BatchRow,
+    BatchStatus,
+    RecordStatus,
+    ResultRow,
+)
 from .columns import MONEY
 from .encode import bulk_write, dedupe, money, utc
 
@@ -105,6 +113,29 @@ def all_rows(con: duckdb.DuckDBPyConnection, job_name: str | None) -> list[Batch
         sql += " WHERE job_name = ?"
         params.append(job_name)
     return [_row(r) for r in con.execute(sql + " ORDER BY intent_at, batch_key", params).fetchall()]
+
+
+def once_marks(con: duckdb.DuckDBPyConnection, job_name: str) -> tuple[set[str], set[str]]:
+    """Pending records of the job whose batch item a first-round batch left unanswered when it
+    expired (owed one resubmission), split into those not resubmitted yet and those a batch of
+    round 2 already held (their once is spent)."""
+    owed = {
+        str(r[0])
+        for r in con.execute(
+            "SELECT DISTINCT a.record_key FROM attempts a JOIN results r "
+            "ON r.job_name = a.job_name AND r.record_key = a.record_key "
+            "WHERE a.job_name = ? AND r.status = ? AND a.attempt_no = 0 "  # 0: a batch item
+            "AND a.outcome = ? AND a.error_type = 'batch_expired'",
+            [job_name, str(RecordStatus.PENDING), str(AttemptOutcome.RETRY)],
+        ).fetchall()
+    }
+    if not owed:
+        return set(), set()
+    rows = con.execute(
+        f"SELECT {_COLS} FROM batches WHERE job_name = ? AND round >= 2", [job_name]
+    ).fetchall()
+    spent = {i.key for r in rows for i in _row(r).items} & owed
+    return owed - spent, spent
 
 
 def known_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
