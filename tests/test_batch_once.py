@@ -79,3 +79,34 @@ def test_a_kill_after_collecting_an_expired_batch_does_not_reset_the_once_mark(
         ledger = sim.ledger()
         ((booked,),) = query(db, "SELECT SUM(cost_usd) FROM attempts")
         assert Decimal(booked) == Decimal(ledger["total_cost_usd"])
+
+
+def test_a_kill_after_collecting_failed_items_still_sends_them_synchronously(
+    tmp_path: Path,
+) -> None:
+    """A failed batch item goes through the tier's synchronous chain, not into another batch:
+    the same mark, read back after a kill as well."""
+    write_jsonl(tmp_path / "in.jsonl", texts(N))
+    scenario = tmp_path / "fail.json"
+    scenario.write_text(json.dumps({"rate_batch_item_error": 0.5, "batch_in_progress_s": 3600}))
+    db = tmp_path / "o.duckdb"
+    with simulator("--scenario", str(scenario)) as sim:
+        job = _job(tmp_path, job_endpoint(sim))
+        assert run_cli("run", str(job)).returncode == 7
+        sim.advance(7200)
+        killed = subprocess.run(
+            [sys.executable, "-m", "batchroute", "run", str(job)],
+            capture_output=True, text=True, env={**ENV, KILL_ENV: "collected"}, timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        failed = query(db, "SELECT count(*) FROM results WHERE status = 'pending'")[0][0]
+        assert 0 < failed < N
+        rerun = run_cli("run", str(job))
+        assert rerun.returncode == 0, rerun.stderr  # exit 7 before: a new batch for them
+        assert len(ResultStore(db).batches()) == 1
+        assert query(db, "SELECT status, count(*) FROM results GROUP BY 1") == [("done", N)]
+        ((sync,),) = query(db, "SELECT count(*) FROM attempts WHERE attempt_no > 0")
+        assert sync >= failed
+        ((booked,),) = query(db, "SELECT SUM(cost_usd) FROM attempts")
+        assert Decimal(booked) == Decimal(sim.ledger()["total_cost_usd"])

@@ -28,9 +28,10 @@ async def read_marks(
 ) -> None:
     """Add to the lane's marks what the database says: pending records an expired batch left
     unanswered go to `resubmit` (the round-2 batch) unless a round-2 batch already held them,
-    in which case their once is spent and they go to `retry_sync` (the tier's sync chain).
-    Kept only in memory, the mark was lost to a kill between the collect (committed) and the
-    resubmission, and the rerun batched those records as new: round 1 again."""
-    again, spent = await asyncio.to_thread(store.once_marks, job)
+    in which case their once is spent; those and the records whose batch item failed go to
+    `retry_sync` (the tier's sync chain). Kept only in memory, the marks were lost to a kill
+    between the collect (committed) and the next step, and the rerun batched those records as
+    new: round 1 again."""
+    again, sync = await asyncio.to_thread(store.once_marks, job)
     resubmit.update(again)
-    retry_sync.update(spent)
+    retry_sync.update(sync)

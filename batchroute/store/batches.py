@@ -116,26 +116,27 @@ def all_rows(con: duckdb.DuckDBPyConnection, job_name: str | None) -> list[Batch
 
 
 def once_marks(con: duckdb.DuckDBPyConnection, job_name: str) -> tuple[set[str], set[str]]:
-    """Pending records of the job whose batch item a first-round batch left unanswered when it
-    expired (owed one resubmission), split into those not resubmitted yet and those a batch of
-    round 2 already held (their once is spent)."""
-    owed = {
-        str(r[0])
-        for r in con.execute(
-            "SELECT DISTINCT a.record_key FROM attempts a JOIN results r "
-            "ON r.job_name = a.job_name AND r.record_key = a.record_key "
-            "WHERE a.job_name = ? AND r.status = ? AND a.attempt_no = 0 "  # 0: a batch item
-            "AND a.outcome = ? AND a.error_type = 'batch_expired'",
-            [job_name, str(RecordStatus.PENDING), str(AttemptOutcome.RETRY)],
-        ).fetchall()
-    }
-    if not owed:
-        return set(), set()
+    """What the collects said of the job's pending records, as the lane's two marks: records a
+    first-round batch left unanswered when it expired (a `retry` batch attempt), owed their one
+    resubmission; and records whose batch item failed or whose once is spent (a `fallback`
+    batch attempt, or a batch of round 2 held them), for the tier's synchronous chain."""
     rows = con.execute(
-        f"SELECT {_COLS} FROM batches WHERE job_name = ? AND round >= 2", [job_name]
-    ).fetchall()
-    spent = {i.key for r in rows for i in _row(r).items} & owed
-    return owed - spent, spent
+        "SELECT a.record_key, bool_or(a.outcome = ?) FROM attempts a JOIN results r "
+        "ON r.job_name = a.job_name AND r.record_key = a.record_key "
+        "WHERE a.job_name = ? AND r.status = ? AND a.attempt_no = 0 "  # 0: a batch item
+        "AND a.outcome IN (?, ?) GROUP BY a.record_key",
+        [str(AttemptOutcome.FALLBACK), job_name, str(RecordStatus.PENDING),
+         str(AttemptOutcome.RETRY), str(AttemptOutcome.FALLBACK)],
+    ).fetchall()  # fmt: skip
+    owed = {str(k) for k, failed in rows if not failed}
+    sync = {str(k) for k, failed in rows if failed}
+    if owed:
+        again = con.execute(
+            f"SELECT {_COLS} FROM batches WHERE job_name = ? AND round >= 2", [job_name]
+        ).fetchall()
+        spent = {i.key for r in again for i in _row(r).items} & owed
+        owed, sync = owed - spent, sync | spent
+    return owed, sync
 
 
 def known_ids(con: duckdb.DuckDBPyConnection) -> set[str]:

@@ -285,8 +285,8 @@ class ResultStore:
             return _batches.all_rows(con, job_name)
 
     def once_marks(self, job_name: str) -> tuple[set[str], set[str]]:
-        """Pending records owed their one resubmission after an expiry, and those that had it
-        (`batches.once_marks`)."""
+        """Pending records owed their one resubmission after an expiry, and those for the
+        synchronous chain (`batches.once_marks`)."""
         with self._tx(read_only=True) as con:
             return _batches.once_marks(con, job_name)
 
