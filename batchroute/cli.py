@@ -263,10 +263,16 @@ def _cmd_run(a: argparse.Namespace) -> int:
         problem = commands.run_problem(report, spec)
         if problem is not None:
             _say(problem)
-        # The exit code says what happened to the run (3, 4, ...); a reader that left (`| head`)
-        # loses the summary line, not that: the outcome is also in the database.
-        with contextlib.suppress(_StdoutClosed):
+        # The exit code says what happened to the run (3, 4, ...); a stdout that fails loses the
+        # summary line, not that: the outcome is also in the database.
+        try:
             _out(commands.summary(report, code))
+        except _StdoutClosed:  # the reader left (`| head`): quietly, as any Unix tool
+            pass
+        except OSError as exc:  # e.g. a full disk: said once, never a crash log
+            with contextlib.suppress(OSError):  # nor a second error when Python flushes
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _say(f"batchroute: the summary could not be written to stdout ({exc.strerror or exc})")
         if a.simulate and not a.quiet:
             _say(commands.ledger_line(sim.ledger()))
         return code

@@ -83,3 +83,24 @@ def test_commands_that_only_print_exit_141_quietly(tmp_path: Path, what: str) ->
     assert p.returncode == 141, p.stderr
     assert p.stderr == ""
     assert_quiet(p, tmp_path)
+
+
+def test_a_run_whose_stdout_is_full_still_exits_3_and_says_why_once(tmp_path: Path) -> None:
+    """Not a closed pipe but a stdout that fails (ENOSPC: /dev/full). The run's outcome still
+    decides the exit code; one line on stderr says the summary was lost (exit 1 and a crash
+    log before, for a run that had done its work)."""
+    job = _job(tmp_path, texts(20), budget={"daily_usd": 0.0005})
+    db = tmp_path / "b.duckdb"
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(
+            [sys.executable, "-m", "batchroute", "run", str(job), "--simulate", "--db", str(db),
+             "--quiet"],
+            stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120,
+            env={**ENV, "TMPDIR": str(tmp_path)}, check=False,
+        )  # fmt: skip
+    assert p.returncode == 3, p.stderr
+    assert_quiet(p, tmp_path)
+    lines = [ln for ln in p.stderr.splitlines() if "stdout" in ln]
+    assert len(lines) == 1, p.stderr
+    assert "No space left on device" in lines[0]
+    assert query(db, "SELECT status FROM runs") == [("budget_exhausted",)]
