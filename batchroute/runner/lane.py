@@ -111,7 +111,7 @@ class Lane:
             else:
                 self.held.update(i.key for i in row.items)
                 self._open.append((row, None))
-        await read_marks(self.store, self.job, self.resubmit, self.retry_sync)  # kill-proof
+        await read_marks(self.store, self.plan.spec, self.resubmit, self.retry_sync)  # kill-proof
         if self._open:
             n = sum(len(r.items) for r, _ in self._open)
             self._say(f"{len(self._open)} batch(es) of {n} records still in flight")

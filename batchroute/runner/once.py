@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 
+from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 
 KILL_ENV = "BATCHROUTE_TEST_KILL_AT"
@@ -24,7 +25,7 @@ def kill_point(name: str) -> None:
 
 
 async def read_marks(
-    store: ResultStore, job: str, resubmit: set[str], retry_sync: set[str]
+    store: ResultStore, spec: JobSpec, resubmit: set[str], retry_sync: set[str]
 ) -> None:
     """Add to the lane's marks what the database says: pending records an expired batch left
     unanswered go to `resubmit` (the round-2 batch) unless a round-2 batch already held them,
@@ -32,6 +33,8 @@ async def read_marks(
     `retry_sync` (the tier's sync chain). Kept only in memory, the marks were lost to a kill
     between the collect (committed) and the next step, and the rerun batched those records as
     new: round 1 again."""
-    again, sync = await asyncio.to_thread(store.once_marks, job)
+    if not any(t.batch for t in spec.tiers.values()):  # no batch tier reads the marks
+        return
+    again, sync = await asyncio.to_thread(store.once_marks, spec.name)
     resubmit.update(again)
     retry_sync.update(sync)

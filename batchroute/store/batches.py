@@ -121,12 +121,12 @@ def once_marks(con: duckdb.DuckDBPyConnection, job_name: str) -> tuple[set[str],
     resubmission; and records whose batch item failed or whose once is spent (a `fallback`
     batch attempt, or a batch of round 2 held them), for the tier's synchronous chain."""
     rows = con.execute(
-        "SELECT a.record_key, bool_or(a.outcome = ?) FROM attempts a JOIN results r "
-        "ON r.job_name = a.job_name AND r.record_key = a.record_key "
-        "WHERE a.job_name = ? AND r.status = ? AND a.attempt_no = 0 "  # 0: a batch item
-        "AND a.outcome IN (?, ?) GROUP BY a.record_key",
-        [str(AttemptOutcome.FALLBACK), job_name, str(RecordStatus.PENDING),
-         str(AttemptOutcome.RETRY), str(AttemptOutcome.FALLBACK)],
+        "SELECT record_key, bool_or(outcome = ?) FROM attempts "
+        "WHERE job_name = ? AND attempt_no = 0 AND outcome IN (?, ?) "  # 0: a batch item
+        "AND record_key IN (SELECT record_key FROM results WHERE job_name = ? AND status = ?) "
+        "GROUP BY record_key",
+        [str(AttemptOutcome.FALLBACK), job_name, str(AttemptOutcome.RETRY),
+         str(AttemptOutcome.FALLBACK), job_name, str(RecordStatus.PENDING)],
     ).fetchall()  # fmt: skip
     owed = {str(k) for k, failed in rows if not failed}
     sync = {str(k) for k, failed in rows if failed}
