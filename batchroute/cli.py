@@ -5,7 +5,8 @@ arguments or missing API key; 3 daily budget reached (records left pending); 4 f
 some records failed or were invalid; 5 another run holds the database lock; 6 the provider was
 unreachable or failing (records left pending); 7 Batch API batches still in flight (the next
 run collects them; not an error for cron); 130 interrupted; 141 stdout closed early
-(`report DB | head -1`), quietly, as a Unix tool that SIGPIPE ends.
+(`report DB | head -1`), quietly, as a Unix tool that SIGPIPE ends: for the commands that only
+print (report, classify, a dry run); a real run keeps the code of its outcome.
 
 What to check before any work and what to print is in `commands`. Anything unexpected is caught
 once, in `main`: one line on stderr naming a crash log (exit 1), never a raw traceback.
@@ -40,6 +41,7 @@ from batchroute.errors import (
 from batchroute.runner import RunOptions, RunReport, run_job
 from batchroute.spec import MAX_DAILY_USD, load_spec
 from batchroute.types import RunStatus
+from batchroute.unclassified import Unclassified
 from batchroute.usd import usd
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
@@ -261,7 +263,16 @@ def _cmd_run(a: argparse.Namespace) -> int:
         problem = commands.run_problem(report, spec)
         if problem is not None:
             _say(problem)
-        _out(commands.summary(report, code))
+        # The exit code says what happened to the run (3, 4, ...); a stdout that fails loses the
+        # summary line, not that: the outcome is also in the database.
+        try:
+            _out(commands.summary(report, code))
+        except _StdoutClosed:  # the reader left (`| head`): quietly, as any Unix tool
+            pass
+        except OSError as exc:  # e.g. a full disk: said once, never a crash log
+            with contextlib.suppress(OSError):  # nor a second error when Python flushes
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _say(f"batchroute: the summary could not be written to stdout ({exc.strerror or exc})")
         if a.simulate and not a.quiet:
             _say(commands.ledger_line(sim.ledger()))
         return code
@@ -276,14 +287,22 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 def _cmd_classify(a: argparse.Namespace) -> int:
     job = load_spec(a.job) if a.job is not None else None
-    lines = commands.classify_lines(a.input, field=a.field, job=job, classifier=a.classifier)
+    tally = Unclassified(a.input, a.field, job=job is not None)
+    lines = commands.classify_lines(
+        a.input, field=a.field, job=job, classifier=a.classifier, tally=tally
+    )
     out = sys.stdout.buffer
     try:
         for line in lines:
             out.write(line)
         out.flush()
-    except BrokenPipeError:  # `| head`: the reader has all it wants; no error at exit
+    except BrokenPipeError:  # `| head`: the rest was not classified; as `report`, exit 141
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise _StdoutClosed from None
+    if tally.bad:  # as a run that leaves invalid records: each has its error line on stdout
+        for text in tally.lines():
+            _say(text)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -33,6 +33,7 @@ from batchroute.runner import RunReport
 from batchroute.spec import DEFAULT_CLASSIFIER, JobSpec, PromptSpec
 from batchroute.store import ResultStore
 from batchroute.types import ResumeState
+from batchroute.unclassified import Unclassified
 from batchroute.usd import exact, usd
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
@@ -310,10 +311,21 @@ def _classify_spec(
 
 
 def classify_lines(
-    path: Path, *, field: str | None, job: JobSpec | None, classifier: str | None
+    path: Path,
+    *,
+    field: str | None,
+    job: JobSpec | None,
+    classifier: str | None,
+    tally: Unclassified | None = None,
 ) -> Iterator[bytes]:
     """`batchroute classify`: one JSON line per input line, routed as `run` routes it (the
-    plan's classification, cost dial and experiment); a bad line gets a line with its error."""
+    plan's classification, cost dial and experiment); a bad line gets a line with its error,
+    and is noted in `tally`.
+
+    Raises:
+        ConfigError: once every line is read, if no record has a field the prompt needs.
+    """
+    tally = tally or Unclassified(path, field, job=job is not None)
     problem = (
         "no such file" if not path.exists()
         else "is a folder, not a file" if path.is_dir()
@@ -323,7 +335,7 @@ def classify_lines(
     if problem is not None:
         raise ConfigError(f"{path}: {problem}")
     if path.is_file():
-        yield from _classified(path, field=field, job=job, classifier=classifier)
+        yield from _classified(path, field=field, job=job, classifier=classifier, tally=tally)
         return
     # A pipe (`cat x | batchroute classify /dev/stdin`) is read once into a private file: the
     # cost dial reads the input twice (calibrate, then route), a pipe gives its lines once.
@@ -332,21 +344,31 @@ def classify_lines(
         with path.open("rb") as src, spool.open("wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
-        yield from _classified(spool, field=field, job=job, classifier=classifier)
+        yield from _classified(spool, field=field, job=job, classifier=classifier, tally=tally)
 
 
 def _classified(
-    path: Path, *, field: str | None, job: JobSpec | None, classifier: str | None
+    path: Path,
+    *,
+    field: str | None,
+    job: JobSpec | None,
+    classifier: str | None,
+    tally: Unclassified,
 ) -> Iterator[bytes]:
     spec = _classify_spec(path, field, job, classifier)
     catalog = offline_catalog(spec.database_path) if job is not None else Catalog.shipped()
     plan = build_plan(spec, catalog, ResumeState(), Overrides())
     plan = plan.calibrated(read_records(path, id_field=spec.id_field))
+    needs = spec.prompt.fields()
     for rec in read_records(path, id_field=spec.id_field):
         messages = render_record(spec, rec)
+        tally.seen += 1
         out: dict[str, Any]
         if isinstance(messages, str):
             out = {"key": rec.key, "line": rec.line_no, "error": messages}
+            has = sorted(rec.fields or ())
+            lacks = None if rec.fields is None else min(needs.difference(has), default=None)
+            tally.note(rec.line_no, messages, lacks, has)
         else:
             item = classify_item(spec, plan.params, rec, messages, plan.cuts)
             c = item.cls
@@ -361,3 +383,4 @@ def _classified(
                 "arm": item.arm,
             }
         yield orjson.dumps(out) + b"\n"
+    tally.check_all_lacking()

@@ -37,7 +37,7 @@ from batchroute.plan import (
     strong_tiers,
 )
 from batchroute.reader import read_keys, read_records
-from batchroute.runner.batching import worst_item
+from batchroute.runner.batching import expected_item, worst_item
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import KeyLookup, ResumeState
@@ -130,15 +130,22 @@ class Quote:
         }
 
 
-def _expected(plan: RunPlan, item: WorkItem) -> Decimal:
-    """A typical answer from the first model of the record's tier, a prompt of ~4 bytes a
-    token (the worst case is the plan's: what the run reserves, call by call)."""
-    return plan.expected_call(item.tier, typical_prompt_tokens(item.messages))
+def _expected(plan: RunPlan, tier: str, item: WorkItem) -> Decimal:
+    """A typical answer from the first model of `tier`, a prompt of ~4 bytes a token, at the
+    price the lane is billed for a batch tier (the worst case is the plan's: what the run
+    reserves, call by call)."""
+    tokens = typical_prompt_tokens(item.messages)
+    if plan.spec.tiers[tier].batch:
+        return expected_item(plan, tier, tokens)
+    return plan.expected_call(tier, tokens)
 
 
-def _dial(plan: RunPlan, tiers: dict[str, TierQuote], top_usd: Decimal) -> dict[str, Any] | None:
+def _dial(
+    plan: RunPlan, tiers: dict[str, TierQuote], sent_usd: Decimal, top_usd: Decimal
+) -> dict[str, Any] | None:
     """The cost dial as the dry run shows it: the policy, the cuts, the strong share reached,
-    and the expected cost as a fraction of the records sent all on the top tier (`top_usd`)."""
+    and the expected cost (`sent_usd`) as a fraction of the records sent all on the top tier
+    (`top_usd`)."""
     policy = policy_of(plan.spec)
     if policy is None:
         return None
@@ -152,9 +159,7 @@ def _dial(plan: RunPlan, tiers: dict[str, TierQuote], top_usd: Decimal) -> dict[
         "scored": plan.scored,
         "strong_tiers": names,
         "strong_share": round(strong / sent, 4) if sent else None,
-        "cost_ratio": round(float(sum(t.expected_usd for t in tiers.values()) / top_usd), 4)
-        if top_usd > 0
-        else None,
+        "cost_ratio": round(float(sent_usd / top_usd), 4) if top_usd > 0 else None,
     }
 
 
@@ -216,8 +221,14 @@ def _quote(
         f"one answer of {min(spec.request.max_tokens, TYPICAL_COMPLETION_TOKENS)} tokens per "
         "record from the first model of its tier, the prompt at ~4 bytes a token, no retry"
     )
+    if any(spec.tiers[t].batch for t in plan.tiers):
+        q.expected_includes += (
+            "; batch tiers at the listed `:batch` price, else half the price (as batches are "
+            "typically billed)"
+        )
     intake = plan.intake(lookup)
     top, top_usd = list(plan.tiers)[-1], Decimal(0)  # the dial's cost ratio is against it
+    dial_usd = Decimal(0)
     expect = getattr(lookup, "expect", None)  # a final line is then not even parsed
     records = read_records(spec.input, id_field=spec.id_field, salt=plan.line_salt, expect=expect)
     for rec in records:
@@ -234,15 +245,19 @@ def _quote(
         elif a.item is not None:
             tq = q.tiers[a.item.tier]
             tq.records += 1
-            tq.expected_usd += _expected(plan, a.item)
-            top_usd += plan.expected_call(top, typical_prompt_tokens(a.item.messages))
+            tq.expected_usd += _expected(plan, a.item.tier, a.item)
+            tokens = typical_prompt_tokens(a.item.messages)
+            # The dial's ratio at the prices the dial calibrates with (synchronous ones).
+            dial_usd += plan.expected_call(a.item.tier, tokens)
+            top_usd += plan.expected_call(top, tokens)
             tq.worst_usd += plan.worst_record(a.item)
-            if spec.tiers[a.item.tier].batch:  # its batch item, then (failed) the sync chain
-                tq.worst_usd += worst_item(plan, a.item)
+            if spec.tiers[a.item.tier].batch:  # its batch item, resubmitted once (an expired
+                # batch's item that ran, billed, may show no result line), then the sync chain
+                tq.worst_usd += 2 * worst_item(plan, a.item)
             _count_never_fit(plan, a.item, tq)
             if a.item.arm is not None:
                 q.arms[a.item.arm] += 1
-    q.dial = _dial(plan, q.tiers, top_usd)
+    q.dial = _dial(plan, q.tiers, dial_usd, top_usd)
     return q
 
 
@@ -268,6 +283,7 @@ def worst_terms(plan: RunPlan) -> dict[str, Any]:
         "byok_fee": str(BYOK_FEE),
         "web_search": any(plan.searches(m) for t in plan.tiers.values() for m in t.models),
         "native_fallback_tiers": [n for n, t in plan.tiers.items() if t.native_fallback],
+        "batch_tiers": [n for n in plan.tiers if spec.tiers[n].batch],
     }
 
 
@@ -288,6 +304,12 @@ def worst_line(terms: dict[str, Any]) -> str:
             f"; in {', '.join(native)} (native_fallback) each call at the dearest model that "
             "may serve it"
             if native
+            else ""
+        )
+        + (
+            f"; in {', '.join(terms['batch_tiers'])} (batch) two batch items first (an expired "
+            "batch's items are resubmitted once), each at the submitted id's listed price"
+            if terms.get("batch_tiers")
             else ""
         )
     )

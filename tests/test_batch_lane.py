@@ -770,3 +770,38 @@ async def test_a_5001_record_tier_is_two_batches_and_its_large_post_does_not_blo
     assert max(len(p) for p in standin.posts) > 2**20
     assert _statuses(db) == {"done": 5001}
     assert _money(db) == (standin.total, standin.total)
+
+
+async def test_the_dry_run_s_worst_case_counts_the_batch_item_twice(
+    tmp_path: Path, serve: Any
+) -> None:
+    """An expired batch whose items ran (billed) but that shows no result lines: every item is
+    resubmitted once, and billed again. So a record may pay two batch items before its
+    synchronous chain, and the quote's worst case must hold both (before: one)."""
+    from batchroute.catalog import Catalog
+    from batchroute.lookup import MemoryLookup
+    from batchroute.plan import Overrides, build_plan
+    from batchroute.quote import quote
+    from batchroute.reader import read_records
+    from batchroute.types import ResumeState
+
+    n = 6
+    standin = BatchStandIn(expire=1, expire_answered=n, hide_expired=True)
+    job = _job(tmp_path, n)
+    report = await _run(job, await serve(standin), wait=True)
+    assert report.status is RunStatus.COMPLETED
+    assert len(standin.billed) == 2  # the expired batch and its resubmission, both billed
+    assert standin.billed[0] == standin.billed[1] > 0
+    db = tmp_path / "results.duckdb"
+    assert _money(db)[0] >= standin.total  # both bills booked
+    spec = load_spec(job)
+    plan = build_plan(spec, Catalog.shipped(), ResumeState(), Overrides())
+    intake = plan.intake(MemoryLookup())
+    chain = lane = Decimal(0)
+    for rec in read_records(spec.input, id_field=spec.id_field):
+        item = intake.admit(rec).item
+        assert item is not None
+        chain += plan.worst_record(item)
+        lane += B.worst_item(plan, item)
+    q = quote(spec, db_path=tmp_path / "none.duckdb", today=utcnow().date())
+    assert q.tiers["mid"].worst_usd >= chain + 2 * lane

@@ -70,6 +70,8 @@ LAYERS: dict[str, int] = {
     # The HTML report draws what `report` computes (savings line, rates): the one edge inside
     # the composer layer, in ALLOWED.
     "report_html": 6,
+    # What `classify` could not classify: the stderr lines and the verdict (exit 2 or 4).
+    "unclassified": 6,
     # The one money formatter (issue 13): progress, quote, report and commands print through it.
     "usd": 0,
     # What the CLI does behind its arguments (checks, printed texts, crash log); only cli uses it.

@@ -56,6 +56,7 @@ def test_the_sample_jobs_quote_says_what_the_worst_case_counts(tmp_path: Path) -
         "byok_fee": "0.05",
         "web_search": False,
         "native_fallback_tiers": [],
+        "batch_tiers": [],
     }
     mixed = _quote(ROOT / "jobs" / "mixed.yaml", "--db", db)
     assert mixed["worst_case_counts"]["native_fallback_tiers"] == ["mid"]

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from batchroute.budget import USD_PLACES
+from batchroute.budget import USD_PLACES, quantize_usd
 from batchroute.catalog import ModelInfo
 from batchroute.client import parse_completion
 from batchroute.errors import UpstreamError
-from batchroute.plan import RunPlan, WorkItem
+from batchroute.plan import TYPICAL_COMPLETION_TOKENS, RunPlan, WorkItem
 from batchroute.types import Completion, CostSource
 
 MAX_REQUESTS = 5_000  # per batch (batch-api.md §3)
@@ -57,6 +57,22 @@ def worst_item(plan: RunPlan, item: WorkItem) -> Decimal:
     chain, so a batch tier's worst case is this plus `RunPlan.worst_record` (the dry run's)."""
     first = batch_model(plan.tiers[item.tier].models[0], plan.catalog.models)
     return plan.worst_call((first, other_form(first)), item.prompt_bound)
+
+
+BATCH_TYPICAL = Decimal("0.5")
+"""What a batch item costs against the standard price when the catalogue lists no `:batch`
+variant: "typically billed at 50 %" (batch-api.md "Pricing"; the simulator's default). For
+expected costs only: a reservation never counts on it."""
+
+
+def expected_item(plan: RunPlan, tier: str, prompt_tokens: int) -> Decimal:
+    """What a record's batch item typically costs: a typical answer billed at the listed
+    `:batch` price of the id the lane submits, else at the typical batch discount."""
+    base = plan.tiers[tier].models[0]
+    model = batch_model(base, plan.catalog.models)
+    out = min(plan.spec.request.max_tokens, TYPICAL_COMPLETION_TOKENS)
+    cost = plan.info(model).cost(prompt_tokens, out)
+    return quantize_usd(cost if model != base else cost * BATCH_TYPICAL)
 
 
 def why_not_batchable(

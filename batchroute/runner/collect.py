@@ -10,11 +10,13 @@ from decimal import Decimal
 
 from batchroute.runner import quality
 from batchroute.runner.batching import Bill, ItemResult
+from batchroute.runner.book import Book
 from batchroute.types import (
     AttemptOutcome,
     AttemptRow,
     BatchItem,
     BatchRow,
+    CostSource,
     RecordStatus,
     ResultRow,
 )
@@ -37,6 +39,14 @@ class Collected:
     done: list[str] = field(default_factory=list)  # record keys
     retry_sync: list[str] = field(default_factory=list)  # failed items: the tier's sync chain
     resubmit: list[str] = field(default_factory=list)  # unanswered in an expired batch, round 1
+
+    def count_reserved(self, book: Book) -> None:
+        """Add this batch's attempts booked at their reservation to the run's count of them:
+        the store writes these rows, not `Book.attempt`, which counts its own; the end note
+        then says what `report` says."""
+        kept = [a for a in self.attempts if a.cost_source == CostSource.RESERVED]
+        book.reserved_left += len(kept)
+        book.reserved_left_id += sum(a.generation_id is not None for a in kept)
 
 
 def collect_rows(

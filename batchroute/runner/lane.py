@@ -34,6 +34,7 @@ from batchroute.runner import batching as B
 from batchroute.runner.adopt import adopt
 from batchroute.runner.book import Book
 from batchroute.runner.collect import GONE, TERMINAL, collect_rows
+from batchroute.runner.once import kill_point, read_marks
 from batchroute.runner.work import Control, RunOptions, Trail
 from batchroute.store import ResultStore
 from batchroute.types import BatchItem, BatchRow, BatchStatus, CostSource, RecordStatus, RunStatus
@@ -110,6 +111,7 @@ class Lane:
             else:
                 self.held.update(i.key for i in row.items)
                 self._open.append((row, None))
+        await read_marks(self.store, self.plan.spec, self.resubmit, self.retry_sync)  # kill-proof
         if self._open:
             n = sum(len(r.items) for r, _ in self._open)
             self._say(f"{len(self._open)} batch(es) of {n} records still in flight")
@@ -382,11 +384,13 @@ class Lane:
         )  # fmt: skip
         row.settled_usd, row.finished_at, row.error_message = bill.total, now, message
         await asyncio.to_thread(self.store.collect_batch, row, out.results, out.attempts)
+        kill_point("collected")  # tests only: a kill before the expired items are resubmitted
         self.retry_sync.update(out.retry_sync)
         self.resubmit.update(out.resubmit)
         c = self.book.counts
         c.done += len(out.done)
         c.cost_usd += bill.total
+        out.count_reserved(self.book)  # for the end note, as `report` counts them
         if self.book.progress is not None:
             for res in out.results:
                 self.book.progress.record(row.tier, RecordStatus(res.status), res.cost_usd)

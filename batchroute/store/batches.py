@@ -16,7 +16,15 @@ from typing import Any
 import duckdb
 import orjson
 
-from ..types import AttemptRow, BatchItem, BatchRow, BatchStatus, ResultRow
+from ..types import (
+    AttemptOutcome,
+    AttemptRow,
+    BatchItem,
+    BatchRow,
+    BatchStatus,
+    RecordStatus,
+    ResultRow,
+)
 from .columns import MONEY
 from .encode import bulk_write, dedupe, money, utc
 
@@ -105,6 +113,30 @@ def all_rows(con: duckdb.DuckDBPyConnection, job_name: str | None) -> list[Batch
         sql += " WHERE job_name = ?"
         params.append(job_name)
     return [_row(r) for r in con.execute(sql + " ORDER BY intent_at, batch_key", params).fetchall()]
+
+
+def once_marks(con: duckdb.DuckDBPyConnection, job_name: str) -> tuple[set[str], set[str]]:
+    """What the collects said of the job's pending records, as the lane's two marks: records a
+    first-round batch left unanswered when it expired (a `retry` batch attempt), owed their one
+    resubmission; and records whose batch item failed or whose once is spent (a `fallback`
+    batch attempt, or a batch of round 2 held them), for the tier's synchronous chain."""
+    rows = con.execute(
+        "SELECT record_key, bool_or(outcome = ?) FROM attempts "
+        "WHERE job_name = ? AND attempt_no = 0 AND outcome IN (?, ?) "  # 0: a batch item
+        "AND record_key IN (SELECT record_key FROM results WHERE job_name = ? AND status = ?) "
+        "GROUP BY record_key",
+        [str(AttemptOutcome.FALLBACK), job_name, str(AttemptOutcome.RETRY),
+         str(AttemptOutcome.FALLBACK), job_name, str(RecordStatus.PENDING)],
+    ).fetchall()  # fmt: skip
+    owed = {str(k) for k, failed in rows if not failed}
+    sync = {str(k) for k, failed in rows if failed}
+    if owed:
+        again = con.execute(
+            f"SELECT {_COLS} FROM batches WHERE job_name = ? AND round >= 2", [job_name]
+        ).fetchall()
+        spent = {i.key for r in again for i in _row(r).items} & owed
+        owed, sync = owed - spent, sync | spent
+    return owed, sync
 
 
 def known_ids(con: duckdb.DuckDBPyConnection) -> set[str]:

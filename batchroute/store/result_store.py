@@ -284,6 +284,12 @@ class ResultStore:
         with self._tx(read_only=True) as con:
             return _batches.all_rows(con, job_name)
 
+    def once_marks(self, job_name: str) -> tuple[set[str], set[str]]:
+        """Pending records owed their one resubmission after an expiry, and those for the
+        synchronous chain (`batches.once_marks`)."""
+        with self._tx(read_only=True) as con:
+            return _batches.once_marks(con, job_name)
+
     def known_batch_ids(self) -> set[str]:
         """OpenRouter batch ids already claimed by a row."""
         with self._tx() as con:
