@@ -51,9 +51,9 @@ def lead_features(text: str) -> list[int]:
     words = _LEAD_WORD.findall(text[:80].lower(), 0)[:2]
     if not words:
         return []
-    out = [crc32(b"#v1:" + words[0].encode())]
+    out = [crc32(("#v1:" + words[0]).encode("utf-8", "surrogatepass"))]
     if len(words) > 1:
-        out.append(crc32(("#v2:" + " ".join(words)).encode()))
+        out.append(crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass")))
     return out
 
 
