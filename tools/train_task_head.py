@@ -191,6 +191,10 @@ GRIDS: dict[str, list[Row]] = {
         (0.5, 3.0, "balanced", 20_000, True),
         (0.5, 0.0, "balanced", 20_000, True),
     ],
+    "scale": [
+        (0.5, 1.0, "balanced", 20_000, True),
+        (0.5, 10.0, "balanced", 20_000, True),
+    ],
 }
 
 
