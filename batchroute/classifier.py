@@ -328,17 +328,8 @@ def _complexity(window: str, vocab: set[str], words: int, task: str) -> tuple[st
     return level, cue
 
 
-def classify(text: str, *, system: str = "") -> Classification:
-    """Classify one rendered prompt.
-
-    Args:
-        text: the rendered user message.
-        system: the system prompt, if any; it can state the task ("You are a translator").
-
-    Returns:
-        A `Classification` whose `reason` names the rule that fired and the main complexity
-        cue, e.g. ``"rule:code_review;cx:long"``.
-    """
+def _verdict(text: str, system: str) -> tuple[str, str, str, set[str], int]:
+    """(task, reason, lower-cased window, its words, word count): the rules' part of classify."""
     window = text if len(text) <= _HEAD + _TAIL else text[:_HEAD] + "\n" + text[-_TAIL:]
     code = any(h in window for h in _CODE_HINTS) and _CODE.search(window) is not None
     window = window.lower()
@@ -356,5 +347,27 @@ def classify(text: str, *, system: str = "") -> Classification:
     if not task:
         task = "chat" if words <= 40 else "analysis"
         reason = f"default:{task}"
+    return task, reason, window, vocab, words
+
+
+def rule_verdict(text: str, *, system: str = "") -> tuple[str, str]:
+    """(task type, the rule that decided it) without the complexity score: what the learned
+    task head stacks on (`task_head.heuristic_features`)."""
+    task, reason, _, _, _ = _verdict(text, system)
+    return task, reason
+
+
+def classify(text: str, *, system: str = "") -> Classification:
+    """Classify one rendered prompt.
+
+    Args:
+        text: the rendered user message.
+        system: the system prompt, if any; it can state the task ("You are a translator").
+
+    Returns:
+        A `Classification` whose `reason` names the rule that fired and the main complexity
+        cue, e.g. ``"rule:code_review;cx:long"``.
+    """
+    task, reason, window, vocab, words = _verdict(text, system)
     level, cue = _complexity(window, vocab, words, task)
     return Classification(task_type=task, complexity=level, reason=f"{reason};cx:{cue}")

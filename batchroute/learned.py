@@ -31,6 +31,7 @@ from itertools import pairwise
 from typing import Final
 from zlib import crc32
 
+from . import task_head
 from .types import COMPLEXITIES, TASK_TYPES, Classification
 
 MODEL_FILE: Final = "data/router_model.bin"
@@ -139,17 +140,27 @@ def predict(text: str, *, system: str = "", model: Model | None = None) -> tuple
     cost relative to a typical prompt's: monotone in "quality bought per dollar by going strong".
     """
     m = model or load_model()
+    ids = features(text, system=system)
+    task, score = _predict_ids(ids, m)
+    # The shipped router file holds the routing heads only (no classes): the task type comes
+    # from the task head, stacked on the heuristic's verdict (task_head.py, its own file).
+    return task or task_head.predict(ids, text, system=system), score
+
+
+def _predict_ids(ids: list[int], m: Model) -> tuple[str, float]:
+    """(the router file's own task type, or "" when it has no task columns; routing score)."""
     get = m.rows.get
-    rows = [r for r in map(get, features(text, system=system)) if r is not None]
+    rows = [r for r in map(get, ids) if r is not None]
     # zip(*rows) turns the present rows into one tuple per output: C-level work, no boxing
     sums = [sum(c) for c in zip(*map(m.weights.__getitem__, rows), strict=True)] or [0.0] * len(
         m.intercepts
     )
     logits = [b + x for b, x in zip(m.intercepts, sums, strict=True)]
     task_logits = logits[:-2]
-    best = max(range(len(task_logits)), key=task_logits.__getitem__)  # first on ties
+    best = max(range(len(task_logits)), key=task_logits.__getitem__, default=-1)  # first on ties
     rel_cost = math.exp(min(max(logits[-1] - m.cost_ref, -20.0), 20.0))
-    return m.classes[best], _sigmoid(m.score_scale * logits[-2] / rel_cost)
+    task = m.classes[best] if best >= 0 else ""
+    return task, _sigmoid(m.score_scale * logits[-2] / rel_cost)
 
 
 def classify(text: str, *, system: str = "") -> Classification:

@@ -48,6 +48,7 @@ STAGES = (
     "thresholds",  # issue 12: score cut points (the cost dial), pure
     "learned",  # issue 12: the learned router, reads its shipped model file
     "split",  # issue 12: the cost dial's score sample and the experiment arms (pure)
+    "task_head",  # issue 12: the learned task-type head, reads its shipped model file
 )
 # Rank of each top-level module or package ("" is batchroute/__init__): imports go to lower ranks.
 LAYERS: dict[str, int] = {
@@ -91,6 +92,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     "Moving ModelInfo into types is a 50-line move (its prices and cost methods), not one line.",
     ("router", "catalog"): "the tiers are resolved against the catalogue (which models exist, "
     "their context and price order): the same pure data as above.",
+    ("learned", "task_head"): "the learned router's task type is the task head's (its own "
+    "model file, stacked on the heuristic): learned computes the shared word features once and "
+    "hands them over, which keeps a prompt at one feature pass.",
+    ("task_head", "classifier"): "the task head stacks on the heuristic's verdict "
+    "(`classifier.rule_verdict`, pure): the rule that fired is one of its features.",
     ("journal", "lock"): "real_db_path, one line both must share: the lock and the journal "
     "belong to the database's real path, so two names for one file get one of each.",
     ("report_html", "report"): "the HTML report prints the text report's own savings line, "

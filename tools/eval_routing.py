@@ -50,7 +50,7 @@ from routing_metrics import (  # noqa: E402
     task_scores,
 )
 
-from batchroute import classifier, learned  # noqa: E402
+from batchroute import classifier, learned, task_head  # noqa: E402
 from batchroute.router import choose_tier  # noqa: E402
 from batchroute.spec import JobSpec  # noqa: E402
 from batchroute.thresholds import DEFAULT_POLICY, calibrate, tier_index  # noqa: E402
@@ -84,7 +84,13 @@ def task_section(sets: dict[str, list[Labelled]], f1: dict[str, dict[str, float]
     out = ["## Task type", ""]
     out += [
         "A prediction the set's mapping also accepts (e.g. MT-Bench `stem` → simple_qa or "
-        "analysis) counts as right; macro-F1 is over the gold labels present.",
+        "analysis) counts as right; macro-F1 is over the gold labels present. The mappings are "
+        "`tools/routing_data.py`'s (WizardLM: 14 prompts labelled by hand, each with its "
+        "reason there). The learned task type is the task head "
+        f"(`batchroute/{task_head.MODEL_FILE}`, {task_head.load().meta.get('trained_on')}); "
+        "its constants were chosen by 5-fold CV on its training set "
+        "(`python tools/train_task_head.py --cv full`, `--cv lead`, `--cv scale`), never on "
+        "these sets.",
         "",
         "| set | n | heuristic acc | heuristic macro-F1 | learned acc | learned macro-F1 |",
         "|---|---|---|---|---|---|",
@@ -310,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("Auto-J test", "MT-Bench turn 1")
             for d in [f1[name]["learned"] - f1[name]["heuristic"]]
         ),
+        f"WizardLM (never trained on; the generalisation check): learned task-type macro-F1 − "
+        f"heuristic = {f1['WizardLM']['learned'] - f1['WizardLM']['heuristic']:+.3f}.",
         "",
         *section,
     ]

@@ -65,6 +65,12 @@ AUTOJ_MAP: dict[str, str] = {
             "reading_comprehension",
             "explaining_general",
             "asking_how_to_question",
+            # Multiple-choice, fill-in-the-blank and true/false knowledge questions ("Which
+            # composer wrote Für Elise? A) …"): recall, like the heuristic's multiple_choice rule
+            # and WizardLM's Common-Sense; it was deep_reasoning, which taught the head that any
+            # domain question is reasoning. Chosen from the scenario's definition and its train
+            # prompts, not from any evaluation score.
+            "solving_exam_question_without_math",
         ],
         "simple_qa",
     ),
@@ -87,11 +93,7 @@ AUTOJ_MAP: dict[str, str] = {
         "analysis",
     ),
     **dict.fromkeys(
-        [
-            "math_reasoning",
-            "solving_exam_question_with_math",
-            "solving_exam_question_without_math",
-        ],
+        ["math_reasoning", "solving_exam_question_with_math"],
         "deep_reasoning",
     ),
 }
@@ -137,7 +139,30 @@ WIZARD_MAP: dict[str, tuple[str, ...]] = {
     "Ethics": ("analysis", "chat"),
 }
 # Checked by hand (README): a general question about multilingual teaching, not a translation.
-WIZARD_OVERRIDES: dict[int, tuple[str, ...]] = {144: ("analysis",)}
+# It is idx 129; this override used to name 144, a Technology question (quantum computing in
+# the energy industry), so 129 was scored as translation and 144 lost its simple_qa alternative.
+WIZARD_OVERRIDES: dict[int, tuple[str, ...]] = {
+    129: ("analysis",),
+    # "Complex Format" is a skill about the answer's format, not a task: read one by one, 10 of
+    # its 12 prompts are programming requests (LeetCode-style problems, "How can I use SQL to
+    # …", "help me complete this Python code") and one is a worked geometry problem. The
+    # README's blanket "analysis" label for them is kept only where the prompt asks to
+    # explain (89: why a CPU no longer slows on unsorted data; 91: why sorted data is faster).
+    84: ("code_generation",),
+    85: ("code_generation", "code_review"),
+    86: ("code_generation",),
+    87: ("deep_reasoning",),
+    88: ("code_generation", "simple_qa"),  # asks which Python library parses the table
+    89: ("analysis", "code_review"),
+    90: ("code_generation", "code_review"),
+    91: ("code_review", "analysis"),
+    92: ("code_generation",),
+    93: ("code_generation",),
+    94: ("code_generation",),
+    95: ("code_generation",),
+    152: ("simple_qa", "analysis"),  # Ethics: "What is the name of the ethical theory that …"
+    196: ("simple_qa",),  # Toxicity: a multiple-choice question on lethal doses
+}
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

@@ -3,8 +3,8 @@
 Usage: python tools/train_router.py [--data DIR] [--out FILE] [--cv]
 Needs the `[train]` extra (scikit-learn). DIR defaults to ../shared/data.
 
-- task type: multinomial logistic regression on Auto-J train (mapped, `default` dropped) plus
-  MBPP train prompts (code_generation), balanced class weights;
+- task type: `tools/train_task_head.py` (called from here too: one command writes both
+  `router_model.bin` and `task_model.bin`);
 - gain: ridge regression of the premium tier's quality minus the best cheaper capable tier's
   (mid or standard; RouterBench train accuracy 0/1, arena-bench judge score / 9);
 - cost: ridge regression of log(premium cost) of the prompt (RouterBench train);
@@ -26,21 +26,19 @@ from pathlib import Path
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import f1_score
+from sklearn.linear_model import Ridge
 from sklearn.model_selection import StratifiedKFold
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from routing_data import DATA, Scored, load_arena, load_autoj, load_routerbench  # noqa: E402
+import train_task_head as task_head_train  # noqa: E402
+from routing_data import DATA, Scored, load_arena, load_routerbench  # noqa: E402
 
-from batchroute import thresholds  # noqa: E402
+from batchroute import task_head, thresholds  # noqa: E402
 from batchroute.learned import MAGIC, MODEL_FILE, features  # noqa: E402
-from batchroute.types import TASK_TYPES  # noqa: E402
 
-C_TASK = 0.5
 ALPHA_GAIN = 300.0  # ridge strengths chosen by RouterBench-train CV (see --cv)
 ALPHA_COST = 300.0
 ARENA_WEIGHT = 1.0
@@ -86,11 +84,6 @@ class Vocab:
         return csr_matrix((data, indices, indptr), shape=(len(docs), len(self.ids)))
 
 
-def fit_task(x: csr_matrix, y: Sequence[str], c: float = C_TASK) -> LogisticRegression:
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
-    return model.fit(x, list(y))
-
-
 def fit_strong(
     x: csr_matrix,
     y: Sequence[float],
@@ -111,13 +104,7 @@ def cost_data(rows: Sequence[Scored]) -> tuple[list[str], list[float]]:
     return [r.text for r in priced], [float(np.log(r.cost["premium"])) for r in priced]
 
 
-def task_data(data: Path) -> tuple[list[str], list[str]]:
-    items = load_autoj("train", data)
-    texts = [i.text for i in items] + [
-        s.text for s in load_routerbench("train", data) if s.group == "mbpp"
-    ]
-    labels = [i.gold for i in items] + ["code_generation"] * (len(texts) - len(items))
-    return texts, labels
+task_data = task_head_train.task_data  # the task prompts (they count in the vocabulary)
 
 
 def strong_data(
@@ -134,19 +121,19 @@ def strong_data(
 
 def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     """Fit both models on the training data and return the model file's bytes."""
-    t_texts, t_labels = task_data(data)
+    t_texts, _ = task_data(data)
     s_texts, s_labels, s_weights = strong_data(data, arena)
     c_texts, c_logs = cost_data(load_routerbench("train", data))
     t_docs = [features(t) for t in t_texts]
     s_docs = [features(t) for t in s_texts]
     c_docs = [features(t) for t in c_texts]
+    # The vocabulary still counts the task prompts (the routing heads are unchanged by the task
+    # head's move); the task type itself is the task head's (tools/train_task_head.py, its own
+    # file), so this file holds no task columns: n_features × 2 (gain, log cost).
     vocab = Vocab(t_docs + s_docs)
-    task = fit_task(vocab.matrix(t_docs), t_labels)
     strong = fit_strong(vocab.matrix(s_docs), s_labels, s_weights, vocab.matrix(c_docs), c_logs)
-    classes = [str(c) for c in task.classes_]
-    assert set(classes) <= set(TASK_TYPES), classes
-    # n_features × (k + 2): task classes, then gain, then log cost
-    weights = np.vstack([task.coef_, strong.gain.coef_, strong.cost.coef_]).T.astype("<f4")
+    classes: list[str] = []
+    weights = np.vstack([strong.gain.coef_, strong.cost.coef_]).T.astype("<f4")
     # Keep the features that matter most to some output (weights scaled per output, since the
     # strong model is regularised harder): the file stays well under 2 MB, scoring stays fast.
     scaled = np.abs(weights) / np.abs(weights).max(axis=0)
@@ -161,14 +148,13 @@ def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     header = {
         "classes": classes,
         "n_features": len(ids),
-        "intercepts": [float(b) for b in task.intercept_]
-        + [float(strong.gain.intercept_), float(strong.cost.intercept_)],
+        "intercepts": [float(strong.gain.intercept_), float(strong.cost.intercept_)],
         "complexity_cuts": cuts,
         "score_scale": SCORE_SCALE,
         "cost_ref": strong.cost_ref,
         "meta": {
-            "trained_on": "Auto-J train (task), RouterBench train + arena-bench-v1 (strong)",
-            "c_task": C_TASK,
+            "trained_on": "RouterBench train + arena-bench-v1 (strong); task type: "
+            + task_head_train.TRAINED_ON,
             "alpha_gain": ALPHA_GAIN,
             "alpha_cost": ALPHA_COST,
             "arena_weight": ARENA_WEIGHT,
@@ -189,23 +175,9 @@ def cross_validate(data: Path, what: str = "all") -> None:
     and side spreads (`thresholds.SIDE_WEIGHTS`) over the strong share."""
     folds = StratifiedKFold(5, shuffle=True, random_state=SEED)
     if what in ("all", "task"):
-        cv_task(data, folds)
+        task_head_train.cross_validate(data)
     if what in ("all", "score"):
         cv_score(data, folds)
-
-
-def cv_task(data: Path, folds: StratifiedKFold) -> None:
-    t_texts, t_labels = task_data(data)
-    t_docs = [features(t) for t in t_texts]
-    for c in (0.25, 0.5, 1.0, 2.0):
-        preds: list[str] = [""] * len(t_texts)
-        for tr, te in folds.split(t_texts, t_labels):
-            vocab = Vocab([t_docs[i] for i in tr])
-            m = fit_task(vocab.matrix([t_docs[i] for i in tr]), [t_labels[i] for i in tr], c)
-            for i, p in zip(te, m.predict(vocab.matrix([t_docs[i] for i in te])), strict=True):
-                preds[i] = str(p)
-        f1 = f1_score(t_labels, preds, average="macro")
-        print(f"task   C={c:<5} CV macro-F1 {f1:.3f}")
 
 
 def cv_score(data: Path, folds: StratifiedKFold) -> None:
@@ -254,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     blob = train(args.data)
     args.out.write_bytes(blob)
     print(f"wrote {args.out} ({len(blob):,} bytes)")
+    # the task head's own file, next to the router's (one command writes both)
+    head_out = args.out.with_name(Path(task_head.MODEL_FILE).name)
+    head_blob = task_head_train.train(args.data)
+    head_out.write_bytes(head_blob)
+    print(f"wrote {head_out} ({len(head_blob):,} bytes)")
     return 0
 
 

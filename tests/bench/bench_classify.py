@@ -116,9 +116,10 @@ def main() -> None:
     mean = sum(map(len, texts)) / len(texts)
     print(f"{len(texts)} prompts, mean {mean:.0f} chars; load average {os.getloadavg()[0]:.1f}")
     t0 = time.process_time()
-    from batchroute import classifier, learned
+    from batchroute import classifier, learned, task_head
 
     learned.load_model()
+    task_head.load()
     print(f"import + model load: {(time.process_time() - t0) * 1000:.0f} ms CPU")
     for name, fn in (("heuristic", classifier.classify), ("learned", learned.classify)):
         c0, w0 = time.process_time(), time.perf_counter()

@@ -1,0 +1,151 @@
+"""The learned router's task-type head: a linear model stacked on the heuristic's rule verdict.
+
+A multinomial logistic regression (fitted by `tools/train_task_head.py`) over the learned
+router's hashed word and word-pair features (`learned.features`, computed once per prompt and
+shared with the routing score) plus two features from the heuristic classifier: the task type
+it chose and the rule that fired (`#ht:<task>`, `#hr:<rule>`). The rules carry what Auto-J's
+long real requests cannot teach (short canonical instructions, code, foreign text); the words
+correct the rules where the training data disagrees with them. See docs/router-model-card.md.
+
+Inference is pure Python and exact: each feature's weights are quantized to 16-bit integers at
+training time and packed into one Python integer, 32 bits per class, so a prompt's class logits
+are one `sum` of its present features' integers (C-level big-int additions instead of a Python
+loop over classes), decoded at the end. Integer arithmetic makes the argmax the same on every
+platform. The file holds hashed feature ids and integer weights, no training text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import sys
+import threading
+from array import array
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final
+from zlib import crc32
+
+from . import classifier
+
+MODEL_FILE: Final = "data/task_model.bin"
+MAGIC: Final = b"BRTH1\n"
+FIELD: Final = 32  # bits per class in a packed integer: 16-bit weights, room for 2^16 features
+_FIELD_MASK: Final = (1 << FIELD) - 1
+_SIGN: Final = 1 << (FIELD - 1)
+
+
+def heuristic_features(text: str, *, system: str = "") -> list[int]:
+    """The stacked features: the heuristic's task type and the rule that decided it."""
+    task, rule = classifier.rule_verdict(text, system=system)
+    return [crc32(b"#ht:" + task.encode()), crc32(b"#hr:" + rule.encode())]
+
+
+_LEAD_WORD = re.compile(r"[^\W\d_]+")
+
+
+def lead_features(text: str) -> list[int]:
+    """The instruction's first word and first two words ("#v1:write", "#v2:write a"): the
+    leading verb says the task more reliably than the same word further in."""
+    words = _LEAD_WORD.findall(text[:80].lower(), 0)[:2]
+    if not words:
+        return []
+    out = [crc32(("#v1:" + words[0]).encode("utf-8", "surrogatepass"))]
+    if len(words) > 1:
+        out.append(crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass")))
+    return out
+
+
+def pack(weights: list[int]) -> int:
+    """One integer holding a feature's per-class weights (signed, |w| < 2^15), 32 bits each."""
+    if any(not -(1 << 15) < w < (1 << 15) for w in weights):
+        raise ValueError(f"{MODEL_FILE}: a weight does not fit 16 bits")
+    return sum(w << (FIELD * j) for j, w in enumerate(weights))
+
+
+def unpack(total: int, k: int) -> list[int]:
+    """The k signed per-class sums of a sum of packed integers (the inverse of `pack`'s sum)."""
+    out = []
+    for _ in range(k):
+        v = total & _FIELD_MASK
+        if v >= _SIGN:
+            v -= 1 << FIELD
+        out.append(v)
+        total = (total - v) >> FIELD
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TaskHead:
+    """Classes, integer intercepts and packed integer weights by hashed feature id."""
+
+    classes: tuple[str, ...]
+    intercepts: tuple[int, ...]
+    packed: dict[int, int]
+    meta: dict[str, object]
+    lead: bool = False  # the head was trained with `lead_features` too
+    stacked: bool = True  # ... and with `heuristic_features` (the rules' verdict)
+
+    def logits(self, ids: list[int]) -> list[int]:
+        """Integer class logits (scaled by the file's quantization step) for feature ids."""
+        # most ids are not in the head: drop the misses before the big-integer additions
+        total = sum([v for v in map(self.packed.get, ids) if v])
+        sums = unpack(total, len(self.classes))
+        return [b + s for b, s in zip(self.intercepts, sums, strict=True)]
+
+    def predict(self, ids: list[int]) -> str:
+        """The task type with the highest logit (the first one on a tie)."""
+        lg = self.logits(ids)
+        return self.classes[max(range(len(lg)), key=lg.__getitem__)]
+
+
+def parse(blob: bytes) -> TaskHead:
+    """Read a task-head file: MAGIC, a JSON header's length and text, uint32 ids, int16 weights."""
+    if not blob.startswith(MAGIC):
+        raise ValueError(f"{MODEL_FILE}: not a batchroute task-head model")
+    pos = len(MAGIC)
+    try:
+        (hlen,) = struct.unpack_from("<I", blob, pos)
+        pos += 4
+        header = json.loads(blob[pos : pos + hlen])
+        n, classes = int(header["n_features"]), tuple(str(c) for c in header["classes"])
+        intercepts = tuple(int(b) for b in header["intercepts"])
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{MODEL_FILE}: damaged header ({exc})") from exc
+    pos += hlen
+    k = len(classes)
+    if len(intercepts) != k or len(blob) != pos + 4 * n + 2 * n * k:
+        raise ValueError(f"{MODEL_FILE}: truncated or damaged ({len(blob)} bytes)")
+    ids = array("I")
+    ids.frombytes(blob[pos : pos + 4 * n])
+    weights = array("h")
+    weights.frombytes(blob[pos + 4 * n :])
+    if sys.byteorder == "big":
+        ids.byteswap()
+        weights.byteswap()
+    packed = {f: pack(list(weights[i * k : (i + 1) * k])) for i, f in enumerate(ids)}
+    meta = header.get("meta", {})
+    lead, stacked = bool(meta.get("lead", False)), bool(meta.get("stacked", True))
+    return TaskHead(classes, intercepts, packed, meta, lead, stacked)
+
+
+_head: TaskHead | None = None
+_lock = threading.Lock()
+
+
+def load() -> TaskHead:
+    """The shipped task head, read once (thread-safe)."""
+    global _head
+    if _head is None:
+        with _lock:
+            if _head is None:
+                _head = parse(resources.files("batchroute").joinpath(MODEL_FILE).read_bytes())
+    return _head
+
+
+def predict(ids: list[int], text: str, *, system: str = "", head: TaskHead | None = None) -> str:
+    """Task type of a prompt, given its `learned.features` ids (computed once by the caller)."""
+    h = head or load()
+    heur = heuristic_features(text, system=system) if h.stacked else []
+    return h.predict([*ids, *heur, *(lead_features(text) if h.lead else [])])
