@@ -32,6 +32,7 @@ from batchroute.report_html import HTML_PARTS, render_html
 from batchroute.runner import RunReport
 from batchroute.spec import DEFAULT_CLASSIFIER, JobSpec, PromptSpec
 from batchroute.store import ResultStore
+from batchroute.thresholds import for_tiers
 from batchroute.types import ResumeState
 from batchroute.usd import exact, usd
 
@@ -348,7 +349,7 @@ def _classified(
         if isinstance(messages, str):
             out = {"key": rec.key, "line": rec.line_no, "error": messages}
         else:
-            item = classify_item(spec, plan.params, rec, messages, plan.cuts)
+            item = classify_item(spec, plan.params, rec, messages, plan.dial)
             c = item.cls
             out = {
                 "key": rec.key,
@@ -357,6 +358,10 @@ def _classified(
                 "complexity": c.complexity,
                 "tier": item.tier,
                 "score": c.score,
+                # per job tier, the quality the dial expects there (a scoring classifier only)
+                "tier_quality": None
+                if c.tier_quality is None
+                else dict(zip(spec.tiers, for_tiers(c.tier_quality, len(spec.tiers)), strict=True)),
                 "reason": c.reason,
                 "arm": item.arm,
             }
