@@ -32,6 +32,7 @@ from batchroute.report_html import HTML_PARTS, render_html
 from batchroute.runner import RunReport
 from batchroute.spec import DEFAULT_CLASSIFIER, JobSpec, PromptSpec
 from batchroute.store import ResultStore
+from batchroute.thresholds import for_tiers
 from batchroute.types import ResumeState
 from batchroute.unclassified import Unclassified
 from batchroute.usd import exact, usd
@@ -370,7 +371,7 @@ def _classified(
             lacks = None if rec.fields is None else min(needs.difference(has), default=None)
             tally.note(rec.line_no, messages, lacks, has)
         else:
-            item = classify_item(spec, plan.params, rec, messages, plan.cuts)
+            item = classify_item(spec, plan.params, rec, messages, plan.dial)
             c = item.cls
             out = {
                 "key": rec.key,
@@ -379,6 +380,10 @@ def _classified(
                 "complexity": c.complexity,
                 "tier": item.tier,
                 "score": c.score,
+                # per job tier, the quality the dial expects there (a scoring classifier only)
+                "tier_quality": None
+                if c.tier_quality is None
+                else dict(zip(spec.tiers, for_tiers(c.tier_quality, len(spec.tiers)), strict=True)),
                 "reason": c.reason,
                 "arm": item.arm,
             }

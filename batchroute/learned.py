@@ -1,11 +1,12 @@
-"""Learned router: rendered prompt → task type + a score for a stronger tier (issue 12).
+"""Learned router: rendered prompt → task type + per-level quality and cost (issue 12).
 
-Three linear models over one set of hashed features: a multinomial logistic regression for the
-task type (trained on Auto-J scenario prompts), and two ridge regressions for the routing score:
-the expected *quality gain* of the premium tier over the best cheaper capable tier (RouterBench
-correctness, arena-bench judge scores) and the log of the premium tier's *cost* for the prompt
-(RouterBench). The score ranks prompts by gain per relative dollar, the quantity a cost-capped
-router should spend on first. All were fitted by `tools/train_router.py`;
+Linear models over one set of hashed features: a multinomial logistic regression for the task
+type (trained on Auto-J scenario prompts), and for routing, per quality level of
+`thresholds.LEVELS` (budget, mid, standard, premium), a ridge regression of the level's
+expected quality (RouterBench correctness, arena-bench judge scores) and one of the log of its
+*cost factor* (RouterBench: this prompt's call cost over what its length alone predicts, i.e.
+mostly how long the answer runs). The plan routes each record to the tier maximising quality −
+λ·cost with the job's real prices (`thresholds`). All were fitted by `tools/train_router.py`;
 `docs/router-model-card.md` says on what and how well.
 
 Inference is pure Python and deterministic: features are the lower-cased words and word pairs
@@ -25,9 +26,10 @@ import struct
 import sys
 import threading
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from itertools import pairwise
+from operator import methodcaller
 from typing import Final
 from zlib import crc32
 
@@ -41,6 +43,7 @@ TAIL: Final = 400  # ...or at its very end
 SYSTEM_HEAD: Final = 400
 _TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")
 _MASK: Final = (1 << 32) - 1
+_ENCODE: Final = methodcaller("encode", "utf-8", "surrogatepass")  # C-level, for map()
 _MIX: Final = 0x9E3779B1  # an odd 32-bit constant (golden ratio): spreads a pair's id
 
 
@@ -53,8 +56,9 @@ def features(text: str, *, system: str = "") -> list[int]:
     window = text if len(text) <= HEAD + TAIL else text[:HEAD] + "\n" + text[-TAIL:]
     toks = _TOKEN.findall(window.lower())
     toks_s = ["s:" + t for t in _TOKEN.findall(system[:SYSTEM_HEAD].lower())] if system else []
-    ids = {t: crc32(t.encode("utf-8", "surrogatepass")) for t in {*toks, *toks_s}}
-    uni = [ids[t] for t in toks]
+    distinct = {*toks, *toks_s}
+    ids = dict(zip(distinct, map(crc32, map(_ENCODE, distinct)), strict=True))
+    uni = list(map(ids.__getitem__, toks))
     out = set(ids.values())
     out.update([(a * _MIX ^ b) & _MASK for a, b in pairwise(uni)])
     out.add(crc32(b"#len%d" % min(int(math.log2(len(text) + 1)), 16)))
@@ -64,15 +68,16 @@ def features(text: str, *, system: str = "") -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    """The weights: `weights[row]` holds one weight per task type, then gain's, then log cost's."""
+    """The weights: `weights[row]` holds one weight per task type, then one per routing head
+    (`n_levels` quality heads, then `n_levels` log cost factor heads)."""
 
     classes: tuple[str, ...]
-    rows: dict[int, int]  # feature id → row
-    weights: list[tuple[float, ...]]  # per row: one weight per class, then gain, then log cost
+    rows: dict[int, tuple[float, ...]]  # feature id → its row of `weights` (the same tuple)
+    weights: list[tuple[float, ...]]  # per row: one weight per class, then the routing heads
     intercepts: tuple[float, ...]
     complexity_cuts: tuple[float, ...]  # prompt-length cut points for low/medium/high/very_high
-    score_scale: float  # z = scale · gain / exp(log cost − cost_ref); score = sigmoid(z)
-    cost_ref: float
+    score_scale: float  # score = sigmoid(scale · (premium quality − best cheap level's))
+    n_levels: int  # routing heads: n_levels quality heads, then n_levels log cost factors
     meta: dict[str, object]
 
 
@@ -87,7 +92,8 @@ def _parse(blob: bytes) -> Model:
     except (struct.error, ValueError) as exc:
         raise ValueError(f"{MODEL_FILE}: damaged header ({exc})") from exc
     pos += hlen
-    n, k = int(header["n_features"]), len(header["classes"]) + 2
+    n_levels = int(header["n_levels"])
+    n, k = int(header["n_features"]), len(header["classes"]) + 2 * n_levels
     if len(blob) != pos + 4 * n + 4 * n * k:
         raise ValueError(f"{MODEL_FILE}: truncated or damaged ({len(blob)} bytes)")
     ids = array("I")
@@ -101,12 +107,12 @@ def _parse(blob: bytes) -> Model:
     rows_w = [tuple(weights[i * k : (i + 1) * k]) for i in range(n)]
     return Model(
         classes=tuple(header["classes"]),
-        rows={f: i for i, f in enumerate(ids)},
+        rows=dict(zip(ids, rows_w, strict=True)),
         weights=rows_w,
         intercepts=tuple(float(x) for x in header["intercepts"]),
         complexity_cuts=tuple(float(x) for x in header["complexity_cuts"]),
         score_scale=float(header["score_scale"]),
-        cost_ref=float(header["cost_ref"]),
+        n_levels=n_levels,
         meta=header.get("meta", {}),
     )
 
@@ -133,50 +139,69 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def predict(text: str, *, system: str = "", model: Model | None = None) -> tuple[str, float]:
-    """(task type, routing score in (0, 1)) for one prompt.
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One prompt's predictions: task type, routing score, and per level (cheapest first)
+    the expected quality and cost factor."""
 
-    The score is a logistic squash of the predicted premium gain divided by the predicted premium
-    cost relative to a typical prompt's: monotone in "quality bought per dollar by going strong".
+    task: str
+    score: float
+    quality: tuple[float, ...]
+    factor: tuple[float, ...]
+
+
+def predict(text: str, *, system: str = "", model: Model | None = None) -> Prediction:
+    """The model's predictions for one prompt.
+
+    The score is a logistic squash of the premium level's predicted quality over the best of
+    the two cheapest levels': "how much a strong model is expected to add" (for display and
+    ranking; the dial routes on the per-level figures).
     """
     m = model or load_model()
     ids = features(text, system=system)
-    task, score = _predict_ids(ids, m)
+    pred = _predict_ids(ids, m)
+    if pred.task:
+        return pred
     # The shipped router file holds the routing heads only (no classes): the task type comes
     # from the task head, stacked on the heuristic's verdict (task_head.py, its own file).
-    return task or task_head.predict(ids, text, system=system), score
+    return replace(pred, task=task_head.predict(ids, text, system=system))
 
 
-def _predict_ids(ids: list[int], m: Model) -> tuple[str, float]:
-    """(the router file's own task type, or "" when it has no task columns; routing score)."""
-    get = m.rows.get
-    rows = [r for r in map(get, ids) if r is not None]
-    # zip(*rows) turns the present rows into one tuple per output: C-level work, no boxing
-    sums = [sum(c) for c in zip(*map(m.weights.__getitem__, rows), strict=True)] or [0.0] * len(
-        m.intercepts
-    )
+def _predict_ids(ids: list[int], m: Model) -> Prediction:
+    """The router file's predictions; `task` is "" when the file has no task columns."""
+    # filter/map/zip keep the per-feature work in C: a row is a non-empty tuple (truthy), an
+    # absent feature None; each column sums in feature-id order (deterministic)
+    present = list(filter(None, map(m.rows.get, ids)))
+    sums = [sum(c) for c in zip(*present, strict=True)] or [0.0] * len(m.intercepts)
     logits = [b + x for b, x in zip(m.intercepts, sums, strict=True)]
-    task_logits = logits[:-2]
+    k = m.n_levels
+    task_logits = logits[: -2 * k]
     best = max(range(len(task_logits)), key=task_logits.__getitem__, default=-1)  # first on ties
-    rel_cost = math.exp(min(max(logits[-1] - m.cost_ref, -20.0), 20.0))
-    task = m.classes[best] if best >= 0 else ""
-    return task, _sigmoid(m.score_scale * logits[-2] / rel_cost)
+    quality = tuple(logits[-2 * k : -k])
+    # a factor is a ratio of costs: clamped to [1/20, 20], the spread seen in training
+    factor = tuple(math.exp(min(max(z, -3.0), 3.0)) for z in logits[-k:])
+    score = _sigmoid(m.score_scale * (quality[-1] - max(quality[:2])))
+    return Prediction(m.classes[best] if best >= 0 else "", score, quality, factor)
 
 
 def classify(text: str, *, system: str = "") -> Classification:
     """Classify one rendered prompt with the learned model.
 
     Same contract as `batchroute.classifier.classify`; `score` (higher = send it stronger) is the
-    squashed expected quality gain of the premium tier per relative dollar (see `predict`), and
+    squashed expected quality gain of the premium level (see `predict`), `tier_quality` and
+    `tier_cost` the per-level predictions the cost dial routes on, and
     `complexity` is the prompt's length bucketed at the model's cut points (the 35th, 70th and
     92nd percentiles of the task-training prompts' lengths).
     """
     m = load_model()
-    task, p = predict(text, system=system, model=m)
-    # The routing score ranks by gain per dollar, which is not difficulty (its Spearman with
-    # WizardLM difficulty is about -0.1); prompt length agrees with difficulty better (0.32).
+    pred = predict(text, system=system, model=m)
+    task, p = pred.task, pred.score
+    # The routing score is not difficulty (its Spearman with WizardLM difficulty is about 0);
+    # prompt length agrees with difficulty better (0.35).
     n = len(text)
     level = COMPLEXITIES[min(sum(n >= c for c in m.complexity_cuts), len(COMPLEXITIES) - 1)]
     if task not in TASK_TYPES:  # a model file from another version: never route on a stray name
         task = "chat"
-    return Classification(task, level, f"learned:{task};score={p:.3f}", p)
+    return Classification(
+        task, level, f"learned:{task};score={p:.3f}", p, pred.quality, pred.factor
+    )

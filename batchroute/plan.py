@@ -30,8 +30,8 @@ from batchroute.errors import InputError, SpecError
 from batchroute.prompt import fingerprint, line_salt, render_messages, request_params
 from batchroute.router import TierPlan, check_plans, choose_tier, resolve_tiers
 from batchroute.spec import JobSpec
-from batchroute.split import CONTROL, ScoreSketch, arm_name, in_experiment, share_for_cost, shifted
-from batchroute.thresholds import DEFAULT_POLICY, Cuts, calibrate, tier_index
+from batchroute.split import CONTROL, DialSample, arm_name, in_experiment, shifted
+from batchroute.thresholds import DEFAULT_POLICY, Dial, Point, calibrate, for_tiers
 from batchroute.types import (
     TASK_TYPES,
     Classification,
@@ -144,15 +144,16 @@ def classify_item(
     params: Mapping[str, Any],
     rec: Record,
     messages: list[dict[str, str]],
-    cuts: Cuts | None = None,
+    dial: Dial | None = None,
 ) -> WorkItem:
-    """Classify and route a rendered record: a given task by the routing table; a score with
-    the cost dial's `cuts` by the cuts over the job's tiers (cheapest first); else the
-    classifier's task and complexity. Then the experiment's arm, if the job runs one."""
+    """Classify and route a rendered record: a given task by the routing table; per-tier
+    predictions with the cost dial by the calibrated `dial` over the job's tiers (cheapest
+    first); else the classifier's task and complexity. Then the experiment's arm, if any."""
     cls, explicit = classification(spec, rec, messages)
     names = list(spec.tiers)
-    if not explicit and cuts is not None and cls.score is not None:
-        tier = names[min(tier_index(cls.score, cuts), len(names) - 1)]
+    point = None if explicit or dial is None else dial_point(cls, messages, len(names))
+    if dial is not None and point is not None:
+        tier = names[dial.tier(point.quality, point.factor, point.tokens)]
     else:
         tier = choose_tier(cls, spec, explicit_task=explicit)
     arm = None
@@ -163,6 +164,18 @@ def classify_item(
             tier = names[shifted(names.index(tier), x.tier_shift, len(names))]
     bound = prompt_token_bound(m["content"] for m in messages)
     return WorkItem(rec, messages, fingerprint(messages, params), cls, tier, explicit, bound, arm)
+
+
+def dial_point(cls: Classification, messages: list[dict[str, str]], n_tiers: int) -> Point | None:
+    """What the cost dial routes a record on: its per-level predictions mapped onto the job's
+    tiers (`thresholds.tier_levels`) and its prompt tokens; None for a classifier without."""
+    if cls.tier_quality is None or cls.tier_cost is None:
+        return None
+    return Point(
+        for_tiers(cls.tier_quality, n_tiers),
+        for_tiers(cls.tier_cost, n_tiers),
+        typical_prompt_tokens(messages),
+    )
 
 
 def strong_tiers(spec: JobSpec) -> list[str]:
@@ -192,8 +205,8 @@ class RunPlan:
     resume: ResumeState
     params: Mapping[str, Any]
     warnings: tuple[str, ...] = ()
-    cuts: Cuts | None = None  # the cost dial's score cuts, from `calibrated`
-    scored: int = 0  # records the cuts were calibrated on
+    dial: Dial | None = None  # the calibrated cost dial, from `calibrated`
+    scored: int = 0  # records the dial was calibrated on (a sample beyond split.SAMPLE_MAX)
     _dearest: ModelInfo = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -240,41 +253,42 @@ class RunPlan:
         return quantize_usd(self.info(self.tiers[tier].models[0]).cost(prompt_tokens, out))
 
     def calibrated(self, records: Iterable[Record]) -> RunPlan:
-        """The plan with the cost dial's cuts, calibrated on `records` (the whole input: the
-        cuts, so each record's tier, do not depend on how far an earlier run got). One
-        streamed pass in fixed memory; the plan itself when no dial applies."""
+        """The plan with the cost dial calibrated on `records` (the whole input, sampled by
+        key beyond `split.SAMPLE_MAX`: λ, so each record's tier, does not depend on how far
+        an earlier run got). One streamed pass in fixed memory; the plan itself when no dial
+        applies."""
         policy = policy_of(self.spec)
         if policy is None:
             return self
-        sketch = ScoreSketch()
+        sample: DialSample[Point] = DialSample()
+        n = len(self.tiers)
         for rec in records:
             messages = render(self.spec, rec)
             if isinstance(messages, str):
                 continue
             cls, explicit = classification(self.spec, rec, messages)
-            if explicit or cls.score is None:
+            point = None if explicit else dial_point(cls, messages, n)
+            if point is None:
                 continue  # a given task goes by the routing table: not the dial's to split
-            sketch.add(cls.score, typical_prompt_tokens(messages))
-        if sketch.count == 0:
+            sample.add(rec.key, point)
+        if sample.count == 0:
             return self
-        sample, n = sketch.sample(), len(self.tiers)
-
-        def cuts_for(share: float) -> tuple[float, ...]:  # on the records' own scores, not bins
-            return tuple(map(sketch.snap, calibrate(sample, n, strong_share=share)))
-
-        if (ratio := policy.get("max_cost_ratio")) is not None:  # each record at its length
-            per_call = [float(self.expected_call(t, 0)) for t in self.tiers]
-            per_token = [(float(self.expected_call(t, 10**6)) - c) / 1e6 for t, c in
-                         zip(self.tiers, per_call, strict=True)]  # fmt: skip
-            share = share_for_cost(sketch, ratio, cuts_for, per_call, per_token)
-        else:
-            share = policy["strong_share"]
+        # each tier's expected call (a typical answer), split into per call + per prompt token
+        per_call = [float(self.expected_call(t, 0)) for t in self.tiers]
+        per_token = [(float(self.expected_call(t, 10**6)) - c) / 1e6 for t, c in
+                     zip(self.tiers, per_call, strict=True)]  # fmt: skip
         try:
-            cuts = cuts_for(share)
+            dial = calibrate(
+                sample.items(),
+                per_call,
+                per_token,
+                strong_share=policy.get("strong_share"),
+                max_cost_ratio=policy.get("max_cost_ratio"),
+            )
         except ValueError as exc:
             path = str(self.spec.path) if self.spec.path else None
             raise SpecError(str(exc), path=path, key="routing_policy") from None
-        return replace(self, cuts=cuts, scored=sketch.count)
+        return replace(self, dial=dial, scored=sample.count)
 
     # ---------------------------------------------------------------- routing
     def next_tier(self, tier: str) -> str | None:
@@ -355,7 +369,7 @@ class Intake:
             if not (stale and plan.overrides.rerun_changed):
                 return _FINAL[stale, failed_before]
         self.taken += 1
-        item = classify_item(plan.spec, plan.params, rec, messages, plan.cuts)
+        item = classify_item(plan.spec, plan.params, rec, messages, plan.dial)
         return Admission(Admit.SEND, item, stale=stale, failed_before=failed_before)
 
 

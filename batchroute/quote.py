@@ -70,7 +70,7 @@ class Quote:
     expected_includes: str = ""  # what the expected figure assumes, in one line
     worst_includes: str = ""  # what the worst case counts, in one line (`worst_terms`)
     worst_terms: dict[str, Any] = field(default_factory=dict)
-    dial: dict[str, Any] | None = None  # the cost dial: its policy and cuts (issue 12)
+    dial: dict[str, Any] | None = None  # the cost dial: its policy and λ (issue 12)
     arms: Counter[str] = field(default_factory=Counter)  # records sent per experiment arm
 
     @property
@@ -143,7 +143,7 @@ def _expected(plan: RunPlan, tier: str, item: WorkItem) -> Decimal:
 def _dial(
     plan: RunPlan, tiers: dict[str, TierQuote], sent_usd: Decimal, top_usd: Decimal
 ) -> dict[str, Any] | None:
-    """The cost dial as the dry run shows it: the policy, the cuts, the strong share reached,
+    """The cost dial as the dry run shows it: the policy, λ, the strong share reached,
     and the expected cost (`sent_usd`) as a fraction of the records sent all on the top tier
     (`top_usd`)."""
     policy = policy_of(plan.spec)
@@ -155,12 +155,19 @@ def _dial(
     return {
         "classifier": plan.spec.classifier,
         "policy": policy,
-        "cuts": list(plan.cuts or ()),
+        "lambda": plan.dial.lam if plan.dial is not None else None,
+        # the dial's own estimate, with the model's per-prompt cost factors (answer lengths)
+        "dial_cost_ratio": round(plan.dial.cost_ratio, 4) if plan.dial is not None else None,
         "scored": plan.scored,
         "strong_tiers": names,
         "strong_share": round(strong / sent, 4) if sent else None,
         "cost_ratio": round(float(sent_usd / top_usd), 4) if top_usd > 0 else None,
     }
+
+
+def _lam(lam: float | None) -> str:
+    """λ (quality per USD) for people: 4 significant digits, "none" without a dial."""
+    return "none" if lam is None else f"{lam:.4g}"
 
 
 def offline_catalog(db_path: Path) -> Catalog:
@@ -333,18 +340,21 @@ def render_quote(q: Quote) -> str:
     )
     if q.dial is not None:
         policy = ", ".join(f"{k} {v}" for k, v in q.dial["policy"].items())
-        cuts = ", ".join(f"{c:.4f}" for c in q.dial["cuts"]) or "none"
+        lam = q.dial["lambda"]
         share = q.dial["strong_share"]
         lines.append(
-            f"cost dial ({policy}; {q.dial['classifier']} scores of {q.dial['scored']} records): "
-            f"cuts {cuts}; " + ("no record to send" if share is None else f"{share:.1%}"
+            f"cost dial ({policy}; {q.dial['classifier']} predictions of {q.dial['scored']} "
+            f"records): λ {_lam(lam)}; " + ("no record to send" if share is None else f"{share:.1%}"
             + " of the records sent go to " + ", ".join(q.dial["strong_tiers"])
             + (" (the experiment's moves included)" if q.arms else ""))
         )  # fmt: skip
         ratio, asked = q.dial["cost_ratio"], q.dial["policy"].get("max_cost_ratio")
         if ratio is not None:
             lines[-1] += f"; expected cost {ratio:.1%} of all on the top tier"
-            if asked is not None and ratio > asked * 1.02:  # the dial meets it on the whole input
+            if (est := q.dial.get("dial_cost_ratio")) is not None:
+                lines[-1] += f" ({est:.1%} with the model's answer-length factors)"
+            met = q.dial.get("dial_cost_ratio") or ratio  # what the dial kept under its ratio
+            if asked is not None and met > asked * 1.02:  # the dial meets it on the whole input
                 lines[-1] += f" (above max_cost_ratio {asked}: the weak tiers alone cost more" + (
                     ", or the experiment moved records up)" if q.arms else ")"
                 )

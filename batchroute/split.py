@@ -1,15 +1,12 @@
-"""How records split over the tiers: the score sample the cost dial calibrates on, and the
+"""How records split over the tiers: the sample the cost dial calibrates on, and the
 experiment arms. Pure and synchronous; stdlib only.
 
-- `ScoreSketch` holds the scores of an input of any size in fixed memory: a histogram of
-  `BINS` bins over [0, 1]. A 10M-line input costs the same 80 kB as a 10-line one. Its
-  `sample()` is a bounded, sorted list of scores with the input's distribution (each bin's
-  scores stand at its lower edge), which is what `thresholds.calibrate` needs. A record's
-  own score is compared with the cuts exactly; the sketch only decides where the cuts lie,
-  so a share is off by at most the records of one bin (1/10,000 of the score range). Each
-  bin also keeps its lowest and highest real score, so `snap` turns a cut made on the
-  sample into one on the real scores: a cut at a bin sends that bin's records up or keeps
-  them all down, as calibration chose for its tied sample points.
+- `DialSample` holds a bounded, order-free sample of an input of any size: the `SAMPLE_MAX`
+  records whose keys hash lowest (blake2b of the key), a bottom-k sketch. An input of at most
+  `SAMPLE_MAX` records is held whole, so the dial is calibrated on every record; a larger one
+  on a uniform sample that does not depend on the order of the lines or on how far an earlier
+  run got (a 10M-line input costs the same memory as a 10,000-line one). The dial's λ is
+  calibrated on the sample; every record is then routed with its own predictions.
 - `in_experiment` is a pure function of (seed, record key): the same seed gives the same
   arms in every run and every resume, whatever order or subset of the input a run sees.
 """
@@ -17,102 +14,35 @@ experiment arms. Pure and synchronous; stdlib only.
 from __future__ import annotations
 
 import hashlib
-import math
-from bisect import bisect_right
-from collections.abc import Callable, Sequence
-from typing import Final
+import heapq
+from typing import Final, Generic, TypeVar
 
-BINS: Final = 10_000
-SAMPLE_MAX: Final = 10_000  # the most scores handed to calibration (quantiles beyond that)
+SAMPLE_MAX: Final = 10_000  # the most records the dial calibrates on (a uniform sample beyond)
 CONTROL: Final = "control"
+T = TypeVar("T")
 
 
-class ScoreSketch:
-    """A fixed-size histogram of scores in [0, 1] (out-of-range scores are clamped)."""
+class DialSample(Generic[T]):
+    """The `limit` items whose keys hash lowest, of all the items added (any order)."""
 
-    def __init__(self) -> None:
-        self._counts = [0] * (BINS + 1)  # the last bin holds score == 1.0
-        self._low: dict[int, float] = {}  # bin → its lowest real score (at most BINS + 1 each)
-        self._high: dict[int, float] = {}
-        self._tokens: dict[int, int] = {}  # bin → its records' prompt tokens (the cost dial)
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = SAMPLE_MAX if limit is None else limit
+        self._heap: list[tuple[int, str, int, T]] = []  # (-hash, key, seq, item): a max-heap
         self.count = 0
 
-    def add(self, score: float, tokens: int = 0) -> None:
-        """Count one score (of a record whose prompt is about `tokens` tokens)."""
-        if score != score:  # NaN: the bottom (never "strong")
-            score = 0.0
-        b = min(max(int(score * BINS), 0), BINS)
-        self._counts[b] += 1
-        self._low[b] = min(self._low.get(b, score), score)
-        self._high[b] = max(self._high.get(b, score), score)
-        self._tokens[b] = self._tokens.get(b, 0) + tokens
+    def add(self, key: str, item: T) -> None:
+        """Offer one record's item; it is kept if its key is among the `limit` lowest."""
+        h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
         self.count += 1
+        entry = (-h, key, self.count, item)  # seq: a repeated key never compares the items
+        if len(self._heap) < self.limit:
+            heapq.heappush(self._heap, entry)
+        elif entry[:2] > self._heap[0][:2]:  # a lower hash than the highest kept one
+            heapq.heapreplace(self._heap, entry)
 
-    def cost(
-        self, cuts: Sequence[float], per_call: Sequence[float], per_token: Sequence[float]
-    ) -> float:
-        """The input's expected cost routed by `cuts` (snapped: a bin is wholly on one tier),
-        tier `t` costing `per_call[t] + per_token[t] × prompt tokens` a record."""
-        total = 0.0
-        for b, low in self._low.items():
-            t = bisect_right(cuts, low)
-            total += self._counts[b] * per_call[t] + self._tokens[b] * per_token[t]
-        return total
-
-    def snap(self, cut: float) -> float:
-        """A cut chosen on `sample()` as a cut on the real scores. The sample stands each bin's
-        scores at the bin's lower edge `e`, so calibration's cut is `e` (the bin's records go
-        up) or just above `e` (they stay down); on real scores the first is the bin's lowest
-        score, the second just above its highest. Other cuts are returned as they are."""
-        b = min(max(round(cut * BINS), 0), BINS)
-        if b not in self._low:
-            return cut
-        edge = b / BINS
-        if cut == edge:
-            return self._low[b]
-        if cut == math.nextafter(edge, math.inf):
-            return math.nextafter(self._high[b], math.inf)
-        return cut
-
-    def sample(self, limit: int = SAMPLE_MAX) -> list[float]:
-        """At most `limit` scores, ascending, spread over the input's quantiles: every score
-        when there are no more than `limit`, else the score at each of `limit` even quantiles."""
-        n = self.count
-        m = min(n, limit)
-        out: list[float] = []
-        if m == 0:
-            return out
-        # The j-th point is the score of rank floor((j + 0.5) * n / m) (0-based) in the input.
-        j, seen = 0, 0
-        for b, c in enumerate(self._counts):
-            seen += c
-            while j < m and (2 * j + 1) * n < 2 * m * seen:
-                out.append(b / BINS)
-                j += 1
-        return out
-
-
-def share_for_cost(
-    sketch: ScoreSketch,
-    ratio: float,
-    cuts_for: Callable[[float], Sequence[float]],
-    per_call: Sequence[float],
-    per_token: Sequence[float],
-) -> float:
-    """The largest strong share whose cuts (`cuts_for(share)`) keep the input's expected cost at
-    most `ratio` × all on the top tier, each record at its own prompt length: the records a
-    dial sends up need not be of the input's mean length. 0 when even 0 costs more."""
-    top = sketch.cost((), per_call[-1:], per_token[-1:])
-    if sketch.cost(cuts_for(1.0), per_call, per_token) <= ratio * top:
-        return 1.0
-    lo, hi = 0.0, 1.0  # cost(lo) ≤ target or lo = 0; cost(hi) > target
-    for _ in range(30):  # 1e-9 of a share: below one record of any input the sketch holds
-        mid = (lo + hi) / 2
-        if sketch.cost(cuts_for(mid), per_call, per_token) <= ratio * top:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    def items(self) -> list[T]:
+        """The kept items, by key hash (the same list whatever order they were added in)."""
+        return [e[3] for e in sorted(self._heap, key=lambda e: (-e[0], e[1]))]
 
 
 def _unit(seed: int, key: str) -> float:

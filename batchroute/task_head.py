@@ -90,7 +90,7 @@ class TaskHead:
     def logits(self, ids: list[int]) -> list[int]:
         """Integer class logits (scaled by the file's quantization step) for feature ids."""
         # most ids are not in the head: drop the misses before the big-integer additions
-        total = sum([v for v in map(self.packed.get, ids) if v])
+        total = sum(filter(None, map(self.packed.get, ids)))  # C-level: no Python per feature
         sums = unpack(total, len(self.classes))
         return [b + s for b, s in zip(self.intercepts, sums, strict=True)]
 

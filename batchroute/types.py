@@ -100,6 +100,10 @@ class Classification:
     complexity: str
     reason: str  # e.g. "rule:code_fence", "task_field", "job.task"
     score: float | None = None  # 0..1, higher = send it stronger (a scoring router, issue 12)
+    # per quality level (thresholds.LEVELS, cheapest first): expected quality and cost factor;
+    # the cost dial routes on these (a scoring router only)
+    tier_quality: tuple[float, ...] | None = None
+    tier_cost: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

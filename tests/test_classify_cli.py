@@ -94,7 +94,7 @@ def test_classify_prints_the_tier_and_arm_the_run_records(
     tmp_path: Path, policy: dict[str, float]
 ) -> None:
     """The run prices with the simulator's /models, the dry run and classify with the
-    shipped catalogue: with max_cost_ratio the cuts agree as long as the prices do."""
+    shipped catalogue: with max_cost_ratio λ agrees as long as the prices do."""
     job = _job(tmp_path, 150, policy)
     cls = _cli("classify", tmp_path / "in.jsonl", "--job", job, cwd=tmp_path)
     assert cls.returncode == 0, cls.stderr
@@ -104,6 +104,7 @@ def test_classify_prints_the_tier_and_arm_the_run_records(
     assert set(row) >= {"key", "task_type", "complexity", "tier", "score", "reason", "arm"}
     assert row["reason"].startswith("learned:")
     assert 0 <= row["score"] <= 1
+    assert list(row["tier_quality"]) == ["budget", "mid", "standard", "premium"]
 
     db = tmp_path / "r.duckdb"
     dry = _cli("run", job, "--simulate", "--db", db, "--dry-run", "--json", cwd=tmp_path)
@@ -112,8 +113,11 @@ def test_classify_prints_the_tier_and_arm_the_run_records(
     run = _cli("run", job, "--simulate", "--db", db, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     name = next(iter(policy))
-    cuts = ", ".join(f"{c:.4f}" for c in quote["routing"]["cuts"])
-    assert f"note: cost dial {name} {policy[name]}: cuts {cuts} on the learned scores" in run.stderr
+    lam = quote["routing"]["lambda"]
+    assert (
+        f"note: cost dial {name} {policy[name]}: λ {lam:.4g} (quality per USD) on the learned "
+        "predictions of 150 records" in run.stderr
+    )
     recorded = _recorded(db)
     assert {k: (r["tier"], r["arm"]) for k, r in printed.items()} == {
         k: (t, a) for k, (t, a, _) in recorded.items()
@@ -124,7 +128,7 @@ def test_classify_prints_the_tier_and_arm_the_run_records(
     assert quote["arms"] == dict(Counter(a for _, a, _ in recorded.values()))
     assert quote["routing"]["classifier"] == "learned"
     assert quote["routing"]["policy"] == policy
-    assert len(quote["routing"]["cuts"]) == 3
+    assert 0 < quote["routing"]["lambda"] < float("inf")
     assert quote["routing"]["scored"] == 150
     # The arms are the seeded function of the key, nothing else.
     for key, (_, arm, _) in recorded.items():
@@ -132,7 +136,7 @@ def test_classify_prints_the_tier_and_arm_the_run_records(
 
 
 def test_a_resumed_job_routes_each_record_as_one_run_would(tmp_path: Path) -> None:
-    """The cuts come from the whole input: records sent by the second run get the tier (and
+    """λ comes from the whole input: records sent by the second run get the tier (and
     the arm) they would have got in one run, not a tier recalibrated on what was left."""
     job = _job(tmp_path, 120)
     whole = tmp_path / "whole.duckdb"
@@ -152,8 +156,8 @@ def test_a_resumed_job_routes_each_record_as_one_run_would(tmp_path: Path) -> No
 
 def test_every_row_a_record_gets_carries_its_arm(tmp_path: Path) -> None:
     """Done, failed and pending rows all say which arm the record is in. The heuristic spreads
-    records over all four tiers (the learned dial fills only mid and premium, so its shift+1 arm
-    could never reach a tier that answers)."""
+    records over all four tiers (the learned dial leaves budget empty here, so its arms would
+    not meet every status)."""
     job = _job(tmp_path, 150, classifier="heuristic")
     scenario = tmp_path / "sc.json"
     scenario.write_text(
@@ -178,8 +182,8 @@ def test_every_row_a_record_gets_carries_its_arm(tmp_path: Path) -> None:
     for key, (_, arm, status) in rows.items():
         want = "shift+1" if in_experiment(SEED, key, SHARE) else "control"
         assert arm == want, (key, status)
-    # Each status is met in some arm (the dial fills only mid and premium of the four tiers, so
-    # a record moved up lands in standard, which fails, or premium, which is down: none is done).
+    # Each status is met in some arm (a record moved up lands in standard, which fails, or
+    # premium, which is down, or mid, which answers).
     assert {s for _, a, s in rows.values() if a == "shift+1"} >= {"failed", "pending"}
     assert {s for _, a, s in rows.values() if a == "control"} >= {"done"}
 
@@ -256,9 +260,9 @@ def test_classify_reads_a_pipe_as_it_reads_the_file(tmp_path: Path, classifier: 
 
 
 def test_the_dry_run_says_when_max_cost_ratio_cannot_be_met(tmp_path: Path) -> None:
-    """The dial fills mid before any strong tier, so a ratio below mid's own cost is out of
-    reach: the dry run gives the cost ratio it does reach and says the asked one cannot be met,
-    rather than quiet routing at many times the ratio asked for."""
+    """At an infinite λ each record goes to its cheapest tier, so a ratio below that cost is
+    out of reach: the dry run gives the cost ratio it does reach and says the asked one cannot
+    be met, rather than quiet routing at many times the ratio asked for."""
     job = _job(tmp_path, 50, {"max_cost_ratio": 0.0001})
     dry = _cli("run", job, "--simulate", "--dry-run", "--json", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
@@ -280,4 +284,4 @@ def test_the_dial_line_of_a_dry_run_with_nothing_to_send_reads_right(tmp_path: P
     assert _cli("run", job, "--simulate", "--db", db, "--quiet", cwd=tmp_path).returncode == 0
     dry = _cli("run", job, "--simulate", "--db", db, "--dry-run", cwd=tmp_path)
     line = next(x for x in dry.stdout.splitlines() if x.startswith("cost dial"))
-    assert line.endswith("cuts " + line.split("cuts ")[1].split(";")[0] + "; no record to send")
+    assert line.endswith("λ " + line.split("λ ")[1].split(";")[0] + "; no record to send")

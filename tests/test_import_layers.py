@@ -45,7 +45,7 @@ STAGES = (
     "lock",
     "progress",
     "journal",
-    "thresholds",  # issue 12: score cut points (the cost dial), pure
+    "thresholds",  # issue 12: the cost dial (argmax quality − λ·cost), pure
     "learned",  # issue 12: the learned router, reads its shipped model file
     "split",  # issue 12: the cost dial's score sample and the experiment arms (pure)
     "task_head",  # issue 12: the learned task-type head, reads its shipped model file

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchroute import learned
+from batchroute.thresholds import LEVELS
 from batchroute.types import COMPLEXITIES, TASK_TYPES
 
 PROMPTS = [
@@ -34,9 +35,11 @@ def test_the_model_file_ships_in_the_package_and_is_at_most_2_mb() -> None:
     blob = resources.files("batchroute").joinpath(learned.MODEL_FILE).read_bytes()
     assert len(blob) <= 2 * 1024 * 1024
     model = learned.load_model()
-    # the routing heads only: the task type is the task head's own file (test_task_head.py)
+    # the routing heads only: the task type is the task head's own file (test_task_head.py);
+    # per level quality, then per level log cost factor
     assert model.classes == ()
-    assert len(model.intercepts) == 2  # gain, log cost
+    assert model.n_levels == len(LEVELS)
+    assert len(model.intercepts) == 2 * len(LEVELS)
     assert len(model.rows) == len(model.weights) > 1000
     assert list(model.complexity_cuts) == sorted(model.complexity_cuts)
 
@@ -57,6 +60,10 @@ def test_classify_keeps_the_contract(text: str) -> None:
     assert c.reason.startswith("learned:")
     assert c.score is not None
     assert 0.0 <= c.score <= 1.0
+    assert c.tier_quality is not None
+    assert len(c.tier_quality) == len(LEVELS)
+    assert c.tier_cost is not None
+    assert all(1 / 21 < f < 21 for f in c.tier_cost)
 
 
 @settings(max_examples=150, deadline=None)
@@ -110,31 +117,36 @@ def test_same_input_same_output_across_fresh_interpreters_and_hash_seeds() -> No
     assert a["numpy"] is False
 
 
-def _toy_model(gain: dict[str, float], log_cost: dict[str, float]) -> learned.Model:
-    """A model whose only features are single words, with the given gain and log-cost weights."""
-    words = sorted(set(gain) | set(log_cost))
-    rows: dict[int, int] = {}
+def _toy_model(quality: dict[str, tuple[float, ...]], log_cost: dict[str, float]) -> learned.Model:
+    """A model whose only features are single words, with the given per-level quality weights
+    and one log cost factor weight (the same for every level)."""
+    words = sorted(set(quality) | set(log_cost))
+    rows: dict[int, tuple[float, ...]] = {}
     weights: list[tuple[float, ...]] = []
     for w in words:
         fid = crc32(w.encode())
-        rows[fid] = len(weights)
-        weights.append((0.0,) * len(TASK_TYPES) + (gain.get(w, 0.0), log_cost.get(w, 0.0)))
+        q = quality.get(w, (0.0,) * 4)
+        weights.append((0.0,) * len(TASK_TYPES) + q + (log_cost.get(w, 0.0),) * 4)
+        rows[fid] = weights[-1]
     return learned.Model(
         classes=TASK_TYPES,
         rows=rows,
         weights=weights,
-        intercepts=(0.0,) * len(TASK_TYPES) + (0.0, 0.0),
+        intercepts=(0.0,) * len(TASK_TYPES) + (0.5, 0.6, 0.6, 0.8) + (0.0,) * 4,
         complexity_cuts=(0.5, 0.6, 0.7),
         score_scale=10.0,
-        cost_ref=0.0,
+        n_levels=4,
         meta={},
     )
 
 
-def test_the_score_ranks_by_gain_per_relative_dollar() -> None:
-    model = _toy_model({"hard": 0.3, "easy": -0.1, "long": 0.3}, {"long": 1.0})
-    score = {t: learned.predict(t, model=model)[1] for t in ("hard", "easy", "long", "plain")}
-    assert score["easy"] < score["plain"] == 0.5 < score["long"] < score["hard"]
-    # same gain, e times the cost: the score's logit is divided by e
-    logit = {t: math.log(p / (1 - p)) for t, p in score.items()}
-    assert logit["long"] == pytest.approx(logit["hard"] / math.e, rel=1e-6)
+def test_predict_gives_per_level_quality_and_cost_factors_and_the_score_follows_the_gain() -> None:
+    model = _toy_model({"hard": (0.0, 0.0, 0.0, 0.2), "easy": (0.2, 0.2, 0.2, 0.0)}, {"long": 1.0})
+    pred = {t: learned.predict(t, model=model) for t in ("hard", "easy", "long", "plain")}
+    assert pred["plain"].quality == pytest.approx((0.5, 0.6, 0.6, 0.8))
+    assert pred["hard"].quality == pytest.approx((0.5, 0.6, 0.6, 1.0))
+    assert pred["long"].factor == pytest.approx((math.e,) * 4)
+    assert pred["plain"].factor == (1.0,) * 4
+    # score: sigmoid(10 · (premium − best of budget and mid))
+    assert pred["plain"].score == pytest.approx(1 / (1 + math.exp(-10 * 0.2)))
+    assert pred["easy"].score < pred["plain"].score == pred["long"].score < pred["hard"].score

@@ -1,16 +1,13 @@
-"""The pure parts of the cost dial and the experiments (issue 12): the bounded score sample the
-thresholds are calibrated on, and the seeded experiment arms."""
+"""The pure parts of the cost dial and the experiments (issue 12): the bounded sample the dial
+is calibrated on, and the seeded experiment arms."""
 
 from __future__ import annotations
 
 import random
 
-import pytest
-
 from batchroute.split import (
-    BINS,
     CONTROL,
-    ScoreSketch,
+    DialSample,
     arm_name,
     in_experiment,
     shifted,
@@ -19,37 +16,45 @@ from batchroute.split import (
 N = 10_000
 
 
-def test_the_sample_holds_every_score_of_a_small_input_at_its_bin() -> None:
-    sketch = ScoreSketch()
-    scores = [0.0, 0.12345, 0.5, 0.99999, 1.0, 0.5]
-    for s in scores:
-        sketch.add(s)
-    assert sketch.count == 6
-    assert sketch.sample() == sorted(int(s * BINS) / BINS for s in scores)
+def test_a_small_input_is_held_whole() -> None:
+    sample: DialSample[int] = DialSample(limit=100)
+    for i in range(40):
+        sample.add(f"k{i}", i)
+    assert sample.count == 40
+    assert sorted(sample.items()) == list(range(40))
 
 
-def test_out_of_range_and_nan_scores_are_clamped_not_lost() -> None:
-    sketch = ScoreSketch()
-    for s in (-0.5, 1.5, float("nan")):
-        sketch.add(s)
-    assert sketch.sample() == [0.0, 0.0, 1.0]
+def test_the_sample_is_bounded_and_does_not_depend_on_the_order_of_the_input() -> None:
+    keys = [f"key-{i}" for i in range(5_000)]
+    a: DialSample[str] = DialSample(limit=500)
+    b: DialSample[str] = DialSample(limit=500)
+    for k in keys:
+        a.add(k, k)
+    shuffled = keys[:]
+    random.Random(4).shuffle(shuffled)
+    for k in shuffled:
+        b.add(k, k)
+    assert a.count == b.count == 5_000
+    assert len(a.items()) == 500
+    assert a.items() == b.items()  # the same records, in the same order
 
 
-def test_a_large_input_gives_a_bounded_sample_with_the_same_quantiles() -> None:
-    rng = random.Random(3)
-    scores = [rng.betavariate(2, 5) for _ in range(50_000)]
-    sketch = ScoreSketch()
-    for s in scores:
-        sketch.add(s)
-    sample = sketch.sample(limit=1_000)
-    assert len(sample) == 1_000
-    assert sample == sorted(sample)
-    exact = sorted(scores)
-    for q in (0.1, 0.3, 0.5, 0.7, 0.9):
-        # Each sample point is its quantile's score, down to the bin's lower edge.
-        got = sample[int(q * 1_000)]
-        want = exact[int((int(q * 1_000) + 0.5) * 50)]
-        assert want - 1 / BINS <= got <= want, (q, got, want)
+def test_the_sample_is_uniform_over_the_input() -> None:
+    """A bottom-k sketch by key hash: the kept records are a uniform sample, so a share of
+    the sample estimates the input's share (here the records with an odd number)."""
+    sample: DialSample[int] = DialSample(limit=2_000)
+    for i in range(40_000):
+        sample.add(f"r{i}", i)
+    kept = sample.items()
+    assert abs(sum(i % 2 for i in kept) / len(kept) - 0.5) < 0.03
+    assert abs(sum(i < 10_000 for i in kept) / len(kept) - 0.25) < 0.03
+
+
+def test_a_repeated_key_never_compares_the_items() -> None:
+    sample: DialSample[object] = DialSample(limit=2)
+    for _ in range(5):
+        sample.add("same", object())  # objects have no order: a comparison would raise
+    assert len(sample.items()) == 2
 
 
 def test_the_experiment_takes_its_share_of_10k_records_within_2_percent() -> None:
@@ -77,11 +82,3 @@ def test_arm_names_and_the_clamp_at_both_ends() -> None:
     assert [shifted(i, 1, 4) for i in range(4)] == [1, 2, 3, 3]
     assert [shifted(i, -1, 4) for i in range(4)] == [0, 0, 1, 2]
     assert shifted(0, 5, 4) == 3
-
-
-@pytest.mark.parametrize("limit", [1, 7, 100])
-def test_the_sample_is_never_longer_than_its_limit(limit: int) -> None:
-    sketch = ScoreSketch()
-    for i in range(1_000):
-        sketch.add(i / 1_000)
-    assert len(sketch.sample(limit)) == limit

@@ -39,9 +39,12 @@ from routing_data import (  # noqa: E402
 from routing_metrics import (  # noqa: E402
     TIERS,
     Point,
+    Prices,
     apgr,
+    dial_route,
     oracle,
     pgr,
+    price_fit,
     random_at_cost,
     random_like,
     route_point,
@@ -53,13 +56,15 @@ from routing_metrics import (  # noqa: E402
 from batchroute import classifier, learned, task_head  # noqa: E402
 from batchroute.router import choose_tier  # noqa: E402
 from batchroute.spec import JobSpec  # noqa: E402
-from batchroute.thresholds import DEFAULT_POLICY, calibrate, tier_index  # noqa: E402
+from batchroute.thresholds import DEFAULT_POLICY  # noqa: E402
 from batchroute.types import Classification  # noqa: E402
 
 Classify = Callable[[str], Classification]
 CLASSIFIERS: dict[str, Classify] = {"heuristic": classifier.classify, "learned": learned.classify}
 TARGET_QUALITY, TARGET_COST = 0.97, 0.45
-SHARES = [i / 20 for i in range(21)]
+SHARES = [i / 10 for i in range(11)]
+RATIOS = [0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9]
+Preds = tuple[list[tuple[float, ...]], list[tuple[float, ...]]]  # per prompt: quality, factor
 LEVEL3 = {"low": 0, "medium": 1, "high": 2, "very_high": 2}
 
 
@@ -144,14 +149,8 @@ def complexity_section(wiz: list[tuple[Labelled, int]]) -> list[str]:
 # --- cost–quality ------------------------------------------------------------------------------
 
 
-def tiers_for(scores: Sequence[float], share: float, n: int = 4) -> list[str]:
-    cuts = calibrate(scores, n, strong_share=share)
-    names = TIERS if n == 4 else ("mid", "premium")
-    return [names[tier_index(s, cuts)] for s in scores]
-
-
 def curve_section(
-    title: str, rows: list[Scored], scores: list[float] | None, note: str, unit: str
+    title: str, rows: list[Scored], preds: Preds | None, prices: Prices, note: str, unit: str
 ) -> tuple[list[str], dict[str, float]]:
     """One cost–quality section; returns its lines and the headline figures."""
     quality = [r.quality for r in rows]
@@ -167,12 +166,12 @@ def curve_section(
     )
     points += [heur, random_like(heur, quality, cost), random_at_cost(heur, quality, cost)]
     head: dict[str, float] = {}
-    if scores is not None:
+    texts = [r.text for r in rows]
+    if preds is not None:
         policy = ", ".join(f"{k}={v}" for k, v in DEFAULT_POLICY.items())
-        cuts = calibrate(scores, 4, **DEFAULT_POLICY)  # type: ignore[arg-type]
         dial = route_point(
             f"learned, default dial ({policy})",
-            [TIERS[tier_index(s, cuts)] for s in scores],
+            dial_route(*preds, texts, prices, DEFAULT_POLICY),
             quality,
             cost,
         )
@@ -183,8 +182,8 @@ def curve_section(
     out += [f"| policy | {unit} | % of premium's | cost $/prompt | % of premium's cost | shares |"]
     out += ["|---|---|---|---|---|---|"]
     out += [_row(p, top) for p in points]
-    if scores is not None:
-        out += ["", *learned_curve(scores, quality, cost, top)]
+    if preds is not None:
+        out += ["", *learned_curve(preds, texts, prices, quality, cost, top)]
     return [*out, ""], head
 
 
@@ -197,35 +196,47 @@ def _row(p: Point, top: Point) -> str:
 
 
 def learned_curve(
-    scores: list[float],
+    preds: Preds,
+    texts: list[str],
+    prices: Prices,
     quality: list[dict[str, float]],
     cost: list[dict[str, float]],
     top: Point,
 ) -> list[str]:
     out = [
-        "Learned router over the cost dial (`strong_share`, calibrated on this input), against "
-        "random routing with the same tier shares:",
+        "Learned router over the cost dial (`max_cost_ratio`, calibrated on this input with "
+        "the tiers' fitted prices; the cost columns are the real costs), against random routing "
+        "with the same tier shares and at the same real cost:",
         "",
-        "| strong_share | quality | % of premium's | % of premium's cost | random, same shares "
-        "| learned − random |",
-        "|---|---|---|---|---|---|",
+        "| max_cost_ratio | quality | % of premium's | % of premium's cost | shares "
+        "| random, same shares | random, same cost | learned − random at same cost |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for share in SHARES[1:-1:2]:
-        p = route_point(f"{share:.2f}", tiers_for(scores, share), quality, cost)
-        r = random_like(p, quality, cost)
+    for ratio in RATIOS:
+        tiers = dial_route(*preds, texts, prices, {"max_cost_ratio": ratio})
+        p = route_point(f"{ratio:.2f}", tiers, quality, cost)
+        r, rc = random_like(p, quality, cost), random_at_cost(p, quality, cost)
+        shares = ", ".join(f"{t} {s:.0%}" for t, s in p.shares.items())
         out.append(
-            f"| {share:.2f} | {p.quality:.3f} | {p.quality / top.quality:.1%} | "
-            f"{p.cost / top.cost:.1%} | {r.quality:.3f} | {p.quality - r.quality:+.3f} |"
+            f"| {ratio:.2f} | {p.quality:.3f} | {p.quality / top.quality:.1%} | "
+            f"{p.cost / top.cost:.1%} | {shares} | {r.quality:.3f} | {rc.quality:.3f} | "
+            f"{p.quality - rc.quality:+.3f} |"
         )
     weak = single("mid", quality, cost).quality
-    at = {s: route_point("", tiers_for(scores, s, 2), quality, cost).quality for s in SHARES[::2]}
+    pair = ("mid", "premium")  # two tiers take the mid and premium levels (tier_levels)
+    at = {
+        s: route_point(
+            "", dial_route(*preds, texts, prices, {"strong_share": s}, pair), quality, cost
+        ).quality
+        for s in SHARES
+    }
     value = apgr(at.__getitem__, weak, top.quality)
     pgrs = ", ".join(f"{s:.1f}: {pgr(q, weak, top.quality):.2f}" for s, q in at.items())
     out += [
         "",
-        f"**APGR {value:.3f}** (RouteLLM's setup: two tiers, mid = weak, premium = strong; "
-        "share of calls to premium 0–100 % in steps of 10 %; random routing scores 0.5). "
-        f"PGR by share: {pgrs}.",
+        f"**APGR {value:.3f}** (RouteLLM's setup: a job of two tiers, mid = weak, premium = "
+        "strong; the dial's `strong_share` 0–100 % in steps of 10 %; random routing scores "
+        f"0.5). PGR by share: {pgrs}.",
     ]
     return out
 
@@ -233,35 +244,41 @@ def learned_curve(
 # --- cross-validated scores --------------------------------------------------------------------
 
 
-def cv_scores(rows: list[Scored], data: Path, folds: int, *, arena: bool) -> list[float] | None:
-    """Out-of-fold routing scores: each fold scored by a model trained without it (and, for
-    RouterBench, without arena; for arena, with RouterBench train and the other arena folds).
-    The cost model is fitted on the RouterBench rows of the training side (arena has no costs)."""
+def cv_predictions(rows: list[Scored], data: Path, folds: int, *, arena: bool) -> Preds | None:
+    """Out-of-fold per-level predictions: each fold predicted by heads trained without it
+    (for RouterBench, without arena; for arena, with RouterBench train and the other arena
+    folds). The cost factor heads are fitted on the RouterBench rows of the training side
+    (arena has no costs)."""
     try:
+        import numpy as np
         import train_router as tr
     except ImportError:
         return None
-    scores = [0.0] * len(rows)
+    quality: list[tuple[float, ...]] = [()] * len(rows)
+    factor: list[tuple[float, ...]] = [()] * len(rows)
     for f in range(folds):
         test = [i for i in range(len(rows)) if i % folds == f]
         held = set(test)
         train_rows = [r for i, r in enumerate(rows) if i not in held]
         if arena:
-            texts, labels, weights = tr.strong_data(data, train_rows)
-            c_texts, c_logs = tr.cost_data(load_routerbench("train", data))
+            texts, q_target, weights = tr.strong_data(data, train_rows)
+            c_rows = load_routerbench("train", data)
         else:
             texts = [r.text for r in train_rows]
-            labels = [tr.strong_label(r) for r in train_rows]
+            q_target = np.array([tr.level_quality(r) for r in train_rows])
             weights = [1.0] * len(train_rows)
-            c_texts, c_logs = tr.cost_data(train_rows)
+            c_rows = train_rows
         docs = [learned.features(t) for t in texts]
-        c_docs = [learned.features(t) for t in c_texts]
+        c_docs = [learned.features(r.text) for r in c_rows]
         vocab = tr.Vocab(docs)  # the cost rows are among the training rows
-        model = tr.fit_strong(vocab.matrix(docs), labels, weights, vocab.matrix(c_docs), c_logs)
-        probs = model.score(vocab.matrix([learned.features(rows[i].text) for i in test]))
-        for i, p in zip(test, probs, strict=True):
-            scores[i] = float(p)
-    return scores
+        model = tr.fit_strong(
+            vocab.matrix(docs), q_target, weights, vocab.matrix(c_docs), tr.log_factors(c_rows)
+        )
+        q, fac = model.predict(vocab.matrix([learned.features(rows[i].text) for i in test]))
+        for j, i in enumerate(test):
+            quality[i] = tuple(float(x) for x in q[j])
+            factor[i] = tuple(float(x) for x in fac[j])
+    return quality, factor
 
 
 def with_costs(rows: list[Scored], costs: dict[str, float]) -> list[Scored]:
@@ -294,10 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     lines += task_section(sets, f1) + complexity_section(wiz)
     rb_test = load_routerbench("test", data)
     rb_train = load_routerbench("train", data)
+    prices = price_fit([r.text for r in rb_train], [r.cost for r in rb_train])
+    test_preds = [learned.predict(r.text) for r in rb_test]
     section, head = curve_section(
         "RouterBench test (held out)",
         rb_test,
-        [learned.classify(r.text).score or 0.0 for r in rb_test],
+        ([p.quality for p in test_preds], [p.factor for p in test_preds]),
+        prices,
         f"{len(rb_test)} prompts (ARC-Challenge, MBPP, Winogrande); quality = accuracy; cost = "
         "RouterBench's USD per call.",
         "accuracy",
@@ -323,22 +343,24 @@ def main(argv: list[str] | None = None) -> int:
     ]
     mean_cost = {t: sum(r.cost[t] for r in rb_train) / len(rb_train) for t in TIERS}
     arena = with_costs(load_arena(data), mean_cost)
-    a_scores = cv_scores(arena, data, args.folds, arena=True)
+    a_preds = cv_predictions(arena, data, args.folds, arena=True)
     lines += curve_section(
         f"arena-bench-v1 ({args.folds}-fold cross-validation)",
         arena,
-        a_scores,
+        a_preds,
+        prices,
         f"{len(arena)} prompts; quality = GPT-4 judge score 1–10 (biased toward GPT-4 answers); "
         f"budget stand-in = {ARENA_MODELS['budget']}; cost = each tier's mean RouterBench train "
         "cost. Each fold is scored by a strong model trained on RouterBench train and the other "
-        "folds." + ("" if a_scores else " **Skipped: needs the [train] extra.**"),
+        "folds." + ("" if a_preds else " **Skipped: needs the [train] extra.**"),
         "judge score",
     )[0]
-    t_scores = cv_scores(rb_train, data, args.folds, arena=False)
+    t_preds = cv_predictions(rb_train, data, args.folds, arena=False)
     lines += curve_section(
         f"RouterBench train ({args.folds}-fold cross-validation; the default dial was chosen here)",
         rb_train,
-        t_scores,
+        t_preds,
+        prices,
         f"{len(rb_train)} prompts, out-of-fold scores of a model trained on RouterBench train "
         "only.",
         "accuracy",

@@ -10,6 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+from batchroute.budget import typical_prompt_tokens
+from batchroute.thresholds import Point as DialPoint
+from batchroute.thresholds import calibrate, for_tiers, tier_levels
+
 TIERS = ("budget", "mid", "standard", "premium")
 
 
@@ -172,3 +176,56 @@ def apgr(
     xs = [i / steps for i in range(steps + 1)]
     ys = [pgr(quality_at_share(x), weak, strong) for x in xs]
     return sum((ys[i] + ys[i + 1]) / 2 for i in range(steps)) / steps
+
+
+# --- the cost dial on evaluation data ----------------------------------------------------------
+
+
+def prompt_tokens(text: str) -> int:
+    """The plan's typical token count of a one-message prompt (budget.typical_prompt_tokens)."""
+    return typical_prompt_tokens([{"role": "user", "content": text}])
+
+
+Prices = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def price_fit(texts: Sequence[str], cost: Sequence[dict[str, float]]) -> Prices:
+    """Per tier (`TIERS`), the least-squares (per call, per prompt token) USD of the observed
+    costs: on RouterBench the stand-in for the prices a job knows (a run uses its own)."""
+    xs = [float(prompt_tokens(t)) for t in texts]
+    n = len(xs)
+    mx = sum(xs) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    calls, per_tok = [], []
+    for t in TIERS:
+        ys = [c[t] for c in cost]
+        my = sum(ys) / n
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+        slope = max(slope, 0.0)
+        calls.append(max(my - slope * mx, 1e-9))
+        per_tok.append(slope)
+    return tuple(calls), tuple(per_tok)
+
+
+def dial_route(
+    quality: Sequence[Sequence[float]],
+    factor: Sequence[Sequence[float]],
+    texts: Sequence[str],
+    prices: Prices,
+    policy: dict[str, float],
+    tiers: Sequence[str] = TIERS,
+) -> list[str]:
+    """The tier each prompt goes to under the cost dial `policy`, calibrated on these prompts
+    exactly as a run calibrates on its input (`thresholds.calibrate`). `quality` and `factor`
+    are per model level (`thresholds.LEVELS`); `tiers` names the job's tiers, cheapest first
+    (the levels map onto them by `thresholds.tier_levels`); `prices` are per level."""
+    n = len(tiers)
+    lv = tier_levels(n)
+    per_call = tuple(prices[0][i] for i in lv)
+    per_token = tuple(prices[1][i] for i in lv)
+    points = [
+        DialPoint(for_tiers(q, n), for_tiers(f, n), prompt_tokens(t))
+        for q, f, t in zip(quality, factor, texts, strict=True)
+    ]
+    dial = calibrate(points, per_call, per_token, **policy)  # type: ignore[arg-type]
+    return [tiers[dial.tier(p.quality, p.factor, p.tokens)] for p in points]

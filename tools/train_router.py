@@ -5,10 +5,11 @@ Needs the `[train]` extra (scikit-learn). DIR defaults to ../shared/data.
 
 - task type: `tools/train_task_head.py` (called from here too: one command writes both
   `router_model.bin` and `task_model.bin`);
-- gain: ridge regression of the premium tier's quality minus the best cheaper capable tier's
-  (mid or standard; RouterBench train accuracy 0/1, arena-bench judge score / 9);
-- cost: ridge regression of log(premium cost) of the prompt (RouterBench train);
-- the routing score is sigmoid(SCALE · gain / relative cost): gain per dollar, squashed.
+- quality: one ridge regression per level (budget, mid, standard, premium) of its quality
+  (RouterBench train correctness 0/1, arena-bench judge score / 10);
+- cost factor: one ridge regression per level of log(the call's cost / what the prompt's length
+  alone predicts at that level's fitted prices) (RouterBench train): mostly answer length;
+- the plan routes to the tier maximising quality − λ·cost (batchroute/thresholds.py).
 
 `--cv` prints 5-fold cross-validated figures on the training data for a few regularisation
 strengths; the constants below were chosen that way (never on a test split).
@@ -35,36 +36,49 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import train_task_head as task_head_train  # noqa: E402
 from routing_data import DATA, Scored, load_arena, load_routerbench  # noqa: E402
+from routing_metrics import dial_route, price_fit, prompt_tokens  # noqa: E402
 
 from batchroute import task_head, thresholds  # noqa: E402
 from batchroute.learned import MAGIC, MODEL_FILE, features  # noqa: E402
 
-ALPHA_GAIN = 300.0  # ridge strengths chosen by RouterBench-train CV (see --cv)
+ALPHA_QUALITY = 1000.0  # ridge strengths chosen by RouterBench-train CV (see --cv score)
 ALPHA_COST = 300.0
 ARENA_WEIGHT = 1.0
 SCORE_SCALE = 10.0  # only spreads the squashed score over (0, 1); ranks do not depend on it
 MIN_DF = 2  # a feature seen in one training prompt only is noise, and would bloat the file
 SEED = 12
 MAX_FEATURES = 24_000
+LEVELS = thresholds.LEVELS
 
 
-def strong_label(s: Scored) -> float:
-    """The premium tier's quality gain over the mid tier, in accuracy units (a 1-10 judge score
-    is divided by 9). Over the best of mid and standard did worse in CV (the mid tier is the
-    one the weak side mostly uses)."""
-    gain = s.quality["premium"] - s.quality["mid"]
-    return gain / 9.0 if s.group == "arena" else gain
+def level_quality(s: Scored) -> list[float]:
+    """Each level's quality on a 0–1 scale: RouterBench correctness as is, an arena judge
+    score (1–10) divided by 10."""
+    scale = 10.0 if s.group == "arena" else 1.0
+    return [s.quality[t] / scale for t in LEVELS]
+
+
+def log_factors(rows: Sequence[Scored]) -> np.ndarray:
+    """Per row and level, log(cost / the price fit's cost): the cost factor heads' target."""
+    calls, per_tok = price_fit([r.text for r in rows], [r.cost for r in rows])
+    out = np.zeros((len(rows), len(LEVELS)))
+    for i, r in enumerate(rows):
+        n = prompt_tokens(r.text)
+        for j, t in enumerate(LEVELS):
+            out[i, j] = np.log(max(r.cost[t], 1e-9) / (calls[j] + per_tok[j] * n))
+    return out
 
 
 class Scorer:
-    """The two ridge models behind the routing score (training-side mirror of learned.predict)."""
+    """The routing heads (training-side mirror of learned.predict): per level, quality and log
+    cost factor."""
 
-    def __init__(self, gain: Ridge, cost: Ridge, cost_ref: float) -> None:
-        self.gain, self.cost, self.cost_ref = gain, cost, cost_ref
+    def __init__(self, quality: Ridge, cost: Ridge) -> None:
+        self.quality, self.cost = quality, cost
 
-    def score(self, x: csr_matrix) -> np.ndarray:
-        rel = np.exp(np.clip(self.cost.predict(x) - self.cost_ref, -20, 20))
-        return 1 / (1 + np.exp(-SCORE_SCALE * self.gain.predict(x) / rel))
+    def predict(self, x: csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """(quality, cost factor), one row per prompt, one column per level."""
+        return self.quality.predict(x), np.exp(np.clip(self.cost.predict(x), -3.0, 3.0))
 
 
 class Vocab:
@@ -86,22 +100,17 @@ class Vocab:
 
 def fit_strong(
     x: csr_matrix,
-    y: Sequence[float],
+    quality: np.ndarray,
     w: Sequence[float],
     xc: csr_matrix,
-    log_cost: Sequence[float],
-    alpha: float = ALPHA_GAIN,
+    log_factor: np.ndarray,
+    alpha: float = ALPHA_QUALITY,
+    alpha_cost: float = ALPHA_COST,
 ) -> Scorer:
-    """Fit the gain model on (x, y, w) and the cost model on (xc, log_cost)."""
-    gain = Ridge(alpha=alpha).fit(x, np.asarray(y), sample_weight=np.asarray(w, dtype=np.float64))
-    cost = Ridge(alpha=ALPHA_COST).fit(xc, np.asarray(log_cost))
-    return Scorer(gain, cost, float(np.mean(log_cost)))
-
-
-def cost_data(rows: Sequence[Scored]) -> tuple[list[str], list[float]]:
-    """(texts, log premium cost) of the rows that carry a cost (RouterBench)."""
-    priced = [r for r in rows if r.cost.get("premium", 0) > 0]
-    return [r.text for r in priced], [float(np.log(r.cost["premium"])) for r in priced]
+    """Fit the quality heads on (x, quality, w) and the cost factor heads on (xc, log_factor)."""
+    q = Ridge(alpha=alpha).fit(x, quality, sample_weight=np.asarray(w, dtype=np.float64))
+    c = Ridge(alpha=alpha_cost).fit(xc, log_factor)
+    return Scorer(q, c)
 
 
 task_data = task_head_train.task_data  # the task prompts (they count in the vocabulary)
@@ -109,31 +118,33 @@ task_data = task_head_train.task_data  # the task prompts (they count in the voc
 
 def strong_data(
     data: Path, arena: Sequence[Scored] | None = None
-) -> tuple[list[str], list[float], list[float]]:
+) -> tuple[list[str], np.ndarray, list[float]]:
+    """(texts, per-level quality, weights) of RouterBench train and arena-bench."""
     rb = load_routerbench("train", data)
     arena_rows = load_arena(data) if arena is None else arena
     ar = [Scored(s.text, "arena", s.quality, {}) for s in arena_rows]
     texts = [s.text for s in rb] + [s.text for s in ar]
-    labels = [strong_label(s) for s in rb] + [strong_label(s) for s in ar]  # gain targets
+    quality = np.array([level_quality(s) for s in [*rb, *ar]])
     weights = [1.0] * len(rb) + [ARENA_WEIGHT] * len(ar)
-    return texts, labels, weights
+    return texts, quality, weights
 
 
 def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     """Fit both models on the training data and return the model file's bytes."""
     t_texts, _ = task_data(data)
     s_texts, s_labels, s_weights = strong_data(data, arena)
-    c_texts, c_logs = cost_data(load_routerbench("train", data))
+    rb = load_routerbench("train", data)
+    c_texts, c_logs = [r.text for r in rb], log_factors(rb)
     t_docs = [features(t) for t in t_texts]
     s_docs = [features(t) for t in s_texts]
     c_docs = [features(t) for t in c_texts]
-    # The vocabulary still counts the task prompts (the routing heads are unchanged by the task
-    # head's move); the task type itself is the task head's (tools/train_task_head.py, its own
-    # file), so this file holds no task columns: n_features × 2 (gain, log cost).
+    # The vocabulary still counts the task prompts; the task type itself is the task head's
+    # (tools/train_task_head.py, its own file), so this file holds no task columns.
     vocab = Vocab(t_docs + s_docs)
     strong = fit_strong(vocab.matrix(s_docs), s_labels, s_weights, vocab.matrix(c_docs), c_logs)
     classes: list[str] = []
-    weights = np.vstack([strong.gain.coef_, strong.cost.coef_]).T.astype("<f4")
+    # per feature: the quality heads, then the log cost factor heads
+    weights = np.vstack([strong.quality.coef_, strong.cost.coef_]).T.astype("<f4")
     # Keep the features that matter most to some output (weights scaled per output, since the
     # strong model is regularised harder): the file stays well under 2 MB, scoring stays fast.
     scaled = np.abs(weights) / np.abs(weights).max(axis=0)
@@ -148,14 +159,16 @@ def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     header = {
         "classes": classes,
         "n_features": len(ids),
-        "intercepts": [float(strong.gain.intercept_), float(strong.cost.intercept_)],
+        "intercepts": [float(b) for b in strong.quality.intercept_]
+        + [float(b) for b in strong.cost.intercept_],
         "complexity_cuts": cuts,
         "score_scale": SCORE_SCALE,
-        "cost_ref": strong.cost_ref,
+        "n_levels": len(LEVELS),
         "meta": {
-            "trained_on": "RouterBench train + arena-bench-v1 (strong); task type: "
-            + task_head_train.TRAINED_ON,
-            "alpha_gain": ALPHA_GAIN,
+            "trained_on": "RouterBench train + arena-bench-v1 (per-level quality), RouterBench "
+            "train (cost factors); task type: " + task_head_train.TRAINED_ON,
+            "levels": list(LEVELS),
+            "alpha_quality": ALPHA_QUALITY,
             "alpha_cost": ALPHA_COST,
             "arena_weight": ARENA_WEIGHT,
             "n_task": len(t_texts),
@@ -166,13 +179,10 @@ def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     return MAGIC + struct.pack("<I", len(head)) + head + ids.tobytes() + weights.tobytes()
 
 
-SIDE = thresholds.SIDE_WEIGHTS[2]
-
-
 def cross_validate(data: Path, what: str = "all") -> None:
     """5-fold CV on the training data (how the constants were chosen): task-type macro-F1 for a
-    few C values; the routing quality and cost on RouterBench train for a few ridge strengths
-    and side spreads (`thresholds.SIDE_WEIGHTS`) over the strong share."""
+    few C values; the routing quality and real cost on RouterBench train for a few ridge
+    strengths over the cost dial (`cv_score`)."""
     folds = StratifiedKFold(5, shuffle=True, random_state=SEED)
     if what in ("all", "task"):
         task_head_train.cross_validate(data)
@@ -180,32 +190,40 @@ def cross_validate(data: Path, what: str = "all") -> None:
         cv_score(data, folds)
 
 
+CV_RATIOS = (0.35, 0.4, 0.45, 0.5, 0.55)
+
+
 def cv_score(data: Path, folds: StratifiedKFold) -> None:
+    """Quality and real cost (fractions of all-premium's) of the dial at a few `max_cost_ratio`
+    values, out of fold on RouterBench train, for a few ridge strengths: how ALPHA_QUALITY,
+    ALPHA_COST and thresholds.DEFAULT_POLICY were chosen."""
     rb = load_routerbench("train", data)
     docs = [features(r.text) for r in rb]
     groups = [r.group for r in rb]
     top_q = sum(r.quality["premium"] for r in rb) / len(rb)
     top_c = sum(r.cost["premium"] for r in rb) / len(rb)
-    tiers = ("budget", "mid", "standard", "premium")
-    for alpha in (30.0, 100.0, 300.0, 1000.0):
-        scores = np.zeros(len(rb))
-        for tr, te in folds.split(docs, groups):
+    splits = list(folds.split(docs, groups))
+    for alpha, alpha_c in ((300.0, 300.0), (1000.0, 300.0), (3000.0, 300.0), (1000.0, 3000.0)):
+        tiers: dict[float, list[str]] = {r: [""] * len(rb) for r in CV_RATIOS}
+        for tr, te in splits:
             vocab = Vocab([docs[i] for i in tr])
             x = vocab.matrix([docs[i] for i in tr])
-            lc = cost_data([rb[i] for i in tr])[1]
-            m = fit_strong(x, [strong_label(rb[i]) for i in tr], [1.0] * len(tr), x, lc, alpha)
-            scores[te] = m.score(vocab.matrix([docs[i] for i in te]))
-        for weights in ((1.0, 3.0), (1.0, 9.0), (0.0, 1.0)):
-            thresholds.SIDE_WEIGHTS[2] = weights
-            row = []
-            for share in (0.35, 0.4, 0.45, 0.5, 0.55):
-                cuts = thresholds.calibrate(list(scores), 4, strong_share=share)
-                ts = [tiers[thresholds.tier_index(x, cuts)] for x in scores]
-                q = sum(r.quality[t] for r, t in zip(rb, ts, strict=True)) / len(rb) / top_q
-                c = sum(r.cost[t] for r, t in zip(rb, ts, strict=True)) / len(rb) / top_c
-                row.append(f"{share}: {q:.3f}@{c:.3f}")
-            print(f"gain alpha={alpha:<5} side {weights}: " + "  ".join(row))
-    thresholds.SIDE_WEIGHTS[2] = SIDE
+            train_rows = [rb[i] for i in tr]
+            quality = np.array([level_quality(r) for r in train_rows])
+            m = fit_strong(x, quality, [1.0] * len(tr), x, log_factors(train_rows), alpha, alpha_c)
+            q, f = m.predict(vocab.matrix([docs[i] for i in te]))
+            prices = price_fit([r.text for r in train_rows], [r.cost for r in train_rows])
+            for ratio in CV_RATIOS:
+                texts = [rb[i].text for i in te]
+                got = dial_route(q, f, texts, prices, {"max_cost_ratio": ratio})
+                for i, t in zip(te, got, strict=True):
+                    tiers[ratio][i] = t
+        row = []
+        for ratio, ts in tiers.items():
+            qq = sum(r.quality[t] for r, t in zip(rb, ts, strict=True)) / len(rb) / top_q
+            cc = sum(r.cost[t] for r, t in zip(rb, ts, strict=True)) / len(rb) / top_c
+            row.append(f"{ratio}: {qq:.3f}@{cc:.3f}")
+        print(f"quality alpha={alpha:<6} cost alpha={alpha_c:<6} " + "  ".join(row), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -243,18 +243,18 @@ def start_progress(
 
 
 async def calibrate(plan: RunPlan, notes: list[str]) -> RunPlan:
-    """The plan with the cost dial's cuts, calibrated off the event loop on the whole input,
-    never only on the records left: a record's tier must not depend on how far an earlier run
-    got (issue 12). The cuts go into the run's notes."""
+    """The plan with the cost dial calibrated off the event loop on the whole input, never
+    only on the records left: a record's tier must not depend on how far an earlier run got
+    (issue 12). λ goes into the run's notes."""
     spec, policy = plan.spec, policy_of(plan.spec)
     if policy is None:
         return plan
     records = read_records(spec.input, id_field=spec.id_field)
     plan = await asyncio.to_thread(plan.calibrated, records)
-    if plan.cuts is not None:
+    if plan.dial is not None:
         notes.append(
             "cost dial " + ", ".join(f"{k} {v}" for k, v in policy.items())
-            + f": cuts {', '.join(f'{c:.4f}' for c in plan.cuts)} on the {spec.classifier} "
-            f"scores of {plan.scored} records; strong tiers {', '.join(strong_tiers(spec))}"
+            + f": λ {plan.dial.lam:.4g} (quality per USD) on the {spec.classifier} "
+            f"predictions of {plan.scored} records; strong tiers {', '.join(strong_tiers(spec))}"
         )  # fmt: skip
     return plan
