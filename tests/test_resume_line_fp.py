@@ -18,7 +18,7 @@ from subprocs import job_endpoint, query, run_cli, simulator
 from test_resume import LIMITS, REQUEST, _summary
 
 from batchroute.prompt import line_salt, request_params
-from batchroute.reader import line_fp, read_records
+from batchroute.reader import line_fp
 from batchroute.spec import load_spec
 
 
@@ -156,19 +156,3 @@ def test_a_database_from_before_the_column_resumes_as_before(tmp_path: Path) -> 
         assert (s["final"], s["stale"]) == ("20", "1")
         assert sim.calls() == paid
         assert query(db, "SELECT count(line_fp) FROM results") == [(0,)]  # skipped: unwritten
-
-
-def test_a_line_the_store_expects_is_not_parsed(tmp_path: Path) -> None:
-    """`read_records(expect=...)`: the line whose fingerprint is the expected one becomes a
-    record without fields under the expected key; a line that differs is parsed as ever."""
-    (tmp_path / "in.jsonl").write_bytes(b'{"id": "a", "t": 1}\n{"id": "b", "t": 2}\n')
-    salt = b"0123456789abcdef"
-    fp_b = line_fp(b'{"id": "b", "t": 2}', salt)
-    answers = iter([(line_fp(b"another line", salt), "a"), (fp_b, "b")])
-    recs = list(
-        read_records(tmp_path / "in.jsonl", id_field="id", salt=salt, expect=lambda: next(answers))
-    )
-    assert [(r.key, r.fields, r.line_fp) for r in recs] == [
-        ("a", {"id": "a", "t": 1}, line_fp(b'{"id": "a", "t": 1}', salt)),
-        ("b", None, fp_b),
-    ]
