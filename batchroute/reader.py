@@ -12,6 +12,8 @@ import sys
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
+from functools import partial
+from operator import methodcaller
 from pathlib import Path
 
 import orjson
@@ -21,6 +23,7 @@ from batchroute.types import Record
 
 _BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark some editors put first in a file
 CHUNK = 1 << 22  # bytes per read of the scans below: the lines of one read are one batch
+_digest = methodcaller("digest")
 
 
 def record_key(raw: bytes) -> str:
@@ -117,10 +120,11 @@ def _raw(piece: bytes, pos: int) -> bytes:
     return raw[len(_BOM) :] if pos == 0 and raw.startswith(_BOM) else raw
 
 
-def scan_line_fps(path: Path, salt: bytes, index: LineIndex) -> Iterator[array[int]]:
+def scan_line_fps(path: Path, salt: bytes | None, index: LineIndex) -> Iterator[array[int]]:
     """`line_fp` of every line of the file (blank ones too), in order, a batch at a time, and
     the batches' places in `index`. The lines are split and hashed by C code (`bytes.split`,
     hashlib), so this is the one pass over the input whose cost is per line (issue 11).
+    Without a salt the lines are not hashed (zeros): the index alone.
 
     Raises:
         InputError: when the file cannot be opened.
@@ -129,7 +133,7 @@ def scan_line_fps(path: Path, salt: bytes, index: LineIndex) -> Iterator[array[i
         fh = path.open("rb")
     except OSError as exc:
         raise InputError(f"cannot open input: {exc.strerror}", path=str(path)) from exc
-    b2 = hashlib.blake2b
+    hashed = None if salt is None else partial(hashlib.blake2b, digest_size=8, salt=salt)
     offset = pos = 0
     rest = b""
     with fh:
@@ -148,8 +152,10 @@ def scan_line_fps(path: Path, salt: bytes, index: LineIndex) -> Iterator[array[i
                 parts[0] = _raw(parts[0], 0)
             if b"\r" in data:
                 parts = [p.rstrip(b"\r") for p in parts]
-            digests = b"".join([b2(p, digest_size=8, salt=salt).digest() for p in parts])
-            fps = array("q", digests)  # as `line_fp`: each digest a little-endian int64
+            if hashed is None:  # nothing to match: only the index is wanted
+                fps = array("q", bytes(8 * len(parts)))
+            else:  # as `line_fp`: each digest a little-endian int64
+                fps = array("q", b"".join(map(_digest, map(hashed, parts))))
             if sys.byteorder != "little":  # pragma: no cover - no such machine here
                 fps.byteswap()
             yield fps

@@ -68,13 +68,16 @@ def open_lookup(
         for p in positions:
             yield p, key_of(reader.at(p), id_field)
 
+    # A new job, or a history written before line_fp: no line can match, none is hashed.
+    match = store.has_line_fps(job_name, final_statuses=final_statuses)
     try:
         lookup = store.resume_lookup(
             job_name,
-            scan_line_fps(path, salt, index),
+            scan_line_fps(path, salt if match else None, index),
             keys_at,
             final_statuses=final_statuses,
             source=str(path),
+            match=match,
         )
     finally:
         if reader is not None:

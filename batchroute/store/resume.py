@@ -125,6 +125,22 @@ WHERE database_name = '{_ALIAS}' AND table_name = 'results' AND column_name = 'l
 """
 
 
+# Does any final row of the job keep a line fingerprint? If not (a new job, a history written
+# before line_fp), no line can match and the scan need not hash the input.
+_ANY_LINE_FP = """
+SELECT count(*) FROM (SELECT 1 FROM results
+WHERE job_name = $1 AND line_fp IS NOT NULL AND status IN ({statuses}) LIMIT 1)
+"""
+
+
+def has_line_fps(con: duckdb.DuckDBPyConnection, job_name: str, statuses: Collection[str]) -> bool:
+    """Whether a scan of the input can match anything (`_ANY_LINE_FP`), on a connection to
+    the results file."""
+    if not _count(con, _HAS_LINE_FP.replace(f"'{_ALIAS}'", "current_database()")):
+        return False
+    return _count(con, _ANY_LINE_FP.format(statuses=_in(statuses)), [job_name]) > 0
+
+
 def _csv_literal(path: Path) -> str:
     return str(path).replace("'", "''")
 
@@ -193,8 +209,8 @@ def _close(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     shutil.rmtree(_spill_dir(path), ignore_errors=True)  # what DuckDB spilled, if anything
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    row = con.execute(sql).fetchone()
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> int:
+    row = con.execute(sql, params).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
@@ -279,10 +295,12 @@ def resume_lookup(
     *,
     source: str,
     timeout: float,
+    match: bool = True,
 ) -> ResumeLookup:
     """Stage `fps` (every input line's `line_fp`, in order), join them with the job's results
-    in `statuses`, ask `keys_at` for the (position, key or None when blank) of the lines that
-    did not match, join those keys, and return the lookup that streams the answers back."""
+    in `statuses` (unless not `match`: then every line is unmatched), ask `keys_at` for the
+    (position, key or None when blank) of the lines that did not match, join those keys, and
+    return the lookup that streams the answers back."""
     spill = _spill_dir(path)
     con = duckdb.connect(
         ":memory:",
@@ -294,7 +312,7 @@ def resume_lookup(
         attach_read_only(con, path, _ALIAS, timeout=timeout)
         try:
             has_line_fp = _count(con, _HAS_LINE_FP) > 0
-            if has_line_fp:
+            if has_line_fp and match:
                 con.execute(_MATCHED.format(statuses=st, failed=failed), [job_name])
             else:
                 con.execute("CREATE TABLE matched (pos BIGINT, fp BIGINT, failed BOOLEAN)")
