@@ -179,6 +179,7 @@ class LineReader:
         except OSError as exc:
             raise InputError(f"cannot open input: {exc.strerror}", path=str(path)) from exc
         self._batch = -1
+        self._first = 0
         self._parts: list[bytes] = []
 
     def at(self, pos: int) -> bytes:
@@ -187,8 +188,9 @@ class LineReader:
         Raises:
             InputError: the file no longer has that line (it changed since the scan)."""
         ix = self._index
-        b = bisect_right(ix.firsts, pos) - 1
-        if b != self._batch:
+        b = self._batch
+        if not (self._first <= pos < self._first + len(self._parts)):  # not in this block
+            b = bisect_right(ix.firsts, pos) - 1
             start = ix.offsets[b]
             self._fh.seek(start)
             data = self._fh.read(ix.offsets[b + 1] - start if b + 1 < len(ix.offsets) else -1)
@@ -196,6 +198,7 @@ class LineReader:
             if data.endswith(b"\n"):
                 self._parts.pop()  # not a line: what follows the batch's last line ending
             self._batch = b
+            self._first = ix.firsts[b]
         i = pos - ix.firsts[b]
         if b < 0 or i >= len(self._parts) or pos >= ix.lines:
             raise InputError(

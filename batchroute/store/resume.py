@@ -63,16 +63,20 @@ _UNSURE = """
 DELETE FROM matched WHERE pos IN (SELECT pos FROM matched GROUP BY pos HAVING count(*) > 1)
 """
 
+# The unmatched positions, in order: the caller reads their keys (None: a blank line).
 _UNMATCHED = """
-CREATE TABLE unmatched AS
 SELECT pos FROM (SELECT rowid AS pos FROM lines) ANTI JOIN matched USING (pos) ORDER BY pos
 """
 
+# Every unmatched line, with what the store knows of its key (nothing for a blank line).
 _KNOWN = f"""
 CREATE TABLE known AS
-SELECT u.pos, u.k, f.status IN ({{failed}}) AS failed, f.request_fp, {{line_fp}} AS lfp
-FROM keyed u JOIN {_ALIAS}.results f ON f.record_key = u.k
-WHERE f.job_name = $1 AND f.status IN ({{statuses}})
+SELECT u.pos, u.k, f.record_key IS NOT NULL AS final, COALESCE(f.failed, false) AS failed,
+    f.request_fp, f.lfp
+FROM keyed u LEFT JOIN (
+    SELECT record_key, status IN ({{failed}}) AS failed, request_fp, {{line_fp}} AS lfp
+    FROM {_ALIAS}.results WHERE job_name = $1 AND status IN ({{statuses}})) f
+ON f.record_key = u.k
 """
 
 # `linked`: the matched lines whose key is also the key of an unmatched line (their stored
@@ -85,20 +89,17 @@ WITH linked AS (
     JOIN (SELECT DISTINCT k, lfp FROM known WHERE lfp IS NOT NULL) x ON m.fp = x.lfp),
 rep_fp AS (SELECT fp, min(pos) AS first FROM matched GROUP BY fp HAVING count(*) > 1),
 rep_k AS (
-    SELECT k, min(pos) AS first FROM (SELECT pos, k FROM keyed UNION ALL SELECT pos, k FROM linked)
+    SELECT k, min(pos) AS first
+    FROM (SELECT pos, k FROM known WHERE k IS NOT NULL UNION ALL SELECT pos, k FROM linked)
     GROUP BY k HAVING count(*) > 1),
-urows AS (
-    SELECT p.pos, CASE WHEN u.k IS NULL THEN {BLANK} ELSE {RECORD} END AS kind, u.k,
-        COALESCE(p.pos > d.first, false) AS dup, kn.pos IS NOT NULL AS final,
-        COALESCE(kn.failed, false) AS failed, kn.request_fp, kn.lfp
-    FROM unmatched p LEFT JOIN keyed u ON u.pos = p.pos LEFT JOIN known kn ON kn.pos = p.pos
-    LEFT JOIN rep_k d ON d.k = u.k),
 mrows AS (
     SELECT m.pos, COALESCE(m.pos > rf.first, false) OR COALESCE(m.pos > rk.first, false) AS dup,
         m.failed
     FROM matched m LEFT JOIN rep_fp rf ON rf.fp = m.fp LEFT JOIN linked ln ON ln.pos = m.pos
     LEFT JOIN rep_k rk ON rk.k = ln.k)
-SELECT pos, kind, k, dup, final, failed, request_fp, lfp FROM urows
+SELECT kn.pos, CASE WHEN kn.k IS NULL THEN {BLANK} ELSE {RECORD} END AS kind, kn.k,
+    COALESCE(kn.pos > d.first, false) AS dup, kn.final, kn.failed, kn.request_fp, kn.lfp
+FROM known kn LEFT JOIN rep_k d ON d.k = kn.k
 UNION ALL
 SELECT pos, CASE WHEN dup THEN {REPEAT} ELSE {FAILED_BEFORE} END, NULL, dup, NOT dup, failed,
     NULL, NULL
@@ -173,10 +174,11 @@ def _stage_fps(con: duckdb.DuckDBPyConnection, fps: Iterable[array[int]], spill:
 
 
 def _stage_keys(
-    con: duckdb.DuckDBPyConnection, keyed: Iterable[tuple[int, str]], spill: Path
+    con: duckdb.DuckDBPyConnection, keyed: Iterable[tuple[int, str | None]], spill: Path
 ) -> None:
-    """Stage (position, key) of the unmatched non-blank lines into `keyed (pos, k)`: through
-    a CSV file as above, every key quoted (a key may hold quotes, commas, line breaks)."""
+    """Stage (position, key) of the unmatched lines into `keyed (pos, k)` (k NULL for a blank
+    line): through a CSV file as above, every key quoted (a key may hold quotes, commas, line
+    breaks; it is never empty), a NULL as an empty field."""
     it = iter(keyed)
     csv = spill / "keys.csv"
     try:
@@ -191,7 +193,12 @@ def _stage_keys(
         return
     with fh:
         while chunk := list(islice(it, STAGE_CHUNK)):
-            fh.write("".join(f'{p},"{k.replace(chr(34), chr(34) * 2)}"\n' for p, k in chunk))
+            fh.write(
+                "".join(
+                    f"{p},\n" if k is None else f'{p},"{k.replace(chr(34), chr(34) * 2)}"\n'
+                    for p, k in chunk
+                )
+            )
     con.execute(
         f"INSERT INTO keyed SELECT pos, k FROM read_csv('{_csv_literal(csv)}', "
         "columns = {'pos': 'BIGINT', 'k': 'VARCHAR'}, header = false, auto_detect = false, "
@@ -229,6 +236,7 @@ class ResumeLookup:
         self._source = source
         self.lines = lines  # the input's lines, blank ones too
         matched = _count(con, "SELECT count(*) FROM matched")
+        con.execute("DROP TABLE matched")
         row = con.execute(
             f"SELECT count(*) FILTER (WHERE kind = {REPEAT}), "
             f"count(*) FILTER (WHERE kind = {RECORD} AND dup), "
@@ -319,35 +327,35 @@ def resume_lookup(
         finally:
             con.execute(f"DETACH {_ALIAS}")
         con.execute(_UNSURE)
-        con.execute(_UNMATCHED)
         lines = _count(con, "SELECT count(*) FROM lines")
-        con.execute("DROP TABLE lines")
         con.execute("CREATE TABLE keyed (pos BIGINT, k VARCHAR)")
         cur = con.cursor()  # its own connection: the staging below may write while it reads
-        cur.execute("SELECT pos FROM unmatched")
+        cur.execute(_UNMATCHED)
 
         def positions() -> Iterator[int]:
             while rows := cur.fetchmany(FETCH):
                 for (p,) in rows:
                     yield p
 
-        keyed = ((p, k) for p, k in keys_at(positions()) if k is not None)
-        _stage_keys(con, keyed, spill)
+        _stage_keys(con, keys_at(positions()), spill)
         cur.close()
-        line_fp = "f.line_fp" if has_line_fp else "NULL::BIGINT"
-        if _count(con, "SELECT count(*) FROM keyed"):
+        con.execute("DROP TABLE lines")
+        line_fp = "line_fp" if has_line_fp else "NULL::BIGINT"
+        if _count(con, "SELECT count(*) FROM keyed WHERE k IS NOT NULL"):
             attach_read_only(con, path, _ALIAS, timeout=timeout)
             try:
                 sql = _KNOWN.format(statuses=st, failed=failed, line_fp=line_fp)
                 con.execute(sql, [job_name])
             finally:
                 con.execute(f"DETACH {_ALIAS}")
-        else:  # every line matched: the history's keys need not be read at all
+        else:  # every line matched (or is blank): the history's keys need not be read at all
             con.execute(
-                "CREATE TABLE known (pos BIGINT, k VARCHAR, failed BOOLEAN, "
-                "request_fp VARCHAR, lfp BIGINT)"
+                "CREATE TABLE known AS SELECT pos, k, false AS final, false AS failed, "
+                "NULL::VARCHAR AS request_fp, NULL::BIGINT AS lfp FROM keyed"
             )
+        con.execute("DROP TABLE keyed")
         con.execute(_ANSWERS)
+        con.execute("DROP TABLE known")
         return ResumeLookup(con, path, source, lines=lines)
     except duckdb.Error as exc:
         _close(con, path)
