@@ -22,7 +22,7 @@ from batchroute.errors import InputError
 from batchroute.types import Record
 
 _BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark some editors put first in a file
-CHUNK = 1 << 22  # bytes per read of the scans below: the lines of one read are one batch
+CHUNK = 1 << 20  # bytes per read of the scans below: the lines of one read are one batch
 _digest = methodcaller("digest")
 
 

@@ -94,7 +94,7 @@ def pending(scan: InputScan, *, id_field: str | None, salt: bytes) -> Iterator[R
     try:
         for pos, kind in scan.lookup.answers():
             if pos <= last:
-                continue  # two rows for one line (a fingerprint shared by chance): one counts
+                continue  # two final rows share its fingerprint (by chance): one counts
             run.final += pos - last - 1
             last = pos
             if kind == RECORD:

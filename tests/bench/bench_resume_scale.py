@@ -20,14 +20,16 @@ machine shows as a spread, not as a false ratio. The default strategies are the 
 
   product        `Runner.run` end to end on a 2M-line JSONL input (`input_file`) whose records
                  are all final in the file, as this batchroute wrote them (`fp_db`: request
-                 and line fingerprints of those lines): the shipped resume, one join
-                 (`batchroute/store/resume.py`), each unchanged line skipped on its line
-                 fingerprint, unparsed and unrendered; every record skipped, none stale
+                 and line fingerprints of those lines): the shipped resume
+                 (`batchroute/runner/resume.py`): every line hashed in C code, one join on
+                 `results.line_fp`, the final, unchanged lines counted in bulk, never read
+                 again; every record skipped, none stale
   product-nofp   the same input over rows written before `results.line_fp` (migration 9),
-                 whose request fingerprints differ from the lines': the full path (parse,
-                 render, fingerprint), every record skipped and stale (the resume of ca83775)
-  product-dict   the product-nofp run with the resume before issue 11 patched in
-                 (`final_keys` → dict)
+                 whose request fingerprints differ from the lines': the full path (keys
+                 joined, every line parsed, rendered, fingerprinted), every record skipped
+                 and stale (the resume of ca83775)
+  product-dict   the resume before issue 11 (`final_keys` → dict): no longer runs on this
+                 code (the feed's protocol changed); its figures are in docs/benchmarks.md
 
 (figures: docs/benchmarks.md, "Resume at scale"). The exploration that chose the join
 (`--only` any of these):
