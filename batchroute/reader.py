@@ -135,17 +135,18 @@ def scan_line_fps(path: Path, salt: bytes | None, index: LineIndex) -> Iterator[
         raise InputError(f"cannot open input: {exc.strerror}", path=str(path)) from exc
     hashed = None if salt is None else partial(hashlib.blake2b, digest_size=8, salt=salt)
     offset = pos = 0
-    rest = b""
+    rest: list[bytes] = []  # the start of a line that goes on in the next read(s)
     with fh:
         while True:
             chunk = fh.read(CHUNK)
-            data = rest + chunk if chunk else rest
+            if chunk and b"\n" not in chunk:
+                rest.append(chunk)  # a line longer than a read: joined once, not per read
+                continue
+            data = b"".join([*rest, chunk])
             parts = data.split(b"\n")
-            rest = parts.pop() if chunk else b""  # the last line may go on in the next read
+            rest = [parts.pop()] if chunk else []
             if not chunk and not data:
                 break
-            if not parts:
-                continue  # a line longer than a read
             index.offsets.append(offset)
             index.firsts.append(pos)
             if pos == 0:
@@ -159,7 +160,7 @@ def scan_line_fps(path: Path, salt: bytes | None, index: LineIndex) -> Iterator[
             if sys.byteorder != "little":  # pragma: no cover - no such machine here
                 fps.byteswap()
             yield fps
-            offset += len(data) - len(rest)
+            offset += len(data) - (len(rest[0]) if rest else 0)
             pos += len(parts)
             if not chunk:
                 break
