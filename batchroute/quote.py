@@ -7,9 +7,8 @@ Expected cost assumes a typical answer (`TYPICAL_COMPLETION_TOKENS`, capped by m
 the first model of the record's tier and a prompt of about 4 bytes per token. The worst case
 follows what the runner may do: every model of the record's chain and of each tier it may
 escalate to returns an answer that is billed in full (prompt bound + max_tokens) and then
-rejected, on every one of its `max_attempts` tries: an answer cut off in transit (malformed
-body, reset connection) is billed, its cost recovered via /generation, and then retried.
-Errors before any token are unbilled (OpenRouter's zero-completion insurance).
+rejected, on every one of its `max_attempts` tries (an answer cut off in transit is billed,
+then retried). Errors before any token are unbilled (OpenRouter's zero-completion insurance).
 """
 
 from __future__ import annotations
@@ -36,11 +35,13 @@ from batchroute.plan import (
     policy_of,
     strong_tiers,
 )
-from batchroute.reader import read_keys, read_records
+from batchroute.prompt import line_salt, request_params
+from batchroute.reader import read_records
 from batchroute.runner.batching import expected_item, worst_item
+from batchroute.runner.resume import InputScan, Skipped, open_lookup, pending
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.types import KeyLookup, ResumeState
+from batchroute.types import ResumeState
 from batchroute.usd import amount, exact, usd
 
 
@@ -192,7 +193,7 @@ def quote(
     the same resume decisions; only the catalogue is the cached or shipped one (no /models)."""
     overrides = Overrides(budget_usd, retry_failed, rerun_changed, limit)
     resume = ResumeState()
-    lookup: KeyLookup = MemoryLookup()
+    scan: InputScan | None = None
     with contextlib.ExitStack() as stack:
         if db_path.exists():
             store = ResultStore(db_path)
@@ -200,16 +201,17 @@ def quote(
             resume = store.resume_state(
                 spec.name, final_statuses=statuses, day=today, scope=budget_scope(spec)
             )
-            keys = read_keys(spec.input, id_field=spec.id_field)
-            source = str(spec.input)
-            lookup = stack.enter_context(
-                store.resume_lookup(spec.name, keys, final_statuses=statuses, source=source)
-            )
-        return _quote(spec, db_path, resume, overrides, lookup)
+            salt = line_salt(spec.prompt, request_params(spec.request), spec.id_field)
+            scan = open_lookup(
+                store, spec.name, spec.input, id_field=spec.id_field, salt=salt,
+                final_statuses=statuses,
+            )  # fmt: skip
+            stack.callback(scan.close)
+        return _quote(spec, db_path, resume, overrides, scan)
 
 
 def _quote(
-    spec: JobSpec, db_path: Path, resume: ResumeState, overrides: Overrides, lookup: KeyLookup
+    spec: JobSpec, db_path: Path, resume: ResumeState, overrides: Overrides, scan: InputScan | None
 ) -> Quote:
     catalog = offline_catalog(db_path)
     plan = build_plan(spec, catalog, resume, overrides)
@@ -233,14 +235,22 @@ def _quote(
             "; batch tiers at the listed `:batch` price, else half the price (as batches are "
             "typically billed)"
         )
-    intake = plan.intake(lookup)
+    intake = plan.intake(scan.lookup if scan is not None else MemoryLookup())
     top, top_usd = list(plan.tiers)[-1], Decimal(0)  # the dial's cost ratio is against it
     dial_usd = Decimal(0)
-    expect = getattr(lookup, "expect", None)  # a final line is then not even parsed
-    records = read_records(spec.input, id_field=spec.id_field, salt=plan.line_salt, expect=expect)
+    salt = plan.line_salt
+    records = (
+        pending(scan, id_field=spec.id_field, salt=salt)
+        if scan is not None  # a final, unchanged line is not even read again
+        else read_records(spec.input, id_field=spec.id_field, salt=salt)
+    )
     for rec in records:
         if intake.full:
             break
+        if isinstance(rec, Skipped):
+            q.skipped += rec.final
+            q.duplicates += rec.repeats
+            continue
         a = intake.admit(rec)
         q.stale += a.stale
         if a.admit is Admit.DUPLICATE:

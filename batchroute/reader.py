@@ -8,7 +8,12 @@ A UTF-8 byte order mark at the start of the file is dropped (one anywhere else i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import sys
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator
+from functools import partial
+from operator import methodcaller
 from pathlib import Path
 
 import orjson
@@ -17,6 +22,8 @@ from batchroute.errors import InputError
 from batchroute.types import Record
 
 _BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark some editors put first in a file
+CHUNK = 1 << 20  # bytes per read of the scans below: the lines of one read are one batch
+_digest = methodcaller("digest")
 
 
 def record_key(raw: bytes) -> str:
@@ -81,47 +88,144 @@ def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
 
 
 def read_records(
-    path: Path,
-    *,
-    id_field: str | None = None,
-    start: int = 0,
-    salt: bytes | None = None,
-    expect: Callable[[], tuple[int, str] | None] | None = None,
+    path: Path, *, id_field: str | None = None, start: int = 0, salt: bytes | None = None
 ) -> Iterator[Record]:
     """Yield one `Record` per non-blank line, lazily; with `salt`, each with its `line_fp`.
 
-    `expect()`, asked before each line is parsed, may name the (line_fp, key) of a final
-    record the store holds at that position (`ResumeLookup.expect`): a line with that very
-    fingerprint is not parsed, and its record has no fields (resume skips it unrendered).
+    A resume reads only the lines that are not final and unchanged (`scan_line_fps`,
+    `LineReader`, `parse_line`: see `runner/resume.py`).
 
     Raises:
         InputError: only when the file itself cannot be opened.
     """
-    if salt is None:
-        for line_no, raw in _lines(path, start):
-            yield _parse(raw, line_no, id_field)
-        return
     for line_no, raw in _lines(path, start):
-        fp = line_fp(raw, salt)
-        known = expect() if expect is not None else None
-        if known is not None and known[0] == fp:
-            yield Record(line_no, known[1], None, None, fp)
-        else:
-            yield _parse(raw, line_no, id_field, fp)
+        yield _parse(raw, line_no, id_field, None if salt is None else line_fp(raw, salt))
 
 
-def read_keys(path: Path, *, id_field: str | None = None) -> Iterator[str]:
-    """The key of each record `read_records` yields, in the same order (one per record),
-    without building the records: without an id field the key is the line's hash, so the
-    line is not even parsed."""
-    for _, raw in _lines(path, 0):
-        if id_field is None:
-            yield record_key(raw)
-            continue
+class LineIndex:
+    """Where each batch of lines of a file starts (byte offset, first line's position), kept
+    by `scan_line_fps`: `LineReader` then reads the lines at given positions without reading
+    the others. A few entries per 4 MiB of input; `lines` counts every line, blank ones too
+    (positions are 0-based: a record's `line_no` is its position + 1)."""
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.firsts: list[int] = []
+        self.lines = 0
+
+
+def _raw(piece: bytes, pos: int) -> bytes:
+    """A line as `_lines` has it: without its line ending, nor the first line's BOM."""
+    raw = piece.rstrip(b"\r\n")
+    return raw[len(_BOM) :] if pos == 0 and raw.startswith(_BOM) else raw
+
+
+def scan_line_fps(path: Path, salt: bytes | None, index: LineIndex) -> Iterator[array[int]]:
+    """`line_fp` of every line of the file (blank ones too), in order, a batch at a time, and
+    the batches' places in `index`. The lines are split and hashed by C code (`bytes.split`,
+    hashlib), so this is the one pass over the input whose cost is per line (issue 11).
+    Without a salt the lines are not hashed (zeros): the index alone.
+
+    Raises:
+        InputError: when the file cannot be opened.
+    """
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot open input: {exc.strerror}", path=str(path)) from exc
+    hashed = None if salt is None else partial(hashlib.blake2b, digest_size=8, salt=salt)
+    offset = pos = 0
+    rest: list[bytes] = []  # the start of a line that goes on in the next read(s)
+    with fh:
+        while True:
+            chunk = fh.read(CHUNK)
+            if chunk and b"\n" not in chunk:
+                rest.append(chunk)  # a line longer than a read: joined once, not per read
+                continue
+            data = b"".join([*rest, chunk])
+            parts = data.split(b"\n")
+            rest = [parts.pop()] if chunk else []
+            if not chunk and not data:
+                break
+            index.offsets.append(offset)
+            index.firsts.append(pos)
+            if pos == 0:
+                parts[0] = _raw(parts[0], 0)
+            if b"\r" in data:
+                parts = [p.rstrip(b"\r") for p in parts]
+            if hashed is None:  # nothing to match: only the index is wanted
+                fps = array("q", bytes(8 * len(parts)))
+            else:  # as `line_fp`: each digest a little-endian int64
+                fps = array("q", b"".join(map(_digest, map(hashed, parts))))
+            if sys.byteorder != "little":  # pragma: no cover - no such machine here
+                fps.byteswap()
+            yield fps
+            offset += len(data) - (len(rest[0]) if rest else 0)
+            pos += len(parts)
+            if not chunk:
+                break
+    index.lines = pos
+
+
+class LineReader:
+    """The lines at given positions of a file `scan_line_fps` indexed, in increasing order:
+    each read is one of the scan's batches, and a batch without a wanted line is not read.
+    Close it after use."""
+
+    def __init__(self, path: Path, index: LineIndex) -> None:
+        self._path = path
+        self._index = index
         try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            yield record_key(raw)  # as `_parse`: an invalid line's key is its hash
-            continue
-        key = _id_key(obj, id_field) if isinstance(obj, dict) else None
-        yield record_key(raw) if key is None else key
+            self._fh = path.open("rb")
+        except OSError as exc:
+            raise InputError(f"cannot open input: {exc.strerror}", path=str(path)) from exc
+        self._batch = -1
+        self._first = 0
+        self._parts: list[bytes] = []
+
+    def at(self, pos: int) -> bytes:
+        """The line at `pos` as `read_records` reads it (no line ending, no BOM).
+
+        Raises:
+            InputError: the file no longer has that line (it changed since the scan)."""
+        ix = self._index
+        b = self._batch
+        if not (self._first <= pos < self._first + len(self._parts)):  # not in this block
+            b = bisect_right(ix.firsts, pos) - 1
+            start = ix.offsets[b]
+            self._fh.seek(start)
+            data = self._fh.read(ix.offsets[b + 1] - start if b + 1 < len(ix.offsets) else -1)
+            self._parts = data.split(b"\n")
+            if data.endswith(b"\n"):
+                self._parts.pop()  # not a line: what follows the batch's last line ending
+            self._batch = b
+            self._first = ix.firsts[b]
+        i = pos - ix.firsts[b]
+        if b < 0 or i >= len(self._parts) or pos >= ix.lines:
+            raise InputError(
+                f"the input changed while the run read it (line {pos + 1} is gone): run again",
+                path=str(self._path),
+            )
+        return _raw(self._parts[i], pos)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def key_of(raw: bytes, id_field: str | None) -> str | None:
+    """The key `read_records` gives the record of this line; None for a blank line."""
+    if not raw.strip():
+        return None
+    if id_field is None:
+        return record_key(raw)
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return record_key(raw)  # as `_parse`: an invalid line's key is its hash
+    key = _id_key(obj, id_field) if isinstance(obj, dict) else None
+    return record_key(raw) if key is None else key
+
+
+def parse_line(raw: bytes, pos: int, id_field: str | None, salt: bytes) -> Record:
+    """The record of the (non-blank) line at `pos`, as `read_records(salt=...)` yields it."""
+    return _parse(raw, pos + 1, id_field, line_fp(raw, salt))

@@ -18,7 +18,7 @@ from subprocs import job_endpoint, query, run_cli, simulator
 from test_resume import LIMITS, REQUEST, _summary
 
 from batchroute.prompt import line_salt, request_params
-from batchroute.reader import line_fp, read_records
+from batchroute.reader import line_fp
 from batchroute.spec import load_spec
 
 
@@ -158,17 +158,37 @@ def test_a_database_from_before_the_column_resumes_as_before(tmp_path: Path) -> 
         assert query(db, "SELECT count(line_fp) FROM results") == [(0,)]  # skipped: unwritten
 
 
-def test_a_line_the_store_expects_is_not_parsed(tmp_path: Path) -> None:
-    """`read_records(expect=...)`: the line whose fingerprint is the expected one becomes a
-    record without fields under the expected key; a line that differs is parsed as ever."""
-    (tmp_path / "in.jsonl").write_bytes(b'{"id": "a", "t": 1}\n{"id": "b", "t": 2}\n')
-    salt = b"0123456789abcdef"
-    fp_b = line_fp(b'{"id": "b", "t": 2}', salt)
-    answers = iter([(line_fp(b"another line", salt), "a"), (fp_b, "b")])
-    recs = list(
-        read_records(tmp_path / "in.jsonl", id_field="id", salt=salt, expect=lambda: next(answers))
-    )
-    assert [(r.key, r.fields, r.line_fp) for r in recs] == [
-        ("a", {"id": "a", "t": 1}, line_fp(b'{"id": "a", "t": 1}', salt)),
-        ("b", None, fp_b),
-    ]
+def test_lines_skipped_in_bulk_are_counted_as_the_intake_counts_them(tmp_path: Path) -> None:
+    """The feed reads only the lines the store has no final, unchanged record of: every other
+    line is counted in bulk. Identical copies of a final line (repeats, never read), a final
+    key whose edited line comes first (stale; its unchanged copy later is the repeat), blank
+    lines, a new record and a failed one: the dry run, the run's summary, the progress total
+    and the calls agree with the records' real fate."""
+    tmp = tmp_path
+    with simulator() as sim:
+        records = texts(30)
+        write_jsonl(tmp / "in.jsonl", records)
+        job = write_job(tmp, endpoint=job_endpoint(sim), limits=LIMITS, request=REQUEST)
+        db = tmp / "results.duckdb"
+        assert run_cli("run", str(job)).returncode == 0
+        _write(db, "UPDATE results SET status = 'failed' WHERE record_key = 'r00007'")
+        lines = (tmp / "in.jsonl").read_text().splitlines()
+        edited = json.dumps({**records[3], "text": records[3]["text"] + " (edited)"})
+        new = json.dumps(texts(1, prefix="n")[0])
+        # 30 records as written + 3 repeats of final lines + the edited r00003 first + 1 new
+        body = [edited, *lines[:10], "", *lines[10:], "   ", lines[0], lines[1], lines[9], new]
+        (tmp / "in.jsonl").write_text("\n".join(body) + "\n")
+        dry = run_cli("run", str(job), "--dry-run", "--json")
+        assert dry.returncode == 0, dry.stderr
+        quote = json.loads(dry.stdout)
+        assert (quote["records"], quote["duplicates"], quote["stale"]) == (1, 4, 1)
+        paid = sim.calls()
+        run = run_cli("run", str(job))
+        assert run.returncode == 4, run.stderr  # a failure is still in the input: r00007
+        assert sim.calls() - paid == 1  # the new record only
+        s = _summary(run.stdout)
+        assert (s["done"], s["final"], s["stale"]) == ("1", "30", "1")
+        assert s["earlier_failed"] == "1"  # r00007, skipped unread
+        assert "35 records, 30 already final (skipped), 4 repeated ids, 1 to send" in run.stderr
+        seen = query(db, "SELECT records_seen FROM runs ORDER BY started_at DESC LIMIT 1")
+        assert seen == [(35,)]  # 30 + 4 repeats + 1 new: blank lines are no records

@@ -26,11 +26,11 @@ from batchroute.plan import (
     build_plan,
     daily_cap,
 )
-from batchroute.reader import read_keys, read_records
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
+from batchroute.runner.resume import InputScan, Skipped, open_lookup, pending
 from batchroute.runner.setup import (
     calibrate,
     check_key,
@@ -47,7 +47,7 @@ from batchroute.runner.setup import (
 from batchroute.runner.watch import signals_handled, watch_key
 from batchroute.runner.work import Control, RunOptions, RunReport, Trail
 from batchroute.spec import JobSpec
-from batchroute.store import ResultStore, ResumeLookup
+from batchroute.store import ResultStore
 from batchroute.types import Record, RunStatus
 from batchroute.usd import usd
 
@@ -73,7 +73,7 @@ class Runner:
         self.plans: dict[str, tuple[str, ...]] = {}
         self.plan: RunPlan | None = None
         self._intake: Intake | None = None
-        self._lookup: ResumeLookup | None = None
+        self._lookup: InputScan | None = None
         self._announced = 0
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
@@ -177,22 +177,24 @@ class Runner:
             lane = self._lane = Lane(plan, opts, client, self.store, self.book, self.control,
                                      self._log, self.notes, budget)  # fmt: skip
             await lane.collect_earlier()  # before the lookup: what they answered is final
-            # One pass over the input's keys and one join with the results (issue 11): the
+            # One pass over the input's lines and the joins with the results (issue 11): the
             # run holds no key of the job's history, and the file is free again before the
             # first flush.
             self._lookup = await asyncio.to_thread(
-                self.store.resume_lookup,
+                open_lookup,
+                self.store,
                 spec.name,
-                read_keys(spec.input, id_field=spec.id_field),
+                spec.input,
+                id_field=spec.id_field,
+                salt=plan.line_salt,
                 final_statuses=self.overrides.final_statuses,
-                source=str(spec.input),
             )
-            self._intake = plan.intake(self._lookup)
+            self._intake = plan.intake(self._lookup.lookup)
             plans = dict(plan.tiers)
             self.notes += plan.warnings
             self.plans = {t: p.models for t, p in plans.items()}
             self.book.progress = start_progress(
-                plans, opts, self.overrides, self._lookup, lambda: self.book.counts
+                plans, opts, self.overrides, self._lookup.lookup, lambda: self.book.counts
             )
             dispatcher = self._dispatcher = Dispatcher(
                 spec,
@@ -310,14 +312,18 @@ class Runner:
         spec, book, intake, progress = self.spec, self.book, self._intake, self.book.progress
         assert intake is not None
         assert progress is not None
-        salt = self.plan.line_salt if self.plan is not None else None
-        expect = self._lookup.expect if self._lookup is not None else None  # skip the parse
-        records = read_records(spec.input, id_field=spec.id_field, salt=salt, expect=expect)
+        assert self.plan is not None
+        assert self._lookup is not None
+        # Only the lines the store has no final, unchanged record of; the rest come in bulk.
+        records = pending(self._lookup, id_field=spec.id_field, salt=self.plan.line_salt)
         for n, rec in enumerate(records, 1):
             if self.control.interrupted or self.control.status is RunStatus.FAILED:
                 break
             if intake.full:
                 break
+            if isinstance(rec, Skipped):
+                rec.count(book.counts)
+                continue
             book.counts.seen += 1
             item = self._admit(intake, rec)
             if item is not None:

@@ -6,7 +6,8 @@ transaction and closes it, so readers can get in between flushes. It reads no jo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -200,20 +201,36 @@ class ResultStore:
     def resume_lookup(
         self,
         job_name: str,
-        keys: Iterable[str],
+        fps: Iterable[array[int]],
+        keys_at: Callable[[Iterator[int]], Iterable[tuple[int, str | None]]],
         *,
         final_statuses: Collection[RecordStatus],
         source: str = "",
+        match: bool = True,
     ) -> ResumeLookup:
-        """The `KeyLookup` of one pass over an input whose keys, in order, are `keys`.
+        """The answers of one pass over an input whose lines' fingerprints, in order, are
+        `fps`; `keys_at` gives the keys of the lines that are not final and unchanged.
 
-        Reads `keys` to the end now and joins them once with the job's results in
-        `final_statuses` (see `store/resume.py`); holds the file only during that join, so
-        the run may write while the lookup streams. Close it after the pass.
+        Reads `fps` to the end now and joins them with the job's results in `final_statuses`
+        (see `store/resume.py`); holds the file only during the joins, so the run may write
+        while the lookup streams. Close it after the pass.
         """
         return _resume.resume_lookup(
-            self.path, job_name, keys, final_statuses, source=source, timeout=self.write_timeout
+            self.path,
+            job_name,
+            fps,
+            keys_at,
+            final_statuses,
+            source=source,
+            timeout=self.write_timeout,
+            match=match,
         )
+
+    def has_line_fps(self, job_name: str, *, final_statuses: Collection[RecordStatus]) -> bool:
+        """Whether any of the job's final results keeps its line's fingerprint: if none does,
+        a resume need not hash its input (`resume_lookup(match=False)`)."""
+        with self._tx(read_only=True) as con:
+            return _resume.has_line_fps(con, job_name, [str(s) for s in final_statuses])
 
     # -- writes ---------------------------------------------------------------------------
 

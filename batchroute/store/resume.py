@@ -1,20 +1,34 @@
-"""Resume at scale: what the store knows of an input's keys, without holding the job's history.
+"""Resume at scale: what the store knows of an input's lines, without holding the job's history.
 
-One join at run start (issue 11). The input's keys are staged with their positions into an
-in-memory DuckDB (bounded by `MEMORY_LIMIT`, spilling to `<db>.resume.tmp`); the results file
-is attached read-only for the one query that joins them with the job's final results and marks
-the keys that came earlier in the input; then it is detached, before the run writes anything
-(DuckDB allows one handle per file and process). The answers, one row per input record that is
-final or a duplicate, stream back in input order a few thousand rows at a time, and
-`ResumeLookup.next` merges them with the input by position. Memory depends on neither the
-history nor the input: the Python side holds one fetched batch, DuckDB at most its limit.
+At run start (issue 11), in an in-memory DuckDB bounded by `MEMORY_LIMIT` (spilling to
+`<db>.resume.tmp`), with the results file attached read-only only while a query reads it:
+
+1. the fingerprint of every input line (`reader.line_fp`, hashed by the caller in C code) is
+   staged by position, and one join on `results.line_fp` finds the lines that are final and
+   unchanged (`matched`): same bytes under the same prompt, parameters and id field;
+2. only the other lines (`unmatched`: new ones, changed ones, blank ones, and every line of a
+   history written before line_fp or under another prompt) are read again by the caller for
+   their keys, which are joined with the job's final results on `record_key` (stale detection,
+   earlier failures, rows without line_fp);
+3. repeated keys are found over both (a matched line's key is its stored row's), and the
+   answers are one row per unmatched position and per matched position that is not a plain
+   skip (a repeat, or an earlier failure), in input order.
+
+The caller's second pass reads nothing of a plain skip: the gap between two answers is a run
+of final, unchanged lines, counted in bulk. Memory depends on neither the history nor the
+input: the Python side holds one fetched batch, DuckDB at most its limit.
+
+A line is taken for final on its 64-bit fingerprint alone, against all the job's final rows:
+two lines' fingerprints are equal by chance with probability 2^-64, so a run of M lines over
+F final results skips a line wrongly with probability about M·F/2^64 (1e-6 for 2M over 10M).
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Collection, Iterable
+from array import array
+from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -26,28 +40,67 @@ from ..errors import InputError, StoreError
 from ..types import NOT_KNOWN, Known, RecordStatus
 from .connect import attach_read_only
 
-MEMORY_LIMIT = "128MB"  # DuckDB's buffer pool for the staged keys, the join and its answers
+MEMORY_LIMIT = "128MB"  # DuckDB's buffer pool for the staged lines, the joins and the answers
 THREADS = 2
-STAGE_CHUNK = 50_000  # keys per write while staging
+STAGE_CHUNK = 50_000  # rows per write while staging keys without a CSV file
 FETCH = 8_192  # answers per fetch while merging
 _ALIAS = "batchroute_history"
 _FAILED = (RecordStatus.FAILED, RecordStatus.INVALID)  # final: failed_before
 _DUPLICATE = Known(duplicate=True)
 
-# One row per input position whose key came earlier in the input (dup) or is final already.
-# `dups` holds only the keys that occur twice or more (usually none); the primary key
-# (job_name, record_key) makes `finals` one row per key.
+# What an answer row is (`kind`): a line the caller reads and admits; a blank line; a matched
+# line that repeats an earlier key (a duplicate); a matched line that failed before (skipped).
+RECORD, BLANK, REPEAT, FAILED_BEFORE = 0, 1, 2, 3
+
+_MATCHED = f"""
+CREATE TABLE matched AS
+SELECT l.pos, l.fp, f.status IN ({{failed}}) AS failed
+FROM (SELECT rowid AS pos, fp FROM lines) l JOIN {_ALIAS}.results f ON f.line_fp = l.fp
+WHERE f.job_name = $1 AND f.status IN ({{statuses}})
+"""
+
+# The unmatched positions, in order: the caller reads their keys (None: a blank line).
+_UNMATCHED = """
+SELECT pos FROM (SELECT rowid AS pos FROM lines) ANTI JOIN matched USING (pos) ORDER BY pos
+"""
+
+# Every unmatched line, with what the store knows of its key (nothing for a blank line).
+_KNOWN = f"""
+CREATE TABLE known AS
+SELECT u.pos, u.k, f.record_key IS NOT NULL AS final, COALESCE(f.failed, false) AS failed,
+    f.request_fp, f.lfp
+FROM keyed u LEFT JOIN (
+    SELECT record_key, status IN ({{failed}}) AS failed, request_fp, {{line_fp}} AS lfp
+    FROM {_ALIAS}.results WHERE job_name = $1 AND status IN ({{statuses}})) f
+ON f.record_key = u.k
+"""
+
+# `linked`: the matched lines whose key is also the key of an unmatched line (their stored
+# row's line_fp is theirs). Repeats: among matched lines, the same fingerprint (the same row);
+# else the same key among the unmatched lines and the lines linked to them.
 _ANSWERS = f"""
-CREATE TEMP TABLE answers AS
-WITH dups AS (SELECT k, min(pos) AS first FROM staged GROUP BY k HAVING count(*) > 1),
-finals AS (
-    SELECT record_key, status, request_fp, {{line_fp}} AS line_fp FROM {_ALIAS}.results
-    WHERE job_name = $1 AND status IN ({{statuses}}))
-SELECT s.pos, s.k, COALESCE(s.pos > d.first, false) AS dup,
-    COALESCE(f.status IN ({{failed}}), false) AS failed, f.request_fp, f.line_fp
-FROM staged s LEFT JOIN dups d ON d.k = s.k LEFT JOIN finals f ON f.record_key = s.k
-WHERE s.pos > d.first OR f.record_key IS NOT NULL
-ORDER BY s.pos
+CREATE TABLE answers AS
+WITH linked AS (
+    SELECT m.pos, x.k FROM matched m
+    JOIN (SELECT DISTINCT k, lfp FROM known WHERE lfp IS NOT NULL) x ON m.fp = x.lfp),
+rep_fp AS (SELECT fp, min(pos) AS first FROM matched GROUP BY fp HAVING count(*) > 1),
+rep_k AS (
+    SELECT k, min(pos) AS first
+    FROM (SELECT pos, k FROM known WHERE k IS NOT NULL UNION ALL SELECT pos, k FROM linked)
+    GROUP BY k HAVING count(*) > 1),
+mrows AS (
+    SELECT m.pos, COALESCE(m.pos > rf.first, false) OR COALESCE(m.pos > rk.first, false) AS dup,
+        m.failed
+    FROM matched m LEFT JOIN rep_fp rf ON rf.fp = m.fp LEFT JOIN linked ln ON ln.pos = m.pos
+    LEFT JOIN rep_k rk ON rk.k = ln.k)
+SELECT kn.pos, CASE WHEN kn.k IS NULL THEN {BLANK} ELSE {RECORD} END AS kind, kn.k,
+    COALESCE(kn.pos > d.first, false) AS dup, kn.final, kn.failed, kn.request_fp, kn.lfp
+FROM known kn LEFT JOIN rep_k d ON d.k = kn.k
+UNION ALL
+SELECT pos, CASE WHEN dup THEN {REPEAT} ELSE {FAILED_BEFORE} END, NULL, dup, NOT dup, failed,
+    NULL, NULL
+FROM mrows WHERE dup OR failed
+ORDER BY pos
 """
 
 
@@ -61,47 +114,97 @@ def _in(statuses: Iterable[str]) -> str:
     return ", ".join(f"'{v}'" for v in values) or "NULL"
 
 
-# A file not migrated yet (a dry run does not migrate) has no line_fp (migration 9): NULL, and
-# every final line takes the full path (rendered and fingerprinted), as before the column.
+# A file not migrated yet (a dry run does not migrate) has no line_fp (migration 9): no line
+# matches, and every final line takes the full path (rendered and fingerprinted).
 _HAS_LINE_FP = f"""
 SELECT count(*) FROM duckdb_columns()
 WHERE database_name = '{_ALIAS}' AND table_name = 'results' AND column_name = 'line_fp'
 """
 
 
-def _stage(con: duckdb.DuckDBPyConnection, keys: Iterable[str], spill: Path) -> None:
-    """Stage the keys, in input order, as the table `staged_keys (k)` whose rowid is the
-    position (the view `staged (pos, k)`).
+# Does any final row of the job keep a line fingerprint? If not (a new job, a history written
+# before line_fp), no line can match and the scan need not hash the input.
+_ANY_LINE_FP = """
+SELECT count(*) FROM (SELECT 1 FROM results
+WHERE job_name = $1 AND line_fp IS NOT NULL AND status IN ({statuses}) LIMIT 1)
+"""
 
-    They go through a CSV file that DuckDB reads itself: 0.3 s of CPU for 2M keys, where
-    binding them as list parameters took 1.65 s (`INSERT … unnest($1::VARCHAR[])`, still the
-    way when the file cannot be written). Every key is quoted (a key may hold quotes, commas,
-    line breaks); DuckDB preserves insertion order, and `ResumeLookup.next` checks each
-    answer's key against the record's anyway."""
-    con.execute("CREATE TEMP TABLE staged_keys (k VARCHAR)")
-    con.execute("CREATE TEMP VIEW staged AS SELECT rowid AS pos, k FROM staged_keys")
-    it = iter(keys)
+
+def has_line_fps(con: duckdb.DuckDBPyConnection, job_name: str, statuses: Collection[str]) -> bool:
+    """Whether a scan of the input can match anything (`_ANY_LINE_FP`), on a connection to
+    the results file."""
+    if not _count(con, _HAS_LINE_FP.replace(f"'{_ALIAS}'", "current_database()")):
+        return False
+    return _count(con, _ANY_LINE_FP.format(statuses=_in(statuses)), [job_name]) > 0
+
+
+def _csv_literal(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _stage_fps(con: duckdb.DuckDBPyConnection, fps: Iterable[array[int]], spill: Path) -> None:
+    """Stage the fingerprints, in input order, as `lines (fp)` whose rowid is the position.
+
+    Through a CSV file of hex digits DuckDB reads itself: 0.02 µs of Python per line to write
+    (`bytes.hex`), against 0.19 µs as decimal text and 0.86 µs bound as a list parameter;
+    DuckDB preserves insertion order."""
+    con.execute("CREATE TABLE lines (fp BIGINT)")
+    csv = spill / "fps.csv"
+    try:
+        spill.mkdir(parents=True, exist_ok=True)
+        fh = csv.open("w", encoding="ascii", newline="")
+    except OSError:
+        for batch in fps:
+            con.execute("INSERT INTO lines SELECT unnest($1::BIGINT[])", [batch.tolist()])
+        return
+    with fh:
+        for batch in fps:
+            if batch:
+                big = array("q", batch)
+                if sys.byteorder == "little":
+                    big.byteswap()
+                fh.write(big.tobytes().hex("\n", 8))  # 16 hex digits a line, in C
+                fh.write("\n")
+    # The hex digits are the int64's two's complement: above 2^63 as UBIGINT is negative.
+    con.execute(
+        "INSERT INTO lines SELECT (('0x' || h)::UBIGINT::HUGEINT - CASE WHEN h >= '8' "
+        "THEN 18446744073709551616::HUGEINT ELSE 0 END)::BIGINT "
+        f"FROM read_csv('{_csv_literal(csv)}', columns = {{'h': 'VARCHAR'}}, header = false, "
+        "auto_detect = false, delim = ',', new_line = '\\n')"
+    )
+    csv.unlink()
+
+
+def _stage_keys(
+    con: duckdb.DuckDBPyConnection, keyed: Iterable[tuple[int, str | None]], spill: Path
+) -> None:
+    """Stage (position, key) of the unmatched lines into `keyed (pos, k)` (k NULL for a blank
+    line): through a CSV file as above, every key quoted (a key may hold quotes, commas, line
+    breaks; it is never empty), a NULL as an empty field."""
+    it = iter(keyed)
     csv = spill / "keys.csv"
     try:
         spill.mkdir(parents=True, exist_ok=True)
         fh = csv.open("w", encoding="utf-8", newline="")
     except OSError:
         while chunk := list(islice(it, STAGE_CHUNK)):
-            con.execute("INSERT INTO staged_keys SELECT unnest($1::VARCHAR[])", [chunk])
+            con.execute(
+                "INSERT INTO keyed SELECT unnest($1::BIGINT[]), unnest($2::VARCHAR[])",
+                [[p for p, _ in chunk], [k for _, k in chunk]],
+            )
         return
     with fh:
         while chunk := list(islice(it, STAGE_CHUNK)):
-            text = "\n".join(chunk)
-            if '"' in text or text.count("\n") != len(chunk) - 1:
-                text = "\n".join('"' + k.replace('"', '""') + '"' for k in chunk)
-            else:  # the common case: quote them all at once
-                text = '"' + text.replace("\n", '"\n"') + '"'
-            fh.write(text + "\n")
-    literal = str(csv).replace("'", "''")
+            fh.write(
+                "".join(
+                    f"{p},\n" if k is None else f'{p},"{k.replace(chr(34), chr(34) * 2)}"\n'
+                    for p, k in chunk
+                )
+            )
     con.execute(
-        f"INSERT INTO staged_keys SELECT k FROM read_csv('{literal}', "
-        "columns = {'k': 'VARCHAR'}, header = false, auto_detect = false, delim = ',', "
-        "quote = '\"', escape = '\"', new_line = '\\n')"
+        f"INSERT INTO keyed SELECT pos, k FROM read_csv('{_csv_literal(csv)}', "
+        "columns = {'pos': 'BIGINT', 'k': 'VARCHAR'}, header = false, auto_detect = false, "
+        "delim = ',', quote = '\"', escape = '\"', new_line = '\\n')"
     )
     csv.unlink()
 
@@ -115,65 +218,68 @@ def _close(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     shutil.rmtree(_spill_dir(path), ignore_errors=True)  # what DuckDB spilled, if anything
 
 
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> int:
+    row = con.execute(sql, params).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
 class ResumeLookup:
-    """A `KeyLookup` over the answers of the join; ask `next` once per input record, in order.
+    """The answers of the scan, in input order (`answers`), and the `KeyLookup` of the records
+    among them: ask `next` once for each `RECORD` answer, after it was handed out.
 
     Close it (or use it as a context manager) when the pass is over.
     """
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, path: Path, source: str, *, records: int = 0
+        self, con: duckdb.DuckDBPyConnection, path: Path, source: str, *, lines: int
     ) -> None:
         self._con = con
         self._path = path
         self._source = source
-        self.records = records  # records in the input (the staged keys)
-        # What the answers hold, for the progress total: later copies of a key, and keys final.
+        self.lines = lines  # the input's lines, blank ones too
+        matched = _count(con, "SELECT count(*) FROM matched")
+        con.execute("DROP TABLE matched")
         row = con.execute(
-            "SELECT count(*) FILTER (WHERE dup), count(*) FILTER (WHERE NOT dup) FROM answers"
+            f"SELECT count(*) FILTER (WHERE kind = {REPEAT}), "
+            f"count(*) FILTER (WHERE kind = {RECORD} AND dup), "
+            f"count(*) FILTER (WHERE kind = {RECORD} AND final AND NOT dup), "
+            f"count(*) FILTER (WHERE kind = {RECORD}) FROM answers"
         ).fetchone()
-        self.duplicates, self.final = (int(row[0]), int(row[1])) if row else (0, 0)
-        self._cur = con.execute("SELECT pos, k, dup, failed, request_fp, line_fp FROM answers")
-        self._rows: list[tuple[Any, ...]] = []
-        self._i = -1
-        self._pos = 0
-        self._next = -1
-        self._advance()
+        rep_m, rep_u, final_u, recs_u = (int(v) for v in row) if row else (0, 0, 0, 0)
+        self.records = matched + recs_u  # records in the input (its non-blank lines)
+        self.duplicates = rep_m + rep_u  # later copies of a key
+        self.final = matched - rep_m + final_u  # records final already (skipped)
+        self.matched = matched  # of which skipped unread: final and unchanged
+        self._row: tuple[Any, ...] | None = None
 
-    def _advance(self) -> None:
-        self._i += 1
-        if self._i >= len(self._rows):
-            self._rows = self._cur.fetchmany(FETCH)
-            self._i = 0
-            if not self._rows:
-                self._next = sys.maxsize
-                return
-        self._next = self._rows[self._i][0]
-
-    def expect(self) -> tuple[int, str] | None:
-        """(line_fp, key) when the next record is final with a known line fingerprint: the
-        reader skips parsing a line with that fingerprint (`read_records(expect=...)`)."""
-        if self._pos != self._next:
-            return None
-        _, k, dup, _, _, line_fp = self._rows[self._i]
-        return None if dup or line_fp is None else (line_fp, k)
+    def answers(self) -> Iterator[tuple[int, int]]:
+        """(position, kind) of every answer, in input order; between two of them every line
+        is final and unchanged (skipped). Each `RECORD` is the one `next` answers for."""
+        cur = self._con.execute(
+            "SELECT pos, kind, k, dup, final, failed, request_fp, lfp FROM answers"
+        )
+        while rows := cur.fetchmany(FETCH):
+            for row in rows:
+                self._row = row
+                yield row[0], row[1]
+        self._row = None
 
     def next(self, key: str) -> Known:
-        pos = self._pos
-        self._pos = pos + 1
-        if pos != self._next:
-            if pos > self._next:  # answers out of order: never guess (a final record would pay)
-                raise StoreError(f"resume answers for {self._path} are out of input order")
-            return NOT_KNOWN
-        _, k, dup, failed, fp, line_fp = self._rows[self._i]
-        self._advance()
+        """What the store knew of the record `answers` handed out last, whose key is `key`."""
+        row = self._row
+        if row is None or row[1] != RECORD:
+            raise StoreError(f"resume answers for {self._path} asked out of order")
+        pos, _, k, dup, final, failed, fp, line_fp = row
+        self._row = None
         if k != key:
             raise InputError(
-                f"the input changed while the run read it (record {pos + 1} was {k!r}, "
+                f"the input changed while the run read it (line {pos + 1} was {k!r}, "
                 f"now {key!r}): run again",
                 path=self._source,
             )
-        return _DUPLICATE if dup else Known(False, True, fp, failed, line_fp)
+        if dup:
+            return _DUPLICATE
+        return Known(False, True, fp, failed, line_fp) if final else NOT_KNOWN
 
     def close(self) -> None:
         _close(self._con, self._path)
@@ -193,34 +299,65 @@ class ResumeLookup:
 def resume_lookup(
     path: Path,
     job_name: str,
-    keys: Iterable[str],
+    fps: Iterable[array[int]],
+    keys_at: Callable[[Iterator[int]], Iterable[tuple[int, str | None]]],
     statuses: Collection[RecordStatus],
     *,
     source: str,
     timeout: float,
+    match: bool = True,
 ) -> ResumeLookup:
-    """Stage `keys` (the input's, in order), join them once with the job's results in
-    `statuses`, and return the lookup that streams the answers back."""
+    """Stage `fps` (every input line's `line_fp`, in order), join them with the job's results
+    in `statuses` (unless not `match`: then every line is unmatched), ask `keys_at` for the
+    (position, key or None when blank) of the lines that did not match, join those keys, and
+    return the lookup that streams the answers back."""
     spill = _spill_dir(path)
     con = duckdb.connect(
         ":memory:",
         config={"memory_limit": MEMORY_LIMIT, "threads": THREADS, "temp_directory": str(spill)},
     )
+    st, failed = _in(statuses), _in(_FAILED)
     try:
-        _stage(con, keys, spill)
+        _stage_fps(con, fps, spill)
         attach_read_only(con, path, _ALIAS, timeout=timeout)
         try:
-            row = con.execute(_HAS_LINE_FP).fetchone()
-            line_fp = "line_fp" if row is not None and row[0] else "NULL::BIGINT"
-            sql = _ANSWERS.format(line_fp=line_fp, statuses=_in(statuses), failed=_in(_FAILED))
-            con.execute(sql, [job_name])
+            has_line_fp = _count(con, _HAS_LINE_FP) > 0
+            if has_line_fp and match:
+                con.execute(_MATCHED.format(statuses=st, failed=failed), [job_name])
+            else:
+                con.execute("CREATE TABLE matched (pos BIGINT, fp BIGINT, failed BOOLEAN)")
         finally:
             con.execute(f"DETACH {_ALIAS}")
-        row = con.execute("SELECT count(*) FROM staged_keys").fetchone()
-        records = int(row[0]) if row else 0
-        con.execute("DROP VIEW staged")
-        con.execute("DROP TABLE staged_keys")
-        return ResumeLookup(con, path, source, records=records)
+        lines = _count(con, "SELECT count(*) FROM lines")
+        con.execute("CREATE TABLE keyed (pos BIGINT, k VARCHAR)")
+        cur = con.cursor()  # its own connection: the staging below may write while it reads
+        cur.execute(_UNMATCHED)
+
+        def positions() -> Iterator[int]:
+            while rows := cur.fetchmany(FETCH):
+                for (p,) in rows:
+                    yield p
+
+        _stage_keys(con, keys_at(positions()), spill)
+        cur.close()
+        con.execute("DROP TABLE lines")
+        line_fp = "line_fp" if has_line_fp else "NULL::BIGINT"
+        if _count(con, "SELECT count(*) FROM keyed WHERE k IS NOT NULL"):
+            attach_read_only(con, path, _ALIAS, timeout=timeout)
+            try:
+                sql = _KNOWN.format(statuses=st, failed=failed, line_fp=line_fp)
+                con.execute(sql, [job_name])
+            finally:
+                con.execute(f"DETACH {_ALIAS}")
+        else:  # every line matched (or is blank): the history's keys need not be read at all
+            con.execute(
+                "CREATE TABLE known AS SELECT pos, k, false AS final, false AS failed, "
+                "NULL::VARCHAR AS request_fp, NULL::BIGINT AS lfp FROM keyed"
+            )
+        con.execute("DROP TABLE keyed")
+        con.execute(_ANSWERS)
+        con.execute("DROP TABLE known")
+        return ResumeLookup(con, path, source, lines=lines)
     except duckdb.Error as exc:
         _close(con, path)
         raise StoreError(f"{path}: resume lookup: {exc}") from exc

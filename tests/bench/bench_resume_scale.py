@@ -20,14 +20,16 @@ machine shows as a spread, not as a false ratio. The default strategies are the 
 
   product        `Runner.run` end to end on a 2M-line JSONL input (`input_file`) whose records
                  are all final in the file, as this batchroute wrote them (`fp_db`: request
-                 and line fingerprints of those lines): the shipped resume, one join
-                 (`batchroute/store/resume.py`), each unchanged line skipped on its line
-                 fingerprint, unparsed and unrendered; every record skipped, none stale
+                 and line fingerprints of those lines): the shipped resume
+                 (`batchroute/runner/resume.py`): every line hashed in C code, one join on
+                 `results.line_fp`, the final, unchanged lines counted in bulk, never read
+                 again; every record skipped, none stale
   product-nofp   the same input over rows written before `results.line_fp` (migration 9),
-                 whose request fingerprints differ from the lines': the full path (parse,
-                 render, fingerprint), every record skipped and stale (the resume of ca83775)
-  product-dict   the product-nofp run with the resume before issue 11 patched in
-                 (`final_keys` → dict)
+                 whose request fingerprints differ from the lines': the full path (keys
+                 joined, every line parsed, rendered, fingerprinted), every record skipped
+                 and stale (the resume of ca83775)
+  product-dict   the resume before issue 11 (`final_keys` → dict): no longer runs on this
+                 code (the feed's protocol changed); its figures are in docs/benchmarks.md
 
 (figures: docs/benchmarks.md, "Resume at scale"). The exploration that chose the join
 (`--only` any of these):
@@ -552,20 +554,8 @@ def fp_db(db: Path, n: int, m: int) -> Path:
     return path
 
 
-class _DictLookup:
-    """The resume path before issue 11, for the baseline: every final key in a dict."""
-
-    def __init__(self, final: dict[str, str | None], failed: dict[str, str | None]) -> None:
-        from batchroute.lookup import MemoryLookup
-
-        self.next = MemoryLookup(final, failed).next
-
-    def close(self) -> None:
-        pass
-
-
 def s_product(
-    db: Path, n: int, m: int, order: str, old: bool, fresh: bool = True
+    db: Path, n: int, m: int, order: str, fresh: bool = True
 ) -> tuple[int, dict[str, Any]]:
     """`Runner.run` on a job whose M input records are all final in the 10M-result file.
     `fresh`: the rows are what this batchroute writes for those lines (request and line
@@ -577,7 +567,6 @@ def s_product(
 
     from batchroute.runner.run import Runner
     from batchroute.store import ResultStore
-    from batchroute.types import RecordStatus
     from tests.bench._harness import run_batchroute, simulator
     from tests.factories import job_dict
 
@@ -586,15 +575,9 @@ def s_product(
     lookup_s: list[float] = []
     real = ResultStore.resume_lookup
 
-    def timed(self: ResultStore, job: str, keys: Any, **kw: Any) -> Any:
+    def timed(self: ResultStore, job: str, *args: Any, **kw: Any) -> Any:
         t0 = time.perf_counter()
-        if old:
-            statuses = kw["final_statuses"]
-            kept = {RecordStatus.FAILED, RecordStatus.INVALID} & set(statuses)
-            final = self.final_keys(job, statuses=statuses)
-            lk: Any = _DictLookup(final, self.final_keys(job, statuses=kept))
-        else:
-            lk = real(self, job, keys, **kw)
+        lk = real(self, job, *args, **kw)
         lookup_s.append(time.perf_counter() - t0)
         return lk
 
@@ -674,9 +657,10 @@ def worker(name: str, db: Path, n: int, m: int, order: str, cap_s: float) -> dic
         extra, records = s_upsert_1k(db, n), 1000
     elif name == "render-fp":
         records, extra = s_render_fp(min(m, 500_000))
-    elif name in ("product", "product-dict", "product-nofp"):
-        fresh = name == "product"
-        records, extra = s_product(db, n, m, order, old=name == "product-dict", fresh=fresh)
+    elif name == "product-dict":
+        raise SystemExit("product-dict: the dict resume is gone since the line scan; run ca83775")
+    elif name in ("product", "product-nofp"):
+        records, extra = s_product(db, n, m, order, fresh=name == "product")
     else:
         raise SystemExit(f"unknown strategy {name}")
     seconds = extra.pop("seconds", time.perf_counter() - t0)
@@ -700,7 +684,7 @@ def worker(name: str, db: Path, n: int, m: int, order: str, cap_s: float) -> dic
 
 
 # ------------------------------------------------------------------------------ the driver
-DEFAULT = "product-dict,product-nofp,product"
+DEFAULT = "product-nofp,product"
 EXPLORED = (
     "gen-only,baseline,batch-2000,batch-10000,batch-50000,batch-200000,batch-50000-open,"
     "batch-200000-open,hash-array,hash-dict,input-join,upsert-1k,render-fp"
