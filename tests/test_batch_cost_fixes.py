@@ -1,0 +1,109 @@
+"""A /generation cost fix lands on the one attempt row it measured, never on another row of the
+same (run, record, attempt_no): the real CLI in subprocesses against the Batch API stand-in on a
+loopback port, DuckDB's sums compared with the stand-in's own ledger of what it billed.
+
+In a `--wait` run, an expired batch's items and their round-2 resubmission are both batch
+attempts (`attempt_no = 0`) of the same record in the same run, and `attempts` has no unique
+key. Under BYOK without the provider's charge both rounds are booked at their reservation; the
+next run asks /generation about the round-2 answer and, keyed by (run, record, attempt_no), its
+UPDATE also overwrote the round-1 row (whose generation is unknown) with the round-2 figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+from batch_standin import MODEL, BatchStandIn
+from factories import job_dict, texts, write_jsonl
+from subprocs import ENV, KEY_ENV, WAIT_S, query
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Any]:
+    servers: list[TestServer] = []
+
+    async def start(standin: BatchStandIn) -> str:
+        server = TestServer(standin.app(), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/api/v1"))
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    """The real CLI in a subprocess; the stand-in keeps serving on this test's event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "batchroute", *args, env=ENV,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=WAIT_S * 2)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+def _job(tmp_path: Path, n: int, base_url: str) -> Path:
+    write_jsonl(tmp_path / "in.jsonl", texts(n))
+    job = job_dict(tmp_path, quality=[], endpoint={"base_url": base_url, "api_key_env": KEY_ENV})
+    job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+def _money(db: Path) -> tuple[Decimal, Decimal]:
+    ((a,),) = query(db, "SELECT COALESCE(SUM(cost_usd), 0) FROM attempts")
+    ((r,),) = query(db, "SELECT COALESCE(SUM(cost_usd), 0) FROM results")
+    return Decimal(a), Decimal(r)
+
+
+async def test_a_generation_fix_of_a_round_2_item_leaves_its_expired_round_1_row_alone(
+    tmp_path: Path, serve: Any
+) -> None:
+    """BYOK without the upstream charge; the first batch expires after running every item
+    (billed, long answers) but serves no result lines; round 2 answers them (short answers,
+    cheaper). The next run learns round 2's real costs from /generation: DuckDB must still
+    hold at least the whole bill (before: round 1's reservations became round 2's costs)."""
+    n = 6
+    standin = BatchStandIn(
+        byok=False, expire=1, expire_answered=n, hide_expired=True, expired_tokens=200
+    )
+    job = _job(tmp_path, n, await serve(standin))
+    db = tmp_path / "results.duckdb"
+    code, err = await _cli("run", str(job), "--wait")
+    assert code == 0, err
+    assert len(standin.posts) == 2  # the expired batch and its round 2
+    assert standin.billed[0] > standin.billed[1] > 0
+    # both rounds are booked at their reservation, round 2 with generation ids
+    rows = query(
+        db,
+        "SELECT record_key, count(*), count(DISTINCT run_id), count(generation_id) "
+        "FROM attempts WHERE attempt_no = 0 AND cost_source = 'reserved' GROUP BY 1",
+    )
+    assert len(rows) == n and all(r[1:] == (2, 1, 1) for r in rows), rows
+    assert _money(db)[0] >= standin.total
+
+    code, err = await _cli("run", str(job))  # its start asks /generation about round 2
+    assert code == 0, err
+    attempts, results = _money(db)
+    assert attempts == results >= standin.total, (attempts, results, standin.total)
+    fixed = query(db, "SELECT count(*) FROM attempts WHERE cost_source = 'generation'")
+    assert fixed == [(n,)]  # each round-2 row, and only those
+    # round 2 is booked at exactly what /generation said; round 1 keeps its reservation
+    ((r2,),) = query(db, "SELECT SUM(cost_usd) FROM attempts WHERE cost_source = 'generation'")
+    assert Decimal(r2) == standin.billed[1]
