@@ -69,6 +69,7 @@ class BatchStandIn:
     post_error: tuple[int, str] | None = None  # every POST answered with this error
     key_remaining: Decimal | None = None  # GET /key's limit_remaining (batches in flight unbilled)
     expired_tokens: int = COMPLETION_TOKENS  # completion tokens of an item an expired batch ran
+    unlabelled: set[str] = field(default_factory=set)  # answered (billed), line without custom_id
     generations: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /generation
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
@@ -258,20 +259,11 @@ class BatchStandIn:
                 ],
                 **({"usage": usage} if self.item_usage else {}),
             }
-            fee = (item * Decimal("0.05")).quantize(Q, ROUND_HALF_EVEN)  # BYOK: each item's
-            fees += fee
-            self.generations[body["id"]] = (
-                {"id": body["id"], "total_cost": str(item), "is_byok": False}
-                if self.byok is None
-                else {
-                    "id": body["id"], "total_cost": str(fee), "is_byok": True,
-                    "upstream_inference_cost": str(item),
-                }
-            )  # fmt: skip
+            fees += self._generation(str(body["id"]), item)
             lines.append(
                 {
                     "id": f"req-{cid}",
-                    "custom_id": cid,
+                    **({} if cid in self.unlabelled else {"custom_id": cid}),
                     "response": {"status_code": 200, "request_id": None, "body": body},
                     "error": None,
                 }
@@ -288,6 +280,19 @@ class BatchStandIn:
             b["usage"] = None
         b["lines"], b["status"] = lines, "expired" if expired else "completed"
         return str(b["status"])
+
+    def _generation(self, gid: str, item: Decimal) -> Decimal:
+        """Record what GET /generation says of an answer billed `item`; its BYOK fee."""
+        fee = (item * Decimal("0.05")).quantize(Q, ROUND_HALF_EVEN)
+        self.generations[gid] = (
+            {"id": gid, "total_cost": str(item), "is_byok": False}
+            if self.byok is None
+            else {
+                "id": gid, "total_cost": str(fee), "is_byok": True,
+                "upstream_inference_cost": str(item),
+            }
+        )  # fmt: skip
+        return fee
 
     async def get(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]

@@ -25,6 +25,8 @@ from batch_standin import MODEL, BatchStandIn
 from factories import job_dict, texts, write_jsonl
 from subprocs import ENV, KEY_ENV, WAIT_S, query
 
+from batchroute.runner import batching as B
+
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Any]:
@@ -95,7 +97,8 @@ async def test_a_generation_fix_of_a_round_2_item_leaves_its_expired_round_1_row
         "SELECT record_key, count(*), count(DISTINCT run_id), count(generation_id) "
         "FROM attempts WHERE attempt_no = 0 AND cost_source = 'reserved' GROUP BY 1",
     )
-    assert len(rows) == n and all(r[1:] == (2, 1, 1) for r in rows), rows
+    assert len(rows) == n
+    assert all(r[1:] == (2, 1, 1) for r in rows), rows
     assert _money(db)[0] >= standin.total
 
     code, err = await _cli("run", str(job))  # its start asks /generation about round 2
@@ -107,3 +110,28 @@ async def test_a_generation_fix_of_a_round_2_item_leaves_its_expired_round_1_row
     # round 2 is booked at exactly what /generation said; round 1 keeps its reservation
     ((r2,),) = query(db, "SELECT SUM(cost_usd) FROM attempts WHERE cost_source = 'generation'")
     assert Decimal(r2) == standin.billed[1]
+
+
+async def test_generation_fixes_do_not_drop_the_reservation_of_an_item_billed_without_a_line(
+    tmp_path: Path, serve: Any
+) -> None:
+    """BYOK without the upstream charge; one answered (billed) item's result line comes back
+    without its custom_id, so nobody can claim it: its record goes through the sync chain. The
+    batch is booked at its reservation; the next run learns the other items' real costs from
+    /generation. The line-less item's share must still cover its bill (before: its share was
+    by tokens, $0, and the fixes took the rest of the reservation away)."""
+    n = 6
+    lost = B.custom_id("t", "r00002")
+    standin = BatchStandIn(byok=False, unlabelled={lost})
+    job = _job(tmp_path, n, await serve(standin))
+    db = tmp_path / "results.duckdb"
+    code, err = await _cli("run", str(job), "--wait")
+    assert code == 0, err
+    assert standin.sync_calls == 1  # the unclaimed record, answered synchronously
+    assert _money(db)[0] >= standin.total
+
+    code, err = await _cli("run", str(job))  # its start asks /generation about the others
+    assert code == 0, err
+    assert query(db, "SELECT count(*) FROM attempts WHERE cost_source = 'generation'") == [(n - 1,)]
+    attempts, results = _money(db)
+    assert attempts == results >= standin.total, (attempts, results, standin.total)
