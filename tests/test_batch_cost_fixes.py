@@ -135,3 +135,20 @@ async def test_generation_fixes_do_not_drop_the_reservation_of_an_item_billed_wi
     assert query(db, "SELECT count(*) FROM attempts WHERE cost_source = 'generation'") == [(n - 1,)]
     attempts, results = _money(db)
     assert attempts == results >= standin.total, (attempts, results, standin.total)
+
+
+def test_a_reservation_is_split_by_each_item_s_worst_case_not_by_tokens() -> None:
+    """Pure: BYOK without the upstream charge, one of three items answered. Its reservation is
+    each item's own worst case (summing to the batch's exactly), so the two without an answer
+    keep theirs; by tokens they got $0 and the answered one all of it."""
+    from batchroute.runner.batching import ItemResult, settle
+    from batchroute.types import Completion, CostSource, Usage
+
+    usage = Usage(prompt_tokens=10, completion_tokens=5, cost=Decimal("0.0001"), is_byok=True)
+    answer = Completion("hola", "stop", "stop", "m", "p", "gen-a", usage)
+    items = {"a": ItemResult("a", completion=answer), "b": ItemResult("b", error="lost")}
+    worst = {"a": Decimal("0.002"), "b": Decimal("0.003"), "c": Decimal("0.005")}
+    bill = settle(items, ["a", "b", "c"], None, Decimal("0.010"), unknown=True, worst=worst)
+    assert bill.source is CostSource.RESERVED
+    assert bill.shares == worst
+    assert sum(bill.shares.values(), Decimal(0)) == bill.total == Decimal("0.010")
