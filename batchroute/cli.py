@@ -155,15 +155,26 @@ class _StdoutClosed(Exception):
     """Whoever read stdout has gone (`| head -1`): not a crash, the end of the output."""
 
 
+class _StdoutFailed(Exception):
+    """stdout cannot take the output (a full disk, `> /dev/full`): one line, not a crash."""
+
+
+def _drop_stdout() -> None:
+    with contextlib.suppress(OSError):  # nor a second error when Python flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _out(text: str) -> None:
-    """Print to stdout; a reader that left raises _StdoutClosed (only a write to stdout does:
-    a broken pipe elsewhere is still a crash)."""
+    """Print to stdout; a reader that left raises _StdoutClosed, any other failed write
+    _StdoutFailed (only a write to stdout does: an OSError elsewhere is still a crash)."""
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        with contextlib.suppress(OSError):  # nor a second error when Python flushes at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         raise _StdoutClosed from None
+    except OSError as exc:
+        _drop_stdout()
+        raise _StdoutFailed(exc.strerror or str(exc)) from None
 
 
 def _load_scenario(name: str) -> Any:
@@ -269,10 +280,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
             _out(commands.summary(report, code))
         except _StdoutClosed:  # the reader left (`| head`): quietly, as any Unix tool
             pass
-        except OSError as exc:  # e.g. a full disk: said once, never a crash log
-            with contextlib.suppress(OSError):  # nor a second error when Python flushes
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            _say(f"batchroute: the summary could not be written to stdout ({exc.strerror or exc})")
+        except _StdoutFailed as exc:  # e.g. a full disk: said once, never a crash log
+            _say(f"batchroute: the summary could not be written to stdout ({exc})")
         if a.simulate and not a.quiet:
             _say(commands.ledger_line(sim.ledger()))
         return code
@@ -297,8 +306,11 @@ def _cmd_classify(a: argparse.Namespace) -> int:
             out.write(line)
         out.flush()
     except BrokenPipeError:  # `| head`: the rest was not classified; as `report`, exit 141
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         raise _StdoutClosed from None
+    except OSError as exc:  # a full disk: the rest was not written; one line, exit 1
+        _drop_stdout()
+        raise _StdoutFailed(exc.strerror or str(exc)) from None
     if tally.bad:  # as a run that leaves invalid records: each has its error line on stdout
         for text in tally.lines():
             _say(text)
@@ -356,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except _StdoutClosed:  # the reader left (| head): no crash log
         return EXIT_PIPE
+    except _StdoutFailed as exc:  # a full disk, `> /dev/full`: the output is lost, no crash
+        _say(f"batchroute: the output could not be written to stdout ({exc})")
+        return EXIT_ERROR
     except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the one catch-all
         _say(
             commands.crash_line(exc, getattr(args, "log_dir", None), getattr(args, "secret", None))

@@ -274,6 +274,10 @@ class CostFix:
     usage_cost_usd: Decimal | None = None
     upstream_cost_usd: Decimal | None = None
     recompute_result: bool = True
+    generation_id: str | None = None
+    """The generation the figure is of: the fix applies to the attempt row that carries it
+    only. (run, record, attempt_no) is not a key: an expired batch's item and its round-2
+    resubmission are both attempt 0 of one run. None matches no row (left reserved)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,10 @@ def _tokens(body: dict[str, Any]) -> int:
     return sum(len(m["content"].encode()) // 4 + 4 for m in body["messages"])
 
 
-def _price(prompt: int, *, factor: Decimal = Decimal(1)) -> Decimal:
-    cost = (prompt * PROMPT_PRICE + COMPLETION_TOKENS * COMPLETION_PRICE) * factor
+def _price(
+    prompt: int, *, factor: Decimal = Decimal(1), completion: int = COMPLETION_TOKENS
+) -> Decimal:
+    cost = (prompt * PROMPT_PRICE + completion * COMPLETION_PRICE) * factor
     return cost.quantize(Q, ROUND_HALF_EVEN)
 
 
@@ -66,6 +68,9 @@ class BatchStandIn:
     hide_expired: bool = False  # an expired batch serves no result lines (billed all the same)
     post_error: tuple[int, str] | None = None  # every POST answered with this error
     key_remaining: Decimal | None = None  # GET /key's limit_remaining (batches in flight unbilled)
+    expired_tokens: int = COMPLETION_TOKENS  # completion tokens of an item an expired batch ran
+    unlabelled: set[str] = field(default_factory=set)  # answered (billed), line without custom_id
+    generations: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /generation
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
     sync_calls: int = 0
@@ -85,7 +90,16 @@ class BatchStandIn:
         app.router.add_get("/api/v1/batches", self.list)
         app.router.add_get("/api/v1/batches/{id}", self.get)
         app.router.add_get("/api/v1/batches/{id}/results", self.results)
+        app.router.add_get("/api/v1/generation", self.generation)
         return app
+
+    async def generation(self, request: web.Request) -> web.Response:
+        """GET /generation of a batch item's answer: its own bill (the fee and, under BYOK,
+        the provider's charge to the user's key), as openrouter-api.md §4.2 shapes it."""
+        data = self.generations.get(request.query.get("id", ""))
+        if data is None:
+            return _error(404, "Generation not found")
+        return web.json_response({"data": data})
 
     async def models(self, _: web.Request) -> web.Response:
         model = {
@@ -189,7 +203,7 @@ class BatchStandIn:
             return "failed"
         reqs = b["body"]["requests"]
         expired = b["n"] < self.expire
-        lines, cost = [], Decimal(0)
+        lines, cost, fees = [], Decimal(0), Decimal(0)
         if expired:
             if self.expired_lines:
                 err = {
@@ -201,6 +215,7 @@ class BatchStandIn:
                     for r in reqs[self.expire_answered :]
                 ]
             reqs = reqs[: self.expire_answered]
+        completion = self.expired_tokens if expired else COMPLETION_TOKENS
         for r in reqs:
             cid = r["custom_id"]
             if cid in self.fail_items:
@@ -223,11 +238,11 @@ class BatchStandIn:
                 )
                 continue
             prompt = _tokens(r["body"])
-            item = _price(prompt, factor=HALF)
+            item = _price(prompt, factor=HALF, completion=completion)
             cost += item
             usage: dict[str, Any] = {
                 "prompt_tokens": prompt,
-                "completion_tokens": COMPLETION_TOKENS,
+                "completion_tokens": completion,
             }
             if self.per_item_cost:
                 usage["cost"] = str((item * self.item_cost_factor).quantize(Q))
@@ -244,10 +259,11 @@ class BatchStandIn:
                 ],
                 **({"usage": usage} if self.item_usage else {}),
             }
+            fees += self._generation(str(body["id"]), item)
             lines.append(
                 {
                     "id": f"req-{cid}",
-                    "custom_id": cid,
+                    **({} if cid in self.unlabelled else {"custom_id": cid}),
                     "response": {"status_code": 200, "request_id": None, "body": body},
                     "error": None,
                 }
@@ -256,15 +272,27 @@ class BatchStandIn:
         self.billed.append(cost)
         b["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "cost": str(cost)}
         if self.byok is not None:  # the provider bills the user's key; the balance, a fee
-            fee = (cost * Decimal("0.05")).quantize(Q, ROUND_HALF_EVEN)
-            self.billed[-1] = fee + cost
-            b["usage"] = {"cost": str(fee), "is_byok": True}
+            self.billed[-1] = fees + cost
+            b["usage"] = {"cost": str(fees), "is_byok": True}
             if self.byok:
                 b["usage"]["cost_details"] = {"upstream_inference_cost": str(cost)}
         if not self.batch_usage:
             b["usage"] = None
         b["lines"], b["status"] = lines, "expired" if expired else "completed"
         return str(b["status"])
+
+    def _generation(self, gid: str, item: Decimal) -> Decimal:
+        """Record what GET /generation says of an answer billed `item`; its BYOK fee."""
+        fee = (item * Decimal("0.05")).quantize(Q, ROUND_HALF_EVEN)
+        self.generations[gid] = (
+            {"id": gid, "total_cost": str(item), "is_byok": False}
+            if self.byok is None
+            else {
+                "id": gid, "total_cost": str(fee), "is_byok": True,
+                "upstream_inference_cost": str(item),
+            }
+        )  # fmt: skip
+        return fee
 
     async def get(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]

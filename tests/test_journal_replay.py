@@ -238,7 +238,9 @@ def test_a_cost_fixed_after_the_commit_is_not_mistaken_for_a_new_row(tmp_path: P
     j.append(res)
     assert j.rotate()
     store.write([res], [att])
-    store.apply_fixes([CostFix("run1", "t", "a", 1, Decimal("0.1"), "generation")])
+    store.apply_fixes(
+        [CostFix("run1", "t", "a", 1, Decimal("0.1"), "generation", generation_id="gen-1")]
+    )
     del j
     assert _replay_twice(store, db) == 0
     assert _results(db)["a"] == ("done", Decimal("0.1"), 1, 1)

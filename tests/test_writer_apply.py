@@ -94,7 +94,7 @@ def test_the_fast_path_writes_what_the_row_path_writes(tmp_path: Path) -> None:
         _result("c", 3, status=RecordStatus.INVALID, created_at=None, cost_usd=Decimal(0)),
         _attempt("d", 1, AttemptOutcome.OK, "0.01", source=CostSource.RESERVED, gen="g4"),
         _result("d", 4, cost_usd=Decimal("0.01")),
-        CostFix("run1", "t", "d", 1, Decimal("0.002"), "generation"),
+        CostFix("run1", "t", "d", 1, Decimal("0.002"), "generation", generation_id="g4"),
     ]
     _both(tmp_path, [], rows)
 

@@ -198,15 +198,25 @@ def apportion(total: Decimal, weights: dict[str, int]) -> dict[str, Decimal]:
 
 
 def settle(
-    items: dict[str, ItemResult], ids: Sequence[str], batch_cost: Decimal | None, reserved: Decimal
-) -> Bill:
+    items: dict[str, ItemResult], ids: Sequence[str], batch_cost: Decimal | None,
+    reserved: Decimal, *, unknown: bool = False, worst: dict[str, Decimal] | None = None,
+) -> Bill:  # fmt: skip
     """The batch's bill onto its items (`ids` every custom_id it held).
 
     Per-item `usage.cost` when every answered item has one and they add up to at least the
     batch's cost (which of the two the balance paid is not documented: the larger is booked);
     else the batch's `usage.cost` apportioned by tokens (`batch_apportioned`); else, no cost
-    reported at all, the batch's `reserved` worst case (`reserved`): never under the bill.
-    (Before, tokens × price: $0 for items without `usage`, as in a recorded Anthropic result.)"""
+    reported at all or one that is not the bill (`unknown`: BYOK without the provider's
+    charge), the batch's `reserved` worst case (`reserved`): never under the bill.
+    (Before, tokens × price: $0 for items without `usage`, as in a recorded Anthropic result.)
+
+    A reservation is split by each item's own `worst` case (by tokens without it), not by
+    tokens: /generation later replaces an answered item's share with its real cost, and an
+    item without an answer (no line, or one without its custom_id) may still have been billed,
+    so its share must stand for its bill alone. By tokens it was $0, and once the answered
+    items were fixed the books said less than the bill."""
+    if unknown:
+        batch_cost = reserved
     tokens = {
         i: (r.completion.usage.prompt_tokens + r.completion.usage.completion_tokens)
         if (r := items.get(i)) is not None and r.completion is not None
@@ -228,9 +238,16 @@ def settle(
         total = sum(shares.values(), Decimal(0))
         if (batch_cost is None and every) or (batch_cost is not None and total >= batch_cost):
             return Bill(total, shares, CostSource.OPENROUTER)
-    if batch_cost is not None and batch_cost.is_finite() and batch_cost >= 0:
+    if not unknown and batch_cost is not None and batch_cost.is_finite() and batch_cost >= 0:
         return Bill(batch_cost, apportion(batch_cost, tokens), CostSource.BATCH_APPORTIONED)
-    return Bill(reserved, apportion(reserved, tokens), CostSource.RESERVED)
+    weights = tokens if worst is None else {i: int(worst[i] / USD_PLACES) for i in ids}
+    return Bill(reserved, apportion(reserved, weights), CostSource.RESERVED)
+
+
+def worst_items(plan: RunPlan, model: str, items: Iterable[tuple[str, int]]) -> dict[str, Decimal]:
+    """Each item's (custom_id, prompt bound) worst case at `model`: what its batch reserved
+    for it, the weights a reservation is split by (`settle`)."""
+    return {cid: plan.worst_call((model,), bound) for cid, bound in items}
 
 
 def amount(raw: Any) -> Decimal | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -37,7 +36,7 @@ from batchroute.runner.collect import GONE, TERMINAL, collect_rows
 from batchroute.runner.once import kill_point, read_marks
 from batchroute.runner.work import Control, RunOptions, Trail
 from batchroute.store import ResultStore
-from batchroute.types import BatchItem, BatchRow, BatchStatus, CostSource, RecordStatus, RunStatus
+from batchroute.types import BatchItem, BatchRow, BatchStatus, RecordStatus, RunStatus
 
 POLL_FIRST_S, POLL_MAX_S = 1.0, 300.0  # --wait: 1 s, doubling, at most 5 min between polls
 GONE_AFTER_S = 3_600.0  # a 404 this long after the submit is no replication lag (~30 s)
@@ -370,9 +369,10 @@ class Lane:
         if cost is None and status == "failed" and not items and not byok_unknown and not ran:
             cost = Decimal(0)  # failed in validation (results null, none completed): none ran
         ids = [i.custom_id for i in row.items]
-        bill = B.settle(items, ids, row.reserved_usd if byok_unknown else cost, row.reserved_usd)
-        if byok_unknown and bill.source is CostSource.BATCH_APPORTIONED:  # a reservation, not a
-            bill = replace(bill, source=CostSource.RESERVED)  # bill: reports count it unconfirmed
+        worst = B.worst_items(
+            self.plan, row.model, [(i.custom_id, i.prompt_bound) for i in row.items]
+        )
+        bill = B.settle(items, ids, cost, row.reserved_usd, unknown=byok_unknown, worst=worst)
         err = doc.get("error")
         message = str(err.get("message")) if isinstance(err, dict) else None
         now = self.opts.now()

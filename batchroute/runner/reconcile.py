@@ -115,6 +115,7 @@ class Reconciler:
                 if gc.upstream_cost is None
                 else quantize_usd(gc.upstream_cost),
                 recompute_result=not in_flight,
+                generation_id=u.generation_id,
             ),
             cost - u.booked,
             u.tier,
@@ -162,6 +163,7 @@ async def reconcile_earlier(
             str(CostSource.GENERATION),
             usage_cost_usd=quantize_usd(gc.total_cost),
             upstream_cost_usd=None if gc.upstream_cost is None else quantize_usd(gc.upstream_cost),
+            generation_id=row.generation_id,
         )
 
     tasks = [asyncio.ensure_future(one(r)) for r in rows[:EARLIER_ROWS]]

@@ -31,7 +31,11 @@ def reserved_attempts(
 
 def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int:
     """Fix reserved attempts (only while still 'reserved': a fix applies once), then make the
-    affected records' cost the sum of their attempts again; returns how many changed."""
+    affected records' cost the sum of their attempts again; returns how many changed.
+
+    A fix hits only the row of its own generation id: (run, record, attempt_no) may be shared
+    (a batch item and its round-2 resubmission are both attempt 0 of one run), and the other
+    row's reservation stands for a bill /generation did not measure."""
     changed = 0
     recompute: set[tuple[str, str]] = set()
     for f in fixes:
@@ -39,7 +43,7 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
             f"UPDATE attempts SET cost_usd = CAST(? AS {MONEY}), cost_source = ?, "
             f"usage_cost_usd = CAST(? AS {MONEY}), upstream_cost_usd = CAST(? AS {MONEY}) "
             "WHERE run_id = ? AND job_name = ? AND record_key = ? AND attempt_no = ? "
-            "AND cost_source = ? RETURNING 1",
+            "AND cost_source = ? AND generation_id = ? RETURNING 1",
             [
                 money(f.cost_usd),
                 f.cost_source,
@@ -50,6 +54,7 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
                 f.record_key,
                 f.attempt_no,
                 str(CostSource.RESERVED),
+                f.generation_id,
             ],
         ).fetchall()
         changed += len(rows)
