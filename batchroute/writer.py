@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from batchroute.errors import BatchrouteError
-from batchroute.journal import cost_fixes, read_segment
 from batchroute.store import ResultStore
+from batchroute.types import CostFix
 
 _PR_SET_PDEATHSIG = 1
 
@@ -45,11 +45,21 @@ def _die_with(parent: int) -> None:
         os._exit(3)
 
 
+def _cost_fixes(texts: list[str]) -> list[CostFix]:
+    # The journal module (and asyncio, which it imports) is loaded only when a segment needs
+    # it: ~35 ms of CPU at every start of this process otherwise, for a rare fix line.
+    from batchroute.journal import cost_fixes
+
+    return cost_fixes(texts)
+
+
 def apply_segment(store: ResultStore, path: Path) -> None:
     """Commit one segment in one transaction: read, parsed and cast by DuckDB itself, or, when
     that cannot take it (a key repeated in it, which needs the rows combined first; a line cut
     short; bytes that are not UTF-8), through row objects."""
-    if not store.write_segments([path], cost_fixes):
+    if not store.write_segments([path], _cost_fixes):
+        from batchroute.journal import read_segment  # rare: see `_cost_fixes`
+
         store.write(*read_segment(path))
 
 
@@ -122,7 +132,7 @@ def _apply(
 ) -> None:
     """Commit `paths` (together when DuckDB's path takes them all, else one by one), delete
     each and answer for it (`done`), in order."""
-    if len(paths) == 1 or not store.write_segments(paths, cost_fixes):
+    if len(paths) == 1 or not store.write_segments(paths, _cost_fixes):
         for path, arg in zip(paths, args, strict=True):
             apply_segment(store, path)
             path.unlink(missing_ok=True)
