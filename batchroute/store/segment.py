@@ -126,9 +126,10 @@ def write_segments(
         con.execute(LOAD_SQL.replace("{size}", str(size)), [[str(p) for p in paths]])
     except duckdb.InvalidInputException as exc:  # not JSON, not UTF-8, not a whole line
         raise NotNative(str(exc)) from None
-    repeated = con.execute(REPEATED_SQL).fetchone()
-    if repeated is None or repeated[0]:
-        raise NotNative("a result key repeats in the segments")
+    if upsert:  # (a plain INSERT refuses a repeated key by itself: KeyHeld, then this)
+        repeated = con.execute(REPEATED_SQL).fetchone()
+        if repeated is None or repeated[0]:
+            raise NotNative("a result key repeats in the segments")
     try:
         con.execute(INSERT_SQL[upsert], [now.isoformat(sep=" ")])
     except duckdb.ConstraintException as exc:
