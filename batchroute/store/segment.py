@@ -3,10 +3,11 @@
 The journal (`batchroute.journal`) writes one row per line: a tag byte (`r` a result, `a` an
 attempt, `f` a cost fix) and the row as one JSON object (orjson: money as exact decimal text,
 times as ISO text, enums as their values, missing values as null). Here DuckDB reads the file,
-splits the lines, parses the JSON and casts every field in C++ (`read_text`, `json_transform`),
+splits the lines, parses the JSON and casts every field in C++ (`read_csv`, `json_transform`),
 so the writer builds no Python object per row. Money goes from its decimal text straight to
-`DECIMAL(38,12)`, never through a double. A line that is no whole row (cut short by a kill, or
-zeros after a power cut) is skipped, as `journal._raw_lines` skips it.
+`DECIMAL(38,12)`, never through a double. A segment with a line that is no whole row (cut
+short by a kill, zeros after a power cut) is left to the row path, which skips that line as
+`journal._raw_lines` does.
 
 Several segments waiting together are written in one transaction: each transaction costs a
 fixed ~25 ms of CPU (attach, commit, the checkpoint on detach), so a writer that fell behind
@@ -140,5 +141,4 @@ def write_segments(
     fixes = [str(js) for (js,) in con.execute(FIXES_SQL).fetchall()]
     if fixes:
         apply_fixes(con, fixes_of(fixes))
-    # (after a failure the caller's rollback drops it)
-    con.execute(f"DROP TABLE {_ROWS}")
+    con.execute(f"DROP TABLE {_ROWS}")  # (after a failure, the caller's rollback drops it)
