@@ -24,7 +24,7 @@ from batchroute.types import (
     RecordStatus,
     ResultRow,
 )
-from batchroute.writer import apply_segment
+from batchroute.writer import _apply, apply_segment
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456)
 
@@ -245,3 +245,24 @@ def test_the_writer_process_answers_every_segment_that_waited_in_order(tmp_path:
     results, attempts = _dump(db)
     assert [r[1] for r in results] == ["a", "b", "c"]
     assert [a[2] for a in attempts] == ["a", "b", "c"]
+
+
+def test_waiting_segments_that_cannot_go_together_are_written_one_by_one(tmp_path: Path) -> None:
+    """Two waiting segments, the second with a line cut short: DuckDB's path refuses them
+    together, so each goes on its own (the first by DuckDB, the second by the row path), in
+    order, each answered after its own commit."""
+    db = tmp_path / "r.duckdb"
+    store = ResultStore(db, keep_instance=True)
+    store.migrate()
+    s1 = _segment(db, [_attempt("a", 1, AttemptOutcome.OK, "0.001"), _result("a", 1)])
+    s2 = _segment(db, [_result("b", 2), _result("c", 3, output="cut short")])
+    s2.write_bytes(s2.read_bytes()[:-10])
+    answered: list[bytes] = []
+    args = [os.fsencode(s1), os.fsencode(s2)]
+    _apply(store, [s1, s2], answered.append, args)
+    assert answered == args
+    assert not s1.exists()
+    assert not s2.exists()
+    results, attempts = _dump(db)
+    assert [r[1] for r in results] == ["a", "b"]
+    assert [a[2] for a in attempts] == ["a"]
