@@ -80,7 +80,9 @@ def plausible_cost(cost: Decimal | None, reserved: Decimal) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (issue 11): one is built per record or call on the hot path, and a frozen
+# dataclass's __init__ costs ~5x a plain one's (2.6 vs 0.5 µs for 8 fields). Treat as read-only.
+@dataclass(slots=True)
 class Reservation:
     id: int
     amount: Decimal

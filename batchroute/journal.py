@@ -310,24 +310,9 @@ def _row(tag: bytes, d: dict[str, Any]) -> ResultRow | AttemptRow:
     return AttemptRow(**d)
 
 
-def read_segment_fields(
-    path: Path,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[CostFix]]:
-    """`read_segment` without building row objects: the fields of its results and answered
-    attempts as the journal holds them (money as decimal text, times as ISO text), for the
-    writer process's fast path (`ResultStore.write_fields`)."""
-    results: list[dict[str, Any]] = []
-    attempts: list[dict[str, Any]] = []
-    fixes: list[CostFix] = []
-    for tag, d in _raw_lines(path):
-        if tag == b"r":
-            results.append(d)
-        elif tag == b"a":
-            if d["outcome"] != AttemptOutcome.IN_FLIGHT:
-                attempts.append(d)
-        else:
-            fixes.append(CostFix(**_decimals(d)))
-    return results, attempts, fixes
+def cost_fixes(texts: list[str]) -> list[CostFix]:
+    """The cost fixes of a segment's `f` lines, given as their JSON text (without the tag)."""
+    return [CostFix(**_decimals(orjson.loads(t))) for t in texts]
 
 
 def read_segment(path: Path) -> tuple[list[ResultRow], list[AttemptRow], list[CostFix]]:

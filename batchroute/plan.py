@@ -95,7 +95,9 @@ class Admit(StrEnum):
     DUPLICATE = "duplicate"  # its key came earlier in this input: the first one counts
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (issue 11): one is built per record or call on the hot path, and a frozen
+# dataclass's __init__ costs ~5x a plain one's (2.6 vs 0.5 µs for 8 fields). Treat as read-only.
+@dataclass(slots=True)
 class Admission:
     """The resume decision for one record."""
 

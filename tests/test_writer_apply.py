@@ -4,6 +4,9 @@ to columns, new keys inserted plainly, existing ones upserted) writes exactly wh
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from batchroute.journal import Journal, read_segment
+from batchroute.journal import Journal, cost_fixes, read_segment
 from batchroute.store import ResultStore
 from batchroute.types import (
     AttemptOutcome,
@@ -21,7 +24,7 @@ from batchroute.types import (
     RecordStatus,
     ResultRow,
 )
-from batchroute.writer import apply_segment
+from batchroute.writer import _apply, apply_segment
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456)
 
@@ -112,3 +115,154 @@ def test_existing_keys_accumulate_and_keep_their_answer(tmp_path: Path) -> None:
 
 def test_a_key_repeated_in_one_segment_is_combined(tmp_path: Path) -> None:
     _both(tmp_path, [], [_result("a", 1, output="x"), _result("a", 5, output=None)])
+
+
+def test_money_goes_through_duckdb_s_path_exactly(tmp_path: Path) -> None:
+    """Every money field keeps all 12 decimals and its 26 integer digits (no double on the
+    way: 0.1 + 0.2 and 12 significant decimals would both show a float)."""
+    db = tmp_path / "r.duckdb"
+    store = ResultStore(db)
+    store.migrate()
+    big = Decimal("12345678901234567890123456.000000000001")
+    rows: list[Any] = [
+        _attempt(
+            "a",
+            1,
+            AttemptOutcome.OK,
+            "0.100000000001",
+            usage_cost_usd=Decimal("0.2"),
+            upstream_cost_usd=big,
+        ),
+        _attempt("a", 2, AttemptOutcome.OK, "0.2"),
+        _result("a", 1, cost_usd=Decimal("0.300000000001")),
+    ]
+    seg = _segment(db, rows)
+    assert store.write_segments([seg], cost_fixes), "DuckDB's path did not take the segment"
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        a = con.execute(
+            "SELECT cost_usd, reserved_usd, usage_cost_usd, upstream_cost_usd FROM attempts "
+            "ORDER BY attempt_no"
+        ).fetchall()
+        r = con.execute("SELECT cost_usd, (SELECT sum(cost_usd) FROM attempts) FROM results")
+        (total, summed) = r.fetchone() or (None, None)
+    finally:
+        con.close()
+    assert a == [
+        (Decimal("0.100000000001"), Decimal("0.01"), Decimal("0.2"), big),
+        (Decimal("0.2"), Decimal("0.01"), None, None),
+    ]
+    assert total == summed == Decimal("0.300000000001")
+
+
+def test_a_line_cut_short_is_skipped_as_the_replay_skips_it(tmp_path: Path) -> None:
+    """A segment whose last line was cut short (a kill -9 mid-write) or holds zeros (a power
+    cut): DuckDB's path refuses it whole, and the row path writes every whole line."""
+    rows: list[Any] = [
+        _attempt("a", 1, AttemptOutcome.OK, "0.001"),
+        _result("a", 1, output="whole"),
+        _attempt("b", 1, AttemptOutcome.OK, "0.002"),
+        _result("b", 2, output="cut short"),
+    ]
+    d = tmp_path / "one"
+    d.mkdir()
+    seg = _segment(d / "r.duckdb", rows)
+    data = seg.read_bytes()
+    seg.write_bytes(data[: data.rindex(b"cut short") + 3])  # the last line, torn
+    for name, tail in (("torn", b""), ("zeros", b"\n\x00\x00\x00\x00\n")):
+        db = tmp_path / name / "r.duckdb"
+        db.parent.mkdir()
+        store = ResultStore(db)
+        store.migrate()
+        copy = db.parent / seg.name
+        copy.write_bytes(seg.read_bytes() + tail)
+        apply_segment(store, copy)
+        results, attempts = _dump(db)
+        assert [(r[1], r[12]) for r in results] == [("a", "whole")], name
+        assert sorted(a[2] for a in attempts) == ["a", "b"], name
+
+
+def test_segments_waiting_together_are_written_as_if_one_by_one(tmp_path: Path) -> None:
+    """The writer commits segments that wait together in one transaction: the file must hold
+    what writing them one after the other holds, a cost fix of a later segment included."""
+    first = [
+        _attempt("a", 1, AttemptOutcome.OK, "0.01", source=CostSource.RESERVED, gen="g1"),
+        _result("a", 1, cost_usd=Decimal("0.01"), output="x"),
+    ]
+    second = [
+        _attempt("b", 1, AttemptOutcome.OK, "0.003"),
+        _result("b", 2, cost_usd=Decimal("0.003")),
+        CostFix("run1", "t", "a", 1, Decimal("0.002"), "generation"),
+    ]
+    dumps = []
+    for name in ("together", "apart"):
+        db = tmp_path / name / "r.duckdb"
+        db.parent.mkdir()
+        store = ResultStore(db, clock=lambda: datetime(2026, 5, 2, tzinfo=UTC))
+        store.migrate()
+        s1, s2 = _segment(db, first), _segment(db, second)
+        if name == "together":
+            assert store.write_segments([s1, s2], cost_fixes)
+        else:
+            store.write(*read_segment(s1))
+            store.write(*read_segment(s2))
+        dumps.append(_dump(db))
+    assert dumps[0] == dumps[1]
+    assert [r[16] for r in dumps[0][0]] == [Decimal("0.002"), Decimal("0.003")]
+
+
+def test_the_writer_process_answers_every_segment_that_waited_in_order(tmp_path: Path) -> None:
+    """Commands that are all waiting when the writer reads them (it gathers the `apply`s into
+    one transaction): each segment is answered in order, deleted, and its rows are in; `quit`
+    ends it cleanly (exit 0, nothing on stderr) while the run still holds its stdin open."""
+    db = tmp_path / "r.duckdb"
+    ResultStore(db).migrate()
+    segs = [
+        _segment(db, [_attempt(k, 1, AttemptOutcome.OK, "0.001"), _result(k, i)])
+        for i, k in enumerate("abc", start=1)
+    ]
+    commands = b"".join(b"apply " + os.fsencode(s) + b"\n" for s in segs) + b"quit\n"
+    with subprocess.Popen(
+        [sys.executable, "-m", "batchroute.writer", str(db), "5.0", str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            proc.stdin.write(commands)
+            proc.stdin.flush()
+            replies = [proc.stdout.readline() for _ in range(len(segs) + 1)]
+            code = proc.wait(timeout=120)  # stdin still open, as the run keeps it
+            stderr = proc.stderr.read()
+        finally:
+            proc.kill()
+    assert replies == [b"ok " + os.fsencode(s) + b"\n" for s in segs] + [b"bye\n"]
+    assert (code, stderr) == (0, b"")
+    assert not any(s.exists() for s in segs)
+    results, attempts = _dump(db)
+    assert [r[1] for r in results] == ["a", "b", "c"]
+    assert [a[2] for a in attempts] == ["a", "b", "c"]
+
+
+def test_waiting_segments_that_cannot_go_together_are_written_one_by_one(tmp_path: Path) -> None:
+    """Two waiting segments, the second with a line cut short: DuckDB's path refuses them
+    together, so each goes on its own (the first by DuckDB, the second by the row path), in
+    order, each answered after its own commit."""
+    db = tmp_path / "r.duckdb"
+    store = ResultStore(db, keep_instance=True)
+    store.migrate()
+    s1 = _segment(db, [_attempt("a", 1, AttemptOutcome.OK, "0.001"), _result("a", 1)])
+    s2 = _segment(db, [_result("b", 2), _result("c", 3, output="cut short")])
+    s2.write_bytes(s2.read_bytes()[:-10])
+    answered: list[bytes] = []
+    args = [os.fsencode(s1), os.fsencode(s2)]
+    _apply(store, [s1, s2], answered.append, args)
+    assert answered == args
+    assert not s1.exists()
+    assert not s2.exists()
+    results, attempts = _dump(db)
+    assert [r[1] for r in results] == ["a", "b"]
+    assert [a[2] for a in attempts] == ["a"]

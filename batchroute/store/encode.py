@@ -104,45 +104,12 @@ def column_values(rows: Sequence[Any], name: str, typ: str, now: datetime) -> li
     return values
 
 
-def field_values(rows: Sequence[dict[str, Any]], name: str, typ: str, now: datetime) -> list[Any]:
-    """`column_values` of rows read back from the journal as fields (`Journal` wrote them
-    with orjson: money as decimal text, times as ISO text, enums as their values)."""
-    values = [r.get(name) for r in rows]
-    if typ == MONEY:
-        return [
-            v if v is None or ("E" not in v and "e" not in v) else money(Decimal(v)) for v in values
-        ]
-    if typ == "TIMESTAMP":
-        return [_iso_utc(v, now) for v in values]
-    if typ == "VARCHAR":
-        return [v if v is None or type(v) is str else str(v) for v in values]
-    return values
-
-
-def _iso_utc(v: str | None, now: datetime) -> str:
-    """ISO text of a naive UTC time (DuckDB's TIMESTAMP cast drops an offset, never applies it)."""
-    if v is None:
-        return now.isoformat(sep=" ")
-    if len(v) > 19 and v[-6] in "+-" and v[-3] == ":":  # ±HH:MM
-        return v[:-6] if v.endswith("+00:00") else utc(datetime.fromisoformat(v)).isoformat()
-    if v.endswith("Z"):
-        return v[:-1]
-    return v
-
-
 def write_results(con: duckdb.DuckDBPyConnection, rows: Sequence[ResultRow], now: datetime) -> None:
     """Upsert result rows (one per key): those whose key is new with a plain INSERT, the rest
     with the upsert. DuckDB's ON CONFLICT costs about twice a plain insert (17 vs 9 ms of CPU
     for 600 rows, measured), and a run's rows are almost all new; finding which keys exist
     costs ~3 ms (one semi join on the primary key)."""
     _write_results(con, rows, [(r.job_name, r.record_key) for r in rows], now)
-
-
-def write_result_fields(
-    con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]], now: datetime
-) -> None:
-    """`write_results` of journal fields (one row per key)."""
-    _write_results(con, rows, [(r["job_name"], r["record_key"]) for r in rows], now)
 
 
 def _write_results(
@@ -171,11 +138,10 @@ def bulk_write(
     *,
     upsert: bool = True,
 ) -> None:
-    """Insert `rows` (dataclass rows of `table`, or their journal fields as dicts) in one
-    statement; results are upserted unless `upsert` is False (every key is known to be new)."""
+    """Insert `rows` (dataclass rows of `table`) in one statement; results are upserted unless
+    `upsert` is False (every key is known to be new)."""
     plain = not upsert and table == "results"
-    values = field_values if rows and isinstance(rows[0], dict) else column_values
-    columns = {name: values(rows, name, typ, now) for name, typ in TABLE_COLUMNS[table]}
+    columns = {name: column_values(rows, name, typ, now) for name, typ in TABLE_COLUMNS[table]}
     try:
         blob = orjson.dumps(columns)
     except orjson.JSONEncodeError:

@@ -12,7 +12,6 @@ from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
@@ -32,9 +31,10 @@ from . import batches as _batches
 from . import fixes as _fixes
 from . import migrations
 from . import resume as _resume
+from . import segment as _segment
 from .columns import MONEY
 from .connect import KeptInstance, transaction
-from .encode import bulk_write, dedupe, money, utc, write_result_fields, write_results
+from .encode import bulk_write, dedupe, money, utc, write_results
 from .replay import write_missing
 from .reports import ReportData, check_dimensions, query_report, spent
 from .resume import ResumeLookup
@@ -258,24 +258,27 @@ class ResultStore:
             if fixes:
                 _fixes.apply_fixes(con, fixes)
 
-    def write_fields(
-        self,
-        results: Sequence[dict[str, Any]],
-        attempts: Sequence[dict[str, Any]],
-        fixes: Sequence[CostFix] = (),
-    ) -> None:
-        """`write` of rows as the journal holds their fields (the writer process's fast path:
-        no row objects built). At most one result per key: `write` combines repeated keys."""
-        if not results and not attempts and not fixes:
-            return
+    def write_segments(
+        self, paths: list[Path], fixes_of: Callable[[list[str]], list[CostFix]]
+    ) -> bool:
+        """`write` of closed journal segments, read by DuckDB itself (the writer process's path:
+        no Python object per row; see `store/segment.py`), in one transaction. `fixes_of` turns
+        the JSON of their cost-fix lines into CostFix. False, with nothing written, when they
+        need `write` of their rows instead (a result key repeated, a line cut short)."""
         now = utc(self._clock())
-        with self._tx() as con:
-            if results:
-                write_result_fields(con, results, now)
-            if attempts:
-                bulk_write(con, "attempts", attempts, now)
-            if fixes:
-                _fixes.apply_fixes(con, fixes)
+        for upsert in (False, True):
+            try:
+                with self._tx() as con:
+                    _segment.write_segments(
+                        con, paths, now, upsert=upsert, fixes_of=fixes_of,
+                        apply_fixes=_fixes.apply_fixes,
+                    )  # fmt: skip
+                return True
+            except _segment.KeyHeld:
+                continue  # a key the table holds: once more with the upsert
+            except _segment.NotNative:
+                return False
+        raise AssertionError("the upsert never raises KeyHeld")  # pragma: no cover
 
     # -- the Batch API lane (migration 8) ------------------------------------------------
 

@@ -1,0 +1,144 @@
+"""A closed journal segment applied by DuckDB itself: the writer process's path (issue 11).
+
+The journal (`batchroute.journal`) writes one row per line: a tag byte (`r` a result, `a` an
+attempt, `f` a cost fix) and the row as one JSON object (orjson: money as exact decimal text,
+times as ISO text, enums as their values, missing values as null). Here DuckDB reads the file,
+splits the lines, parses the JSON and casts every field in C++ (`read_csv`, `json_transform`),
+so the writer builds no Python object per row. Money goes from its decimal text straight to
+`DECIMAL(38,12)`, never through a double. A segment with a line that is no whole row (cut
+short by a kill, zeros after a power cut) is left to the row path, which skips that line as
+`journal._raw_lines` does.
+
+Several segments waiting together are written in one transaction: each transaction costs a
+fixed ~25 ms of CPU (attach, commit, the checkpoint on detach), so a writer that fell behind
+catches up instead of falling further behind. A write that needs the row path instead (a
+result key repeated, which needs its rows combined first, `encode.dedupe`; a line that is not
+whole JSON; bytes that are not UTF-8) raises NotNative with nothing written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from ..types import AttemptOutcome, CostFix
+from .columns import MONEY, TABLE_COLUMNS, Column
+from .encode import _on_conflict_sql
+
+_ROWS = "batchroute_segment"  # a temp table: the segment's rows, parsed (tag, r, a, f)
+
+
+def _struct(cols: tuple[Column, ...]) -> str:
+    """json_transform's structure: integers as BIGINT, everything else as its text."""
+    spec = ", ".join(f'"{n}": "{"BIGINT" if t == "BIGINT" else "VARCHAR"}"' for n, t in cols)
+    return "{" + spec + "}"
+
+
+def _value(name: str, typ: str) -> str:
+    """The SQL that turns a field of `j` (json_transform's struct) into its column's value."""
+    src = f"j.{name}"
+    if typ == "TIMESTAMP":
+        # Naive ISO text is UTC already (`encode.utc`); text with an offset (or Z) is moved to
+        # UTC, never cut off; a missing time is the write's `now` ($1).
+        return (
+            f"COALESCE(CASE WHEN regexp_matches({src}, '(Z|[+-]\\d\\d:\\d\\d)$') "
+            f"THEN timezone('UTC', CAST({src} AS TIMESTAMPTZ)) "
+            f"ELSE CAST({src} AS TIMESTAMP) END, CAST($1 AS TIMESTAMP))"
+        )
+    if typ == MONEY:
+        return f"CAST({src} AS {MONEY})"  # exact decimal text → DECIMAL, E notation included
+    return src  # BIGINT and VARCHAR come out of json_transform as they are stored
+
+
+class NotNative(Exception):
+    """This segment needs the row path (`ResultStore.write` of its rows): nothing was written."""
+
+
+class KeyHeld(Exception):
+    """A result's key is in the table already: the write must upsert (nothing was written)."""
+
+
+def _insert(table: str, *, upsert: bool) -> str:
+    cols = TABLE_COLUMNS[table]
+    names = ", ".join(n for n, _ in cols)
+    values = ", ".join(_value(n, t) for n, t in cols)
+    tag = "r" if table == "results" else "a"
+    src = f"(SELECT {tag} AS j FROM {_ROWS} WHERE tag = '{tag}')"
+    sql = f"INSERT INTO {table} ({names}) SELECT {values} FROM {src}"
+    if table == "attempts":  # an `in_flight` row is for a replay after a kill, never written
+        sql += f" WHERE j.outcome <> '{AttemptOutcome.IN_FLIGHT}'"
+    return sql + (_on_conflict_sql(cols) if upsert else "")
+
+
+# One pass over the file: DuckDB's CSV reader splits the lines (no delimiter or quote can
+# occur: orjson escapes every control character), and each line's JSON is parsed once into
+# its table's struct. A line that is not valid JSON fails the statement: the row path, which
+# skips it, takes the segment.
+_READ = (
+    "read_csv($1, columns = {'l': 'VARCHAR'}, delim = chr(1), quote = '', escape = '', "
+    "header = false, auto_detect = false, max_line_size = {size})"
+)
+LOAD_SQL = (
+    f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT left(l, 1) AS tag, "
+    f"CASE WHEN left(l, 1) = 'r' THEN json_transform(substr(l, 2), "
+    f"'{_struct(TABLE_COLUMNS['results'])}') END AS r, "
+    f"CASE WHEN left(l, 1) = 'a' THEN json_transform(substr(l, 2), "
+    f"'{_struct(TABLE_COLUMNS['attempts'])}') END AS a, "
+    "CASE WHEN left(l, 1) = 'f' THEN substr(l, 2) END AS f "
+    f"FROM {_READ} WHERE left(l, 1) IN ('r', 'a', 'f') "
+    # A run journals every call before it goes out (`in_flight`, for a replay after a kill,
+    # never written by the run): a third of the lines, dropped before their JSON is parsed.
+    # Outside a JSON string a quote is never escaped, so only the row's own field matches.
+    f"""AND NOT contains(l, '"outcome":"{AttemptOutcome.IN_FLIGHT}"')"""
+)
+# Nearly every result of a run is new: a plain INSERT (half the cost of an upsert, and no
+# look-up of the keys the table holds). A key held already fails it; then the whole segment
+# is written again with the upsert (cost and attempts accumulate; a row without an answer
+# keeps the paid one). A key repeated in the segment must be combined first (`encode.dedupe`:
+# DuckDB's upsert would keep one of its rows): the row path.
+INSERT_SQL = {u: _insert("results", upsert=u) for u in (False, True)}
+ATTEMPTS_SQL = _insert("attempts", upsert=False)
+REPEATED_SQL = (
+    f"SELECT count(*) > count(DISTINCT (r.job_name, r.record_key)) FROM {_ROWS} WHERE tag = 'r'"
+)
+FIXES_SQL = f"SELECT f FROM {_ROWS} WHERE tag = 'f'"
+
+
+def write_segments(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[Path],
+    now: datetime,
+    *,
+    upsert: bool,
+    fixes_of: Callable[[list[str]], list[CostFix]],
+    apply_fixes: Callable[[duckdb.DuckDBPyConnection, list[CostFix]], int],
+) -> None:
+    """Write the segments at `paths` (in order: one, or several the writer had waiting) inside
+    the caller's transaction: their results (`upsert`: with the upsert, else a plain INSERT),
+    answered attempts, then their cost fixes (`fixes_of` turns their JSON texts into CostFix,
+    `apply_fixes` applies them; a fix finds the attempts of its own and earlier segments, as
+    when they are written one by one). Raises KeyHeld (plain INSERT only) or NotNative; the
+    caller then rolls the transaction back."""
+    size = max(p.stat().st_size for p in paths) + 2
+    try:
+        con.execute(LOAD_SQL.replace("{size}", str(size)), [[str(p) for p in paths]])
+    except duckdb.InvalidInputException as exc:  # not JSON, not UTF-8, not a whole line
+        raise NotNative(str(exc)) from None
+    if upsert:  # (a plain INSERT refuses a repeated key by itself: KeyHeld, then this)
+        repeated = con.execute(REPEATED_SQL).fetchone()
+        if repeated is None or repeated[0]:
+            raise NotNative("a result key repeats in the segments")
+    try:
+        con.execute(INSERT_SQL[upsert], [now.isoformat(sep=" ")])
+    except duckdb.ConstraintException as exc:
+        if upsert:
+            raise
+        raise KeyHeld(str(exc)) from None
+    con.execute(ATTEMPTS_SQL, [now.isoformat(sep=" ")])
+    fixes = [str(js) for (js,) in con.execute(FIXES_SQL).fetchall()]
+    if fixes:
+        apply_fixes(con, fixes_of(fixes))
+    con.execute(f"DROP TABLE {_ROWS}")  # (after a failure, the caller's rollback drops it)
