@@ -31,6 +31,7 @@ from . import batches as _batches
 from . import fixes as _fixes
 from . import migrations
 from . import resume as _resume
+from . import runs as _runs
 from .columns import MONEY
 from .connect import KeptInstance, transaction
 from .encode import bulk_write, dedupe, money, utc, write_result_fields, write_results
@@ -94,11 +95,27 @@ class ResultStore:
     ) -> None:
         """Record a new run as 'running'."""
         with self._tx() as con:
-            con.execute(
-                "INSERT INTO runs (run_id, job_name, job_path, started_at, status, "
-                "batchroute_version) VALUES (?, ?, ?, ?, ?, ?)",
-                [run_id, job_name, job_path, utc(started_at), str(RunStatus.RUNNING), version],
-            )
+            _runs.insert_run(con, run_id, job_name, job_path, started_at, version)
+
+    def begin_run(
+        self,
+        run_id: str,
+        job_name: str,
+        job_path: str,
+        started_at: datetime,
+        version: str,
+        *,
+        migrate: bool,
+    ) -> int:
+        """`migrate` (if asked), `close_stale_runs` and `start_run` in one transaction: one
+        commit and checkpoint at a run's start instead of three (issue 11). Returns how many
+        stale runs were closed. Only call while holding the run lock."""
+        with self._tx() as con:
+            if migrate:
+                migrations.migrate(con, self.path, lambda: utc(self._clock()))
+            closed = _runs.close_stale(con)
+            _runs.insert_run(con, run_id, job_name, job_path, started_at, version)
+        return closed
 
     def finish_run(
         self, run_id: str, status: RunStatus, counts: RunCounts, finished_at: datetime
@@ -131,16 +148,7 @@ class ResultStore:
         becomes the last attempt's start and the cost the sum of the run's attempts.
         """
         with self._tx() as con:
-            rows = con.execute(
-                "UPDATE runs SET status = ?, "
-                "finished_at = COALESCE((SELECT MAX(a.started_at) FROM attempts a "
-                "WHERE a.run_id = runs.run_id), runs.started_at), "
-                "cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a "
-                "WHERE a.run_id = runs.run_id) "
-                "WHERE status = ? RETURNING run_id",
-                [str(RunStatus.INTERRUPTED), str(RunStatus.RUNNING)],
-            ).fetchall()
-        return len(rows)
+            return _runs.close_stale(con)
 
     # -- resume and budget ----------------------------------------------------------------
 
@@ -194,8 +202,9 @@ class ResultStore:
             ).fetchone()
             # A batch cannot be cancelled: its reservation is spent until it is settled.
             batches = _batches.open_reserved(con, day, scope)
+            settled = spent(con, day, scope)  # the same transaction: one open, not two
         final = int(row[0]) if row is not None else 0
-        return ResumeState(final_count=final, spent=self.spent_on(day, job_name=scope) + batches)
+        return ResumeState(final_count=final, spent=settled + batches)
 
     def resume_lookup(
         self,
