@@ -27,7 +27,7 @@ from batchroute.plan import (
     daily_cap,
 )
 from batchroute.reader import read_keys, read_records
-from batchroute.runner.book import Book
+from batchroute.runner.book import TAIL_FLUSH_S, Book
 from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
@@ -63,7 +63,9 @@ class Runner:
         self.overrides = Overrides(
             opts.budget_usd, opts.retry_failed, opts.rerun_changed, opts.limit
         )
-        self.store = ResultStore(self.db_path, write_timeout=spec.output.busy_timeout_s)
+        # One DuckDB instance for the run's own transactions: ~20 ms of CPU less each (issue 11)
+        timeout = spec.output.busy_timeout_s
+        self.store = ResultStore(self.db_path, write_timeout=timeout, keep_instance=True)
         self.notes: list[str] = []
         self.stale = 0
         self.control = Control(self._log)
@@ -113,7 +115,7 @@ class Runner:
             finally:
                 if self.control.status is RunStatus.RUNNING:
                     self.control.status = RunStatus.FAILED
-                if self._lookup is not None:
+                if self._lookup is not None:  # the feeder did not get to the end
                     self._lookup.close()
                 await self.book.finish()  # the writer process commits the rest and ends
                 await asyncio.to_thread(self._close_store)
@@ -132,6 +134,12 @@ class Runner:
             statuses,
             self._lane.in_flight if self._lane is not None else 0,
         )
+
+    async def _close_lookup(self) -> None:
+        """Close the lookup's DuckDB (~20-40 ms, off the loop) once the input is read."""
+        lookup, self._lookup = self._lookup, None
+        if lookup is not None:
+            await asyncio.to_thread(lookup.close)
 
     def _open_store(self) -> None:
         self.notes += open_store(self.store, self.book, self.spec, self.run_id, self.opts.now())
@@ -333,9 +341,11 @@ class Runner:
                 await asyncio.sleep(0)  # let workers run while the queues have room
         if not self.control.interrupted:
             progress.all_read()  # every tier's total is known now
+        book.flush_every = TAIL_FLUSH_S  # the segment the run's end waits for: a small one
         for tier, q in self.queues.items():
             for _ in range(self._worker_count(tier)):
                 await q.put(None)
+        await self._close_lookup()  # its DuckDB instance, now, not at the run's end (issue 11)
 
     def _admit(self, intake: Intake, rec: Record) -> WorkItem | None:
         """The plan's resume decision, counted; the work item when the record is sent."""
