@@ -32,6 +32,7 @@ from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
 from batchroute.runner.setup import (
+    Early,
     calibrate,
     check_key,
     close_store,
@@ -63,8 +64,7 @@ class Runner:
         self.overrides = Overrides(
             opts.budget_usd, opts.retry_failed, opts.rerun_changed, opts.limit
         )
-        # One DuckDB instance for the run's own transactions: ~20 ms of CPU less each (issue 11)
-        timeout = spec.output.busy_timeout_s
+        timeout = spec.output.busy_timeout_s  # one DuckDB instance: ~20 ms less per transaction
         self.store = ResultStore(self.db_path, write_timeout=timeout, keep_instance=True)
         self.notes: list[str] = []
         self.stale = 0
@@ -115,8 +115,7 @@ class Runner:
             finally:
                 if self.control.status is RunStatus.RUNNING:
                     self.control.status = RunStatus.FAILED
-                if self._lookup is not None:  # the feeder did not get to the end
-                    self._lookup.close()
+                self._close_lookup()  # if the feeder did not get to the end
                 await self.book.finish()  # the writer process commits the rest and ends
                 await asyncio.to_thread(self._close_store)
             statuses = await asyncio.to_thread(self.store.status_counts, self.spec.name)
@@ -135,11 +134,11 @@ class Runner:
             self._lane.in_flight if self._lane is not None else 0,
         )
 
-    async def _close_lookup(self) -> None:
-        """Close the lookup's DuckDB (~20-40 ms, off the loop) once the input is read."""
+    def _close_lookup(self) -> None:
+        """Close the lookup's DuckDB (~20-40 ms) once the input is read; once only."""
         lookup, self._lookup = self._lookup, None
         if lookup is not None:
-            await asyncio.to_thread(lookup.close)
+            lookup.close()
 
     def _open_store(self) -> None:
         self.notes += open_store(self.store, self.book, self.spec, self.run_id, self.opts.now())
@@ -162,6 +161,7 @@ class Runner:
             # reconciler's /generation polls), so that calls which wait never starve them.
             max_connections=spec.limits.concurrency + CONCURRENT_GETS + 2,
         ) as client:
+            early = Early(client)  # GET /models and /key beside the store reads below
             note = await reconcile_earlier_runs(client, self.store, spec.name)
             if note is not None:
                 self.notes.append(note)
@@ -175,8 +175,8 @@ class Runner:
                 scope=budget_scope(spec),
             )
             budget = Budget(daily_cap(spec, self.overrides), resume.spent)
-            key_note = await check_key(client, budget)
-            catalog, live, note = await load_catalog(client, self.store, opts.now)
+            key_note = await check_key(early, budget)
+            catalog, live, note = await load_catalog(early, self.store, opts.now)
             if note is not None:
                 self.notes.append(note)
             plan = build_plan(spec, catalog, resume, self.overrides, live=live)
@@ -345,7 +345,7 @@ class Runner:
         for tier, q in self.queues.items():
             for _ in range(self._worker_count(tier)):
                 await q.put(None)
-        await self._close_lookup()  # its DuckDB instance, now, not at the run's end (issue 11)
+        await asyncio.to_thread(self._close_lookup)  # now, not at the run's end (issue 11)
 
     def _admit(self, intake: Intake, rec: Record) -> WorkItem | None:
         """The plan's resume decision, counted; the work item when the record is sent."""

@@ -98,13 +98,27 @@ def close_store(
     return None
 
 
+class Early:
+    """GET /models and GET /key, sent as the run's client opens: they go out beside its first
+    store reads instead of one after the other after them (issue 11). Their answers are read
+    by `load_catalog` and `check_key`; a run that stops before reading them drops them."""
+
+    def __init__(self, client: OpenRouterClient) -> None:
+        self.client = client
+        self.models = asyncio.ensure_future(client.fetch_models())
+        self.key = asyncio.ensure_future(client.key_limit_remaining())
+        for task in (self.models, self.key):  # never "exception was never retrieved"
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
 async def load_catalog(
-    client: OpenRouterClient, store: ResultStore, now: Callable[[], datetime]
+    early: Early, store: ResultStore, now: Callable[[], datetime]
 ) -> tuple[Catalog, bool, str | None]:
     """Live /models, else the copy cached in the store, else the one shipped in the package;
     whether it is live; and a note when it is not."""
+    client = early.client
     try:
-        raw = await client.fetch_models()
+        raw = await early.models
         cat = Catalog(raw, source=client.base_url, fetched_at=now().isoformat())
         await asyncio.to_thread(store.save_catalog, raw, now(), client.base_url)
         return cat, True, None
@@ -135,9 +149,9 @@ async def reconcile_earlier_runs(
     )
 
 
-async def check_key(client: OpenRouterClient, budget: Budget) -> str:
+async def check_key(early: Early, budget: Budget) -> str:
     """The API key's own limit, if lower than what the cap leaves, rules (issue 8)."""
-    remaining = await client.key_limit_remaining()
+    remaining = await early.key
     if remaining is None:
         return ""
     budget.lower_ceiling(remaining)
