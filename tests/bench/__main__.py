@@ -145,6 +145,13 @@ def rate_rows(label: str, r: dict[str, Any], target: str) -> tuple[list[Row], li
         f" rec/s, bare {span([x['rate'] for x in bare])}; failed: ours "
         f"{sum(x['failed'] for x in ours)}, bare {sum(x['failed'] for x in bare)}"
     ]
+    short = [x for x in ours + bare if x["done"] != r["n"]]
+    if short:  # e.g. calls timing out under load until the run stops: its rate means little
+        notes.append(
+            f"{label}: **{len(short)} run(s) ended before all {r['n']:,} records were done** ("
+            + ", ".join(f"{x['done']:,} done, {x.get('status', '?')}" for x in short)
+            + "): their rate counts only what was done"
+        )
     if "ours/uvloop" in r["runs"]:
         uv = r["runs"]["ours/uvloop"]
         ru = ratios(uv, ours, "rate")

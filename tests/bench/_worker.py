@@ -77,6 +77,7 @@ def main() -> None:
             c0, t0 = clock()
         done = asyncio.run(bare_loop(spec["url"], bodies, spec["concurrency"]))
         seconds, failed = time.perf_counter() - t0, spec["records"] - done
+        status = "completed" if done == spec["records"] else "incomplete"
     else:
         # imported before the clock, as the CLI has them loaded before a run starts
         import batchroute.runner
@@ -84,11 +85,12 @@ def main() -> None:
 
         c0 = cpu_self_s() + cpu_children_s()
         seconds, rep = run_batchroute(job, spec["url"], Path(spec["db"]))
-        done, failed = rep.counts.done, rep.counts.failed
+        done, failed, status = rep.counts.done, rep.counts.failed, rep.status.value
     out = {
         "seconds": seconds,
         "done": done,
         "failed": failed,
+        "status": status,
         "cpu_s": cpu_self_s() + cpu_children_s() - c0,
         "cpu_writer_s": cpu_children_s(),
         "rss_kib": peak_rss_kib(),

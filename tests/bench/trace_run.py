@@ -39,7 +39,7 @@ T0 = 0.0
 STAMPS: list[tuple[str, float, float]] = []  # (stage, start, end) seconds from T0
 REQ = {"first": -1.0, "full": -1.0, "last": -1.0, "in_flight": 0, "peak": 0, "n": 0}
 LAG: list[float] = []
-GC: list[float] = []
+GC: list[tuple[int, float]] = []  # (generation, CPU seconds of the loop's thread)
 
 
 def now() -> float:
@@ -112,9 +112,9 @@ def trace_gc() -> None:
 
     def cb(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            start[0] = time.perf_counter()
+            start[0] = time.thread_time()
         else:
-            GC.append(time.perf_counter() - start[0])
+            GC.append((info["generation"], time.thread_time() - start[0]))
 
     gc.callbacks.append(cb)
 
@@ -149,6 +149,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     job, conc = Path(spec["job"]), spec["concurrency"]
     trace_requests(conc)
     trace_gc()
+    if spec.get("freeze"):
+        gc.freeze()  # everything alive before the clock: never scanned again
     if spec["kind"] == "bare":
         from _worker import bodies_from_input
         from bench_throughput import bare_loop
@@ -208,9 +210,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "lag_p99_ms": lag[int(len(lag) * 0.99)] * 1e3,
         "lag_max_ms": lag[-1] * 1e3,
         "lag_over_20ms_s": sum(x for x in lag if x > 0.02),
-        "gc_n": len(GC),
-        "gc_total_ms": sum(GC) * 1e3,
-        "gc_max_ms": max(GC, default=0) * 1e3,
+        "gc": {
+            g: [
+                sum(1 for x, _ in GC if x == g),
+                sum(t for x, t in GC if x == g) * 1e3,
+                max((t for x, t in GC if x == g), default=0) * 1e3,
+            ]
+            for g in (0, 1, 2)
+        },
     }
 
 
@@ -233,7 +240,8 @@ def show(r: dict[str, Any], conc: int, lat_s: float) -> None:
         f"  loop lag (5 ms ticker): p50 {r['lag_p50_ms']:.2f} ms, p99 {r['lag_p99_ms']:.1f} ms, "
         f"max {r['lag_max_ms']:.1f} ms, {r['lag_over_20ms_s']:.3f} s in ticks late > 20 ms"
     )
-    print(f"  gc: {r['gc_n']} passes, {r['gc_total_ms']:.1f} ms, longest {r['gc_max_ms']:.1f} ms")
+    for g, (n, total, longest) in r["gc"].items():
+        print(f"  gc gen {g}: {n} passes, {total:.1f} ms CPU, longest {longest:.1f} ms")
 
 
 def main() -> None:
@@ -247,6 +255,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--side", default="both", choices=["both", "ours", "bare"])
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--freeze", action="store_true", help="experiment: gc.freeze() at the start")
     a = ap.parse_args()
     print(f"load average before: {load_avg()}")
     kinds = ["bare", "ours"] if a.side == "both" else [a.side]
@@ -258,6 +267,7 @@ def main() -> None:
                 with simulator(latency_ms=a.latency_ms) as sim:
                     spec = {"kind": kind, "job": str(job), "url": sim.url, "records": a.records}
                     spec |= {"concurrency": a.concurrency, "db": str(tmp / f"{kind}{rnd}.duckdb")}
+                    spec["freeze"] = a.freeze
                     p = tmp / "spec.json"
                     p.write_text(json.dumps(spec))
                     out = subprocess.run(
