@@ -88,6 +88,7 @@ class Book:
         self._sent_rows = 0  # their result rows
         self._sink: WriterProcess | None = None
         self._acks: asyncio.Task[None] | None = None
+        self._finishing: asyncio.Future[None] | None = None
         self._error: Exception | None = None  # the writer's failure
         self._raised = False  # whether the writer's failure was raised to the run already
         self._flush_now = asyncio.Event()
@@ -332,10 +333,21 @@ class Book:
         self._flush_now.set()
         self._flushed.set()
 
+    def finish_soon(self) -> None:
+        """Start `finish` now (no row can come any more), beside what the run still closes:
+        its HTTP session takes 0.05-0.3 s with 2,048 connections (issue 11)."""
+        if self._finishing is None:
+            self._finishing = asyncio.ensure_future(self._finish())
+
     async def finish(self) -> None:
         """Once no row can come any more: hand the rest to the writer process and wait until
         it has committed every segment and ended. If it failed, or this is cancelled, it is
         killed; what it had not committed stays in the journal for the next run's replay."""
+        self.finish_soon()
+        assert self._finishing is not None
+        await self._finishing
+
+    async def _finish(self) -> None:
         sink = self._sink
         if sink is None:
             return

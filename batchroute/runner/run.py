@@ -134,8 +134,7 @@ class Runner:
             self._lane.in_flight if self._lane is not None else 0,
         )
 
-    def _close_lookup(self) -> None:
-        """Close the lookup's DuckDB (~20-40 ms) once the input is read; once only."""
+    def _close_lookup(self) -> None:  # its DuckDB (~20-40 ms) once the input is read; once
         lookup, self._lookup = self._lookup, None
         if lookup is not None:
             lookup.close()
@@ -229,6 +228,7 @@ class Runner:
                     await reconciler.drain(wait)
                 finally:
                     self.book.progress.close()
+                    self.book.finish_soon()  # the writer's last commit beside the session's close
         self.notes += end_notes(reconciler, budget, self.book)
         for note in self.notes[self._announced :]:
             self._log(f"note: {note}")
