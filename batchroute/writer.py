@@ -150,9 +150,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     store = ResultStore(db, write_timeout=float(timeout), keep_instance=True)
     code = serve(store, sys.stdin.buffer, sys.stdout.buffer)
-    if code == 3:
-        os._exit(3)  # the run died: not even a flush of buffers, nothing else to do
-    return code
+    # Every answer is flushed and every transaction committed and detached: skip the
+    # interpreter's teardown (0.06-0.16 s with DuckDB loaded, measured), which the run's end
+    # would wait for (issue 11). After EOF (the run died) there is nothing to flush either.
+    os._exit(code)
 
 
 if __name__ == "__main__":

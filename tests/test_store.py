@@ -277,6 +277,37 @@ def test_runs_lifecycle_and_stale_runs(store: ResultStore) -> None:
         store.start_run("r1", "j", "x", T0, "0.1.0")
 
 
+def test_a_run_begins_in_one_transaction_migrate_close_stale_and_start(tmp_path: Path) -> None:
+    """The run's start (issue 11): one commit for migrate, close_stale_runs and start_run, on a
+    kept DuckDB instance as the runner uses it; stale runs are closed before this one starts,
+    and a start that fails closes nothing."""
+    store = ResultStore(tmp_path / "fresh.duckdb", keep_instance=True)
+    assert store.begin_run("r1", "j", "jobs/j.yaml", T0, "0.1.0", migrate=True) == 0
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.begin_run("r2", "j", "jobs/j.yaml", T0, "0.1.0", migrate=True) == 1
+    with pytest.raises(StoreError):  # r1 exists: the whole transaction is rolled back
+        store.begin_run("r1", "j", "jobs/j.yaml", T0, "0.1.0", migrate=False)
+    rows = sql(store, "SELECT run_id, status FROM runs ORDER BY run_id")
+    assert rows == [("r1", "interrupted"), ("r2", "running")]
+
+
+def test_a_kept_instance_takes_transactions_from_several_threads(tmp_path: Path) -> None:
+    """The run's own store keeps one DuckDB instance (issue 11), and the run calls it from
+    worker threads (`asyncio.to_thread`), two at once when two batch tiers save their batches:
+    each transaction must still open, commit and close on its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = ResultStore(tmp_path / "kept.duckdb", keep_instance=True, write_timeout=30)
+    store.migrate()
+
+    def start(i: int) -> None:
+        store.start_run(f"r{i}", "j", "jobs/j.yaml", T0, "0.1.0")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(start, range(64)))
+    assert sql(store, "SELECT count(*) FROM runs") == [(64,)]
+
+
 def test_catalog_cache_round_trip(store: ResultStore) -> None:
     assert store.load_catalog() is None
     store.save_catalog(b'{"data": []}', T0 - timedelta(days=1), "https://x/models")

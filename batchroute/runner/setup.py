@@ -55,15 +55,19 @@ def open_store(
     """Migrate, replay a killed run's journal, open this run's journal, close dead runs' rows,
     and start this run's row."""
     notes = []
-    store.migrate()
-    recovered = recover_journal(store)
-    if recovered:
-        notes.append(f"recovered {recovered} result(s) a killed run had not flushed")
+    # Nothing to replay (the usual start): migrate, close and start in one transaction, one
+    # commit and checkpoint instead of three (issue 11). Else the replay comes in between.
+    replay = bool(book.journal.files())
+    if replay:
+        store.migrate()
+        recovered = recover_journal(store)
+        if recovered:
+            notes.append(f"recovered {recovered} result(s) a killed run had not flushed")
     book.journal.open()
-    closed = store.close_stale_runs()
+    path = str(spec.path or "")
+    closed = store.begin_run(run_id, spec.name, path, now, __version__, migrate=not replay)
     if closed:
         notes.append(f"{closed} earlier run(s) had died; marked interrupted")
-    store.start_run(run_id, spec.name, str(spec.path or ""), now, __version__)
     return notes
 
 
@@ -94,13 +98,27 @@ def close_store(
     return None
 
 
+class Early:
+    """GET /models and GET /key, sent as the run's client opens: they go out beside its first
+    store reads instead of one after the other after them (issue 11). Their answers are read
+    by `load_catalog` and `check_key`; a run that stops before reading them drops them."""
+
+    def __init__(self, client: OpenRouterClient) -> None:
+        self.client = client
+        self.models = asyncio.ensure_future(client.fetch_models())
+        self.key = asyncio.ensure_future(client.key_limit_remaining())
+        for task in (self.models, self.key):  # never "exception was never retrieved"
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
 async def load_catalog(
-    client: OpenRouterClient, store: ResultStore, now: Callable[[], datetime]
+    early: Early, store: ResultStore, now: Callable[[], datetime]
 ) -> tuple[Catalog, bool, str | None]:
     """Live /models, else the copy cached in the store, else the one shipped in the package;
     whether it is live; and a note when it is not."""
+    client = early.client
     try:
-        raw = await client.fetch_models()
+        raw = await early.models
         cat = Catalog(raw, source=client.base_url, fetched_at=now().isoformat())
         await asyncio.to_thread(store.save_catalog, raw, now(), client.base_url)
         return cat, True, None
@@ -131,9 +149,9 @@ async def reconcile_earlier_runs(
     )
 
 
-async def check_key(client: OpenRouterClient, budget: Budget) -> str:
+async def check_key(early: Early, budget: Budget) -> str:
     """The API key's own limit, if lower than what the cap leaves, rules (issue 8)."""
-    remaining = await client.key_limit_remaining()
+    remaining = await early.key
     if remaining is None:
         return ""
     budget.lower_ceiling(remaining)

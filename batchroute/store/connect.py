@@ -6,6 +6,7 @@ Knows DuckDB's lock errors and write settings; knows nothing of the tables.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,10 +132,17 @@ class KeptInstance:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._con: duckdb.DuckDBPyConnection | None = None
+        # One transaction at a time: the run calls its store from worker threads, two at once
+        # when two batch tiers save batches, and one connection refuses a second caller.
+        self._lock = threading.Lock()
 
     @contextmanager
     def transaction(self, *, timeout: float) -> Iterator[duckdb.DuckDBPyConnection]:
         """Attach (retrying while locked), run one transaction, commit or roll back, detach."""
+        with self._lock:
+            yield from self._transaction(timeout)
+
+    def _transaction(self, timeout: float) -> Iterator[duckdb.DuckDBPyConnection]:
         if self._con is None:
             self._con = duckdb.connect(
                 ":memory:",

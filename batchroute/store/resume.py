@@ -364,3 +364,17 @@ def resume_lookup(
     except BaseException:
         _close(con, path)
         raise
+
+
+def final_keys(
+    con: duckdb.DuckDBPyConnection, job_name: str, statuses: Collection[RecordStatus]
+) -> dict[str, str | None]:
+    """record_key → request_fp for the job's results in `statuses` (one bulk query)."""
+    if not statuses:
+        return {}
+    rows = con.execute(
+        "SELECT record_key, request_fp FROM results "
+        "WHERE job_name = ? AND list_contains(?::VARCHAR[], status)",
+        [job_name, [str(s) for s in statuses]],
+    ).fetchall()
+    return dict(rows)

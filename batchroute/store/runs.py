@@ -1,0 +1,42 @@
+"""The `runs` table's rows at a run's start: shared by `ResultStore.start_run`,
+`close_stale_runs` and `begin_run` (which does both in one transaction)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+from ..types import RunStatus
+from .encode import utc
+
+
+def insert_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    job_name: str,
+    job_path: str,
+    started_at: datetime,
+    version: str,
+) -> None:
+    """Record a new run as 'running'."""
+    con.execute(
+        "INSERT INTO runs (run_id, job_name, job_path, started_at, status, "
+        "batchroute_version) VALUES (?, ?, ?, ?, ?, ?)",
+        [run_id, job_name, job_path, utc(started_at), str(RunStatus.RUNNING), version],
+    )
+
+
+def close_stale(con: duckdb.DuckDBPyConnection) -> int:
+    """Mark runs left 'running' by a dead process as 'interrupted' (the finish time is the
+    last attempt's start, the cost the sum of its attempts); returns how many."""
+    rows = con.execute(
+        "UPDATE runs SET status = ?, "
+        "finished_at = COALESCE((SELECT MAX(a.started_at) FROM attempts a "
+        "WHERE a.run_id = runs.run_id), runs.started_at), "
+        "cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a "
+        "WHERE a.run_id = runs.run_id) "
+        "WHERE status = ? RETURNING run_id",
+        [str(RunStatus.INTERRUPTED), str(RunStatus.RUNNING)],
+    ).fetchall()
+    return len(rows)

@@ -1,0 +1,286 @@
+"""Where a latency-bound run spends its wall time, against the bare loop (issue 11, diagnostic).
+
+Run on demand (not collected by pytest; its figures are not the benchmark's, since the
+tracing itself costs a little on both sides):
+
+    python tests/bench/trace_run.py [--latency-ms 200] [--records 10000] [--concurrency 256]
+                                    [--side both|ours|bare] [--rounds 1]
+
+Each side runs in a fresh interpreter against a fresh simulator, timed as `_worker.py` times
+it (ours: `run_job_async` start to end; bare: `bare_loop` on bodies built before its clock).
+Every aiohttp request is wrapped (same wrapper on both sides) to stamp the first request sent,
+the moment `concurrency` calls were first in flight, and the last response's headers; the
+run's own stages (store open, catalogue, resume join, writer start, end-of-run drain and
+close) are stamped by wrapping the functions the runner calls. A 5 ms ticker measures the
+event loop's lag, and gc.callbacks the collector's pauses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import gc
+import inspect
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _harness import PY, ROOT, load_avg, simulator, write_job  # noqa: E402
+
+T0 = 0.0
+STAMPS: list[tuple[str, float, float]] = []  # (stage, start, end) seconds from T0
+REQ = {"first": -1.0, "full": -1.0, "last": -1.0, "in_flight": 0, "peak": 0, "n": 0}
+LAG: list[float] = []
+GC: list[tuple[int, float]] = []  # (generation, CPU seconds of the loop's thread)
+
+
+def now() -> float:
+    return time.perf_counter() - T0
+
+
+def stamp(obj: Any, name: str, label: str | None = None) -> None:
+    """Wrap obj.name (sync or async) to record when it ran."""
+    fn = getattr(obj, name)
+    label = label or name
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def awrap(*a: Any, **kw: Any) -> Any:
+            s = now()
+            try:
+                return await fn(*a, **kw)
+            finally:
+                STAMPS.append((label, s, now()))
+
+        setattr(obj, name, awrap)
+    else:
+
+        @functools.wraps(fn)
+        def wrap(*a: Any, **kw: Any) -> Any:
+            s = now()
+            try:
+                return fn(*a, **kw)
+            finally:
+                STAMPS.append((label, s, now()))
+
+        setattr(obj, name, wrap)
+
+
+def trace_requests(concurrency: int) -> None:
+    import aiohttp
+
+    orig = aiohttp.ClientSession._request
+
+    async def _request(self: Any, method: str, url: Any, *a: Any, **kw: Any) -> Any:
+        if "chat/completions" not in str(url):
+            return await orig(self, method, url, *a, **kw)
+        t = now()
+        if REQ["first"] < 0:
+            REQ["first"] = t
+        REQ["in_flight"] += 1
+        REQ["n"] += 1
+        REQ["peak"] = max(REQ["peak"], REQ["in_flight"])
+        if REQ["full"] < 0 and REQ["in_flight"] >= concurrency:
+            REQ["full"] = t
+        try:
+            return await orig(self, method, url, *a, **kw)
+        finally:
+            REQ["in_flight"] -= 1
+            REQ["last"] = now()
+
+    aiohttp.ClientSession._request = _request  # type: ignore[method-assign]
+
+
+async def ticker(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t = loop.time()
+        await asyncio.sleep(0.005)
+        LAG.append(loop.time() - t - 0.005)
+
+
+def trace_gc() -> None:
+    start: list[float] = [0.0]
+
+    def cb(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            start[0] = time.thread_time()
+        else:
+            GC.append((info["generation"], time.thread_time() - start[0]))
+
+    gc.callbacks.append(cb)
+
+
+def trace_ours() -> None:
+    from batchroute.runner import book, run, setup
+    from batchroute.store import result_store, resume
+
+    stamp(book.Book, "start_writer")
+    stamp(book.Book, "finish", "book.finish (writer drains, exits)")
+    stamp(run.Runner, "_open_store", "open_store (migrate, replay, start_run)")
+    stamp(run.Runner, "_close_store", "close_store (finish_run)")
+    stamp(run.Runner, "_pump", "pump (feed + workers)")
+    stamp(run, "reconcile_earlier_runs")
+    stamp(run, "check_key", "check_key (GET /key)")
+    stamp(run, "load_catalog", "load_catalog (GET /models, save)")
+    stamp(run, "calibrate")
+    stamp(run, "save_baseline")
+    stamp(result_store.ResultStore, "resume_state")
+    stamp(result_store.ResultStore, "resume_lookup", "resume_lookup (pass + join)")
+    stamp(result_store.ResultStore, "status_counts")
+    stamp(setup, "close_store", "close_store inner")
+    stamp(run.Reconciler, "drain", "reconciler.drain")
+    stamp(run.OpenRouterClient, "__aexit__", "client session close")
+    stamp(resume.ResumeLookup, "close", "resume lookup close")
+    stamp(run.Runner, "_feed", "feeder")
+    stamp(book.Book, "close", "book.close (last hand-over)")
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    global T0
+    job, conc = Path(spec["job"]), spec["concurrency"]
+    trace_requests(conc)
+    trace_gc()
+    if spec.get("freeze"):
+        gc.freeze()  # everything alive before the clock: never scanned again
+    if spec["kind"] == "bare":
+        from _worker import bodies_from_input
+        from bench_throughput import bare_loop
+
+        bodies = bodies_from_input(job)  # read and rendered inside the clock, as in _worker.py
+
+        async def main() -> int:
+            stop = asyncio.Event()
+            tick = asyncio.create_task(ticker(stop))
+            try:
+                return await bare_loop(spec["url"], bodies, conc)
+            finally:
+                stop.set()
+                await tick
+
+        T0 = time.perf_counter()
+        done = asyncio.run(main())
+    else:
+        from _harness import run_batchroute
+
+        import batchroute.runner
+        import batchroute.spec  # noqa: F401
+
+        trace_ours()
+        from batchroute.runner import run as run_mod
+        from batchroute.spec import load_spec
+
+        t = time.perf_counter()
+        load_spec(job)
+        STAMPS.append(("(load_spec, outside the clock, once more)", 0.0, time.perf_counter() - t))
+
+        orig = run_mod.Runner.run
+
+        async def traced(self: Any) -> Any:
+            STAMPS.append(("Runner.run entered", now(), now()))
+            stop = asyncio.Event()
+            tick = asyncio.create_task(ticker(stop))
+            try:
+                return await orig(self)
+            finally:
+                stop.set()
+                await tick
+
+        run_mod.Runner.run = traced  # type: ignore[method-assign]
+        T0 = time.perf_counter()
+        _, rep = run_batchroute(job, spec["url"], Path(spec["db"]))
+        done = rep.counts.done
+    end = now()
+    lag = sorted(LAG) or [0.0]
+    return {
+        "kind": spec["kind"],
+        "done": done,
+        "end": end,
+        "req": REQ,
+        "stamps": STAMPS,
+        "lag_p50_ms": lag[len(lag) // 2] * 1e3,
+        "lag_p99_ms": lag[int(len(lag) * 0.99)] * 1e3,
+        "lag_max_ms": lag[-1] * 1e3,
+        "lag_over_20ms_s": sum(x for x in lag if x > 0.02),
+        "gc": {
+            g: [
+                sum(1 for x, _ in GC if x == g),
+                sum(t for x, t in GC if x == g) * 1e3,
+                max((t for x, t in GC if x == g), default=0) * 1e3,
+            ]
+            for g in (0, 1, 2)
+        },
+    }
+
+
+def show(r: dict[str, Any], conc: int, lat_s: float) -> None:
+    q = r["req"]
+    n, end = r["done"], r["end"]
+    busy = q["last"] - q["first"]
+    print(f"--- {r['kind']}: {n} done in {end:.3f} s = {n / end:,.0f} rec/s")
+    print(f"  first request sent      {q['first'] * 1e3:8.1f} ms")
+    print(f"  {conc} in flight at      {q['full'] * 1e3:8.1f} ms (peak {q['peak']})")
+    print(f"  last response headers   {q['last'] * 1e3:8.1f} ms")
+    print(f"  run end                 {end * 1e3:8.1f} ms (tail {(end - q['last']) * 1e3:.1f} ms)")
+    print(
+        f"  between first and last: {busy:.3f} s = {n / busy:,.0f} rec/s; "
+        f"ideal {n / conc * lat_s:.3f} s"
+    )
+    for label, s, e in sorted(r["stamps"], key=lambda x: x[1]):
+        print(f"    {label:42s} {s * 1e3:8.1f} → {e * 1e3:8.1f} ms ({(e - s) * 1e3:7.1f})")
+    print(
+        f"  loop lag (5 ms ticker): p50 {r['lag_p50_ms']:.2f} ms, p99 {r['lag_p99_ms']:.1f} ms, "
+        f"max {r['lag_max_ms']:.1f} ms, {r['lag_over_20ms_s']:.3f} s in ticks late > 20 ms"
+    )
+    for g, (n, total, longest) in r["gc"].items():
+        print(f"  gc gen {g}: {n} passes, {total:.1f} ms CPU, longest {longest:.1f} ms")
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        spec = json.loads(Path(sys.argv[2]).read_text())
+        print(json.dumps(child(spec)))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency-ms", type=int, default=200)
+    ap.add_argument("--records", type=int, default=10_000)
+    ap.add_argument("--concurrency", type=int, default=256)
+    ap.add_argument("--side", default="both", choices=["both", "ours", "bare"])
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--freeze", action="store_true", help="experiment: gc.freeze() at the start")
+    a = ap.parse_args()
+    print(f"load average before: {load_avg()}")
+    kinds = ["bare", "ours"] if a.side == "both" else [a.side]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        job = write_job(tmp, a.records, concurrency=a.concurrency, requests_per_minute=None)
+        for rnd in range(a.rounds):
+            for kind in kinds if rnd % 2 == 0 else kinds[::-1]:
+                with simulator(latency_ms=a.latency_ms) as sim:
+                    spec = {"kind": kind, "job": str(job), "url": sim.url, "records": a.records}
+                    spec |= {"concurrency": a.concurrency, "db": str(tmp / f"{kind}{rnd}.duckdb")}
+                    spec["freeze"] = a.freeze
+                    p = tmp / "spec.json"
+                    p.write_text(json.dumps(spec))
+                    out = subprocess.run(
+                        [PY, __file__, "--child", str(p)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                        cwd=ROOT,
+                    )
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                show(r, a.concurrency, a.latency_ms / 1e3)
+    print(f"load average after: {load_avg()}")
+
+
+if __name__ == "__main__":
+    main()
