@@ -42,8 +42,9 @@ DEFAULT_TIERS: dict[str, list[str]] = {
 """Design §2's tiers, cheapest → strongest; every id is in the May 2026 catalogue."""
 
 Classifier = Literal["heuristic", "learned"]
-DEFAULT_CLASSIFIER: Classifier = "heuristic"
-"""The classifier of a job that names none (issue 12: chosen by the routing evaluation)."""
+DEFAULT_CLASSIFIER: Classifier = "learned"
+"""The classifier of a job that names none (issue 12: chosen by the routing evaluation,
+docs/routing-eval.md; the README says why). `classifier: heuristic` keeps the keyword rules."""
 
 
 class JobSpec(_Strict):
