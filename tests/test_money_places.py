@@ -1,4 +1,5 @@
-"""A cost reported with more than 12 decimals is never stored below the bill.
+"""A cost reported with more than 12 decimals is never stored below the bill, and a run's
+`runs.cost_usd` follows its attempts' cost fixes.
 
 DuckDB's money columns are DECIMAL(38,12) and a cast to them rounds to nearest
 (`CAST('0.0000000000004' AS DECIMAL(38,12))` is 0): OpenRouter's `usage.cost`, `/generation`'s
@@ -154,6 +155,31 @@ async def test_a_run_never_stores_a_reported_cost_below_the_bill(
     assert Decimal(low) >= cost
 
 
+async def test_runs_cost_follows_a_later_run_s_cost_fixes(tmp_path: Path, serve: Any) -> None:
+    """Run 1's calls answer without usage and /generation does not know them yet: booked at
+    their reservation. Run 2's start learns figures above the reservations: run 1's attempts
+    are fixed, and `runs.cost_usd` of run 1 must say their sum (before: the reservations,
+    below the bill)."""
+    standin = Decimals("no_usage", generation_known=False, cost=SHORT)
+    url = await serve(standin)
+    db = await _run(tmp_path, url)
+    ((run1,),) = query(db, "SELECT run_id FROM runs")
+    reserved = query(db, "SELECT generation_id, cost_usd FROM attempts WHERE run_id = ?", [run1])
+    assert len(reserved) == N
+    assert query(db, "SELECT DISTINCT cost_source FROM attempts") == [("reserved",)]
+    # the real figures: each above its reservation (12 decimals: only runs.cost_usd is at stake)
+    standin.figures = {g: Decimal(c) * 3 for g, c in reserved}
+    standin.generation_known = True
+    await _run(tmp_path, url)
+    assert query(db, "SELECT count(*) FROM runs") == [(2,)]
+    assert query(db, "SELECT DISTINCT cost_source FROM attempts") == [("generation",)]
+    bill = sum(standin.figures.values(), Decimal(0))
+    fixed = _one(db, f"SELECT sum(cost_usd) FROM attempts WHERE run_id = '{run1}'")
+    run_cost = _one(db, f"SELECT cost_usd FROM runs WHERE run_id = '{run1}'")
+    assert fixed == bill
+    assert run_cost == fixed, (run_cost, fixed)
+
+
 # -- the batch lane, through the real CLI --------------------------------------------------
 
 
@@ -220,6 +246,8 @@ async def test_batch_items_fixed_by_generation_are_never_below_the_bill(
     assert attempts >= standin.total, (attempts, standin.total)
     assert attempts - standin.total < n * ULP
     assert _one(db, "SELECT sum(cost_usd) FROM results") == attempts
+    runs = _one(db, "SELECT sum(cost_usd) FROM runs")
+    assert runs == attempts, (runs, attempts)
 
 
 # -- the store's own writes (row path, fixes, batch rows, run rows) ------------------------
@@ -265,6 +293,7 @@ def test_the_store_rounds_every_amount_it_writes_up(tmp_path: Path) -> None:
     total = _one(db, "SELECT sum(cost_usd) FROM attempts")
     assert total >= LONG + figure
     assert _one(db, "SELECT cost_usd FROM results") == total
+    assert _one(db, "SELECT cost_usd FROM runs") == total  # the fix moved the ended run too
     row = BatchRow("k", "t", "run1", "mid", "m", [], T0, reserved_usd=LONG, settled_usd=LONG)
     store.save_batch(row, new=True)
     ((res, settled),) = query(db, "SELECT reserved_usd, settled_usd FROM batches")
