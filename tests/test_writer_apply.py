@@ -192,7 +192,7 @@ def test_segments_waiting_together_are_written_as_if_one_by_one(tmp_path: Path) 
     second = [
         _attempt("b", 1, AttemptOutcome.OK, "0.003"),
         _result("b", 2, cost_usd=Decimal("0.003")),
-        CostFix("run1", "t", "a", 1, Decimal("0.002"), "generation"),
+        CostFix("run1", "t", "a", 1, Decimal("0.002"), "generation", generation_id="g1"),
     ]
     dumps = []
     for name in ("together", "apart"):
