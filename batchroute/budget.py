@@ -10,22 +10,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 from batchroute.catalog import ModelInfo
-
-USD_PLACES = Decimal("1e-12")
-"""The store keeps money at 12 decimal places (DECIMAL(38,12)); so do the books."""
+from batchroute.usd import USD_PLACES as USD_PLACES  # the books keep the store's places
+from batchroute.usd import ceil_usd as ceil_usd
 
 
 def quantize_usd(x: Decimal) -> Decimal:
-    """An actual cost, rounded to the store's 12 places (half-even, as the simulator does)."""
-    return x.quantize(USD_PLACES, rounding=ROUND_HALF_EVEN)
-
-
-def ceil_usd(x: Decimal) -> Decimal:
-    """A reservation, rounded up: rounding must never make a worst case smaller."""
-    return x.quantize(USD_PLACES, rounding=ROUND_CEILING)
+    """An actual cost at the store's 12 places, rounded up (a cost reported with more
+    decimals is booked at most 1e-12 over the bill, never under it)."""
+    return ceil_usd(x)
 
 
 MESSAGE_OVERHEAD_TOKENS = 8

@@ -2,12 +2,35 @@
 
 Every human-facing text (report tables, run summaries, the dry-run quote, progress lines, the
 HTML report) prints money through `usd` or `amount`; JSON and CSV carry the exact amount
-(`exact`) so that sums can be checked to the last digit. Pure: imports nothing from batchroute.
+(`exact`) so that sums can be checked to the last digit. It also owns the one way an amount
+is brought to the store's 12 places (`ceil_usd`: up, never down). Pure: imports nothing from
+batchroute.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+
+USD_PLACES = Decimal("1e-12")
+"""The store keeps money at 12 decimal places (DECIMAL(38,12))."""
+
+
+def ceil_usd(value: Decimal) -> Decimal:
+    """`value` rounded up to the store's 12 places: what the store keeps of an amount.
+
+    A cast to DECIMAL(38,12) rounds to nearest (`0.0000000000004` → 0), so an amount with more
+    decimals could be stored below the bill; rounded up here first, it never is (overcount by
+    < 1e-12, never undercount). Non-finite values come back as they are (the runner judges
+    them).
+    """
+    try:
+        return value.quantize(USD_PLACES, rounding=ROUND_CEILING)
+    except InvalidOperation:  # infinite, or more digits than the context's precision
+        if not value.is_finite():
+            return value
+        with localcontext(prec=value.adjusted() + 14):
+            return value.quantize(USD_PLACES, rounding=ROUND_CEILING)
+
 
 # (smallest magnitude, decimals): $1 and up to the cent, cents to 4 places, then 6; below
 # $0.0001, as many as three significant digits need (`$0.0000643`), so that a per-token price or

@@ -62,6 +62,7 @@ class BatchStandIn:
     batch_usage: bool = True  # False: a finished batch's `usage` is null (the bill unreported)
     item_usage: bool = True  # False: result bodies carry no `usage` (a recorded Anthropic one)
     item_cost_factor: Decimal = Decimal(1)  # per-item usage.cost × this (≠ 1: they disagree)
+    extra_usd: Decimal = Decimal(0)  # added to each item's bill: e.g. digits past 12 decimals
     gone: set[str] = field(default_factory=set)  # batch ids deleted by hand: 404 forever
     refuse: set[str] = field(default_factory=set)  # model ids answered "no :batch endpoint"
     list_variant: bool = False  # /models lists MODEL:batch (at half price) beside MODEL
@@ -238,7 +239,7 @@ class BatchStandIn:
                 )
                 continue
             prompt = _tokens(r["body"])
-            item = _price(prompt, factor=HALF, completion=completion)
+            item = _price(prompt, factor=HALF, completion=completion) + self.extra_usd
             cost += item
             usage: dict[str, Any] = {
                 "prompt_tokens": prompt,

@@ -14,6 +14,7 @@ import orjson
 from batchroute.client.status import _malformed, classify_error
 from batchroute.errors import RetryableError
 from batchroute.types import Completion, Usage
+from batchroute.usd import ceil_usd
 
 
 def _decimal(raw: Any) -> Decimal | None:
@@ -30,6 +31,13 @@ def _decimal(raw: Any) -> Decimal | None:
     return None
 
 
+def _cost(raw: Any) -> Decimal | None:
+    """A reported cost as the store will keep it: `_decimal`, rounded up to 12 places (a cost
+    with more decimals must never be stored below the bill)."""
+    d = _decimal(raw)
+    return None if d is None else ceil_usd(d)
+
+
 _NO_USAGE = Usage(present=False)
 
 
@@ -41,14 +49,14 @@ def parse_usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return _NO_USAGE
     cost_raw = raw.get("cost")
-    cost = _decimal(cost_raw)
+    cost = _cost(cost_raw)
     upstream = None
     details = raw.get("cost_details")
     if isinstance(details, dict):
         up = details.get("upstream_inference_cost")
         # Without BYOK both are usually the same number: convert it once.
         same = up == cost_raw and type(up) is type(cost_raw)
-        upstream = cost if same else _decimal(up)
+        upstream = cost if same else _cost(up)
     details = raw.get("completion_tokens_details")
     reasoning = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
     details = raw.get("server_tool_use") or raw.get("server_tool_use_details")

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from batchroute.client.parse import _decimal, parse_completion
+from batchroute.client.parse import _cost, _decimal, parse_completion
 from batchroute.client.status import _status_error, _transport_error, classify_error
 from batchroute.client.stream import _Stream
 from batchroute.errors import RetryableError
@@ -211,8 +211,8 @@ class OpenRouterClient:
         if not isinstance(data, dict):
             return None
         try:
-            total = _decimal(data.get("total_cost"))
-            upstream = _decimal(data.get("upstream_inference_cost"))
+            total = _cost(data.get("total_cost"))
+            upstream = _cost(data.get("upstream_inference_cost"))
         except ArithmeticError:  # a string that is no amount
             return None
         if total is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from batchroute.budget import USD_PLACES, quantize_usd
+from batchroute.budget import USD_PLACES, ceil_usd, quantize_usd
 from batchroute.catalog import ModelInfo
 from batchroute.client import parse_completion
 from batchroute.errors import UpstreamError
@@ -251,11 +251,12 @@ def worst_items(plan: RunPlan, model: str, items: Iterable[tuple[str, int]]) -> 
 
 
 def amount(raw: Any) -> Decimal | None:
-    """A reported amount (number or numeric string), exact; None if it is none."""
+    """A reported amount (number or numeric string) rounded up to the store's 12 places (never
+    stored below the bill); None if it is none."""
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         return None
     try:
-        return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
+        return ceil_usd(Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw))
     except ArithmeticError:
         return None
 

@@ -16,6 +16,7 @@ import duckdb
 import orjson
 
 from ..types import ResultRow
+from ..usd import ceil_usd
 from .columns import ACCUMULATE, ANSWER, MONEY, RESULT_KEY, TABLE_COLUMNS, Column
 
 
@@ -27,8 +28,10 @@ def utc(dt: datetime) -> datetime:
 
 
 def money(value: Decimal) -> str:
-    """Exact decimal text, cast to MONEY in SQL (never through a float)."""
-    return format(value, "f")
+    """Decimal text, cast to MONEY in SQL (never through a float), rounded up to its 12
+    places first: the cast rounds to nearest, and a stored amount must never be below the
+    amount it stands for."""
+    return format(ceil_usd(value), "f")
 
 
 def _bulk_insert_sql(table: str, cols: Sequence[Column], *, via_json: bool) -> str:

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import duckdb
 
-from ..types import CostFix, CostSource, ReservedAttempt
+from ..types import CostFix, CostSource, ReservedAttempt, RunStatus
 from .columns import MONEY
 from .encode import money
 
@@ -38,6 +38,7 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
     row's reservation stands for a bill /generation did not measure."""
     changed = 0
     recompute: set[tuple[str, str]] = set()
+    runs: set[str] = set()
     for f in fixes:
         rows = con.execute(
             f"UPDATE attempts SET cost_usd = CAST(? AS {MONEY}), cost_source = ?, "
@@ -58,6 +59,8 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
             ],
         ).fetchall()
         changed += len(rows)
+        if rows:
+            runs.add(f.run_id)
         if rows and f.recompute_result:
             recompute.add((f.job_name, f.record_key))
     for job_name, key in recompute:
@@ -66,5 +69,23 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
             "WHERE a.job_name = results.job_name AND a.record_key = results.record_key) "
             "WHERE job_name = ? AND record_key = ?",
             [job_name, key],
+        )
+    # A finished run's cost is the sum of its attempts: a fix that comes after its end (the
+    # next run's reconciliation) moves it too. A run still going writes its cost at its end,
+    # fixes included (`finish_run`): asked first, so that the writer process's fixes of its
+    # own run sum no attempts.
+    ended = (
+        con.execute(
+            "SELECT run_id FROM runs WHERE list_contains(?::VARCHAR[], run_id) AND status <> ?",
+            [sorted(runs), str(RunStatus.RUNNING)],
+        ).fetchall()
+        if runs
+        else []
+    )
+    for (run_id,) in ended:
+        con.execute(
+            "UPDATE runs SET cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a "
+            "WHERE a.run_id = ?) WHERE run_id = ?",
+            [run_id, run_id],
         )
     return changed
