@@ -13,6 +13,7 @@ import signal
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from factories import texts, write_job, write_jsonl
 from subprocs import (
     job_endpoint,
@@ -32,13 +33,22 @@ LIMITS = {"concurrency": CONCURRENCY, "requests_per_minute": None, "timeout_s": 
 REQUEST = {"max_tokens": 2048}  # no finish_length escalation: one billed call per record
 
 
-def test_a_call_killed_in_flight_is_in_its_records_cost(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", [None, "empty"])
+def test_a_call_killed_in_flight_is_in_its_records_cost(tmp_path: Path, first: str | None) -> None:
     """FAST calls answered, then CONCURRENCY calls held by the simulator when the run is
     killed with -9; the simulator answers (and bills) them after the kill. The next run
     replays their reservations and does every record: each record's cost is the sum of its
-    attempts, and the results' total is not below the bill."""
-    slow = {"fault": "ok", "latency_ms": 1_500}
-    scenario = {"script": {"openai/gpt-4o-mini": [{"fault": "ok"}] * FAST + [slow] * 200}}
+    attempts, and the results' total is not below the bill. With `first`, the held calls are
+    CONCURRENCY records' second attempts (escalated to the next tier's model) after an empty
+    answer that was billed (its attempt row is journaled, its record's row never was)."""
+    slow = [{"fault": "ok", "latency_ms": 1_500}] * 200
+    if first is None:
+        scenario = {"script": {"openai/gpt-4o-mini": [{"fault": "ok"}] * FAST + slow}}
+        before = []
+    else:
+        before = [{"fault": first}] * CONCURRENCY
+        mid = [{"fault": "ok"}] * FAST + before
+        scenario = {"script": {"openai/gpt-4o-mini": mid, "anthropic/claude-sonnet-4.5": slow}}
     with simulator() as sim:
         sim.set_scenario(scenario)
         write_jsonl(tmp_path / "in.jsonl", texts(N))
@@ -47,7 +57,7 @@ def test_a_call_killed_in_flight_is_in_its_records_cost(tmp_path: Path) -> None:
         with reaped(spawn_run(job)) as proc:
             wait_holding_lock(proc, db)
             wait_until(
-                lambda: sim.calls() >= FAST and sim.in_flight() >= CONCURRENCY,
+                lambda: sim.calls() >= FAST + len(before) and sim.in_flight() >= CONCURRENCY,
                 "the held calls",
             )
             proc.send_signal(signal.SIGKILL)

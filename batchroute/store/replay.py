@@ -7,16 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import duckdb
 
 from ..types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
-from .columns import MONEY
-from .encode import bulk_write, dedupe, money, utc, write_results
-
-ZERO = Decimal(0)
+from .encode import bulk_write, dedupe, utc, write_results
 
 
 def write_missing(
@@ -35,42 +31,42 @@ def write_missing(
         write_results(con, merged, now)
     if new_attempts:
         bulk_write(con, "attempts", new_attempts, now)
-        _book_killed(con, [a for a in new_attempts if a.outcome == AttemptOutcome.KILLED], now)
+        _cost_is_sum(con, new_attempts, now)
     return len(merged)
 
 
-# A record's cost is the sum of all its attempts (design §4). A call killed in flight has only
-# its attempt row (its record's row comes with its answer, which never came): its reservation
-# is added to the record's row, a `pending` one if it has none yet, as every attempt's cost is
-# (the status and answer of a row already there are kept). Else the next run's row for the
-# record leaves it out and the results' books say less than the bill.
-_BOOK_KILLED = f"""
-INSERT INTO results (job_name, record_key, run_id, tier, status, cost_usd, attempts, created_at)
+# A record's cost is the sum of all its attempts (design §4). A record's row is journaled with
+# its answer, after its attempts: a kill in between (a call in flight, replayed as `killed` at
+# its reservation; an answer that is retried, billed) leaves attempts whose cost no row holds.
+# The records of replayed attempts get their rows' cost back to that sum, and a `pending` row
+# if they have none (the status and answer of a row already there are kept): else the next
+# run's row for the record leaves them out, and the results' books say less than the bill.
+_PENDING_ROWS = f"""
+INSERT INTO results (job_name, record_key, run_id, tier, status, attempts, created_at)
 SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]),
-    unnest($4::VARCHAR[]), '{RecordStatus.PENDING}', CAST(unnest($5::VARCHAR[]) AS {MONEY}),
-    unnest($6::INTEGER[]), CAST($7 AS TIMESTAMP)
-ON CONFLICT (job_name, record_key) DO UPDATE SET cost_usd = results.cost_usd + excluded.cost_usd,
-    attempts = results.attempts + excluded.attempts
+    unnest($4::VARCHAR[]), '{RecordStatus.PENDING}', unnest($5::INTEGER[]), CAST($6 AS TIMESTAMP)
+ON CONFLICT (job_name, record_key) DO NOTHING
+"""
+_COST_IS_SUM = """
+UPDATE results SET cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a
+    WHERE a.job_name = results.job_name AND a.record_key = results.record_key)
+FROM (SELECT unnest($1::VARCHAR[]) AS job_name, unnest($2::VARCHAR[]) AS record_key) k
+WHERE results.job_name = k.job_name AND results.record_key = k.record_key
 """
 
 
-def _book_killed(
-    con: duckdb.DuckDBPyConnection, killed: Sequence[AttemptRow], now: datetime
+def _cost_is_sum(
+    con: duckdb.DuckDBPyConnection, attempts: Sequence[AttemptRow], now: datetime
 ) -> None:
-    """Add the reservations of `killed` attempts (new in the table) to their records' rows."""
-    per: dict[tuple[str, str], tuple[str, str | None, Decimal, int]] = {}
-    for a in killed:
-        run_id, tier, cost, n = per.get((a.job_name, a.record_key), (a.run_id, a.tier, ZERO, 0))
-        per[(a.job_name, a.record_key)] = (run_id, tier, cost + a.cost_usd, n + 1)
-    if not per:
-        return
-    jobs, keys = zip(*per, strict=True)
-    run_ids, tiers, costs, counts = zip(*per.values(), strict=True)
-    con.execute(
-        _BOOK_KILLED,
-        [list(jobs), list(keys), list(run_ids), list(tiers), [money(c) for c in costs],
-         list(counts), now.isoformat(sep=" ")],
-    )  # fmt: skip
+    """Make the cost of the records of `attempts` (new in the table) the sum of theirs."""
+    per: dict[tuple[str, str], tuple[str, str | None, int]] = {}
+    for a in attempts:
+        _, _, n = per.get((a.job_name, a.record_key), (a.run_id, a.tier, 0))
+        per[(a.job_name, a.record_key)] = (a.run_id, a.tier, n + 1)
+    jobs, keys = (list(c) for c in zip(*per, strict=True))
+    run_ids, tiers, counts = (list(c) for c in zip(*per.values(), strict=True))
+    con.execute(_PENDING_ROWS, [jobs, keys, run_ids, tiers, counts, now.isoformat(sep=" ")])
+    con.execute(_COST_IS_SUM, [jobs, keys])
 
 
 def _attempts_written(con: duckdb.DuckDBPyConnection, attempts: Sequence[AttemptRow]) -> list[bool]:
