@@ -83,6 +83,10 @@ def test_a_call_killed_in_flight_is_in_its_records_cost(tmp_path: Path, first: s
     assert per_record == []
     (total,) = query(db, "SELECT sum(cost_usd) FROM results")[0]
     assert total >= bill
+    # The rows the replay made for them were completed by the run: each record done once.
+    assert query(db, "SELECT status, count(*), count(line_no) FROM results GROUP BY ALL") == [
+        ("done", N, N)
+    ]
 
 
 # A reader (an SQL client) holding the file, once the writer process lets go of it between
