@@ -11,7 +11,7 @@ from typing import Any
 
 import duckdb
 
-from ..types import AttemptOutcome, AttemptRow, ResultRow
+from ..types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
 from .encode import bulk_write, dedupe, utc, write_results
 
 
@@ -31,7 +31,42 @@ def write_missing(
         write_results(con, merged, now)
     if new_attempts:
         bulk_write(con, "attempts", new_attempts, now)
+        _cost_is_sum(con, new_attempts, now)
     return len(merged)
+
+
+# A record's cost is the sum of all its attempts (design §4). A record's row is journaled with
+# its answer, after its attempts: a kill in between (a call in flight, replayed as `killed` at
+# its reservation; an answer that is retried, billed) leaves attempts whose cost no row holds.
+# The records of replayed attempts get their rows' cost back to that sum, and a `pending` row
+# if they have none (the status and answer of a row already there are kept): else the next
+# run's row for the record leaves them out, and the results' books say less than the bill.
+_PENDING_ROWS = f"""
+INSERT INTO results (job_name, record_key, run_id, tier, status, attempts, created_at)
+SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]),
+    unnest($4::VARCHAR[]), '{RecordStatus.PENDING}', unnest($5::INTEGER[]), CAST($6 AS TIMESTAMP)
+ON CONFLICT (job_name, record_key) DO NOTHING
+"""
+_COST_IS_SUM = """
+UPDATE results SET cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a
+    WHERE a.job_name = results.job_name AND a.record_key = results.record_key)
+FROM (SELECT unnest($1::VARCHAR[]) AS job_name, unnest($2::VARCHAR[]) AS record_key) k
+WHERE results.job_name = k.job_name AND results.record_key = k.record_key
+"""
+
+
+def _cost_is_sum(
+    con: duckdb.DuckDBPyConnection, attempts: Sequence[AttemptRow], now: datetime
+) -> None:
+    """Make the cost of the records of `attempts` (new in the table) the sum of theirs."""
+    per: dict[tuple[str, str], tuple[str, str | None, int]] = {}
+    for a in attempts:
+        _, _, n = per.get((a.job_name, a.record_key), (a.run_id, a.tier, 0))
+        per[(a.job_name, a.record_key)] = (a.run_id, a.tier, n + 1)
+    jobs, keys = (list(c) for c in zip(*per, strict=True))
+    run_ids, tiers, counts = (list(c) for c in zip(*per.values(), strict=True))
+    con.execute(_PENDING_ROWS, [jobs, keys, run_ids, tiers, counts, now.isoformat(sep=" ")])
+    con.execute(_COST_IS_SUM, [jobs, keys])
 
 
 def _attempts_written(con: duckdb.DuckDBPyConnection, attempts: Sequence[AttemptRow]) -> list[bool]:
