@@ -221,6 +221,30 @@ def test_the_run_may_write_while_the_lookup_streams(tmp_path: Path) -> None:
     assert not Path(f"{store.path}.resume.tmp").exists()
 
 
+def test_the_answers_are_streamed_from_a_file_once_joined(tmp_path: Path) -> None:
+    """The joins' instance keeps its allocator's memory while it lives (issue 11's memory
+    target): once joined, the answers move to `<db>.resume.tmp/answers.duckdb` and a small
+    instance streams them, in input order, with every verdict (here a new job's repeats)."""
+    store = ResultStore(tmp_path / "r.duckdb")
+    store.migrate()
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(_line(f"k{i % 15_000}") for i in range(20_000)) + b"\n\n")
+    scan = open_lookup(
+        store, "j", path, id_field="id", salt=SALT, final_statuses=frozenset({RecordStatus.DONE})
+    )
+    settled = Path(f"{store.path}.resume.tmp") / "answers.duckdb"
+    with scan.lookup as lookup:
+        assert settled.is_file()
+        verdicts = [
+            (r.line_no, lookup.next(r.key).duplicate)
+            for r in pending(scan, id_field="id", salt=SALT)
+            if isinstance(r, Record)
+        ]
+        assert verdicts == [(i + 1, i >= 15_000) for i in range(20_000)]
+        assert (lookup.records, lookup.duplicates, lookup.final) == (20_000, 5_000, 0)
+    assert not settled.parent.exists()
+
+
 def test_an_input_changed_between_the_passes_stops_the_run(
     history: ResultStore, tmp_path: Path
 ) -> None:
