@@ -42,7 +42,7 @@ from .connect import attach_read_only
 
 # DuckDB's buffer pool for the staged lines, the joins and the answers. 32 MB, not 128: a new
 # job of 200k records peaks 14 MiB lower (issue 11), the 10M results' joins no slower.
-MEMORY_LIMIT = "32MB"
+MEMORY_LIMIT = "128MB"
 THREADS = 2
 STAGE_CHUNK = 8_192  # keys per write while staging them: their Python strings are held at once
 FETCH = 8_192  # answers per fetch while merging
