@@ -14,6 +14,7 @@ import json
 import random
 from pathlib import Path
 
+import duckdb
 import pytest
 from factories import texts, write_job, write_jsonl
 from subprocs import job_endpoint, query, run_cli, simulator
@@ -232,9 +233,9 @@ def test_the_answers_are_streamed_from_a_file_once_joined(tmp_path: Path) -> Non
     scan = open_lookup(
         store, "j", path, id_field="id", salt=SALT, final_statuses=frozenset({RecordStatus.DONE})
     )
-    settled = Path(f"{store.path}.resume.tmp") / "answers.duckdb"
+    spill = Path(f"{store.path}.resume.tmp")
     with scan.lookup as lookup:
-        assert settled.is_file()
+        assert [f.suffix for f in spill.iterdir()] == [".duckdb"]
         verdicts = [
             (r.line_no, lookup.next(r.key).duplicate)
             for r in pending(scan, id_field="id", salt=SALT)
@@ -242,7 +243,32 @@ def test_the_answers_are_streamed_from_a_file_once_joined(tmp_path: Path) -> Non
         ]
         assert verdicts == [(i + 1, i >= 15_000) for i in range(20_000)]
         assert (lookup.records, lookup.duplicates, lookup.final) == (20_000, 5_000, 0)
-    assert not settled.parent.exists()
+    assert not spill.exists()
+
+
+def test_a_settled_answers_file_left_by_a_killed_run_is_no_obstacle(tmp_path: Path) -> None:
+    """A run killed (kill -9) while its answers were settled leaves the spill directory and its
+    file behind; the next run's lookup must settle beside it and remove it at close."""
+    store = ResultStore(tmp_path / "r.duckdb")
+    store.migrate()
+    spill = Path(f"{store.path}.resume.tmp")
+    spill.mkdir()
+    for name in ("answers.duckdb", "answers-1-deadbeef.duckdb"):  # before and after the fix
+        with duckdb.connect(str(spill / name)) as left:
+            left.execute("CREATE TABLE answers AS SELECT 1 AS pos")
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(_line(f"k{i}") for i in range(3)) + b"\n")
+    scan = open_lookup(
+        store, "j", path, id_field="id", salt=SALT, final_statuses=frozenset({RecordStatus.DONE})
+    )
+    with scan.lookup as lookup:
+        verdicts = [
+            (r.key, lookup.next(r.key).duplicate)
+            for r in pending(scan, id_field="id", salt=SALT)
+            if isinstance(r, Record)
+        ]
+        assert verdicts == [("k0", False), ("k1", False), ("k2", False)]
+    assert not spill.exists()
 
 
 def test_an_input_changed_between_the_passes_stops_the_run(
