@@ -5,6 +5,7 @@ Plain helpers (no fixtures): every process started here is killed by its context
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -113,6 +114,23 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         timeout=timeout,
         check=False,
     )
+
+
+async def run_cli_async(*args: str) -> tuple[int, str]:
+    """The real CLI in a subprocess without blocking the event loop (a stand-in server on this
+    test's loop keeps serving): (exit code, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "batchroute", *args, env=ENV,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=WAIT_S * 2)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
 
 
 def wait_holding_lock(proc: subprocess.Popen[str], db: Path) -> None:

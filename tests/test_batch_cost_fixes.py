@@ -11,8 +11,6 @@ UPDATE also overwrote the round-1 row (whose generation is unknown) with the rou
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +21,7 @@ import yaml
 from aiohttp.test_utils import TestServer
 from batch_standin import MODEL, BatchStandIn
 from factories import job_dict, texts, write_jsonl
-from subprocs import ENV, KEY_ENV, WAIT_S, query
+from subprocs import KEY_ENV, query, run_cli_async
 
 from batchroute.runner import batching as B
 
@@ -41,22 +39,6 @@ async def serve() -> AsyncIterator[Any]:
     yield start
     for server in servers:
         await server.close()
-
-
-async def _cli(*args: str) -> tuple[int, str]:
-    """The real CLI in a subprocess; the stand-in keeps serving on this test's event loop."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "batchroute", *args, env=ENV,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        _out, err = await asyncio.wait_for(proc.communicate(), timeout=WAIT_S * 2)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
 
 
 def _job(tmp_path: Path, n: int, base_url: str) -> Path:
@@ -87,7 +69,7 @@ async def test_a_generation_fix_of_a_round_2_item_leaves_its_expired_round_1_row
     )
     job = _job(tmp_path, n, await serve(standin))
     db = tmp_path / "results.duckdb"
-    code, err = await _cli("run", str(job), "--wait")
+    code, err = await run_cli_async("run", str(job), "--wait")
     assert code == 0, err
     assert len(standin.posts) == 2  # the expired batch and its round 2
     assert standin.billed[0] > standin.billed[1] > 0
@@ -101,7 +83,7 @@ async def test_a_generation_fix_of_a_round_2_item_leaves_its_expired_round_1_row
     assert all(r[1:] == (2, 1, 1) for r in rows), rows
     assert _money(db)[0] >= standin.total
 
-    code, err = await _cli("run", str(job))  # its start asks /generation about round 2
+    code, err = await run_cli_async("run", str(job))  # its start asks /generation about round 2
     assert code == 0, err
     attempts, results = _money(db)
     assert attempts == results >= standin.total, (attempts, results, standin.total)
@@ -125,12 +107,12 @@ async def test_generation_fixes_do_not_drop_the_reservation_of_an_item_billed_wi
     standin = BatchStandIn(byok=False, unlabelled={lost})
     job = _job(tmp_path, n, await serve(standin))
     db = tmp_path / "results.duckdb"
-    code, err = await _cli("run", str(job), "--wait")
+    code, err = await run_cli_async("run", str(job), "--wait")
     assert code == 0, err
     assert standin.sync_calls == 1  # the unclaimed record, answered synchronously
     assert _money(db)[0] >= standin.total
 
-    code, err = await _cli("run", str(job))  # its start asks /generation about the others
+    code, err = await run_cli_async("run", str(job))  # its start asks /generation about the others
     assert code == 0, err
     assert query(db, "SELECT count(*) FROM attempts WHERE cost_source = 'generation'") == [(n - 1,)]
     attempts, results = _money(db)

@@ -12,8 +12,6 @@ fixes, batch rows and run rows directly.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +26,7 @@ from aiohttp.test_utils import TestServer
 from batch_standin import MODEL as BATCH_MODEL
 from batch_standin import BatchStandIn
 from factories import job_dict, texts, write_jsonl
-from subprocs import ENV, KEY_ENV, WAIT_S, query
+from subprocs import KEY_ENV, query, run_cli_async
 from test_billing_standin import MODEL, StandIn
 
 from batchroute.client.parse import parse_usage
@@ -183,21 +181,6 @@ async def test_runs_cost_follows_a_later_run_s_cost_fixes(tmp_path: Path, serve:
 # -- the batch lane, through the real CLI --------------------------------------------------
 
 
-async def _cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "batchroute", *args, env=ENV,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        _out, err = await asyncio.wait_for(proc.communicate(), timeout=WAIT_S * 2)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
-
-
 def _batch_job(tmp_path: Path, n: int, base_url: str) -> Path:
     write_jsonl(tmp_path / "in.jsonl", texts(n))
     job = job_dict(tmp_path, quality=[], endpoint={"base_url": base_url, "api_key_env": KEY_ENV})
@@ -217,7 +200,7 @@ async def test_a_batch_s_cost_is_never_stored_below_its_bill(tmp_path: Path, ser
     standin = BatchStandIn(extra_usd=EXTRA)
     job = _batch_job(tmp_path, 6, await serve(standin))
     db = tmp_path / "results.duckdb"
-    code, err = await _cli("run", str(job), "--wait")
+    code, err = await run_cli_async("run", str(job), "--wait")
     assert code == 0, err
     assert len(standin.billed) == 1
     assert standin.billed[0] % ULP
@@ -237,9 +220,9 @@ async def test_batch_items_fixed_by_generation_are_never_below_the_bill(
     standin = BatchStandIn(byok=False, extra_usd=EXTRA)
     job = _batch_job(tmp_path, n, await serve(standin))
     db = tmp_path / "results.duckdb"
-    code, err = await _cli("run", str(job), "--wait")
+    code, err = await run_cli_async("run", str(job), "--wait")
     assert code == 0, err
-    code, err = await _cli("run", str(job))  # its start asks /generation
+    code, err = await run_cli_async("run", str(job))  # its start asks /generation
     assert code == 0, err
     assert query(db, "SELECT count(*) FROM attempts WHERE cost_source = 'generation'") == [(n,)]
     attempts = _one(db, "SELECT sum(cost_usd) FROM attempts")
