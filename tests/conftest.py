@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -95,3 +97,29 @@ def flaky_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "--quiet", timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stderr
     return db
+
+
+# ---------------------------------------------------------------------------------------------
+# Stand-in servers: any stand-in with an `app()` served on a real loopback port.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Any], Awaitable[str]]]:
+    """Factory: serve a stand-in (anything with `app()`) on 127.0.0.1; returns its `/api/v1`
+    base URL. At teardown a stand-in's `release` event, if it has one, is set first so that
+    handlers it holds can end, then every server is closed."""
+    servers: list[tuple[Any, TestServer]] = []
+
+    async def start(standin: Any) -> str:
+        server = TestServer(standin.app(), host="127.0.0.1")
+        await server.start_server()
+        servers.append((standin, server))
+        return str(server.make_url("/api/v1"))
+
+    yield start
+    for standin, server in servers:
+        release = getattr(standin, "release", None)
+        if isinstance(release, asyncio.Event):
+            release.set()
+        await server.close()

@@ -11,34 +11,16 @@ UPDATE also overwrote the round-1 row (whose generation is unknown) with the rou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from aiohttp.test_utils import TestServer
 from batch_standin import MODEL, BatchStandIn
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli_async
 
 from batchroute.runner import batching as B
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[TestServer] = []
-
-    async def start(standin: BatchStandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 def _job(tmp_path: Path, n: int, base_url: str) -> Path:

@@ -3,7 +3,6 @@ durability, collection, fallback. End-to-end runs of the real CLI are in test_ba
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +12,6 @@ import duckdb
 import orjson
 import pytest
 import yaml
-from aiohttp.test_utils import TestServer
 from batch_standin import MODEL, BatchStandIn
 from factories import job_dict, texts, write_jsonl
 from hypothesis import given
@@ -71,21 +69,6 @@ def test_a_cap_takes_only_the_prefix_that_fits() -> None:
 
 
 # ------------------------------------------------------------------ the lane, in-process
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[TestServer] = []
-
-    async def start(standin: BatchStandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for server in servers:
-        await server.close()
-
-
 async def _no_sleep(_s: float) -> None:
     return None
 

@@ -8,14 +8,11 @@ nothing: the lane writes its rows with the store, not through `Book.attempt`, wh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 import yaml
-from aiohttp.test_utils import TestServer
 from batch_standin import MODEL, BatchStandIn
 from factories import job_dict, texts, write_jsonl
 
@@ -25,21 +22,6 @@ from batchroute.runner.work import RunReport
 from batchroute.spec import load_spec
 from batchroute.store import ResultStore
 from batchroute.types import RunStatus
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[TestServer] = []
-
-    async def start(standin: BatchStandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 async def _no_sleep(_s: float) -> None:

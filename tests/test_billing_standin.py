@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import random
 import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -197,22 +196,6 @@ async def _wait(event: asyncio.Event) -> None:
     """Hold the answer until the test ends (bounded, so a teardown never hangs)."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout=30)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[tuple[StandIn, TestServer]] = []
-
-    async def start(standin: StandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append((standin, server))
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for standin, server in servers:
-        standin.release.set()
-        await server.close()
 
 
 async def _no_sleep(_s: float) -> None:

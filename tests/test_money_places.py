@@ -12,7 +12,6 @@ fixes, batch rows and run rows directly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from batch_standin import MODEL as BATCH_MODEL
 from batch_standin import BatchStandIn
 from factories import job_dict, texts, write_jsonl
@@ -79,23 +77,6 @@ class Decimals(StandIn):
         if gid in self.figures and self.generation_known:
             self.generations[gid]["total_cost"] = float(self.figures[gid])
         return await super().generation(request)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[tuple[Any, TestServer]] = []
-
-    async def start(standin: Any) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append((standin, server))
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for standin, server in servers:
-        if isinstance(standin, StandIn):
-            standin.release.set()
-        await server.close()
 
 
 async def _no_sleep(_s: float) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ import orjson
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from factories import job_dict, texts, write_jsonl
 
 from batchroute.budget import Budget
@@ -96,22 +95,6 @@ def token_price(body: dict[str, Any], completion_tokens: int = 200) -> tuple[int
     prompt_tokens = sum(len(m["content"].encode()) // 4 + 4 for m in body["messages"])
     cost = prompt_tokens * PROMPT_PRICE + completion_tokens * COMPLETION_PRICE
     return prompt_tokens, cost.quantize(Q, ROUND_HALF_EVEN)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Server], Awaitable[str]]]:
-    servers: list[tuple[Server, TestServer]] = []
-
-    async def start(server: Server) -> str:
-        ts = TestServer(server.app(), host="127.0.0.1")
-        await ts.start_server()
-        servers.append((server, ts))
-        return str(ts.make_url("/api/v1"))
-
-    yield start
-    for server, ts in servers:
-        server.release.set()
-        await ts.close()
 
 
 async def _no_sleep(_s: float) -> None:
