@@ -40,7 +40,10 @@ from batchroute.types import (
 # fixed ~25 ms of CPU (attach, checkpoint, detach) whatever it holds: 72 -> 37 µs per record.
 FLUSH_EVERY_S = 5.0
 FLUSH_ROWS = 20_000  # hand over early when this many result rows wait (~5 s at 4,000 rec/s)
-MAX_BUFFERED = 4 * FLUSH_ROWS  # workers and feeder wait while more rows are not committed yet
+# Workers and feeder wait while more rows are not committed yet (the writer is behind: a reader
+# holds the file); 2x, not 4x, now that a segment may hold 20,000 rows: the writer commits the
+# segments that wait together in one transaction, which this bounds to ~40,000 rows.
+MAX_BUFFERED = 2 * FLUSH_ROWS
 TAIL_FLUSH_S = 0.25  # once the input is read: smaller segments, so the run's last one is small
 
 
