@@ -37,7 +37,8 @@ from batchroute.types import (
 
 # Commit every 5 s, not every second (design §7; docs/design-notes.md, "Commit interval"): the
 # journal, not the commit, is what a kill -9 keeps, and each commit costs the writer process a
-# fixed ~25 ms of CPU (attach, checkpoint, detach) whatever it holds: 72 -> 37 µs per record.
+# fixed ~25 ms of CPU (attach, checkpoint, detach) whatever it holds: the same rows cost it
+# 79-90 µs each in 1 s segments, 37-39 in 5 s ones (tests/bench/bench_writer.py).
 FLUSH_EVERY_S = 5.0
 FLUSH_ROWS = 20_000  # hand over early when this many result rows wait (~5 s at 4,000 rec/s)
 # Workers and feeder wait while more rows are not committed yet (the writer is behind: a reader
