@@ -47,7 +47,7 @@ class Journal:
     a write() per row, since nothing the process does in between depends on those rows being
     in the file. A failed write is raised by the next `append()`, which stops the run.
     A run closes the journal as a numbered segment (`rotate_segment()`, `<journal>.000001`, …)
-    at least once a second; the writer process (`batchroute.writer`) commits each segment and
+    at least every 5 s; the writer process (`batchroute.writer`) commits each segment and
     deletes it. (`rotate()` to `<journal>.flushing` and `flushed()` are the single-process
     flush of older versions, kept for their files and tests.) `runner.recover_journal`
     replays whatever is left row by row (a row the database holds already is skipped), so a

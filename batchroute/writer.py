@@ -1,7 +1,7 @@
 """The writer process: applies a run's closed journal segments to DuckDB, off the run's process.
 
 `python -m batchroute.writer DB BUSY_TIMEOUT_S PARENT_PID`, started by the run (the runner's
-side is `runner/sink.py`). The run only appends rows to the journal; every second it closes the
+side is `runner/sink.py`). The run only appends rows to the journal; every 5 s it closes the
 journal as a numbered segment and sends `apply <path>` on this process's stdin. This process
 commits each segment in one transaction (`ResultStore.write`: results, answered attempts, then
 cost fixes), deletes it, and answers `ok <path>`; `quit` answers `bye` and ends. A write that

@@ -93,3 +93,27 @@ async def test_a_file_held_past_the_busy_timeout_stops_the_run_and_keeps_every_r
     assert len(journal_files(journal.path)) >= 1
     assert recover_journal(store) == 2  # the next run's replay writes both
     assert _keys(db) == [("a",), ("b",)]
+
+
+async def test_once_the_input_is_read_the_book_hands_over_at_once(tmp_path: Path) -> None:
+    """Commits come every 5 s (FLUSH_EVERY_S) while records are read; once the input is read
+    (`tail`), what is journaled is handed over at once, not when the interval ends, so the
+    segment the run's end waits for is a small one."""
+    db = tmp_path / "results.duckdb"
+    book, journal, store = _book(db, timeout=60)
+    book.flush_every = 3600.0  # no timed hand-over within this test
+    await book.start_writer()  # the process is up: the writer task goes straight to its wait
+    writer = asyncio.ensure_future(book.writer())
+    try:
+        book.invalid(Record(1, "a", None, "not JSON"), "not JSON")
+        for _ in range(3):  # a few loop steps: the writer task now waits on its 3,600 s
+            await asyncio.sleep(0)
+        book.tail()
+        await _until(lambda: store.status_counts("t").get("invalid") == 1, "the commit")
+    finally:
+        book.close()
+        await asyncio.gather(writer, return_exceptions=True)
+        await book.finish()
+        journal.close()
+    assert _keys(db) == [("a",)]
+    assert not book.writer_failed

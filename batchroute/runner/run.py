@@ -26,7 +26,7 @@ from batchroute.plan import (
     build_plan,
     daily_cap,
 )
-from batchroute.runner.book import TAIL_FLUSH_S, Book
+from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
@@ -341,7 +341,7 @@ class Runner:
                 await asyncio.sleep(0)  # let workers run while the queues have room
         if not self.control.interrupted:
             progress.all_read()  # every tier's total is known now
-        book.flush_every = TAIL_FLUSH_S  # the segment the run's end waits for: a small one
+        book.tail()  # the segment the run's end waits for: a small one
         for tier, q in self.queues.items():
             for _ in range(self._worker_count(tier)):
                 await q.put(None)

@@ -51,7 +51,7 @@ class ResultStore:
             with a clear StoreError rather than hang while a run flushes).
         clock: returns the current time (UTC); injectable for tests.
         keep_instance: keep one DuckDB instance and attach the file for each write (for a
-            process that writes every second: the writer process), instead of a new one.
+            process that writes every few seconds: the writer process), instead of a new one.
     """
 
     def __init__(
