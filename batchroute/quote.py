@@ -14,6 +14,7 @@ then retried). Errors before any token are unbilled (OpenRouter's zero-completio
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,10 +39,11 @@ from batchroute.plan import (
 from batchroute.prompt import line_salt, request_params
 from batchroute.reader import read_records
 from batchroute.runner.batching import expected_item, worst_item
+from batchroute.runner.recover import Replayed, journaled
 from batchroute.runner.resume import InputScan, Skipped, open_lookup, pending
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.types import ResumeState
+from batchroute.types import KeyLookup, ResumeState
 from batchroute.usd import amount, exact, usd
 from batchroute.worst import worst_line, worst_terms
 
@@ -195,6 +197,7 @@ def quote(
     overrides = Overrides(budget_usd, retry_failed, rerun_changed, limit)
     resume = ResumeState()
     scan: InputScan | None = None
+    replayed: Replayed | None = None
     with contextlib.ExitStack() as stack:
         if db_path.exists():
             store = ResultStore(db_path)
@@ -202,17 +205,27 @@ def quote(
             resume = store.resume_state(
                 spec.name, final_statuses=statuses, day=today, scope=budget_scope(spec)
             )
+            # A killed run's journal, which the run replays before anything else: its final
+            # records and its spend count as the run will find them.
+            replayed = Replayed(*journaled(store), job_name=spec.name, final_statuses=statuses)
+            spent = resume.spent + replayed.spent(today, budget_scope(spec))
+            resume = dataclasses.replace(resume, spent=spent)
             salt = line_salt(spec.prompt, request_params(spec.request), spec.id_field)
             scan = open_lookup(
                 store, spec.name, spec.input, id_field=spec.id_field, salt=salt,
                 final_statuses=statuses,
             )  # fmt: skip
             stack.callback(scan.close)
-        return _quote(spec, db_path, resume, overrides, scan)
+        return _quote(spec, db_path, resume, overrides, scan, replayed)
 
 
 def _quote(
-    spec: JobSpec, db_path: Path, resume: ResumeState, overrides: Overrides, scan: InputScan | None
+    spec: JobSpec,
+    db_path: Path,
+    resume: ResumeState,
+    overrides: Overrides,
+    scan: InputScan | None,
+    replayed: Replayed | None,
 ) -> Quote:
     catalog = offline_catalog(db_path)
     plan = build_plan(spec, catalog, resume, overrides)
@@ -236,7 +249,8 @@ def _quote(
             "; batch tiers at the listed `:batch` price, else half the price (as batches are "
             "typically billed)"
         )
-    intake = plan.intake(scan.lookup if scan is not None else MemoryLookup())
+    lookup: KeyLookup = scan.lookup if scan is not None else MemoryLookup()
+    intake = plan.intake(replayed.lookup(lookup) if replayed is not None else lookup)
     top, top_usd = list(plan.tiers)[-1], Decimal(0)  # the dial's cost ratio is against it
     dial_usd = Decimal(0)
     salt = plan.line_salt
