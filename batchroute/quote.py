@@ -176,7 +176,7 @@ def _lam(lam: float | None) -> str:
 
 def offline_catalog(db_path: Path) -> Catalog:
     """The catalogue a run cached in this database, else the one shipped in the package."""
-    cached = ResultStore(db_path).load_catalog() if db_path.exists() else None
+    cached = ResultStore(db_path, read_only=True).load_catalog() if db_path.exists() else None
     if cached is None:
         return Catalog.shipped()
     return Catalog(cached[0], source="cache", fetched_at=cached[1].isoformat())
@@ -200,7 +200,7 @@ def quote(
     replayed: Replayed | None = None
     with contextlib.ExitStack() as stack:
         if db_path.exists():
-            store = ResultStore(db_path)
+            store = ResultStore(db_path, read_only=True)
             statuses = overrides.final_statuses
             resume = store.resume_state(
                 spec.name, final_statuses=statuses, day=today, scope=budget_scope(spec)

@@ -14,6 +14,7 @@ Measured on duckdb 2.0.1: nothing is lost (/work/wt/wal-findings.md, docs/design
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def test_rows_only_in_the_wal_of_a_killed_writer_survive_readers_and_the_rerun(
             assert json.loads(report.stdout)["rows"][0]["calls"] >= len(in_wal)
             seen = _done(db)  # a plain duckdb.connect(read_only=True), as any SQL client
             assert _wal(db).stat().st_size == wal_size, "a read-only open leaves the WAL as is"
+            before = db.read_bytes()
+            dry = run_cli("run", str(job), "--dry-run", "--json")
+            assert dry.returncode == 0, dry.stderr
+            # The dry run writes nothing: no checkpoint of the WAL into the file either.
+            assert _wal(db).stat().st_size == wal_size
+            assert db.read_bytes() == before
         else:
             duckdb.connect(str(db)).close()  # a SQL client opened read-write: a checkpoint
             assert not _wal(db).exists()
@@ -86,6 +93,11 @@ def test_rows_only_in_the_wal_of_a_killed_writer_survive_readers_and_the_rerun(
         rerun = run_cli("run", str(job))
         assert rerun.returncode == 0, rerun.stderr
         ledger = sim.ledger()
+
+    if first == "read-only":  # the dry run counted what the run then sent
+        sent = re.search(r"(\d+) to send", rerun.stderr)
+        assert sent is not None, rerun.stderr
+        assert json.loads(dry.stdout)["records"] == int(sent.group(1))
 
     assert calls_before < N + CONCURRENCY
     # Nothing the WAL held was sent again: only the calls in flight at the kill were.
