@@ -14,6 +14,7 @@ then retried). Errors before any token are unbilled (OpenRouter's zero-completio
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from batchroute.budget import BYOK_FEE, typical_prompt_tokens
+from batchroute.budget import typical_prompt_tokens
 from batchroute.catalog import Catalog
 from batchroute.lookup import MemoryLookup
 from batchroute.plan import (
@@ -38,11 +39,13 @@ from batchroute.plan import (
 from batchroute.prompt import line_salt, request_params
 from batchroute.reader import read_records
 from batchroute.runner.batching import expected_item, worst_item
+from batchroute.runner.recover import Replayed, journaled
 from batchroute.runner.resume import InputScan, Skipped, open_lookup, pending
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.types import ResumeState
+from batchroute.types import KeyLookup, ResumeState
 from batchroute.usd import amount, exact, usd
+from batchroute.worst import worst_line, worst_terms
 
 
 @dataclass
@@ -173,7 +176,7 @@ def _lam(lam: float | None) -> str:
 
 def offline_catalog(db_path: Path) -> Catalog:
     """The catalogue a run cached in this database, else the one shipped in the package."""
-    cached = ResultStore(db_path).load_catalog() if db_path.exists() else None
+    cached = ResultStore(db_path, read_only=True).load_catalog() if db_path.exists() else None
     if cached is None:
         return Catalog.shipped()
     return Catalog(cached[0], source="cache", fetched_at=cached[1].isoformat())
@@ -194,24 +197,35 @@ def quote(
     overrides = Overrides(budget_usd, retry_failed, rerun_changed, limit)
     resume = ResumeState()
     scan: InputScan | None = None
+    replayed: Replayed | None = None
     with contextlib.ExitStack() as stack:
         if db_path.exists():
-            store = ResultStore(db_path)
+            store = ResultStore(db_path, read_only=True)
             statuses = overrides.final_statuses
             resume = store.resume_state(
                 spec.name, final_statuses=statuses, day=today, scope=budget_scope(spec)
             )
+            # A killed run's journal, which the run replays before anything else: its final
+            # records and its spend count as the run will find them.
+            replayed = Replayed(*journaled(store), job_name=spec.name, final_statuses=statuses)
+            spent = resume.spent + replayed.spent(today, budget_scope(spec))
+            resume = dataclasses.replace(resume, spent=spent)
             salt = line_salt(spec.prompt, request_params(spec.request), spec.id_field)
             scan = open_lookup(
                 store, spec.name, spec.input, id_field=spec.id_field, salt=salt,
                 final_statuses=statuses,
             )  # fmt: skip
             stack.callback(scan.close)
-        return _quote(spec, db_path, resume, overrides, scan)
+        return _quote(spec, db_path, resume, overrides, scan, replayed)
 
 
 def _quote(
-    spec: JobSpec, db_path: Path, resume: ResumeState, overrides: Overrides, scan: InputScan | None
+    spec: JobSpec,
+    db_path: Path,
+    resume: ResumeState,
+    overrides: Overrides,
+    scan: InputScan | None,
+    replayed: Replayed | None,
 ) -> Quote:
     catalog = offline_catalog(db_path)
     plan = build_plan(spec, catalog, resume, overrides)
@@ -235,7 +249,8 @@ def _quote(
             "; batch tiers at the listed `:batch` price, else half the price (as batches are "
             "typically billed)"
         )
-    intake = plan.intake(scan.lookup if scan is not None else MemoryLookup())
+    lookup: KeyLookup = scan.lookup if scan is not None else MemoryLookup()
+    intake = plan.intake(replayed.lookup(lookup) if replayed is not None else lookup)
     top, top_usd = list(plan.tiers)[-1], Decimal(0)  # the dial's cost ratio is against it
     dial_usd = Decimal(0)
     salt = plan.line_salt
@@ -288,48 +303,6 @@ def _count_never_fit(plan: RunPlan, item: WorkItem, tq: TierQuote) -> None:
     if least > plan.cap:
         tq.never_fit += 1
         tq.least_call = least if tq.least_call is None else min(tq.least_call, least)
-
-
-def worst_terms(plan: RunPlan) -> dict[str, Any]:
-    """What `RunPlan.worst_record` counts for this job, for the quote to say (and --json)."""
-    spec = plan.spec
-    return {
-        "max_attempts": spec.limits.max_attempts,
-        "max_escalations": min(spec.limits.max_escalations, len(plan.tiers) - 1),
-        "max_tokens": spec.request.max_tokens,
-        "byok_fee": str(BYOK_FEE),
-        "web_search": any(plan.searches(m) for t in plan.tiers.values() for m in t.models),
-        "native_fallback_tiers": [n for n, t in plan.tiers.items() if t.native_fallback],
-        "batch_tiers": [n for n in plan.tiers if spec.tiers[n].batch],
-    }
-
-
-def worst_line(terms: dict[str, Any]) -> str:
-    """The worst case in one line: every call the run may make for a record, billed in full."""
-    climbs = terms["max_escalations"]
-    up = f" and of up to {climbs} tier(s) above it (escalation)" if climbs else ""
-    native = terms["native_fallback_tiers"]
-    return (
-        f"every record billed in full on every call the run may make for it: "
-        f"{terms['max_attempts']} tries (limits.max_attempts) on each model of its tier's "
-        f"chain{up}, each answer {terms['max_tokens']} tokens (max_tokens) at the model's "
-        "dearest completion price (reasoning included), the prompt at 1 token per byte at the "
-        "dearest prompt price, request fees"
-        + (", a web search per call" if terms["web_search"] else "")
-        + f" and the {Decimal(terms['byok_fee']) * 100:.0f} % BYOK fee"
-        + (
-            f"; in {', '.join(native)} (native_fallback) each call at the dearest model that "
-            "may serve it"
-            if native
-            else ""
-        )
-        + (
-            f"; in {', '.join(terms['batch_tiers'])} (batch) two batch items first (an expired "
-            "batch's items are resubmitted once), each at the submitted id's listed price"
-            if terms.get("batch_tiers")
-            else ""
-        )
-    )
 
 
 def render_quote(q: Quote) -> str:

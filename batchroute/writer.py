@@ -143,12 +143,36 @@ def _apply(
         done(arg)
 
 
+KILL_ENV = "BATCHROUTE_TEST_KILL_AT"  # as `runner/once.py`'s; read here without importing it
+
+
+def _kill_after_commit() -> Callable[[], None] | None:
+    """A test hook, None unless `BATCHROUTE_TEST_KILL_AT=writer-committed:N`: after this
+    process's Nth COMMIT and before its checkpoint (the rows are in DuckDB's WAL only, their
+    segments still on disk), kill the run and this process with SIGKILL, as a `kill -9` of the
+    run can land there; no signal from outside hits that moment reliably."""
+    point, _, nth = os.environ.get(KILL_ENV, "").partition(":")
+    if point != "writer-committed":
+        return None
+    left = [int(nth or 1)]
+
+    def hook() -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            os.kill(os.getppid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 def main(argv: list[str]) -> int:
     db, timeout, parent = argv
     _die_with(int(parent))
     # Ctrl-C is the run's to handle (it says when to stop); this process ends on `quit`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    store = ResultStore(db, write_timeout=float(timeout), keep_instance=True)
+    store = ResultStore(
+        db, write_timeout=float(timeout), keep_instance=True, after_commit=_kill_after_commit()
+    )
     code = serve(store, sys.stdin.buffer, sys.stdout.buffer)
     # Every answer is flushed and every transaction committed and detached: skip the
     # interpreter's teardown (0.06-0.16 s with DuckDB loaded, measured), which the run's end

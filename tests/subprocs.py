@@ -94,14 +94,14 @@ def job_endpoint(sim: Simulator) -> dict[str, str]:
     return {"base_url": sim.base_url, "api_key_env": KEY_ENV}
 
 
-def spawn_run(job: Path, *args: str) -> subprocess.Popen[str]:
-    """`batchroute run JOB` as a child with pipes (no TTY, like cron)."""
+def spawn_run(job: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`batchroute run JOB` as a child with pipes (no TTY, like cron); `env` adds variables."""
     return subprocess.Popen(
         [sys.executable, "-m", "batchroute", "run", str(job), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ENV,
+        env={**ENV, **(env or {})},
     )
 
 

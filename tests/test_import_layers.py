@@ -65,6 +65,7 @@ LAYERS: dict[str, int] = {
     # off the run's process. Composes two stages (journal, store), so it sits above them.
     "writer": 4,
     "runner": 5,  # the only package that wires the stages together with I/O
+    "worst": 5,  # the dry run's worst-case terms and words (pure; split out of quote)
     "quote": 6,
     "describe": 6,  # validate's text: the resolved plan in words
     "report": 6,

@@ -30,6 +30,9 @@ from subprocs import (
     wait_until,
 )
 
+from batchroute.journal import journal_files, journal_path
+from batchroute.usd import usd
+
 N = 40
 FAST = 10
 CONCURRENCY = 8
@@ -104,14 +107,11 @@ sys.stdin.read()
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the dry run reads the database only, not a killed run's journal, which the run "
-    "replays before its lookup: records answered but not committed are quoted as to send",
-)
 def test_the_dry_run_after_a_kill_counts_what_the_run_then_skips(tmp_path: Path) -> None:
     """A run killed with -9 while a reader held the file (nothing of it committed, FAST records
-    answered and journaled): the dry run's counts are the run's that follows."""
+    answered and journaled, CONCURRENCY calls in flight): the dry run's counts and today's
+    spend are those of the run that follows, which replays the journal first; the dry run
+    writes nothing (the journal is still there for that run)."""
     with simulator() as sim:
         slow = [{"fault": "ok", "latency_ms": 60_000}] * 200
         sim.set_scenario({"script": {"openai/gpt-4o-mini": [{"fault": "ok"}] * FAST + slow}})
@@ -143,6 +143,8 @@ def test_the_dry_run_after_a_kill_counts_what_the_run_then_skips(tmp_path: Path)
         assert query(db, "SELECT count(*) FROM results WHERE status = 'done'") == [(0,)]
         dry = run_cli("run", str(job), "--dry-run", "--json")
         assert dry.returncode == 0, dry.stderr
+        assert journal_files(journal_path(db)) != []
+        assert query(db, "SELECT count(*) FROM attempts") == [(0,)]
         run = run_cli("run", str(job))
         assert run.returncode == 0, run.stderr
 
@@ -152,3 +154,7 @@ def test_the_dry_run_after_a_kill_counts_what_the_run_then_skips(tmp_path: Path)
     assert int(m.group(1)) == FAST  # the run replayed the journal: FAST records final
     assert said["skipped_already_final"] == FAST
     assert said["records"] == N - FAST
+    spend = re.search(r"today's spend (\$[0-9.]+) of", run.stderr)
+    assert spend is not None, run.stderr
+    # the FAST answers at their cost and the calls in flight at their reservation
+    assert usd(Decimal(said["spent_today_usd"])) == spend.group(1) != "$0.00"

@@ -5,10 +5,11 @@ to columns, new keys inserted plainly, existing ones upserted) writes exactly wh
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import duckdb
 
 from batchroute.journal import Journal, cost_fixes, read_segment
 from batchroute.store import ResultStore
+from batchroute.store.segment import _ceil_money, _rounds
 from batchroute.types import (
     AttemptOutcome,
     AttemptRow,
@@ -153,6 +155,80 @@ def test_money_goes_through_duckdb_s_path_exactly(tmp_path: Path) -> None:
         (Decimal("0.2"), Decimal("0.01"), None, None),
     ]
     assert total == summed == Decimal("0.300000000001")
+
+
+def test_duckdb_s_path_rounds_money_with_more_than_12_decimals_up(tmp_path: Path) -> None:
+    """An amount with more decimals than the store keeps (12) is stored rounded up, never to
+    nearest: `CAST(x AS DECIMAL(38,12))` alone stores 0.0000001234564321 as 0.000000123456,
+    under the bill. The journal writes Decimal text as `str` gives it, E notation included
+    (`1.234564321E-7`); the row path (`encode.money`) rounds up too, so both paths agree."""
+    long = Decimal("0.0000001234564321")  # E notation in the journal; to nearest: rounds down
+    plain = Decimal("0.1000000000001")  # plain text in the journal
+    tiny = Decimal("1E-20")  # to nearest: 0
+    rows: list[Any] = [
+        _attempt(
+            "a", 1, AttemptOutcome.OK, str(long),
+            usage_cost_usd=plain, upstream_cost_usd=tiny,
+        ),
+        _result("a", 1, cost_usd=long + plain),
+    ]  # fmt: skip
+    got = []
+    for name, fast in (("fast", True), ("rows", False)):
+        db = tmp_path / f"{name}.duckdb"
+        store = ResultStore(db)
+        store.migrate()
+        seg = _segment(db, rows)
+        if fast:
+            assert store.write_segments([seg], cost_fixes), "DuckDB's path did not take it"
+        else:
+            store.write(*read_segment(seg))
+        got.append(_dump(db))
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            a = con.execute(
+                "SELECT cost_usd, usage_cost_usd, upstream_cost_usd, reserved_usd FROM attempts"
+            ).fetchall()
+            r = con.execute("SELECT cost_usd FROM results").fetchall()
+        finally:
+            con.close()
+        assert a == [
+            (
+                Decimal("0.000000123457"),
+                Decimal("0.100000000001"),
+                Decimal("0.000000000001"),
+                Decimal("0.01"),
+            )
+        ], name
+        assert r == [(Decimal("0.100000123457"),)], name  # 0.1000001234565321
+    assert got[0] == got[1]
+
+
+def test_the_segment_sql_rounds_any_decimal_text_up_exactly() -> None:
+    """`_ceil_money` against Decimal's ROUND_CEILING on thousands of amounts as `str` and
+    `format(…, "f")` write them (E notation, up to 30 digits, exponents -30…5, signs), and
+    `_rounds`, which picks the plain cast, never picks it for an amount the cast would round."""
+    rng = random.Random(7)
+    texts = ["0E-12", "1E-13", "-1E-13", "0", "5", ".5", "3.", "2E+3", "1.000000000000"]
+    for _ in range(2_000):
+        digits = tuple(rng.randint(0, 9) for _ in range(rng.randint(1, 30)))
+        d = Decimal((rng.choice([0, 0, 0, 1]), digits, rng.randint(-30, 5)))
+        if abs(d) < Decimal("1e25"):
+            texts += [str(d), format(d, "f")]
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            f"SELECT x, {_ceil_money('x')}, {_rounds('x')}, CAST(x AS DECIMAL(38,12)) "
+            "FROM (SELECT unnest(?::VARCHAR[]) AS x)",
+            [texts],
+        ).fetchall()
+    finally:
+        con.close()
+    assert len(rows) == len(texts)
+    with localcontext(prec=100):
+        want = {t: Decimal(t).quantize(Decimal("1e-12"), rounding=ROUND_CEILING) for t in texts}
+    assert [(x, c) for x, c, _, _ in rows if c != want[x]] == []
+    assert [(x, p) for x, _, r, p in rows if not r and p != want[x]] == []
+    assert sum(r for _, _, r, _ in rows) > len(rows) / 2  # most of these need the rounding
 
 
 def test_a_line_cut_short_is_skipped_as_the_replay_skips_it(tmp_path: Path) -> None:

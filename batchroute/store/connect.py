@@ -129,9 +129,13 @@ class KeptInstance:
     (`report`, SQL clients) can open it, as with `transaction`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, after_commit: Callable[[], None] | None = None) -> None:
         self.path = path
         self._con: duckdb.DuckDBPyConnection | None = None
+        # A test hook (the writer's `BATCHROUTE_TEST_KILL_AT=writer-committed`): called after
+        # each COMMIT and before the detach's checkpoint, the moment whose rows are in the WAL
+        # only. None outside the tests.
+        self._after_commit = after_commit
         # One transaction at a time: the run calls its store from worker threads, two at once
         # when two batch tiers save batches, and one connection refuses a second caller.
         self._lock = threading.Lock()
@@ -166,6 +170,8 @@ class KeptInstance:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+            if self._after_commit is not None:
+                self._after_commit()
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
         finally:

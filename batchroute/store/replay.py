@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from ..types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
+from .connect import transaction
 from .encode import bulk_write, dedupe, utc, write_results
 
 
@@ -23,16 +25,35 @@ def write_missing(
 ) -> int:
     """Write the rows (in log order) the database does not hold yet; returns how many
     records were written. Run inside one transaction, so a replay is all or nothing."""
-    had_a = _attempts_written(con, attempts)
-    had_r = _results_written(con, results)
-    merged = dedupe([r for r, had in zip(results, had_r, strict=True) if not had])
-    new_attempts = [a for a, had in zip(attempts, had_a, strict=True) if not had]
+    merged, new_attempts = missing(con, results, attempts)
     if merged:
         write_results(con, merged, now)
     if new_attempts:
         bulk_write(con, "attempts", new_attempts, now)
         _cost_is_sum(con, new_attempts, now)
     return len(merged)
+
+
+def missing(
+    con: duckdb.DuckDBPyConnection, results: Sequence[ResultRow], attempts: Sequence[AttemptRow]
+) -> tuple[list[ResultRow], list[AttemptRow]]:
+    """The rows `write_missing` writes: the results the database does not hold, combined per
+    key as the writes would combine them, and the attempts it does not hold."""
+    had_a = _attempts_written(con, attempts)
+    had_r = _results_written(con, results)
+    merged = dedupe([r for r, had in zip(results, had_r, strict=True) if not had])
+    return merged, [a for a, had in zip(attempts, had_a, strict=True) if not had]
+
+
+def unreplayed(
+    path: Path, results: Sequence[ResultRow], attempts: Sequence[AttemptRow], *, timeout: float
+) -> tuple[list[ResultRow], list[AttemptRow]]:
+    """`missing`, read from the file at `path` without writing (the dry run after a kill sees
+    what the run's replay would add); retried for up to `timeout` while a writer holds it."""
+    if not results and not attempts:
+        return [], []
+    with transaction(path, read_only=True, timeout=timeout) as con:
+        return missing(con, results, attempts)
 
 
 # A record's cost is the sum of all its attempts (design §4). A record's row is journaled with

@@ -52,6 +52,8 @@ class ResultStore:
         clock: returns the current time (UTC); injectable for tests.
         keep_instance: keep one DuckDB instance and attach the file for each write (for a
             process that writes every few seconds: the writer process), instead of a new one.
+        after_commit: with `keep_instance`, a test hook run between each COMMIT and its checkpoint.
+        read_only: every operation opens the file read-only (the dry run: it writes nothing).
     """
 
     def __init__(
@@ -62,16 +64,16 @@ class ResultStore:
         read_timeout: float = 3.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         keep_instance: bool = False,
+        after_commit: Callable[[], None] | None = None,
+        read_only: bool = False,
     ) -> None:
-        self.path = Path(path)
-        self.write_timeout = write_timeout
-        self.read_timeout = read_timeout
-        self._clock = clock
-        # The writer process keeps one DuckDB instance and attaches the file per write.
-        self._kept = KeptInstance(self.path) if keep_instance else None
+        self.path, self.read_only, self._clock = Path(path), read_only, clock
+        self.write_timeout, self.read_timeout = write_timeout, read_timeout
+        self._kept = KeptInstance(self.path, after_commit=after_commit) if keep_instance else None
 
     def _tx(self, *, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """Open, run one transaction, commit (or roll back) and close."""
+        read_only = read_only or self.read_only  # (a read-only open checkpoints nothing)
         timeout = self.read_timeout if read_only else self.write_timeout
         if self._kept is not None and not read_only:
             return self._kept.transaction(timeout=timeout)

@@ -5,9 +5,9 @@ attempt, `f` a cost fix) and the row as one JSON object (orjson: money as exact 
 times as ISO text, enums as their values, missing values as null). Here DuckDB reads the file,
 splits the lines, parses the JSON and casts every field in C++ (`read_csv`, `json_transform`),
 so the writer builds no Python object per row. Money goes from its decimal text straight to
-`DECIMAL(38,12)`, never through a double. A segment with a line that is no whole row (cut
-short by a kill, zeros after a power cut) is left to the row path, which skips that line as
-`journal._raw_lines` does.
+`DECIMAL(38,12)`, never through a double, rounded up to its 12 places (`_ceil_money`). A
+segment with a line that is no whole row (cut short by a kill, zeros after a power cut) is left
+to the row path, which skips that line as `journal._raw_lines` does.
 
 Several segments waiting together are written in one transaction: each transaction costs a
 fixed ~25 ms of CPU (attach, commit, the checkpoint on detach), so a writer that fell behind
@@ -37,8 +37,9 @@ def _struct(cols: tuple[Column, ...]) -> str:
     return "{" + spec + "}"
 
 
-def _value(name: str, typ: str) -> str:
-    """The SQL that turns a field of `j` (json_transform's struct) into its column's value."""
+def _value(name: str, typ: str, *, ceil: bool) -> str:
+    """The SQL that turns a field of `j` (json_transform's struct) into its column's value;
+    money rounded up to 12 places (`ceil`) or cast as it is (when no amount needs rounding)."""
     src = f"j.{name}"
     if typ == "TIMESTAMP":
         # Naive ISO text is UTC already (`encode.utc`); text with an offset (or Z) is moved to
@@ -48,9 +49,56 @@ def _value(name: str, typ: str) -> str:
             f"THEN timezone('UTC', CAST({src} AS TIMESTAMPTZ)) "
             f"ELSE CAST({src} AS TIMESTAMP) END, CAST($1 AS TIMESTAMP))"
         )
-    if typ == MONEY:
-        return f"CAST({src} AS {MONEY})"  # exact decimal text → DECIMAL, E notation included
+    if typ == MONEY:  # exact decimal text → DECIMAL, E notation included
+        return _ceil_money(src) if ceil else f"CAST({src} AS {MONEY})"
     return src  # BIGINT and VARCHAR come out of json_transform as they are stored
+
+
+# Decimal text as the journal writes it (`str(Decimal)`: plain, or E notation such as
+# `1.234564321E-7` below 1e-6, `0E-12` for a zero at 12 places): sign, integer digits,
+# fraction digits, exponent.
+_NUMBER = r"^([+-]?)([0-9]*)\.?([0-9]*)(?:[eE]([+-]?[0-9]+))?$"
+
+
+def _ceil_money(src: str) -> str:
+    """Decimal text `src` → MONEY rounded UP to its 12 places, exactly, whatever its digits.
+
+    `CAST(text AS DECIMAL(38,12))` rounds to nearest: an amount with more decimals would be
+    stored up to 0.5e-12 under the bill. Here its digits (`d`: integer part, then fraction)
+    are cut after the 12th decimal place, which is the `k`-th digit once the exponent is
+    counted, and put back as plain text with exactly 12 places (cast exactly); 1e-12 is added
+    when a digit cut off is not 0 (a negative amount, never money here, is cut toward zero: its
+    ceiling too). Text that is no number (no digit) goes to the plain cast, which refuses it as
+    before. (Checked against Decimal's ROUND_CEILING on thousands of amounts,
+    tests/test_writer_apply.py.) DuckDB lifts its repeated parts out of any CASE, so it costs
+    every row of a segment ~65 µs of CPU per record (result and attempt) whether the row needs
+    it or not: it is used only for segments with an amount that does (`ROUNDS_SQL`, ~1-2 µs).
+    """
+    m = f"regexp_extract({src}, '{_NUMBER}', ['s', 'i', 'f', 'e'])"
+    d = f"({m}.i || {m}.f)"
+    k = f"greatest(length({m}.i) + coalesce(TRY_CAST({m}.e AS INTEGER), 0) + 12, 0)::INTEGER"
+    p = f"lpad(rpad({d}, {k}, '0'), greatest({k}, 13), '0')"  # ≥ 13 digits: "0" before the point
+    cut = f"substr({p}, 1, length({p}) - 12) || '.' || substr({p}, length({p}) - 11)"
+    rest = f"regexp_matches(substr({d}, {k} + 1), '[1-9]')"
+    up = f"CAST(CASE WHEN {m}.s <> '-' AND {rest} THEN '0.000000000001' ELSE '0' END AS {MONEY})"
+    return (
+        f"CASE WHEN {src} IS NULL OR {d} = '' THEN CAST({src} AS {MONEY}) "
+        f"ELSE CAST({m}.s || {cut} AS {MONEY}) + {up} END"
+    )
+
+
+# Decimal text a plain cast keeps exactly: at most 12 decimals, plain or in E notation with
+# an exponent -n and at most 12 - n digits after the point (`0E-12`, `1.23456E-7`).
+_EXACT = "|".join(
+    [r"[+-]?[0-9]*(\.[0-9]{0,12})?"]
+    + [rf"[+-]?[0-9]*(\.[0-9]{{0,{12 - n}}})?[eE]-0*{n}" for n in range(13)]
+)
+
+
+def _rounds(src: str) -> str:
+    """SQL: a plain cast of decimal text `src` could round it (more than 12 decimal places;
+    also a positive exponent, which never occurs: a needless `_ceil_money`, still exact)."""
+    return f"({src} IS NOT NULL AND NOT regexp_full_match({src}, '{_EXACT}'))"
 
 
 class NotNative(Exception):
@@ -61,10 +109,10 @@ class KeyHeld(Exception):
     """A result's key is in the table already: the write must upsert (nothing was written)."""
 
 
-def _insert(table: str, *, upsert: bool) -> str:
+def _insert(table: str, *, upsert: bool, ceil: bool) -> str:
     cols = TABLE_COLUMNS[table]
     names = ", ".join(n for n, _ in cols)
-    values = ", ".join(_value(n, t) for n, t in cols)
+    values = ", ".join(_value(n, t, ceil=ceil) for n, t in cols)
     tag = "r" if table == "results" else "a"
     src = f"(SELECT {tag} AS j FROM {_ROWS} WHERE tag = '{tag}')"
     sql = f"INSERT INTO {table} ({names}) SELECT {values} FROM {src}"
@@ -99,8 +147,25 @@ LOAD_SQL = (
 # is written again with the upsert (cost and attempts accumulate; a row without an answer
 # keeps the paid one). A key repeated in the segment must be combined first (`encode.dedupe`:
 # DuckDB's upsert would keep one of its rows): the row path.
-INSERT_SQL = {u: _insert("results", upsert=u) for u in (False, True)}
-ATTEMPTS_SQL = _insert("attempts", upsert=False)
+# Keyed by (upsert, ceil); ATTEMPTS_SQL by ceil (`_ceil_money`, when ROUNDS_SQL says so).
+INSERT_SQL = {
+    (u, c): _insert("results", upsert=u, ceil=c) for u in (False, True) for c in (False, True)
+}
+ATTEMPTS_SQL = {c: _insert("attempts", upsert=False, ceil=c) for c in (False, True)}
+
+
+def _any_rounds(tag: str, table: str) -> str:
+    money = [_rounds(f"{tag}.{n}") for n, t in TABLE_COLUMNS[table] if t == MONEY]
+    return f"(tag = '{tag}' AND ({' OR '.join(money)}))"
+
+
+# Does an amount of the segments have more than 12 decimals (a plain cast would round it to
+# nearest, possibly down)? Python rounds every amount up before journaling it, so nearly
+# never; an older journal, or a path that forgot, takes `_ceil_money`.
+ROUNDS_SQL = (
+    f"SELECT count(*) > 0 FROM {_ROWS} "
+    f"WHERE {_any_rounds('r', 'results')} OR {_any_rounds('a', 'attempts')}"
+)
 REPEATED_SQL = (
     f"SELECT count(*) > count(DISTINCT (r.job_name, r.record_key)) FROM {_ROWS} WHERE tag = 'r'"
 )
@@ -131,13 +196,15 @@ def write_segments(
         repeated = con.execute(REPEATED_SQL).fetchone()
         if repeated is None or repeated[0]:
             raise NotNative("a result key repeats in the segments")
+    rounds = con.execute(ROUNDS_SQL).fetchone()
+    ceil = rounds is None or bool(rounds[0])
     try:
-        con.execute(INSERT_SQL[upsert], [now.isoformat(sep=" ")])
+        con.execute(INSERT_SQL[upsert, ceil], [now.isoformat(sep=" ")])
     except duckdb.ConstraintException as exc:
         if upsert:
             raise
         raise KeyHeld(str(exc)) from None
-    con.execute(ATTEMPTS_SQL, [now.isoformat(sep=" ")])
+    con.execute(ATTEMPTS_SQL[ceil], [now.isoformat(sep=" ")])
     fixes = [str(js) for (js,) in con.execute(FIXES_SQL).fetchall()]
     if fixes:
         apply_fixes(con, fixes_of(fixes))
