@@ -108,10 +108,12 @@ sys.stdin.read()
 
 
 def test_the_dry_run_after_a_kill_counts_what_the_run_then_skips(tmp_path: Path) -> None:
-    """A run killed with -9 while a reader held the file (nothing of it committed, FAST records
-    answered and journaled, CONCURRENCY calls in flight): the dry run's counts and today's
-    spend are those of the run that follows, which replays the journal first; the dry run
-    writes nothing (the journal is still there for that run)."""
+    """A run killed with -9 while a reader held the file (FAST records answered and journaled,
+    CONCURRENCY calls in flight): the dry run's counts and today's spend are those of the run
+    that follows, which replays the journal first; the dry run writes nothing (the journal is
+    still there for that run). The writer hands the run's first segments over at once when the
+    input is read, so some FAST answers may be committed before the reader takes the file; the
+    calls in flight are only ever in the journal, and the figures do not depend on how many."""
     with simulator() as sim:
         slow = [{"fault": "ok", "latency_ms": 60_000}] * 200
         sim.set_scenario({"script": {"openai/gpt-4o-mini": [{"fault": "ok"}] * FAST + slow}})
@@ -140,11 +142,13 @@ def test_the_dry_run_after_a_kill_counts_what_the_run_then_skips(tmp_path: Path)
                 finally:
                     holder.stdin.close()  # the reader lets go of the file and ends
         sim.set_scenario({})
-        assert query(db, "SELECT count(*) FROM results WHERE status = 'done'") == [(0,)]
+        ((committed,),) = query(db, "SELECT count(*) FROM results WHERE status = 'done'")
+        assert committed <= FAST
+        attempts = query(db, "SELECT count(*) FROM attempts")
         dry = run_cli("run", str(job), "--dry-run", "--json")
         assert dry.returncode == 0, dry.stderr
         assert journal_files(journal_path(db)) != []
-        assert query(db, "SELECT count(*) FROM attempts") == [(0,)]
+        assert query(db, "SELECT count(*) FROM attempts") == attempts  # the dry run wrote none
         run = run_cli("run", str(job))
         assert run.returncode == 0, run.stderr
 
