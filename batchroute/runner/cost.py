@@ -56,15 +56,18 @@ class Pricer:
 
     def answered(self, c: Completion, model: str, worst: Decimal) -> tuple[Decimal, CostSource]:
         """The cost of an answer: its usage (fee + upstream under BYOK); else, with token
-        counts but no cost, the tokens at the dearest prices; else (no usage, a cost that is
-        not plausible, BYOK without the upstream figure) the reservation."""
+        counts but no cost, the tokens at the dearest prices; else (no usage, a usage without
+        tokens, a cost that is not plausible, BYOK without the upstream figure) the
+        reservation."""
         u = c.usage
         billed = u.billed
         if billed is not None:
             if plausible_cost(billed, worst):
                 return quantize_usd(billed), CostSource.OPENROUTER
             return worst, CostSource.RESERVED
-        if not u.present or u.cost is not None:  # no usage, or BYOK without upstream cost
+        # No usage, BYOK without the upstream cost, or a usage that says nothing (`{}`, all
+        # zeros: no real call has 0 prompt tokens, so its counts are no measure of the bill).
+        if not u.present or u.cost is not None or u.prompt_tokens <= 0:
             return worst, CostSource.RESERVED
         plan = self._plan
         served = plan.catalog.get(c.model) or plan.info(model)
