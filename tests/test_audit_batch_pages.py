@@ -99,3 +99,39 @@ async def test_a_failed_results_page_loses_no_paid_answer(
     attempts = query(db, "SELECT sum(cost_usd) FROM attempts")[0][0]
     assert attempts >= standin.total, (attempts, standin.total)
     assert query(db, "SELECT count(*) FROM attempts WHERE attempt_no > 0") == [(0,)]
+
+
+@dataclass
+class AfterCursor(BatchStandIn):
+    """Results pages that say `has_more` and name the next page the way the list endpoint
+    does (`last_id`, read with `after`), not with `next_cursor`: a shape the client cannot
+    follow. The batch object carries its inline results."""
+
+    async def results(self, request: web.Request) -> web.Response:
+        resp = await super().results(request)
+        assert isinstance(resp.body, bytes)
+        doc = orjson.loads(resp.body)
+        if isinstance(doc, dict) and doc.get("has_more"):
+            doc["last_id"] = doc.pop("next_cursor")
+        return web.json_response(doc, status=resp.status)
+
+
+async def test_pages_the_client_cannot_follow_are_not_taken_as_all(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Before: the first page (50 answers) was taken as all there is: the other 70 paid
+    answers were dropped and their records paid again synchronously. Now the inline results
+    stand in."""
+    standin = AfterCursor(page_size=50)
+    write_jsonl(tmp_path / "in.jsonl", texts(N))
+    job = job_dict(
+        tmp_path, quality=[], endpoint={"base_url": await serve(standin), "api_key_env": KEY_ENV}
+    )
+    job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    db = tmp_path / "results.duckdb"
+    code, err = await run_cli_async("run", str(path), "--wait")
+    assert code == 0, err
+    assert query(db, "SELECT status, count(*) FROM results GROUP BY 1") == [("done", N)]
+    assert standin.sync_calls == 0, f"{standin.sync_calls} paid answers were paid for again"

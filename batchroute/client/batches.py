@@ -109,8 +109,13 @@ async def batch_results(client: OpenRouterClient, batch_id: str) -> list[Any] | 
         if isinstance(data, list):
             out += data
         cursor = doc.get("next_cursor")
-        if not doc.get("has_more") or not isinstance(cursor, str):
+        if not doc.get("has_more"):
             return out
+        if not isinstance(cursor, str) or cursor == params.get("cursor"):
+            raise RetryableError(  # more pages, none it can follow: the rest are not "none"
+                f"batch {batch_id}: results page says more follow but gives no new cursor",
+                error_type="results_incomplete",
+            )
         params = {"cursor": cursor}
 
 
