@@ -6,7 +6,8 @@ no priority price, and `Catalog.get` prices `model:nitro` at its base model's pr
 reservation is the standard worst case: a call served at priority rates can cost more than it
 reserved, and a run can pass the cap. (The same holds for `request.extra_body.service_tier:
 priority`, which the spec accepts.) What a fix needs is a decision: refuse such jobs, or reserve
-them at an assumed priority factor (none is documented). Strict xfail: it fails today (7 calls billed $0.0222 against the $0.02 cap).
+them at an assumed priority factor (none is documented). Strict xfail: it fails today (7 calls
+billed $0.0222 against the $0.02 cap).
 
 Real CLI in a subprocess against a stand-in that bills `:nitro` calls at twice the list price.
 """
