@@ -19,18 +19,23 @@ UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_
 """Failures after which the provider may still bill a generation: booked at the reservation
 until GET /generation tells the real cost (cost_source 'reserved')."""
 
+EDGE_TIMEOUTS = frozenset({524})
+"""Statuses of the edge in front of OpenRouter (Cloudflare's 524 "a timeout occurred") after
+which the origin goes on with the request: it may be billed, so booked like UNKNOWN_OUTCOME."""
+
 _WORST_CACHE = 65_536  # bounded: prompt bounds may all differ
 
 
 def failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource]:
     """What a failed call is booked at. An error status before any generation (4xx, 5xx,
-    429) is not billed; anything else may have been (a timeout, a cut connection, an error
-    inside a 200 without a cost): its reservation, until /generation says."""
+    429; not the edge's 524, behind which the origin goes on) is not billed; anything else
+    may have been (a timeout, a cut connection, an error inside a 200 without a cost): its
+    reservation, until /generation says."""
     if err.cost is not None:
         if plausible_cost(err.cost, worst):
             return quantize_usd(err.cost), CostSource.OPENROUTER
         return worst, CostSource.RESERVED
-    if err.in_body or err.error_type in UNKNOWN_OUTCOME:
+    if err.in_body or err.error_type in UNKNOWN_OUTCOME or err.status in EDGE_TIMEOUTS:
         return worst, CostSource.RESERVED
     return Decimal(0), CostSource.NONE
 
