@@ -11,6 +11,9 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
+
+import orjson
 
 from batchroute.catalog import ModelInfo
 from batchroute.usd import USD_PLACES as USD_PLACES  # the books keep the store's places
@@ -42,6 +45,26 @@ def prompt_token_bound(contents: Iterable[str]) -> int:
     for c in contents:  # ASCII text (the usual case) has as many bytes as characters
         total += (len(c) if c.isascii() else len(c.encode("utf-8"))) + MESSAGE_OVERHEAD_TOKENS
     return total
+
+
+PROMPT_PARAMS = ("response_format", "tools", "functions", "tool_choice")
+"""Request fields a provider renders into the prompt and bills as input tokens."""
+
+TOOL_PROMPT_TOKENS = 1_024
+"""A provider's own prompt for tools or an enforced format (Anthropic's tool-use system prompt
+is up to 530 tokens), with room to spare: it is in no byte the request carries."""
+
+
+def params_token_bound(params: Mapping[str, Any]) -> int:
+    """A true upper bound on the prompt tokens a request's parameters add to its messages'.
+
+    A `response_format` schema and `tools` definitions are billed as input tokens (every token
+    at least one byte of their JSON), and the provider adds its own tool-use prompt: counted
+    once per job, on top of `prompt_token_bound`."""
+    sent = [params[k] for k in PROMPT_PARAMS if params.get(k) is not None]
+    if not sent:
+        return 0
+    return sum(len(orjson.dumps(v)) for v in sent) + TOOL_PROMPT_TOKENS
 
 
 BYOK_FEE = Decimal("0.05")

@@ -59,6 +59,34 @@ class InputError(BatchrouteError):
         super().__init__(f"{path}:{line_no}: {reason}" if path else reason)
 
 
+REDACTED = "[redacted key]"
+_SECRETS: set[str] = set()
+_SECRET_HEAD = 12  # a cut text may keep the start of a key: this much of it is a match
+
+
+def keep_secret(secret: str) -> None:
+    """Register a credential (the API key): no UpstreamError message will carry it. A server
+    may echo it (a proxy's 401 "Received API Key = …", an upstream body quoting the request),
+    and error text goes to the database, the logs and stderr."""
+    if secret:
+        _SECRETS.add(secret)
+
+
+def without_secrets(text: str) -> str:
+    """`text` with every registered secret, and every start of one that a cut left (at least
+    `_SECRET_HEAD` characters of it), replaced by `REDACTED`."""
+    for secret in _SECRETS:
+        head = secret[:_SECRET_HEAD]
+        i = text.find(head)
+        while i >= 0:
+            n = len(head)
+            while n < len(secret) and i + n < len(text) and text[i + n] == secret[n]:
+                n += 1
+            text = text[:i] + REDACTED + text[i + n :]
+            i = text.find(head, i + len(REDACTED))
+    return text
+
+
 class UpstreamError(BatchrouteError):
     """A call to the model API failed.
 
@@ -92,7 +120,7 @@ class UpstreamError(BatchrouteError):
         self.retry_after = retry_after
         self.cost = cost
         self.generation_id = generation_id
-        super().__init__(message)
+        super().__init__(without_secrets(message) if _SECRETS else message)
 
 
 class RetryableError(UpstreamError):

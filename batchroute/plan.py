@@ -20,6 +20,7 @@ from typing import Any
 from batchroute import classifier, learned
 from batchroute.budget import (
     ceil_usd,
+    params_token_bound,
     prompt_token_bound,
     quantize_usd,
     typical_prompt_tokens,
@@ -210,9 +211,11 @@ class RunPlan:
     dial: Dial | None = None  # the calibrated cost dial, from `calibrated`
     scored: int = 0  # records the dial was calibrated on (a sample beyond split.SAMPLE_MAX)
     _dearest: ModelInfo = field(init=False, repr=False)
+    _params_bound: int = field(init=False, repr=False)  # the schema's and tools' tokens
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_dearest", self.catalog.dearest())
+        object.__setattr__(self, "_params_bound", params_token_bound(self.params))
 
     # ----------------------------------------------------------------- budget
     @property
@@ -240,6 +243,7 @@ class RunPlan:
     def worst_call(self, served_by: tuple[str, ...], prompt_bound: int) -> Decimal:
         """The reservation of one call: its worst case over every model that may serve it."""
         max_tokens = self.spec.request.max_tokens
+        prompt_bound += self._params_bound  # billed as prompt, though not in the messages
         return max(
             ceil_usd(
                 worst_case_cost(self.info(m), prompt_bound, max_tokens, searches=self.searches(m))

@@ -325,8 +325,22 @@ async def test_cut_after_the_first_chunk_is_a_connection_error(serve: ServeFacto
     assert err.generation_id == GID
 
 
-async def test_eof_without_done_is_a_connection_error(serve: ServeFactory) -> None:
-    url = await serve(streamer(*OK_EVENTS[:4]))  # content and finish, no usage, no [DONE]
+@pytest.mark.parametrize("end", ["abort", "eof", "hold"])
+async def test_cut_after_finish_before_usage_keeps_the_answer_unpriced(
+    serve: ServeFactory, end: str
+) -> None:
+    """The answer is whole and billed: kept (not sent and paid again), without usage, so the
+    runner books it at its reservation until GET /generation says (audit; was an error)."""
+    url = await serve(streamer(*OK_EVENTS[:4], end=end))  # content and finish only
+    c = await stream_call(url, idle_timeout_s=0.2)
+    assert c.content == "Bonjour"
+    assert c.finish_reason == "stop"
+    assert not c.usage.present
+    assert c.generation_id == GID
+
+
+async def test_eof_before_finish_is_a_connection_error(serve: ServeFactory) -> None:
+    url = await serve(streamer(*OK_EVENTS[:3]))  # content, no finish, no usage, no [DONE]
     err = await stream_error(url)
     assert type(err) is RetryableError
     assert err.error_type == "connection"

@@ -92,20 +92,46 @@ async def list_batches(client: OpenRouterClient, created_after: datetime) -> lis
 
 async def batch_results(client: OpenRouterClient, batch_id: str) -> list[Any] | None:
     """Every result item of a terminal batch, from the paginated endpoint; None when the
-    endpoint is absent (404: then the batch object's inline `results` are all there is)."""
+    endpoint is absent (404 at once: then the batch object's inline `results` are all there
+    is). A later page that is not there raises: the items it holds were paid for."""
     out: list[Any] = []
     params: dict[str, str] = {}
     while True:
         status, doc = await _call(client, "GET", f"/batches/{batch_id}/results", params=params)
-        if status == 404 or not isinstance(doc, dict):
-            return out or None
+        if not isinstance(doc, dict):
+            if not params:  # the first page: no such endpoint
+                return None
+            raise RetryableError(
+                f"batch {batch_id}: results page answered {status} after {len(out)} items",
+                status=status, error_type="results_incomplete",
+            )  # fmt: skip
         data = doc.get("data")
         if isinstance(data, list):
             out += data
         cursor = doc.get("next_cursor")
-        if not doc.get("has_more") or not isinstance(cursor, str):
+        if not doc.get("has_more"):
             return out
+        if not isinstance(cursor, str) or cursor == params.get("cursor"):
+            raise RetryableError(  # more pages, none it can follow: the rest are not "none"
+                f"batch {batch_id}: results page says more follow but gives no new cursor",
+                error_type="results_incomplete",
+            )
         params = {"cursor": cursor}
+
+
+async def terminal_results(
+    client: OpenRouterClient, batch_id: str, inline: Any
+) -> list[Any] | None:
+    """A terminal batch's result lines: its pages, else (no such endpoint) its `inline` ones
+    (not a list: none). None when a page failed and no inline copy stands in: its paid
+    answers must be read again later, not taken as unanswered."""
+    try:
+        lines = await batch_results(client, batch_id)
+    except UpstreamError:
+        return inline if isinstance(inline, list) else None
+    if lines is None:
+        return inline if isinstance(inline, list) else []
+    return lines
 
 
 async def result_ids(client: OpenRouterClient, batch_id: str) -> set[str]:

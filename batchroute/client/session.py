@@ -18,7 +18,7 @@ import orjson
 from batchroute.client.parse import _cost, _decimal, parse_completion
 from batchroute.client.status import _status_error, _transport_error, classify_error
 from batchroute.client.stream import _Stream
-from batchroute.errors import RetryableError
+from batchroute.errors import RetryableError, keep_secret
 from batchroute.types import CallSeen, Completion, GenerationCost
 
 
@@ -42,6 +42,7 @@ class OpenRouterClient:
         max_connections: int = 256,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        keep_secret(api_key)  # a server that echoes it must not put it in our error text
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",

@@ -58,8 +58,10 @@ class _Stream:
 
     @property
     def complete(self) -> bool:
-        """The answer and its bill are in: a cut after this loses nothing."""
-        return self.finish is not None and self.usage is not None
+        """The answer is whole (its finish chunk came): a cut after this loses none of it. Its
+        bill comes in a later chunk (§1.4); cut before it, the answer is kept without usage,
+        booked at its reservation until GET /generation says (never paid for twice)."""
+        return self.finish is not None
 
     def billed(self) -> Decimal | None:
         if self.usage is None:
@@ -99,6 +101,8 @@ class _Stream:
         loop = asyncio.get_running_loop()
         while True:
             if deadline is not None and loop.time() > deadline:
+                if self.complete:  # the answer is whole: only its usage chunk is late
+                    return
                 raise self.cut("stream went on for longer than allowed", "timeout")
             block = await content.readany()
             if not block:

@@ -19,18 +19,23 @@ UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_
 """Failures after which the provider may still bill a generation: booked at the reservation
 until GET /generation tells the real cost (cost_source 'reserved')."""
 
+EDGE_TIMEOUTS = frozenset({524})
+"""Statuses of the edge in front of OpenRouter (Cloudflare's 524 "a timeout occurred") after
+which the origin goes on with the request: it may be billed, so booked like UNKNOWN_OUTCOME."""
+
 _WORST_CACHE = 65_536  # bounded: prompt bounds may all differ
 
 
 def failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource]:
     """What a failed call is booked at. An error status before any generation (4xx, 5xx,
-    429) is not billed; anything else may have been (a timeout, a cut connection, an error
-    inside a 200 without a cost): its reservation, until /generation says."""
+    429; not the edge's 524, behind which the origin goes on) is not billed; anything else
+    may have been (a timeout, a cut connection, an error inside a 200 without a cost): its
+    reservation, until /generation says."""
     if err.cost is not None:
         if plausible_cost(err.cost, worst):
             return quantize_usd(err.cost), CostSource.OPENROUTER
         return worst, CostSource.RESERVED
-    if err.in_body or err.error_type in UNKNOWN_OUTCOME:
+    if err.in_body or err.error_type in UNKNOWN_OUTCOME or err.status in EDGE_TIMEOUTS:
         return worst, CostSource.RESERVED
     return Decimal(0), CostSource.NONE
 
@@ -56,15 +61,18 @@ class Pricer:
 
     def answered(self, c: Completion, model: str, worst: Decimal) -> tuple[Decimal, CostSource]:
         """The cost of an answer: its usage (fee + upstream under BYOK); else, with token
-        counts but no cost, the tokens at the dearest prices; else (no usage, a cost that is
-        not plausible, BYOK without the upstream figure) the reservation."""
+        counts but no cost, the tokens at the dearest prices; else (no usage, a usage without
+        tokens, a cost that is not plausible, BYOK without the upstream figure) the
+        reservation."""
         u = c.usage
         billed = u.billed
         if billed is not None:
             if plausible_cost(billed, worst):
                 return quantize_usd(billed), CostSource.OPENROUTER
             return worst, CostSource.RESERVED
-        if not u.present or u.cost is not None:  # no usage, or BYOK without upstream cost
+        # No usage, BYOK without the upstream cost, or a usage that says nothing (`{}`, all
+        # zeros: no real call has 0 prompt tokens, so its counts are no measure of the bill).
+        if not u.present or u.cost is not None or u.prompt_tokens <= 0:
             return worst, CostSource.RESERVED
         plan = self._plan
         served = plan.catalog.get(c.model) or plan.info(model)

@@ -26,7 +26,7 @@ import orjson
 
 from batchroute.budget import Budget, Reservation
 from batchroute.client import OpenRouterClient
-from batchroute.client.batches import batch_results, create_batch, get_batch
+from batchroute.client.batches import create_batch, get_batch, terminal_results
 from batchroute.errors import FatalUpstreamError, NoBatchEndpoint, RetryableError, UpstreamError
 from batchroute.plan import RunPlan, WorkItem
 from batchroute.runner import batching as B
@@ -101,12 +101,12 @@ class Lane:
                         self._open.append((row, None))
                     continue
             doc = await self._poll(row)
+            total = None
             if doc is not None and str(doc.get("status")) in TERMINAL:
                 total = await self._collect(row, doc)
+            if total is not None:  # today's spend held its reservation
                 if row.intent_at.date() == self.opts.now().date():
-                    self.budget.correct(
-                        row.reserved_usd, total
-                    )  # today's spend held its reservation
+                    self.budget.correct(row.reserved_usd, total)
             else:
                 self.held.update(i.key for i in row.items)
                 self._open.append((row, None))
@@ -290,6 +290,8 @@ class Lane:
                 if doc is None or str(doc.get("status")) not in TERMINAL:
                     continue
                 total = await self._collect(row, doc)
+                if total is None:
+                    continue
                 self._open.remove(entry)
                 if r is not None:
                     self.budget.settle(r, total)
@@ -350,18 +352,16 @@ class Lane:
             return {"status": GONE, "usage": None, "results": None, "error": {"message": why}}
         return doc
 
-    async def _collect(self, row: BatchRow, doc: dict[str, Any]) -> Decimal:
-        """Settle a terminal batch onto its items and write everything in one transaction."""
+    async def _collect(self, row: BatchRow, doc: dict[str, Any]) -> Decimal | None:
+        """Settle a terminal batch onto its items and write everything in one transaction;
+        None (nothing written) when its answers cannot be read now."""
         assert row.batch_id is not None
         status = str(doc.get("status"))
         raw: Any = None
         if status != "failed":
-            try:
-                raw = await batch_results(self.client, row.batch_id)
-            except UpstreamError:
-                raw = None
-            if raw is None:
-                raw = doc.get("results")
+            raw = await terminal_results(self.client, row.batch_id, doc.get("results"))
+            if raw is None:  # a results page failed: its paid answers are read at a later poll
+                return None
         items = B.read_items(raw if isinstance(raw, list) else [], row.model)
         cost, byok_unknown = B.batch_cost(doc.get("usage"))
         counts = doc.get("request_counts")
