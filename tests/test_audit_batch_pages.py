@@ -13,7 +13,6 @@ Real CLI (`run --wait`) in a subprocess against the Batch API stand-in, real Duc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ import orjson
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from batch_standin import MODEL, BatchStandIn
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli_async
@@ -57,21 +55,6 @@ class Flaky(BatchStandIn):
                 {"error": {"code": self.fail_status, "message": msg}}, status=self.fail_status
             )
         return await super().results(request)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[TestServer] = []
-
-    async def start(standin: BatchStandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 @pytest.mark.parametrize("fail_status", [503, 404])

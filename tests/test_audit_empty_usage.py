@@ -12,14 +12,12 @@ Real CLI in a subprocess against a stand-in on a loopback port, real DuckDB file
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import TestServer
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli_async
 from test_billing_standin import MODEL, StandIn
@@ -36,22 +34,6 @@ class SilentUsage(StandIn):
     def _bill(self, body: dict[str, Any], outcome: str) -> tuple[str, dict[str, Any]]:
         gid, _usage = super()._bill(body, outcome)
         return gid, self.shape
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[tuple[StandIn, TestServer]] = []
-
-    async def start(standin: StandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append((standin, server))
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for standin, server in servers:
-        standin.release.set()
-        await server.close()
 
 
 @pytest.mark.parametrize("stream", [False, True])

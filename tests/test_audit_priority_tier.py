@@ -14,7 +14,6 @@ Real CLI in a subprocess against a stand-in that bills `:nitro` calls at twice t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import TestServer
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, run_cli_async
 from test_billing_standin import COMPLETION_PRICE, MODEL, PROMPT_PRICE, Q, StandIn
@@ -47,22 +45,6 @@ class Priority(StandIn):
         usage = {"prompt_tokens": prompt, "completion_tokens": out, "cost": float(cost),
                  "is_byok": False, "service_tier": "priority"}  # fmt: skip
         return gid, usage
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[tuple[StandIn, TestServer]] = []
-
-    async def start(standin: StandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append((standin, server))
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for standin, server in servers:
-        standin.release.set()
-        await server.close()
 
 
 @pytest.mark.xfail(strict=True, reason="priority-tier billing is not in any reservation")

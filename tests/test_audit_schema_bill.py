@@ -16,7 +16,6 @@ tool-use system prompt when tools are sent. Real CLI in a subprocess, real DuckD
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from aiohttp.test_utils import TestServer
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli_async
 from test_billing_standin import (
@@ -86,22 +84,6 @@ class SchemaBiller(StandIn):
             "is_byok": False, "cost_details": {"upstream_inference_cost": float(cost)},
         }  # fmt: skip
         return gid, usage
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[tuple[StandIn, TestServer]] = []
-
-    async def start(standin: StandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append((standin, server))
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for standin, server in servers:
-        standin.release.set()
-        await server.close()
 
 
 def _job(tmp_path: Path, base_url: str, request: dict[str, Any], n: int = 60) -> Path:

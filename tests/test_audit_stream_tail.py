@@ -12,16 +12,13 @@ Real CLI in a subprocess against a stand-in streaming on a loopback port, real D
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli_async
 from test_billing_standin import MODEL, StandIn
@@ -49,22 +46,6 @@ class CutBeforeUsage(StandIn):
         assert request.transport is not None
         request.transport.abort()
         return resp
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
-    servers: list[tuple[StandIn, TestServer]] = []
-
-    async def start(standin: StandIn) -> str:
-        server = TestServer(standin.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append((standin, server))
-        return str(server.make_url("/api/v1"))
-
-    yield start
-    for standin, server in servers:
-        standin.release.set()
-        await server.close()
 
 
 async def test_an_answer_cut_before_its_usage_chunk_is_kept_and_paid_once(
