@@ -10,13 +10,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from batch_standin import BatchStandIn
 from test_batch_lane import _job, _run, _statuses
 
-pytestmark = pytest.mark.asyncio
+from batchroute.runner.resume import open_lookup, pending
+from batchroute.store import ResultStore
+from batchroute.types import Record, RecordStatus
 
 Serve = Callable[[BatchStandIn], Awaitable[str]]
 
@@ -70,3 +73,39 @@ async def test_records_collected_from_an_earlier_batch_at_start_are_not_sent_aga
     assert standin.sync_calls == 0
     assert _statuses(tmp_path / "results.duckdb") == {"done": 50}
     assert second.counts.skipped == 50
+
+
+def _verdicts(store: ResultStore, path: Path, *, history: bool) -> list[tuple[int, bool]]:
+    """The feed's pass: (line, duplicate) for each record read, and the totals, as a run
+    makes it (`runner/resume.py`)."""
+    scan = open_lookup(store, "j", path, id_field="id", salt=b"s", history=history,
+                       final_statuses=frozenset({RecordStatus.DONE}))  # fmt: skip
+    try:
+        out = []
+        for item in pending(scan, id_field="id", salt=b"s"):
+            assert isinstance(item, Record)  # nothing is final: no line is skipped unread
+            out.append((item.line_no, scan.lookup.next(item.key).duplicate))
+        lk = scan.lookup
+        out.append((lk.records, lk.duplicates == lk.records - len(set(KEYS))))
+    finally:
+        scan.close()
+    return out
+
+
+KEYS = ["a", "b", "a", "c", "b", "a"]
+
+
+def test_the_pass_of_a_job_s_first_run_needs_no_database_file(tmp_path: Path) -> None:
+    """Beside the store's open (a new file), the pass never opens the file, and its verdicts
+    (duplicates, blank and bad lines) are those of a pass over an empty database."""
+    path = tmp_path / "in.jsonl"
+    lines = [orjson.dumps({"id": k, "text": str(i)}) for i, k in enumerate(KEYS)]
+    path.write_bytes(b"\n".join([*lines[:3], b"", b"{not json", *lines[3:]]) + b"\n")
+    missing = tmp_path / "new.duckdb"
+    without = _verdicts(ResultStore(missing), path, history=False)
+    assert not missing.exists()
+    assert not Path(f"{missing}.resume.tmp").exists()  # its spill directory went at close
+    empty = ResultStore(tmp_path / "empty.duckdb")
+    empty.migrate()
+    assert without == _verdicts(empty, path, history=True)
+    assert [d for _, d in without[:-1]] == [False, False, True, False, False, True, True]

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable
 
+from batchroute.journal import Journal
 from batchroute.prompt import line_salt, request_params
 from batchroute.runner.resume import InputScan, open_lookup
 from batchroute.spec import JobSpec
@@ -40,6 +42,22 @@ class StartScan:
         self._made: list[InputScan] = []  # opened and not taken: closed by `aclose`
         self._closed = False
         self._lock = threading.Lock()
+        self._history = True
+
+    async def beside(self, open_store: Awaitable[None], journal: Journal) -> None:
+        """Await `open_store`, and begin the pass once it is done; or beside it, when the
+        database file does not exist yet and no journal waits to be replayed into it: then no
+        result of the job can be final, and the pass needs nothing from the store (a job's
+        first run). The run holds its lock: no other run can create either meanwhile."""
+        if not self.store.path.exists() and not journal.files():
+            self._history = False
+            self.begin()
+        try:
+            await open_store
+        except BaseException:
+            await self.aclose()
+            raise
+        self.begin()
 
     def begin(self) -> None:
         """Start the pass in a thread; the store must be open (migrated)."""
@@ -49,7 +67,8 @@ class StartScan:
     def _open(self) -> InputScan:
         spec = self.spec
         scan = open_lookup(self.store, spec.name, spec.input, id_field=spec.id_field,
-                           salt=self.salt, final_statuses=self.final_statuses)  # fmt: skip
+                           salt=self.salt, final_statuses=self.final_statuses,
+                           history=self._history)  # fmt: skip
         with self._lock:
             if self._closed:  # the run ended (an error elsewhere) while this pass ran
                 scan.close()

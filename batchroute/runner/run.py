@@ -105,11 +105,10 @@ class Runner:
         with fewer_gc_passes(), signals, RunLock(self.db_path):
             await self.book.start_writer()  # its start-up overlaps ours
             try:
-                await asyncio.to_thread(self._open_store)
+                await self._scan.beside(asyncio.to_thread(self._open_store), self.book.journal)
             except BaseException:
                 await self.book.finish()
                 raise
-            self._scan.begin()  # the pass over the input, beside the set-up that follows
             try:
                 await self._run_pipeline()
             except BatchrouteError as exc:

@@ -253,11 +253,13 @@ def resume_lookup(
     source: str,
     timeout: float,
     match: bool = True,
+    history: bool = True,
 ) -> ResumeLookup:
     """Stage `fps` (every input line's `line_fp`, in order), join them with the job's results
     in `statuses` (unless not `match`: then every line is unmatched), ask `keys_at` for the
     (position, key or None when blank) of the lines that did not match, join those keys, and
-    return the lookup that streams the answers back."""
+    return the lookup that streams the answers back. Not `history` (no database file yet):
+    nothing is final, and the file is never opened."""
     spill = _spill_dir(path)
     con = duckdb.connect(
         ":memory:",
@@ -266,15 +268,17 @@ def resume_lookup(
     st, failed = _in(statuses), _in(_FAILED)
     try:
         _stage_fps(con, fps, spill)
-        attach_read_only(con, path, _ALIAS, timeout=timeout)
+        if history:
+            attach_read_only(con, path, _ALIAS, timeout=timeout)
         try:
-            has_line_fp = _count(con, _HAS_LINE_FP) > 0
+            has_line_fp = history and _count(con, _HAS_LINE_FP) > 0
             if has_line_fp and match:
                 con.execute(_MATCHED.format(statuses=st, failed=failed), [job_name])
             else:
                 con.execute("CREATE TABLE matched (pos BIGINT, fp BIGINT, failed BOOLEAN)")
         finally:
-            con.execute(f"DETACH {_ALIAS}")
+            if history:
+                con.execute(f"DETACH {_ALIAS}")
         lines = _count(con, "SELECT count(*) FROM lines")
         con.execute("CREATE TABLE keyed (pos BIGINT, k VARCHAR)")
         cur = con.cursor()  # its own connection: the staging below may write while it reads
@@ -289,7 +293,7 @@ def resume_lookup(
         cur.close()
         con.execute("DROP TABLE lines")
         line_fp = "line_fp" if has_line_fp else "NULL::BIGINT"
-        if _count(con, "SELECT count(*) FROM keyed WHERE k IS NOT NULL"):
+        if history and _count(con, "SELECT count(*) FROM keyed WHERE k IS NOT NULL"):
             attach_read_only(con, path, _ALIAS, timeout=timeout)
             try:
                 sql = _KNOWN.format(statuses=st, failed=failed, line_fp=line_fp)
