@@ -183,7 +183,7 @@ class Runner:
                 self.notes.append(note)
             plan = build_plan(spec, catalog, resume, self.overrides, live=live)
             plan = self.plan = await calibrate(plan, self.notes)
-            await asyncio.to_thread(save_baseline, self.store, plan, self.run_id, opts.now())
+            early.save_later(save_baseline, self.store, plan, self.run_id, opts.now())
             lane = self._lane = Lane(plan, opts, client, self.store, self.book, self.control,
                                      self._log, self.notes, budget)  # fmt: skip
             await lane.collect_earlier()  # before the lookup: what they answered is final
@@ -221,6 +221,7 @@ class Runner:
                 # asks again.
                 try:
                     await reconciler.drain(wait)
+                    self.notes += filter(None, [await early.saved()])
                 finally:
                     self.book.progress.close()
                     self.book.finish_soon()  # the writer's last commit beside the session's close
