@@ -15,6 +15,7 @@ admitted: of them, only collecting the batches earlier runs left open writes res
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Awaitable
 
@@ -24,6 +25,8 @@ from batchroute.runner.resume import InputScan, open_lookup
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import RecordStatus
+
+SWITCH_S = 0.0005  # the GIL's switch interval while the pass runs beside the set-up
 
 
 class StartScan:
@@ -43,6 +46,7 @@ class StartScan:
         self._closed = False
         self._lock = threading.Lock()
         self._history = True
+        self._switch: float | None = None  # the interpreter's switch interval, while lowered
 
     async def beside(self, open_store: Awaitable[None], journal: Journal) -> None:
         """Await `open_store`, and begin the pass once it is done; or beside it, when the
@@ -62,7 +66,17 @@ class StartScan:
     def begin(self) -> None:
         """Start the pass in a thread; the store must be open (migrated)."""
         if self._task is None:
+            # The pass's Python (a key read per line) holds the GIL; every DuckDB statement of
+            # the set-up beside it then waited up to the 5 ms switch interval to take it back
+            # (open_store 2x slower in a trace). Lowered until the pass is taken.
+            self._switch = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_S)
             self._task = asyncio.ensure_future(asyncio.to_thread(self._open))
+
+    def _restore(self) -> None:
+        if self._switch is not None:
+            sys.setswitchinterval(self._switch)
+            self._switch = None
 
     def _open(self) -> InputScan:
         spec = self.spec
@@ -81,7 +95,10 @@ class StartScan:
         The caller closes what it takes."""
         self.begin()
         assert self._task is not None
-        scan = await self._task
+        try:
+            scan = await self._task
+        finally:
+            self._restore()
         if again:
             self._drop(scan)
             await asyncio.to_thread(scan.close)
@@ -99,6 +116,7 @@ class StartScan:
         task = self._task
         if task is not None and not task.done():
             await asyncio.wait([task])
+        self._restore()
         if task is not None and task.done() and not task.cancelled():
             task.exception()  # retrieved: an error here was the run's only if it took it
         with self._lock:
