@@ -92,7 +92,8 @@ class Lane:
     # ------------------------------------------------------------ earlier runs
     async def collect_earlier(self) -> None:
         """Collect (or adopt, or hold) every batch earlier runs of this job left open."""
-        for row in await asyncio.to_thread(self.store.open_batches, self.job):
+        self.earlier = await asyncio.to_thread(self.store.open_batches, self.job)
+        for row in self.earlier:
             if row.batch_id is None:
                 found = await self._adopt(row)
                 if found != "adopted":

@@ -56,9 +56,11 @@ def open_lookup(
     id_field: str | None,
     salt: bytes,
     final_statuses: frozenset[RecordStatus],
+    history: bool = True,
 ) -> InputScan:
     """Hash every line of `path` under `salt`, join with the job's results, read the keys of
-    the lines that did not match; the `InputScan` whose lookup answers for the feed's pass."""
+    the lines that did not match; the `InputScan` whose lookup answers for the feed's pass.
+    Not `history`: the store has no file yet (nothing final), and is not opened."""
     index = LineIndex()
     reader: LineReader | None = None
 
@@ -69,7 +71,7 @@ def open_lookup(
             yield p, key_of(reader.at(p), id_field)
 
     # A new job, or a history written before line_fp: no line can match, none is hashed.
-    match = store.has_line_fps(job_name, final_statuses=final_statuses)
+    match = history and store.has_line_fps(job_name, final_statuses=final_statuses)
     try:
         lookup = store.resume_lookup(
             job_name,
@@ -78,6 +80,7 @@ def open_lookup(
             final_statuses=final_statuses,
             source=str(path),
             match=match,
+            history=history,
         )
     finally:
         if reader is not None:

@@ -28,9 +28,10 @@ from batchroute.plan import (
 )
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
+from batchroute.runner.early import StartScan
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
-from batchroute.runner.resume import InputScan, Skipped, open_lookup, pending
+from batchroute.runner.resume import InputScan, Skipped, pending
 from batchroute.runner.setup import (
     Early,
     calibrate,
@@ -76,6 +77,7 @@ class Runner:
         self.plan: RunPlan | None = None
         self._intake: Intake | None = None
         self._lookup: InputScan | None = None
+        self._scan = StartScan(self.store, spec, self.overrides.final_statuses)
         self._announced = 0
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
@@ -103,7 +105,7 @@ class Runner:
         with fewer_gc_passes(), signals, RunLock(self.db_path):
             await self.book.start_writer()  # its start-up overlaps ours
             try:
-                await asyncio.to_thread(self._open_store)
+                await self._scan.beside(asyncio.to_thread(self._open_store), self.book.journal)
             except BaseException:
                 await self.book.finish()
                 raise
@@ -116,6 +118,7 @@ class Runner:
                 if self.control.status is RunStatus.RUNNING:
                     self.control.status = RunStatus.FAILED
                 self._close_lookup()  # if the feeder did not get to the end
+                await self._scan.aclose()  # a pass not taken (the set-up failed)
                 await self.book.finish()  # the writer process commits the rest and ends
                 await asyncio.to_thread(self._close_store)
             statuses = await asyncio.to_thread(self.store.status_counts, self.spec.name)
@@ -180,16 +183,12 @@ class Runner:
                 self.notes.append(note)
             plan = build_plan(spec, catalog, resume, self.overrides, live=live)
             plan = self.plan = await calibrate(plan, self.notes)
-            await asyncio.to_thread(save_baseline, self.store, plan, self.run_id, opts.now())
+            early.save_later(save_baseline, self.store, plan, self.run_id, opts.now())
             lane = self._lane = Lane(plan, opts, client, self.store, self.book, self.control,
                                      self._log, self.notes, budget)  # fmt: skip
             await lane.collect_earlier()  # before the lookup: what they answered is final
-            # One pass over the input's lines and the joins with the results (issue 11): the
-            # run holds no key of the job's history, and the file is free again before the
-            # first flush.
-            self._lookup = await asyncio.to_thread(open_lookup, self.store, spec.name, spec.input,
-                id_field=spec.id_field, salt=plan.line_salt,
-                final_statuses=self.overrides.final_statuses)  # fmt: skip
+            # The input's one pass, begun beside the set-up; again if batches were collected
+            self._lookup = await self._scan.take(again=bool(lane.earlier))
             self._intake = plan.intake(self._lookup.lookup)
             plans = dict(plan.tiers)
             self.notes += plan.warnings
@@ -222,6 +221,7 @@ class Runner:
                 # asks again.
                 try:
                     await reconciler.drain(wait)
+                    self.notes += filter(None, [await early.saved()])
                 finally:
                     self.book.progress.close()
                     self.book.finish_soon()  # the writer's last commit beside the session's close

@@ -209,6 +209,7 @@ class ResultStore:
         final_statuses: Collection[RecordStatus],
         source: str = "",
         match: bool = True,
+        history: bool = True,
     ) -> ResumeLookup:
         """The answers of one pass over an input whose lines' fingerprints, in order, are
         `fps`; `keys_at` gives the keys of the lines that are not final and unchanged.
@@ -226,12 +227,13 @@ class ResultStore:
             source=source,
             timeout=self.write_timeout,
             match=match,
+            history=history,
         )
 
     def has_line_fps(self, job_name: str, *, final_statuses: Collection[RecordStatus]) -> bool:
         """Whether any of the job's final results keeps its line's fingerprint: if none does,
         a resume need not hash its input (`resume_lookup(match=False)`)."""
-        with self._tx(read_only=True) as con:
+        with self._tx(read_only=self._kept is None) as con:  # a kept instance: no new one
             return _resume.has_line_fps(con, job_name, [str(s) for s in final_statuses])
 
     # -- writes ---------------------------------------------------------------------------

@@ -26,10 +26,8 @@ F final results skips a line wrongly with probability about M·F/2^64 (1e-6 for 
 from __future__ import annotations
 
 import shutil
-import sys
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,12 +38,12 @@ import duckdb
 from ..errors import InputError, StoreError
 from ..types import NOT_KNOWN, Known, RecordStatus
 from .connect import attach_read_only
+from .resume_stage import _csv_literal, _stage_fps, _stage_keys
 
-# DuckDB's buffer pool for the staged lines, the joins and the answers. 32 MB, not 128: a new
-# job of 200k records peaks 14 MiB lower (issue 11), the 10M results' joins no slower.
+# DuckDB's buffer pool for the staged lines, the joins and the answers (at 32MB the join over
+# 10M final results ran out of memory: docs/benchmarks.md).
 MEMORY_LIMIT = "128MB"
 THREADS = 2
-STAGE_CHUNK = 8_192  # keys per write while staging them: their Python strings are held at once
 FETCH = 8_192  # answers per fetch while merging
 _ALIAS = "batchroute_history"
 _FAILED = (RecordStatus.FAILED, RecordStatus.INVALID)  # final: failed_before
@@ -139,77 +137,6 @@ def has_line_fps(con: duckdb.DuckDBPyConnection, job_name: str, statuses: Collec
     if not _count(con, _HAS_LINE_FP.replace(f"'{_ALIAS}'", "current_database()")):
         return False
     return _count(con, _ANY_LINE_FP.format(statuses=_in(statuses)), [job_name]) > 0
-
-
-def _csv_literal(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
-def _stage_fps(con: duckdb.DuckDBPyConnection, fps: Iterable[array[int]], spill: Path) -> None:
-    """Stage the fingerprints, in input order, as `lines (fp)` whose rowid is the position.
-
-    Through a CSV file of hex digits DuckDB reads itself: 0.02 µs of Python per line to write
-    (`bytes.hex`), against 0.19 µs as decimal text and 0.86 µs bound as a list parameter;
-    DuckDB preserves insertion order."""
-    con.execute("CREATE TABLE lines (fp BIGINT)")
-    csv = spill / "fps.csv"
-    try:
-        spill.mkdir(parents=True, exist_ok=True)
-        fh = csv.open("w", encoding="ascii", newline="")
-    except OSError:
-        for batch in fps:
-            con.execute("INSERT INTO lines SELECT unnest($1::BIGINT[])", [batch.tolist()])
-        return
-    with fh:
-        for batch in fps:
-            if batch:
-                big = array("q", batch)
-                if sys.byteorder == "little":
-                    big.byteswap()
-                fh.write(big.tobytes().hex("\n", 8))  # 16 hex digits a line, in C
-                fh.write("\n")
-    # The hex digits are the int64's two's complement: above 2^63 as UBIGINT is negative.
-    con.execute(
-        "INSERT INTO lines SELECT (('0x' || h)::UBIGINT::HUGEINT - CASE WHEN h >= '8' "
-        "THEN 18446744073709551616::HUGEINT ELSE 0 END)::BIGINT "
-        f"FROM read_csv('{_csv_literal(csv)}', columns = {{'h': 'VARCHAR'}}, header = false, "
-        "auto_detect = false, delim = ',', new_line = '\\n')"
-    )
-    csv.unlink()
-
-
-def _stage_keys(
-    con: duckdb.DuckDBPyConnection, keyed: Iterable[tuple[int, str | None]], spill: Path
-) -> None:
-    """Stage (position, key) of the unmatched lines into `keyed (pos, k)` (k NULL for a blank
-    line): through a CSV file as above, every key quoted (a key may hold quotes, commas, line
-    breaks; it is never empty), a NULL as an empty field."""
-    it = iter(keyed)
-    csv = spill / "keys.csv"
-    try:
-        spill.mkdir(parents=True, exist_ok=True)
-        fh = csv.open("w", encoding="utf-8", newline="")
-    except OSError:
-        while chunk := list(islice(it, STAGE_CHUNK)):
-            con.execute(
-                "INSERT INTO keyed SELECT unnest($1::BIGINT[]), unnest($2::VARCHAR[])",
-                [[p for p, _ in chunk], [k for _, k in chunk]],
-            )
-        return
-    with fh:
-        while chunk := list(islice(it, STAGE_CHUNK)):
-            fh.write(
-                "".join(
-                    f"{p},\n" if k is None else f'{p},"{k.replace(chr(34), chr(34) * 2)}"\n'
-                    for p, k in chunk
-                )
-            )
-    con.execute(
-        f"INSERT INTO keyed SELECT pos, k FROM read_csv('{_csv_literal(csv)}', "
-        "columns = {'pos': 'BIGINT', 'k': 'VARCHAR'}, header = false, auto_detect = false, "
-        "delim = ',', quote = '\"', escape = '\"', new_line = '\\n')"
-    )
-    csv.unlink()
 
 
 def _spill_dir(path: Path) -> Path:
@@ -326,11 +253,13 @@ def resume_lookup(
     source: str,
     timeout: float,
     match: bool = True,
+    history: bool = True,
 ) -> ResumeLookup:
     """Stage `fps` (every input line's `line_fp`, in order), join them with the job's results
     in `statuses` (unless not `match`: then every line is unmatched), ask `keys_at` for the
     (position, key or None when blank) of the lines that did not match, join those keys, and
-    return the lookup that streams the answers back."""
+    return the lookup that streams the answers back. Not `history` (no database file yet):
+    nothing is final, and the file is never opened."""
     spill = _spill_dir(path)
     con = duckdb.connect(
         ":memory:",
@@ -339,15 +268,17 @@ def resume_lookup(
     st, failed = _in(statuses), _in(_FAILED)
     try:
         _stage_fps(con, fps, spill)
-        attach_read_only(con, path, _ALIAS, timeout=timeout)
+        if history:
+            attach_read_only(con, path, _ALIAS, timeout=timeout)
         try:
-            has_line_fp = _count(con, _HAS_LINE_FP) > 0
+            has_line_fp = history and _count(con, _HAS_LINE_FP) > 0
             if has_line_fp and match:
                 con.execute(_MATCHED.format(statuses=st, failed=failed), [job_name])
             else:
                 con.execute("CREATE TABLE matched (pos BIGINT, fp BIGINT, failed BOOLEAN)")
         finally:
-            con.execute(f"DETACH {_ALIAS}")
+            if history:
+                con.execute(f"DETACH {_ALIAS}")
         lines = _count(con, "SELECT count(*) FROM lines")
         con.execute("CREATE TABLE keyed (pos BIGINT, k VARCHAR)")
         cur = con.cursor()  # its own connection: the staging below may write while it reads
@@ -362,7 +293,7 @@ def resume_lookup(
         cur.close()
         con.execute("DROP TABLE lines")
         line_fp = "line_fp" if has_line_fp else "NULL::BIGINT"
-        if _count(con, "SELECT count(*) FROM keyed WHERE k IS NOT NULL"):
+        if history and _count(con, "SELECT count(*) FROM keyed WHERE k IS NOT NULL"):
             attach_read_only(con, path, _ALIAS, timeout=timeout)
             try:
                 sql = _KNOWN.format(statuses=st, failed=failed, line_fp=line_fp)

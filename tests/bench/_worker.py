@@ -6,7 +6,8 @@ SPEC: {"kind": "bare" | "ours", "job": path, "url": simulator URL, "records": n,
 "concurrency": c, "loop": "asyncio" | "uvloop", "bodies": "inside" (default) | "before"}.
 OUT gets the run's seconds, records done, process CPU seconds during the run (all threads,
 plus the writer process, a child reaped by the run's end: `cpu_writer_s` is its share) and
-peak RSS (VmHWM; the writer's apart).
+peak RSS (VmHWM; the writer's apart), and the epoch time its clock stopped (`wall_end`: the
+runner counts the seconds from this process's spawn too, interpreter start and imports in).
 
 The bare loop is `bench_throughput.bare_loop`. By default its bodies are read from the job's
 input file and rendered inside its clock as its workers pull them (`bodies_from_input`: the
@@ -77,6 +78,7 @@ def main() -> None:
             c0, t0 = clock()
         done = asyncio.run(bare_loop(spec["url"], bodies, spec["concurrency"]))
         seconds, failed = time.perf_counter() - t0, spec["records"] - done
+        wall_end = time.time()
         status = "completed" if done == spec["records"] else "incomplete"
     else:
         # imported before the clock, as the CLI has them loaded before a run starts
@@ -85,6 +87,7 @@ def main() -> None:
 
         c0 = cpu_self_s() + cpu_children_s()
         seconds, rep = run_batchroute(job, spec["url"], Path(spec["db"]))
+        wall_end = time.time()
         done, failed, status = rep.counts.done, rep.counts.failed, rep.status.value
     out = {
         "seconds": seconds,
@@ -95,6 +98,7 @@ def main() -> None:
         "cpu_writer_s": cpu_children_s(),
         "rss_kib": peak_rss_kib(),
         "rss_writer_kib": peak_rss_children_kib(),
+        "wall_end": wall_end,  # epoch seconds: the runner counts from the process's spawn
     }
     Path(sys.argv[2]).write_text(json.dumps(out))
 

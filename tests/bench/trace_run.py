@@ -120,7 +120,7 @@ def trace_gc() -> None:
 
 
 def trace_ours() -> None:
-    from batchroute.runner import book, run, setup
+    from batchroute.runner import book, early, lane, run, setup
     from batchroute.store import result_store, resume
 
     stamp(book.Book, "start_writer")
@@ -142,6 +142,10 @@ def trace_ours() -> None:
     stamp(resume.ResumeLookup, "close", "resume lookup close")
     stamp(run.Runner, "_feed", "feeder")
     stamp(book.Book, "close", "book.close (last hand-over)")
+    stamp(early.StartScan, "_open", "input pass (open_lookup, in a thread)")
+    stamp(early.StartScan, "take", "input pass taken (waited for)")
+    stamp(lane.Lane, "collect_earlier", "lane.collect_earlier")
+    stamp(result_store.ResultStore, "has_line_fps")
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""The start's pass over the input, begun as soon as the store is open (issue 11).
+
+`open_lookup` (the input's lines hashed, joined with the store's results, the keys of the lines
+that did not match read and joined) took 0.2-0.3 s of a 10k-record run's start, and ran after
+the earlier runs' reservations, the budget's reads, the catalogue and the baseline, one after
+the other. What it needs comes from the job file alone (the line salt: prompt, parameters and
+id field; the final statuses: the run's overrides), so it runs in a thread beside them, and
+DuckDB's joins and the journal-free steps share the two cores.
+
+What the pass must not miss is a result those steps make final before the first record is
+admitted: of them, only collecting the batches earlier runs left open writes results
+(`Lane.collect_earlier`). When there were any, the pass is made again after them, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Awaitable
+
+from batchroute.journal import Journal
+from batchroute.prompt import line_salt, request_params
+from batchroute.runner.resume import InputScan, open_lookup
+from batchroute.spec import JobSpec
+from batchroute.store import ResultStore
+from batchroute.types import RecordStatus
+
+SWITCH_S = 0.0005  # the GIL's switch interval while the pass runs beside the set-up
+
+
+class StartScan:
+    """One run's `open_lookup`, started early (`begin`) and taken once (`take`). `aclose`
+    closes whatever it opened that the run did not take, even a pass still running."""
+
+    def __init__(
+        self, store: ResultStore, spec: JobSpec, final_statuses: frozenset[RecordStatus]
+    ) -> None:
+        self.store = store
+        self.spec = spec
+        self.final_statuses = final_statuses
+        # The plan's `line_salt`, from the same parts (`build_plan` takes the same params).
+        self.salt = line_salt(spec.prompt, request_params(spec.request), spec.id_field)
+        self._task: asyncio.Future[InputScan] | None = None
+        self._made: list[InputScan] = []  # opened and not taken: closed by `aclose`
+        self._closed = False
+        self._lock = threading.Lock()
+        self._history = True
+        self._switch: float | None = None  # the interpreter's switch interval, while lowered
+
+    async def beside(self, open_store: Awaitable[None], journal: Journal) -> None:
+        """Await `open_store`, and begin the pass once it is done; or beside it, when the
+        database file does not exist yet and no journal waits to be replayed into it: then no
+        result of the job can be final, and the pass needs nothing from the store (a job's
+        first run). The run holds its lock: no other run can create either meanwhile."""
+        if not self.store.path.exists() and not journal.files():
+            self._history = False
+            self.begin()
+        try:
+            await open_store
+        except BaseException:
+            await self.aclose()
+            raise
+        self.begin()
+
+    def begin(self) -> None:
+        """Start the pass in a thread; the store must be open (migrated)."""
+        if self._task is None:
+            # The pass's Python (a key read per line) holds the GIL; every DuckDB statement of
+            # the set-up beside it then waited up to the 5 ms switch interval to take it back
+            # (open_store 2x slower in a trace). Lowered until the pass is taken.
+            self._switch = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_S)
+            self._task = asyncio.ensure_future(asyncio.to_thread(self._open))
+
+    def _restore(self) -> None:
+        if self._switch is not None:
+            sys.setswitchinterval(self._switch)
+            self._switch = None
+
+    def _open(self) -> InputScan:
+        spec = self.spec
+        scan = open_lookup(self.store, spec.name, spec.input, id_field=spec.id_field,
+                           salt=self.salt, final_statuses=self.final_statuses,
+                           history=self._history)  # fmt: skip
+        with self._lock:
+            if self._closed:  # the run ended (an error elsewhere) while this pass ran
+                scan.close()
+            else:
+                self._made.append(scan)
+        return scan
+
+    async def take(self, *, again: bool) -> InputScan:
+        """The pass begun early, or (`again`: results became final since it began) a new one.
+        The caller closes what it takes."""
+        self.begin()
+        assert self._task is not None
+        try:
+            scan = await self._task
+        finally:
+            self._restore()
+        if again:
+            self._drop(scan)
+            await asyncio.to_thread(scan.close)
+            scan = await asyncio.to_thread(self._open)
+        self._drop(scan)
+        return scan
+
+    def _drop(self, scan: InputScan) -> None:
+        with self._lock:
+            self._made = [s for s in self._made if s is not scan]
+
+    async def aclose(self) -> None:
+        """Wait for a pass still running (a thread cannot be stopped) and close what was not
+        taken: its DuckDB and spill directory. Its error, if any, is the run's no more."""
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+        self._restore()
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()  # retrieved: an error here was the run's only if it took it
+        with self._lock:
+            self._closed = True
+            made, self._made = self._made, []
+        for scan in made:
+            await asyncio.to_thread(scan.close)
