@@ -1,0 +1,172 @@
+"""The learned classifier's fast path gives bit-identical outputs (issue 12, classify speed).
+
+`learned.classify` sums its weights as exact integers in any order, memoises token hashes and
+packs the router's and the task head's weights into one integer per feature. This file keeps
+the plain implementation it replaced (features hashed afresh and sorted, each column summed in
+float in feature-id order, the task head's own lookup) and asserts that every output (task
+type, complexity, reason, score, every per-level quality and cost factor) is equal, float for
+float, on a varied fixture: unicode, code, long text, empty, numbers, surrogates, system
+prompts, and any text hypothesis makes up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from itertools import pairwise
+from zlib import crc32
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchroute import learned, task_head
+from batchroute.types import COMPLEXITIES, TASK_TYPES, Classification
+
+# --- the reference: the plain implementation, as it was before the fast path ---------------
+
+
+def ref_features(text: str, system: str = "") -> list[int]:
+    """Every token hashed afresh, pairs in a Python loop, sorted."""
+    head, tail = learned.HEAD, learned.TAIL
+    window = text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
+    toks = learned._TOKEN.findall(window.lower())
+    toks_s = ["s:" + t for t in learned._TOKEN.findall(system[: learned.SYSTEM_HEAD].lower())]
+    enc = {t: crc32(t.encode("utf-8", "surrogatepass")) for t in {*toks, *(toks_s * bool(system))}}
+    uni = [enc[t] for t in toks]
+    out = set(enc.values())
+    out.update((a * learned._MIX ^ b) & learned._MASK for a, b in pairwise(uni))
+    out.add(crc32(b"#len%d" % min(int(math.log2(len(text) + 1)), 16)))
+    out.add(crc32(b"#lines%d" % (min(text.count("\n"), 20) // 4)))
+    return sorted(out)
+
+
+def ref_classify(text: str, system: str = "") -> Classification:
+    """Float sums column by column in feature-id order; the task head's own lookup."""
+    m = learned.load_model()
+    ids = ref_features(text, system)
+    sums = [0.0] * len(m.intercepts)
+    for i in ids:
+        row = m.rows.get(i)
+        if row is not None:
+            sums = [s + w for s, w in zip(sums, row, strict=True)]
+    logits = [b + x for b, x in zip(m.intercepts, sums, strict=True)]
+    k = m.n_levels
+    quality = tuple(logits[-2 * k : -k])
+    factor = tuple(math.exp(min(max(z, -3.0), 3.0)) for z in logits[-k:])
+    z = m.score_scale * (quality[-1] - max(quality[:2]))
+    score = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+    assert not m.classes  # the shipped router file has no task columns: the head decides
+    head = task_head.load()
+    extra = task_head.heuristic_features(text, system=system) if head.stacked else []
+    extra += task_head.lead_features(text) if head.lead else []
+    total = 0
+    for i in [*ids, *extra]:
+        total += head.packed.get(i, 0)
+    lg = [
+        b + s
+        for b, s in zip(head.intercepts, task_head.unpack(total, len(head.classes)), strict=True)
+    ]
+    task = head.classes[lg.index(max(lg))]
+    task = task if task in TASK_TYPES else "chat"
+    cuts = m.complexity_cuts
+    level = COMPLEXITIES[min(sum(len(text) >= c for c in cuts), len(COMPLEXITIES) - 1)]
+    return Classification(task, level, f"learned:{task};score={score:.3f}", score, quality, factor)
+
+
+# --- the fixture ------------------------------------------------------------------------------
+
+CODE = '```python\ndef f(x):\n    return x + 1  # añadir\n```\nWhy does this fail? TypeError: 1+"a"'
+FIXTURE = [
+    "",
+    " ",
+    "\n\n\n",
+    "hi",
+    "42",
+    "3.14159 * 2 = 6.28318; 10^9 + 7 is prime? 1,000,000 rows",
+    "Write a Python function that reverses a linked list.",
+    "Translate into German:\n\nThe meeting moved to Friday.",
+    "¿Dónde está la estación de tren? 東京はどこですか。 Привет, как дела? مرحبا",
+    "Ünïcödé ÇAPS and ligatures ﬁ ﬂ, Kelvin K, dotted İstanbul, ß → SS",
+    "emoji 😀🚀 and zero-width\u200bjoiner \u00a0nbsp\ttab",
+    "\ud800 lone surrogate and \x00 NUL \udfff",
+    CODE,
+    '#include <stdio.h>\nint main() { printf("%d", 1); return 0; }',
+    "SELECT name, COUNT(*) FROM users GROUP BY name HAVING COUNT(*) > 1;",
+    "Summarize this memo in three bullet points: the office closes early on Friday.",
+    "Prove that the square of an odd integer is odd.",
+    "Which of these is a mammal? A) shark B) dolphin C) trout D) octopus",
+    "Classify the sentiment: The battery died after two days.",
+    "Pretend you are a pirate and tell me a joke.",
+    "lorem ipsum dolor sit amet " * 400,  # long: the head and tail window
+    ("word " * 300) + "\n" * 30 + "Summarize the text above.",
+    "x" * 50_000,
+    "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl\nm\nn\no\np\nq\nr\ns\nt\nu\nv",
+]
+SYSTEMS = ["", "You are a translator.", "You are a helpful assistant.", "Résumé: 要約して \ud800"]
+
+
+def _astuple(c: Classification) -> tuple[object, ...]:
+    # repr keeps -0.0 apart from 0.0 and shows every bit of a float
+    return tuple(repr(v) for v in dataclasses.astuple(c))
+
+
+@pytest.fixture(autouse=True)
+def _built() -> None:
+    """The fast path without its warm-up (`learned._WARM_UP` predictions on the plain path)."""
+    learned._exact_tables(learned.load_model())
+
+
+def test_the_shipped_model_takes_the_exact_fast_path() -> None:
+    # otherwise the equality below would only compare the reference path with itself
+    m = learned.load_model()
+    assert learned._exact_tables(m) is not None
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("text", FIXTURE)
+def test_fast_path_equals_the_reference_bit_for_bit(text: str, system: str) -> None:
+    assert learned.features(text, system=system) == ref_features(text, system)
+    assert _astuple(learned.classify(text, system=system)) == _astuple(ref_classify(text, system))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=2500), st.text(max_size=120))
+def test_fast_path_equals_the_reference_on_any_text(text: str, system: str) -> None:
+    assert _astuple(learned.classify(text, system=system)) == _astuple(ref_classify(text, system))
+
+
+def test_the_token_memo_starts_afresh_when_full_and_outputs_do_not_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(learned, "_MEMO_MAX", 5)
+    for text in FIXTURE[:12]:
+        assert _astuple(learned.classify(text)) == _astuple(ref_classify(text))
+    assert len(learned._TOKEN_IDS) < 200
+
+
+def test_a_column_whose_sums_could_round_is_refused() -> None:
+    # float32 weights whose magnitudes sum beyond 2^53 of their finest bit: partial sums round
+    assert learned._column_ints((1.0, 2.0**-60, 0.0)) is None
+    assert learned._column_ints((0.1, 0.2)) is None  # not float32: 53 significant bits
+    assert learned._column_ints((float("inf"), 1.0)) is None
+    assert learned._column_ints((float("nan"), 1.0)) is None
+    q, ints = learned._column_ints((0.5, -0.25, 0.0, 3.0))  # type: ignore[misc]
+    assert [math.ldexp(i, q) for i in ints] == [0.5, -0.25, 0.0, 3.0]
+
+
+def test_a_model_that_fails_the_check_takes_the_reference_path_with_the_same_outputs() -> None:
+    m = learned.load_model()
+    k = len(m.intercepts)
+    # one feature (the length bucket every short prompt has) gets a float64 weight: not exact
+    fid = crc32(b"#len1")
+    rows = dict(m.rows)
+    rows[fid] = (0.1,) * k
+    weights = [*m.weights, rows[fid]]
+    odd = dataclasses.replace(m, rows=rows, weights=weights)
+    assert learned._exact_tables(odd) is None
+    a = learned.predict("hi", model=odd)
+    present = [rows[i] for i in ref_features("hi") if i in rows]
+    sums = [sum(c) for c in zip(*present, strict=True)]
+    assert list(a.quality) == [b + x for b, x in zip(m.intercepts, sums, strict=True)][-8:-4]
+    assert learned._exact_tables(m) is not None  # and back: the shipped model's tables again
