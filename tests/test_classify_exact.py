@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Callable
 from itertools import pairwise
 from zlib import crc32
 
@@ -20,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchroute import learned, task_head
+from batchroute import classifier, learned, regex_gates, task_head
 from batchroute.types import COMPLEXITIES, TASK_TYPES, Classification
 
 # --- the reference: the plain implementation, as it was before the fast path ---------------
@@ -170,3 +172,134 @@ def test_a_model_that_fails_the_check_takes_the_reference_path_with_the_same_out
     sums = [sum(c) for c in zip(*present, strict=True)]
     assert list(a.quality) == [b + x for b, x in zip(m.intercepts, sums, strict=True)][-8:-4]
     assert learned._exact_tables(m) is not None  # and back: the shipped model's tables again
+
+
+# --- the heuristic rules: gated alternatives against their whole regexes ----------------------
+
+GATED = [  # (predicate, the whole regex it replaces, searched on the lower-cased window?)
+    (classifier._CODE_GEN_ANY, classifier._CODE_GEN, True),
+    (classifier._TRANSLATE_ANY, classifier._TRANSLATE, True),
+    (classifier._CREATIVE_ANY, classifier._CREATIVE, True),
+    (classifier._ROLEPLAY_ANY, classifier._ROLEPLAY, True),
+    (classifier._CHOICES_ANY, classifier._CHOICES, True),
+    (classifier._CODE_ANY, classifier._CODE, False),
+]
+# words and marks the gated regexes look for, so that generated texts often match them
+_MORE_WORDS = (
+    "in into to from using with translate translation version how do you i say write render "
+    "put express function script program class app code data web page unit tests given an "
+    "array return implement time complexity fiction fictional advert advertisement please "
+    "pretend act as acting role play the persona embody imagine yourself are now a my "
+    "speak like stay character on a) b) a. b. (a) (b) def public static console.log( "
+    "System.out. import => { } ( ) ; = += : . , ! ? ``` #include < > </div> x c++ c# node.js "
+    "SELECT if for return 1 2 42 é 東京 _ - '"
+)
+_LEXICON = sorted(
+    {*classifier._LANGS, *classifier._CODE_LANGS, *regex_gates.CODE_VERBS}
+    | {*regex_gates.CREATIVE_VERBS, *regex_gates.CREATIVE_EDITS, *regex_gates._CREATIVE_NOUNS}
+    | set(_MORE_WORDS.split())
+)
+_SEPS = [" ", "  ", "\n", "\t", "", ", ", ". ", ".\n", "; ", "\n  "]
+
+
+@st.composite
+def lexicon_text(draw: st.DrawFn) -> str:
+    n = draw(st.integers(0, 40))
+    words = draw(st.lists(st.sampled_from(_LEXICON), min_size=n, max_size=n))
+    seps = draw(st.lists(st.sampled_from(_SEPS), min_size=n, max_size=n))
+    return "".join(w + s for w, s in zip(words, seps, strict=True))
+
+
+def _gated_agree(text: str) -> None:
+    for pred, rx, lower in GATED:
+        w = text.lower() if lower else text
+        vocab = set(classifier._WORD.findall(w)) if lower else set()
+        assert pred(w, False, vocab) == (rx.search(w) is not None), (rx.pattern[:30], w)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(lexicon_text())
+def test_each_gated_rule_fires_exactly_when_its_whole_regex_matches(text: str) -> None:
+    _gated_agree(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *FIXTURE,
+        "Write a Python function that returns the n-th prime.",
+        "implement quicksort",
+        "Implemented2 things; implement_x too",
+        "what is the time complexity of heapsort?",
+        "Given an array of integers, return the indices of two numbers.",
+        "Translate this into French: good morning",
+        "How do you say thank you in Japanese?",
+        "French version please",
+        "please write it in Spanish and German",
+        "Write a poem about rust.",
+        "Draft a fictional advertisement for a spaceship",
+        "Please rewrite this paragraph.",
+        "Pretended to act as a pirate; you are a wise old owl. From now on you speak like Yoda",
+        "Which one? a) red b) blue",
+        "def main():\n    x = 1;\n",
+        "public static void main(String[] args) { System.out.println(1); }",
+        "import os;\nconsole.log('x') => {}",
+    ],
+)
+def test_each_gated_rule_agrees_on_the_fixture(text: str) -> None:
+    _gated_agree(text)
+
+
+def test_top_level_alternatives() -> None:
+    assert regex_gates.top_level(r"a|b(c|d)[|]") == ["a", "b(c|d)[|]"]
+    assert regex_gates.top_level(r"\b(?:a|b)") == [r"\ba", r"\bb"]
+    assert regex_gates.top_level(r"\b(?:a|b)c|(d)") == [r"\b(?:a|b)c", "(d)"]
+    assert regex_gates.top_level(r"\b(?:a|b)(?:c|d)") == [r"\b(?:a|b)(?:c|d)"]
+    assert regex_gates.top_level(r"[]|]a|b\|c|[^]|]") == ["[]|]a", r"b\|c", "[^]|]"]
+    with pytest.raises(ValueError, match="alternatives"):
+        regex_gates.any_alternative(classifier._CHOICES, regex_gates.always, regex_gates.always)
+
+
+def _searched(rx: re.Pattern[str]) -> Callable[[str, bool, set[str]], bool]:
+    return lambda w, _code, _vocab: rx.search(w) is not None
+
+
+def ref_rule_verdict(text: str, system: str = "") -> tuple[str, str]:
+    """The heuristic's rules as they were: every predicate its whole regex, the code check one
+    search of `_CODE`."""
+    whole = {id(pred): rx for pred, rx, _ in GATED}
+    rules = tuple(
+        (task, rule, trig, _searched(whole[id(fires)]) if id(fires) in whole else fires)
+        for task, rule, trig, fires in classifier._RULES
+    )
+    head, tail = classifier._HEAD, classifier._TAIL
+    window = text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
+    code = any(h in window for h in classifier._CODE_HINTS)
+    code = code and classifier._CODE.search(window) is not None
+    low = window.lower()
+    vocab = set(classifier._WORD.findall(low))
+    task, reason = classifier._first_match(low, vocab, code, rules)
+    if system and reason in classifier._BROAD:
+        sys_low = system[:head].lower()
+        sys_vocab = set(classifier._WORD.findall(sys_low))
+        specific = rules[: classifier._N_SPECIFIC]
+        task_s, reason_s = classifier._first_match(sys_low, sys_vocab, False, specific)
+        if task_s:
+            task, reason = task_s, f"system:{reason_s}"
+    if not task:
+        words = text.count(" ") + text.count("\n") + (1 if text else 0)
+        task = "chat" if words <= 40 else "analysis"
+        reason = f"default:{task}"
+    return task, reason
+
+
+@settings(max_examples=800, deadline=None)
+@given(lexicon_text(), st.sampled_from(SYSTEMS))
+def test_the_rules_verdict_equals_the_plain_rules(text: str, system: str) -> None:
+    assert classifier.rule_verdict(text, system=system) == ref_rule_verdict(text, system)
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("text", FIXTURE)
+def test_the_rules_verdict_equals_the_plain_rules_on_the_fixture(text: str, system: str) -> None:
+    assert classifier.rule_verdict(text, system=system) == ref_rule_verdict(text, system)
