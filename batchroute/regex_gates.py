@@ -67,15 +67,40 @@ def words_of(*sets: frozenset[str]) -> Gate:
     return lambda _w, vocab: all(not vocab.isdisjoint(s) for s in sets)
 
 
-def any_alternative(rx: re.Pattern[str], *gates: Gate) -> Predicate:
+def any_alternative(rx: re.Pattern[str], *gates: Gate, by_word: bool = True) -> Predicate:
     """`rx.search(window) is not None`, one top-level alternative at a time, each searched only
     if its gate (a condition every match of that alternative implies) holds. One gate per
-    alternative, in order: a regex edited to another number of alternatives fails at import."""
+    alternative, in order: a regex edited to another number of alternatives fails at import.
+    `by_word`: the predicate is given the window's `[a-z]+` words (see `_searcher`)."""
     alts = top_level(rx.pattern)
     if len(alts) != len(gates):
         raise ValueError(f"{rx.pattern[:40]!r}: {len(alts)} alternatives, {len(gates)} gates")
-    parts = tuple(zip(gates, [re.compile(a, rx.flags) for a in alts], strict=True))
-    return lambda w, _code, vocab: any(g(w, vocab) and p.search(w) is not None for g, p in parts)
+    parts = tuple(zip(gates, [_searcher(a, rx.flags, by_word) for a in alts], strict=True))
+    return lambda w, _code, vocab: any(g(w, vocab) and s(w, vocab) for g, s in parts)
+
+
+_WORD_GROUP = re.compile(
+    r"\\b\(\?:([a-z]+(?: [a-z]+)*(?:\|[a-z]+(?: [a-z]+)*)*)\)(\\[bs].*)", re.DOTALL
+)
+
+
+def _searcher(alt: str, flags: int, by_word: bool) -> Gate:
+    """Search one alternative. A `\\b(?:write|make|give me)\\b…` alternative (plain words, then
+    `\\b` or `\\s`) is searched word by word, and only for the words the window has: each as
+    `write(?<=\\bwrite)\\b…`, the same matches, but a pattern that starts with a literal is found
+    by a fast scan for it, where a `\\b` first is tried at every position."""
+    group = _WORD_GROUP.fullmatch(alt) if by_word else None
+    if group is None:
+        whole = re.compile(alt, flags)
+        return lambda w, _v: whole.search(w) is not None
+    by_first: dict[str, list[re.Pattern[str]]] = {}
+    for word in group[1].split("|"):  # its first word is a whole [a-z]+ word of the window
+        pattern = re.compile(rf"{word}(?<=\b{word}){group[2]}", flags)
+        by_first.setdefault(word.split()[0], []).append(pattern)
+    firsts = frozenset(by_first)
+    return lambda w, vocab: any(
+        p.search(w) is not None for first in vocab & firsts for p in by_first[first]
+    )
 
 
 def _words(spec: str) -> frozenset[str]:
@@ -164,4 +189,5 @@ def code(rx: re.Pattern[str]) -> Predicate:
         *(always, always),  # =>, a line starting with a keyword
         all_of(text_has("="), text_has(";")),  # an assignment ending in ;
         always,  # an HTML tag
+        by_word=False,  # searched on the window as written, without its words
     )
