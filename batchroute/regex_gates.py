@@ -79,6 +79,21 @@ def any_alternative(rx: re.Pattern[str], *gates: Gate, by_word: bool = True) -> 
     return lambda w, _code, vocab: any(g(w, vocab) and s(w, vocab) for g, s in parts)
 
 
+_LEADING_WORDS = re.compile(r"\\b([a-z][a-z ]*)(.*)", re.DOTALL)
+
+
+def _literal_first(alt: str) -> str:
+    """`\\bact as…` as `act as(?<=\\bact as)…`: the same matches, found by a scan for the
+    literal instead of a try at every position (see `_searcher`)."""
+    lead = _LEADING_WORDS.fullmatch(alt)
+    if lead is None:
+        return alt
+    words, rest = lead[1], lead[2]
+    if rest[:1] in ("?", "*", "+", "{"):  # the quantifier is the last character's
+        words, rest = words[:-1], words[-1] + rest
+    return rf"{words}(?<=\b{words}){rest}" if words else alt
+
+
 _WORD_GROUP = re.compile(
     r"\\b\(\?:([a-z]+(?: [a-z]+)*(?:\|[a-z]+(?: [a-z]+)*)*)\)(\\[bs].*)", re.DOTALL
 )
@@ -91,7 +106,7 @@ def _searcher(alt: str, flags: int, by_word: bool) -> Gate:
     by a fast scan for it, where a `\\b` first is tried at every position."""
     group = _WORD_GROUP.fullmatch(alt) if by_word else None
     if group is None:
-        whole = re.compile(alt, flags)
+        whole = re.compile(_literal_first(alt), flags)
         return lambda w, _v: whole.search(w) is not None
     by_first: dict[str, list[re.Pattern[str]]] = {}
     for word in group[1].split("|"):  # its first word is a whole [a-z]+ word of the window

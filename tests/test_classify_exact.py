@@ -303,3 +303,19 @@ def test_the_rules_verdict_equals_the_plain_rules(text: str, system: str) -> Non
 @pytest.mark.parametrize("text", FIXTURE)
 def test_the_rules_verdict_equals_the_plain_rules_on_the_fixture(text: str, system: str) -> None:
     assert classifier.rule_verdict(text, system=system) == ref_rule_verdict(text, system)
+
+
+@pytest.mark.parametrize(
+    ("alt", "texts"),
+    [
+        (r"\brole ?play", ["roleplay", "role play", "a role-play", "controle play", "rolepla"]),
+        (r"\bact as", ["act as", "react as", "act_as", "act  as", "pact as x"]),
+        (r"\bdef \w+\(", ["def f(", "undef f(", "def  f(", "#def f(x"]),
+        (r"\bfrom now on,? you", ["from now on, you", "from now on you", "afrom now on you"]),
+    ],
+)
+def test_a_literal_first_alternative_matches_as_the_original(alt: str, texts: list[str]) -> None:
+    fast = re.compile(regex_gates._literal_first(alt))
+    assert fast.pattern != alt  # rewritten: starts with its literal
+    for t in texts:
+        assert (fast.search(t) is None) == (re.search(alt, t) is None), t
