@@ -181,6 +181,8 @@ _CREATIVE_ANY: Final = gates.creative(_CREATIVE)
 _ROLEPLAY_ANY: Final = gates.roleplay(_ROLEPLAY)
 _CHOICES_ANY: Final = gates.choices(_CHOICES)
 _CODE_ANY: Final = gates.code(_CODE)
+_ANALYSIS_ANY: Final = gates.analysis(_ANALYSIS)
+_CHAT_ANY: Final = gates.chat(_CHAT)
 
 # Ordered: the first rule that fires decides the task type. Specific intents come first;
 # broad ones (analysis, simple_qa, chat) only catch what the specific ones left. A rule's
@@ -249,7 +251,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
             "discuss extract identify insights insight json csv table explain differences "
             "difference relationship correlation causes factors why how what elaborate describe"
         ),
-        _has(_ANALYSIS),
+        _ANALYSIS_ANY,
     ),
     (
         "chat",
@@ -258,7 +260,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
             "hi hello hey good thanks thank yo should any advice recommend recommendation i "
             "help how tell let lets what"
         ),
-        _has(_CHAT),
+        _CHAT_ANY,
     ),
 )
 

@@ -94,27 +94,43 @@ def _literal_first(alt: str) -> str:
     return rf"{words}(?<=\b{words}){rest}" if words else alt
 
 
-_WORD_GROUP = re.compile(
-    r"\\b\(\?:([a-z]+(?: [a-z]+)*(?:\|[a-z]+(?: [a-z]+)*)*)\)(\\[bs].*)", re.DOTALL
-)
+_PLAIN = re.compile(r"[a-z]+(?: [a-z]+)*")
+
+
+def _word_group(alt: str) -> tuple[list[str], list[str], str] | None:
+    """(plain words, other alternatives, the tail) of a `\\b(?:…)\\b…` or `\\b(?:…)\\s…`
+    alternative, if it is one and has plain words; else None."""
+    if not alt.startswith("\\b(?:"):
+        return None
+    close = next(i for i, ch, depth in _syntax(alt) if ch == ")" and depth == 1)
+    tail = alt[close + 1 :]
+    if not tail.startswith(("\\b", "\\s")):
+        return None
+    inner = top_level(alt[5:close])
+    plain = [a for a in inner if _PLAIN.fullmatch(a)]
+    return (plain, [a for a in inner if not _PLAIN.fullmatch(a)], tail) if plain else None
 
 
 def _searcher(alt: str, flags: int, by_word: bool) -> Gate:
-    """Search one alternative. A `\\b(?:write|make|give me)\\b…` alternative (plain words, then
-    `\\b` or `\\s`) is searched word by word, and only for the words the window has: each as
+    """Search one alternative. In a `\\b(?:write|make|give me|…)\\b…` alternative (then `\\b` or
+    `\\s`), the plain words are searched one by one, only those the window has: each as
     `write(?<=\\bwrite)\\b…`, the same matches, but a pattern that starts with a literal is found
-    by a fast scan for it, where a `\\b` first is tried at every position."""
-    group = _WORD_GROUP.fullmatch(alt) if by_word else None
+    by a fast scan for it, where a `\\b` first is tried at every position. The group's other
+    alternatives are searched together, as they were."""
+    group = _word_group(alt) if by_word else None
     if group is None:
         whole = re.compile(_literal_first(alt), flags)
         return lambda w, _v: whole.search(w) is not None
+    plain, others, tail = group
     by_first: dict[str, list[re.Pattern[str]]] = {}
-    for word in group[1].split("|"):  # its first word is a whole [a-z]+ word of the window
-        pattern = re.compile(rf"{word}(?<=\b{word}){group[2]}", flags)
+    for word in plain:  # its first word is a whole [a-z]+ word of the window (\\b, then \\b or \\s)
+        pattern = re.compile(rf"{word}(?<=\b{word}){tail}", flags)
         by_first.setdefault(word.split()[0], []).append(pattern)
     firsts = frozenset(by_first)
-    return lambda w, vocab: any(
-        p.search(w) is not None for first in vocab & firsts for p in by_first[first]
+    rest = re.compile(rf"\b(?:{'|'.join(others)}){tail}", flags) if others else None
+    return lambda w, vocab: (
+        any(p.search(w) is not None for first in vocab & firsts for p in by_first[first])
+        or (rest is not None and rest.search(w) is not None)
     )
 
 
@@ -192,6 +208,16 @@ def roleplay(rx: re.Pattern[str]) -> Predicate:
 def choices(rx: re.Pattern[str]) -> Predicate:
     """classifier._CHOICES: options "a)" … "b)" (or "a." … "b.")."""
     return any_alternative(rx, all_of(text_has("a)", "a."), text_has("b)", "b.")))
+
+
+def analysis(rx: re.Pattern[str]) -> Predicate:
+    """classifier._ANALYSIS: analyse, compare, explain, … (one `\\b(?:…)\\b` alternative)."""
+    return any_alternative(rx, always)
+
+
+def chat(rx: re.Pattern[str]) -> Predicate:
+    """classifier._CHAT: a greeting at the start, or advice, feelings, small talk."""
+    return any_alternative(rx, always, always)
 
 
 def code(rx: re.Pattern[str]) -> Predicate:

@@ -183,6 +183,8 @@ GATED = [  # (predicate, the whole regex it replaces, searched on the lower-case
     (classifier._ROLEPLAY_ANY, classifier._ROLEPLAY, True),
     (classifier._CHOICES_ANY, classifier._CHOICES, True),
     (classifier._CODE_ANY, classifier._CODE, False),
+    (classifier._ANALYSIS_ANY, classifier._ANALYSIS, True),
+    (classifier._CHAT_ANY, classifier._CHAT, True),
 ]
 # words and marks the gated regexes look for, so that generated texts often match them
 _MORE_WORDS = (
@@ -192,7 +194,10 @@ _MORE_WORDS = (
     "pretend act as acting role play the persona embody imagine yourself are now a my "
     "speak like stay character on a) b) a. b. (a) (b) def public static console.log( "
     "System.out. import => { } ( ) ; = += : . , ! ? ``` #include < > </div> x c++ c# node.js "
-    "SELECT if for return 1 2 42 é 東京 _ - '"
+    "SELECT if for return 1 2 42 é 東京 _ - ' analyze analysis compare evaluate evaluation "
+    "trade-off tradeoffs pros and cons explain differences between why does hi hello good "
+    "morning thanks thank should what any tips advice recommend recommendation i'm im feel "
+    "feeling so let's lets chat tell joke are think deal cope"
 )
 _LEXICON = sorted(
     {*classifier._LANGS, *classifier._CODE_LANGS, *regex_gates.CODE_VERBS}
