@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from functools import reduce
 from importlib import resources
 from itertools import islice, repeat
-from operator import add, lshift, methodcaller, or_, xor
+from operator import add, lshift, methodcaller, or_, rshift, xor
 from typing import Final
 from zlib import crc32
 
@@ -269,7 +269,7 @@ def classify(text: str, *, system: str = "") -> Classification:
 # result is bit-identical to `_predict_ids`. A model that fails the check (or a router file
 # with task columns) takes `_predict_ids`, unchanged: slower, never different.
 
-_WIDTH: Final = 80  # bits per routing column: an exact column sum is below 2^77 in magnitude
+_WIDTH: Final = 80  # bits per routing column: a column's summed magnitudes are below 2^79
 _FIELD: Final = (1 << _WIDTH) - 1
 _HALF: Final = 1 << (_WIDTH - 1)
 _EXACT: Final = 1 << 53  # every integer of at most this magnitude is a double
@@ -280,17 +280,21 @@ class _Exact:
     """A router model's columns as exact integers, merged with its task head."""
 
     head: task_head.TaskHead
-    packed: dict[int, int]  # feature id → its routing weights / 2^q_c (64 bits each), head above
+    packed: dict[int, int]  # feature id → routing weights / 2^q_c (_WIDTH bits each), head above
     scales: tuple[int, ...]  # per routing column: q_c (a weight is its integer times 2^q_c)
+    # 0, or: the weights' magnitudes are packed above the weights, and a prompt whose sum of
+    # magnitudes has a bit of `guard` set (a column whose sums could round) takes the reference
+    guard: int = 0
 
 
-def _column_ints(col: tuple[float, ...]) -> tuple[int, list[int]] | None:
-    """(q, the weights / 2^q as integers, each below 2^77) if every partial sum of any subset
-    of `col` is exactly a double (then the order of the additions cannot matter); None if not
-    (then float sums may round, and only the reference path's order gives its result)."""
+def _column_ints(col: tuple[float, ...]) -> tuple[int, list[int], int | None] | None:
+    """(q, the weights / 2^q as integers, None) if every partial sum of any subset of `col` is
+    exactly a double (then the order of the additions cannot matter); (q, integers, b) if that
+    holds only for subsets whose integers' magnitudes sum below 2^b (a prompt's check); None if
+    the integers are too wide to pack (then only the reference path's order gives its result)."""
     nz = list(filter(None, col))
     if not nz:
-        return 0, [0] * len(col)
+        return 0, [0] * len(col), None
     # a float32 weight with frexp exponent e is a multiple of 2^(e - 24): scale by the smallest
     lo = math.frexp(min(map(abs, nz)))[1] - 24
     if math.frexp(max(map(abs, nz)))[1] - lo > 900:  # inf, nan, or beyond a double once scaled
@@ -301,33 +305,42 @@ def _column_ints(col: tuple[float, ...]) -> tuple[int, list[int]] | None:
     ints = list(map(int, scaled))
     low = reduce(or_, ints)  # its lowest set bit is every weight's lowest (two's complement)
     t = (low & -low).bit_length() - 1  # all weights are multiples of 2^(lo + t), so is any sum
-    # every partial sum is then m · 2^(lo + t) with |m| ≤ 2^53: a double; and below 2^77 · 2^lo
-    if t > 24 or sum(map(abs, ints)) > _EXACT << t:
-        return None
-    return lo, ints
+    # a partial sum m · 2^(lo + t) with |m| ≤ 2^53 is a double
+    total = sum(map(abs, ints))
+    if total <= _EXACT << t:
+        return lo, ints, None  # any subset: every partial sum is exact
+    if total >> t >= _HALF:
+        return None  # a sum could overflow its field
+    return lo + t, list(map(rshift, ints, repeat(t))), 53  # exact: multiples of 2^t
 
 
 def _build_exact(m: Model) -> _Exact | None:
     if m.classes or not m.rows:
         return None  # task columns in the router file: the reference path decides them
     head = task_head.load()
-    cols = list(zip(*m.rows.values(), strict=True))
-    scales = []
+    cols = [_column_ints(col) for col in zip(*m.rows.values(), strict=True)]
+    if any(c is None for c in cols):
+        return None
+    exact = [c for c in cols if c is not None]
+    limits = [c[2] for c in exact]
+    fields = [c[1] for c in exact]
+    guard = 0
+    if any(b is not None for b in limits):  # magnitudes too, above, for each prompt's check
+        fields += [list(map(abs, c[1])) for c in exact]
+        for j, b in enumerate(limits):
+            if b is not None:  # bits b .. _WIDTH of the column's magnitudes field
+                guard |= (_FIELD ^ ((1 << b) - 1)) << (_WIDTH * j)
     acc: list[int] = [0] * len(m.rows)
-    for j, col in enumerate(cols):
-        exact = _column_ints(col)
-        if exact is None:
-            return None
-        scales.append(exact[0])
-        acc = list(map(add, acc, map(lshift, exact[1], repeat(_WIDTH * j))))
-    shift = _WIDTH * len(cols)
+    for j, ints in enumerate(fields):
+        acc = list(map(add, acc, map(lshift, ints, repeat(_WIDTH * j))))
+    shift = _WIDTH * len(fields)
     router = dict(zip(m.rows, acc, strict=True))
     heads = dict(zip(head.packed, map(lshift, head.packed.values(), repeat(shift)), strict=True))
     packed = {**router, **heads}
     both = list(router.keys() & heads.keys())  # a feature of both files: both parts, added
     sums = map(add, map(router.__getitem__, both), map(heads.__getitem__, both))
     packed.update(zip(both, sums, strict=True))
-    return _Exact(head, packed, tuple(scales))
+    return _Exact(head, packed, tuple(c[0] for c in exact), guard)
 
 
 _exact: tuple[Model, task_head.TaskHead, _Exact | None] | None = None
@@ -368,6 +381,12 @@ def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction
             v -= 1 << _WIDTH
         sums.append(math.ldexp(v, q))
         total = (total - v) >> _WIDTH
+    if fast.guard:  # the magnitudes' fields (non-negative: no borrow), then the head above
+        if total & fast.guard:  # this prompt's sums could round: the reference path's order
+            ids = features(text, system=system)
+            pred = _predict_ids(ids, m)
+            return replace(pred, task=task_head.predict(ids, text, system=system, head=fast.head))
+        total >>= _WIDTH * len(fast.scales)
     pred = _from_sums(sums, m)
     h = fast.head
     own = task_head.own_features(text, system=system, head=h)  # the rules' verdict, lead words

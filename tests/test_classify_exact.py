@@ -15,7 +15,9 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable
+from functools import reduce
 from itertools import pairwise
+from operator import or_
 from zlib import crc32
 
 import pytest
@@ -148,13 +150,46 @@ def test_the_token_memo_starts_afresh_when_full_and_outputs_do_not_change(
 
 
 def test_a_column_whose_sums_could_round_is_refused() -> None:
-    # float32 weights whose magnitudes sum beyond 2^53 of their finest bit: partial sums round
-    assert learned._column_ints((1.0, 2.0**-60, 0.0)) is None
+    # float32 weights whose magnitudes sum beyond 2^53 of their finest bit: partial sums round;
+    # below 2^79 of it, a prompt's own sums are checked; beyond, the reference path's order
+    assert learned._column_ints((1.0, 2.0**-60, 0.0)) == (-60, [1 << 60, 1, 0], 53)
+    assert learned._column_ints((1.0, 2.0**-90, 0.0)) is None
     assert learned._column_ints((0.1, 0.2)) is None  # not float32: 53 significant bits
     assert learned._column_ints((float("inf"), 1.0)) is None
     assert learned._column_ints((float("nan"), 1.0)) is None
-    q, ints = learned._column_ints((0.5, -0.25, 0.0, 3.0))  # type: ignore[misc]
+    q, ints, limit = learned._column_ints((0.5, -0.25, 0.0, 3.0))  # type: ignore[misc]
     assert [math.ldexp(i, q) for i in ints] == [0.5, -0.25, 0.0, 3.0]
+    assert limit is None  # any subset sums exactly
+
+
+@pytest.mark.parametrize("finer", [4, 12])  # 4: prompts pass the check; 12: they fall back
+def test_a_column_exact_only_for_small_subsets_is_checked_per_prompt(
+    finer: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one weight with a bit 4 below the column's finest: all 24,000 magnitudes together could
+    # round, a prompt's ~100 cannot; the tables then carry the magnitudes and check each prompt
+    m = learned.load_model()
+    col0 = learned._column_ints(next(zip(*m.rows.values(), strict=True)))
+    assert col0 is not None
+    assert col0[2] is None  # the shipped column: exact for any subset
+    fid = next(i for i in ref_features("hi") if i in m.rows)
+    every = reduce(or_, col0[1])
+    finest = col0[0] + (every & -every).bit_length() - 1  # the column's finest bit
+    row = list(m.rows[fid])
+    row[0] = math.ldexp(1.0, finest - finer)  # a float32 (one bit), finer
+    rows = {**m.rows, fid: tuple(row)}
+    odd = dataclasses.replace(m, rows=rows, weights=list(rows.values()))
+    built = learned._build_exact(odd)
+    assert built is not None
+    assert built.guard != 0
+    calls: list[str] = []  # the reference path's features(): a prompt that failed the check
+    original = learned.features
+    monkeypatch.setattr(learned, "features", lambda t, system="": calls.append(t) or original(t))
+    for text in [*FIXTURE, "hi", "42", "ok"]:
+        ref = learned._predict_ids(ref_features(text), odd)
+        fast = learned._predict_exact(text, "", odd, built)
+        assert (fast.score, fast.quality, fast.factor) == (ref.score, ref.quality, ref.factor)
+    assert (len(calls) == 0) == (finer == 4)
 
 
 def test_a_model_that_fails_the_check_takes_the_reference_path_with_the_same_outputs() -> None:
