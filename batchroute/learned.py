@@ -77,7 +77,7 @@ class _MixedIds(dict[str, int]):
 
 _TOKEN_IDS: Final = _TokenIds()
 _MIXED_IDS: Final = _MixedIds()
-_MEMO_MAX: Final = 1 << 17  # tokens remembered (~20 MB at most); then the memos start afresh
+_MEMO_MAX: Final = 1 << 15  # tokens remembered (~8 MB for both memos at most); then afresh
 _LEN_IDS: Final = tuple(crc32(b"#len%d" % i) for i in range(17))
 _LINES_IDS: Final = tuple(crc32(b"#lines%d" % i) for i in range(6))
 
