@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from . import regex_gates as gates
 from .types import Classification
 
 _HEAD: Final = 1200  # the instruction is nearly always near the start of a prompt...
@@ -132,28 +133,28 @@ _CHAT = re.compile(
 )
 
 _WORD = re.compile(r"[a-z]+")
-_Predicate = Callable[[str, bool], bool]
+_Predicate = Callable[[str, bool, set[str]], bool]  # (lower-cased window, code?, its words)
 
 
 def _has(rx: re.Pattern[str]) -> _Predicate:
-    return lambda window, _code: rx.search(window) is not None
+    return lambda window, _code, _v: rx.search(window) is not None
 
 
 def _code_with(rx: re.Pattern[str]) -> _Predicate:
-    return lambda window, code: code and rx.search(window) is not None
+    return lambda window, code, _v: code and rx.search(window) is not None
 
 
-def _math(window: str, code: bool) -> bool:
+def _math(window: str, code: bool, _v: set[str]) -> bool:
     m = _MATH.search(window)
     # "how many …?" is a word problem only after a set-up sentence; alone it is trivia.
     return m is not None and (not m.group(0).startswith("how") or bool(_MULTI_SENT.search(window)))
 
 
-def _foreign_with_target(window: str, _code: bool) -> bool:
+def _foreign_with_target(window: str, _code: bool, _v: set[str]) -> bool:
     return _FOREIGN.search(window) is not None and _TO_LANG.search(window) is not None
 
 
-def _short_question(window: str, _code: bool) -> bool:
+def _short_question(window: str, _code: bool, _v: set[str]) -> bool:
     return window.count(" ") < 30 and _FACT_Q.search(window) is not None
 
 
@@ -172,6 +173,16 @@ _CODE_LANGS: Final = _words(
     "python java javascript typescript c golang rust ruby php kotlin swift "
     "matlab bash shell sql lua scala haskell perl html css react node"
 )
+# The costliest rules' regexes, searched alternative by alternative behind word gates (same
+# verdicts: see regex_gates; edit a regex here and its gates there together).
+_CODE_GEN_ANY: Final = gates.code_gen(_CODE_GEN, _CODE_LANGS)
+_TRANSLATE_ANY: Final = gates.translate(_TRANSLATE, _LANGS)
+_CREATIVE_ANY: Final = gates.creative(_CREATIVE)
+_ROLEPLAY_ANY: Final = gates.roleplay(_ROLEPLAY)
+_CHOICES_ANY: Final = gates.choices(_CHOICES)
+_CODE_ANY: Final = gates.code(_CODE)
+_ANALYSIS_ANY: Final = gates.analysis(_ANALYSIS)
+_CHAT_ANY: Final = gates.chat(_CHAT)
 
 # Ordered: the first rule that fires decides the task type. Specific intents come first;
 # broad ones (analysis, simple_qa, chat) only catch what the specific ones left. A rule's
@@ -187,7 +198,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
             "translate translation translated translating translator say write render put "
             "express version"
         ),
-        _has(_TRANSLATE),
+        _TRANSLATE_ANY,
     ),
     ("translation", "rule:foreign_text", _LANGS, _foreign_with_target),
     (
@@ -212,29 +223,23 @@ _RULES: Final[tuple[_Rule, ...]] = (
         "chat",
         "rule:roleplay",
         _words("pretend act acting role roleplay persona embody yourself you speak stay from"),
-        _has(_ROLEPLAY),
+        _ROLEPLAY_ANY,
     ),
     (
         "code_generation",
         "rule:code_request",
-        _CODE_LANGS
-        | _words(
-            "write create implement develop build generate code give show make given complexity"
-        ),
-        _has(_CODE_GEN),
+        _CODE_LANGS | gates.CODE_VERBS | _words("given complexity"),
+        _CODE_GEN_ANY,
     ),
     ("deep_reasoning", "rule:math", _MATH_WORDS | _words("x y z f g"), _math),
-    ("code_review", "rule:code_present", _ALWAYS, lambda _w, code: code),
+    ("code_review", "rule:code_present", _ALWAYS, lambda _w, code, _v: code),
     (
         "creative_writing",
         "kw:creative",
-        _words(
-            "write compose draft craft create come generate brainstorm help need propose suggest "
-            "give make rewrite rephrase paraphrase proofread edit polish describe"
-        ),
-        _has(_CREATIVE),
+        gates.CREATIVE_VERBS | gates.CREATIVE_EDITS,
+        _CREATIVE_ANY,
     ),
-    ("simple_qa", "rule:multiple_choice", _words("a b"), _has(_CHOICES)),
+    ("simple_qa", "rule:multiple_choice", _words("a b"), _CHOICES_ANY),
     ("simple_qa", "rule:short_question", _ALWAYS, _short_question),
     (
         "analysis",
@@ -246,7 +251,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
             "discuss extract identify insights insight json csv table explain differences "
             "difference relationship correlation causes factors why how what elaborate describe"
         ),
-        _has(_ANALYSIS),
+        _ANALYSIS_ANY,
     ),
     (
         "chat",
@@ -255,35 +260,22 @@ _RULES: Final[tuple[_Rule, ...]] = (
             "hi hello hey good thanks thank yo should any advice recommend recommendation i "
             "help how tell let lets what"
         ),
-        _has(_CHAT),
+        _CHAT_ANY,
     ),
 )
 
+_NO_WORDS: Final[set[str]] = set()  # _CODE_ANY's gates look at the text only
 _N_SPECIFIC: Final = 5  # code_review … classification: specific enough to read from `system`
 _BROAD: Final = frozenset(["", *(rule for _, rule, _, _ in _RULES[_N_SPECIFIC:])])
-_CODE_HINTS: Final = (
-    "```",
-    "#include",
-    "def ",
-    "function",
-    "public ",
-    "console.",
-    "System.out",
-    "import ",
-    "=>",
-    ";\n",
-    "{\n",
-    "</",
-    "SELECT ",
-    "return ",
-)
+_HINTS: Final = ("```", "#include", "def ", "function", "public ", "console.", "System.out")
+_CODE_HINTS: Final = (*_HINTS, "import ", "=>", ";\n", "{\n", "</", "SELECT ", "return ")
 
 
 def _first_match(
     window: str, vocab: set[str], code: bool, rules: tuple[_Rule, ...]
 ) -> tuple[str, str]:
     for task, rule, triggers, fires in rules:
-        if (not triggers or not vocab.isdisjoint(triggers)) and fires(window, code):
+        if (not triggers or not vocab.isdisjoint(triggers)) and fires(window, code, vocab):
             return task, rule
     return "", ""
 
@@ -331,7 +323,7 @@ def _complexity(window: str, vocab: set[str], words: int, task: str) -> tuple[st
 def _verdict(text: str, system: str) -> tuple[str, str, str, set[str], int]:
     """(task, reason, lower-cased window, its words, word count): the rules' part of classify."""
     window = text if len(text) <= _HEAD + _TAIL else text[:_HEAD] + "\n" + text[-_TAIL:]
-    code = any(h in window for h in _CODE_HINTS) and _CODE.search(window) is not None
+    code = any(map(window.__contains__, _CODE_HINTS)) and _CODE_ANY(window, False, _NO_WORDS)
     window = window.lower()
     vocab = set(_WORD.findall(window))
     task, reason = _first_match(window, vocab, code, _RULES)

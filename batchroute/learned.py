@@ -27,9 +27,10 @@ import sys
 import threading
 from array import array
 from dataclasses import dataclass, replace
+from functools import reduce
 from importlib import resources
-from itertools import pairwise
-from operator import methodcaller
+from itertools import islice, repeat
+from operator import add, lshift, methodcaller, or_, rshift, xor
 from typing import Final
 from zlib import crc32
 
@@ -53,17 +54,53 @@ def features(text: str, *, system: str = "") -> list[int]:
     Each distinct token is hashed once with CRC-32; a word pair's id is mixed from its two
     tokens' ids with integer arithmetic (no string join or encode per pair: that is the hot loop).
     """
+    return sorted(_feature_set(text, system))
+
+
+class _TokenIds(dict[str, int]):
+    """token → CRC-32 of its UTF-8 (surrogates passed): a memo, so a word seen before costs one
+    C-level dict probe instead of an encode and a hash. Bounded by `_remember`."""
+
+    def __missing__(self, tok: str) -> int:
+        v = self[tok] = crc32(_ENCODE(tok))
+        return v
+
+
+class _MixedIds(dict[str, int]):
+    """token → its id times `_MIX`, masked to 32 bits: the left half of a word pair's id
+    (`(a * _MIX ^ b) & _MASK == ((a * _MIX) & _MASK) ^ b` for a 32-bit b)."""
+
+    def __missing__(self, tok: str) -> int:
+        v = self[tok] = (_TOKEN_IDS[tok] * _MIX) & _MASK
+        return v
+
+
+_TOKEN_IDS: Final = _TokenIds()
+_MIXED_IDS: Final = _MixedIds()
+_MEMO_MAX: Final = 1 << 15  # tokens remembered (~8 MB for both memos at most); then afresh
+_LEN_IDS: Final = tuple(crc32(b"#len%d" % i) for i in range(17))
+_LINES_IDS: Final = tuple(crc32(b"#lines%d" % i) for i in range(6))
+
+
+def _feature_set(text: str, system: str) -> set[int]:
+    """The hashed feature ids of a prompt, unsorted (`features` sorts them): the distinct
+    tokens of the lower-cased head and tail window, the word pairs of the window, the system
+    prompt's head's tokens prefixed "s:", a length bucket and a line-count bucket."""
+    if len(_TOKEN_IDS) > _MEMO_MAX:
+        _TOKEN_IDS.clear()
+        _MIXED_IDS.clear()
     window = text if len(text) <= HEAD + TAIL else text[:HEAD] + "\n" + text[-TAIL:]
     toks = _TOKEN.findall(window.lower())
-    toks_s = ["s:" + t for t in _TOKEN.findall(system[:SYSTEM_HEAD].lower())] if system else []
-    distinct = {*toks, *toks_s}
-    ids = dict(zip(distinct, map(crc32, map(_ENCODE, distinct)), strict=True))
-    uni = list(map(ids.__getitem__, toks))
-    out = set(ids.values())
-    out.update([(a * _MIX ^ b) & _MASK for a, b in pairwise(uni)])
-    out.add(crc32(b"#len%d" % min(int(math.log2(len(text) + 1)), 16)))
-    out.add(crc32(b"#lines%d" % (min(text.count("\n"), 20) // 4)))
-    return sorted(out)
+    uni = list(map(_TOKEN_IDS.__getitem__, toks))
+    out = set(uni)
+    if system:
+        s_toks = ["s:" + t for t in _TOKEN.findall(system[:SYSTEM_HEAD].lower())]
+        out.update(map(_TOKEN_IDS.__getitem__, s_toks))
+    # word pairs, all C-level: ((a * _MIX) & _MASK) ^ b for each consecutive (a, b)
+    out.update(map(xor, map(_MIXED_IDS.__getitem__, toks), islice(uni, 1, None)))
+    out.add(_LEN_IDS[min(int(math.log2(len(text) + 1)), 16)])
+    out.add(_LINES_IDS[min(text.count("\n"), 20) // 4])
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +141,10 @@ def _parse(blob: bytes) -> Model:
     if sys.byteorder == "big":
         ids.byteswap()
         weights.byteswap()
-    rows_w = [tuple(weights[i * k : (i + 1) * k]) for i in range(n)]
+    # row i is weights[i*k : (i+1)*k]: zipped from the k strided columns (C-level, no loop)
+    rows_w: list[tuple[float, ...]] = [()] * n
+    if k:
+        rows_w = list(zip(*(weights[j::k] for j in range(k)), strict=True))
     return Model(
         classes=tuple(header["classes"]),
         rows=dict(zip(ids, rows_w, strict=True)),
@@ -158,6 +198,9 @@ def predict(text: str, *, system: str = "", model: Model | None = None) -> Predi
     ranking; the dial routes on the per-level figures).
     """
     m = model or load_model()
+    fast = _fast_for(m)
+    if fast is not None:
+        return _predict_exact(text, system, m, fast)
     ids = features(text, system=system)
     pred = _predict_ids(ids, m)
     if pred.task:
@@ -173,6 +216,11 @@ def _predict_ids(ids: list[int], m: Model) -> Prediction:
     # absent feature None; each column sums in feature-id order (deterministic)
     present = list(filter(None, map(m.rows.get, ids)))
     sums = [sum(c) for c in zip(*present, strict=True)] or [0.0] * len(m.intercepts)
+    return _from_sums(sums, m)
+
+
+def _from_sums(sums: list[float], m: Model) -> Prediction:
+    """The predictions from each column's sum of the present features' weights."""
     logits = [b + x for b, x in zip(m.intercepts, sums, strict=True)]
     k = m.n_levels
     task_logits = logits[: -2 * k]
@@ -205,3 +253,142 @@ def classify(text: str, *, system: str = "") -> Classification:
     return Classification(
         task, level, f"learned:{task};score={p:.3f}", p, pred.quality, pred.factor
     )
+
+
+# --- The exact fast path (issue 12: ≥ 5,000 prompts/s on one core) -----------------------------
+#
+# `_predict_ids` sums each column's float weights in feature-id order, so it must sort the ids
+# and walk them twice (the router's rows, then the task head's). When every partial sum of a
+# column is exactly representable as a double, no addition rounds and the order is irrelevant:
+# the column's weights are then integers times 2^q, and any subset sums exactly as integers. At
+# the first prediction `_exact_tables` checks that for every routing column (all weights
+# multiples of 2^q_c, the sum of their magnitudes ≤ 2^53 · 2^q_c, so every partial sum of any
+# subset is an integer ≤ 2^53 times 2^q_c: a double) and packs each feature's scaled routing
+# weights, 64 bits each, and above them the task head's packed integer, into ONE integer. A
+# prompt is then one dict probe per feature and one C-level big-integer `sum`, in any order; the
+# result is bit-identical to `_predict_ids`. A model that fails the check (or a router file
+# with task columns) takes `_predict_ids`, unchanged: slower, never different.
+
+_WIDTH: Final = 80  # bits per routing column: a column's summed magnitudes are below 2^79
+_FIELD: Final = (1 << _WIDTH) - 1
+_HALF: Final = 1 << (_WIDTH - 1)
+_EXACT: Final = 1 << 53  # every integer of at most this magnitude is a double
+
+
+@dataclass(frozen=True, slots=True)
+class _Exact:
+    """A router model's columns as exact integers, merged with its task head."""
+
+    head: task_head.TaskHead
+    packed: dict[int, int]  # feature id → routing weights / 2^q_c (_WIDTH bits each), head above
+    scales: tuple[int, ...]  # per routing column: q_c (a weight is its integer times 2^q_c)
+    # 0, or: the weights' magnitudes are packed above the weights, and a prompt whose sum of
+    # magnitudes has a bit of `guard` set (a column whose sums could round) takes the reference
+    guard: int = 0
+
+
+def _column_ints(col: tuple[float, ...]) -> tuple[int, list[int], int | None] | None:
+    """(q, the weights / 2^q as integers, None) if every partial sum of any subset of `col` is
+    exactly a double (then the order of the additions cannot matter); (q, integers, b) if that
+    holds only for subsets whose integers' magnitudes sum below 2^b (a prompt's check); None if
+    the integers are too wide to pack (then only the reference path's order gives its result)."""
+    nz = list(filter(None, col))
+    if not nz:
+        return 0, [0] * len(col), None
+    # a float32 weight with frexp exponent e is a multiple of 2^(e - 24): scale by the smallest
+    lo = math.frexp(min(map(abs, nz)))[1] - 24
+    if math.frexp(max(map(abs, nz)))[1] - lo > 900:  # inf, nan, or beyond a double once scaled
+        return None
+    scaled = list(map(math.ldexp, col, repeat(-lo)))  # exact: a power-of-two scale
+    if not all(map(float.is_integer, scaled)):
+        return None  # not float32 weights: leave them to the reference path
+    ints = list(map(int, scaled))
+    low = reduce(or_, ints)  # its lowest set bit is every weight's lowest (two's complement)
+    t = (low & -low).bit_length() - 1  # all weights are multiples of 2^(lo + t), so is any sum
+    # a partial sum m · 2^(lo + t) with |m| ≤ 2^53 is a double
+    total = sum(map(abs, ints))
+    if total <= _EXACT << t:
+        return lo, ints, None  # any subset: every partial sum is exact
+    if total >> t >= _HALF:
+        return None  # a sum could overflow its field
+    return lo + t, list(map(rshift, ints, repeat(t))), 53  # exact: multiples of 2^t
+
+
+def _build_exact(m: Model) -> _Exact | None:
+    if m.classes or not m.rows:
+        return None  # task columns in the router file: the reference path decides them
+    head = task_head.load()
+    cols = [_column_ints(col) for col in zip(*m.rows.values(), strict=True)]
+    if any(c is None for c in cols):
+        return None
+    exact = [c for c in cols if c is not None]
+    limits = [c[2] for c in exact]
+    fields = [c[1] for c in exact]
+    guard = 0
+    if any(b is not None for b in limits):  # magnitudes too, above, for each prompt's check
+        fields += [list(map(abs, c[1])) for c in exact]
+        for j, b in enumerate(limits):
+            if b is not None:  # bits b .. _WIDTH of the column's magnitudes field
+                guard |= (_FIELD ^ ((1 << b) - 1)) << (_WIDTH * j)
+    acc: list[int] = [0] * len(m.rows)
+    for j, ints in enumerate(fields):
+        acc = list(map(add, acc, map(lshift, ints, repeat(_WIDTH * j))))
+    shift = _WIDTH * len(fields)
+    router = dict(zip(m.rows, acc, strict=True))
+    heads = dict(zip(head.packed, map(lshift, head.packed.values(), repeat(shift)), strict=True))
+    packed = {**router, **heads}
+    both = list(router.keys() & heads.keys())  # a feature of both files: both parts, added
+    sums = map(add, map(router.__getitem__, both), map(heads.__getitem__, both))
+    packed.update(zip(both, sums, strict=True))
+    return _Exact(head, packed, tuple(c[0] for c in exact), guard)
+
+
+_exact: tuple[Model, task_head.TaskHead, _Exact | None] | None = None
+_WARM_UP: Final = 1000  # predictions before the tables are built: they cost ~350 prompts' time
+_predictions = 0
+
+
+def _fast_for(m: Model) -> _Exact | None:
+    """The exact tables once this process has made `_WARM_UP` predictions (a short `classify`
+    or a small job never pays for building them; a long one gets them after ~0.3 s)."""
+    global _predictions
+    cached = _exact
+    if cached is not None and cached[0] is m and (m.classes or cached[1] is task_head.load()):
+        return cached[2]
+    _predictions += 1
+    return _exact_tables(m) if _predictions > _WARM_UP else None
+
+
+def _exact_tables(m: Model) -> _Exact | None:
+    """The exact tables of `m` and the loaded task head, built once (None: not exact)."""
+    global _exact
+    cached = _exact
+    if cached is not None and cached[0] is m and (m.classes or cached[1] is task_head.load()):
+        return cached[2]
+    with _lock:
+        built = _build_exact(m)
+        _exact = (m, built.head if built else task_head.load(), built)
+    return built
+
+
+def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction:
+    """`predict` through the exact tables: bit-identical, without sorting or float sums."""
+    total = sum(filter(None, map(fast.packed.get, _feature_set(text, system))))
+    sums = []
+    for q in fast.scales:  # the routing columns, lowest bits first; the head's sum stays above
+        v = total & _FIELD
+        if v >= _HALF:
+            v -= 1 << _WIDTH
+        sums.append(math.ldexp(v, q))
+        total = (total - v) >> _WIDTH
+    if fast.guard:  # the magnitudes' fields (non-negative: no borrow), then the head above
+        if total & fast.guard:  # this prompt's sums could round: the reference path's order
+            ids = features(text, system=system)
+            pred = _predict_ids(ids, m)
+            return replace(pred, task=task_head.predict(ids, text, system=system, head=fast.head))
+        total >>= _WIDTH * len(fast.scales)
+    pred = _from_sums(sums, m)
+    h = fast.head
+    own = task_head.own_features(text, system=system, head=h)  # the rules' verdict, lead words
+    total += sum(filter(None, map(h.packed.get, own)))
+    return Prediction(h.choose(h.logits_of(total)), pred.score, pred.quality, pred.factor)

@@ -24,6 +24,8 @@ import threading
 from array import array
 from dataclasses import dataclass
 from importlib import resources
+from itertools import repeat
+from operator import add, lshift
 from typing import Final
 from zlib import crc32
 
@@ -38,8 +40,18 @@ _SIGN: Final = 1 << (FIELD - 1)
 
 def heuristic_features(text: str, *, system: str = "") -> list[int]:
     """The stacked features: the heuristic's task type and the rule that decided it."""
-    task, rule = classifier.rule_verdict(text, system=system)
-    return [crc32(b"#ht:" + task.encode()), crc32(b"#hr:" + rule.encode())]
+    verdict = classifier.rule_verdict(text, system=system)
+    ids = _VERDICT_IDS.get(verdict)
+    if ids is None:  # a few dozen (task, rule) pairs exist: hash each once per process
+        task, rule = verdict
+        ids = _VERDICT_IDS[verdict] = (
+            crc32(b"#ht:" + task.encode()),
+            crc32(b"#hr:" + rule.encode()),
+        )
+    return list(ids)
+
+
+_VERDICT_IDS: dict[tuple[str, str], tuple[int, int]] = {}
 
 
 _LEAD_WORD = re.compile(r"[^\W\d_]+")
@@ -62,6 +74,18 @@ def pack(weights: list[int]) -> int:
     if any(not -(1 << 15) < w < (1 << 15) for w in weights):
         raise ValueError(f"{MODEL_FILE}: a weight does not fit 16 bits")
     return sum(w << (FIELD * j) for j, w in enumerate(weights))
+
+
+def _pack_rows(weights: array[int], k: int) -> list[int]:
+    """`pack` of each row of k weights (row i is weights[i*k : (i+1)*k]), by columns: each
+    column shifted into place and added with C-level maps instead of a Python call per row."""
+    if weights and min(weights) <= -(1 << 15):  # `pack`'s check (an int16 is never above)
+        raise ValueError(f"{MODEL_FILE}: a weight does not fit 16 bits")
+    n = len(weights) // k if k else 0
+    acc: list[int] = [0] * n
+    for j in range(k):
+        acc = list(map(add, acc, map(lshift, weights[j::k], repeat(FIELD * j))))
+    return acc
 
 
 def unpack(total: int, k: int) -> list[int]:
@@ -91,12 +115,19 @@ class TaskHead:
         """Integer class logits (scaled by the file's quantization step) for feature ids."""
         # most ids are not in the head: drop the misses before the big-integer additions
         total = sum(filter(None, map(self.packed.get, ids)))  # C-level: no Python per feature
+        return self.logits_of(total)
+
+    def logits_of(self, total: int) -> list[int]:
+        """Integer class logits from the sum of the present features' packed integers."""
         sums = unpack(total, len(self.classes))
         return [b + s for b, s in zip(self.intercepts, sums, strict=True)]
 
     def predict(self, ids: list[int]) -> str:
         """The task type with the highest logit (the first one on a tie)."""
-        lg = self.logits(ids)
+        return self.choose(self.logits(ids))
+
+    def choose(self, lg: list[int]) -> str:
+        """The class with the highest of these logits (the first one on a tie)."""
         return self.classes[max(range(len(lg)), key=lg.__getitem__)]
 
 
@@ -124,7 +155,7 @@ def parse(blob: bytes) -> TaskHead:
     if sys.byteorder == "big":
         ids.byteswap()
         weights.byteswap()
-    packed = {f: pack(list(weights[i * k : (i + 1) * k])) for i, f in enumerate(ids)}
+    packed = dict(zip(ids, _pack_rows(weights, k), strict=True))
     meta = header.get("meta", {})
     lead, stacked = bool(meta.get("lead", False)), bool(meta.get("stacked", True))
     return TaskHead(classes, intercepts, packed, meta, lead, stacked)
@@ -147,5 +178,11 @@ def load() -> TaskHead:
 def predict(ids: list[int], text: str, *, system: str = "", head: TaskHead | None = None) -> str:
     """Task type of a prompt, given its `learned.features` ids (computed once by the caller)."""
     h = head or load()
-    heur = heuristic_features(text, system=system) if h.stacked else []
-    return h.predict([*ids, *heur, *(lead_features(text) if h.lead else [])])
+    return h.predict([*ids, *own_features(text, system=system, head=h)])
+
+
+def own_features(text: str, *, system: str = "", head: TaskHead) -> list[int]:
+    """The head's features beyond `learned.features`: the heuristic's verdict if it was trained
+    stacked, the lead words if it was trained with them."""
+    heur = heuristic_features(text, system=system) if head.stacked else []
+    return [*heur, *(lead_features(text) if head.lead else [])]

@@ -55,6 +55,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "_version": 0,
     "types": 1,  # may import errors
+    "regex_gates": 1,  # the heuristic rules' gated regex alternatives (issue 12 speed), pure
     "spec": 2,  # may import types and errors
     "lookup": 2,  # MemoryLookup: a KeyLookup in memory (tests, a dry run without a database)
     **dict.fromkeys(STAGES, 3),
