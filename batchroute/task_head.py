@@ -5,7 +5,10 @@ router's hashed word and word-pair features (`learned.features`, computed once p
 shared with the routing score) plus two features from the heuristic classifier: the task type
 it chose and the rule that fired (`#ht:<task>`, `#hr:<rule>`). The rules carry what Auto-J's
 long real requests cannot teach (short canonical instructions, code, foreign text); the words
-correct the rules where the training data disagrees with them. See docs/router-model-card.md.
+correct the rules where the training data disagrees with them. A file may also ask for
+character n-grams of the prompt's head (`char_features`, header `meta.char`); the shipped one
+does not (better on Auto-J cross-validation, worse on prompt sets unlike it: see the card).
+See docs/router-model-card.md.
 
 Inference is pure Python and exact: each feature's weights are quantized to 16-bit integers at
 training time and packed into one Python integer, 32 bits per class, so a prompt's class logits
@@ -25,7 +28,7 @@ from array import array
 from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
-from operator import add, lshift
+from operator import add, lshift, methodcaller
 from typing import Final
 from zlib import crc32
 
@@ -36,6 +39,7 @@ MAGIC: Final = b"BRTH1\n"
 FIELD: Final = 32  # bits per class in a packed integer: 16-bit weights, room for 2^16 features
 _FIELD_MASK: Final = (1 << FIELD) - 1
 _SIGN: Final = 1 << (FIELD - 1)
+_ENCODE: Final = methodcaller("encode", "utf-8", "surrogatepass")  # C-level, for map()
 
 
 def heuristic_features(text: str, *, system: str = "") -> list[int]:
@@ -67,6 +71,22 @@ def lead_features(text: str) -> list[int]:
     if len(words) > 1:
         out.append(crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass")))
     return out
+
+
+CHAR_HEAD: Final = 60  # default: characters of the prompt the character n-grams come from
+_CHAR_SEED: Final = crc32(b"#c:")  # crc32(gram, seed) == crc32(b"#c:" + gram): no concat
+
+
+def char_features(text: str, head: int = CHAR_HEAD) -> list[int]:
+    """Character 3- and 4-grams of the prompt's first `head` characters, lower-cased with
+    whitespace runs folded to one space ("#c:summ"): word stems and inflections ("summar",
+    "translat", "classif") and non-Latin scripts, which whole words spread over many rare ids.
+    """
+    s = " " + " ".join(text[:head].lower().split()) + " "
+    # zip + join keep the per-gram work in C (a slicing comprehension is ~1.4x slower)
+    grams = set(map("".join, zip(s, s[1:], s[2:], strict=False)))
+    grams.update(map("".join, zip(s, s[1:], s[2:], s[3:], strict=False)))
+    return list(map(crc32, map(_ENCODE, grams), repeat(_CHAR_SEED)))
 
 
 def pack(weights: list[int]) -> int:
@@ -110,6 +130,7 @@ class TaskHead:
     meta: dict[str, object]
     lead: bool = False  # the head was trained with `lead_features` too
     stacked: bool = True  # ... and with `heuristic_features` (the rules' verdict)
+    char: int = 0  # ... and with `char_features` of the first `char` characters (0: without)
 
     def logits(self, ids: list[int]) -> list[int]:
         """Integer class logits (scaled by the file's quantization step) for feature ids."""
@@ -158,7 +179,7 @@ def parse(blob: bytes) -> TaskHead:
     packed = dict(zip(ids, _pack_rows(weights, k), strict=True))
     meta = header.get("meta", {})
     lead, stacked = bool(meta.get("lead", False)), bool(meta.get("stacked", True))
-    return TaskHead(classes, intercepts, packed, meta, lead, stacked)
+    return TaskHead(classes, intercepts, packed, meta, lead, stacked, int(meta.get("char", 0)))
 
 
 _head: TaskHead | None = None
@@ -183,6 +204,7 @@ def predict(ids: list[int], text: str, *, system: str = "", head: TaskHead | Non
 
 def own_features(text: str, *, system: str = "", head: TaskHead) -> list[int]:
     """The head's features beyond `learned.features`: the heuristic's verdict if it was trained
-    stacked, the lead words if it was trained with them."""
+    stacked, the lead words if it was trained with them, character n-grams if it asks for them."""
     heur = heuristic_features(text, system=system) if head.stacked else []
-    return [*heur, *(lead_features(text) if head.lead else [])]
+    lead = lead_features(text) if head.lead else []
+    return [*heur, *lead, *(char_features(text, head.char) if head.char else [])]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from importlib import resources
+from zlib import crc32
 
 import pytest
 from hypothesis import given, settings
@@ -29,9 +30,19 @@ def test_a_weight_too_wide_for_16_bits_is_refused() -> None:
         task_head.pack([1 << 15])
 
 
-def _blob(classes: list[str], ids: list[int], weights: list[list[int]]) -> bytes:
+def _blob(
+    classes: list[str],
+    ids: list[int],
+    weights: list[list[int]],
+    meta: dict[str, object] | None = None,
+) -> bytes:
     header = json.dumps(
-        {"classes": classes, "n_features": len(ids), "intercepts": [0] * len(classes)}
+        {
+            "classes": classes,
+            "n_features": len(ids),
+            "intercepts": [0] * len(classes),
+            **({"meta": meta} if meta is not None else {}),
+        }
     ).encode()
     flat = [w for row in weights for w in row]
     return (
@@ -49,6 +60,31 @@ def test_a_toy_file_parses_and_predicts_by_its_weights() -> None:
     assert head.predict([7, 9]) == "translation"
     assert head.predict([]) == "chat"  # all logits 0: the first class
     assert head.logits([7, 9, 123]) == [3, 295]  # an unknown id adds nothing
+
+
+def test_character_ngrams_are_taken_from_the_lower_cased_head_with_whitespace_folded() -> None:
+    ids = set(task_head.char_features("SUMMARIZE\t\n  this"))
+    assert {crc32(b"#c: su"), crc32(b"#c:summ"), crc32(b"#c:e th"), crc32(b"#c:his ")} <= ids
+    assert crc32(b"#c:e\tt") not in ids
+    # only the first CHAR_HEAD characters count: a long tail adds nothing
+    head = "Translate into French: " * 20
+    assert task_head.char_features(head) == task_head.char_features(head + "zzzz" * 100)
+    assert task_head.char_features(head, 23) == task_head.char_features("Translate into French:")
+    assert set(task_head.char_features("日本語")) == {crc32("#c: 日本".encode()),
+        crc32("#c:日本語".encode()), crc32("#c:本語 ".encode()), crc32("#c: 日本語".encode()),
+        crc32("#c:日本語 ".encode())}  # fmt: skip
+    assert task_head.char_features("") == []
+
+
+def test_a_head_trained_with_character_ngrams_reads_them_at_inference() -> None:
+    gram = crc32(b"#c:tran")  # in "translate", not a word of it
+    blob = _blob(["chat", "translation"], [gram], [[0, 50]], {"char": 100, "stacked": False})
+    head = task_head.parse(blob)
+    assert head.char == 100
+    ids = learned.features("please translate this")
+    assert task_head.predict(ids, "please translate this", head=head) == "translation"
+    plain = task_head.parse(_blob(["chat", "translation"], [gram], [[0, 50]], {"stacked": False}))
+    assert task_head.predict(ids, "please translate this", head=plain) == "chat"
 
 
 def test_a_damaged_task_file_is_refused_with_its_name() -> None:

@@ -94,8 +94,8 @@ def task_section(sets: dict[str, list[Labelled]], f1: dict[str, dict[str, float]
         "reason there). The learned task type is the task head "
         f"(`batchroute/{task_head.MODEL_FILE}`, {task_head.load().meta.get('trained_on')}); "
         "its constants were chosen by 5-fold CV on its training set "
-        "(`python tools/train_task_head.py --cv full`, `--cv lead`, `--cv scale`), never on "
-        "these sets.",
+        "(`python tools/train_task_head.py --cv full`, `--cv lead`, `--cv scale`, "
+        "`--cv char`), never on these sets.",
         "",
         "| set | n | heuristic acc | heuristic macro-F1 | learned acc | learned macro-F1 |",
         "|---|---|---|---|---|---|",
