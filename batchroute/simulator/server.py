@@ -17,7 +17,7 @@ from aiohttp import web
 
 from batchroute.simulator.app import create_app
 from batchroute.simulator.scenario import Scenario
-from batchroute.simulator.state import SIM_STATE, Clock
+from batchroute.simulator.state import SIM_STATE, Clock, Sleep
 
 _SHUTDOWN_TIMEOUT_S = 0.2  # hung handlers (rate_hang) are cancelled rather than awaited
 
@@ -74,7 +74,8 @@ async def serve(
 class SimulatorThread:
     """The simulator on its own event loop in a background thread (port 0 = a free port).
 
-    Use as a context manager; `base_url` is "http://127.0.0.1:PORT/api/v1".
+    Use as a context manager; `base_url` is "http://127.0.0.1:PORT/api/v1". `clock` and
+    `sleep` are injected as in `create_app` (`sleep` is awaited on the simulator's loop).
     """
 
     def __init__(
@@ -85,8 +86,9 @@ class SimulatorThread:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Clock | None = None,
+        sleep: Sleep | None = None,
     ) -> None:
-        self.app = create_app(scenario, seed=seed, clock=clock)
+        self.app = create_app(scenario, seed=seed, clock=clock, sleep=sleep)
         self.host = host
         self.port = port
         self.base_url = ""
