@@ -39,7 +39,7 @@ from routing_data import DATA, Scored, load_arena, load_routerbench  # noqa: E40
 from routing_metrics import dial_route, price_fit, prompt_tokens  # noqa: E402
 
 from batchroute import task_head, thresholds  # noqa: E402
-from batchroute.learned import MAGIC, MODEL_FILE, features  # noqa: E402
+from batchroute.learned import MAGIC, MODEL_FILE, features, routing_features  # noqa: E402
 
 ALPHA_QUALITY = 1000.0  # ridge strengths chosen by RouterBench-train CV (see --cv score)
 ALPHA_COST = 300.0
@@ -168,8 +168,8 @@ def train(data: Path, arena: Sequence[Scored] | None = None) -> bytes:
     rb = load_routerbench("train", data)
     c_texts, c_logs = [r.text for r in rb], log_factors(rb)
     t_docs = [features(t) for t in t_texts]
-    s_docs = [features(t) for t in s_texts]
-    c_docs = [features(t) for t in c_texts]
+    s_docs = [routing_features(t) for t in s_texts]
+    c_docs = [routing_features(t) for t in c_texts]
     # The vocabulary still counts the task prompts; the task type itself is the task head's
     # (tools/train_task_head.py, its own file), so this file holds no task columns.
     vocab = Vocab(t_docs + s_docs)
@@ -243,7 +243,7 @@ def cv_score(data: Path, folds: StratifiedKFold) -> None:
     values, out of fold on RouterBench train, for a few ridge strengths: how ALPHA_QUALITY,
     ALPHA_COST and thresholds.DEFAULT_POLICY were chosen."""
     rb = load_routerbench("train", data)
-    docs = [features(r.text) for r in rb]
+    docs = [routing_features(r.text) for r in rb]
     groups = [r.group for r in rb]
     top_q = sum(r.quality["premium"] for r in rb) / len(rb)
     top_c = sum(r.cost["premium"] for r in rb) / len(rb)
