@@ -27,14 +27,16 @@ import sys
 import threading
 from array import array
 from dataclasses import dataclass, replace
-from functools import reduce
 from importlib import resources
 from itertools import islice, repeat
-from operator import add, lshift, methodcaller, or_, rshift, xor
+from operator import add, lshift, methodcaller, xor
 from typing import Final
 from zlib import crc32
 
 from . import task_head
+from .exact_sums import FIELD, HALF, WIDTH
+from .exact_sums import column_ints as _column_ints
+from .shape import structure
 from .types import COMPLEXITIES, TASK_TYPES, Classification
 
 MODEL_FILE: Final = "data/router_model.bin"
@@ -101,6 +103,11 @@ def _feature_set(text: str, system: str) -> set[int]:
     out.add(_LEN_IDS[min(int(math.log2(len(text) + 1)), 16)])
     out.add(_LINES_IDS[min(text.count("\n"), 20) // 4])
     return out
+
+
+def routing_features(text: str, *, system: str = "") -> list[int]:
+    """The routing heads' sorted feature ids: `features` and `structure` together."""
+    return sorted({*features(text, system=system), *structure(text)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +209,7 @@ def predict(text: str, *, system: str = "", model: Model | None = None) -> Predi
     if fast is not None:
         return _predict_exact(text, system, m, fast)
     ids = features(text, system=system)
-    pred = _predict_ids(ids, m)
+    pred = _predict_ids(sorted({*ids, *structure(text)}), m)
     if pred.task:
         return pred
     # The shipped router file holds the routing heads only (no classes): the task type comes
@@ -269,49 +276,20 @@ def classify(text: str, *, system: str = "") -> Classification:
 # result is bit-identical to `_predict_ids`. A model that fails the check (or a router file
 # with task columns) takes `_predict_ids`, unchanged: slower, never different.
 
-_WIDTH: Final = 80  # bits per routing column: a column's summed magnitudes are below 2^79
-_FIELD: Final = (1 << _WIDTH) - 1
-_HALF: Final = 1 << (_WIDTH - 1)
-_EXACT: Final = 1 << 53  # every integer of at most this magnitude is a double
-
 
 @dataclass(frozen=True, slots=True)
 class _Exact:
     """A router model's columns as exact integers, merged with its task head."""
 
     head: task_head.TaskHead
-    packed: dict[int, int]  # feature id → routing weights / 2^q_c (_WIDTH bits each), head above
+    packed: dict[int, int]  # feature id → routing weights / 2^q_c (WIDTH bits each), head above
+    router: dict[
+        int, int
+    ]  # the same without the head: `structure` ids the routing heads alone read
     scales: tuple[int, ...]  # per routing column: q_c (a weight is its integer times 2^q_c)
     # 0, or: the weights' magnitudes are packed above the weights, and a prompt whose sum of
     # magnitudes has a bit of `guard` set (a column whose sums could round) takes the reference
     guard: int = 0
-
-
-def _column_ints(col: tuple[float, ...]) -> tuple[int, list[int], int | None] | None:
-    """(q, the weights / 2^q as integers, None) if every partial sum of any subset of `col` is
-    exactly a double (then the order of the additions cannot matter); (q, integers, b) if that
-    holds only for subsets whose integers' magnitudes sum below 2^b (a prompt's check); None if
-    the integers are too wide to pack (then only the reference path's order gives its result)."""
-    nz = list(filter(None, col))
-    if not nz:
-        return 0, [0] * len(col), None
-    # a float32 weight with frexp exponent e is a multiple of 2^(e - 24): scale by the smallest
-    lo = math.frexp(min(map(abs, nz)))[1] - 24
-    if math.frexp(max(map(abs, nz)))[1] - lo > 900:  # inf, nan, or beyond a double once scaled
-        return None
-    scaled = list(map(math.ldexp, col, repeat(-lo)))  # exact: a power-of-two scale
-    if not all(map(float.is_integer, scaled)):
-        return None  # not float32 weights: leave them to the reference path
-    ints = list(map(int, scaled))
-    low = reduce(or_, ints)  # its lowest set bit is every weight's lowest (two's complement)
-    t = (low & -low).bit_length() - 1  # all weights are multiples of 2^(lo + t), so is any sum
-    # a partial sum m · 2^(lo + t) with |m| ≤ 2^53 is a double
-    total = sum(map(abs, ints))
-    if total <= _EXACT << t:
-        return lo, ints, None  # any subset: every partial sum is exact
-    if total >> t >= _HALF:
-        return None  # a sum could overflow its field
-    return lo + t, list(map(rshift, ints, repeat(t))), 53  # exact: multiples of 2^t
 
 
 def _build_exact(m: Model) -> _Exact | None:
@@ -328,19 +306,19 @@ def _build_exact(m: Model) -> _Exact | None:
     if any(b is not None for b in limits):  # magnitudes too, above, for each prompt's check
         fields += [list(map(abs, c[1])) for c in exact]
         for j, b in enumerate(limits):
-            if b is not None:  # bits b .. _WIDTH of the column's magnitudes field
-                guard |= (_FIELD ^ ((1 << b) - 1)) << (_WIDTH * j)
+            if b is not None:  # bits b .. WIDTH of the column's magnitudes field
+                guard |= (FIELD ^ ((1 << b) - 1)) << (WIDTH * j)
     acc: list[int] = [0] * len(m.rows)
     for j, ints in enumerate(fields):
-        acc = list(map(add, acc, map(lshift, ints, repeat(_WIDTH * j))))
-    shift = _WIDTH * len(fields)
+        acc = list(map(add, acc, map(lshift, ints, repeat(WIDTH * j))))
+    shift = WIDTH * len(fields)
     router = dict(zip(m.rows, acc, strict=True))
     heads = dict(zip(head.packed, map(lshift, head.packed.values(), repeat(shift)), strict=True))
     packed = {**router, **heads}
     both = list(router.keys() & heads.keys())  # a feature of both files: both parts, added
     sums = map(add, map(router.__getitem__, both), map(heads.__getitem__, both))
     packed.update(zip(both, sums, strict=True))
-    return _Exact(head, packed, tuple(c[0] for c in exact), guard)
+    return _Exact(head, packed, router, tuple(c[0] for c in exact), guard)
 
 
 _exact: tuple[Model, task_head.TaskHead, _Exact | None] | None = None
@@ -373,20 +351,23 @@ def _exact_tables(m: Model) -> _Exact | None:
 
 def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction:
     """`predict` through the exact tables: bit-identical, without sorting or float sums."""
-    total = sum(filter(None, map(fast.packed.get, _feature_set(text, system))))
+    ids = _feature_set(text, system)
+    total = sum(filter(None, map(fast.packed.get, ids)))
+    # the shape's ids not among the words' (an id counts once, as in the reference's set)
+    total += sum(filter(None, map(fast.router.get, [i for i in structure(text) if i not in ids])))
     sums = []
     for q in fast.scales:  # the routing columns, lowest bits first; the head's sum stays above
-        v = total & _FIELD
-        if v >= _HALF:
-            v -= 1 << _WIDTH
+        v = total & FIELD
+        if v >= HALF:
+            v -= 1 << WIDTH
         sums.append(math.ldexp(v, q))
-        total = (total - v) >> _WIDTH
+        total = (total - v) >> WIDTH
     if fast.guard:  # the magnitudes' fields (non-negative: no borrow), then the head above
         if total & fast.guard:  # this prompt's sums could round: the reference path's order
-            ids = features(text, system=system)
-            pred = _predict_ids(ids, m)
-            return replace(pred, task=task_head.predict(ids, text, system=system, head=fast.head))
-        total >>= _WIDTH * len(fast.scales)
+            words = features(text, system=system)
+            pred = _predict_ids(sorted({*words, *structure(text)}), m)
+            return replace(pred, task=task_head.predict(words, text, system=system, head=fast.head))
+        total >>= WIDTH * len(fast.scales)
     pred = _from_sums(sums, m)
     h = fast.head
     own = task_head.own_features(text, system=system, head=h)  # the rules' verdict, lead words

@@ -50,7 +50,7 @@ def ref_classify(text: str, system: str = "") -> Classification:
     m = learned.load_model()
     ids = ref_features(text, system)
     sums = [0.0] * len(m.intercepts)
-    for i in ids:
+    for i in sorted({*ids, *learned.structure(text)}):  # the routing heads read the shape too
         row = m.rows.get(i)
         if row is not None:
             sums = [s + w for s, w in zip(sums, row, strict=True)]
@@ -186,7 +186,7 @@ def test_a_column_exact_only_for_small_subsets_is_checked_per_prompt(
     original = learned.features
     monkeypatch.setattr(learned, "features", lambda t, system="": calls.append(t) or original(t))
     for text in [*FIXTURE, "hi", "42", "ok"]:
-        ref = learned._predict_ids(ref_features(text), odd)
+        ref = learned._predict_ids(sorted({*ref_features(text), *learned.structure(text)}), odd)
         fast = learned._predict_exact(text, "", odd, built)
         assert (fast.score, fast.quality, fast.factor) == (ref.score, ref.quality, ref.factor)
     assert (len(calls) == 0) == (finer == 4)
@@ -203,7 +203,9 @@ def test_a_model_that_fails_the_check_takes_the_reference_path_with_the_same_out
     odd = dataclasses.replace(m, rows=rows, weights=weights)
     assert learned._exact_tables(odd) is None
     a = learned.predict("hi", model=odd)
-    present = [rows[i] for i in ref_features("hi") if i in rows]
+    present = [
+        rows[i] for i in sorted({*ref_features("hi"), *learned.structure("hi")}) if i in rows
+    ]
     sums = [sum(c) for c in zip(*present, strict=True)]
     assert list(a.quality) == [b + x for b, x in zip(m.intercepts, sums, strict=True)][-8:-4]
     assert learned._exact_tables(m) is not None  # and back: the shipped model's tables again

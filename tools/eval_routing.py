@@ -268,13 +268,13 @@ def cv_predictions(rows: list[Scored], data: Path, folds: int, *, arena: bool) -
             q_target = np.array([tr.level_quality(r) for r in train_rows])
             weights = [1.0] * len(train_rows)
             c_rows = train_rows
-        docs = [learned.features(t) for t in texts]
-        c_docs = [learned.features(r.text) for r in c_rows]
+        docs = [learned.routing_features(t) for t in texts]
+        c_docs = [learned.routing_features(r.text) for r in c_rows]
         vocab = tr.Vocab(docs)  # the cost rows are among the training rows
         model = tr.fit_strong(
             vocab.matrix(docs), q_target, weights, vocab.matrix(c_docs), tr.log_factors(c_rows)
         )
-        q, fac = model.predict(vocab.matrix([learned.features(rows[i].text) for i in test]))
+        q, fac = model.predict(vocab.matrix([learned.routing_features(rows[i].text) for i in test]))
         for j, i in enumerate(test):
             quality[i] = tuple(float(x) for x in q[j])
             factor[i] = tuple(float(x) for x in fac[j])
