@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -206,3 +206,17 @@ class Budget:
         ceiling = self.spent + max(key_remaining, Decimal(0))
         if self.ceiling is None or ceiling < self.ceiling:
             self.ceiling = ceiling
+
+
+PRIORITY_FACTOR: Final = 2  # OpenAI's priority processing: twice its standard per-token price
+
+
+def priority_factor(model: str, params: Mapping[str, Any]) -> int:
+    """How many times its list price a call may be billed. A `:nitro` model makes priority-tier
+    endpoints eligible and `service_tier: priority` asks for one; either is billed at priority
+    rates that `/models` does not list (openrouter-api.md §5). OpenAI documents priority at
+    twice the standard price and no other multiple is documented, so the reservation assumes
+    `PRIORITY_FACTOR` (an overcount when a standard endpoint serves)."""
+    if model.endswith(":nitro") or params.get("service_tier") == "priority":
+        return PRIORITY_FACTOR
+    return 1

@@ -1,12 +1,10 @@
 """The run plan: everything a run decides before its first call, decided once, pure.
 
 Built from the spec, the catalogue, the store's resume state and the run's overrides: the tier
-chains, the cap and its scope, the escalation paths, the worst case of every call, and for each
-input record whether it is sent (`Intake`, asking a `KeyLookup` what the store knew of the
-record's key: the runner supplies the store's, which holds no key of the job's history).
-`run` and `run --dry-run` both use it, so a quote matches the run by construction. It composes
-the pure stages (prompt, classifier, router, budget arithmetic) and does no I/O, reads no clock
-and knows nothing of HTTP or DuckDB.
+chains, the cap and its scope, the escalation paths, each call's worst case, and whether each
+record is sent (`Intake`, asking a `KeyLookup` what the store knew of its key). `run` and
+`run --dry-run` both use it, so a quote matches the run by construction. It composes the pure
+stages (prompt, classifier, router, budget arithmetic): no I/O, no clock, no HTTP or DuckDB.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from batchroute import classifier, learned
 from batchroute.budget import (
     ceil_usd,
     params_token_bound,
+    priority_factor,
     prompt_token_bound,
     quantize_usd,
     typical_prompt_tokens,
@@ -247,6 +246,7 @@ class RunPlan:
         return max(
             ceil_usd(
                 worst_case_cost(self.info(m), prompt_bound, max_tokens, searches=self.searches(m))
+                * priority_factor(m, self.params)
             )
             for m in served_by
         )

@@ -1,15 +1,13 @@
-"""Known gap (audit, not fixed): a `:nitro` call may be billed at priority rates.
+"""A call that priority-tier endpoints may serve is reserved at priority rates (audit).
 
 openrouter-api.md §5: `:nitro` "also makes priority-tier endpoints eligible, billed at priority
-rates if they serve" (OpenAI's priority processing is twice the standard price). `/models` lists
-no priority price, and `Catalog.get` prices `model:nitro` at its base model's price, so the
-reservation is the standard worst case: a call served at priority rates can cost more than it
-reserved, and a run can pass the cap. (The same holds for `request.extra_body.service_tier:
-priority`, which the spec accepts.) What a fix needs is a decision: refuse such jobs, or reserve
-them at an assumed priority factor (none is documented). Strict xfail: it fails today (7 calls
-billed $0.0222 against the $0.02 cap).
+rates if they serve" (OpenAI's priority processing is twice the standard price), and
+`request.extra_body.service_tier: priority` asks for one. `/models` lists no priority price, and
+`Catalog.get` prices `model:nitro` at its base model's price, so the reservation was the
+standard worst case: before the fix, 7 calls billed $0.0222 against the $0.02 cap. The plan now
+reserves such calls at `budget.PRIORITY_FACTOR` (2) times their worst case.
 
-Real CLI in a subprocess against a stand-in that bills `:nitro` calls at twice the list price.
+Real CLI in a subprocess against a stand-in that bills every call at twice the list price.
 """
 
 from __future__ import annotations
@@ -47,9 +45,9 @@ class Priority(StandIn):
         return gid, usage
 
 
-@pytest.mark.xfail(strict=True, reason="priority-tier billing is not in any reservation")
-async def test_the_cap_holds_for_a_nitro_model_billed_at_priority_rates(
-    tmp_path: Path, serve: Any
+@pytest.mark.parametrize("ask", ["nitro", "service_tier"])
+async def test_the_cap_holds_for_calls_billed_at_priority_rates(
+    tmp_path: Path, serve: Any, ask: str
 ) -> None:
     standin = Priority("ok")
     write_jsonl(tmp_path / "in.jsonl", texts(40))
@@ -59,7 +57,10 @@ async def test_the_cap_holds_for_a_nitro_model_billed_at_priority_rates(
         endpoint={"base_url": await serve(standin), "api_key_env": KEY_ENV},
         budget={"daily_usd": str(CAP)},
     )
-    job["tiers"] = {"premium": {"models": [f"{MODEL}:nitro"], "stream": False}}
+    model = f"{MODEL}:nitro" if ask == "nitro" else MODEL
+    job["tiers"] = {"premium": {"models": [model], "stream": False}}
+    if ask == "service_tier":
+        job["request"] = {**job.get("request", {}), "extra_body": {"service_tier": "priority"}}
     job["limits"] = {**job["limits"], "concurrency": 4}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
