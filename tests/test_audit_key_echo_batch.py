@@ -109,6 +109,11 @@ class EchoStandIn(BatchStandIn):
             "usage": {"prompt_tokens": 10, "completion_tokens": 2, "cost": 0.00001},
         }  # fmt: skip
         choice = {"index": 0, "finish_reason": "stop"}
+        if self.mode == "gen_header":  # no id in the body: the header's is the one kept
+            del answer["id"]
+            answer["provider"] = "Echo"
+            answer["choices"] = [{**choice, "message": {"content": "hola"}}]
+            return web.json_response(answer, headers={"X-Generation-Id": text})
         if self.mode == "provider":
             answer["choices"] = [{**choice, "message": {"content": "hola"}}]
             return web.json_response(answer)
@@ -168,7 +173,7 @@ async def _cli(*args: str) -> tuple[int, str, str]:
 
 
 BATCH_MODES = ["item", "batch", "post_401", "poll"]
-SYNC_MODES = ["error_type", "provider", "stream", "models"]
+SYNC_MODES = ["error_type", "provider", "stream", "models", "gen_header"]
 
 
 @pytest.mark.parametrize("mode", BATCH_MODES + SYNC_MODES)

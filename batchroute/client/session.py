@@ -16,7 +16,12 @@ import aiohttp
 import orjson
 
 from batchroute.client.parse import _cost, _decimal, parse_completion
-from batchroute.client.status import _status_error, _transport_error, classify_error
+from batchroute.client.status import (
+    _status_error,
+    _transport_error,
+    classify_error,
+    generation_id_of,
+)
 from batchroute.client.stream import _Stream
 from batchroute.errors import RetryableError, keep_secret, scrub
 from batchroute.types import CallSeen, Completion, GenerationCost
@@ -114,7 +119,7 @@ class OpenRouterClient:
             async with self.session.post(
                 f"{self.base_url}/chat/completions", data=orjson.dumps(payload)
             ) as resp:
-                gen_id = resp.headers.get("X-Generation-Id")  # known before the body arrives
+                gen_id = generation_id_of(resp.headers)  # known before the body arrives
                 if seen is not None:
                     seen.generation_id = gen_id
                 body = await read_body(resp)
@@ -158,7 +163,7 @@ class OpenRouterClient:
                 timeout=self._stream_timeout(idle_timeout_s),
             ) as resp:
                 headers = resp.headers
-                gen_id = headers.get("X-Generation-Id")
+                gen_id = generation_id_of(headers)
                 if seen is not None:
                     seen.generation_id = gen_id
                 if resp.status != 200:  # refused before the stream began: a JSON error body
