@@ -72,6 +72,9 @@ def keep_secret(secret: str) -> None:
     the logs and stderr."""
     if secret:
         _SECRETS.add(secret)
+    # Bodies: only a key long enough to be told from text. A local gateway's token may be
+    # "EMPTY" (vLLM's convention): scrubbing it would rewrite every answer that says "EMPTY".
+    if len(secret) >= _SECRET_HEAD:
         _HEADS.add(secret[:_SECRET_HEAD].encode())
 
 
@@ -96,7 +99,8 @@ def scrub(body: bytes) -> bytes:
     anything is read from it: then no text taken from an answer (an error message, a batch
     item's error, `error_type`, `provider`, the content) can carry a key, whichever table,
     journal line or log line it ends in. Costs one substring search per body when no key is
-    in it (the usual case)."""
+    in it (the usual case). A key under `_SECRET_HEAD` characters is left in bodies (it is
+    no credential one could tell from text) and cleaned from error messages only."""
     if not any(head in body for head in _HEADS):
         return body
     text = without_secrets(body.decode("utf-8", "surrogateescape"))

@@ -32,7 +32,8 @@ from batch_standin import MODEL, BatchStandIn, _error
 from factories import job_dict, texts, write_jsonl
 from test_audit_key_echo import KEY, KEY_ENV
 
-from batchroute.errors import REDACTED, keep_secret, scrub
+from batchroute import errors
+from batchroute.errors import REDACTED, RetryableError, keep_secret, scrub
 
 HEAD = 12  # errors.py `_SECRET_HEAD`: a piece this long of the key counts as the key
 CUT_AT = 500  # a stored error message is cut at 500 characters
@@ -257,3 +258,14 @@ def test_scrub_changes_nothing_but_the_key() -> None:
     want = b'\xff{"error": "Bearer ' + REDACTED.encode() + b'", "raw": "' + REDACTED.encode()
     assert scrub(body) == want + b'"}'
     assert orjson.loads(scrub(orjson.dumps({"m": f"key={KEY}"}))) == {"m": f"key={REDACTED}"}
+
+
+def test_a_short_token_is_not_scrubbed_from_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local gateway's token may be a word ("EMPTY", vLLM's convention): scrubbing it from
+    bodies would rewrite the answers that say it. Error messages still drop it."""
+    monkeypatch.setattr(errors, "_SECRETS", set())  # no word left registered for later tests
+    monkeypatch.setattr(errors, "_HEADS", set())
+    keep_secret("EMPTY")
+    body = b'{"choices": [{"message": {"content": "The box is EMPTY."}}]}'
+    assert scrub(body) == body
+    assert str(RetryableError("token EMPTY refused")) == f"token {REDACTED} refused"
