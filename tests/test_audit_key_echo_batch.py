@@ -4,9 +4,11 @@ endpoints, or a synchronous answer outside its error envelope, echo it (audit, f
 `test_audit_key_echo.py` covered the texts that become an `UpstreamError`. These are the
 upstream texts that never did: a batch result line's error (`attempts`, `results`), a failed
 batch's `error.message` (`batches.error_message`, and the results of its items), an error's
-`metadata.error_type` (`attempts.error_type`), an answer's `provider` (whole or streamed).
-Modes whose text already was an `UpstreamError` (a refused POST /batches, a failed poll) are
-kept as the batch lane's own evidence.
+`metadata.error_type` (`attempts.error_type`), an answer's `provider` (whole or streamed, and
+in the journal before the flush), the raw `/models` document (`catalog_cache.raw`, then the
+dry run), the `X-Generation-Id` header (`generation_id`). Modes whose text already was an
+`UpstreamError` (a refused POST /batches, a failed poll) are kept as the batch lane's own
+evidence: no other test covers those calls.
 
 Real CLI in a subprocess against the Batch API stand-in on a loopback port, which echoes the
 `Authorization` header it was sent; every text cell of every table of the DuckDB file, every
