@@ -62,14 +62,20 @@ class InputError(BatchrouteError):
 REDACTED = "[redacted key]"
 _SECRETS: set[str] = set()
 _SECRET_HEAD = 12  # a cut text may keep the start of a key: this much of it is a match
+_HEADS: set[bytes] = set()  # the secrets' heads, encoded: what `scrub` looks for in a body
 
 
 def keep_secret(secret: str) -> None:
-    """Register a credential (the API key): no UpstreamError message will carry it. A server
-    may echo it (a proxy's 401 "Received API Key = …", an upstream body quoting the request),
-    and error text goes to the database, the logs and stderr."""
+    """Register a credential (the API key): no UpstreamError message will carry it, and no
+    answer `scrub` cleans. A server may echo it (a proxy's 401 "Received API Key = …", an
+    upstream body quoting the request), and upstream text goes to the database, the journal,
+    the logs and stderr."""
     if secret:
         _SECRETS.add(secret)
+    # Bodies: only a key long enough to be told from text. A local gateway's token may be
+    # "EMPTY" (vLLM's convention): scrubbing it would rewrite every answer that says "EMPTY".
+    if len(secret) >= _SECRET_HEAD:
+        _HEADS.add(secret[:_SECRET_HEAD].encode())
 
 
 def without_secrets(text: str) -> str:
@@ -85,6 +91,20 @@ def without_secrets(text: str) -> str:
             text = text[:i] + REDACTED + text[i + n :]
             i = text.find(head, i + len(REDACTED))
     return text
+
+
+def scrub(body: bytes) -> bytes:
+    """An answer's bytes as the client read them, cleaned as `without_secrets` cleans text
+    (bytes that are not UTF-8 kept as they were). The client applies it to every body before
+    anything is read from it: then no text taken from an answer (an error message, a batch
+    item's error, `error_type`, `provider`, the content) can carry a key, whichever table,
+    journal line or log line it ends in. Costs one substring search per body when no key is
+    in it (the usual case). A key under `_SECRET_HEAD` characters is left in bodies (it is
+    no credential one could tell from text) and cleaned from error messages only."""
+    if not any(head in body for head in _HEADS):
+        return body
+    text = without_secrets(body.decode("utf-8", "surrogateescape"))
+    return text.encode("utf-8", "surrogateescape")
 
 
 class UpstreamError(BatchrouteError):

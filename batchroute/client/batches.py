@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from batchroute.client.session import OpenRouterClient
+from batchroute.client.session import OpenRouterClient, read_body
 from batchroute.client.status import _status_error, _transport_error
 from batchroute.errors import NoBatchEndpoint, RetryableError, UpstreamError
 
@@ -27,7 +27,7 @@ async def _call(
     """(status, decoded JSON or None); a transport failure is a RetryableError."""
     try:
         async with client.session.request(method, f"{client.base_url}{path}", **kw) as resp:
-            body = await resp.read()
+            body = await read_body(resp)
             status, headers = resp.status, resp.headers
     except TimeoutError:
         raise RetryableError(

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from batchroute.client.status import _malformed, classify_error
+from batchroute.client.status import _malformed, classify_error, generation_id_of
 from batchroute.errors import RetryableError
 from batchroute.types import Completion, Usage
 from batchroute.usd import ceil_usd
@@ -108,7 +108,7 @@ def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> C
 
 
 def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -> Completion:
-    gen_id = doc.get("id") or (headers.get("X-Generation-Id") if headers is not None else None)
+    gen_id = doc.get("id") or generation_id_of(headers)
     usage_raw = doc.get("usage")
     choices = doc.get("choices")
     errors = [doc["error"]] if isinstance(doc.get("error"), dict) else []

@@ -16,10 +16,23 @@ import aiohttp
 import orjson
 
 from batchroute.client.parse import _cost, _decimal, parse_completion
-from batchroute.client.status import _status_error, _transport_error, classify_error
+from batchroute.client.status import (
+    _status_error,
+    _transport_error,
+    classify_error,
+    generation_id_of,
+)
 from batchroute.client.stream import _Stream
-from batchroute.errors import RetryableError, keep_secret
+from batchroute.errors import RetryableError, keep_secret, scrub
 from batchroute.types import CallSeen, Completion, GenerationCost
+
+
+async def read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """The body of an answer, cleaned of the API key (`errors.scrub`): how the client reads
+    every body (and `client.stream` every event), so that upstream text enters our types
+    already clean. A gateway's 401 or a provider's raw error may quote the key; so may a batch
+    result line, a failed batch's `error`, or any field of an answer."""
+    return scrub(await resp.read())
 
 
 class OpenRouterClient:
@@ -106,10 +119,10 @@ class OpenRouterClient:
             async with self.session.post(
                 f"{self.base_url}/chat/completions", data=orjson.dumps(payload)
             ) as resp:
-                gen_id = resp.headers.get("X-Generation-Id")  # known before the body arrives
+                gen_id = generation_id_of(resp.headers)  # known before the body arrives
                 if seen is not None:
                     seen.generation_id = gen_id
-                body = await resp.read()
+                body = await read_body(resp)
                 status, headers = resp.status, resp.headers
         except TimeoutError:
             raise RetryableError(
@@ -150,13 +163,13 @@ class OpenRouterClient:
                 timeout=self._stream_timeout(idle_timeout_s),
             ) as resp:
                 headers = resp.headers
-                gen_id = headers.get("X-Generation-Id")
+                gen_id = generation_id_of(headers)
                 if seen is not None:
                     seen.generation_id = gen_id
                 if resp.status != 200:  # refused before the stream began: a JSON error body
-                    raise _status_error(resp.status, await resp.read(), headers, model=model)
+                    raise _status_error(resp.status, await read_body(resp), headers, model=model)
                 if resp.content_type == "application/json":  # answered whole after all
-                    return parse_completion(await resp.read(), 200, headers, model=model)
+                    return parse_completion(await read_body(resp), 200, headers, model=model)
                 sse = _Stream(model, gen_id, headers, seen)
                 deadline = None if max_s is None else asyncio.get_running_loop().time() + max_s
                 await sse.read(resp.content, deadline)
@@ -193,7 +206,7 @@ class OpenRouterClient:
             async with session.get(
                 f"{self.base_url}/generation", params={"id": generation_id}
             ) as resp:
-                body = await resp.read()
+                body = await read_body(resp)
                 status, headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ClientError):
             return None
@@ -230,7 +243,7 @@ class OpenRouterClient:
             async with self.session.get(
                 f"{self.base_url}/key", timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as resp:
-                body = await resp.read()
+                body = await read_body(resp)
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError):
             return None
@@ -253,7 +266,7 @@ class OpenRouterClient:
             ) as resp:
                 if resp.status != 200:
                     raise RetryableError(f"/models answered {resp.status}", status=resp.status)
-                return await resp.read()
+                return await read_body(resp)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise RetryableError(
                 f"/models unreachable: {type(exc).__name__}", error_type="connection"

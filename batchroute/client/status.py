@@ -21,6 +21,7 @@ from batchroute.errors import (
     RejectedError,
     RetryableError,
     UpstreamError,
+    without_secrets,
 )
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
@@ -162,9 +163,16 @@ def _transport_error(exc: aiohttp.ClientError, model: str, gen_id: str | None) -
     )
 
 
+def generation_id_of(headers: Any) -> str | None:
+    """The X-Generation-Id header, cleaned of the key as every body is (`session.read_body`):
+    the one header whose text is stored (`generation_id`), and a gateway may echo anything."""
+    gen_id = headers.get("X-Generation-Id") if headers is not None else None
+    return without_secrets(gen_id) if gen_id else gen_id
+
+
 def _malformed(message: str, *, model: str, status: int, headers: Any) -> RetryableError:
     # Generated (and perhaps billed) but unreadable: the header lets /generation tell the cost.
-    gen_id = headers.get("X-Generation-Id") if headers is not None else None
+    gen_id = generation_id_of(headers)
     return RetryableError(
         message, model=model, status=status, error_type="malformed_response", generation_id=gen_id
     )

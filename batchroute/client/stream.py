@@ -15,7 +15,7 @@ import orjson
 
 from batchroute.client.parse import _NO_USAGE, _choice_error, parse_usage
 from batchroute.client.status import classify_error
-from batchroute.errors import RetryableError
+from batchroute.errors import RetryableError, scrub, without_secrets
 from batchroute.types import CallSeen, Completion, Usage
 
 _MAX_SSE_LINE = 8 << 20  # a "line" this long without a newline is not SSE
@@ -141,7 +141,7 @@ class _Stream:
             self.done = True
             return
         try:
-            doc = orjson.loads(data)
+            doc = orjson.loads(scrub(data))  # an event, whole: as `session.read_body`
         except orjson.JSONDecodeError:
             raise self.malformed("undecodable data line in stream") from None
         if not isinstance(doc, dict):
@@ -195,8 +195,10 @@ class _Stream:
                 cost=self.billed(),
                 generation_id=self.gen_id,
             )
+        # Each event was scrubbed; a key spread over several deltas is caught once joined.
+        content = without_secrets("".join(self.content)) if self.content is not None else None
         return Completion(
-            content="".join(self.content) if self.content is not None else None,
+            content=content,
             finish_reason=self.finish,
             native_finish_reason=self.native,
             model=str(self.served or self.model),
