@@ -250,15 +250,23 @@ def cache_ttl(params: Any) -> str | None:
     return found
 
 
+MIN_THINKING_TOKENS: Final = 1_024
+"""Anthropic's smallest thinking budget (`budget_tokens` ≥ 1024): a smaller one asked for may
+be raised to it."""
+
+
 def reasoning_budget(params: Mapping[str, Any]) -> int:
-    """The reasoning tokens a request asks for outright (`reasoning.max_tokens`; 0 without).
-    Reasoning tokens are billed as output; whether they count within `max_tokens` when the
-    budget asked for is larger is documented nowhere, so the worst case adds them to it."""
+    """The reasoning tokens a request asks for outright (`reasoning.max_tokens`, at least
+    `MIN_THINKING_TOKENS`; 0 without). Reasoning tokens are billed as output; whether they
+    count within `max_tokens` when a budget is asked for is documented nowhere, so the worst
+    case adds them to it."""
     reasoning = params.get("reasoning")
     if not isinstance(reasoning, Mapping):
         return 0
     budget = reasoning.get("max_tokens")
-    return budget if isinstance(budget, int) and not isinstance(budget, bool) else 0
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+        return 0
+    return max(budget, MIN_THINKING_TOKENS)
 
 
 @dataclass(frozen=True, slots=True)

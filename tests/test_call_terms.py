@@ -98,21 +98,25 @@ def test_a_reasoning_budget_is_added_to_max_tokens() -> None:
     assert call_terms({"max_tokens": 256, "reasoning": {"effort": "high"}}).completion_tokens == 256
     terms = call_terms({"max_tokens": 256, "reasoning": {"max_tokens": 2048}})
     assert terms.completion_tokens == 2304
+    # A budget below Anthropic's smallest (1024) may be raised to it.
+    terms = call_terms({"max_tokens": 256, "reasoning": {"max_tokens": 100}})
+    assert terms.completion_tokens == 256 + 1024
+    assert call_terms({"max_tokens": 256, "reasoning": {"max_tokens": 0}}).completion_tokens == 256
 
 
 def test_the_plan_reserves_the_cache_write_and_the_reasoning_budget(tmp_path: Path) -> None:
     cat = _catalog()
-    extra = {"cache_control": {"type": "ephemeral", "ttl": "1h"}, "reasoning": {"max_tokens": 900}}
+    extra = {"cache_control": {"type": "ephemeral", "ttl": "1h"}, "reasoning": {"max_tokens": 1900}}
     request = {"max_tokens": 100, "extra_body": extra}
     spec = make_spec(tmp_path, tiers={"mid": ["t/claude"]}, request=request)
     plan = build_plan(spec, cat, ResumeState(), Overrides())
-    # 1000 prompt tokens at twice 0.000003 + (100 + 900) tokens at 0.000015, plus the BYOK fee
-    call = (1000 * Decimal("0.000006") + 1000 * Decimal("0.000015")) * (1 + BYOK_FEE)
+    # 1000 prompt tokens at twice 0.000003 + (100 + 1900) tokens at 0.000015, plus the BYOK fee
+    call = (1000 * Decimal("0.000006") + 2000 * Decimal("0.000015")) * (1 + BYOK_FEE)
     assert plan.worst_call(("t/claude",), 1000) == ceil_usd(call)
     # A reported usage without a cost is priced the same way (never below the bill).
     info = cat.get("t/claude")
     assert info is not None
-    priced = plan.terms.priced(info, "t/claude", 1000, 1000, 0)
+    priced = plan.terms.priced(info, "t/claude", 1000, 2000, 0)
     assert priced == ceil_usd(call)
 
 
