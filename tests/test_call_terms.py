@@ -18,7 +18,10 @@ from batchroute.budget import BYOK_FEE, cache_ttl, call_terms, ceil_usd
 from batchroute.catalog import Catalog
 from batchroute.errors import SpecError
 from batchroute.plan import Overrides, build_plan
-from batchroute.types import ResumeState
+from batchroute.runner.cost import Pricer
+from batchroute.types import Completion, CostSource, ResumeState, Usage
+
+SONNET = "anthropic/claude-sonnet-4.5"  # shipped: prompt 0.000003, completion 0.000015
 
 CLAUDE = {  # the snapshot's claude-sonnet-4.5 prices
     "id": "t/claude",
@@ -141,3 +144,29 @@ def test_fields_whose_bill_cannot_be_bounded_are_refused(
 def test_service_tiers_with_a_known_price_are_accepted(tmp_path: Path, tier: str) -> None:
     spec = make_spec(tmp_path, request={"max_tokens": 100, "extra_body": {"service_tier": tier}})
     assert spec.request.extra_body == {"service_tier": tier}
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "bill"),
+    [
+        # every prompt token written to the cache at input_cache_write (0.00000375)
+        (SONNET, {"cache_control": {"type": "ephemeral"}}, Decimal("0.00525")),
+        # a priority-tier endpoint: twice the list price (0.003 + 0.0015)
+        (f"{SONNET}:nitro", {}, Decimal("0.009")),
+    ],
+)
+def test_an_answer_priced_from_its_tokens_is_never_below_the_bill(
+    tmp_path: Path, model: str, extra: dict[str, Any], bill: Decimal
+) -> None:
+    """An answer with token counts but no cost (older API shapes) is priced from the tokens:
+    it was priced at the list prices, below a cache write's or a priority tier's bill
+    ($0.004725 for both: 1000 prompt and 100 completion tokens, plus the BYOK fee)."""
+    spec = make_spec(
+        tmp_path, tiers={"mid": [model]}, request={"max_tokens": 100, "extra_body": extra}
+    )
+    pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
+    usage = Usage(prompt_tokens=1000, completion_tokens=100)
+    answer = Completion("ok", "stop", None, SONNET, None, "gen-1", usage)
+    cost, source = pricer.answered(answer, model, pricer.worst(1000, (model,)))
+    assert source is CostSource.CATALOG
+    assert cost >= bill
