@@ -74,12 +74,18 @@ before the answer, so every worst case includes it."""
 
 
 def worst_case_cost(
-    model: ModelInfo, prompt_tokens_max: int, max_tokens: int, *, searches: int = 0
+    model: ModelInfo,
+    prompt_tokens_max: int,
+    max_tokens: int,
+    *,
+    searches: int = 0,
+    cache_ttl: str | None = None,
 ) -> Decimal:
-    """Most a call can cost: every prompt token bound billed at the dearest prompt price,
-    `max_tokens` generated at the dearest completion price, the request fee, `searches` web
-    searches (`:online`), and the BYOK fee on top."""
-    return model.worst_cost(prompt_tokens_max, max_tokens, searches=searches) * (1 + BYOK_FEE)
+    """Most a call can cost: every prompt token bound billed at the dearest prompt price (a
+    cache write's, with `cache_ttl`), `max_tokens` generated at the dearest completion price,
+    the request fee, `searches` web searches (`:online`), and the BYOK fee on top."""
+    worst = model.worst_cost(prompt_tokens_max, max_tokens, searches=searches, cache_ttl=cache_ttl)
+    return worst * (1 + BYOK_FEE)
 
 
 COST_SAFETY_FACTOR = 2
@@ -220,3 +226,92 @@ def priority_factor(model: str, params: Mapping[str, Any]) -> int:
     if model.endswith(":nitro") or params.get("service_tier") == "priority":
         return PRIORITY_FACTOR
     return 1
+
+
+def cache_ttl(params: Any) -> str | None:
+    """The longest cache a request asks for with a `cache_control` anywhere in its parameters
+    (top level: OpenRouter's automatic caching; or in a tool definition): "1h" for any TTL but
+    Anthropic's default "5m"; None when it asks for none. A cache write bills every prompt token
+    written at `input_cache_write` (1.25x the prompt price), twice it for an hour."""
+    found: str | None = None
+    todo = [params]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, Mapping):
+            c = v.get("cache_control")
+            if c is not None:
+                ttl = c.get("ttl", "5m") if isinstance(c, Mapping) else "5m"
+                if ttl != "5m":
+                    return "1h"
+                found = "5m"
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return found
+
+
+MIN_THINKING_TOKENS: Final = 1_024
+"""Anthropic's smallest thinking budget (`budget_tokens` ≥ 1024): a smaller one asked for may
+be raised to it."""
+
+
+def reasoning_budget(params: Mapping[str, Any]) -> int:
+    """The reasoning tokens a request asks for outright (`reasoning.max_tokens`, at least
+    `MIN_THINKING_TOKENS`; 0 without). Reasoning tokens are billed as output; whether they
+    count within `max_tokens` when a budget is asked for is documented nowhere, so the worst
+    case adds them to it."""
+    reasoning = params.get("reasoning")
+    if not isinstance(reasoning, Mapping):
+        return 0
+    budget = reasoning.get("max_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+        return 0
+    return max(budget, MIN_THINKING_TOKENS)
+
+
+@dataclass(frozen=True, slots=True)
+class CallTerms:
+    """What a job's request parameters add to each of its calls' worst case, beyond the
+    messages' prompt bound and the catalogue's list prices; decided once per plan."""
+
+    params: Mapping[str, Any]
+    prompt_tokens: int  # the schema's and tools' tokens (`params_token_bound`)
+    completion_tokens: int  # max_tokens, plus a reasoning budget asked for outright
+    cache_ttl: str | None  # a cache write of the whole prompt may be billed
+    web_search: bool  # `web_search_options`: a search per call
+
+    def searches(self, model: str) -> int:
+        """Web searches a call may be billed for: `:online` runs the web plugin once."""
+        return 1 if self.web_search or model.endswith(":online") else 0
+
+    def worst(self, info: ModelInfo, model: str, prompt_bound: int) -> Decimal:
+        """The reservation of one call to `model` (priced by `info`) with this prompt bound."""
+        cost = worst_case_cost(
+            info,
+            prompt_bound + self.prompt_tokens,  # billed as prompt, though not in the messages
+            self.completion_tokens,
+            searches=self.searches(model),
+            cache_ttl=self.cache_ttl,
+        )
+        return ceil_usd(cost * priority_factor(model, self.params))
+
+    def priced(
+        self, info: ModelInfo, model: str, prompt: int, completion: int, searches: int
+    ) -> Decimal:
+        """A call's cost from the token counts its answer reported (no cost with them): at
+        the dearest prices its request may be billed at, the BYOK fee included."""
+        cost = worst_case_cost(
+            info, prompt, completion, searches=searches, cache_ttl=self.cache_ttl
+        )
+        return ceil_usd(cost * priority_factor(model, self.params))
+
+
+def call_terms(params: Mapping[str, Any]) -> CallTerms:
+    """The `CallTerms` of a job's request parameters (`prompt.request_params`)."""
+    return CallTerms(
+        params,
+        params_token_bound(params),
+        int(params["max_tokens"]) + reasoning_budget(params),
+        cache_ttl(params),
+        "web_search_options" in params,
+    )

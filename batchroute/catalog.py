@@ -21,6 +21,11 @@ WEB_SEARCH_DEFAULT_USD = Decimal("0.02")
 """A web search on a model whose catalogue entry has no `web_search` price: OpenRouter's web
 plugin fetches 5 results by default at $0.004 each (openrouter-api.md §5, `:online`)."""
 
+CACHE_WRITE_1H_FACTOR = 2
+"""A prompt token written to Anthropic's cache for an hour costs twice the prompt price (its
+5-minute write, 1.25x, is /models' `input_cache_write`); the snapshot lists no
+`input_cache_write_1h` for any model."""
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
@@ -42,6 +47,8 @@ class ModelInfo:
     internal_reasoning: Decimal = Decimal(0)
     worst_prompt: Decimal | None = None  # None: the same as `prompt`
     worst_completion: Decimal | None = None
+    cache_write: Decimal | None = None  # per prompt token written to the cache; None: unbilled
+    cache_write_1h: Decimal | None = None  # the same with a 1-hour TTL; None: not listed
 
     @property
     def variable_price(self) -> bool:
@@ -56,13 +63,35 @@ class ModelInfo:
         """Exact list price of a call with these token counts."""
         return prompt_tokens * self.prompt + completion_tokens * self.completion + self.request
 
+    def cache_write_price(self, ttl: str) -> Decimal | None:
+        """What a prompt token written to the cache with `ttl` ("5m" or "1h") may be billed;
+        None for a model that lists no cache-write price (it bills no writes). A 1-hour write
+        not listed apart is twice the prompt price: Anthropic's, whose 5-minute write is the
+        1.25x that /models lists as `input_cache_write`."""
+        if self.cache_write is None and self.cache_write_1h is None:
+            return None
+        prompt = self.prompt if self.worst_prompt is None else self.worst_prompt
+        write = max(self.cache_write or prompt, prompt)
+        if ttl == "5m":
+            return write
+        listed = self.cache_write_1h
+        return max(write, CACHE_WRITE_1H_FACTOR * prompt if listed is None else listed)
+
     def worst_cost(
-        self, prompt_tokens: int, completion_tokens: int, *, searches: int = 0
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        searches: int = 0,
+        cache_ttl: str | None = None,
     ) -> Decimal:
         """The most a call with at most these token counts can be billed, every charge counted:
         the request fee, the dearest prompt and completion prices the pricing has (overrides,
-        reasoning), and `searches` web searches."""
+        reasoning; with `cache_ttl`, a cache write of every prompt token), and `searches` web
+        searches."""
         prompt = self.prompt if self.worst_prompt is None else self.worst_prompt
+        if cache_ttl is not None:
+            prompt = max(prompt, self.cache_write_price(cache_ttl) or prompt)
         completion = self.completion if self.worst_completion is None else self.worst_completion
         total = prompt_tokens * prompt + completion_tokens * completion + self.request
         if searches:
@@ -109,6 +138,7 @@ def _model(m: dict[str, Any]) -> ModelInfo:
     worst_prompt = max([prompt, *_override_prices(pricing, "prompt")])
     # Reasoning tokens count against max_tokens and may be priced apart from the answer.
     worst_completion = max([completion, reasoning, *_override_prices(pricing, "completion")])
+    writes = {k: _listed(pricing, k) for k in ("input_cache_write", "input_cache_write_1h")}
     return ModelInfo(
         id=m["id"],
         prompt=prompt,
@@ -121,7 +151,17 @@ def _model(m: dict[str, Any]) -> ModelInfo:
         internal_reasoning=reasoning,
         worst_prompt=None if worst_prompt == prompt else worst_prompt,
         worst_completion=None if worst_completion == completion else worst_completion,
+        cache_write=writes["input_cache_write"],
+        cache_write_1h=writes["input_cache_write_1h"],
     )
+
+
+def _listed(pricing: dict[str, Any], key: str) -> Decimal | None:
+    """The highest price `key` has (its own and in `overrides`); None when it has none."""
+    prices = _override_prices(pricing, key)
+    if key in pricing:
+        prices.append(_price(pricing, key))
+    return max(prices, default=None)
 
 
 class Catalog:
@@ -166,6 +206,10 @@ class Catalog:
                 max_completion_tokens=None,
                 supported_parameters=top.supported_parameters,
                 web_search=max(searches, default=None),
+                cache_write=max((m.cache_write for m in priced if m.cache_write), default=None),
+                cache_write_1h=max(
+                    (m.cache_write_1h for m in priced if m.cache_write_1h), default=None
+                ),
             )
         return self._dearest
 

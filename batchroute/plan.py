@@ -17,13 +17,11 @@ from typing import Any
 
 from batchroute import classifier, learned
 from batchroute.budget import (
-    ceil_usd,
-    params_token_bound,
-    priority_factor,
+    CallTerms,
+    call_terms,
     prompt_token_bound,
     quantize_usd,
     typical_prompt_tokens,
-    worst_case_cost,
 )
 from batchroute.catalog import Catalog, ModelInfo
 from batchroute.errors import InputError, SpecError
@@ -210,11 +208,11 @@ class RunPlan:
     dial: Dial | None = None  # the calibrated cost dial, from `calibrated`
     scored: int = 0  # records the dial was calibrated on (a sample beyond split.SAMPLE_MAX)
     _dearest: ModelInfo = field(init=False, repr=False)
-    _params_bound: int = field(init=False, repr=False)  # the schema's and tools' tokens
+    terms: CallTerms = field(init=False, repr=False)  # what the request adds to each call
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_dearest", self.catalog.dearest())
-        object.__setattr__(self, "_params_bound", params_token_bound(self.params))
+        object.__setattr__(self, "terms", call_terms(self.params))
 
     # ----------------------------------------------------------------- budget
     @property
@@ -237,19 +235,12 @@ class RunPlan:
 
     def searches(self, model: str) -> int:
         """Web searches a call may be billed for: `:online` runs the web plugin once."""
-        return 1 if model.endswith(":online") or "web_search_options" in self.params else 0
+        return self.terms.searches(model)
 
     def worst_call(self, served_by: tuple[str, ...], prompt_bound: int) -> Decimal:
-        """The reservation of one call: its worst case over every model that may serve it."""
-        max_tokens = self.spec.request.max_tokens
-        prompt_bound += self._params_bound  # billed as prompt, though not in the messages
-        return max(
-            ceil_usd(
-                worst_case_cost(self.info(m), prompt_bound, max_tokens, searches=self.searches(m))
-                * priority_factor(m, self.params)
-            )
-            for m in served_by
-        )
+        """The reservation of one call: its worst case over every model that may serve it
+        (`budget.CallTerms.worst`: schema, cache writes, reasoning budget, priority tier)."""
+        return max(self.terms.worst(self.info(m), m, prompt_bound) for m in served_by)
 
     def expected_call(self, tier: str, prompt_tokens: int) -> Decimal:
         """What a call to `tier` typically costs: a typical answer (`TYPICAL_COMPLETION_TOKENS`,

@@ -18,6 +18,8 @@ def worst_terms(plan: RunPlan) -> dict[str, Any]:
         "max_attempts": spec.limits.max_attempts,
         "max_escalations": min(spec.limits.max_escalations, len(plan.tiers) - 1),
         "max_tokens": spec.request.max_tokens,
+        "reasoning_tokens": plan.terms.completion_tokens - spec.request.max_tokens,
+        "cache_write": plan.terms.cache_ttl,
         "byok_fee": str(BYOK_FEE),
         "web_search": any(plan.searches(m) for t in plan.tiers.values() for m in t.models),
         "native_fallback_tiers": [n for n, t in plan.tiers.items() if t.native_fallback],
@@ -33,9 +35,20 @@ def worst_line(terms: dict[str, Any]) -> str:
     return (
         f"every record billed in full on every call the run may make for it: "
         f"{terms['max_attempts']} tries (limits.max_attempts) on each model of its tier's "
-        f"chain{up}, each answer {terms['max_tokens']} tokens (max_tokens) at the model's "
-        "dearest completion price (reasoning included), the prompt at 1 token per byte at the "
-        "dearest prompt price, request fees"
+        f"chain{up}, each answer {terms['max_tokens']} tokens (max_tokens)"
+        + (
+            f" plus {terms['reasoning_tokens']} reasoning tokens (reasoning.max_tokens)"
+            if terms.get("reasoning_tokens")
+            else ""
+        )
+        + " at the model's dearest completion price (reasoning included), the prompt at 1 "
+        "token per byte at the dearest prompt price"
+        + (
+            f" or a {terms['cache_write']} cache write's (cache_control)"
+            if terms.get("cache_write")
+            else ""
+        )
+        + ", request fees"
         + (", a web search per call" if terms["web_search"] else "")
         + f" and the {Decimal(terms['byok_fee']) * 100:.0f} % BYOK fee"
         + (

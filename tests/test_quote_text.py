@@ -53,6 +53,8 @@ def test_the_sample_jobs_quote_says_what_the_worst_case_counts(tmp_path: Path) -
         "max_attempts": 3,
         "max_escalations": 1,
         "max_tokens": 512,
+        "reasoning_tokens": 0,
+        "cache_write": None,
         "byok_fee": "0.05",
         "web_search": False,
         "native_fallback_tiers": [],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from batchroute.budget import ceil_usd, plausible_cost, quantize_usd, worst_case_cost
+from batchroute.budget import plausible_cost, quantize_usd
 from batchroute.errors import UpstreamError
 from batchroute.plan import RunPlan
 from batchroute.types import Completion, CostSource
@@ -78,5 +78,5 @@ class Pricer:
         served = plan.catalog.get(c.model) or plan.info(model)
         searches = max(u.web_search_requests, plan.searches(c.model), plan.searches(model))
         # The dearest prices, a search if one may have run, and the BYOK fee: over, not under.
-        cost = worst_case_cost(served, u.prompt_tokens, u.completion_tokens, searches=searches)
-        return ceil_usd(cost), CostSource.CATALOG
+        cost = plan.terms.priced(served, model, u.prompt_tokens, u.completion_tokens, searches)
+        return cost, CostSource.CATALOG

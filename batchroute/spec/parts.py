@@ -148,6 +148,38 @@ _EXTRA_BODY_BANNED = frozenset(
 )
 
 
+PRICED_SERVICE_TIERS = ("auto", "default", "flex", "priority")
+"""The `service_tier` values the worst case can price: the list price, a cheaper one, or
+priority (`budget.PRIORITY_FACTOR`). /models lists no price for the others (`fast`: Anthropic's
+fast mode is 6x, `claude-opus-4.6-fast` in the snapshot; `scale`)."""
+
+
+def _bounded_bill(v: dict[str, Any]) -> None:
+    """Refuse the extra_body fields that make a call's bill unknowable before it is sent."""
+    tier = v.get("service_tier")
+    if tier is not None and tier not in PRICED_SERVICE_TIERS:
+        raise ValueError(
+            f"extra_body.service_tier {tier!r} is billed at a price /models does not list, so "
+            f"no call could be reserved at its worst case: use one of "
+            f"{', '.join(PRICED_SERVICE_TIERS)}"
+        )
+    reasoning = v.get("reasoning")
+    if reasoning is None:
+        return
+    if not isinstance(reasoning, dict):
+        raise ValueError(
+            "extra_body.reasoning must be a mapping ({effort: ...} or {max_tokens: N})"
+        )
+    budget = reasoning.get("max_tokens")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= 1_000_000
+    ):
+        raise ValueError(
+            "extra_body.reasoning.max_tokens must be a whole number of tokens from 0 to "
+            "1000000 (each call's worst case adds it to max_tokens)"
+        )
+
+
 class RequestSpec(_Strict):
     max_tokens: Int = Field(ge=1, le=1_000_000)  # required: it bounds the cost of every call
     temperature: Float | None = Field(default=None, ge=0, le=2)
@@ -168,6 +200,7 @@ class RequestSpec(_Strict):
                 f"extra_body may not set {', '.join(banned)}: use request.max_tokens, or the "
                 "tier's native_fallback/provider options"
             )
+        _bounded_bill(v)
         return v
 
     _plain_format = field_validator("response_format")(_json_values)

@@ -1,0 +1,172 @@
+"""What a job's request fields add to each call's worst case (`budget.CallTerms`), pure.
+
+The end-to-end reproductions (real CLI, a stand-in billing as the docs say) are in
+`test_audit_request_bill.py`; these pin the arithmetic and the validation by hand.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from factories import make_spec
+
+from batchroute.budget import BYOK_FEE, cache_ttl, call_terms, ceil_usd
+from batchroute.catalog import Catalog
+from batchroute.errors import SpecError
+from batchroute.plan import Overrides, build_plan
+from batchroute.runner.cost import Pricer
+from batchroute.types import Completion, CostSource, ResumeState, Usage
+
+SONNET = "anthropic/claude-sonnet-4.5"  # shipped: prompt 0.000003, completion 0.000015
+
+CLAUDE = {  # the snapshot's claude-sonnet-4.5 prices
+    "id": "t/claude",
+    "context_length": 200_000,
+    "pricing": {
+        "prompt": "0.000003",
+        "completion": "0.000015",
+        "input_cache_read": "0.0000003",
+        "input_cache_write": "0.00000375",
+    },
+}
+LISTED_1H = {
+    "id": "t/listed",
+    "context_length": 200_000,
+    "pricing": {
+        "prompt": "0.000001",
+        "completion": "0.000002",
+        "input_cache_write": "0.00000125",
+        "input_cache_write_1h": "0.000003",  # above twice the prompt price: the listed one wins
+    },
+}
+NO_WRITES = {
+    "id": "t/implicit",
+    "context_length": 128_000,
+    "pricing": {"prompt": "0.000001", "completion": "0.000002", "input_cache_read": "0.0000005"},
+}
+
+
+def _catalog() -> Catalog:
+    doc = {"data": [CLAUDE, LISTED_1H, NO_WRITES]}
+    return Catalog(orjson.dumps(doc), source="test", fetched_at="2026-12-07")
+
+
+def test_a_cache_write_prices_every_prompt_token_at_the_write_price() -> None:
+    cat = _catalog()
+    claude, listed, implicit = (cat.get(m) for m in ("t/claude", "t/listed", "t/implicit"))
+    assert claude is not None
+    assert listed is not None
+    assert implicit is not None
+    # 1000 prompt tokens, 100 completion tokens, by hand:
+    assert claude.worst_cost(1000, 100) == Decimal("0.0045")  # 0.003 + 0.0015
+    assert claude.worst_cost(1000, 100, cache_ttl="5m") == Decimal("0.00525")  # 0.00375 + ...
+    assert claude.worst_cost(1000, 100, cache_ttl="1h") == Decimal("0.0075")  # 2 × 0.003 + ...
+    assert listed.worst_cost(1000, 100, cache_ttl="1h") == Decimal("0.0032")  # 0.003 + 0.0002
+    # A model that lists no write price bills no writes: its worst case does not move.
+    assert implicit.worst_cost(1000, 100, cache_ttl="1h") == implicit.worst_cost(1000, 100)
+    # A model missing from the catalogue is priced as the dearest: its writes included.
+    dearest = cat.dearest()
+    assert dearest.cache_write == Decimal("0.00000375")
+    assert dearest.cache_write_1h == Decimal("0.000003")
+
+
+@pytest.mark.parametrize(
+    ("params", "ttl"),
+    [
+        ({"max_tokens": 5}, None),
+        ({"cache_control": {"type": "ephemeral"}}, "5m"),
+        ({"cache_control": {"type": "ephemeral", "ttl": "5m"}}, "5m"),
+        ({"cache_control": {"type": "ephemeral", "ttl": "1h"}}, "1h"),
+        ({"cache_control": "ephemeral"}, "5m"),  # not the documented shape: still a write
+        # inside a tool definition, the longest TTL anywhere counts
+        (
+            {
+                "cache_control": {"type": "ephemeral"},
+                "tools": [{"function": {"name": "f"}, "cache_control": {"ttl": "1h"}}],
+            },
+            "1h",
+        ),
+    ],
+)
+def test_cache_ttl_finds_a_cache_control_anywhere(params: dict[str, Any], ttl: str | None) -> None:
+    assert cache_ttl(params) == ttl
+
+
+def test_a_reasoning_budget_is_added_to_max_tokens() -> None:
+    assert call_terms({"max_tokens": 256}).completion_tokens == 256
+    assert call_terms({"max_tokens": 256, "reasoning": {"effort": "high"}}).completion_tokens == 256
+    terms = call_terms({"max_tokens": 256, "reasoning": {"max_tokens": 2048}})
+    assert terms.completion_tokens == 2304
+    # A budget below Anthropic's smallest (1024) may be raised to it.
+    terms = call_terms({"max_tokens": 256, "reasoning": {"max_tokens": 100}})
+    assert terms.completion_tokens == 256 + 1024
+    assert call_terms({"max_tokens": 256, "reasoning": {"max_tokens": 0}}).completion_tokens == 256
+
+
+def test_the_plan_reserves_the_cache_write_and_the_reasoning_budget(tmp_path: Path) -> None:
+    cat = _catalog()
+    extra = {"cache_control": {"type": "ephemeral", "ttl": "1h"}, "reasoning": {"max_tokens": 1900}}
+    request = {"max_tokens": 100, "extra_body": extra}
+    spec = make_spec(tmp_path, tiers={"mid": ["t/claude"]}, request=request)
+    plan = build_plan(spec, cat, ResumeState(), Overrides())
+    # 1000 prompt tokens at twice 0.000003 + (100 + 1900) tokens at 0.000015, plus the BYOK fee
+    call = (1000 * Decimal("0.000006") + 2000 * Decimal("0.000015")) * (1 + BYOK_FEE)
+    assert plan.worst_call(("t/claude",), 1000) == ceil_usd(call)
+    # A reported usage without a cost is priced the same way (never below the bill).
+    info = cat.get("t/claude")
+    assert info is not None
+    priced = plan.terms.priced(info, "t/claude", 1000, 2000, 0)
+    assert priced == ceil_usd(call)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"service_tier": "fast"}, "service_tier 'fast'"),
+        ({"service_tier": "scale"}, "service_tier 'scale'"),
+        ({"reasoning": {"max_tokens": "2k"}}, "reasoning.max_tokens"),
+        ({"reasoning": {"max_tokens": True}}, "reasoning.max_tokens"),
+        ({"reasoning": "high"}, "reasoning must be a mapping"),
+    ],
+)
+def test_fields_whose_bill_cannot_be_bounded_are_refused(
+    tmp_path: Path, extra: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(SpecError, match=words):
+        make_spec(tmp_path, request={"max_tokens": 100, "extra_body": extra})
+
+
+@pytest.mark.parametrize("tier", ["auto", "default", "flex", "priority"])
+def test_service_tiers_with_a_known_price_are_accepted(tmp_path: Path, tier: str) -> None:
+    spec = make_spec(tmp_path, request={"max_tokens": 100, "extra_body": {"service_tier": tier}})
+    assert spec.request.extra_body == {"service_tier": tier}
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "bill"),
+    [
+        # every prompt token written to the cache at input_cache_write (0.00000375)
+        (SONNET, {"cache_control": {"type": "ephemeral"}}, Decimal("0.00525")),
+        # a priority-tier endpoint: twice the list price (0.003 + 0.0015)
+        (f"{SONNET}:nitro", {}, Decimal("0.009")),
+    ],
+)
+def test_an_answer_priced_from_its_tokens_is_never_below_the_bill(
+    tmp_path: Path, model: str, extra: dict[str, Any], bill: Decimal
+) -> None:
+    """An answer with token counts but no cost (older API shapes) is priced from the tokens:
+    it was priced at the list prices, below a cache write's or a priority tier's bill
+    ($0.004725 for both: 1000 prompt and 100 completion tokens, plus the BYOK fee)."""
+    spec = make_spec(
+        tmp_path, tiers={"mid": [model]}, request={"max_tokens": 100, "extra_body": extra}
+    )
+    pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
+    usage = Usage(prompt_tokens=1000, completion_tokens=100)
+    answer = Completion("ok", "stop", None, SONNET, None, "gen-1", usage)
+    cost, source = pricer.answered(answer, model, pricer.worst(1000, (model,)))
+    assert source is CostSource.CATALOG
+    assert cost >= bill
