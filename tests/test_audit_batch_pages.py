@@ -57,6 +57,16 @@ class Flaky(BatchStandIn):
         return await super().results(request)
 
 
+async def _run_waiting(tmp_path: Path, base_url: str) -> tuple[int, str]:
+    """`run --wait` of N records on a batch tier against the stand-in at `base_url`."""
+    write_jsonl(tmp_path / "in.jsonl", texts(N))
+    job = job_dict(tmp_path, quality=[], endpoint={"base_url": base_url, "api_key_env": KEY_ENV})
+    job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return await run_cli_async("run", str(path), "--wait")
+
+
 @pytest.mark.parametrize("fail_status", [503, 404])
 async def test_a_failed_results_page_loses_no_paid_answer(
     tmp_path: Path, serve: Any, fail_status: int
@@ -65,15 +75,8 @@ async def test_a_failed_results_page_loses_no_paid_answer(
     the 120 records paid again synchronously: $0.0711 billed, no batch answer stored. 404 on
     page 2: the 70 answers past page 1 dropped and paid again: $0.0513 billed."""
     standin = Flaky(page_size=50, fail_status=fail_status)
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
-    job = job_dict(
-        tmp_path, quality=[], endpoint={"base_url": await serve(standin), "api_key_env": KEY_ENV}
-    )
-    job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
     db = tmp_path / "results.duckdb"
-    code, err = await run_cli_async("run", str(path), "--wait")
+    code, err = await _run_waiting(tmp_path, await serve(standin))
     assert code == 0, err
     assert standin.fail_times == 0, "the page never failed: the test proves nothing"
     assert len(standin.batches) == 1
@@ -106,15 +109,8 @@ async def test_pages_the_client_cannot_follow_are_not_taken_as_all(
     answers were dropped and their records paid again synchronously. Now the inline results
     stand in."""
     standin = AfterCursor(page_size=50)
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
-    job = job_dict(
-        tmp_path, quality=[], endpoint={"base_url": await serve(standin), "api_key_env": KEY_ENV}
-    )
-    job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
     db = tmp_path / "results.duckdb"
-    code, err = await run_cli_async("run", str(path), "--wait")
+    code, err = await _run_waiting(tmp_path, await serve(standin))
     assert code == 0, err
     assert query(db, "SELECT status, count(*) FROM results GROUP BY 1") == [("done", N)]
     assert standin.sync_calls == 0, f"{standin.sync_calls} paid answers were paid for again"
