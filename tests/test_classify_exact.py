@@ -45,12 +45,39 @@ def ref_features(text: str, system: str = "") -> list[int]:
     return sorted(out)
 
 
+_OPTION = re.compile(r"(?m)^\s*\(?([A-Ea-e1-5])[).:]\s+(.*)$")
+_NEGATION = re.compile(r"\b(not|except|least|never|false|incorrect|cannot|no)\b", re.I)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def ref_structure(text: str) -> list[int]:
+    """`shape.structure` as it was (fd60bd7): every block split off, three findall on the last,
+    each bucket an f-string encoded and hashed per prompt."""
+    blocks = [b for b in text.strip().split("\n\n") if b.strip()]
+    last = blocks[-1] if blocks else text
+    opts = _OPTION.findall(last)
+    out = [
+        f"#nblk{min(len(blocks), 6)}",
+        f"#lastlen{min(int(math.log2(len(last) + 1)), 14)}",
+        f"#nopt{min(len(opts), 6)}",
+        f"#nnum{min(len(_NUMBER.findall(last)), 8)}",
+        f"#neg{min(len(_NEGATION.findall(last)), 3)}",
+        f"#q{min(last.count('?'), 3)}",
+        f"#assert{min(text.count('assert'), 5)}",
+    ]
+    if opts:
+        lens = [len(o[1]) for o in opts]
+        out.append(f"#optmax{min(int(math.log2(max(lens) + 1)), 8)}")
+        out.append(f"#optspread{min(int(math.log2(max(lens) - min(lens) + 1)), 7)}")
+    return sorted({crc32(f.encode()) for f in out})
+
+
 def ref_classify(text: str, system: str = "") -> Classification:
     """Float sums column by column in feature-id order; the task head's own lookup."""
     m = learned.load_model()
     ids = ref_features(text, system)
     sums = [0.0] * len(m.intercepts)
-    for i in sorted({*ids, *learned.structure(text)}):  # the routing heads read the shape too
+    for i in sorted({*ids, *ref_structure(text)}):  # the routing heads read the shape too
         row = m.rows.get(i)
         if row is not None:
             sums = [s + w for s, w in zip(sums, row, strict=True)]
@@ -361,3 +388,83 @@ def test_a_literal_first_alternative_matches_as_the_original(alt: str, texts: li
     assert fast.pattern != alt  # rewritten: starts with its literal
     for t in texts:
         assert (fast.search(t) is None) == (re.search(alt, t) is None), t
+
+
+# --- the prompt's shape: the fast `structure` against the plain one ---------------------------
+
+SHAPES = [
+    *FIXTURE,
+    "Q?\n\nA) one\nB) two\n\n\n",
+    "a\n\n\nb",  # an odd run of newlines: the last block starts with "\n"
+    "a\n\n\n\nb\n\n \t \n\n\u3000\n\nc",  # empty and whitespace-only blocks between
+    "\n\n  \n\n",  # blocks, all blank: the text itself is the last block
+    " \u2028\x85\x1c ",  # unicode whitespace only
+    "x\n\n\u2028\n\ny",
+    "(A) yes\n(b): no\n 3. maybe\nE)\n\nf) not an option\nC)   \nD) last",
+    "A)\nspans the newline\nB) ok",
+    "Is it NOT false? It cannot be: NO, never, except at least 1.5 or 2.25.3 of them.",
+    "ſo leaſt İncorrect Kelvin \u212a noT ſtill",  # IGNORECASE folds "ſ" to "s", "K" to "k"
+    "٣٤.٥ and ५ and ²³ and 1.2.3 and 10.x and .5 and 7.",  # \d is Nd: "²" is not one
+    "only ٣٤.٥ and ५ here, no ASCII digit",  # an ASCII digit check alone would miss them
+    "nothing knot no_ no1 _no 1no no- not-no never'",
+    "assert x\nassert y\n\nassert z\nassertassert",
+    "A) " + "y" * 300 + "\nB) n",
+]
+_SHAPE_BITS = (
+    "\n",
+    "\n\n",
+    "\n\n\n",
+    " ",
+    "\t",
+    "\u3000",
+    "\u2028",
+    "\x85",
+    "\x1c",
+    "A) ",
+    "b. ",
+    "(c) ",
+    "3: ",
+    "E)",
+    "?",
+    "1",
+    "2.5",
+    "٣",
+    "५",
+    "²",
+    "½",
+    ".",
+    "not",
+    "NOT",
+    "no",
+    "nope",
+    "Never",
+    "except",
+    "leaſt",
+    "İ",
+    "\u212a",
+    "false",
+    "incorrect",
+    "cannot",
+    "assert",
+    "_",
+    "é",
+    "x",
+)
+
+
+@pytest.mark.parametrize("text", SHAPES)
+def test_fast_structure_equals_the_plain_one(text: str) -> None:
+    assert learned.structure(text) == ref_structure(text)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_SHAPE_BITS) | st.text(max_size=8), max_size=40))
+def test_fast_structure_equals_the_plain_one_on_any_text(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert learned.structure(text) == ref_structure(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_fast_structure_equals_the_plain_one_on_arbitrary_text(text: str) -> None:
+    assert learned.structure(text) == ref_structure(text)
