@@ -34,7 +34,6 @@ from typing import Final
 from zlib import crc32
 
 from . import task_head
-from .exact_sums import FIELD, HALF, WIDTH
 from .exact_sums import column_ints as _column_ints
 from .shape import structure
 from .types import COMPLEXITIES, TASK_TYPES, Classification
@@ -282,14 +281,19 @@ class _Exact:
     """A router model's columns as exact integers, merged with its task head."""
 
     head: task_head.TaskHead
-    packed: dict[int, int]  # feature id → routing weights / 2^q_c (WIDTH bits each), head above
+    packed: dict[int, int]  # feature id → routing weights / 2^q_c (a field each), head above
     router: dict[
         int, int
     ]  # the same without the head: `structure` ids the routing heads alone read
     scales: tuple[int, ...]  # per routing column: q_c (a weight is its integer times 2^q_c)
-    # 0, or: the weights' magnitudes are packed above the weights, and a prompt whose sum of
-    # magnitudes has a bit of `guard` set (a column whose sums could round) takes the reference
+    # 0, or: the guarded columns' magnitudes are packed above the weights, and a prompt whose
+    # sum of magnitudes has a bit of `guard` set (a column whose sums could round) takes the
+    # reference
     guard: int = 0
+    # per routing column, lowest first: (q_c, its field's mask, half, width); a field is as
+    # wide as the column's summed magnitudes and a sign bit: no subset's sum can overflow it
+    fields: tuple[tuple[int, int, int, int], ...] = ()
+    checked: int = 0  # bits of the magnitudes' fields, between the columns and the head
 
 
 def _build_exact(m: Model) -> _Exact | None:
@@ -300,25 +304,34 @@ def _build_exact(m: Model) -> _Exact | None:
     if any(c is None for c in cols):
         return None
     exact = [c for c in cols if c is not None]
-    limits = [c[2] for c in exact]
+    # the narrowest fields (fewer bits per big-integer addition): |any subset's sum| is at
+    # most the column's summed magnitudes, so that and a sign bit never overflow
+    widths = [sum(map(abs, c[1])).bit_length() + 1 for c in exact]
     fields = [c[1] for c in exact]
-    guard = 0
-    if any(b is not None for b in limits):  # magnitudes too, above, for each prompt's check
-        fields += [list(map(abs, c[1])) for c in exact]
-        for j, b in enumerate(limits):
-            if b is not None:  # bits b .. WIDTH of the column's magnitudes field
-                guard |= (FIELD ^ ((1 << b) - 1)) << (WIDTH * j)
+    guard, checked = 0, 0
+    for c in exact:  # the magnitudes of the columns exact only for small subsets, above
+        if c[2] is not None:
+            mags = list(map(abs, c[1]))
+            width = max(sum(mags).bit_length(), c[2])  # non-negative sums: no sign bit
+            fields.append(mags)
+            widths.append(width)
+            guard |= (((1 << width) - 1) ^ ((1 << c[2]) - 1)) << checked  # bits b .. width
+            checked += width
     acc: list[int] = [0] * len(m.rows)
-    for j, ints in enumerate(fields):
-        acc = list(map(add, acc, map(lshift, ints, repeat(WIDTH * j))))
-    shift = WIDTH * len(fields)
+    at = 0
+    for ints, width in zip(fields, widths, strict=True):
+        acc = list(map(add, acc, map(lshift, ints, repeat(at))))
+        at += width
     router = dict(zip(m.rows, acc, strict=True))
-    heads = dict(zip(head.packed, map(lshift, head.packed.values(), repeat(shift)), strict=True))
+    heads = dict(zip(head.packed, map(lshift, head.packed.values(), repeat(at)), strict=True))
     packed = {**router, **heads}
     both = list(router.keys() & heads.keys())  # a feature of both files: both parts, added
     sums = map(add, map(router.__getitem__, both), map(heads.__getitem__, both))
     packed.update(zip(both, sums, strict=True))
-    return _Exact(head, packed, router, tuple(c[0] for c in exact), guard)
+    layout = tuple(
+        (c[0], (1 << w) - 1, 1 << (w - 1), w) for c, w in zip(exact, widths, strict=False)
+    )
+    return _Exact(head, packed, router, tuple(c[0] for c in exact), guard, layout, checked)
 
 
 _exact: tuple[Model, task_head.TaskHead, _Exact | None] | None = None
@@ -356,18 +369,18 @@ def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction
     # the shape's ids not among the words' (an id counts once, as in the reference's set)
     total += sum(filter(None, map(fast.router.get, [i for i in structure(text) if i not in ids])))
     sums = []
-    for q in fast.scales:  # the routing columns, lowest bits first; the head's sum stays above
-        v = total & FIELD
-        if v >= HALF:
-            v -= 1 << WIDTH
+    for q, mask, half, width in fast.fields:  # the routing columns, lowest bits first
+        v = total & mask
+        if v >= half:
+            v -= mask + 1
         sums.append(math.ldexp(v, q))
-        total = (total - v) >> WIDTH
+        total = (total - v) >> width
     if fast.guard:  # the magnitudes' fields (non-negative: no borrow), then the head above
         if total & fast.guard:  # this prompt's sums could round: the reference path's order
             words = features(text, system=system)
             pred = _predict_ids(sorted({*words, *structure(text)}), m)
             return replace(pred, task=task_head.predict(words, text, system=system, head=fast.head))
-        total >>= WIDTH * len(fast.scales)
+        total >>= fast.checked
     pred = _from_sums(sums, m)
     h = fast.head
     own = task_head.own_features(text, system=system, head=h)  # the rules' verdict, lead words
