@@ -87,6 +87,11 @@ def _feature_set(text: str, system: str) -> set[int]:
     """The hashed feature ids of a prompt, unsorted (`features` sorts them): the distinct
     tokens of the lower-cased head and tail window, the word pairs of the window, the system
     prompt's head's tokens prefixed "s:", a length bucket and a line-count bucket."""
+    return _feature_parts(text, system)[0]
+
+
+def _feature_parts(text: str, system: str) -> tuple[set[int], list[str], bool]:
+    """`_feature_set`, the window's tokens and whether the window is ASCII."""
     if len(_TOKEN_IDS) > _MEMO_MAX:
         _TOKEN_IDS.clear()
         _MIXED_IDS.clear()
@@ -101,7 +106,14 @@ def _feature_set(text: str, system: str) -> set[int]:
     out.update(map(xor, map(_MIXED_IDS.__getitem__, toks), islice(uni, 1, None)))
     out.add(_LEN_IDS[min(int(math.log2(len(text) + 1)), 16)])
     out.add(_LINES_IDS[min(text.count("\n"), 20) // 4])
-    return out
+    return out, toks, window.isascii()
+
+
+def _ascii_words(toks: list[str]) -> set[str]:
+    """The heuristic's words (`[a-z]+` runs) of an ASCII window, from its tokens: there a
+    letter token is a maximal run of ASCII letters, lower-cased: exactly one such word (the
+    window is the heuristic's too: the same `HEAD` and `TAIL`, see test_classify_exact)."""
+    return set(filter(str.isalpha, set(toks)))
 
 
 def routing_features(text: str, *, system: str = "") -> list[int]:
@@ -364,7 +376,7 @@ def _exact_tables(m: Model) -> _Exact | None:
 
 def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction:
     """`predict` through the exact tables: bit-identical, without sorting or float sums."""
-    ids = _feature_set(text, system)
+    ids, toks, ascii_window = _feature_parts(text, system)
     total = sum(filter(None, map(fast.packed.get, ids)))
     # the shape's ids not among the words' (an id counts once, as in the reference's set)
     total += sum(filter(None, map(fast.router.get, [i for i in structure(text) if i not in ids])))
@@ -383,6 +395,7 @@ def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction
         total >>= fast.checked
     pred = _from_sums(sums, m)
     h = fast.head
-    own = task_head.own_features(text, system=system, head=h)  # the rules' verdict, lead words
+    vocab = _ascii_words(toks) if ascii_window else None  # else the heuristic finds its own
+    own = task_head.own_features(text, system=system, head=h, words=vocab)  # rules, lead words
     total += sum(filter(None, map(h.packed.get, own)))
     return Prediction(h.choose(h.logits_of(total)), pred.score, pred.quality, pred.factor)

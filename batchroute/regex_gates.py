@@ -94,6 +94,28 @@ def _literal_first(alt: str) -> str:
     return rf"{words}(?<=\b{words}){rest}" if words else alt
 
 
+def _leading_literal(alt: str) -> str:
+    """The literal every match of `\\bword…` contains ("" if it does not start so): the words
+    `_literal_first` moves to the front."""
+    lead = _LEADING_WORDS.fullmatch(alt)
+    if lead is None:
+        return ""
+    words, rest = lead[1], lead[2]
+    return words[:-1] if rest[:1] in ("?", "*", "+", "{") else words
+
+
+def by_literal(rx: re.Pattern[str]) -> Predicate:
+    """`rx.search(window) is not None` for a `\\b(?:a|b…)` regex of literal-led alternatives:
+    each searched literal first, and only if the window contains its literal (a C-level
+    substring test, where the whole regex tries `\\b` at every position)."""
+    alts = top_level(rx.pattern)
+    return any_alternative(rx, *(_has_literal(_leading_literal(a)) for a in alts))
+
+
+def _has_literal(lit: str) -> Gate:
+    return text_has(lit) if lit else always
+
+
 _PLAIN = re.compile(r"[a-z]+(?: [a-z]+)*")
 
 

@@ -42,9 +42,10 @@ _SIGN: Final = 1 << (FIELD - 1)
 _ENCODE: Final = methodcaller("encode", "utf-8", "surrogatepass")  # C-level, for map()
 
 
-def heuristic_features(text: str, *, system: str = "") -> list[int]:
-    """The stacked features: the heuristic's task type and the rule that decided it."""
-    verdict = classifier.rule_verdict(text, system=system)
+def heuristic_features(text: str, *, system: str = "", words: set[str] | None = None) -> list[int]:
+    """The stacked features: the heuristic's task type and the rule that decided it (`words`:
+    see `classifier.rule_verdict`)."""
+    verdict = classifier.rule_verdict(text, system=system, words=words)
     ids = _VERDICT_IDS.get(verdict)
     if ids is None:  # a few dozen (task, rule) pairs exist: hash each once per process
         task, rule = verdict
@@ -202,9 +203,13 @@ def predict(ids: list[int], text: str, *, system: str = "", head: TaskHead | Non
     return h.predict([*ids, *own_features(text, system=system, head=h)])
 
 
-def own_features(text: str, *, system: str = "", head: TaskHead) -> list[int]:
+def own_features(
+    text: str, *, system: str = "", head: TaskHead, words: set[str] | None = None
+) -> list[int]:
     """The head's features beyond `learned.features`: the heuristic's verdict if it was trained
-    stacked, the lead words if it was trained with them, character n-grams if it asks for them."""
-    heur = heuristic_features(text, system=system) if head.stacked else []
+    stacked, the lead words if it was trained with them, character n-grams if it asks for them.
+    `words`: the heuristic's window's words, if the caller has them (`classifier.rule_verdict`).
+    """
+    heur = heuristic_features(text, system=system, words=words) if head.stacked else []
     lead = lead_features(text) if head.lead else []
     return [*heur, *lead, *(char_features(text, head.char) if head.char else [])]

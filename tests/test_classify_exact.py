@@ -249,6 +249,9 @@ GATED = [  # (predicate, the whole regex it replaces, searched on the lower-case
     (classifier._CODE_ANY, classifier._CODE, False),
     (classifier._ANALYSIS_ANY, classifier._ANALYSIS, True),
     (classifier._CHAT_ANY, classifier._CHAT, True),
+    (classifier._TO_LANG_ANY, classifier._TO_LANG, True),
+    (classifier._SUMMARY_ANY, classifier._SUMMARY, True),
+    (classifier._REVIEW_ANY, classifier._REVIEW, True),
 ]
 # words and marks the gated regexes look for, so that generated texts often match them
 _MORE_WORDS = (
@@ -263,10 +266,24 @@ _MORE_WORDS = (
     "morning thanks thank should what any tips advice recommend recommendation i'm im feel "
     "feeling so let's lets chat tell joke are think deal cope"
 )
+_SUMMARY_REVIEW_FOREIGN = (
+    "summarize summarise summarization summarizing summary tl;dr tl;d tldr tl sum up it this that "
+    "key points takeaways main synopsis condense recap gist one two three few sentence sentences "
+    "bullet bullets summar review reviewer debug fix fixes bug bugs buggy wrong error errors "
+    "exception crash crashes crashed fails fail failing not work works print printing compile "
+    "compiling return doesn't doesnt t run refactor code smell smells improve my the does "
+    "explain following snippet function script expected output unexpected el la los las una está "
+    "esta para pero der die das und nicht ist les des une est avec pour il della sono não você "
+    "uma que de et le di che e english french german spanish japanese into 東京はどこ Привет"
+)
 _LEXICON = sorted(
     {*classifier._LANGS, *classifier._CODE_LANGS, *regex_gates.CODE_VERBS}
     | {*regex_gates.CREATIVE_VERBS, *regex_gates.CREATIVE_EDITS, *regex_gates._CREATIVE_NOUNS}
     | set(_MORE_WORDS.split())
+    | set(_SUMMARY_REVIEW_FOREIGN.split())
+    | {"in english", "into french", "to  german", "in\njapanese", "intojapanese", "into english"}
+    | {"sum it up", "key points", "main points", "in two sentences summar", "not working"}
+    | {"doesn't compile", "code smells", "what does this code", "expected output"}
 )
 _SEPS = [" ", "  ", "\n", "\t", "", ", ", ". ", ".\n", "; ", "\n  "]
 
@@ -333,6 +350,14 @@ def _searched(rx: re.Pattern[str]) -> Callable[[str, bool, set[str]], bool]:
     return lambda w, _code, _vocab: rx.search(w) is not None
 
 
+PLAIN = {  # the rules whose predicate combines a gated search with something else, as they were
+    "rule:code_review": lambda w, code, _v: code and classifier._REVIEW.search(w) is not None,
+    "rule:foreign_text": lambda w, _code, _v: (
+        classifier._FOREIGN.search(w) is not None and classifier._TO_LANG.search(w) is not None
+    ),
+}
+
+
 def ref_rule_verdict(text: str, system: str = "") -> tuple[str, str]:
     """The heuristic's rules as they were: every predicate its whole regex, the code check one
     search of `_CODE`."""
@@ -341,6 +366,7 @@ def ref_rule_verdict(text: str, system: str = "") -> tuple[str, str]:
         (task, rule, trig, _searched(whole[id(fires)]) if id(fires) in whole else fires)
         for task, rule, trig, fires in classifier._RULES
     )
+    rules = tuple((task, rule, trig, PLAIN.get(rule, fires)) for task, rule, trig, fires in rules)
     head, tail = classifier._HEAD, classifier._TAIL
     window = text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
     code = any(h in window for h in classifier._CODE_HINTS)
@@ -468,3 +494,38 @@ def test_fast_structure_equals_the_plain_one_on_any_text(parts: list[str]) -> No
 @given(st.text(max_size=400))
 def test_fast_structure_equals_the_plain_one_on_arbitrary_text(text: str) -> None:
     assert learned.structure(text) == ref_structure(text)
+
+
+# --- the heuristic's words, handed over by the learned classifier ------------------------------
+
+
+def test_the_learned_window_is_the_heuristics() -> None:
+    # the learned classifier hands its window's words to the rules: the same window
+    assert (learned.HEAD, learned.TAIL) == (classifier._HEAD, classifier._TAIL)
+
+
+def _words_both_ways(text: str) -> None:
+    _, toks, ascii_window = learned._feature_parts(text, "")
+    head, tail = classifier._HEAD, classifier._TAIL
+    window = text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
+    assert ascii_window == window.isascii()
+    if ascii_window:
+        assert learned._ascii_words(toks) == set(classifier._WORD.findall(window.lower()))
+
+
+@pytest.mark.parametrize("text", [*FIXTURE, *SHAPES, "x_y __init__ a1b2 CamelCase it's e-mail"])
+def test_the_words_from_the_tokens_are_the_heuristics(text: str) -> None:
+    _words_both_ways(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(lexicon_text() | st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_the_words_from_the_tokens_are_the_heuristics_on_any_ascii_text(text: str) -> None:
+    _words_both_ways(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(lexicon_text(), st.sampled_from(SYSTEMS))
+def test_fast_path_equals_the_reference_on_rule_words(text: str, system: str) -> None:
+    # texts that fire the heuristic's rules: the words handed over decide the same verdicts
+    assert _astuple(learned.classify(text, system=system)) == _astuple(ref_classify(text, system))
