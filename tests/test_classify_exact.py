@@ -529,3 +529,23 @@ def test_the_words_from_the_tokens_are_the_heuristics_on_any_ascii_text(text: st
 def test_fast_path_equals_the_reference_on_rule_words(text: str, system: str) -> None:
     # texts that fire the heuristic's rules: the words handed over decide the same verdicts
     assert _astuple(learned.classify(text, system=system)) == _astuple(ref_classify(text, system))
+
+
+_ASCII = "".join(map(chr, range(128)))  # every ASCII character: controls, \x1c-\x1f (spaces)
+
+
+@pytest.mark.parametrize("text", [_ASCII, _ASCII[::-1], _ASCII * 3, "A1b2_C3 d\x1ce\x7ff", "Éa"])
+def test_the_ascii_tokens_are_the_plain_ones(text: str) -> None:
+    if text.isascii():  # else the plain pattern tokenises
+        assert learned._TOKEN_ASCII.findall(text.lower()) == learned._TOKEN.findall(text.lower())
+    assert learned.features(text, system=text) == ref_features(text, text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=2000) | lexicon_text(),
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=500) | st.sampled_from(SYSTEMS),
+)
+def test_fast_features_equal_the_plain_ones_on_ascii_text(text: str, system: str) -> None:
+    assert learned.features(text, system=system) == ref_features(text, system)
+    assert _astuple(learned.classify(text, system=system)) == _astuple(ref_classify(text, system))
