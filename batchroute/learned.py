@@ -34,6 +34,7 @@ from typing import Final
 from zlib import crc32
 
 from . import task_head
+from .exact_sums import Layout, pack_columns
 from .exact_sums import column_ints as _column_ints
 from .shape import structure
 from .types import COMPLEXITIES, TASK_TYPES, Classification
@@ -289,7 +290,7 @@ def classify(text: str, *, system: str = "") -> Classification:
 # the first prediction `_exact_tables` checks that for every routing column (all weights
 # multiples of 2^q_c, the sum of their magnitudes ≤ 2^53 · 2^q_c, so every partial sum of any
 # subset is an integer ≤ 2^53 times 2^q_c: a double) and packs each feature's scaled routing
-# weights, 64 bits each, and above them the task head's packed integer, into ONE integer. A
+# weights (`exact_sums.pack_columns`), and above them the task head's, into ONE integer. A
 # prompt is then one dict probe per feature and one C-level big-integer `sum`, in any order; the
 # result is bit-identical to `_predict_ids`. A model that fails the check (or a router file
 # with task columns) takes `_predict_ids`, unchanged: slower, never different.
@@ -305,14 +306,14 @@ class _Exact:
         int, int
     ]  # the same without the head: `structure` ids the routing heads alone read
     scales: tuple[int, ...]  # per routing column: q_c (a weight is its integer times 2^q_c)
-    # 0, or: the guarded columns' magnitudes are packed above the weights, and a prompt whose
-    # sum of magnitudes has a bit of `guard` set (a column whose sums could round) takes the
-    # reference
-    guard: int = 0
-    # per routing column, lowest first: (q_c, its field's mask, half, width); a field is as
-    # wide as the column's summed magnitudes and a sign bit: no subset's sum can overflow it
-    fields: tuple[tuple[int, int, int, int], ...] = ()
-    checked: int = 0  # bits of the magnitudes' fields, between the columns and the head
+    guard: int  # the layout's (0: no prompt needs the check), as `test_classify_exact` reads it
+    layout: Layout
+    logits: task_head.ByteLogits | None  # the head's logits from its part of a prompt's sum
+
+
+# distinct features a prompt can have: the window's tokens and pairs, the system prompt's head's
+# tokens, length and line buckets, the head's own (verdict, lead words)
+_MAX_IDS: Final = 2 * (HEAD + TAIL + 1) + SYSTEM_HEAD + 2 + 4
 
 
 def _build_exact(m: Model) -> _Exact | None:
@@ -323,34 +324,17 @@ def _build_exact(m: Model) -> _Exact | None:
     if any(c is None for c in cols):
         return None
     exact = [c for c in cols if c is not None]
-    # the narrowest fields (fewer bits per big-integer addition): |any subset's sum| is at
-    # most the column's summed magnitudes, so that and a sign bit never overflow
-    widths = [sum(map(abs, c[1])).bit_length() + 1 for c in exact]
-    fields = [c[1] for c in exact]
-    guard, checked = 0, 0
-    for c in exact:  # the magnitudes of the columns exact only for small subsets, above
-        if c[2] is not None:
-            mags = list(map(abs, c[1]))
-            width = max(sum(mags).bit_length(), c[2])  # non-negative sums: no sign bit
-            fields.append(mags)
-            widths.append(width)
-            guard |= (((1 << width) - 1) ^ ((1 << c[2]) - 1)) << checked  # bits b .. width
-            checked += width
-    acc: list[int] = [0] * len(m.rows)
-    at = 0
-    for ints, width in zip(fields, widths, strict=True):
-        acc = list(map(add, acc, map(lshift, ints, repeat(at))))
-        at += width
+    acc, layout = pack_columns(exact, len(m.rows))
+    at = layout.bits
     router = dict(zip(m.rows, acc, strict=True))
     heads = dict(zip(head.packed, map(lshift, head.packed.values(), repeat(at)), strict=True))
     packed = {**router, **heads}
     both = list(router.keys() & heads.keys())  # a feature of both files: both parts, added
     sums = map(add, map(router.__getitem__, both), map(heads.__getitem__, both))
     packed.update(zip(both, sums, strict=True))
-    layout = tuple(
-        (c[0], (1 << w) - 1, 1 << (w - 1), w) for c, w in zip(exact, widths, strict=False)
-    )
-    return _Exact(head, packed, router, tuple(c[0] for c in exact), guard, layout, checked)
+    scales = tuple(c[0] for c in exact)
+    logits = task_head.ByteLogits.of(head, _MAX_IDS)
+    return _Exact(head, packed, router, scales, layout.guard, layout, logits)
 
 
 _exact: tuple[Model, task_head.TaskHead, _Exact | None] | None = None
@@ -388,7 +372,7 @@ def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction
     # the shape's ids not among the words' (an id counts once, as in the reference's set)
     total += sum(filter(None, map(fast.router.get, [i for i in structure(text) if i not in ids])))
     sums = []
-    for q, mask, half, width in fast.fields:  # the routing columns, lowest bits first
+    for q, mask, half, width in fast.layout.fields:  # the routing columns, lowest bits first
         v = total & mask
         if v >= half:
             v -= mask + 1
@@ -399,10 +383,11 @@ def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction
             words = features(text, system=system)
             pred = _predict_ids(sorted({*words, *structure(text)}), m)
             return replace(pred, task=task_head.predict(words, text, system=system, head=fast.head))
-        total >>= fast.checked
+        total >>= fast.layout.checked
     pred = _from_sums(sums, m)
     h = fast.head
     vocab = _ascii_words(toks) if ascii_window else None  # else the heuristic finds its own
     own = task_head.own_features(text, system=system, head=h, words=vocab)  # rules, lead words
     total += sum(filter(None, map(h.packed.get, own)))
-    return Prediction(h.choose(h.logits_of(total)), pred.score, pred.quality, pred.factor)
+    logits = h.logits_of(total) if fast.logits is None else fast.logits(total)
+    return Prediction(h.choose(logits), pred.score, pred.quality, pred.factor)

@@ -153,6 +153,33 @@ class TaskHead:
         return self.classes[max(range(len(lg)), key=lg.__getitem__)]
 
 
+@dataclass(frozen=True, slots=True)
+class ByteLogits:
+    """`TaskHead.logits_of` in C: a head's k class sums, each |s| < 2^31, plus `bias` (2^31 in
+    each field) make every field its sum + 2^31 with no borrow between fields, so the integer's
+    little-endian bytes are the k unsigned fields (`fields`), less 2^31, plus the intercepts."""
+
+    bias: int
+    fields: struct.Struct
+    offsets: tuple[int, ...]  # per class: its intercept − 2^31
+
+    @classmethod
+    def of(cls, head: TaskHead, max_ids: int) -> ByteLogits | None:
+        """The decoder of `head`'s sums over at most `max_ids` features (and its character
+        n-grams); None if such sums could leave their field (int16 weights: 2^15 each)."""
+        sign = 1 << (FIELD - 1)
+        if (max_ids + 2 * head.char) << 15 >= sign:
+            return None
+        k = len(head.classes)
+        bias = sum(sign << (FIELD * j) for j in range(k))
+        offsets = tuple(b - sign for b in head.intercepts)
+        return cls(bias, struct.Struct(f"<{k}I"), offsets)
+
+    def __call__(self, total: int) -> list[int]:
+        raw = (total + self.bias).to_bytes(self.fields.size, "little")
+        return list(map(add, self.fields.unpack(raw), self.offsets))
+
+
 def parse(blob: bytes) -> TaskHead:
     """Read a task-head file: MAGIC, a JSON header's length and text, uint32 ids, int16 weights."""
     if not blob.startswith(MAGIC):

@@ -549,3 +549,21 @@ def test_the_ascii_tokens_are_the_plain_ones(text: str) -> None:
 def test_fast_features_equal_the_plain_ones_on_ascii_text(text: str, system: str) -> None:
     assert learned.features(text, system=system) == ref_features(text, system)
     assert _astuple(learned.classify(text, system=system)) == _astuple(ref_classify(text, system))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=10, max_size=10))
+def test_the_heads_byte_decoder_equals_logits_of(sums: list[int]) -> None:
+    head = task_head.load()
+    assert len(head.classes) == len(sums)
+    decode = task_head.ByteLogits.of(head, learned._MAX_IDS)
+    assert decode is not None
+    total = sum(s << (task_head.FIELD * j) for j, s in enumerate(sums))
+    assert decode(total) == head.logits_of(total)
+
+
+def test_a_head_whose_sums_could_leave_their_fields_is_decoded_by_logits_of() -> None:
+    head = dataclasses.replace(task_head.load(), char=1 << 16)  # 2^17 n-grams of 2^15 each
+    assert task_head.ByteLogits.of(head, learned._MAX_IDS) is None
+    assert task_head.ByteLogits.of(task_head.load(), 1 << 16) is None  # 2^16 · 2^15 = 2^31
+    assert task_head.ByteLogits.of(task_head.load(), (1 << 16) - 1) is not None
