@@ -29,7 +29,7 @@ from array import array
 from dataclasses import dataclass, replace
 from importlib import resources
 from itertools import islice, repeat
-from operator import add, lshift, methodcaller, xor
+from operator import add, le, lshift, methodcaller, xor
 from typing import Final
 from zlib import crc32
 
@@ -245,6 +245,10 @@ def _predict_ids(ids: list[int], m: Model) -> Prediction:
     return _from_sums(sums, m)
 
 
+_LOW: Final = repeat(-3.0)  # min(max(z, -3.0), 3.0), as map() arguments (endless: shared)
+_HIGH: Final = repeat(3.0)
+
+
 def _from_sums(sums: list[float], m: Model) -> Prediction:
     """The predictions from each column's sum of the present features' weights."""
     logits = [b + x for b, x in zip(m.intercepts, sums, strict=True)]
@@ -253,7 +257,7 @@ def _from_sums(sums: list[float], m: Model) -> Prediction:
     best = max(range(len(task_logits)), key=task_logits.__getitem__, default=-1)  # first on ties
     quality = tuple(logits[-2 * k : -k])
     # a factor is a ratio of costs: clamped to [1/20, 20], the spread seen in training
-    factor = tuple(math.exp(min(max(z, -3.0), 3.0)) for z in logits[-k:])
+    factor = tuple(map(math.exp, map(min, map(max, logits[-k:], _LOW), _HIGH)))  # C-level
     score = _sigmoid(m.score_scale * (quality[-1] - max(quality[:2])))
     return Prediction(m.classes[best] if best >= 0 else "", score, quality, factor)
 
@@ -273,7 +277,7 @@ def classify(text: str, *, system: str = "") -> Classification:
     # The routing score is not difficulty (its Spearman with WizardLM difficulty is about 0);
     # prompt length agrees with difficulty better (0.35).
     n = len(text)
-    level = COMPLEXITIES[min(sum(n >= c for c in m.complexity_cuts), len(COMPLEXITIES) - 1)]
+    level = COMPLEXITIES[min(sum(map(le, m.complexity_cuts, repeat(n))), len(COMPLEXITIES) - 1)]
     if task not in TASK_TYPES:  # a model file from another version: never route on a stray name
         task = "chat"
     return Classification(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import islice
 from typing import Final
 from zlib import crc32
 
@@ -73,7 +74,7 @@ def structure(text: str) -> list[int]:
         pieces = stripped.split("\n\n")
         # the stripped text ends in a non-space: its last piece is the last non-blank block
         last = pieces[-1]
-        nblk = sum(1 for b in pieces if b.strip())
+        nblk = len(list(islice(filter(str.strip, pieces), 6)))  # the non-blank ones, up to 6
     else:  # one block (or none: then the text itself, as blank as it is, is the last block)
         last = stripped or text
         nblk = 1 if stripped else 0

@@ -65,13 +65,26 @@ _LEAD_WORD = re.compile(r"[^\W\d_]+")
 def lead_features(text: str) -> list[int]:
     """The instruction's first word and first two words ("#v1:write", "#v2:write a"): the
     leading verb says the task more reliably than the same word further in."""
-    words = _LEAD_WORD.findall(text[:80].lower(), 0)[:2]
+    words = tuple(_LEAD_WORD.findall(text[:80].lower(), 0)[:2])
+    ids = _LEAD_IDS.get(words)
+    if ids is None:  # hashed once per process for each (first word, second word)
+        if len(_LEAD_IDS) > _LEAD_MAX:
+            _LEAD_IDS.clear()
+        ids = _LEAD_IDS[words] = _lead_ids(words)
+    return list(ids)
+
+
+def _lead_ids(words: tuple[str, ...]) -> tuple[int, ...]:
     if not words:
-        return []
-    out = [crc32(("#v1:" + words[0]).encode("utf-8", "surrogatepass"))]
-    if len(words) > 1:
-        out.append(crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass")))
-    return out
+        return ()
+    first = crc32(("#v1:" + words[0]).encode("utf-8", "surrogatepass"))
+    if len(words) == 1:
+        return (first,)
+    return first, crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass"))
+
+
+_LEAD_IDS: dict[tuple[str, ...], tuple[int, ...]] = {}
+_LEAD_MAX: Final = 1 << 14  # lead word pairs remembered; then afresh
 
 
 CHAR_HEAD: Final = 60  # default: characters of the prompt the character n-grams come from

@@ -72,6 +72,17 @@ def ref_structure(text: str) -> list[int]:
     return sorted({crc32(f.encode()) for f in out})
 
 
+def ref_lead_features(text: str) -> list[int]:
+    """`task_head.lead_features` as it was (fd60bd7): hashed afresh per prompt."""
+    words = task_head._LEAD_WORD.findall(text[:80].lower(), 0)[:2]
+    if not words:
+        return []
+    out = [crc32(("#v1:" + words[0]).encode("utf-8", "surrogatepass"))]
+    if len(words) > 1:
+        out.append(crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass")))
+    return out
+
+
 def ref_classify(text: str, system: str = "") -> Classification:
     """Float sums column by column in feature-id order; the task head's own lookup."""
     m = learned.load_model()
@@ -90,7 +101,7 @@ def ref_classify(text: str, system: str = "") -> Classification:
     assert not m.classes  # the shipped router file has no task columns: the head decides
     head = task_head.load()
     extra = task_head.heuristic_features(text, system=system) if head.stacked else []
-    extra += task_head.lead_features(text) if head.lead else []
+    extra += ref_lead_features(text) if head.lead else []
     total = 0
     for i in [*ids, *extra]:
         total += head.packed.get(i, 0)
@@ -567,3 +578,17 @@ def test_a_head_whose_sums_could_leave_their_fields_is_decoded_by_logits_of() ->
     assert task_head.ByteLogits.of(head, learned._MAX_IDS) is None
     assert task_head.ByteLogits.of(task_head.load(), 1 << 16) is None  # 2^16 · 2^15 = 2^31
     assert task_head.ByteLogits.of(task_head.load(), (1 << 16) - 1) is not None
+
+
+@pytest.mark.parametrize("text", [*FIXTURE, *SHAPES, "Write", "  write  a poem", "é è", "1 2 3"])
+def test_the_lead_words_ids_are_the_plain_ones(text: str) -> None:
+    assert task_head.lead_features(text) == ref_lead_features(text)
+    assert task_head.lead_features(text) == ref_lead_features(text)  # and from the memo
+
+
+def test_the_lead_words_memo_starts_afresh_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_head, "_LEAD_MAX", 3)
+    monkeypatch.setattr(task_head, "_LEAD_IDS", {})
+    for text in FIXTURE:
+        assert task_head.lead_features(text) == ref_lead_features(text)
+    assert len(task_head._LEAD_IDS) <= 4
