@@ -13,7 +13,8 @@ turns, WizardLM instructions, RouterBench prompts (the raw field and each parsed
 RouterBench models' answers (code, numbers, options, unicode: varied text). For each: the
 learned and heuristic `classify`, with no system prompt and with one, and `learned.structure`.
 The learned classifier's first 1,000 predictions take its plain path: the whole corpus is
-classified once first, so every line below comes from the fast path. Not a test.
+classified once first, so every line below comes from the fast path (`--plain`: every line
+from the plain path instead). Not a test.
 """
 
 from __future__ import annotations
@@ -68,14 +69,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--plain", action="store_true", help="the learned plain path, not the fast")
     a = ap.parse_args()
     from batchroute import classifier, learned
 
     texts = corpus(a.data)
-    for t in texts:  # past the learned classifier's warm-up: the lines below are the fast path
-        learned.classify(t)
-    if learned._exact is None or learned._exact[2] is None:
-        raise SystemExit("the learned classifier's fast path is not built: nothing compared")
+    if a.plain:  # every prediction through the reference path (`_predict_ids`)
+        learned._fast_for = lambda m: None  # type: ignore[assignment]
+    else:
+        for t in texts:  # past the learned classifier's warm-up: the lines below are the fast path
+            learned.classify(t)
+        if learned._exact is None or learned._exact[2] is None:
+            raise SystemExit("the learned classifier's fast path is not built: nothing compared")
     with a.out.open("w", encoding="utf-8", errors="surrogatepass") as fh:
         for i, t in enumerate(texts):
             rows = [
