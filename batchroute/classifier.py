@@ -140,8 +140,8 @@ def _has(rx: re.Pattern[str]) -> _Predicate:
     return lambda window, _code, _v: rx.search(window) is not None
 
 
-def _code_with(rx: re.Pattern[str]) -> _Predicate:
-    return lambda window, code, _v: code and rx.search(window) is not None
+def _code_with(fires: _Predicate) -> _Predicate:
+    return lambda window, code, vocab: code and fires(window, code, vocab)
 
 
 def _math(window: str, code: bool, _v: set[str]) -> bool:
@@ -150,8 +150,9 @@ def _math(window: str, code: bool, _v: set[str]) -> bool:
     return m is not None and (not m.group(0).startswith("how") or bool(_MULTI_SENT.search(window)))
 
 
-def _foreign_with_target(window: str, _code: bool, _v: set[str]) -> bool:
-    return _FOREIGN.search(window) is not None and _TO_LANG.search(window) is not None
+def _foreign_with_target(window: str, code: bool, vocab: set[str]) -> bool:
+    # both must match: the rarer "into <language>" first, its words searched literal first
+    return _TO_LANG_ANY(window, code, vocab) and _FOREIGN.search(window) is not None
 
 
 def _short_question(window: str, _code: bool, _v: set[str]) -> bool:
@@ -183,6 +184,9 @@ _CHOICES_ANY: Final = gates.choices(_CHOICES)
 _CODE_ANY: Final = gates.code(_CODE)
 _ANALYSIS_ANY: Final = gates.analysis(_ANALYSIS)
 _CHAT_ANY: Final = gates.chat(_CHAT)
+_TO_LANG_ANY: Final = gates.any_alternative(_TO_LANG, gates.always)  # in|into|to: by word
+_SUMMARY_ANY: Final = gates.by_literal(_SUMMARY)
+_REVIEW_ANY: Final = gates.by_literal(_REVIEW)
 
 # Ordered: the first rule that fires decides the task type. Specific intents come first;
 # broad ones (analysis, simple_qa, chat) only catch what the specific ones left. A rule's
@@ -190,7 +194,7 @@ _CHAT_ANY: Final = gates.chat(_CHAT)
 # keeps a record at a few tens of µs instead of running every regex over every prompt.
 _Rule = tuple[str, str, frozenset[str], _Predicate]  # task, reason, trigger words, predicate
 _RULES: Final[tuple[_Rule, ...]] = (
-    ("code_review", "rule:code_review", _ALWAYS, _code_with(_REVIEW)),
+    ("code_review", "rule:code_review", _ALWAYS, _code_with(_REVIEW_ANY)),
     (
         "translation",
         "rule:translate_verb",
@@ -208,7 +212,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
             "summarize summarise summarized summarizing summary tl tldr sum key main synopsis "
             "condense recap gist"
         ),
-        _has(_SUMMARY),
+        _SUMMARY_ANY,
     ),
     (
         "classification",
@@ -320,12 +324,15 @@ def _complexity(window: str, vocab: set[str], words: int, task: str) -> tuple[st
     return level, cue
 
 
-def _verdict(text: str, system: str) -> tuple[str, str, str, set[str], int]:
-    """(task, reason, lower-cased window, its words, word count): the rules' part of classify."""
+def _verdict(
+    text: str, system: str, known: set[str] | None = None
+) -> tuple[str, str, str, set[str], int]:
+    """(task, reason, lower-cased window, its words, word count): the rules' part of classify.
+    `known`: the window's words if the caller has them already (see `rule_verdict`)."""
     window = text if len(text) <= _HEAD + _TAIL else text[:_HEAD] + "\n" + text[-_TAIL:]
     code = any(map(window.__contains__, _CODE_HINTS)) and _CODE_ANY(window, False, _NO_WORDS)
     window = window.lower()
-    vocab = set(_WORD.findall(window))
+    vocab = set(_WORD.findall(window)) if known is None else known
     task, reason = _first_match(window, vocab, code, _RULES)
     if system and reason in _BROAD:
         # A system prompt can name the task ("Translate the user's text into French") but
@@ -342,10 +349,15 @@ def _verdict(text: str, system: str) -> tuple[str, str, str, set[str], int]:
     return task, reason, window, vocab, words
 
 
-def rule_verdict(text: str, *, system: str = "") -> tuple[str, str]:
+def rule_verdict(text: str, *, system: str = "", words: set[str] | None = None) -> tuple[str, str]:
     """(task type, the rule that decided it) without the complexity score: what the learned
-    task head stacks on (`task_head.heuristic_features`)."""
-    task, reason, _, _, _ = _verdict(text, system)
+    task head stacks on (`task_head.heuristic_features`).
+
+    `words`, if given, must be exactly the `[a-z]+` words of the lower-cased window (the first
+    1,200 and last 400 characters of `text`, joined by a newline, when it is longer): the
+    learned classifier has them from its own tokens and saves a pass over the text.
+    """
+    task, reason, _, _, _ = _verdict(text, system, words)
     return task, reason
 
 

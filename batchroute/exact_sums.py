@@ -7,9 +7,10 @@ summed in any order as integers (weights / 2^q) and give the float sum bit for b
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import reduce
 from itertools import repeat
-from operator import or_, rshift
+from operator import add, lshift, or_, rshift
 from typing import Final
 
 WIDTH: Final = 80  # bits per routing column: a column's summed magnitudes are below 2^79
@@ -43,3 +44,45 @@ def column_ints(col: tuple[float, ...]) -> tuple[int, list[int], int | None] | N
     if total >> t >= HALF:
         return None  # a sum could overflow its field
     return lo + t, list(map(rshift, ints, repeat(t))), 53  # exact: multiples of 2^t
+
+
+Column = tuple[int, list[int], "int | None"]  # column_ints' answer: (q, integers, limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each column's integer sits in a packed integer, lowest bits first."""
+
+    # per column: (q, its field's mask, half, width); a field is as wide as the column's
+    # summed magnitudes and a sign bit: no subset's sum can overflow it
+    fields: tuple[tuple[int, int, int, int], ...]
+    # 0, or: the magnitudes of the columns exact only for small subsets are packed above the
+    # weights, and a sum whose magnitudes have a bit of `guard` set could round
+    guard: int
+    checked: int  # bits of the magnitudes' fields, just above the columns
+    bits: int  # all of them: what lies above (the task head) is shifted by this
+
+
+def pack_columns(cols: list[Column], n: int) -> tuple[list[int], Layout]:
+    """Each of the n rows' column integers packed into one integer (see `Layout`): any subset
+    of rows sums to one integer from which every column's exact sum is read back."""
+    widths = [sum(map(abs, c[1])).bit_length() + 1 for c in cols]
+    fields = [c[1] for c in cols]
+    guard, checked = 0, 0
+    for c in cols:  # the magnitudes of the columns exact only for small subsets, above
+        if c[2] is not None:
+            mags = list(map(abs, c[1]))
+            width = max(sum(mags).bit_length(), c[2])  # non-negative sums: no sign bit
+            fields.append(mags)
+            widths.append(width)
+            guard |= (((1 << width) - 1) ^ ((1 << c[2]) - 1)) << checked  # bits b .. width
+            checked += width
+    acc: list[int] = [0] * n
+    at = 0
+    for ints, width in zip(fields, widths, strict=True):
+        acc = list(map(add, acc, map(lshift, ints, repeat(at))))
+        at += width
+    layout = tuple(
+        (c[0], (1 << w) - 1, 1 << (w - 1), w) for c, w in zip(cols, widths, strict=False)
+    )
+    return acc, Layout(layout, guard, checked, at)

@@ -29,12 +29,12 @@ from array import array
 from dataclasses import dataclass, replace
 from importlib import resources
 from itertools import islice, repeat
-from operator import add, lshift, methodcaller, xor
+from operator import add, le, lshift, methodcaller, xor
 from typing import Final
 from zlib import crc32
 
 from . import task_head
-from .exact_sums import FIELD, HALF, WIDTH
+from .exact_sums import Layout, pack_columns
 from .exact_sums import column_ints as _column_ints
 from .shape import structure
 from .types import COMPLEXITIES, TASK_TYPES, Classification
@@ -45,6 +45,9 @@ HEAD: Final = 1200  # the instruction is nearly always near the start of a promp
 TAIL: Final = 400  # ...or at its very end
 SYSTEM_HEAD: Final = 400
 _TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")
+# _TOKEN on lower-cased ASCII text, with the same tokens: there a letter is [a-z] (a range
+# test, where `[^\W\d_]` looks up each character's category: about twice as fast)
+_TOKEN_ASCII = re.compile(r"[a-z]+|\d+|[^\w\s]")
 _MASK: Final = (1 << 32) - 1
 _ENCODE: Final = methodcaller("encode", "utf-8", "surrogatepass")  # C-level, for map()
 _MIX: Final = 0x9E3779B1  # an odd 32-bit constant (golden ratio): spreads a pair's id
@@ -88,21 +91,37 @@ def _feature_set(text: str, system: str) -> set[int]:
     """The hashed feature ids of a prompt, unsorted (`features` sorts them): the distinct
     tokens of the lower-cased head and tail window, the word pairs of the window, the system
     prompt's head's tokens prefixed "s:", a length bucket and a line-count bucket."""
+    return _feature_parts(text, system)[0]
+
+
+def _feature_parts(text: str, system: str) -> tuple[set[int], list[str], bool]:
+    """`_feature_set`, the window's tokens and whether the window is ASCII."""
     if len(_TOKEN_IDS) > _MEMO_MAX:
         _TOKEN_IDS.clear()
         _MIXED_IDS.clear()
     window = text if len(text) <= HEAD + TAIL else text[:HEAD] + "\n" + text[-TAIL:]
-    toks = _TOKEN.findall(window.lower())
+    ascii_window = window.isascii()
+    toks = (_TOKEN_ASCII if ascii_window else _TOKEN).findall(window.lower())
     uni = list(map(_TOKEN_IDS.__getitem__, toks))
     out = set(uni)
     if system:
-        s_toks = ["s:" + t for t in _TOKEN.findall(system[:SYSTEM_HEAD].lower())]
+        head = system[:SYSTEM_HEAD]
+        s_toks = [
+            "s:" + t for t in (_TOKEN_ASCII if head.isascii() else _TOKEN).findall(head.lower())
+        ]
         out.update(map(_TOKEN_IDS.__getitem__, s_toks))
     # word pairs, all C-level: ((a * _MIX) & _MASK) ^ b for each consecutive (a, b)
     out.update(map(xor, map(_MIXED_IDS.__getitem__, toks), islice(uni, 1, None)))
     out.add(_LEN_IDS[min(int(math.log2(len(text) + 1)), 16)])
     out.add(_LINES_IDS[min(text.count("\n"), 20) // 4])
-    return out
+    return out, toks, ascii_window
+
+
+def _ascii_words(toks: list[str]) -> set[str]:
+    """The heuristic's words (`[a-z]+` runs) of an ASCII window, from its tokens: there a
+    letter token is a maximal run of ASCII letters, lower-cased: exactly one such word (the
+    window is the heuristic's too: the same `HEAD` and `TAIL`, see test_classify_exact)."""
+    return set(filter(str.isalpha, set(toks)))
 
 
 def routing_features(text: str, *, system: str = "") -> list[int]:
@@ -226,6 +245,10 @@ def _predict_ids(ids: list[int], m: Model) -> Prediction:
     return _from_sums(sums, m)
 
 
+_LOW: Final = repeat(-3.0)  # min(max(z, -3.0), 3.0), as map() arguments (endless: shared)
+_HIGH: Final = repeat(3.0)
+
+
 def _from_sums(sums: list[float], m: Model) -> Prediction:
     """The predictions from each column's sum of the present features' weights."""
     logits = [b + x for b, x in zip(m.intercepts, sums, strict=True)]
@@ -234,7 +257,7 @@ def _from_sums(sums: list[float], m: Model) -> Prediction:
     best = max(range(len(task_logits)), key=task_logits.__getitem__, default=-1)  # first on ties
     quality = tuple(logits[-2 * k : -k])
     # a factor is a ratio of costs: clamped to [1/20, 20], the spread seen in training
-    factor = tuple(math.exp(min(max(z, -3.0), 3.0)) for z in logits[-k:])
+    factor = tuple(map(math.exp, map(min, map(max, logits[-k:], _LOW), _HIGH)))  # C-level
     score = _sigmoid(m.score_scale * (quality[-1] - max(quality[:2])))
     return Prediction(m.classes[best] if best >= 0 else "", score, quality, factor)
 
@@ -254,7 +277,7 @@ def classify(text: str, *, system: str = "") -> Classification:
     # The routing score is not difficulty (its Spearman with WizardLM difficulty is about 0);
     # prompt length agrees with difficulty better (0.35).
     n = len(text)
-    level = COMPLEXITIES[min(sum(n >= c for c in m.complexity_cuts), len(COMPLEXITIES) - 1)]
+    level = COMPLEXITIES[min(sum(map(le, m.complexity_cuts, repeat(n))), len(COMPLEXITIES) - 1)]
     if task not in TASK_TYPES:  # a model file from another version: never route on a stray name
         task = "chat"
     return Classification(
@@ -271,7 +294,7 @@ def classify(text: str, *, system: str = "") -> Classification:
 # the first prediction `_exact_tables` checks that for every routing column (all weights
 # multiples of 2^q_c, the sum of their magnitudes ≤ 2^53 · 2^q_c, so every partial sum of any
 # subset is an integer ≤ 2^53 times 2^q_c: a double) and packs each feature's scaled routing
-# weights, 64 bits each, and above them the task head's packed integer, into ONE integer. A
+# weights (`exact_sums.pack_columns`), and above them the task head's, into ONE integer. A
 # prompt is then one dict probe per feature and one C-level big-integer `sum`, in any order; the
 # result is bit-identical to `_predict_ids`. A model that fails the check (or a router file
 # with task columns) takes `_predict_ids`, unchanged: slower, never different.
@@ -282,14 +305,19 @@ class _Exact:
     """A router model's columns as exact integers, merged with its task head."""
 
     head: task_head.TaskHead
-    packed: dict[int, int]  # feature id → routing weights / 2^q_c (WIDTH bits each), head above
+    packed: dict[int, int]  # feature id → routing weights / 2^q_c (a field each), head above
     router: dict[
         int, int
     ]  # the same without the head: `structure` ids the routing heads alone read
     scales: tuple[int, ...]  # per routing column: q_c (a weight is its integer times 2^q_c)
-    # 0, or: the weights' magnitudes are packed above the weights, and a prompt whose sum of
-    # magnitudes has a bit of `guard` set (a column whose sums could round) takes the reference
-    guard: int = 0
+    guard: int  # the layout's (0: no prompt needs the check), as `test_classify_exact` reads it
+    layout: Layout
+    logits: task_head.ByteLogits | None  # the head's logits from its part of a prompt's sum
+
+
+# distinct features a prompt can have: the window's tokens and pairs, the system prompt's head's
+# tokens, length and line buckets, the head's own (verdict, lead words)
+_MAX_IDS: Final = 2 * (HEAD + TAIL + 1) + SYSTEM_HEAD + 2 + 4
 
 
 def _build_exact(m: Model) -> _Exact | None:
@@ -300,25 +328,17 @@ def _build_exact(m: Model) -> _Exact | None:
     if any(c is None for c in cols):
         return None
     exact = [c for c in cols if c is not None]
-    limits = [c[2] for c in exact]
-    fields = [c[1] for c in exact]
-    guard = 0
-    if any(b is not None for b in limits):  # magnitudes too, above, for each prompt's check
-        fields += [list(map(abs, c[1])) for c in exact]
-        for j, b in enumerate(limits):
-            if b is not None:  # bits b .. WIDTH of the column's magnitudes field
-                guard |= (FIELD ^ ((1 << b) - 1)) << (WIDTH * j)
-    acc: list[int] = [0] * len(m.rows)
-    for j, ints in enumerate(fields):
-        acc = list(map(add, acc, map(lshift, ints, repeat(WIDTH * j))))
-    shift = WIDTH * len(fields)
+    acc, layout = pack_columns(exact, len(m.rows))
+    at = layout.bits
     router = dict(zip(m.rows, acc, strict=True))
-    heads = dict(zip(head.packed, map(lshift, head.packed.values(), repeat(shift)), strict=True))
+    heads = dict(zip(head.packed, map(lshift, head.packed.values(), repeat(at)), strict=True))
     packed = {**router, **heads}
     both = list(router.keys() & heads.keys())  # a feature of both files: both parts, added
     sums = map(add, map(router.__getitem__, both), map(heads.__getitem__, both))
     packed.update(zip(both, sums, strict=True))
-    return _Exact(head, packed, router, tuple(c[0] for c in exact), guard)
+    scales = tuple(c[0] for c in exact)
+    logits = task_head.ByteLogits.of(head, _MAX_IDS)
+    return _Exact(head, packed, router, scales, layout.guard, layout, logits)
 
 
 _exact: tuple[Model, task_head.TaskHead, _Exact | None] | None = None
@@ -351,25 +371,27 @@ def _exact_tables(m: Model) -> _Exact | None:
 
 def _predict_exact(text: str, system: str, m: Model, fast: _Exact) -> Prediction:
     """`predict` through the exact tables: bit-identical, without sorting or float sums."""
-    ids = _feature_set(text, system)
+    ids, toks, ascii_window = _feature_parts(text, system)
     total = sum(filter(None, map(fast.packed.get, ids)))
     # the shape's ids not among the words' (an id counts once, as in the reference's set)
     total += sum(filter(None, map(fast.router.get, [i for i in structure(text) if i not in ids])))
     sums = []
-    for q in fast.scales:  # the routing columns, lowest bits first; the head's sum stays above
-        v = total & FIELD
-        if v >= HALF:
-            v -= 1 << WIDTH
+    for q, mask, half, width in fast.layout.fields:  # the routing columns, lowest bits first
+        v = total & mask
+        if v >= half:
+            v -= mask + 1
         sums.append(math.ldexp(v, q))
-        total = (total - v) >> WIDTH
+        total = (total - v) >> width
     if fast.guard:  # the magnitudes' fields (non-negative: no borrow), then the head above
         if total & fast.guard:  # this prompt's sums could round: the reference path's order
             words = features(text, system=system)
             pred = _predict_ids(sorted({*words, *structure(text)}), m)
             return replace(pred, task=task_head.predict(words, text, system=system, head=fast.head))
-        total >>= WIDTH * len(fast.scales)
+        total >>= fast.layout.checked
     pred = _from_sums(sums, m)
     h = fast.head
-    own = task_head.own_features(text, system=system, head=h)  # the rules' verdict, lead words
+    vocab = _ascii_words(toks) if ascii_window else None  # else the heuristic finds its own
+    own = task_head.own_features(text, system=system, head=h, words=vocab)  # rules, lead words
     total += sum(filter(None, map(h.packed.get, own)))
-    return Prediction(h.choose(h.logits_of(total)), pred.score, pred.quality, pred.factor)
+    logits = h.logits_of(total) if fast.logits is None else fast.logits(total)
+    return Prediction(h.choose(logits), pred.score, pred.quality, pred.factor)

@@ -54,6 +54,9 @@ def always(_w: str, _vocab: set[str]) -> bool:
 
 def text_has(*subs: str) -> Gate:
     """A gate: the window contains one of these substrings (a match must contain it)."""
+    if len(subs) == 1:  # most gates: one `in`, no any()/map() per call
+        sub = subs[0]
+        return lambda w, _v: sub in w
     return lambda w, _v: any(map(w.__contains__, subs))
 
 
@@ -64,6 +67,12 @@ def any_of(*gates: Gate) -> Gate:
 
 def words_of(*sets: frozenset[str]) -> Gate:
     """A gate: the window's words meet every one of these sets."""
+    if len(sets) == 1:  # one or two sets (most gates): no generator per call
+        (one,) = sets
+        return lambda _w, vocab: not vocab.isdisjoint(one)
+    if len(sets) == 2:
+        first, second = sets
+        return lambda _w, vocab: not vocab.isdisjoint(first) and not vocab.isdisjoint(second)
     return lambda _w, vocab: all(not vocab.isdisjoint(s) for s in sets)
 
 
@@ -76,7 +85,14 @@ def any_alternative(rx: re.Pattern[str], *gates: Gate, by_word: bool = True) -> 
     if len(alts) != len(gates):
         raise ValueError(f"{rx.pattern[:40]!r}: {len(alts)} alternatives, {len(gates)} gates")
     parts = tuple(zip(gates, [_searcher(a, rx.flags, by_word) for a in alts], strict=True))
-    return lambda w, _code, vocab: any(g(w, vocab) and s(w, vocab) for g, s in parts)
+
+    def fires(w: str, _code: bool, vocab: set[str]) -> bool:
+        for gate, search in parts:  # noqa: SIM110 (a loop: no generator per call, the hot path)
+            if gate(w, vocab) and search(w, vocab):
+                return True
+        return False
+
+    return fires
 
 
 _LEADING_WORDS = re.compile(r"\\b([a-z][a-z ]*)(.*)", re.DOTALL)
@@ -92,6 +108,28 @@ def _literal_first(alt: str) -> str:
     if rest[:1] in ("?", "*", "+", "{"):  # the quantifier is the last character's
         words, rest = words[:-1], words[-1] + rest
     return rf"{words}(?<=\b{words}){rest}" if words else alt
+
+
+def _leading_literal(alt: str) -> str:
+    """The literal every match of `\\bword…` contains ("" if it does not start so): the words
+    `_literal_first` moves to the front."""
+    lead = _LEADING_WORDS.fullmatch(alt)
+    if lead is None:
+        return ""
+    words, rest = lead[1], lead[2]
+    return words[:-1] if rest[:1] in ("?", "*", "+", "{") else words
+
+
+def by_literal(rx: re.Pattern[str]) -> Predicate:
+    """`rx.search(window) is not None` for a `\\b(?:a|b…)` regex of literal-led alternatives:
+    each searched literal first, and only if the window contains its literal (a C-level
+    substring test, where the whole regex tries `\\b` at every position)."""
+    alts = top_level(rx.pattern)
+    return any_alternative(rx, *(_has_literal(_leading_literal(a)) for a in alts))
+
+
+def _has_literal(lit: str) -> Gate:
+    return text_has(lit) if lit else always
 
 
 _PLAIN = re.compile(r"[a-z]+(?: [a-z]+)*")

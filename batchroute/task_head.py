@@ -42,9 +42,10 @@ _SIGN: Final = 1 << (FIELD - 1)
 _ENCODE: Final = methodcaller("encode", "utf-8", "surrogatepass")  # C-level, for map()
 
 
-def heuristic_features(text: str, *, system: str = "") -> list[int]:
-    """The stacked features: the heuristic's task type and the rule that decided it."""
-    verdict = classifier.rule_verdict(text, system=system)
+def heuristic_features(text: str, *, system: str = "", words: set[str] | None = None) -> list[int]:
+    """The stacked features: the heuristic's task type and the rule that decided it (`words`:
+    see `classifier.rule_verdict`)."""
+    verdict = classifier.rule_verdict(text, system=system, words=words)
     ids = _VERDICT_IDS.get(verdict)
     if ids is None:  # a few dozen (task, rule) pairs exist: hash each once per process
         task, rule = verdict
@@ -64,13 +65,26 @@ _LEAD_WORD = re.compile(r"[^\W\d_]+")
 def lead_features(text: str) -> list[int]:
     """The instruction's first word and first two words ("#v1:write", "#v2:write a"): the
     leading verb says the task more reliably than the same word further in."""
-    words = _LEAD_WORD.findall(text[:80].lower(), 0)[:2]
+    words = tuple(_LEAD_WORD.findall(text[:80].lower(), 0)[:2])
+    ids = _LEAD_IDS.get(words)
+    if ids is None:  # hashed once per process for each (first word, second word)
+        if len(_LEAD_IDS) > _LEAD_MAX:
+            _LEAD_IDS.clear()
+        ids = _LEAD_IDS[words] = _lead_ids(words)
+    return list(ids)
+
+
+def _lead_ids(words: tuple[str, ...]) -> tuple[int, ...]:
     if not words:
-        return []
-    out = [crc32(("#v1:" + words[0]).encode("utf-8", "surrogatepass"))]
-    if len(words) > 1:
-        out.append(crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass")))
-    return out
+        return ()
+    first = crc32(("#v1:" + words[0]).encode("utf-8", "surrogatepass"))
+    if len(words) == 1:
+        return (first,)
+    return first, crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass"))
+
+
+_LEAD_IDS: dict[tuple[str, ...], tuple[int, ...]] = {}
+_LEAD_MAX: Final = 1 << 14  # lead word pairs remembered; then afresh
 
 
 CHAR_HEAD: Final = 60  # default: characters of the prompt the character n-grams come from
@@ -152,6 +166,33 @@ class TaskHead:
         return self.classes[max(range(len(lg)), key=lg.__getitem__)]
 
 
+@dataclass(frozen=True, slots=True)
+class ByteLogits:
+    """`TaskHead.logits_of` in C: a head's k class sums, each |s| < 2^31, plus `bias` (2^31 in
+    each field) make every field its sum + 2^31 with no borrow between fields, so the integer's
+    little-endian bytes are the k unsigned fields (`fields`), less 2^31, plus the intercepts."""
+
+    bias: int
+    fields: struct.Struct
+    offsets: tuple[int, ...]  # per class: its intercept − 2^31
+
+    @classmethod
+    def of(cls, head: TaskHead, max_ids: int) -> ByteLogits | None:
+        """The decoder of `head`'s sums over at most `max_ids` features (and its character
+        n-grams); None if such sums could leave their field (int16 weights: 2^15 each)."""
+        sign = 1 << (FIELD - 1)
+        if (max_ids + 2 * head.char) << 15 >= sign:
+            return None
+        k = len(head.classes)
+        bias = sum(sign << (FIELD * j) for j in range(k))
+        offsets = tuple(b - sign for b in head.intercepts)
+        return cls(bias, struct.Struct(f"<{k}I"), offsets)
+
+    def __call__(self, total: int) -> list[int]:
+        raw = (total + self.bias).to_bytes(self.fields.size, "little")
+        return list(map(add, self.fields.unpack(raw), self.offsets))
+
+
 def parse(blob: bytes) -> TaskHead:
     """Read a task-head file: MAGIC, a JSON header's length and text, uint32 ids, int16 weights."""
     if not blob.startswith(MAGIC):
@@ -202,9 +243,13 @@ def predict(ids: list[int], text: str, *, system: str = "", head: TaskHead | Non
     return h.predict([*ids, *own_features(text, system=system, head=h)])
 
 
-def own_features(text: str, *, system: str = "", head: TaskHead) -> list[int]:
+def own_features(
+    text: str, *, system: str = "", head: TaskHead, words: set[str] | None = None
+) -> list[int]:
     """The head's features beyond `learned.features`: the heuristic's verdict if it was trained
-    stacked, the lead words if it was trained with them, character n-grams if it asks for them."""
-    heur = heuristic_features(text, system=system) if head.stacked else []
+    stacked, the lead words if it was trained with them, character n-grams if it asks for them.
+    `words`: the heuristic's window's words, if the caller has them (`classifier.rule_verdict`).
+    """
+    heur = heuristic_features(text, system=system, words=words) if head.stacked else []
     lead = lead_features(text) if head.lead else []
     return [*heur, *lead, *(char_features(text, head.char) if head.char else [])]

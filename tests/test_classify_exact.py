@@ -45,12 +45,50 @@ def ref_features(text: str, system: str = "") -> list[int]:
     return sorted(out)
 
 
+_OPTION = re.compile(r"(?m)^\s*\(?([A-Ea-e1-5])[).:]\s+(.*)$")
+_NEGATION = re.compile(r"\b(not|except|least|never|false|incorrect|cannot|no)\b", re.I)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def ref_structure(text: str) -> list[int]:
+    """`shape.structure` as it was (fd60bd7): every block split off, three findall on the last,
+    each bucket an f-string encoded and hashed per prompt."""
+    blocks = [b for b in text.strip().split("\n\n") if b.strip()]
+    last = blocks[-1] if blocks else text
+    opts = _OPTION.findall(last)
+    out = [
+        f"#nblk{min(len(blocks), 6)}",
+        f"#lastlen{min(int(math.log2(len(last) + 1)), 14)}",
+        f"#nopt{min(len(opts), 6)}",
+        f"#nnum{min(len(_NUMBER.findall(last)), 8)}",
+        f"#neg{min(len(_NEGATION.findall(last)), 3)}",
+        f"#q{min(last.count('?'), 3)}",
+        f"#assert{min(text.count('assert'), 5)}",
+    ]
+    if opts:
+        lens = [len(o[1]) for o in opts]
+        out.append(f"#optmax{min(int(math.log2(max(lens) + 1)), 8)}")
+        out.append(f"#optspread{min(int(math.log2(max(lens) - min(lens) + 1)), 7)}")
+    return sorted({crc32(f.encode()) for f in out})
+
+
+def ref_lead_features(text: str) -> list[int]:
+    """`task_head.lead_features` as it was (fd60bd7): hashed afresh per prompt."""
+    words = task_head._LEAD_WORD.findall(text[:80].lower(), 0)[:2]
+    if not words:
+        return []
+    out = [crc32(("#v1:" + words[0]).encode("utf-8", "surrogatepass"))]
+    if len(words) > 1:
+        out.append(crc32(("#v2:" + " ".join(words)).encode("utf-8", "surrogatepass")))
+    return out
+
+
 def ref_classify(text: str, system: str = "") -> Classification:
     """Float sums column by column in feature-id order; the task head's own lookup."""
     m = learned.load_model()
     ids = ref_features(text, system)
     sums = [0.0] * len(m.intercepts)
-    for i in sorted({*ids, *learned.structure(text)}):  # the routing heads read the shape too
+    for i in sorted({*ids, *ref_structure(text)}):  # the routing heads read the shape too
         row = m.rows.get(i)
         if row is not None:
             sums = [s + w for s, w in zip(sums, row, strict=True)]
@@ -63,7 +101,7 @@ def ref_classify(text: str, system: str = "") -> Classification:
     assert not m.classes  # the shipped router file has no task columns: the head decides
     head = task_head.load()
     extra = task_head.heuristic_features(text, system=system) if head.stacked else []
-    extra += task_head.lead_features(text) if head.lead else []
+    extra += ref_lead_features(text) if head.lead else []
     total = 0
     for i in [*ids, *extra]:
         total += head.packed.get(i, 0)
@@ -222,6 +260,9 @@ GATED = [  # (predicate, the whole regex it replaces, searched on the lower-case
     (classifier._CODE_ANY, classifier._CODE, False),
     (classifier._ANALYSIS_ANY, classifier._ANALYSIS, True),
     (classifier._CHAT_ANY, classifier._CHAT, True),
+    (classifier._TO_LANG_ANY, classifier._TO_LANG, True),
+    (classifier._SUMMARY_ANY, classifier._SUMMARY, True),
+    (classifier._REVIEW_ANY, classifier._REVIEW, True),
 ]
 # words and marks the gated regexes look for, so that generated texts often match them
 _MORE_WORDS = (
@@ -236,10 +277,24 @@ _MORE_WORDS = (
     "morning thanks thank should what any tips advice recommend recommendation i'm im feel "
     "feeling so let's lets chat tell joke are think deal cope"
 )
+_SUMMARY_REVIEW_FOREIGN = (
+    "summarize summarise summarization summarizing summary tl;dr tl;d tldr tl sum up it this that "
+    "key points takeaways main synopsis condense recap gist one two three few sentence sentences "
+    "bullet bullets summar review reviewer debug fix fixes bug bugs buggy wrong error errors "
+    "exception crash crashes crashed fails fail failing not work works print printing compile "
+    "compiling return doesn't doesnt t run refactor code smell smells improve my the does "
+    "explain following snippet function script expected output unexpected el la los las una está "
+    "esta para pero der die das und nicht ist les des une est avec pour il della sono não você "
+    "uma que de et le di che e english french german spanish japanese into 東京はどこ Привет"
+)
 _LEXICON = sorted(
     {*classifier._LANGS, *classifier._CODE_LANGS, *regex_gates.CODE_VERBS}
     | {*regex_gates.CREATIVE_VERBS, *regex_gates.CREATIVE_EDITS, *regex_gates._CREATIVE_NOUNS}
     | set(_MORE_WORDS.split())
+    | set(_SUMMARY_REVIEW_FOREIGN.split())
+    | {"in english", "into french", "to  german", "in\njapanese", "intojapanese", "into english"}
+    | {"sum it up", "key points", "main points", "in two sentences summar", "not working"}
+    | {"doesn't compile", "code smells", "what does this code", "expected output"}
 )
 _SEPS = [" ", "  ", "\n", "\t", "", ", ", ". ", ".\n", "; ", "\n  "]
 
@@ -306,6 +361,14 @@ def _searched(rx: re.Pattern[str]) -> Callable[[str, bool, set[str]], bool]:
     return lambda w, _code, _vocab: rx.search(w) is not None
 
 
+PLAIN = {  # the rules whose predicate combines a gated search with something else, as they were
+    "rule:code_review": lambda w, code, _v: code and classifier._REVIEW.search(w) is not None,
+    "rule:foreign_text": lambda w, _code, _v: (
+        classifier._FOREIGN.search(w) is not None and classifier._TO_LANG.search(w) is not None
+    ),
+}
+
+
 def ref_rule_verdict(text: str, system: str = "") -> tuple[str, str]:
     """The heuristic's rules as they were: every predicate its whole regex, the code check one
     search of `_CODE`."""
@@ -314,6 +377,7 @@ def ref_rule_verdict(text: str, system: str = "") -> tuple[str, str]:
         (task, rule, trig, _searched(whole[id(fires)]) if id(fires) in whole else fires)
         for task, rule, trig, fires in classifier._RULES
     )
+    rules = tuple((task, rule, trig, PLAIN.get(rule, fires)) for task, rule, trig, fires in rules)
     head, tail = classifier._HEAD, classifier._TAIL
     window = text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
     code = any(h in window for h in classifier._CODE_HINTS)
@@ -361,3 +425,170 @@ def test_a_literal_first_alternative_matches_as_the_original(alt: str, texts: li
     assert fast.pattern != alt  # rewritten: starts with its literal
     for t in texts:
         assert (fast.search(t) is None) == (re.search(alt, t) is None), t
+
+
+# --- the prompt's shape: the fast `structure` against the plain one ---------------------------
+
+SHAPES = [
+    *FIXTURE,
+    "Q?\n\nA) one\nB) two\n\n\n",
+    "a\n\n\nb",  # an odd run of newlines: the last block starts with "\n"
+    "a\n\n\n\nb\n\n \t \n\n\u3000\n\nc",  # empty and whitespace-only blocks between
+    "\n\n  \n\n",  # blocks, all blank: the text itself is the last block
+    " \u2028\x85\x1c ",  # unicode whitespace only
+    "x\n\n\u2028\n\ny",
+    "(A) yes\n(b): no\n 3. maybe\nE)\n\nf) not an option\nC)   \nD) last",
+    "A)\nspans the newline\nB) ok",
+    "Is it NOT false? It cannot be: NO, never, except at least 1.5 or 2.25.3 of them.",
+    "ſo leaſt İncorrect Kelvin \u212a noT ſtill",  # IGNORECASE folds "ſ" to "s", "K" to "k"
+    "٣٤.٥ and ५ and ²³ and 1.2.3 and 10.x and .5 and 7.",  # \d is Nd: "²" is not one
+    "only ٣٤.٥ and ५ here, no ASCII digit",  # an ASCII digit check alone would miss them
+    "nothing knot no_ no1 _no 1no no- not-no never'",
+    "assert x\nassert y\n\nassert z\nassertassert",
+    "A) " + "y" * 300 + "\nB) n",
+]
+_SHAPE_BITS = (
+    "\n",
+    "\n\n",
+    "\n\n\n",
+    " ",
+    "\t",
+    "\u3000",
+    "\u2028",
+    "\x85",
+    "\x1c",
+    "A) ",
+    "b. ",
+    "(c) ",
+    "3: ",
+    "E)",
+    "?",
+    "1",
+    "2.5",
+    "٣",
+    "५",
+    "²",
+    "½",
+    ".",
+    "not",
+    "NOT",
+    "no",
+    "nope",
+    "Never",
+    "except",
+    "leaſt",
+    "İ",
+    "\u212a",
+    "false",
+    "incorrect",
+    "cannot",
+    "assert",
+    "_",
+    "é",
+    "x",
+)
+
+
+@pytest.mark.parametrize("text", SHAPES)
+def test_fast_structure_equals_the_plain_one(text: str) -> None:
+    assert learned.structure(text) == ref_structure(text)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_SHAPE_BITS) | st.text(max_size=8), max_size=40))
+def test_fast_structure_equals_the_plain_one_on_any_text(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert learned.structure(text) == ref_structure(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_fast_structure_equals_the_plain_one_on_arbitrary_text(text: str) -> None:
+    assert learned.structure(text) == ref_structure(text)
+
+
+# --- the heuristic's words, handed over by the learned classifier ------------------------------
+
+
+def test_the_learned_window_is_the_heuristics() -> None:
+    # the learned classifier hands its window's words to the rules: the same window
+    assert (learned.HEAD, learned.TAIL) == (classifier._HEAD, classifier._TAIL)
+
+
+def _words_both_ways(text: str) -> None:
+    _, toks, ascii_window = learned._feature_parts(text, "")
+    head, tail = classifier._HEAD, classifier._TAIL
+    window = text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
+    assert ascii_window == window.isascii()
+    if ascii_window:
+        assert learned._ascii_words(toks) == set(classifier._WORD.findall(window.lower()))
+
+
+@pytest.mark.parametrize("text", [*FIXTURE, *SHAPES, "x_y __init__ a1b2 CamelCase it's e-mail"])
+def test_the_words_from_the_tokens_are_the_heuristics(text: str) -> None:
+    _words_both_ways(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(lexicon_text() | st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_the_words_from_the_tokens_are_the_heuristics_on_any_ascii_text(text: str) -> None:
+    _words_both_ways(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(lexicon_text(), st.sampled_from(SYSTEMS))
+def test_fast_path_equals_the_reference_on_rule_words(text: str, system: str) -> None:
+    # texts that fire the heuristic's rules: the words handed over decide the same verdicts
+    assert _astuple(learned.classify(text, system=system)) == _astuple(ref_classify(text, system))
+
+
+_ASCII = "".join(map(chr, range(128)))  # every ASCII character: controls, \x1c-\x1f (spaces)
+
+
+@pytest.mark.parametrize("text", [_ASCII, _ASCII[::-1], _ASCII * 3, "A1b2_C3 d\x1ce\x7ff", "Éa"])
+def test_the_ascii_tokens_are_the_plain_ones(text: str) -> None:
+    if text.isascii():  # else the plain pattern tokenises
+        assert learned._TOKEN_ASCII.findall(text.lower()) == learned._TOKEN.findall(text.lower())
+    assert learned.features(text, system=text) == ref_features(text, text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=2000) | lexicon_text(),
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=500) | st.sampled_from(SYSTEMS),
+)
+def test_fast_features_equal_the_plain_ones_on_ascii_text(text: str, system: str) -> None:
+    assert learned.features(text, system=system) == ref_features(text, system)
+    assert _astuple(learned.classify(text, system=system)) == _astuple(ref_classify(text, system))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=10, max_size=10))
+def test_the_heads_byte_decoder_equals_logits_of(sums: list[int]) -> None:
+    head = task_head.load()
+    assert len(head.classes) == len(sums)
+    decode = task_head.ByteLogits.of(head, learned._MAX_IDS)
+    assert decode is not None
+    total = sum(s << (task_head.FIELD * j) for j, s in enumerate(sums))
+    assert decode(total) == head.logits_of(total)
+
+
+def test_a_head_whose_sums_could_leave_their_fields_is_decoded_by_logits_of() -> None:
+    head = dataclasses.replace(task_head.load(), char=1 << 16)  # 2^17 n-grams of 2^15 each
+    assert task_head.ByteLogits.of(head, learned._MAX_IDS) is None
+    assert task_head.ByteLogits.of(task_head.load(), 1 << 16) is None  # 2^16 · 2^15 = 2^31
+    assert task_head.ByteLogits.of(task_head.load(), (1 << 16) - 1) is not None
+
+
+@pytest.mark.parametrize("text", [*FIXTURE, *SHAPES, "Write", "  write  a poem", "é è", "1 2 3"])
+def test_the_lead_words_ids_are_the_plain_ones(text: str) -> None:
+    assert task_head.lead_features(text) == ref_lead_features(text)
+    assert task_head.lead_features(text) == ref_lead_features(text)  # and from the memo
+
+
+def test_the_lead_words_memo_starts_afresh_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(task_head, "_LEAD_MAX", 3)
+    monkeypatch.setattr(task_head, "_LEAD_IDS", {})
+    for text in FIXTURE:
+        assert task_head.lead_features(text) == ref_lead_features(text)
+    assert len(task_head._LEAD_IDS) <= 4
