@@ -271,3 +271,22 @@ def test_a_short_token_is_not_scrubbed_from_answers(monkeypatch: pytest.MonkeyPa
     body = b'{"choices": [{"message": {"content": "The box is EMPTY."}}]}'
     assert scrub(body) == body
     assert str(RetryableError("token EMPTY refused")) == f"token {REDACTED} refused"
+
+
+@pytest.mark.parametrize("cut", [12, 20, 40, len(KEY) - 1])
+def test_a_key_streamed_across_two_deltas_is_redacted_whole(cut: int) -> None:
+    """Each SSE event is scrubbed on its own: a first delta holding the key's start (≥ 12
+    characters) had it replaced, and the rest of the key in the next delta, which has no start,
+    was kept (review: 53 of 73 characters stored in `content`). The joined content is now
+    cleaned from the deltas as they were sent."""
+    from batchroute.client.stream import _Stream
+
+    keep_secret(KEY)
+    sse = _Stream(MODEL, "gen-1", {})
+    for piece in ("echo: " + KEY[:cut], KEY[cut:] + " end"):
+        delta = {"id": "gen-1", "choices": [{"delta": {"content": piece}}]}
+        sse.event(orjson.dumps(delta))
+    sse.event(orjson.dumps({"id": "gen-1", "choices": [{"delta": {}, "finish_reason": "stop"}]}))
+    content = sse.completion().content
+    assert content == f"echo: {REDACTED} end"
+    assert KEY[cut:] not in content

@@ -140,16 +140,22 @@ class _Stream:
         if data == b"[DONE]":
             self.done = True
             return
+        clean = scrub(data)  # an event, whole: as `session.read_body`
         try:
-            doc = orjson.loads(scrub(data))  # an event, whole: as `session.read_body`
+            doc = orjson.loads(clean)
         except orjson.JSONDecodeError:
             raise self.malformed("undecodable data line in stream") from None
         if not isinstance(doc, dict):
             raise self.malformed("stream chunk is not a JSON object")
+        seen = len(self.content) if self.content is not None else 0
         try:
             self.chunk(doc)
         except (AttributeError, LookupError, TypeError, ValueError, ArithmeticError) as exc:
             raise self.malformed(f"unexpected stream chunk shape: {type(exc).__name__}") from None
+        if clean is not data and self.content is not None and len(self.content) > seen:
+            # the key's start was in this delta: keep it as sent, so that `completion` cleans
+            # the key whole once joined (the rest of it, in a later delta, has no start to find)
+            self.content[-1] = _delta_text(data, self.content[-1])
 
     def chunk(self, doc: dict[str, Any]) -> None:
         if self.gen_id is None and isinstance(doc.get("id"), str):
@@ -207,3 +213,12 @@ class _Stream:
             usage=self.usage or _NO_USAGE,
             http_status=200,
         )
+
+
+def _delta_text(data: bytes, cleaned: str) -> str:
+    """The content delta of an event as it was sent (`cleaned` if it cannot be read)."""
+    try:
+        text = orjson.loads(data)["choices"][0]["delta"]["content"]
+    except (orjson.JSONDecodeError, LookupError, TypeError):
+        return cleaned
+    return text if isinstance(text, str) else cleaned
