@@ -167,6 +167,24 @@ def test_an_answer_priced_from_its_tokens_is_never_below_the_bill(
     pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
     usage = Usage(prompt_tokens=1000, completion_tokens=100)
     answer = Completion("ok", "stop", None, SONNET, None, "gen-1", usage)
-    cost, source = pricer.answered(answer, model, pricer.worst(1000, (model,)))
+    cost, source = pricer.answered(answer, model, pricer.worst(1000, (model,)), "mid")
     assert source is CostSource.CATALOG
     assert cost >= bill
+
+
+def test_an_answer_a_nitro_fallback_may_have_served_is_priced_at_priority(tmp_path: Path) -> None:
+    """With native fallback the request names `[SONNET, SONNET:nitro]` and the answer reports
+    the model without its suffix: an answer with token counts but no cost was priced from the
+    requested model's terms (x1) although the `:nitro` fallback may have served it at priority
+    rates (x2; review). It is priced at the dearest terms of every model that may serve it."""
+    tiers = {"mid": {"models": [SONNET, f"{SONNET}:nitro"], "native_fallback": True}}
+    spec = make_spec(tmp_path, tiers=tiers, request={"max_tokens": 100})
+    plan = build_plan(spec, Catalog.shipped(), ResumeState(), Overrides())
+    _, models = plan.served_by("mid", SONNET)
+    assert f"{SONNET}:nitro" in models
+    pricer = Pricer(plan)
+    usage = Usage(prompt_tokens=1000, completion_tokens=100)
+    answer = Completion("ok", "stop", None, SONNET, None, "gen-1", usage)
+    cost, source = pricer.answered(answer, SONNET, pricer.worst(1000, models), "mid")
+    assert source is CostSource.CATALOG
+    assert cost >= Decimal("0.009")  # 2 x (0.003 + 0.0015): a priority endpoint's bill

@@ -59,11 +59,13 @@ class Pricer:
             self._worst_of[key] = worst
         return worst
 
-    def answered(self, c: Completion, model: str, worst: Decimal) -> tuple[Decimal, CostSource]:
-        """The cost of an answer: its usage (fee + upstream under BYOK); else, with token
-        counts but no cost, the tokens at the dearest prices; else (no usage, a usage without
-        tokens, a cost that is not plausible, BYOK without the upstream figure) the
-        reservation."""
+    def answered(
+        self, c: Completion, model: str, worst: Decimal, tier: str
+    ) -> tuple[Decimal, CostSource]:
+        """The cost of an answer to a call to `model` of `tier`: its usage (fee + upstream
+        under BYOK); else, with token counts but no cost, the tokens at the dearest terms of
+        any model that may have served it; else (no usage, a usage without tokens, a cost
+        that is not plausible, BYOK without the upstream figure) the reservation."""
         u = c.usage
         billed = u.billed
         if billed is not None:
@@ -76,7 +78,10 @@ class Pricer:
             return worst, CostSource.RESERVED
         plan = self._plan
         served = plan.catalog.get(c.model) or plan.info(model)
-        searches = max(u.web_search_requests, plan.searches(c.model), plan.searches(model))
+        _, models = plan.served_by(tier, model)  # a native fallback's models too
+        searches = max(u.web_search_requests, plan.searches(c.model), *map(plan.searches, models))
         # The dearest prices, a search if one may have run, and the BYOK fee: over, not under.
-        cost = plan.terms.priced(served, model, u.prompt_tokens, u.completion_tokens, searches)
+        # The answer names the model without its variant (`:nitro` bills priority rates).
+        tokens = (u.prompt_tokens, u.completion_tokens, searches)
+        cost = max(plan.terms.priced(served, m, *tokens) for m in (model, *models))
         return cost, CostSource.CATALOG

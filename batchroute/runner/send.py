@@ -170,7 +170,7 @@ class Sender:
             self._settle(r, worst)
             raise
         else:
-            return self._answered(r, worst, model, started, t0, completion)
+            return self._answered(r, worst, plan.name, model, started, t0, completion)
         finally:
             self.book.landed(token)
 
@@ -203,13 +203,14 @@ class Sender:
         self,
         r: Reservation,
         worst: Decimal,
+        tier: str,
         model: str,
         started: datetime,
         t0: float,
         c: Completion,
     ) -> Call:
         latency = int((self.opts.monotonic() - t0) * 1000)
-        cost, source = self.pricer.answered(c, model, worst)
+        cost, source = self.pricer.answered(c, model, worst, tier)
         self._settle(r, cost)
         call = Call(model, started, latency, cost, source, completion=c, reserved=worst)
         call.generation_id = c.generation_id
