@@ -184,13 +184,14 @@ def _pricer(tmp_path: Path, **request: object) -> Pricer:
 def test_answers_without_a_usable_cost_keep_their_reservation(tmp_path: Path) -> None:
     pricer = _pricer(tmp_path)
     model = "openai/gpt-4o-mini"
+    tier = "mid"  # the model's tier in the factories' job
     worst = pricer.worst(50, (model,))
     no_usage = _completion("ok", present=False)
     byok_no_upstream = _completion("ok", cost=Decimal("0.001"), is_byok=True)
-    assert pricer.answered(no_usage, model, worst) == (worst, CostSource.RESERVED)
-    assert pricer.answered(byok_no_upstream, model, worst) == (worst, CostSource.RESERVED)
+    assert pricer.answered(no_usage, model, worst, tier) == (worst, CostSource.RESERVED)
+    assert pricer.answered(byok_no_upstream, model, worst, tier) == (worst, CostSource.RESERVED)
     tokens = _completion("ok", prompt_tokens=50, completion_tokens=100)
-    cost, source = pricer.answered(tokens, model, worst)
+    cost, source = pricer.answered(tokens, model, worst, tier)
     assert source is CostSource.CATALOG
     assert 0 < cost <= worst
 
