@@ -285,15 +285,10 @@ class CallTerms:
         return 1 if self.web_search or model.endswith(":online") else 0
 
     def worst(self, info: ModelInfo, model: str, prompt_bound: int) -> Decimal:
-        """The reservation of one call to `model` (priced by `info`) with this prompt bound."""
-        cost = worst_case_cost(
-            info,
-            prompt_bound + self.prompt_tokens,  # billed as prompt, though not in the messages
-            self.completion_tokens,
-            searches=self.searches(model),
-            cache_ttl=self.cache_ttl,
-        )
-        return ceil_usd(cost * priority_factor(model, self.params))
+        """The reservation of one call to `model` (priced by `info`) with this prompt bound:
+        the schema's and tools' tokens billed as prompt, though not in the messages."""
+        prompt = prompt_bound + self.prompt_tokens
+        return self.priced(info, model, prompt, self.completion_tokens, self.searches(model))
 
     def priced(
         self, info: ModelInfo, model: str, prompt: int, completion: int, searches: int

@@ -147,12 +147,13 @@ class _Stream:
             raise self.malformed("undecodable data line in stream") from None
         if not isinstance(doc, dict):
             raise self.malformed("stream chunk is not a JSON object")
-        seen = len(self.content) if self.content is not None else 0
+        keyed = clean is not data  # a key's start was in this event (rare)
+        seen = len(self.content) if keyed and self.content is not None else 0
         try:
             self.chunk(doc)
         except (AttributeError, LookupError, TypeError, ValueError, ArithmeticError) as exc:
             raise self.malformed(f"unexpected stream chunk shape: {type(exc).__name__}") from None
-        if clean is not data and self.content is not None and len(self.content) > seen:
+        if keyed and self.content is not None and len(self.content) > seen:
             # the key's start was in this delta: keep it as sent, so that `completion` cleans
             # the key whole once joined (the rest of it, in a later delta, has no start to find)
             self.content[-1] = _delta_text(data, self.content[-1])
