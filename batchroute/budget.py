@@ -89,19 +89,22 @@ def worst_case_cost(
 
 
 COST_SAFETY_FACTOR = 2
-"""A reported cost above its reservation × this is not believed (a bug on either side): the
-attempt keeps its reservation and says so. Between 1× and this, it is booked and counted as an
-overrun (our bound was wrong)."""
+"""A reported cost above its reservation × this is flagged (`cost_above_reservation`): a price,
+a multiplier or a search the reservation did not know. It is booked all the same (the report is
+the bill; booking the reservation said less than the bill, for ever when /generation never
+answered), and the model's later calls are reserved at the ratio seen (`Pricer`)."""
 
 
-def plausible_cost(cost: Decimal | None, reserved: Decimal) -> bool:
-    """A reported cost that can be booked: finite, not negative, not absurd."""
-    return (
-        cost is not None
-        and cost.is_finite()
-        and cost >= 0
-        and cost <= reserved * COST_SAFETY_FACTOR
-    )
+def plausible_cost(cost: Decimal | None) -> bool:
+    """A reported cost that can be booked: finite and not negative. However large it is: a
+    figure above the reservation is the bill (or a bug on their side), and either way booking
+    it overcounts rather than undercounts."""
+    return cost is not None and cost.is_finite() and cost >= 0
+
+
+def above_reservation(cost: Decimal, reserved: Decimal) -> bool:
+    """A booked cost far above what its call reserved (`COST_SAFETY_FACTOR` ×): worth a flag."""
+    return cost > reserved * COST_SAFETY_FACTOR
 
 
 # Not frozen (issue 11): one is built per record or call on the hot path, and a frozen
