@@ -144,3 +144,40 @@ async def test_a_generation_figure_above_any_believable_one_is_still_booked(
     assert len(standin.billed) == 1
     attempts = query(tmp_path / "results.duckdb", "SELECT sum(cost_usd) FROM attempts")[0][0]
     assert attempts >= standin.total, (attempts, standin.total)
+
+
+@dataclass
+class ListedFree(StandIn):
+    """`/models` lists the model at $0 (a promotion that ended, say) but every generation is
+    billed $0.005: its reservation is $0, so no ratio can raise it."""
+
+    async def models(self, _: web.Request) -> web.Response:
+        model = {
+            "id": MODEL,
+            "context_length": 128_000,
+            "pricing": {"prompt": "0", "completion": "0"},
+            "top_provider": {"context_length": 128_000, "max_completion_tokens": 16_384},
+            "supported_parameters": ["max_tokens"],
+        }
+        return web.json_response({"data": [model]})
+
+    def _bill(self, body: dict[str, Any], outcome: str) -> tuple[str, dict[str, Any]]:
+        gid, usage = super()._bill(body, outcome)
+        self.billed[-1] = Decimal("0.005")
+        usage["cost"] = 0.005
+        usage["cost_details"] = {"upstream_inference_cost": 0.005}
+        return gid, usage
+
+
+async def test_a_model_listed_at_zero_but_billed_is_booked_and_capped(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Before: each $0.005 bill was above twice its $0 reservation, booked at $0: 12 calls,
+    $0.06 billed against a $0.02 cap, DuckDB $0. With costs booked but no floor, one call past
+    the cap ($0.025). After: the largest cost seen is the model's reservation floor: 4 calls."""
+    standin = ListedFree("ok", generation_known=False)
+    db = await _run(tmp_path, standin, await serve(standin), concurrency=1)
+    attempts = query(db, "SELECT sum(cost_usd) FROM attempts")[0][0]
+    assert standin.billed
+    assert attempts >= standin.total, (attempts, standin.total)
+    assert standin.total <= CAP, (standin.total, len(standin.billed))

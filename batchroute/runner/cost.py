@@ -54,6 +54,7 @@ class Pricer:
         self._plan = plan
         self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
         self.ratios: dict[str, Decimal] = {}  # model → cost / reservation seen above 1
+        self.floors: dict[str, Decimal] = {}  # model → a cost seen where it reserved $0
 
     def worst(self, prompt_bound: int, models: tuple[str, ...]) -> Decimal:
         """The reservation of a call that any of `models` may serve (× the largest ratio of
@@ -65,6 +66,8 @@ class Pricer:
             if self.ratios:
                 ratio = max((self.ratios.get(m, Decimal(1)) for m in models), default=Decimal(1))
                 worst = ceil_usd(worst * ratio)
+            if self.floors:
+                worst = max(worst, *(self.floors.get(m, worst) for m in models))
             if len(self._worst_of) >= _WORST_CACHE:
                 self._worst_of.clear()
             self._worst_of[key] = worst
@@ -73,8 +76,14 @@ class Pricer:
     def learn(self, model: str, cost: Decimal, worst: Decimal) -> None:
         """A call to `model` reserved at `worst` was booked at `cost`: above it, the model's
         later calls are reserved at that ratio (the largest seen), so that the cap holds for
-        them. (Calls already in flight keep their reservation: they may overrun once.)"""
-        if cost <= worst or worst <= 0:
+        them; reserved at $0, at no less than that cost. (Calls already in flight keep their
+        reservation: they may overrun once.)"""
+        if cost <= worst:
+            return
+        if worst <= 0:  # listed at $0 (a promotion that ended?): no ratio, the largest cost seen
+            if cost > self.floors.get(model, Decimal(0)):
+                self.floors[model] = cost
+                self._worst_of.clear()
             return
         ratio = (cost / worst).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
         if ratio > self.ratios.get(model, Decimal(1)):
