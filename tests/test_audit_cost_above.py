@@ -181,3 +181,19 @@ async def test_a_model_listed_at_zero_but_billed_is_booked_and_capped(
     assert standin.billed
     assert attempts >= standin.total, (attempts, standin.total)
     assert standin.total <= CAP, (standin.total, len(standin.billed))
+
+
+async def test_a_learnt_ratio_past_the_cap_leaves_records_pending_not_failed(
+    tmp_path: Path, serve: Any
+) -> None:
+    """Billed at 40× /models: the first call alone passes the $0.02 cap (nothing can know it
+    before), and the ratio learnt makes every later reservation larger than the whole cap.
+    Those records were listed well under the cap: they wait for tomorrow (`pending`, exit 3),
+    not `failed` as `exceeds_daily_cap` (which says no run could ever make them)."""
+    standin = PricedAbove("ok", generation_known=False, factor=40)
+    db = await _run(tmp_path, standin, await serve(standin), concurrency=1)
+    assert len(standin.billed) == 1
+    rows = dict(query(db, "SELECT status, count(*) FROM results GROUP BY 1"))
+    assert rows.get("failed", 0) == 0, rows
+    booked = query(db, "SELECT sum(cost_usd) FROM attempts")[0][0]
+    assert booked >= standin.total

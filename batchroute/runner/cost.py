@@ -73,6 +73,18 @@ class Pricer:
             self._worst_of[key] = worst
         return worst
 
+    def never(
+        self, worst: Decimal, cap: Decimal, prompt_bound: int, models: tuple[str, ...]
+    ) -> bool:
+        """A call reserved at `worst` can never be made under `cap`: its list-price worst case
+        is above the cap too (a learnt ratio alone does not make a record impossible: it waits
+        for tomorrow, `pending`, rather than `failed` as `exceeds_daily_cap`)."""
+        if worst <= cap:
+            return False
+        if not self.ratios and not self.floors:  # nothing learnt: `worst` is the list price's
+            return True
+        return self._plan.worst_call(models, prompt_bound) > cap
+
     def learn(self, model: str, cost: Decimal, worst: Decimal) -> None:
         """A call to `model` reserved at `worst` was booked at `cost`: above it, the model's
         later calls are reserved at that ratio (the largest seen), so that the cap holds for

@@ -78,8 +78,11 @@ class Sender:
         takes one of the run's `concurrency` slots, so a slow or rate-limited tier never
         holds the slots other tiers need (issue 11).
         """
-        worst = self.pricer.worst(item.prompt_bound, self.requests.served_by(plan, model))
-        if self.budget.exceeds_cap(worst):
+        models = self.requests.served_by(plan, model)
+        worst = self.pricer.worst(item.prompt_bound, models)
+        if self.budget.exceeds_cap(worst) and self.pricer.never(
+            worst, self.budget.cap, item.prompt_bound, models
+        ):
             return NoFit(worst, never=True)
         model_slot = self._model_slots.get(model)
         if model_slot is None:  # no `async with nullcontext()`: ~1 µs a call (issue 11)
