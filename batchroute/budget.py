@@ -89,19 +89,27 @@ def worst_case_cost(
 
 
 COST_SAFETY_FACTOR = 2
-"""A reported cost above its reservation × this is not believed (a bug on either side): the
-attempt keeps its reservation and says so. Between 1× and this, it is booked and counted as an
-overrun (our bound was wrong)."""
+"""A reported cost above its reservation × this is flagged (`cost_above_reservation`): a price,
+a multiplier or a search the reservation did not know. It is booked all the same (the report is
+the bill; booking the reservation said less than the bill, for ever when /generation never
+answered), and the model's later calls are reserved at the ratio seen (`Pricer`)."""
 
 
-def plausible_cost(cost: Decimal | None, reserved: Decimal) -> bool:
-    """A reported cost that can be booked: finite, not negative, not absurd."""
-    return (
-        cost is not None
-        and cost.is_finite()
-        and cost >= 0
-        and cost <= reserved * COST_SAFETY_FACTOR
-    )
+MAX_BOOKABLE_USD: Final = Decimal(10) ** 15
+"""More than any bill, well inside what the store holds (DECIMAL(38,12): 26 integer digits):
+a figure above it is garbage, not a cost, and is not booked."""
+
+
+def plausible_cost(cost: Decimal | None) -> bool:
+    """A reported cost that can be booked: finite, not negative, storable. However large it
+    is otherwise: a figure above the reservation is the bill (or a bug on their side), and
+    either way booking it overcounts rather than undercounts."""
+    return cost is not None and cost.is_finite() and 0 <= cost <= MAX_BOOKABLE_USD
+
+
+def above_reservation(cost: Decimal, reserved: Decimal) -> bool:
+    """A booked cost far above what its call reserved (`COST_SAFETY_FACTOR` ×): worth a flag."""
+    return cost > reserved * COST_SAFETY_FACTOR
 
 
 # Not frozen (issue 11): one is built per record or call on the hot path, and a frozen
@@ -269,6 +277,23 @@ def reasoning_budget(params: Mapping[str, Any]) -> int:
     return max(budget, MIN_THINKING_TOKENS)
 
 
+WEB_RESULTS_TOKENS: Final = 5 * 30_000 * 4
+"""The web plugin's results when the model's context is unknown: 5 results (its default
+`max_results`), 30,000 characters each (Exa's largest documented per-result size, "high"), 4
+UTF-8 bytes a character at most, a token per byte at most."""
+
+
+def web_prompt_bound(info: ModelInfo, prompt: int) -> int:
+    """A true bound on the prompt tokens of a call that runs a web search. The web plugin (and
+    a provider's native search) injects its results into the prompt, billed as prompt tokens,
+    and no documented figure bounds their size (Exa's is adaptive, "typically" 2,000-4,000
+    characters a result; a native engine's is the provider's): only the model's context
+    window does, so the whole of it is reserved (`WEB_RESULTS_TOKENS` more without one)."""
+    if info.context_length > 0:
+        return max(prompt, info.context_length)
+    return prompt + WEB_RESULTS_TOKENS
+
+
 @dataclass(frozen=True, slots=True)
 class CallTerms:
     """What a job's request parameters add to each of its calls' worst case, beyond the
@@ -286,9 +311,13 @@ class CallTerms:
 
     def worst(self, info: ModelInfo, model: str, prompt_bound: int) -> Decimal:
         """The reservation of one call to `model` (priced by `info`) with this prompt bound:
-        the schema's and tools' tokens billed as prompt, though not in the messages."""
+        the schema's and tools' tokens billed as prompt, though not in the messages; with a
+        web search, the results it injects too (`web_prompt_bound`)."""
         prompt = prompt_bound + self.prompt_tokens
-        return self.priced(info, model, prompt, self.completion_tokens, self.searches(model))
+        searches = self.searches(model)
+        if searches:
+            prompt = web_prompt_bound(info, prompt)
+        return self.priced(info, model, prompt, self.completion_tokens, searches)
 
     def priced(
         self, info: ModelInfo, model: str, prompt: int, completion: int, searches: int

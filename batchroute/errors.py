@@ -28,7 +28,10 @@ exhausted becomes a `failed` row.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+
+import orjson
 
 
 class BatchrouteError(Exception):
@@ -78,10 +81,14 @@ def keep_secret(secret: str) -> None:
         _HEADS.add(secret[:_SECRET_HEAD].encode())
 
 
-def without_secrets(text: str) -> str:
+def without_secrets(text: str, *, short: bool = True) -> str:
     """`text` with every registered secret, and every start of one that a cut left (at least
-    `_SECRET_HEAD` characters of it), replaced by `REDACTED`."""
+    `_SECRET_HEAD` characters of it), replaced by `REDACTED`. `short=False` (an answer's text,
+    as `scrub` cleans bodies) leaves keys under `_SECRET_HEAD` characters: a gateway's "EMPTY"
+    is also a word a model says."""
     for secret in _SECRETS:
+        if not short and len(secret) < _SECRET_HEAD:
+            continue
         head = secret[:_SECRET_HEAD]
         i = text.find(head)
         while i >= 0:
@@ -93,6 +100,33 @@ def without_secrets(text: str) -> str:
     return text
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled: linear
+_JSON_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def _scrub_json(text: str) -> str:
+    """A JSON document's text cleaned token by token: every string literal as
+    `without_secrets` cleans text (the redaction needs no escaping); a number only when it
+    is a whole secret (then the string `REDACTED`). A number that merely holds a digits-only
+    key's digits is a figure (a cost, a token count), not an echoed credential: rewriting its
+    digits made the body unparseable, and a paid answer was taken for a malformed one."""
+
+    def numbers(gap: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            n = m.group(0)
+            return f'"{REDACTED}"' if n.lstrip("-") in _SECRETS else n
+
+        return _JSON_NUMBER.sub(one, gap)
+
+    out: list[str] = []
+    at = 0
+    for m in _JSON_STRING.finditer(text):
+        out += (numbers(text[at : m.start()]), without_secrets(m.group(0), short=False))
+        at = m.end()
+    out.append(numbers(text[at:]))
+    return "".join(out)
+
+
 def scrub(body: bytes) -> bytes:
     """An answer's bytes as the client read them, cleaned as `without_secrets` cleans text
     (bytes that are not UTF-8 kept as they were). The client applies it to every body before
@@ -100,11 +134,17 @@ def scrub(body: bytes) -> bytes:
     item's error, `error_type`, `provider`, the content) can carry a key, whichever table,
     journal line or log line it ends in. Costs one substring search per body when no key is
     in it (the usual case). A key under `_SECRET_HEAD` characters is left in bodies (it is
-    no credential one could tell from text) and cleaned from error messages only."""
+    no credential one could tell from text) and cleaned from error messages only. A JSON
+    body is cleaned in its strings only (and a number that is a whole key): a digits-only key
+    (a local gateway's token) must not rewrite the digits of its numbers (`_scrub_json`)."""
     if not any(head in body for head in _HEADS):
         return body
-    text = without_secrets(body.decode("utf-8", "surrogateescape"))
-    return text.encode("utf-8", "surrogateescape")
+    text = body.decode("utf-8", "surrogateescape")
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return without_secrets(text, short=False).encode("utf-8", "surrogateescape")
+    return _scrub_json(text).encode("utf-8", "surrogateescape")
 
 
 class UpstreamError(BatchrouteError):

@@ -49,7 +49,12 @@ def worst_line(terms: dict[str, Any]) -> str:
             else ""
         )
         + ", request fees"
-        + (", a web search per call" if terms["web_search"] else "")
+        + (
+            ", a web search per call (its injected results: the model's whole context at the "
+            "prompt price)"
+            if terms["web_search"]
+            else ""
+        )
         + f" and the {Decimal(terms['byok_fee']) * 100:.0f} % BYOK fee"
         + (
             f"; in {', '.join(native)} (native_fallback) each call at the dearest model that "

@@ -166,7 +166,9 @@ class BatchStandIn:
     def _object(self, bid: str, status: str) -> dict[str, Any]:
         b = self.batches[bid]
         total = len(b["body"]["requests"])
-        done = b.get("done", {})
+        lines = b.get("lines", [])  # once run: what it answered, what failed (batch-api §5)
+        done = [ln for ln in lines if ln.get("response") is not None and not ln.get("error")]
+        failed = sum(1 for ln in lines if ln.get("error"))
         return {
             "id": bid,
             "object": "batch",
@@ -176,7 +178,7 @@ class BatchStandIn:
             "status": status,
             "created_at": 1,
             "finalized_at": None,
-            "request_counts": {"total": total, "completed": len(done), "failed": 0},
+            "request_counts": {"total": total, "completed": len(done), "failed": failed},
             "usage": b.get("usage"),
             "results": None,
             "error": {"message": self.validation_error} if status == "failed" else None,

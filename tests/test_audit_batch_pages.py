@@ -33,7 +33,7 @@ class Flaky(BatchStandIn):
     """No inline results on the batch object; the page at `fail_cursor` fails `fail_times`
     times with `fail_status` before it answers."""
 
-    fail_cursor: str = "50"
+    fail_cursor: str | None = "50"  # None: the first page
     fail_status: int = 503
     fail_times: int = 1
     result_gets: int = 0
@@ -67,14 +67,20 @@ async def _run_waiting(tmp_path: Path, base_url: str) -> tuple[int, str]:
     return await run_cli_async("run", str(path), "--wait")
 
 
-@pytest.mark.parametrize("fail_status", [503, 404])
+@pytest.mark.parametrize(
+    ("fail_cursor", "fail_status"),
+    [("50", 503), ("50", 404), (None, 404), (None, 503)],
+    ids=["page2-503", "page2-404", "page1-404", "page1-503"],
+)
 async def test_a_failed_results_page_loses_no_paid_answer(
-    tmp_path: Path, serve: Any, fail_status: int
+    tmp_path: Path, serve: Any, fail_cursor: str | None, fail_status: int
 ) -> None:
     """Before, 503 on page 2: all 120 answers of the batch (billed $0.0237) were dropped and
     the 120 records paid again synchronously: $0.0711 billed, no batch answer stored. 404 on
-    page 2: the 70 answers past page 1 dropped and paid again: $0.0513 billed."""
-    standin = Flaky(page_size=50, fail_status=fail_status)
+    page 2: the 70 answers past page 1 dropped and paid again: $0.0513 billed. 404 on page 1
+    (read as "no results endpoint", the inline results null): all 120 batch answers dropped and
+    paid again synchronously, $0.0711 billed for $0.0237 of work (money3). Now $0.0237."""
+    standin = Flaky(page_size=50, fail_cursor=fail_cursor, fail_status=fail_status)
     db = tmp_path / "results.duckdb"
     code, err = await _run_waiting(tmp_path, await serve(standin))
     assert code == 0, err

@@ -166,7 +166,7 @@ WORST = Decimal("0.5")
         (RetryableError("in 200", status=200, in_body=True), (WORST, CostSource.RESERVED)),
         (RejectedError("c", cost=Decimal("0.1")), (Decimal("0.1"), CostSource.OPENROUTER)),
         (RejectedError("neg", cost=Decimal("-1")), (WORST, CostSource.RESERVED)),
-        (RejectedError("huge", cost=Decimal("2")), (WORST, CostSource.RESERVED)),
+        (RejectedError("huge", cost=Decimal("2")), (Decimal(2), CostSource.OPENROUTER)),  # the bill
     ],
 )
 def test_failed_calls_are_booked_over_never_under(

@@ -86,11 +86,13 @@ def test_the_worst_case_is_what_the_explanation_says(tmp_path: Path) -> None:
     assert q["worst_case_counts"]["max_escalations"] == 0
     assert "escalation" not in q["worst_case_includes"]
     assert "a web search per call" in q["worst_case_includes"]
+    assert "whole context" in q["worst_case_includes"]
 
     info = Catalog.shipped().get(model)
     assert info is not None
     messages = ["You translate.", "Translate into German:\n\nHello there"]
     prompt = REQUEST_OVERHEAD_TOKENS + sum(len(m) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+    prompt = max(prompt, info.context_length)  # the search's injected results: the context
     search = info.web_search if info.web_search is not None else Decimal("0.02")
     call = (
         prompt * (info.worst_prompt or info.prompt)

@@ -120,18 +120,28 @@ async def batch_results(client: OpenRouterClient, batch_id: str) -> list[Any] | 
 
 
 async def terminal_results(
-    client: OpenRouterClient, batch_id: str, inline: Any
+    client: OpenRouterClient, batch_id: str, batch: dict[str, Any]
 ) -> list[Any] | None:
-    """A terminal batch's result lines: its pages, else (no such endpoint) its `inline` ones
-    (not a list: none). None when a page failed and no inline copy stands in: its paid
-    answers must be read again later, not taken as unanswered."""
+    """A terminal batch's result lines: its pages, else (no such endpoint) the batch object's
+    inline `results` (not a list: none). None when its paid answers cannot be read now and must
+    be read again later, not taken as unanswered: a page failed and no inline copy stands in,
+    or the first page answered 404 (no endpoint, or a moment's 404: the two look alike) while
+    a `completed` batch says items completed and carries no inline copy."""
+    inline = batch.get("results")
     try:
         lines = await batch_results(client, batch_id)
     except UpstreamError:
         return inline if isinstance(inline, list) else None
-    if lines is None:
-        return inline if isinstance(inline, list) else []
-    return lines
+    if lines is not None:
+        return lines
+    if isinstance(inline, list):
+        return inline
+    counts = batch.get("request_counts")
+    ran = counts.get("completed") if isinstance(counts, dict) else None
+    if batch.get("status") == "completed" and ran != 0:
+        return None  # paid answers that must be there: read again at a later poll
+    return []  # none ran; or expired/cancelled, whose lines may never be served (billed all
+    # the same: the bill is booked and the items go again, batch-api.md §6)
 
 
 async def result_ids(client: OpenRouterClient, batch_id: str) -> set[str]:

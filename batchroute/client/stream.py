@@ -203,7 +203,8 @@ class _Stream:
                 generation_id=self.gen_id,
             )
         # Each event was scrubbed; a key spread over several deltas is caught once joined.
-        content = without_secrets("".join(self.content)) if self.content is not None else None
+        joined = "".join(self.content) if self.content is not None else None
+        content = None if joined is None else without_secrets(joined, short=False)  # as `scrub`
         return Completion(
             content=content,
             finish_reason=self.finish,

@@ -61,8 +61,12 @@ async def adopt(
             continue
         if ids and ids <= ours:
             return await _take(store, row, str(b["id"]), say)
-        if not ids and blind is None and await _billed(client, str(b["id"])):
-            blind = str(b["id"])
+        if not ids and blind is None:
+            billed = await _billed(client, str(b["id"]))
+            if billed is None:  # its bill unknown now: neither adopted nor given up on
+                unsure = True
+            elif billed:
+                blind = str(b["id"])
     if unsure or (now - row.intent_at).total_seconds() < ADOPT_AFTER_S:
         return "kept"
     if blind is not None:  # billed, whose unknown: booked here rather than in no database
@@ -73,12 +77,14 @@ async def adopt(
     return "abandoned"
 
 
-async def _billed(client: OpenRouterClient, batch_id: str) -> bool:
-    """The finished batch reports a cost above $0, or one it cannot state (BYOK)."""
+async def _billed(client: OpenRouterClient, batch_id: str) -> bool | None:
+    """The finished batch reports a cost above $0, or one it cannot state (BYOK); None when
+    it cannot be asked now (a failed GET is no "not billed": a paid batch would be abandoned
+    and its records paid again, the batch in no database)."""
     try:
         doc = await get_batch(client, batch_id)
     except UpstreamError:
-        return False
+        return None
     cost, unknown = batch_cost(doc.get("usage") if doc is not None else None)
     return unknown or (cost is not None and cost > 0)
 

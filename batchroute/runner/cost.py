@@ -4,13 +4,18 @@ Before: the worst case over every model that may serve it (native fallback inclu
 request's prompt bound at the dearest prices, `max_tokens` generated, a web search where one
 may run, and the BYOK fee. After: the provider's reported cost when it is plausible, else the
 token counts at the dearest prices, else the reservation itself — over, never under.
+
+A reported cost above its reservation is booked as reported (it is the bill), and the model's
+later calls are reserved at the largest ratio of cost to reservation seen in the run: the
+reservation was wrong for that model (a price above /models, a multiplier, extra searches),
+and the cap holds only while reservations cover what calls cost.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
-from batchroute.budget import plausible_cost, quantize_usd
+from batchroute.budget import ceil_usd, plausible_cost, quantize_usd
 from batchroute.errors import UpstreamError
 from batchroute.plan import RunPlan
 from batchroute.types import Completion, CostSource
@@ -24,6 +29,7 @@ EDGE_TIMEOUTS = frozenset({524})
 which the origin goes on with the request: it may be billed, so booked like UNKNOWN_OUTCOME."""
 
 _WORST_CACHE = 65_536  # bounded: prompt bounds may all differ
+_RATIO_PLACES = Decimal("0.001")  # a learnt ratio, rounded up
 
 
 def failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource]:
@@ -32,7 +38,7 @@ def failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource
     may have been (a timeout, a cut connection, an error inside a 200 without a cost): its
     reservation, until /generation says."""
     if err.cost is not None:
-        if plausible_cost(err.cost, worst):
+        if plausible_cost(err.cost):  # however far above the reservation: it is the bill
             return quantize_usd(err.cost), CostSource.OPENROUTER
         return worst, CostSource.RESERVED
     if err.in_body or err.error_type in UNKNOWN_OUTCOME or err.status in EDGE_TIMEOUTS:
@@ -47,17 +53,60 @@ class Pricer:
     def __init__(self, plan: RunPlan) -> None:
         self._plan = plan
         self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
+        self.ratios: dict[str, Decimal] = {}  # model → cost / reservation seen above 1
+        self.floors: dict[str, Decimal] = {}  # model → a cost seen where it reserved $0
 
     def worst(self, prompt_bound: int, models: tuple[str, ...]) -> Decimal:
-        """The reservation of a call that any of `models` may serve."""
+        """The reservation of a call that any of `models` may serve (× the largest ratio of
+        cost to reservation seen for one of them in this run)."""
         key = (prompt_bound, models)
         worst = self._worst_of.get(key)
         if worst is None:
             worst = self._plan.worst_call(models, prompt_bound)
+            if self.ratios:
+                ratio = max((self.ratios.get(m, Decimal(1)) for m in models), default=Decimal(1))
+                worst = ceil_usd(worst * ratio)
+            if self.floors:
+                worst = max(worst, *(self.floors.get(m, worst) for m in models))
             if len(self._worst_of) >= _WORST_CACHE:
                 self._worst_of.clear()
             self._worst_of[key] = worst
         return worst
+
+    def never(
+        self, worst: Decimal, cap: Decimal, prompt_bound: int, models: tuple[str, ...]
+    ) -> bool:
+        """A call reserved at `worst` can never be made under `cap`: its list-price worst case
+        is above the cap too (a learnt ratio alone does not make a record impossible: it waits
+        for tomorrow, `pending`, rather than `failed` as `exceeds_daily_cap`)."""
+        if worst <= cap:
+            return False
+        if not self.ratios and not self.floors:  # nothing learnt: `worst` is the list price's
+            return True
+        return self._plan.worst_call(models, prompt_bound) > cap
+
+    def learn(self, model: str, cost: Decimal, worst: Decimal) -> None:
+        """A call to `model` reserved at `worst` was booked at `cost`: above it, the model's
+        later calls are reserved at that ratio (the largest seen), so that the cap holds for
+        them; reserved at $0, at no less than that cost. (Calls already in flight keep their
+        reservation: they may overrun once.)"""
+        if cost <= worst:
+            return
+        if worst <= 0:  # listed at $0 (a promotion that ended?): no ratio, the largest cost seen
+            if cost > self.floors.get(model, Decimal(0)):
+                self.floors[model] = cost
+                self._worst_of.clear()
+            return
+        ratio = (cost / worst).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
+        if ratio > self.ratios.get(model, Decimal(1)):
+            self.ratios[model] = ratio
+            self._worst_of.clear()
+
+    def failed(self, err: UpstreamError, model: str, worst: Decimal) -> tuple[Decimal, CostSource]:
+        """`failed_cost`, and what it teaches about `model`'s reservations (`learn`)."""
+        cost, source = failed_cost(err, worst)
+        self.learn(model, cost, worst)
+        return cost, source
 
     def answered(
         self, c: Completion, model: str, worst: Decimal, tier: str
@@ -65,11 +114,19 @@ class Pricer:
         """The cost of an answer to a call to `model` of `tier`: its usage (fee + upstream
         under BYOK); else, with token counts but no cost, the tokens at the dearest terms of
         any model that may have served it; else (no usage, a usage without tokens, a cost
-        that is not plausible, BYOK without the upstream figure) the reservation."""
+        that is negative or not a number, BYOK without the upstream figure) the reservation.
+        A cost above the reservation is booked, and raises `model`'s later ones (`learn`)."""
+        cost, source = self._answered(c, model, worst, tier)
+        self.learn(model, cost, worst)
+        return cost, source
+
+    def _answered(
+        self, c: Completion, model: str, worst: Decimal, tier: str
+    ) -> tuple[Decimal, CostSource]:
         u = c.usage
         billed = u.billed
         if billed is not None:
-            if plausible_cost(billed, worst):
+            if plausible_cost(billed):  # above the reservation too: it is the bill
                 return quantize_usd(billed), CostSource.OPENROUTER
             return worst, CostSource.RESERVED
         # No usage, BYOK without the upstream cost, or a usage that says nothing (`{}`, all

@@ -360,7 +360,7 @@ class Lane:
         status = str(doc.get("status"))
         raw: Any = None
         if status != "failed":
-            raw = await terminal_results(self.client, row.batch_id, doc.get("results"))
+            raw = await terminal_results(self.client, row.batch_id, doc)
             if raw is None:  # a results page failed: its paid answers are read at a later poll
                 return None
         items = B.read_items(raw if isinstance(raw, list) else [], row.model)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from batchroute.budget import Budget, quantize_usd
+from batchroute.budget import Budget, plausible_cost, quantize_usd
 from batchroute.client import OpenRouterClient
 from batchroute.errors import UpstreamError
 from batchroute.runner.book import Book
@@ -26,16 +26,17 @@ POLL_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 """Waits before each GET /generation of one call in a run (the record appears after a few
 seconds; a slow provider's after minutes). After the last, the next run asks again."""
 
-MAX_BELIEVABLE_USD = Decimal(10_000)  # one generation: more is a bug on either side, not a bill
 EARLIER_ROWS = 2_000  # reserved attempts of earlier runs asked about at a run's start, at most
 EARLIER_WAIT_S = 30.0  # …for this long at most, before the first record goes out
 CONCURRENT_GETS = 8  # /generation requests in flight at once: bookkeeping, not the job
 
 
 def real_cost(gc: GenerationCost | None) -> Decimal | None:
-    """The bill /generation reports, if it is one that can be booked (finite, not negative)."""
+    """The bill /generation reports, if it is one that can be booked (finite, not negative).
+    However large: a figure above what the call reserved is the bill, and booking it
+    overcounts at worst (it used to be dropped above $10,000, leaving the reservation)."""
     billed = gc.billed if gc is not None else None
-    if billed is None or not billed.is_finite() or billed < 0 or billed > MAX_BELIEVABLE_USD:
+    if billed is None or not plausible_cost(billed):
         return None
     return quantize_usd(billed)
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from batchroute.budget import Budget, Reservation
+from batchroute.budget import Budget, Reservation, above_reservation
 from batchroute.client import OpenRouterClient
 from batchroute.errors import UpstreamError
 from batchroute.limiter import Limiter
 from batchroute.router import TierPlan
 from batchroute.runner import quality
 from batchroute.runner.book import Book
-from batchroute.runner.cost import Pricer, failed_cost
+from batchroute.runner.cost import Pricer
 from batchroute.runner.reconcile import Reconciler, Unsettled
 from batchroute.runner.request import Requests
 from batchroute.runner.work import Call, Control, RunOptions, Trail, WorkItem
@@ -78,8 +78,11 @@ class Sender:
         takes one of the run's `concurrency` slots, so a slow or rate-limited tier never
         holds the slots other tiers need (issue 11).
         """
-        worst = self.pricer.worst(item.prompt_bound, self.requests.served_by(plan, model))
-        if self.budget.exceeds_cap(worst):
+        models = self.requests.served_by(plan, model)
+        worst = self.pricer.worst(item.prompt_bound, models)
+        if self.budget.exceeds_cap(worst) and self.pricer.never(
+            worst, self.budget.cap, item.prompt_bound, models
+        ):
             return NoFit(worst, never=True)
         model_slot = self._model_slots.get(model)
         if model_slot is None:  # no `async with nullcontext()`: ~1 µs a call (issue 11)
@@ -221,6 +224,10 @@ class Sender:
             )
             call.flag = ("implausible_cost", msg)
             self._log(f"{model}: {msg}")
+        elif above_reservation(cost, worst):  # booked as reported; later calls reserve more
+            msg = f"cost {usd(cost)} is above twice its reservation {usd(worst)}: booked as billed"
+            call.flag = ("cost_above_reservation", msg)
+            self._log(f"{model}: {msg}")
         return call
 
     def _failed(
@@ -233,7 +240,7 @@ class Sender:
         err: UpstreamError,
     ) -> Call:
         latency = int((self.opts.monotonic() - t0) * 1000)
-        cost, source = failed_cost(err, worst)
+        cost, source = self.pricer.failed(err, model, worst)
         self._settle(r, cost)
         call = Call(model, started, latency, cost, source, error=err, reserved=worst)
         call.generation_id = err.generation_id

@@ -154,8 +154,27 @@ priority (`budget.PRIORITY_FACTOR`). /models lists no price for the others (`fas
 fast mode is 6x, `claude-opus-4.6-fast` in the snapshot; `scale`)."""
 
 
+def _client_tools_only(tools: Any) -> None:
+    """Refuse a server tool in `extra_body.tools` (a `type` other than "function", e.g.
+    `openrouter:web_search`, or the `web_search_preview` shorthand OpenRouter converts to it):
+    the server runs it as often as the model asks, each run billed and its results billed
+    again as prompt tokens, so no reservation can be its worst case."""
+    if not isinstance(tools, list):
+        return
+    for i, tool in enumerate(tools):
+        kind = tool.get("type", "function") if isinstance(tool, dict) else None
+        if kind != "function":
+            raise ValueError(
+                f"extra_body.tools[{i}].type {kind!r} is a server tool (OpenRouter runs it as "
+                "often as the model asks, billing each run and the results it injects), so no "
+                'call could be reserved at its worst case: only type "function" tools are '
+                "accepted; for one web search per call use an `:online` model id"
+            )
+
+
 def _bounded_bill(v: dict[str, Any]) -> None:
     """Refuse the extra_body fields that make a call's bill unknowable before it is sent."""
+    _client_tools_only(v.get("tools"))
     tier = v.get("service_tier")
     if tier is not None and tier not in PRICED_SERVICE_TIERS:
         raise ValueError(
