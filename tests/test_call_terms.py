@@ -188,3 +188,37 @@ def test_an_answer_a_nitro_fallback_may_have_served_is_priced_at_priority(tmp_pa
     cost, source = pricer.answered(answer, SONNET, pricer.worst(1000, models), "mid")
     assert source is CostSource.CATALOG
     assert cost >= Decimal("0.009")  # 2 x (0.003 + 0.0015): a priority endpoint's bill
+
+
+def test_a_second_overrun_raises_the_reservation_to_what_it_cost(tmp_path: Path) -> None:
+    """A learnt ratio is relative to the list-price worst case. Before: a call already
+    reserved at 3x its list price and billed 4x taught a ratio of 4/3 (relative to the scaled
+    reservation), below the 3 already learnt, so later calls stayed reserved at 3x while
+    costing 4x: the cap then let each of them through short by a third of its bill."""
+    spec = make_spec(tmp_path, tiers={"mid": [SONNET]}, request={"max_tokens": 100})
+    pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
+    models = (SONNET,)
+    listed = pricer.worst(1000, models)
+    pricer.learn(SONNET, listed * 3, listed)
+    assert pricer.worst(1000, models) >= listed * 3
+    pricer.learn(SONNET, listed * 4, pricer.worst(1000, models))
+    assert pricer.worst(1000, models) >= listed * 4
+    # Another model's ratio scales a call both may serve: learning from it stays above.
+    other = "openai/gpt-4o"
+    both = (SONNET, other)
+    pricer.learn(other, pricer.worst(1000, both) * 2, pricer.worst(1000, both))
+    assert pricer.worst(1000, (other,)) >= pricer._plan.worst_call((other,), 1000) * 2
+
+
+def test_a_model_reserved_at_its_floor_and_billed_above_it_raises_the_floor(
+    tmp_path: Path,
+) -> None:
+    """A model listed at $0 is reserved at the largest cost seen (its floor). Before: a call
+    reserved at a $0.05 floor and billed $0.08 left the floor at $0.05 (the ratio learnt from
+    it multiplies a $0 list price)."""
+    spec = make_spec(tmp_path, tiers={"mid": [SONNET]}, request={"max_tokens": 100})
+    pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
+    pricer.learn(SONNET, Decimal("0.05"), Decimal(0))  # as a $0-listed model would
+    assert pricer.worst(1000, (SONNET,)) >= Decimal("0.05")
+    pricer.learn(SONNET, Decimal("0.08"), pricer.worst(1000, (SONNET,)))
+    assert pricer.worst(1000, (SONNET,)) >= Decimal("0.08")

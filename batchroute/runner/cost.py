@@ -92,12 +92,16 @@ class Pricer:
         reservation: they may overrun once.)"""
         if cost <= worst:
             return
-        if worst <= 0:  # listed at $0 (a promotion that ended?): no ratio, the largest cost seen
+        if worst <= 0 or model in self.floors:  # listed at $0 (a promotion that ended?)
             if cost > self.floors.get(model, Decimal(0)):
-                self.floors[model] = cost
+                self.floors[model] = cost  # the largest cost seen, as its floor
                 self._worst_of.clear()
-            return
-        ratio = (cost / worst).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
+            if worst <= 0:
+                return
+        # `worst` may already be scaled by a learnt ratio (the largest of its models'), and a
+        # ratio is relative to the list price: at most cost / worst x the largest learnt.
+        applied = max(self.ratios.values(), default=Decimal(1))
+        ratio = (cost / worst * applied).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
         if ratio > self.ratios.get(model, Decimal(1)):
             self.ratios[model] = ratio
             self._worst_of.clear()
