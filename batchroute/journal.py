@@ -7,6 +7,7 @@ the rows to the store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import glob
 import os
 import re
@@ -24,6 +25,7 @@ import orjson
 from batchroute.lock import real_db_path
 from batchroute.types import AttemptOutcome, AttemptRow, CostFix, ResultRow
 
+_MONEY_FIELDS = ("cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd")
 SYNC_EVERY_S = 0.1  # group commit: at most one fdatasync per 100 ms, and none idle
 
 # fdatasync: the data and the size (what reading the rows back needs), not the mtime.
@@ -37,6 +39,25 @@ def journal_path(db_path: str | Path) -> Path:
     return p.with_name(p.name + ".journal")
 
 
+# A row is journaled as a dict of its fields: orjson encodes a dict ~3x faster than a slots
+# dataclass (1.3 vs 5.0 µs a result row), and money as text, not via `default=str` (~0.9 µs an
+# amount). The JSON is the same: field order, decimal text, ISO times, enum values (issue 11).
+_ROW_FIELDS: dict[type, tuple[bytes, tuple[str, ...]]] = {
+    cls: (tag, tuple(f.name for f in dataclasses.fields(cls)))
+    for cls, tag in ((ResultRow, b"r"), (AttemptRow, b"a"), (CostFix, b"f"))
+}
+
+
+def encode_row(row: ResultRow | AttemptRow | CostFix) -> bytes:
+    """A row's journal line (without its newline), as `read_segment` and the writer read it."""
+    tag, names = _ROW_FIELDS[type(row)]
+    fields = {n: getattr(row, n) for n in names}
+    for name in _MONEY_FIELDS:
+        if (value := fields.get(name)) is not None:
+            fields[name] = str(value)
+    return tag + orjson.dumps(fields, default=str)
+
+
 class Journal:
     """Write-ahead journal: every row is appended the moment the runner has it, so a kill -9
     loses only the calls in flight, never the last second of results.
@@ -44,8 +65,8 @@ class Journal:
     A write() to a regular file survives the death of the process (it is in the kernel).
     Inside an event loop the rows appended during one loop step go out in one write() at the
     start of the next step (`rotate()` and `close()` write them first): the same guarantee as
-    a write() per row, since nothing the process does in between depends on those rows being
-    in the file. A failed write is raised by the next `append()`, which stops the run.
+    a write() per row, as nothing done in between depends on those rows being in the file.
+    A failed write is raised by the next `append()`, which stops the run.
     A run closes the journal as a numbered segment (`rotate_segment()`, `<journal>.000001`, …)
     at least every 5 s; the writer process (`batchroute.writer`) commits each segment and
     deletes it. (`rotate()` to `<journal>.flushing` and `flushed()` are the single-process
@@ -95,10 +116,18 @@ class Journal:
     def append(self, row: ResultRow | AttemptRow | CostFix) -> None:
         """Journal a row (or a cost fix: tag `f`, applied by the writer process only; a replay
         skips it, since a fix lost to a kill is made again by the next run)."""
+        self.append_line(encode_row(row))
+
+    def append_fields(self, tag: bytes, fields: dict[str, Any]) -> bytes:
+        """Journal a row given as its fields in order, money as decimal text; its line."""
+        line = tag + orjson.dumps(fields, default=str)
+        self.append_line(line)
+        return line
+
+    def append_line(self, line: bytes) -> None:
+        """Journal a row already encoded (`encode_row`, `encode_fields`): its tag, its JSON."""
         if self._fd is None:
             return
-        tag = b"r" if isinstance(row, ResultRow) else b"f" if isinstance(row, CostFix) else b"a"
-        line = tag + orjson.dumps(row, default=str)
         if not self._pending:
             if self._error is not None:
                 raise self._error
@@ -257,7 +286,6 @@ class Journal:
                 self.path.unlink()
 
 
-_MONEY_FIELDS = ("cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd")
 _SEGMENT = re.compile(r"\.(\d{6,})")
 
 
@@ -290,15 +318,14 @@ def _raw_lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
 
 def _decimals(d: dict[str, Any]) -> dict[str, Any]:
     for name in _MONEY_FIELDS:
-        if d.get(name) is not None:
-            d[name] = Decimal(d[name])
+        if (value := d.get(name)) is not None:
+            d[name] = Decimal(value)
     return d
 
 
 def _lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
     """(tag, fields) of each whole line of a journal file, money as Decimal."""
-    for tag, d in _raw_lines(path):
-        yield tag, _decimals(d)
+    return ((tag, _decimals(d)) for tag, d in _raw_lines(path))
 
 
 def _row(tag: bytes, d: dict[str, Any]) -> ResultRow | AttemptRow:

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from batchroute.client.parse import _cost, _decimal, parse_completion
 from batchroute.client.status import (
@@ -55,6 +56,8 @@ class OpenRouterClient:
         max_connections: int = 256,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Parsed once: a string would be parsed into a URL by aiohttp on every call (issue 11).
+        self._chat_url = URL(f"{self.base_url}/chat/completions")
         keep_secret(api_key)  # a server that echoes it must not put it in our error text
         self._headers = {
             "Authorization": f"Bearer {api_key}",
@@ -116,14 +119,13 @@ class OpenRouterClient:
         model = str(payload.get("model", ""))
         gen_id: str | None = None
         try:
-            async with self.session.post(
-                f"{self.base_url}/chat/completions", data=orjson.dumps(payload)
-            ) as resp:
-                gen_id = generation_id_of(resp.headers)  # known before the body arrives
+            async with self.session.post(self._chat_url, data=orjson.dumps(payload)) as resp:
+                headers = resp.headers
+                gen_id = generation_id_of(headers)  # known before the body arrives
                 if seen is not None:
                     seen.generation_id = gen_id
-                body = await read_body(resp)
-                status, headers = resp.status, resp.headers
+                body = scrub(await resp.read())  # = read_body, one coroutine less a call
+                status = resp.status
         except TimeoutError:
             raise RetryableError(
                 "request timed out", model=model, error_type="timeout", generation_id=gen_id
@@ -158,7 +160,7 @@ class OpenRouterClient:
         sse: _Stream | None = None
         try:
             async with self.session.post(
-                f"{self.base_url}/chat/completions",
+                self._chat_url,
                 data=orjson.dumps(body),
                 timeout=self._stream_timeout(idle_timeout_s),
             ) as resp:

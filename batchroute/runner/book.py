@@ -20,18 +20,16 @@ from typing import Any
 from batchroute.errors import StoreError
 from batchroute.journal import Journal, read_segment
 from batchroute.progress import Progress
+from batchroute.runner import rows
 from batchroute.runner.sink import WriterProcess
 from batchroute.runner.work import Call, Trail, WorkItem
 from batchroute.store import ResultStore
 from batchroute.types import (
     AttemptOutcome,
-    AttemptRow,
-    Completion,
     CostFix,
     CostSource,
     Record,
     RecordStatus,
-    ResultRow,
     RunCounts,
 )
 
@@ -46,27 +44,6 @@ FLUSH_ROWS = 20_000  # hand over early when this many result rows wait (~5 s at 
 # segments that wait together in one transaction, which this bounds to ~40,000 rows.
 MAX_BUFFERED = 2 * FLUSH_ROWS
 TAIL_FLUSH_S = 0.25  # once the input is read: smaller segments, so the run's last one is small
-
-
-def _finite(x: Decimal | None) -> Decimal | None:
-    """A reported figure as it can be stored (NaN and infinities are not amounts)."""
-    return x if x is not None and x.is_finite() and abs(x) < 10**20 else None
-
-
-def _answer(c: Completion | None) -> dict[str, Any]:
-    """A paid answer that failed a quality check (cut off, empty, not JSON), for the row of a
-    record that ends without a better one: it was paid for, so it is never thrown away."""
-    if c is None:
-        return {}
-    return {
-        "model_served": c.model,
-        "provider": c.provider,
-        "output": c.content,
-        "finish_reason": c.finish_reason,
-        "prompt_tokens": c.usage.prompt_tokens,
-        "completion_tokens": c.usage.completion_tokens,
-        "generation_id": c.generation_id,
-    }
 
 
 class Book:
@@ -85,10 +62,11 @@ class Book:
         self.journal = journal
         self.run_id = run_id
         self.job_name = job_name
+        self._ids = (run_id, job_name)
         self.now = now
         self.counts = RunCounts()
         self.progress: Progress | None = None
-        self._in_flight: dict[tuple[str, int], AttemptRow] = {}
+        self._in_flight: dict[tuple[str, int], bytes] = {}  # their journal lines
         self._unrotated = 0  # result rows journaled since the last hand-over
         self._dirty = False  # anything (row or fix) journaled since the last hand-over
         self._sent: deque[tuple[Path, int]] = deque()  # segments handed over, not committed
@@ -107,6 +85,7 @@ class Book:
         self.reserved_left_id = 0  # …of which have a generation id (the next run asks about)
 
     # ------------------------------------------------------------------ rows
+    # Journaled as dicts of their fields (`runner/rows.py`), never row objects (issue 11).
     def sending(
         self, item: WorkItem, tier: str, attempt_no: int, model: str, started: datetime,
         reserved: Decimal,
@@ -117,15 +96,10 @@ class Book:
         The row is replayed only if no answer row for the same attempt follows it; it is
         never written to the database by this run. Returns the token for `landed`.
         """
-        row = AttemptRow(
-            self.run_id, self.job_name, item.record.key, attempt_no, tier, model, started, 0,
-            None, AttemptOutcome.IN_FLIGHT, "killed_in_flight",
-            "the run died with this call in flight; booked at its reservation", reserved,
-            CostSource.RESERVED, None, reserved,
-        )  # fmt: skip
-        token = (item.record.key, attempt_no)
-        self._in_flight[token] = row
-        self.journal.append(row)
+        key = item.record.key
+        row = rows.in_flight(self._ids, key, attempt_no, tier, model, started, reserved)
+        token = (key, attempt_no)
+        self._in_flight[token] = self.journal.append_fields(b"a", row)  # again at hand-overs
         return token
 
     def landed(self, token: tuple[str, int]) -> None:
@@ -135,46 +109,19 @@ class Book:
     def attempt(
         self, item: WorkItem, tier: str, attempt_no: int, call: Call, outcome: AttemptOutcome
     ) -> None:
-        err, c = call.error, call.completion
-        row = AttemptRow(
-            self.run_id,
-            self.job_name,
-            item.record.key,
-            attempt_no,
-            tier,
-            call.model,
-            call.started,
-            call.latency_ms,
-            (err.status or None) if err else (c.http_status if c else None),
-            outcome,
-            err.error_type if err else (call.flag[0] if call.flag else None),
-            str(err)[:500] if err else (call.flag[1] if call.flag else None),
-            call.cost,
-            call.source,
-            call.generation_id or (err.generation_id if err else (c.generation_id if c else None)),
-            call.reserved,
-            _finite(c.usage.cost if c is not None else (err.cost if err else None)),
-            _finite(c.usage.upstream_cost) if c is not None and c.usage.is_byok else None,
-        )
-        self.journal.append(row)
+        row = rows.attempt(self._ids, item.record.key, attempt_no, tier, call, outcome)
+        self.journal.append_fields(b"a", row)
         self._dirty = True
         self.counts.cost_usd += call.cost
-        if row.cost_source == CostSource.RESERVED:
+        if call.source == CostSource.RESERVED:
             self.reserved_left += 1
-            self.reserved_left_id += row.generation_id is not None
+            self.reserved_left_id += row["generation_id"] is not None
 
     def _result(self, item: WorkItem | Record, status: RecordStatus, **kw: Any) -> None:
-        rec = item.record if isinstance(item, WorkItem) else item
-        row = ResultRow(
-            self.job_name, rec.key, self.run_id, rec.line_no, status, created_at=self.now(), **kw
-        )
-        row.line_fp = rec.line_fp  # lets the next run skip this very line unparsed (issue 11)
-        if isinstance(item, WorkItem):
-            row.task_type, row.complexity = item.cls.task_type, item.cls.complexity
-            row.classifier, row.request_fp = item.cls.reason, item.fp
-            row.tier = row.tier or item.tier
-            row.arm = item.arm
-        self.journal.append(row)
+        row = rows.result(self._ids, item, status, self.now(), kw)
+        cost = row["cost_usd"]
+        row["cost_usd"] = str(cost)
+        self.journal.append_fields(b"r", row)
         self._dirty = True
         self._unrotated += 1
         if self._unrotated >= FLUSH_ROWS:
@@ -182,7 +129,7 @@ class Book:
         if self.progress is not None:
             # In the tier it was routed to (its progress total), escalated or not.
             routed = item.tier if isinstance(item, WorkItem) else "-"
-            self.progress.record(routed, status, row.cost_usd)
+            self.progress.record(routed, status, cost)
 
     def fix(self, fix: CostFix, delta: Decimal, tier: str) -> None:
         """A reserved attempt's real cost is known: journaled (tag `f`) and committed after the
@@ -216,7 +163,7 @@ class Book:
             escalations=t.escalations,
             error_type=why[0] if why else None,
             error_message=why[1] if why else None,
-            **_answer(t.answer),
+            **rows.answer(t.answer),
         )
 
     def failed(self, item: WorkItem, tier: str, trail: Trail) -> None:
@@ -233,7 +180,7 @@ class Book:
             error_type=e.error_type if e else "no_model",
             error_message=str(e)[:500] if e else "no model could be tried",
             model_requested=e.model if e else None,
-            **_answer(trail.answer),
+            **rows.answer(trail.answer),
         )
 
     def done(self, item: WorkItem, tier: str, trail: Trail, call: Call) -> None:
@@ -310,8 +257,8 @@ class Book:
         if seg is None:
             return
         self._dirty = False
-        for row in self._in_flight.values():  # still open: the new journal holds it
-            self.journal.append(row)
+        for line in self._in_flight.values():  # still open: the new journal holds it
+            self.journal.append_line(line)
         self._sent.append((seg, self._unrotated))
         self._sent_rows += self._unrotated
         self._unrotated = 0

@@ -60,6 +60,8 @@ class Sender:
         self.limiter = Limiter(spec.limits.requests_per_minute, spec.limits.per_model_rpm)
         self.slots = asyncio.Semaphore(spec.limits.concurrency)
         self._wants_json = spec.request.wants_json()  # per job, not per call
+        self._idle_timeout_s = spec.limits.idle_timeout_s
+        self._stream_max_s = spec.limits.stream_max_s
         self._model_slots = {
             m: asyncio.Semaphore(n) for m, n in spec.limits.per_model_concurrency.items()
         }
@@ -118,7 +120,8 @@ class Sender:
     async def _paced(
         self, worst: Decimal, item: WorkItem, plan: TierPlan, model: str, trail: Trail
     ) -> Call | NoFit:
-        """Inside the model's own slot: its rpm, the budget, then one of the run's slots."""
+        """Inside the model's own slot: its rpm, the budget, then one of the run's slots, in
+        which the call is sent."""
         if self.limiter.active:
             await self.limiter.acquire_model(model)
         # Fast path without a coroutine; `_reserve` waits when the budget is short.
@@ -132,50 +135,39 @@ class Sender:
         except BaseException:  # cancelled while waiting: nothing was sent
             self._settle(r, Decimal(0))
             raise
+        # The call itself, inlined rather than one more coroutine a call (issue 11); the
+        # reservation is settled on every path.
         try:
-            return await self._send(r, worst, item, plan, model, trail)
+            payload = self.requests.body(item, plan, model)
+            started = self.opts.now()
+            t0 = self.opts.monotonic()
+            token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
+            seen = CallSeen()
+            try:
+                if self.limiter.active:
+                    await self.limiter.acquire_global()
+                    t0 = self.opts.monotonic()
+                completion = await self.client.complete(
+                    payload,
+                    stream=self.requests.streams(plan, model),
+                    idle_timeout_s=self._idle_timeout_s,
+                    stream_max_s=self._stream_max_s,
+                    seen=seen,
+                )
+            except UpstreamError as err:
+                return self._failed(r, worst, model, started, t0, err)
+            except asyncio.CancelledError:
+                self._cancelled(r, worst, item, plan, model, started, trail, seen)
+                raise
+            except Exception:  # a bug, not an answer: the call may have been billed
+                self._settle(r, worst)
+                raise
+            else:
+                return self._answered(r, worst, plan.name, model, started, t0, completion)
+            finally:
+                self.book.landed(token)
         finally:
             self.slots.release()
-
-    async def _send(
-        self,
-        r: Reservation,
-        worst: Decimal,
-        item: WorkItem,
-        plan: TierPlan,
-        model: str,
-        trail: Trail,
-    ) -> Call:
-        """Send a reserved call inside its slot; the reservation is settled on every path."""
-        lim = self.spec.limits
-        payload = self.requests.body(item, plan, model)
-        started = self.opts.now()
-        t0 = self.opts.monotonic()
-        token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
-        seen = CallSeen()
-        try:
-            if self.limiter.active:
-                await self.limiter.acquire_global()
-                t0 = self.opts.monotonic()
-            completion = await self.client.complete(
-                payload,
-                stream=self.requests.streams(plan, model),
-                idle_timeout_s=lim.idle_timeout_s,
-                stream_max_s=lim.stream_max_s,
-                seen=seen,
-            )
-        except UpstreamError as err:
-            return self._failed(r, worst, model, started, t0, err)
-        except asyncio.CancelledError:
-            self._cancelled(r, worst, item, plan, model, started, trail, seen)
-            raise
-        except Exception:  # a bug, not an answer: the call may have been billed
-            self._settle(r, worst)
-            raise
-        else:
-            return self._answered(r, worst, plan.name, model, started, t0, completion)
-        finally:
-            self.book.landed(token)
 
     # -------------------------------------------------------------- budget
     async def _reserve(self, amount: Decimal) -> Reservation | None:
@@ -215,8 +207,7 @@ class Sender:
         latency = int((self.opts.monotonic() - t0) * 1000)
         cost, source = self.pricer.answered(c, model, worst, tier)
         self._settle(r, cost)
-        call = Call(model, started, latency, cost, source, completion=c, reserved=worst)
-        call.generation_id = c.generation_id
+        call = Call(model, started, latency, cost, source, c, None, worst, c.generation_id)
         if source is CostSource.RESERVED and c.usage.billed is not None:
             msg = (
                 f"reported cost {usd(c.usage.billed)} is not plausible for a call reserved at "

@@ -1,0 +1,114 @@
+"""The run's own work per record in CPU instructions, which the machine's load does not change
+(issue 11, diagnostic; needs valgrind).
+
+    python tests/bench/own_instructions.py before=/tmp/main-copy after=. [--sizes 2000,6000]
+
+On this shared 2-core machine a CPU-time figure moves ±20 % with the others' load; an
+instruction count does not. Each tree's `batchroute run` (store, journal, writer process and
+progress on, 0 ms) runs under `valgrind --tool=cachegrind` with the HTTP call replaced by the
+simulator's own answer, canned: `OpenRouterClient.complete` encodes the body, yields to the loop
+once, scrubs and parses the canned answer, so what is counted is everything the run's process
+does for a record except aiohttp's request and response. Two input sizes; the difference of
+their instruction counts over the difference of their records is the per-record figure (the
+interpreter's start, imports and the run's fixed start and end cancel out). The writer process
+is not counted (its CPU is `compare_trees.py`'s writer figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from _harness import MODEL, PY, simulator, write_job
+
+CHILD = r"""
+import asyncio, sys
+from pathlib import Path
+sys.path.insert(0, TREE + "/tests/bench")
+import orjson
+from multidict import CIMultiDict
+import batchroute.runner, batchroute.spec
+from batchroute.client import session
+from batchroute.client.parse import parse_completion
+from batchroute.errors import scrub
+from _harness import run_batchroute
+HEADERS = CIMultiDict({"X-Generation-Id": GEN_ID, "Content-Type": "application/json"})
+
+async def complete(self, payload, *, stream=False, idle_timeout_s=None, stream_max_s=None,
+                   seen=None):
+    orjson.dumps(payload)
+    await asyncio.sleep(0)
+    return parse_completion(scrub(BODY), 200, HEADERS, model=payload["model"])
+
+session.OpenRouterClient.complete = complete
+s, rep = run_batchroute(Path(JOB), URL, Path(DB))
+assert rep.counts.done == N, rep.counts
+"""
+
+
+def canned(url: str) -> tuple[bytes, str]:
+    """One answer of the simulator to a request like the bench's."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Translate: a b c"}]}
+    req = urllib.request.Request(
+        url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": "Bearer sk-bench", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as resp:
+        return resp.read(), resp.headers.get("X-Generation-Id", "gen-1")
+
+
+def instructions(
+    tree: Path, job: Path, url: str, n: int, db: Path, answer: tuple[bytes, str]
+) -> int:
+    head = f"TREE={str(tree)!r}; JOB={str(job)!r}; URL={url!r}; DB={str(db)!r}; N={n}\n"
+    head += f"BODY={answer[0]!r}; GEN_ID={answer[1]!r}\n"
+    script = db.with_suffix(".py")
+    script.write_text(head + CHILD)
+    cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    done = subprocess.run(
+        [*cmd, PY, str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        check=False,
+    )
+    m = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if done.returncode != 0 or m is None:
+        raise SystemExit(f"{tree}: failed\n{done.stderr[-2000:]}")
+    return int(m.group(1).replace(",", ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("trees", nargs="+", help="label=path of a source tree")
+    ap.add_argument("--sizes", default="2000,6000", help="two input sizes")
+    a = ap.parse_args()
+    n1, n2 = (int(x) for x in a.sizes.split(","))
+    trees = {k: Path(v).resolve() for k, v in (t.split("=", 1) for t in a.trees)}
+    counts: dict[tuple[str, int], int] = {}
+    with tempfile.TemporaryDirectory() as d, simulator() as sim:
+        tmp = Path(d)
+        answer = canned(sim.url)
+        for n in (n1, n2):
+            (tmp / str(n)).mkdir()
+            job = write_job(tmp / str(n), n, concurrency=128, requests_per_minute=None)
+            for label, tree in trees.items():
+                db = tmp / str(n) / f"{label}.duckdb"
+                counts[label, n] = instructions(tree, job, sim.url, n, db, answer)
+                print(f"{label}, {n:,} records: {counts[label, n]:,} instructions", flush=True)
+    for label in trees:
+        per = (counts[label, n2] - counts[label, n1]) / (n2 - n1)
+        fixed = counts[label, n1] - n1 * per
+        print(f"{label}: {per:,.0f} instructions per record (fixed {fixed / 1e9:.2f} G)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
