@@ -8,6 +8,7 @@ flight finish within the grace period, and still flush everything that finished.
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from decimal import Decimal
 
@@ -74,7 +75,9 @@ class Runner:
         self.plan: RunPlan | None = None
         self._intake: Intake | None = None
         self._lookup: InputScan | None = None
-        self.start = RunStart(self.store, self.book, spec, self.run_id, self.overrides, self.notes)
+        self.start = RunStart(
+            self.store, self.book, spec, self.run_id, self.overrides, self.notes, self._log
+        )
         self._scan = self.start.scan
         self._announced = 0
         self._workers: list[asyncio.Task[None]] = []
@@ -90,6 +93,8 @@ class Runner:
             self.opts.log(line)
         elif self.book.progress is not None:
             self.book.progress.log(line)
+        else:  # the start, before the progress display exists
+            print(line, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------- run
     async def run(self) -> RunReport:
@@ -154,10 +159,12 @@ class Runner:
             max_connections=spec.limits.concurrency + CONCURRENT_GETS + 2,
         ) as client:
             early = Early(client)  # GET /models and /key beside the store reads below
+            early.after = self.start.begun
             resume = await self.start.state(client, opts.now())
             budget = Budget(daily_cap(spec, self.overrides), resume.spent)
             key_note = await check_key(early, budget)
-            catalog, live, note = await load_catalog(early, self.store, opts.now)
+            cache = self.start.reads
+            catalog, live, note = await load_catalog(early, self.store, opts.now, cache=cache)
             if note is not None:
                 self.notes.append(note)
             plan = build_plan(spec, catalog, resume, self.overrides, live=live)
@@ -165,10 +172,15 @@ class Runner:
             early.save_later(save_baseline, self.store, plan, self.run_id, opts.now())
             lane = self._lane = Lane(plan, opts, client, self.store, self.book, self.control,
                                      self._log, self.notes, budget)  # fmt: skip
-            await lane.collect_earlier()  # before the lookup: what they answered is final
+            if self.start.fresh:  # no earlier run: no batch left open
+                lane.earlier = []
+            else:
+                await lane.collect_earlier()  # before the lookup: what they answered is final
             # The input's one pass, begun beside the set-up; again if batches were collected
             self._lookup = await self._scan.take(again=bool(lane.earlier))
-            self._intake = plan.intake(self._lookup.lookup)
+            replayed = self.start.replayed  # a killed run's journal the writer replays later
+            lookup = self._lookup.lookup
+            self._intake = plan.intake(replayed.lookup(lookup) if replayed else lookup)
             plans = dict(plan.tiers)
             self.notes += plan.warnings
             self.plans = {t: p.models for t, p in plans.items()}
@@ -200,6 +212,7 @@ class Runner:
                 # asks again.
                 try:
                     await reconciler.drain(wait)
+                    self.start.say_waiting()
                     self.notes += filter(None, [await early.saved()])
                 finally:
                     self.book.progress.close()
