@@ -53,13 +53,18 @@ class StartScan:
         it): then no result of the job can be final, and the pass needs nothing from the store
         (a job's first run)."""
         if fresh:
-            self._history = False
-            self.begin()
+            self.begin_fresh()
         try:
             await open_store
         except BaseException:
             await self.aclose()
             raise
+        self.begin()
+
+    def begin_fresh(self) -> None:
+        """`begin`, for a run with no database and no journal: nothing can be final, and the
+        pass does not open the store."""
+        self._history = False
         self.begin()
 
     def begin(self) -> None:

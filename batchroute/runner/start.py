@@ -80,11 +80,16 @@ class RunStart:
         """Start the writer process (its start-up overlaps ours), open the store or hand its
         start writes to the writer, and begin the input's pass. On failure the writer process
         is ended."""
-        await self.book.start_writer()
+        self.mode = self._choose()
+        if self.fresh:
+            self.reads = None
+            self.scan.begin_fresh()  # needs nothing from the store: beside the writer's spawn too
         try:
-            self.mode = self._choose()
-            if self.fresh:
-                self.reads = None
+            await self.book.start_writer()
+        except BaseException:
+            await self.scan.aclose()
+            raise
+        try:
             if self.mode == "normal":
                 opening = asyncio.to_thread(self._open_store, now)
             else:
@@ -149,7 +154,7 @@ class RunStart:
 
     def say_waiting(self) -> None:
         """At the run's end, when its results wait for the file: say so, and who holds it."""
-        if self.begun is not None and not self.begun.done():
+        if self.mode == "held" and self.begun is not None and not self.begun.done():
             holder = held_by(self.store.path)
             who = f" (open in {describe_process(holder[0])})" if holder else ""
             self.say(f"waiting for {self.store.path}{who} to write the run's results")
