@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time `__getattr__` below 
         CreditsExhausted,
         DailyCapReached,
         FatalUpstreamError,
+        FileHeld,
         InputError,
         LockHeld,
         NoBatchEndpoint,
@@ -49,6 +50,7 @@ __all__ = [
     "CreditsExhausted",
     "DailyCapReached",
     "FatalUpstreamError",
+    "FileHeld",
     "InputError",
     "JobSpec",
     "LockHeld",
@@ -91,6 +93,7 @@ _ERRORS = (
     "SpecError",
     "StoreError",
     "UpstreamError",
+    "FileHeld",
 )
 _LAZY: dict[str, str] = {
     **dict.fromkeys(_ERRORS, "batchroute.errors"),

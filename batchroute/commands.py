@@ -80,6 +80,8 @@ def _not_duckdb(path: Path) -> str | None:
             head = fh.read(12)
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror or exc}"
+    if head == b"":  # the place a job's first run keeps for its new database (runner/start.py)
+        return None
     if head[8:12] != DUCKDB_MAGIC:
         return f"{path} is not a DuckDB database (not written by batchroute, or damaged)"
     return None

@@ -244,3 +244,12 @@ class LockHeld(BatchrouteError):
 
 class StoreError(BatchrouteError):
     """DuckDB failed, or the file is not a batchroute database."""
+
+
+class FileHeld(StoreError):
+    """Another process (an SQL client, `batchroute report`) held the DuckDB file past the
+    busy timeout."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        self.pid = pid
+        super().__init__(message)

@@ -24,6 +24,7 @@ from typing import Any
 
 from batchroute.budget import typical_prompt_tokens
 from batchroute.catalog import Catalog
+from batchroute.journal import Journal, read_journal
 from batchroute.lookup import MemoryLookup
 from batchroute.plan import (
     TYPICAL_COMPLETION_TOKENS,
@@ -199,7 +200,14 @@ def quote(
     scan: InputScan | None = None
     replayed: Replayed | None = None
     with contextlib.ExitStack() as stack:
-        if db_path.exists():
+        if db_path.exists() and db_path.stat().st_size == 0:
+            # The place a job's first run keeps for its new database, left by a start killed
+            # before its writer process made it (runner/start.py): only the journal holds rows.
+            rows = read_journal(*Journal(db_path).files())
+            statuses = overrides.final_statuses
+            replayed = Replayed(*rows, job_name=spec.name, final_statuses=statuses)
+            resume = ResumeState(spent=replayed.spent(today, budget_scope(spec)))
+        elif db_path.exists():
             store = ResultStore(db_path, read_only=True)
             statuses = overrides.final_statuses
             resume = store.resume_state(

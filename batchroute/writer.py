@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import queue
 import signal
@@ -25,8 +26,9 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from batchroute.errors import BatchrouteError
 from batchroute.store import ResultStore
@@ -61,6 +63,51 @@ def apply_segment(store: ResultStore, path: Path) -> None:
         from batchroute.journal import read_segment  # rare: see `_cost_fixes`
 
         store.write(*read_segment(path))
+
+
+def begin(store: ResultStore, order: dict[str, Any]) -> None:
+    """The run's start writes, made here when the run started without the file (design-notes,
+    "A run starts while a reader holds the file"): migrate, replay the journal files a killed
+    run left (`order["replay"]`, set aside by the run before it opened its own journal), close
+    dead runs' rows and insert this run's row. Waits (up to the busy timeout) while another
+    process holds the file; the run sends meanwhile, journaling.
+
+    `order["fresh"]`: the run found no database and left an empty file in its place, which
+    DuckDB refuses to open, so nobody can write there meanwhile; the database is made beside it
+    and renamed over it, whole.
+    """
+    path = store.path
+    target = store
+    if order["fresh"]:
+        tmp = path.with_name(path.name + ".new")
+        for old in (tmp, tmp.with_name(tmp.name + ".wal")):
+            old.unlink(missing_ok=True)  # a start killed here before
+        target = ResultStore(tmp, write_timeout=store.write_timeout)
+    replay = [Path(p) for p in order["replay"]]
+    if replay:
+        from batchroute.journal import read_journal  # rare: see `_cost_fixes`
+
+        target.migrate()
+        target.replay(*read_journal(*replay))
+    started = datetime.fromisoformat(order["started_at"])
+    target.begin_run(order["run_id"], order["job_name"], order["job_path"], started,
+                     order["version"], migrate=not replay)  # fmt: skip
+    if order["fresh"]:
+        wal = target.path.with_name(target.path.name + ".wal")
+        if wal.exists():  # checkpointed at close as a rule; else it goes with its file
+            os.replace(wal, path.with_name(path.name + ".wal"))
+        os.replace(target.path, path)
+        _sync_folder(path.parent)
+    for p in replay:
+        p.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 MAX_TOGETHER = 8  # segments committed in one transaction when that many wait (≤ 8 × 5,000 rows)
@@ -107,6 +154,15 @@ def serve(store: ResultStore, commands: BinaryIO, replies: BinaryIO) -> int:
         if cmd == b"quit":
             say(b"bye")
             return 0
+        if cmd == b"begin":
+            order = json.loads(arg)
+            try:
+                begin(store, order)
+            except BatchrouteError as exc:
+                say(b"err " + str(exc).replace("\n", " ").encode())
+                return 1
+            say(b"ok " + os.fsencode(order["marker"]))
+            continue
         if cmd != b"apply":
             say(b"err writer process: unknown command " + cmd[:40])
             return 2

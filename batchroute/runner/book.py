@@ -231,6 +231,13 @@ class Book:
             await sink.start()
             self._acks = asyncio.ensure_future(self._read_acks(sink))
 
+    def begin_in_writer(self, marker: Path, order: bytes) -> asyncio.Future[None]:
+        """The start's writes, for the writer process (runner/start.py): answered as `marker`,
+        a segment of no rows that every segment waits for. Done once it is answered."""
+        assert self._sink is not None
+        self._sent.append((marker, 0))
+        return self._sink.begin(marker, order)
+
     async def writer(self) -> None:
         """Start the writer process, then hand it the journal as a segment at least every
         second, or early when rows pile up, until `close()`. Raises the writer's StoreError

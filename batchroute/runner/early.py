@@ -19,7 +19,6 @@ import sys
 import threading
 from collections.abc import Awaitable
 
-from batchroute.journal import Journal
 from batchroute.prompt import line_salt, request_params
 from batchroute.runner.resume import InputScan, open_lookup
 from batchroute.spec import JobSpec
@@ -48,19 +47,24 @@ class StartScan:
         self._history = True
         self._switch: float | None = None  # the interpreter's switch interval, while lowered
 
-    async def beside(self, open_store: Awaitable[None], journal: Journal) -> None:
-        """Await `open_store`, and begin the pass once it is done; or beside it, when the
-        database file does not exist yet and no journal waits to be replayed into it: then no
-        result of the job can be final, and the pass needs nothing from the store (a job's
-        first run). The run holds its lock: no other run can create either meanwhile."""
-        if not self.store.path.exists() and not journal.files():
-            self._history = False
-            self.begin()
+    async def beside(self, open_store: Awaitable[None], *, fresh: bool) -> None:
+        """Await `open_store`, and begin the pass once it is done; or beside it, when the run
+        is `fresh` (runner/start.py: no database yet, no journal waiting to be replayed into
+        it): then no result of the job can be final, and the pass needs nothing from the store
+        (a job's first run)."""
+        if fresh:
+            self.begin_fresh()
         try:
             await open_store
         except BaseException:
             await self.aclose()
             raise
+        self.begin()
+
+    def begin_fresh(self) -> None:
+        """`begin`, for a run with no database and no journal: nothing can be final, and the
+        pass does not open the store."""
+        self._history = False
         self.begin()
 
     def begin(self) -> None:

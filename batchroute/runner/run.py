@@ -8,6 +8,7 @@ flight finish within the grace period, and still flush everything that finished.
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from decimal import Decimal
 
@@ -22,13 +23,11 @@ from batchroute.plan import (
     Overrides,
     RunPlan,
     WorkItem,
-    budget_scope,
     build_plan,
     daily_cap,
 )
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
-from batchroute.runner.early import StartScan
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
 from batchroute.runner.resume import InputScan, Skipped, pending
@@ -41,11 +40,10 @@ from batchroute.runner.setup import (
     end_status,
     fewer_gc_passes,
     load_catalog,
-    open_store,
-    reconcile_earlier_runs,
     save_baseline,
     start_progress,
 )
+from batchroute.runner.start import RunStart
 from batchroute.runner.watch import signals_handled, watch_key
 from batchroute.runner.work import Control, RunOptions, RunReport, Trail
 from batchroute.spec import JobSpec
@@ -77,7 +75,10 @@ class Runner:
         self.plan: RunPlan | None = None
         self._intake: Intake | None = None
         self._lookup: InputScan | None = None
-        self._scan = StartScan(self.store, spec, self.overrides.final_statuses)
+        self.start = RunStart(
+            self.store, self.book, spec, self.run_id, self.overrides, self.notes, self._log
+        )
+        self._scan = self.start.scan
         self._announced = 0
         self._workers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
@@ -92,6 +93,8 @@ class Runner:
             self.opts.log(line)
         elif self.book.progress is not None:
             self.book.progress.log(line)
+        else:  # the start, before the progress display exists
+            print(line, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------- run
     async def run(self) -> RunReport:
@@ -103,12 +106,7 @@ class Runner:
         statuses: dict[str, int] = {}
         signals = signals_handled(self.opts.handle_signals, self._on_signal)
         with fewer_gc_passes(), signals, RunLock(self.db_path):
-            await self.book.start_writer()  # its start-up overlaps ours
-            try:
-                await self._scan.beside(asyncio.to_thread(self._open_store), self.book.journal)
-            except BaseException:
-                await self.book.finish()
-                raise
+            await self.start.open(self.opts.now())
             try:
                 await self._run_pipeline()
             except BatchrouteError as exc:
@@ -142,9 +140,6 @@ class Runner:
         if lookup is not None:
             lookup.close()
 
-    def _open_store(self) -> None:
-        self.notes += open_store(self.store, self.book, self.spec, self.run_id, self.opts.now())
-
     def _close_store(self) -> None:
         note = close_store(self.store, self.book, self.control, self.run_id, self.opts.now)
         if note is not None:
@@ -164,21 +159,12 @@ class Runner:
             max_connections=spec.limits.concurrency + CONCURRENT_GETS + 2,
         ) as client:
             early = Early(client)  # GET /models and /key beside the store reads below
-            note = await reconcile_earlier_runs(client, self.store, spec.name)
-            if note is not None:
-                self.notes.append(note)
-            # The day is fixed at the start: a run crossing midnight keeps counting against the
-            # day it started on (never more than one cap per run).
-            resume = await asyncio.to_thread(
-                self.store.resume_state,
-                spec.name,
-                final_statuses=self.overrides.final_statuses,
-                day=opts.now().date(),
-                scope=budget_scope(spec),
-            )
+            early.after = self.start.begun
+            resume = await self.start.state(client, opts.now())
             budget = Budget(daily_cap(spec, self.overrides), resume.spent)
             key_note = await check_key(early, budget)
-            catalog, live, note = await load_catalog(early, self.store, opts.now)
+            cache = self.start.reads
+            catalog, live, note = await load_catalog(early, self.store, opts.now, cache=cache)
             if note is not None:
                 self.notes.append(note)
             plan = build_plan(spec, catalog, resume, self.overrides, live=live)
@@ -186,10 +172,15 @@ class Runner:
             early.save_later(save_baseline, self.store, plan, self.run_id, opts.now())
             lane = self._lane = Lane(plan, opts, client, self.store, self.book, self.control,
                                      self._log, self.notes, budget)  # fmt: skip
-            await lane.collect_earlier()  # before the lookup: what they answered is final
+            if self.start.fresh:  # no earlier run: no batch left open
+                lane.earlier = []
+            else:
+                await lane.collect_earlier()  # before the lookup: what they answered is final
             # The input's one pass, begun beside the set-up; again if batches were collected
             self._lookup = await self._scan.take(again=bool(lane.earlier))
-            self._intake = plan.intake(self._lookup.lookup)
+            replayed = self.start.replayed  # a killed run's journal the writer replays later
+            lookup = self._lookup.lookup
+            self._intake = plan.intake(replayed.lookup(lookup) if replayed else lookup)
             plans = dict(plan.tiers)
             self.notes += plan.warnings
             self.plans = {t: p.models for t, p in plans.items()}
@@ -221,6 +212,7 @@ class Runner:
                 # asks again.
                 try:
                     await reconciler.drain(wait)
+                    self.start.say_waiting()
                     self.notes += filter(None, [await early.saved()])
                 finally:
                     self.book.progress.close()

@@ -111,6 +111,9 @@ class Early:
         for task in (self.models, self.key):  # never "exception was never retrieved"
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._saving: asyncio.Future[None] | None = None
+        # The start's writes, when the writer process makes them (runner/start.py): the saves
+        # wait for them (the database may not exist until then).
+        self.after: asyncio.Future[None] | None = None
 
     def save_later(self, save: Callable[..., object], *args: Any) -> None:
         """A store write the first call need not wait for (the catalogue's cache, the
@@ -121,6 +124,8 @@ class Early:
         async def run() -> None:
             if before is not None:
                 await before
+            elif self.after is not None:
+                await self.after
             await asyncio.to_thread(save, *args)
 
         self._saving = asyncio.ensure_future(run())
@@ -139,10 +144,11 @@ class Early:
 
 
 async def load_catalog(
-    early: Early, store: ResultStore, now: Callable[[], datetime]
+    early: Early, store: ResultStore, now: Callable[[], datetime], *, cache: ResultStore | None
 ) -> tuple[Catalog, bool, str | None]:
-    """Live /models, else the copy cached in the store, else the one shipped in the package;
-    whether it is live; and a note when it is not."""
+    """Live /models (cached in `store`), else the copy cached in `cache` (None: there is none
+    to read), else the one shipped in the package; whether it is live; and a note when it is
+    not."""
     client = early.client
     try:
         raw = await early.models
@@ -151,7 +157,7 @@ async def load_catalog(
         return cat, True, None
     except (UpstreamError, ValueError, KeyError) as exc:
         reason = type(exc).__name__
-    cached = await asyncio.to_thread(store.load_catalog)
+    cached = await asyncio.to_thread(cache.load_catalog) if cache is not None else None
     if cached is not None:
         raw, fetched = cached
         age = (now() - fetched.replace(tzinfo=None)).days

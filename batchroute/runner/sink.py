@@ -23,6 +23,7 @@ class WriterProcess:
         self.db_path = db_path
         self.busy_timeout_s = busy_timeout_s
         self._proc: asyncio.subprocess.Process | None = None
+        self._begun: tuple[Path, asyncio.Future[None]] | None = None  # `begin`'s answer
 
     @property
     def pid(self) -> int | None:
@@ -51,6 +52,23 @@ class WriterProcess:
         """Ask for `segment` to be committed (answered by `reply()` in order)."""
         self._send(b"apply " + os.fsencode(segment))
 
+    def begin(self, marker: Path, order: bytes) -> asyncio.Future[None]:
+        """Ask for the run's start writes (`batchroute.writer.begin`, a JSON line naming
+        `marker`) before any segment. The future is done once `reply()` reads its answer, or
+        holds the StoreError of the writer's failure."""
+        done = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())  # never unretrieved
+        self._begun = (marker, done)
+        self._send(b"begin " + order)
+        return done
+
+    def _answered(self, path: Path | None, error: StoreError | None = None) -> None:
+        if self._begun is not None and not self._begun[1].done():
+            if error is not None:
+                self._begun[1].set_exception(error)
+            elif path == self._begun[0]:
+                self._begun[1].set_result(None)
+
     def quit(self) -> None:
         """Ask it to end once the segments sent before are committed."""
         self._send(b"quit")
@@ -69,16 +87,21 @@ class WriterProcess:
         line = (await self._proc.stdout.readline()).rstrip(b"\n")
         word, _, rest = line.partition(b" ")
         if word == b"ok":
-            return Path(os.fsdecode(rest))
+            self._answered(path := Path(os.fsdecode(rest)))
+            return path
         if word == b"bye":
             return None
         if word == b"err":
-            raise StoreError(rest.decode(errors="replace"))
+            self._answered(None, err := StoreError(rest.decode(errors="replace")))
+            raise err
         assert self._proc.stderr is not None
         said = (await self._proc.stderr.read()).decode(errors="replace").strip().splitlines()
         code = await self._proc.wait()
         why = f": {said[-1]}" if said else ""
-        raise StoreError(f"the writer process ended unexpectedly (exit {code}){why}")
+        self._answered(
+            None, err := StoreError(f"the writer process ended unexpectedly (exit {code}){why}")
+        )
+        raise err
 
     async def wait(self) -> None:
         if self._proc is not None:

@@ -5,7 +5,10 @@ Knows DuckDB's lock errors and write settings; knows nothing of the tables.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +18,7 @@ from typing import TypeVar
 
 import duckdb
 
-from ..errors import StoreError
+from ..errors import FileHeld, StoreError
 
 T = TypeVar("T")
 
@@ -71,14 +74,51 @@ def _retrying(path: Path, timeout: float, open_: Callable[[], T]) -> T:
             if time.monotonic() >= deadline:
                 pid = re.search(r"PID (\d+)", str(exc))
                 who = f"process {pid.group(1)}" if pid else "another process"
-                raise StoreError(
+                raise FileHeld(
                     f"{path} is locked by {who} (a run flushing, or an open SQL "
-                    f"client); gave up after {timeout:g}s, try again"
+                    f"client); gave up after {timeout:g}s, try again",
+                    pid=int(pid.group(1)) if pid else None,
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
         except duckdb.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
+
+
+_FLOCK = "hhqqi"  # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid
+
+
+def held_by(path: Path) -> tuple[int, bool] | None:
+    """Which other process holds DuckDB's lock on `path`, and whether for writing: (pid,
+    True) for a read-write open (nobody else can open the file, even read-only), (pid, False)
+    for a read-only one (others may read it too, nobody may write); None when it is free or
+    missing. Asks the kernel (DuckDB locks the file with fcntl), taking no lock itself."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        ask = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        got = fcntl.fcntl(fd, fcntl.F_GETLK, ask + bytes(8))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    kind, _whence, _start, _len, pid = struct.unpack(_FLOCK, got[: struct.calcsize(_FLOCK)])
+    if kind == fcntl.F_UNLCK or pid <= 0:
+        return None
+    return pid, kind == fcntl.F_WRLCK
+
+
+def describe_process(pid: int) -> str:
+    """`process N (its command line)`, as far as /proc tells: for messages naming a holder."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+    except OSError:
+        return f"process {pid}"
+    cmd = " ".join(w.decode(errors="replace") for w in words if w)
+    return f"process {pid} ({cmd[:120]})" if cmd else f"process {pid}"
 
 
 def connect(path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:

@@ -300,7 +300,7 @@ class ResultStore:
 
     def open_batches(self, job_name: str) -> list[BatchRow]:
         """This job's batches whose records are not free yet, oldest first."""
-        with self._tx() as con:
+        with self._tx(read_only=True) as con:
             return _batches.open_rows(con, job_name)
 
     def batches(self, job_name: str | None = None) -> list[BatchRow]:

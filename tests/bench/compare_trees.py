@@ -1,8 +1,10 @@
-"""Before/after at 0 ms in one run: the bare loop and batchroute from several source trees,
-interleaved round by round (issue 11).
+"""Before/after in one run: the bare loop and batchroute from several source trees,
+interleaved round by round (issue 11); at 0 ms by default, or at `--latency-ms`.
 
     .venv/bin/python tests/bench/compare_trees.py before=/tmp/main-copy after=. [--rounds 4]
-        [--records 20000] [--concurrency 128]
+        [--records 20000] [--concurrency 128] [--latency-ms 0]
+
+    (200 ms, issue 11's second figure: --latency-ms 200 --records 10000 --concurrency 256)
 
 Each tree is a checkout (e.g. `git archive <commit> | tar -x -C /tmp/main-copy`); each
 measurement runs that tree's own `tests/bench/_worker.py` with that tree first on the import
@@ -58,7 +60,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--records", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=128)
+    ap.add_argument("--latency-ms", type=float, default=0.0)
     a = ap.parse_args()
+    bound = a.concurrency / (a.latency_ms / 1000) if a.latency_ms else None
     trees: dict[str, Path | None] = {"bare": None}
     trees |= {k: Path(v).resolve() for k, v in (t.split("=", 1) for t in a.trees)}
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
@@ -69,7 +73,7 @@ def main() -> None:
         order = list(trees)
         for rnd in range(a.rounds):
             for label in order if rnd % 2 == 0 else order[::-1]:
-                with simulator() as sim:
+                with simulator(latency_ms=a.latency_ms) as sim:
                     r = measure(trees[label], job, sim.url, a.records, a.concurrency, tmp)
                 runs[label].append(r)
                 print(
@@ -83,12 +87,16 @@ def main() -> None:
         cpu = [x["cpu_us"] / y["cpu_us"] for x, y in zip(rs, bare, strict=True)]
         own = [(x["cpu_us"] - x["writer_us"]) / y["cpu_us"] for x, y in zip(rs, bare, strict=True)]
         rate = [x["rate"] / y["rate"] for x, y in zip(rs, bare, strict=True)]
+        if bound is not None:
+            of = [x["rate"] / bound for x in rs]
+            print(f"{label}: rate / bound {bound:,.0f} {span(of, '{:.3f}')} (bare "
+                  f"{span([x['rate'] / bound for x in bare], '{:.3f}')})")  # fmt: skip
         writer = [x["writer_us"] for x in rs]
         print(
             f"{label}: client CPU × bare {span(cpu, '{:.2f}')}; the run's process alone × bare "
             f"{span(own, '{:.2f}')}; writer µs/record {span(writer, '{:.0f}')}; CPU µs/record "
             f"{span([x['cpu_us'] for x in rs], '{:.0f}')} (bare "
-            f"{span([x['cpu_us'] for x in bare], '{:.0f}')}); rate × bare {span(rate, '{:.2f}')}"
+            f"{span([x['cpu_us'] for x in bare], '{:.0f}')}); rate × bare {span(rate, '{:.3f}')}"
         )
     print(f"load after: {load_avg()}")
 

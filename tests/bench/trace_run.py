@@ -47,8 +47,10 @@ def now() -> float:
 
 
 def stamp(obj: Any, name: str, label: str | None = None) -> None:
-    """Wrap obj.name (sync or async) to record when it ran."""
-    fn = getattr(obj, name)
+    """Wrap obj.name (sync or async) to record when it ran; nothing if this tree has none."""
+    fn = getattr(obj, name, None)
+    if fn is None:
+        return
     label = label or name
     if inspect.iscoroutinefunction(fn):
 
@@ -126,6 +128,13 @@ def trace_ours() -> None:
     stamp(book.Book, "start_writer")
     stamp(book.Book, "finish", "book.finish (writer drains, exits)")
     stamp(run.Runner, "_open_store", "open_store (migrate, replay, start_run)")
+    try:  # since stop 22 (branch start): the start's own module
+        from batchroute.runner import start
+
+        stamp(start.RunStart, "_open_store", "open_store (migrate, replay, start_run)")
+        stamp(start.RunStart, "_prepare", "start handed to the writer (fresh or held)")
+    except ImportError:
+        pass
     stamp(run.Runner, "_close_store", "close_store (finish_run)")
     stamp(run.Runner, "_pump", "pump (feed + workers)")
     stamp(run, "reconcile_earlier_runs")
