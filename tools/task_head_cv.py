@@ -36,7 +36,7 @@ GRIDS: dict[str, list[ExtraRow]] = {
         ((AW, WD), 0.3, 0.0, 0),
     ],
     "backoff": [((), 1.0, 0.0, 0)],  # the sweep over BACKOFFS alone
-    "more": [((WD,), 0.3, 0.0, 0), ((AW, WD), 0.3, 0.0, 0)],
+    "more": [((AW,), 0.3, 0.0, 0), ((AW, WD), 0.3, 0.0, 0)],
 }
 
 
