@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,3 +277,22 @@ def load_arena(data: Path = DATA) -> list[Scored]:
             continue
         out.append(Scored(q["turns"][0], "arena", {t: float(v) for t, v in quality.items()}, {}))
     return out
+
+
+_RB_SCAFFOLD = re.compile(r"\s*Print only a single choice.*\Z", re.S)
+
+
+def routerbench_items(split: str, group: str, data: Path = DATA) -> list[str]:
+    """The distinct question items of RouterBench's few-shot `group` prompts (`arc-challenge`,
+    `winogrande`): each prompt split at blank lines, the answer scaffolding ("Please answer
+    with the letter …", "Print only a single choice … Answer: B") cut, so an item is the
+    question and its options as a user would ask it. First-seen order (deterministic)."""
+    seen: dict[str, None] = {}
+    for s in load_routerbench(split, data):
+        if s.group != group:
+            continue
+        for block in s.text.split("\n\n"):
+            block = _RB_SCAFFOLD.sub("", block.strip()).strip()
+            if block and not block.startswith("Please answer with the letter"):
+                seen.setdefault(block)
+    return list(seen)
