@@ -44,10 +44,13 @@ MAGIC: Final = b"BRLR1\n"
 HEAD: Final = 1200  # the instruction is nearly always near the start of a prompt...
 TAIL: Final = 400  # ...or at its very end
 SYSTEM_HEAD: Final = 400
-_TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")
-# _TOKEN on lower-cased ASCII text, with the same tokens: there a letter is [a-z] (a range
-# test, where `[^\W\d_]` looks up each character's category: about twice as fast)
-_TOKEN_ASCII = re.compile(r"[a-z]+|\d+|[^\w\s]")
+# A token is `[^\W\d_]+|\d+|[^\w\s]`: it starts at a character neither whitespace nor "_" and
+# runs on while its kind (letter, digit) does. Written so, `findall` skips to each start by the
+# leading set instead of trying three alternatives at every position (~2x faster; the same
+# tokens: test_classify_exact). On lower-cased ASCII text a letter is [a-z] (a range test, where
+# `[^\W\d_]` looks up each character's category: about twice as fast again).
+_TOKEN = re.compile(r"[^\s_](?:(?<=[^\W\d_])[^\W\d_]*|(?<=\d)\d*|)")
+_TOKEN_ASCII = re.compile(r"[^\s_](?:(?<=[a-z])[a-z]*|(?<=\d)\d*|)")
 _MASK: Final = (1 << 32) - 1
 _ENCODE: Final = methodcaller("encode", "utf-8", "surrogatepass")  # C-level, for map()
 _MIX: Final = 0x9E3779B1  # an odd 32-bit constant (golden ratio): spreads a pair's id
