@@ -19,13 +19,9 @@ needed here.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import struct
-import sys
 import threading
-from array import array
 from dataclasses import dataclass, replace
 from importlib import resources
 from itertools import islice, repeat
@@ -36,11 +32,13 @@ from zlib import crc32
 from . import task_head
 from .exact_sums import Layout, pack_columns
 from .exact_sums import column_ints as _column_ints
+from .router_model import MAGIC as MAGIC
+from .router_model import MODEL_FILE as MODEL_FILE
+from .router_model import Model as Model
+from .router_model import parse as _parse
 from .shape import structure
 from .types import COMPLEXITIES, TASK_TYPES, Classification
 
-MODEL_FILE: Final = "data/router_model.bin"
-MAGIC: Final = b"BRLR1\n"
 HEAD: Final = 1200  # the instruction is nearly always near the start of a prompt...
 TAIL: Final = 400  # ...or at its very end
 SYSTEM_HEAD: Final = 400
@@ -130,60 +128,6 @@ def _ascii_words(toks: list[str]) -> set[str]:
 def routing_features(text: str, *, system: str = "") -> list[int]:
     """The routing heads' sorted feature ids: `features` and `structure` together."""
     return sorted({*features(text, system=system), *structure(text)})
-
-
-@dataclass(frozen=True, slots=True)
-class Model:
-    """The weights: `weights[row]` holds one weight per task type, then one per routing head
-    (`n_levels` quality heads, then `n_levels` log cost factor heads)."""
-
-    classes: tuple[str, ...]
-    rows: dict[int, tuple[float, ...]]  # feature id → its row of `weights` (the same tuple)
-    weights: list[tuple[float, ...]]  # per row: one weight per class, then the routing heads
-    intercepts: tuple[float, ...]
-    complexity_cuts: tuple[float, ...]  # prompt-length cut points for low/medium/high/very_high
-    score_scale: float  # score = sigmoid(scale · (premium quality − best cheap level's))
-    n_levels: int  # routing heads: n_levels quality heads, then n_levels log cost factors
-    meta: dict[str, object]
-
-
-def _parse(blob: bytes) -> Model:
-    if not blob.startswith(MAGIC):
-        raise ValueError(f"{MODEL_FILE}: not a batchroute router model")
-    pos = len(MAGIC)
-    try:
-        (hlen,) = struct.unpack_from("<I", blob, pos)
-        pos += 4
-        header = json.loads(blob[pos : pos + hlen])
-    except (struct.error, ValueError) as exc:
-        raise ValueError(f"{MODEL_FILE}: damaged header ({exc})") from exc
-    pos += hlen
-    n_levels = int(header["n_levels"])
-    n, k = int(header["n_features"]), len(header["classes"]) + 2 * n_levels
-    if len(blob) != pos + 4 * n + 4 * n * k:
-        raise ValueError(f"{MODEL_FILE}: truncated or damaged ({len(blob)} bytes)")
-    ids = array("I")
-    ids.frombytes(blob[pos : pos + 4 * n])
-    pos += 4 * n
-    weights = array("f")
-    weights.frombytes(blob[pos : pos + 4 * n * k])
-    if sys.byteorder == "big":
-        ids.byteswap()
-        weights.byteswap()
-    # row i is weights[i*k : (i+1)*k]: zipped from the k strided columns (C-level, no loop)
-    rows_w: list[tuple[float, ...]] = [()] * n
-    if k:
-        rows_w = list(zip(*(weights[j::k] for j in range(k)), strict=True))
-    return Model(
-        classes=tuple(header["classes"]),
-        rows=dict(zip(ids, rows_w, strict=True)),
-        weights=rows_w,
-        intercepts=tuple(float(x) for x in header["intercepts"]),
-        complexity_cuts=tuple(float(x) for x in header["complexity_cuts"]),
-        score_scale=float(header["score_scale"]),
-        n_levels=n_levels,
-        meta=header.get("meta", {}),
-    )
 
 
 _model: Model | None = None
