@@ -45,9 +45,9 @@ TAIL: Final = 400  # ...or at its very end
 SYSTEM_HEAD: Final = 400
 # A token is `[^\W\d_]+|\d+|[^\w\s]`: it starts at a character neither whitespace nor "_" and
 # runs on while its kind (letter, digit) does. Written so, `findall` skips to each start by the
-# leading set instead of trying three alternatives at every position (~2x faster; the same
-# tokens: test_classify_exact). On lower-cased ASCII text a letter is [a-z] (a range test, where
-# `[^\W\d_]` looks up each character's category: about twice as fast again).
+# leading set instead of trying three alternatives at every position (half the time in a timing
+# at load ~9; the same tokens: test_classify_exact). On lower-cased ASCII text a letter is [a-z] (a range test, where `[^\W\d_]` looks up each
+# character's category: about twice as fast again).
 _TOKEN = re.compile(r"[^\s_](?:(?<=[^\W\d_])[^\W\d_]*|(?<=\d)\d*|)")
 _TOKEN_ASCII = re.compile(r"[^\s_](?:(?<=[a-z])[a-z]*|(?<=\d)\d*|)")
 _MASK: Final = (1 << 32) - 1
@@ -121,11 +121,11 @@ _LEFT_OF: Final[Callable[[str], Any]] = _MIXED_IDS.get
 
 
 def _ids_and_pairs(toks: list[str]) -> set[int]:
-    """The tokens' ids and their word pairs' ids, as a set, all C-level: a
-    pair's id is ((a * _MIX) & _MASK) ^ b for consecutive (a, b). Through the memos' `get` (a
-    C method `map` calls directly, where `__getitem__` builds an argument tuple per call: a
-    third less time); when a token is new (a None among the ids, or None ^ id raising), again
-    through `__getitem__`, which hashes it."""
+    """The tokens' ids and their word pairs' ids, as a set, all C-level (a pair's id is
+    ((a * _MIX) & _MASK) ^ b for consecutive (a, b)). Through the memos' `get`, a C method `map`
+    calls directly, where `__getitem__` builds an argument tuple per call (these lines took a
+    third less time, timed at load ~11); when a token is new (a None among the ids, or None ^ id
+    raising), again through `__getitem__`, which hashes it and fills the memos."""
     uni: list[Any] = list(map(_ID_OF, toks))
     out: set[Any] = set(uni)
     try:
