@@ -46,8 +46,9 @@ SYSTEM_HEAD: Final = 400
 # A token is `[^\W\d_]+|\d+|[^\w\s]`: it starts at a character neither whitespace nor "_" and
 # runs on while its kind (letter, digit) does. Written so, `findall` skips to each start by the
 # leading set instead of trying three alternatives at every position (half the time in a timing
-# at load ~9; the same tokens: test_classify_exact). On lower-cased ASCII text a letter is [a-z] (a range test, where `[^\W\d_]` looks up each
-# character's category: about twice as fast again).
+# at load ~9; the same tokens: test_classify_exact). On lower-cased ASCII text a letter is
+# [a-z] (a range test, where `[^\W\d_]` looks up each character's category: about twice as
+# fast again).
 _TOKEN = re.compile(r"[^\s_](?:(?<=[^\W\d_])[^\W\d_]*|(?<=\d)\d*|)")
 _TOKEN_ASCII = re.compile(r"[^\s_](?:(?<=[a-z])[a-z]*|(?<=\d)\d*|)")
 _MASK: Final = (1 << 32) - 1
