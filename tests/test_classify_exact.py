@@ -24,18 +24,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchroute import classifier, learned, regex_gates, task_head
+from batchroute import classifier, learned, regex_gates, shape, task_head
 from batchroute.types import COMPLEXITIES, TASK_TYPES, Classification
 
 # --- the reference: the plain implementation, as it was before the fast path ---------------
+
+
+_REF_TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")  # a token, as the learned features define it
 
 
 def ref_features(text: str, system: str = "") -> list[int]:
     """Every token hashed afresh, pairs in a Python loop, sorted."""
     head, tail = learned.HEAD, learned.TAIL
     window = text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
-    toks = learned._TOKEN.findall(window.lower())
-    toks_s = ["s:" + t for t in learned._TOKEN.findall(system[: learned.SYSTEM_HEAD].lower())]
+    toks = _REF_TOKEN.findall(window.lower())
+    toks_s = ["s:" + t for t in _REF_TOKEN.findall(system[: learned.SYSTEM_HEAD].lower())]
     enc = {t: crc32(t.encode("utf-8", "surrogatepass")) for t in {*toks, *(toks_s * bool(system))}}
     uni = [enc[t] for t in toks]
     out = set(enc.values())
@@ -548,8 +551,22 @@ _ASCII = "".join(map(chr, range(128)))  # every ASCII character: controls, \x1c-
 @pytest.mark.parametrize("text", [_ASCII, _ASCII[::-1], _ASCII * 3, "A1b2_C3 d\x1ce\x7ff", "Éa"])
 def test_the_ascii_tokens_are_the_plain_ones(text: str) -> None:
     if text.isascii():  # else the plain pattern tokenises
-        assert learned._TOKEN_ASCII.findall(text.lower()) == learned._TOKEN.findall(text.lower())
+        assert learned._TOKEN_ASCII.findall(text.lower()) == _REF_TOKEN.findall(text.lower())
+    assert learned._TOKEN.findall(text.lower()) == _REF_TOKEN.findall(text.lower())
     assert learned.features(text, system=text) == ref_features(text, text)
+
+
+_KINDS = "aZé_ 1²٣\n\t-.,'’ſ\u00a0\u2003ǅ\u0301東ⅷ"  # letters, digits of other scripts, marks
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=300) | st.text(alphabet=_KINDS, max_size=60))
+def test_the_token_regexes_find_the_plain_tokens_on_any_text(text: str) -> None:
+    low = text.lower()
+    assert learned._TOKEN.findall(low) == _REF_TOKEN.findall(low)
+    assert learned._TOKEN.findall(text) == _REF_TOKEN.findall(text)
+    if low.isascii():
+        assert learned._TOKEN_ASCII.findall(low) == _REF_TOKEN.findall(low)
 
 
 @settings(max_examples=500, deadline=None)
@@ -592,3 +609,16 @@ def test_the_lead_words_memo_starts_afresh_when_full(monkeypatch: pytest.MonkeyP
     for text in FIXTURE:
         assert task_head.lead_features(text) == ref_lead_features(text)
     assert len(task_head._LEAD_IDS) <= 4
+
+
+_NEG_PIECES = "not no never nothing cannot can except least false n e incorrect now _no no_ no1 1no"
+_NEG_TEXT = st.lists(
+    st.sampled_from([*_NEG_PIECES.split(), "NOT", "Never", "ſnot", " ", "\n", ".", "-"]),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_NEG_TEXT | st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
+def test_the_negation_count_is_the_plain_one(text: str) -> None:
+    assert shape._negations(text) == len(_NEGATION.findall(text))

@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     "regex_gates": 1,  # the heuristic rules' gated regex alternatives (issue 12 speed), pure
     "shape": 1,  # the prompt's shape as feature ids for the learned routing heads (pure)
     "exact_sums": 1,  # exact integer sums of float32 weight columns (learned fast path), pure
+    "router_model": 1,  # the learned router's model file: format and parser (pure)
     "spec": 2,  # may import types and errors
     "lookup": 2,  # MemoryLookup: a KeyLookup in memory (tests, a dry run without a database)
     **dict.fromkeys(STAGES, 3),

@@ -8,6 +8,11 @@ Run once per source tree and compare the files: a speed change must leave them i
     .venv/bin/python tests/bench/classify_outputs.py --data ../shared/data --out /tmp/new.txt
     cmp /tmp/base.txt /tmp/new.txt
 
+Or against the recorded digest of 20a88a7's output (`RECORDED`, for the same two model files and
+data folder): `.venv/bin/python tests/bench/classify_outputs.py --data ../shared/data --out
+/tmp/new.txt --check` exits 1 on a difference, and says so when the model files differ (a
+retrained model changes outputs: compare two trees then).
+
 Texts: Auto-J train and test (instruction alone, and with its input), MT-Bench and arena-bench
 turns, WizardLM instructions, RouterBench prompts (the raw field and each parsed turn) and the
 RouterBench models' answers (code, numbers, options, unicode: varied text). For each: the
@@ -23,12 +28,25 @@ import argparse
 import ast
 import csv
 import dataclasses
+import hashlib
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 SYSTEM = "You are a helpful assistant. Translate the user's text into French if asked."
+# sha256 of the output file at 20a88a7 (fast and plain paths alike), by the sha256 of the
+# (router_model.bin, task_model.bin) it was made with; ../shared/data as of 2026-12-07
+RECORDED = {
+    (
+        "e7e632145b322308f363381af3eac64d42e5c605b0d45a07661af7489ecc657c",
+        "d6c86fe776d83be3d46f48517949fe19f05720d49cbaa0adc5d0173532dd29d7",
+    ): "0e53b73e3e9972cfd43fc8d3a2a677c41c02878f5cf728c1d88c43935cc47194",
+}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _jsonl(path: Path) -> Iterator[dict[str, object]]:
@@ -70,6 +88,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--plain", action="store_true", help="the learned plain path, not the fast")
+    ap.add_argument("--check", action="store_true", help="compare with RECORDED (exit 1 if not)")
     a = ap.parse_args()
     from batchroute import classifier, learned
 
@@ -90,6 +109,20 @@ def main() -> None:
             ]
             fh.write(f"{i}\t{rows!r}\n")
     print(f"{len(texts)} texts, {len(texts) * 5} outputs -> {a.out}")
+    if a.check:
+        from importlib import resources
+
+        data = resources.files("batchroute") / "data"
+        models = (
+            _sha((data / "router_model.bin").read_bytes()),
+            _sha((data / "task_model.bin").read_bytes()),
+        )
+        want, got = RECORDED.get(models), _sha(a.out.read_bytes())
+        if want is None:
+            raise SystemExit("model files other than the recorded ones': compare two trees instead")
+        print(f"sha256 {got}: {'the recorded output' if got == want else 'DIFFERS'}")
+        if got != want:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":
