@@ -84,8 +84,8 @@ def _escaped_head(head: str) -> re.Pattern[bytes] | None:
             parts.append(re.escape(c.encode()))
             continue
         forms = [re.escape(c.encode()), rb"\\u(?i:%04x)" % ord(c)]
-        if c == "/":
-            forms.append(rb"\\/")
+        if c in '/"\\':  # JSON's short escapes: backslash-slash, -quote, -backslash
+            forms.append(re.escape(b"\\" + c.encode()))
         parts.append(b"(?:" + b"|".join(forms) + b")")
     return re.compile(b"".join(parts))
 
@@ -176,9 +176,9 @@ def scrub(body: bytes) -> bytes:
     no credential one could tell from text) and cleaned from error messages only. A JSON
     body is cleaned in its strings only (and a number that is a whole key): a digits-only key
     (a local gateway's token) must not rewrite the digits of its numbers (`_scrub_json`)."""
-    if not any(head in body for head in _HEADS) and not any(
-        p.search(body) for p in _ESCAPED_HEADS.values()
-    ):
+    if not any(head in body for head in _HEADS) and not (
+        _ESCAPED_HEADS and any(p.search(body) for p in _ESCAPED_HEADS.values())
+    ):  # an OpenRouter key has no escapable character: one dict truth test more a body
         return body
     text = body.decode("utf-8", "surrogateescape")
     try:
