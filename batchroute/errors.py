@@ -66,6 +66,28 @@ REDACTED = "[redacted key]"
 _SECRETS: set[str] = set()
 _SECRET_HEAD = 12  # a cut text may keep the start of a key: this much of it is a match
 _HEADS: set[bytes] = set()  # the secrets' heads, encoded: what `scrub` looks for in a body
+_ESCAPED_HEADS: dict[str, re.Pattern[bytes]] = {}  # a head as a JSON encoder may escape it
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+"""Characters no JSON encoder escapes unasked. Others are written `\\uXXXX` by some (.NET's
+escapes `+`, Go's `<>&`), and `/` as `\\/` (PHP's `json_encode`, some Java libraries)."""
+
+
+def _escaped_head(head: str) -> re.Pattern[bytes] | None:
+    """A pattern of `head` as it may stand in a JSON string with any of its characters that
+    an encoder may escape so written; None when it holds none (an OpenRouter key: `sk-or-v1-`
+    and hex), and the plain substring test is all `scrub` needs."""
+    if all(c in _PLAIN for c in head):
+        return None
+    parts = []
+    for c in head:
+        if c in _PLAIN:
+            parts.append(re.escape(c.encode()))
+            continue
+        forms = [re.escape(c.encode()), rb"\\u(?i:%04x)" % ord(c)]
+        if c in '/"\\':  # JSON's short escapes: backslash-slash, -quote, -backslash
+            forms.append(re.escape(b"\\" + c.encode()))
+        parts.append(b"(?:" + b"|".join(forms) + b")")
+    return re.compile(b"".join(parts))
 
 
 def keep_secret(secret: str) -> None:
@@ -79,6 +101,9 @@ def keep_secret(secret: str) -> None:
     # "EMPTY" (vLLM's convention): scrubbing it would rewrite every answer that says "EMPTY".
     if len(secret) >= _SECRET_HEAD:
         _HEADS.add(secret[:_SECRET_HEAD].encode())
+        escaped = _escaped_head(secret[:_SECRET_HEAD])
+        if escaped is not None:
+            _ESCAPED_HEADS[secret] = escaped
 
 
 def without_secrets(text: str, *, short: bool = True) -> str:
@@ -121,10 +146,24 @@ def _scrub_json(text: str) -> str:
     out: list[str] = []
     at = 0
     for m in _JSON_STRING.finditer(text):
-        out += (numbers(text[at : m.start()]), without_secrets(m.group(0), short=False))
+        out += (numbers(text[at : m.start()]), _clean_string(m.group(0)))
         at = m.end()
     out.append(numbers(text[at:]))
     return "".join(out)
+
+
+def _clean_string(literal: str) -> str:
+    """A JSON string literal cleaned of the key as its parsed value holds it: with an escape
+    in it, the key may be there only once unescaped (`\\/` for `/`), and a match on the raw
+    text redacted its start and kept the rest (or, escaped in its head, all of it)."""
+    if "\\" not in literal:
+        return without_secrets(literal, short=False)
+    try:
+        value = orjson.loads(literal)
+    except orjson.JSONDecodeError:  # a lone surrogate: cleaned as text
+        return without_secrets(literal, short=False)
+    clean = without_secrets(value, short=False)
+    return literal if clean == value else orjson.dumps(clean).decode()
 
 
 def scrub(body: bytes) -> bytes:
@@ -137,7 +176,9 @@ def scrub(body: bytes) -> bytes:
     no credential one could tell from text) and cleaned from error messages only. A JSON
     body is cleaned in its strings only (and a number that is a whole key): a digits-only key
     (a local gateway's token) must not rewrite the digits of its numbers (`_scrub_json`)."""
-    if not any(head in body for head in _HEADS):
+    if not any(head in body for head in _HEADS) and not (
+        _ESCAPED_HEADS and any(p.search(body) for p in _ESCAPED_HEADS.values())
+    ):  # an OpenRouter key has no escapable character: one dict truth test more a body
         return body
     text = body.decode("utf-8", "surrogateescape")
     try:

@@ -128,18 +128,23 @@ async def terminal_results(
     or the first page answered 404 (no endpoint, or a moment's 404: the two look alike) while
     a `completed` batch says items completed and carries no inline copy."""
     inline = batch.get("results")
+    counts = batch.get("request_counts")
+    ran = counts.get("completed") if isinstance(counts, dict) else None
+    # paid answers that must be there: read again at a later poll, not taken as none
+    owed = batch.get("status") == "completed" and ran != 0
+    # An empty inline list is no copy of a batch that owes answers (an object that leaves its
+    # lines to the pages may serialise them as [] rather than null; review3).
+    copy = inline if isinstance(inline, list) and (inline or not owed) else None
     try:
         lines = await batch_results(client, batch_id)
     except UpstreamError:
-        return inline if isinstance(inline, list) else None
+        return copy
     if lines is not None:
         return lines
-    if isinstance(inline, list):
-        return inline
-    counts = batch.get("request_counts")
-    ran = counts.get("completed") if isinstance(counts, dict) else None
-    if batch.get("status") == "completed" and ran != 0:
-        return None  # paid answers that must be there: read again at a later poll
+    if copy is not None:
+        return copy
+    if owed:
+        return None
     return []  # none ran; or expired/cancelled, whose lines may never be served (billed all
     # the same: the bill is booked and the items go again, batch-api.md §6)
 

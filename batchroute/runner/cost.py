@@ -55,6 +55,11 @@ class Pricer:
         self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
         self.ratios: dict[str, Decimal] = {}  # model → cost / reservation seen above 1
         self.floors: dict[str, Decimal] = {}  # model → a cost seen where it reserved $0
+        # a raised reservation → the (smallest) list-price worst case raised to it: what a
+        # call reserved at it is compared with when it overruns (`learn`); kept across the
+        # cache's clears, for the calls in flight
+        self._listed: dict[Decimal, Decimal] = {}
+        self._forgot = False  # `_listed` was cleared: a value not in it may be a raised one
 
     def worst(self, prompt_bound: int, models: tuple[str, ...]) -> Decimal:
         """The reservation of a call that any of `models` may serve (× the largest ratio of
@@ -62,12 +67,17 @@ class Pricer:
         key = (prompt_bound, models)
         worst = self._worst_of.get(key)
         if worst is None:
-            worst = self._plan.worst_call(models, prompt_bound)
+            listed = worst = self._plan.worst_call(models, prompt_bound)
             if self.ratios:
                 ratio = max((self.ratios.get(m, Decimal(1)) for m in models), default=Decimal(1))
                 worst = ceil_usd(worst * ratio)
             if self.floors:
                 worst = max(worst, *(self.floors.get(m, worst) for m in models))
+            if worst != listed:
+                if len(self._listed) >= _WORST_CACHE:
+                    self._listed.clear()
+                    self._forgot = True
+                self._listed[worst] = min(listed, self._listed.get(worst, listed))
             if len(self._worst_of) >= _WORST_CACHE:
                 self._worst_of.clear()
             self._worst_of[key] = worst
@@ -98,10 +108,18 @@ class Pricer:
                 self._worst_of.clear()
             if worst <= 0:
                 return
-        # `worst` may already be scaled by a learnt ratio (the largest of its models'), and a
-        # ratio is relative to the list price: at most cost / worst x the largest learnt.
-        applied = max(self.ratios.values(), default=Decimal(1))
-        ratio = (cost / worst * applied).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
+        # A ratio is relative to the list price: `worst` may be raised by a learnt ratio or a
+        # floor, and then the list price it was raised from is the base. Not by the largest
+        # ratio learnt since: the calls in flight at a model's first overrun were reserved at
+        # the list price, and each of them landing later multiplied the ratio again (2.8,
+        # 7.8, 22, 61 with four in flight; review3). Base unknown (forgotten, or $0): cost /
+        # worst x the largest learnt, which is at least the true ratio.
+        listed = self._listed.get(worst, None if self._forgot else worst)
+        if listed is not None and listed > 0:
+            ratio = (cost / listed).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
+        else:
+            applied = max(self.ratios.values(), default=Decimal(1))
+            ratio = (cost / worst * applied).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
         if ratio > self.ratios.get(model, Decimal(1)):
             self.ratios[model] = ratio
             self._worst_of.clear()

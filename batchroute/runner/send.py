@@ -124,12 +124,23 @@ class Sender:
         which the call is sent."""
         if self.limiter.active:
             await self.limiter.acquire_model(model)
-        # Fast path without a coroutine; `_reserve` waits when the budget is short.
-        r = None if self.control.stopping else self.budget.try_reserve(worst)
-        if r is None:
-            r = await self._reserve(worst)
-        if r is None:
-            return NoFit(worst)
+        while True:
+            # Fast path without a coroutine; `_reserve` waits when the budget is short.
+            r = None if self.control.stopping else self.budget.try_reserve(worst)
+            if r is None:
+                r = await self._reserve(worst)
+            if r is None:
+                return NoFit(worst)
+            if not (self.pricer.ratios or self.pricer.floors):  # nothing learnt (usual)
+                break
+            # Priced before waiting for the model's slot, its rpm or the budget: an overrun
+            # that landed meanwhile raised the model's reservation, and a queued call sent at
+            # the old one overran too (review3: with one call in flight at a time).
+            fresh = self.pricer.worst(item.prompt_bound, self.requests.served_by(plan, model))
+            if fresh <= worst:
+                break
+            self._settle(r, Decimal(0))  # nothing sent: reserve the learnt figure instead
+            worst = fresh
         try:
             await self.slots.acquire()
         except BaseException:  # cancelled while waiting: nothing was sent
