@@ -124,23 +124,14 @@ class Sender:
         which the call is sent."""
         if self.limiter.active:
             await self.limiter.acquire_model(model)
-        while True:
-            # Fast path without a coroutine; `_reserve` waits when the budget is short.
-            r = None if self.control.stopping else self.budget.try_reserve(worst)
-            if r is None:
-                r = await self._reserve(worst)
-            if r is None:
-                return NoFit(worst)
-            if not (self.pricer.ratios or self.pricer.floors):  # nothing learnt (usual)
-                break
-            # Priced before waiting for the model's slot, its rpm or the budget: an overrun
-            # that landed meanwhile raised the model's reservation, and a queued call sent at
-            # the old one overran too (review3: with one call in flight at a time).
-            fresh = self.pricer.worst(item.prompt_bound, self.requests.served_by(plan, model))
-            if fresh <= worst:
-                break
-            self._settle(r, Decimal(0))  # nothing sent: reserve the learnt figure instead
-            worst = fresh
+        # Fast path without a coroutine; `_reserve` waits when the budget is short.
+        r = None if self.control.stopping else self.budget.try_reserve(worst)
+        if r is None:
+            r = await self._reserve(worst)
+        if r is not None and (self.pricer.ratios or self.pricer.floors):  # something learnt
+            r, worst = await self._repriced(r, worst, item, plan, model)
+        if r is None:
+            return NoFit(worst)
         try:
             await self.slots.acquire()
         except BaseException:  # cancelled while waiting: nothing was sent
@@ -179,6 +170,26 @@ class Sender:
                 self.book.landed(token)
         finally:
             self.slots.release()
+
+    async def _repriced(
+        self, r: Reservation, worst: Decimal, item: WorkItem, plan: TierPlan, model: str
+    ) -> tuple[Reservation | None, Decimal]:
+        """The reservation at the model's price now. It was priced before waiting for the
+        model's slot, its rpm or the budget: an overrun that landed meanwhile raised the
+        model's reservation, and a queued call sent at the old one overran too (review3: with
+        one call in flight at a time). None when the new figure does not fit."""
+        models = self.requests.served_by(plan, model)
+        res: Reservation | None = r
+        while res is not None:
+            fresh = self.pricer.worst(item.prompt_bound, models)
+            if fresh <= worst:
+                break
+            self._settle(res, Decimal(0))  # nothing sent: reserve the learnt figure instead
+            worst = fresh
+            res = None if self.control.stopping else self.budget.try_reserve(worst)
+            if res is None:
+                res = await self._reserve(worst)
+        return res, worst
 
     # -------------------------------------------------------------- budget
     async def _reserve(self, amount: Decimal) -> Reservation | None:
