@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,12 @@ import yaml
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli, run_cli_async
 from test_audit_cost_above import PricedAbove
-from test_billing_standin import MODEL
+from test_billing_standin import MODEL, StandIn
 from test_reader_before_start import holding, let_go
+
+from batchroute.runner.cost import RATIO_MEMORY_DAYS, learn_since
+from batchroute.store import ResultStore
+from batchroute.types import AttemptOutcome, AttemptRow, CostSource
 
 N = 24
 CAP1 = Decimal("0.01")
@@ -139,3 +145,81 @@ async def test_the_dry_run_quotes_the_learnt_ratio_and_says_so(tmp_path: Path, s
     text = await asyncio.to_thread(run_cli, "run", str(job), "--dry-run")
     assert "learnt cost ratios" in text.stdout, text.stdout
     assert f"{MODEL} x2." in text.stdout, text.stdout
+
+
+def _call(key: str, model: str, at: datetime, cost: str, reserved: str | None) -> AttemptRow:
+    return AttemptRow(
+        "run1", "other-job", key, 1, "mid", model, at, 20, 200, AttemptOutcome.OK,
+        cost_usd=Decimal(cost), cost_source=CostSource.OPENROUTER,
+        reserved_usd=None if reserved is None else Decimal(reserved),
+    )  # fmt: skip
+
+
+def test_the_store_reads_the_largest_ratio_and_floor_of_the_window(tmp_path: Path) -> None:
+    """Per model over every job: the call furthest above its reservation (the ratio from its
+    own DECIMALs, rounded up to 0.001), and where $0 was reserved the largest cost. Calls
+    before the window, at or under their reservation, or without one teach nothing."""
+    today = datetime(2026, 12, 7, 9, 0)
+    old = today - timedelta(days=RATIO_MEMORY_DAYS)  # the day before the window's first
+    store = ResultStore(tmp_path / "r.duckdb")
+    store.migrate()
+    store.write([], [
+        _call("a1", "m/a", today, "0.003", "0.001"),  # 3
+        _call("a2", "m/a", today - timedelta(days=RATIO_MEMORY_DAYS - 1), "0.0070001", "0.002"),
+        _call("a3", "m/a", old, "0.1", "0.001"),  # 100, a day too old
+        _call("b1", "m/b", today, "0.001", "0.001"),  # at its reservation
+        _call("b2", "m/b", today, "0.5", None),  # no reservation known
+        _call("c1", "m/c", today, "0.005", "0"),
+        _call("c2", "m/c", today, "0.007", "0"),
+        _call("c3", "m/c", old, "0.009", "0"),
+    ])  # fmt: skip
+    state = store.resume_state(
+        "t", final_statuses=[], day=today.date(), scope=None,
+        learn_since=learn_since(today.date()),
+    )  # fmt: skip
+    assert state.ratios == {"m/a": Decimal("3.501")}  # 0.0070001 / 0.002 = 3.50005, up
+    assert state.floors == {"m/c": Decimal("0.007")}
+    plain = store.resume_state("t", final_statuses=[], day=today.date(), scope=None)
+    assert (plain.ratios, plain.floors) == ({}, {})  # not asked: not read
+
+
+@dataclass
+class GenerationOnly(StandIn):
+    """Answers without `usage` (booked at the reservation), and /generation then says each
+    call cost `factor` x its list price."""
+
+    factor: int = 4
+
+    def _bill(self, body: dict[str, Any], outcome: str) -> tuple[str, dict[str, Any]]:
+        gid, usage = super()._bill(body, outcome)
+        real = self.billed[-1] * self.factor
+        self.billed[-1] = real
+        self.generations[gid]["total_cost"] = float(real)
+        self.generations[gid]["upstream_inference_cost"] = float(real)
+        return gid, usage
+
+
+async def test_a_generation_correction_above_the_reservation_seeds_the_next_start(
+    tmp_path: Path, serve: Any
+) -> None:
+    """A call booked at its reservation (no usage) whose /generation figure is ~2.8x that:
+    the correction lands in `attempts`, and the next start (here the dry run's) reserves the
+    model at that ratio."""
+    standin = GenerationOnly("no_usage")
+    base_url = await serve(standin)
+    job = _job(tmp_path, base_url, Decimal(10))
+    spec = yaml.safe_load(job.read_text())
+    spec["limits"] = {**spec["limits"], "concurrency": 1, "reconcile_wait_s": 30}
+    job.write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_jsonl(tmp_path / "in.jsonl", texts(1))
+    await _run(job)
+    db = tmp_path / "results.duckdb"
+    cost, reserved, source = query(db, "SELECT cost_usd, reserved_usd, cost_source FROM attempts")[
+        0
+    ]
+    assert source == "generation", source  # the correction landed
+    assert cost == standin.total > 2 * reserved
+    out = await asyncio.to_thread(run_cli, "run", str(job), "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    notes = json.loads(out.stdout)["notes"]
+    assert any(f"{MODEL} x2." in n for n in notes), notes
