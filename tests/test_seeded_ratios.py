@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import yaml
+from aiohttp import web
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli, run_cli_async
 from test_audit_cost_above import PricedAbove
@@ -223,3 +224,52 @@ async def test_a_generation_correction_above_the_reservation_seeds_the_next_star
     assert out.returncode == 0, out.stderr
     notes = json.loads(out.stdout)["notes"]
     assert any(f"{MODEL} x2." in n for n in notes), notes
+
+
+@dataclass
+class GatedGenerationOnly(GenerationOnly):
+    """As `GenerationOnly`, and call k is answered only once GET /generation has answered for
+    call k-1 (with a deadline): the run cannot outpace its own corrections, so call k+1 is
+    reserved after the correction of call k-1 reached the run."""
+
+    served: set[str] = field(default_factory=set)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def generation(self, request: web.Request) -> web.Response:
+        response = await super().generation(request)
+        if response.status == 200:
+            async with self.changed:
+                self.served.add(request.query.get("id", ""))
+                self.changed.notify_all()
+        return response
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        previous = f"gen-{len(self.generations):06d}"  # the last one billed before this call
+        if self.generations:
+            async with self.changed:
+                done = self.changed.wait_for(lambda: previous in self.served)
+                await asyncio.wait_for(done, timeout=60)
+        return await super().chat(request)
+
+
+async def test_a_generation_correction_above_the_reservation_raises_the_runs_later_ones(
+    tmp_path: Path, serve: Any
+) -> None:
+    """In the same run: each answer says no cost (booked at the reservation) and /generation
+    later says ~2.8x it. Before: the run's later calls stayed reserved at list price (the
+    Reconciler taught the Pricer nothing). After: once a correction lands, the model's later
+    calls are reserved at its ratio."""
+    standin = GatedGenerationOnly("no_usage")
+    base_url = await serve(standin)
+    job = _job(tmp_path, base_url, Decimal(10))
+    spec = yaml.safe_load(job.read_text())
+    spec["limits"] = {**spec["limits"], "concurrency": 1, "reconcile_wait_s": 30}
+    job.write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_jsonl(tmp_path / "in.jsonl", texts(6))
+    await _run(job)
+    db = tmp_path / "results.duckdb"
+    rows = query(db, "SELECT reserved_usd, cost_usd FROM attempts ORDER BY started_at")
+    assert len(rows) == 6, rows
+    assert all(cost > 2 * reserved for reserved, cost in rows[:2]), rows  # at list price
+    assert any(reserved > 2 * rows[0][0] for reserved, _ in rows[2:]), rows
+    assert sum(cost for _, cost in rows) >= standin.total
