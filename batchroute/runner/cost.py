@@ -45,13 +45,13 @@ def learn_since(day: date) -> date:
 
 def learnt_note(resume: ResumeState) -> str | None:
     """The run's and the dry run's words for the ratios in force from the start (None: none)."""
-    parts = [f"{m} x{r}" for m, r in sorted(resume.ratios.items())]
-    parts += [f"{m} at no less than {usd(f)}" for m, f in sorted(resume.floors.items())]
+    parts = [f"{m} x{r} its list-price worst case" for m, r in sorted(resume.ratios.items())]
+    parts += [f"{m} no less than {usd(f)}" for m, f in sorted(resume.floors.items())]
     if not parts:
         return None
     return (
         f"learnt cost ratios in force (calls of the last {RATIO_MEMORY_DAYS} days were billed "
-        f"above their reservation): reservations of {', '.join(parts)} the list-price worst case"
+        f"above their reservation): reserving {'; '.join(parts)}"
     )
 
 
