@@ -10,17 +10,14 @@ from decimal import ROUND_CEILING, Decimal, localcontext
 
 import duckdb
 
-# Only the calls booked above their reservation teach anything. DuckDB's quotient of two
-# DECIMALs is a DOUBLE: it picks the row, whose own DECIMALs make the ratio (exact, rounded up).
-_ABOVE = """
-SELECT model, arg_max([cost_usd, reserved_usd], cost_usd / reserved_usd) FROM attempts
-WHERE started_at >= ? AND reserved_usd > 0 AND cost_usd > reserved_usd
-GROUP BY model
-"""
-
-_FREE = """
-SELECT model, max(cost_usd) FROM attempts
-WHERE started_at >= ? AND reserved_usd = 0 AND cost_usd > 0
+# Only the calls booked above their reservation teach anything, in one scan. DuckDB's quotient
+# of two DECIMALs is a DOUBLE: it picks the row, whose own DECIMALs make the ratio (exact,
+# rounded up). A reservation of $0 has no ratio: the largest cost becomes the model's floor.
+_LEARNT = """
+SELECT model,
+    arg_max([cost_usd, reserved_usd], cost_usd / reserved_usd) FILTER (WHERE reserved_usd > 0),
+    max(cost_usd) FILTER (WHERE reserved_usd = 0)
+FROM attempts WHERE started_at >= ? AND cost_usd > reserved_usd
 GROUP BY model
 """
 
@@ -42,7 +39,10 @@ def learnt(
     model's, whichever job called it): per model, the largest ratio of booked cost to
     reservation above 1; and per model reserved at $0 but billed, the largest cost booked."""
     start = datetime(since.year, since.month, since.day)
-    rows = con.execute(_ABOVE, [start]).fetchall()
-    above = {str(m): ratio(Decimal(c), Decimal(r)) for m, (c, r) in rows}
-    free = {str(m): Decimal(c) for m, c in con.execute(_FREE, [start]).fetchall()}
+    above, free = {}, {}
+    for model, pair, floor in con.execute(_LEARNT, [start]).fetchall():
+        if pair is not None:
+            above[str(model)] = ratio(Decimal(pair[0]), Decimal(pair[1]))
+        if floor is not None:
+            free[str(model)] = Decimal(floor)
     return above, free
