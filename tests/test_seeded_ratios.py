@@ -173,12 +173,13 @@ def test_the_store_reads_the_largest_ratio_and_floor_of_the_window(tmp_path: Pat
         _call("c1", "m/c", today, "0.005", "0"),
         _call("c2", "m/c", today, "0.007", "0"),
         _call("c3", "m/c", old, "0.009", "0"),
+        _call("d1", "m/d", today, "1000000000000000", "0.000000000001"),  # the extremes
     ])  # fmt: skip
     state = store.resume_state(
         "t", final_statuses=[], day=today.date(), scope=None,
         learn_since=learn_since(today.date()),
     )  # fmt: skip
-    assert state.ratios == {"m/a": Decimal("3.501")}  # 0.0070001 / 0.002 = 3.50005, up
+    assert state.ratios == {"m/a": Decimal("3.501"), "m/d": Decimal(10**27)}  # 3.50005, up
     assert state.floors == {"m/c": Decimal("0.007")}
     plain = store.resume_state("t", final_statuses=[], day=today.date(), scope=None)
     assert (plain.ratios, plain.floors) == ({}, {})  # not asked: not read

@@ -29,6 +29,7 @@ def ratio(cost: Decimal, reserved: Decimal) -> Decimal:
     """cost / reserved rounded up to `PLACES`: never under."""
     with localcontext() as ctx:
         ctx.rounding = ROUND_CEILING
+        ctx.prec = 60  # $10^15 over $10^-12 is 10^27: room for its 0.001s (28 would raise)
         return (cost / reserved).quantize(PLACES, rounding=ROUND_CEILING)
 
 
