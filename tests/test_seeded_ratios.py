@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 import yaml
 from aiohttp import web
 from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli, run_cli_async
-from test_audit_cost_above import PricedAbove
+from test_audit_cost_above import ListedFree, PricedAbove
 from test_billing_standin import MODEL, StandIn
 from test_reader_before_start import holding, let_go
 
@@ -75,14 +76,20 @@ async def _first_run(tmp_path: Path, standin: PricedAbove, base_url: str) -> tup
     return db, booked + dearest * Decimal("1.5")
 
 
+@pytest.mark.parametrize("listed", ["above", "free"])
 async def test_a_run_resumed_the_same_day_reserves_its_first_wave_at_the_learnt_ratio(
-    tmp_path: Path, serve: Any
+    tmp_path: Path, serve: Any, listed: str
 ) -> None:
     """Run 1 (cap $0.01) learns the ratio and stops at the cap. Run 2, the same day with a
     raised cap, starts with four calls at once. Before: they were reserved at list price and
     all fit, billed ~2.8x that: the bill passed the raised cap (figures in the design notes).
-    After: reserved at the learnt ratio; the bill stays under the cap and DuckDB has it all."""
-    standin = PricedAbove("ok", generation_known=False)
+    After: reserved at the learnt ratio; the bill stays under the cap and DuckDB has it all.
+    `free`: listed at $0 and billed $0.005 a call; the floor learnt is the reservation."""
+    standin = (
+        PricedAbove("ok", generation_known=False)
+        if listed == "above"
+        else ListedFree("ok", generation_known=False)
+    )
     base_url = await serve(standin)
     db, cap2 = await _first_run(tmp_path, standin, base_url)
     calls1 = len(standin.billed)
