@@ -40,6 +40,7 @@ from batchroute.plan import (
 from batchroute.prompt import line_salt, request_params
 from batchroute.reader import read_records
 from batchroute.runner.batching import expected_item, worst_item
+from batchroute.runner.cost import Pricer, learn_since, learnt_note
 from batchroute.runner.recover import Replayed, journaled
 from batchroute.runner.resume import InputScan, Skipped, open_lookup, pending
 from batchroute.spec import JobSpec
@@ -72,6 +73,7 @@ class Quote:
     stale: int = 0  # already final but their prompt changed since (sent with --rerun-changed)
     catalog: str = ""
     notes: list[str] = field(default_factory=list)
+    learnt: str | None = None  # the learnt cost ratios the worst case counts (`learnt_note`)
     expected_includes: str = ""  # what the expected figure assumes, in one line
     worst_includes: str = ""  # what the worst case counts, in one line (`worst_terms`)
     worst_terms: dict[str, Any] = field(default_factory=dict)
@@ -211,8 +213,9 @@ def quote(
             store = ResultStore(db_path, read_only=True)
             statuses = overrides.final_statuses
             resume = store.resume_state(
-                spec.name, final_statuses=statuses, day=today, scope=budget_scope(spec)
-            )
+                spec.name, final_statuses=statuses, day=today, scope=budget_scope(spec),
+                learn_since=learn_since(today),
+            )  # fmt: skip
             # A killed run's journal, which the run replays before anything else: its final
             # records and its spend count as the run will find them.
             replayed = Replayed(*journaled(store), job_name=spec.name, final_statuses=statuses)
@@ -245,7 +248,9 @@ def _quote(
         {t: TierQuote(t, p.models) for t, p in plan.tiers.items()},
     )
     q.catalog = f"{catalog.source} ({catalog.fetched_at})"
-    q.notes = list(plan.warnings)
+    q.learnt = learnt_note(resume)
+    q.notes = [*plan.warnings, *filter(None, [q.learnt])]
+    pricer = Pricer(plan)  # the run's reservations: learnt ratios in force (runner/cost.py)
     q.worst_terms = worst_terms(plan)
     q.worst_includes = worst_line(q.worst_terms)
     q.expected_includes = (
@@ -290,7 +295,7 @@ def _quote(
             # The dial's ratio at the prices the dial calibrates with (synchronous ones).
             dial_usd += plan.expected_call(a.item.tier, tokens)
             top_usd += plan.expected_call(top, tokens)
-            tq.worst_usd += plan.worst_record(a.item)
+            tq.worst_usd += pricer.worst_record(a.item)
             if spec.tiers[a.item.tier].batch:  # its batch item, resubmitted once (an expired
                 # batch's item that ran, billed, may show no result line), then the sync chain
                 tq.worst_usd += 2 * worst_item(plan, a.item)
@@ -352,7 +357,7 @@ def render_quote(q: Quote) -> str:
     if q.arms:
         lines.append("experiment: " + ", ".join(f"{a} {n}" for a, n in sorted(q.arms.items())))
     lines.append(f"expected: {q.expected_includes}")
-    lines.append(f"worst case: {q.worst_includes}")
+    lines.append(f"worst case: {q.worst_includes}" + (f"; {q.learnt}" if q.learnt else ""))
     left = q.remaining_usd
     expected = (
         f"expected {usd(q.expected_usd)} fits"

@@ -5,6 +5,7 @@ Statuses are `str` enums so they can be written to DuckDB as they are. Money is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -323,6 +324,10 @@ class ResumeState:
 
     final_count: int = 0  # the job's records already final (for the run's first line)
     spent: Decimal = Decimal(0)  # today's spend in the budget's scope
+    # What the last days' calls taught (`store.ratios`, seeding `runner.cost.Pricer`): per
+    # model, the largest cost / reservation above 1, and the largest cost where it reserved $0.
+    ratios: Mapping[str, Decimal] = field(default_factory=dict)
+    floors: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 class Known(NamedTuple):

@@ -13,12 +13,14 @@ and the cap holds only while reservations cover what calls cost.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 
 from batchroute.budget import ceil_usd, plausible_cost, quantize_usd
 from batchroute.errors import UpstreamError
-from batchroute.plan import RunPlan
-from batchroute.types import Completion, CostSource
+from batchroute.plan import RunPlan, WorkItem
+from batchroute.types import Completion, CostSource, ResumeState
+from batchroute.usd import usd
 
 UNKNOWN_OUTCOME = frozenset({"malformed_response", "connection", "timeout", "no_choices"})
 """Failures after which the provider may still bill a generation: booked at the reservation
@@ -30,6 +32,27 @@ which the origin goes on with the request: it may be billed, so booked like UNKN
 
 _WORST_CACHE = 65_536  # bounded: prompt bounds may all differ
 _RATIO_PLACES = Decimal("0.001")  # a learnt ratio, rounded up
+
+RATIO_MEMORY_DAYS = 7
+"""A run's start seeds its `Pricer` from the calls of this UTC day and the 6 before
+(docs/design-notes.md, "Learnt cost ratios outlive the run": a nightly job's first wave)."""
+
+
+def learn_since(day: date) -> date:
+    """The first day whose calls seed a run starting on `day`."""
+    return day - timedelta(days=RATIO_MEMORY_DAYS - 1)
+
+
+def learnt_note(resume: ResumeState) -> str | None:
+    """The run's and the dry run's words for the ratios in force from the start (None: none)."""
+    parts = [f"{m} x{r} its list-price worst case" for m, r in sorted(resume.ratios.items())]
+    parts += [f"{m} no less than {usd(f)}" for m, f in sorted(resume.floors.items())]
+    if not parts:
+        return None
+    return (
+        f"learnt cost ratios in force (calls of the last {RATIO_MEMORY_DAYS} days were billed "
+        f"above their reservation): reserving {'; '.join(parts)}"
+    )
 
 
 def failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource]:
@@ -48,13 +71,14 @@ def failed_cost(err: UpstreamError, worst: Decimal) -> tuple[Decimal, CostSource
 
 class Pricer:
     """Reservations and booked costs of one run, priced by its plan (the same `worst_call`
-    the dry run quotes with), with the reservations cached per call shape."""
+    the dry run quotes with), with the reservations cached per call shape. What the last
+    days' calls taught (`plan.resume`: `store.ratios`) is in force from the first call."""
 
     def __init__(self, plan: RunPlan) -> None:
         self._plan = plan
         self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
-        self.ratios: dict[str, Decimal] = {}  # model → cost / reservation seen above 1
-        self.floors: dict[str, Decimal] = {}  # model → a cost seen where it reserved $0
+        self.ratios = dict(plan.resume.ratios)  # model → cost / reservation seen above 1
+        self.floors = dict(plan.resume.floors)  # model → a cost seen where it reserved $0
         # a raised reservation → the (smallest) list-price worst case raised to it: what a
         # call reserved at it is compared with when it overruns (`learn`); kept across the
         # cache's clears, for the calls in flight
@@ -82,6 +106,19 @@ class Pricer:
                 self._worst_of.clear()
             self._worst_of[key] = worst
         return worst
+
+    def worst_record(self, item: WorkItem) -> Decimal:
+        """`RunPlan.worst_record` at this run's reservations (learnt ratios included): the
+        dry run's worst case for a record."""
+        plan, attempts = self._plan, self._plan.spec.limits.max_attempts
+        return sum(
+            (
+                self.worst(item.prompt_bound, plan.served_by(t, m)[1]) * attempts
+                for t in plan.escalation_path(item.tier)
+                for m in plan.tiers[t].models
+            ),
+            Decimal(0),
+        )
 
     def never(
         self, worst: Decimal, cap: Decimal, prompt_bound: int, models: tuple[str, ...]

@@ -87,6 +87,8 @@ class Dispatcher:
     @reconciler.setter
     def reconciler(self, r: Reconciler | None) -> None:
         self.sender.reconciler = r
+        if r is not None:  # its corrections teach reservations as answers do
+            r.learn = self.sender.pricer.learn
 
     def wake(self) -> None:
         """Let calls waiting for budget look again (after a stop, or a settlement)."""

@@ -54,6 +54,7 @@ class Unsettled:
     booked: Decimal
     trail: Trail
     tier: str
+    model: str = ""  # the model asked for: a cost above `booked` raises its later reservations
 
 
 class Reconciler:
@@ -76,6 +77,9 @@ class Reconciler:
         self._gets = asyncio.Semaphore(CONCURRENT_GETS)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fixed = 0
+        # `Pricer.learn` (set by the dispatcher): a correction above the reservation is a
+        # ratio learnt like an answer's (docs/design-notes.md, "Learnt cost ratios outlive").
+        self.learn: Callable[[str, Decimal, Decimal], None] | None = None
 
     def add(self, u: Unsettled) -> None:
         task = asyncio.get_running_loop().create_task(self._settle(u))
@@ -99,6 +103,8 @@ class Reconciler:
                 return None
 
     def _apply(self, u: Unsettled, gc: GenerationCost, cost: Decimal) -> None:
+        if self.learn is not None and u.model:
+            self.learn(u.model, cost, u.booked)
         self._budget.correct(u.booked, cost)
         in_flight = not u.trail.booked
         if in_flight:  # its result row is still to be written: it carries the fix

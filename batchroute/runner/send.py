@@ -107,6 +107,7 @@ class Sender:
                     call.cost,
                     trail,
                     item.tier,
+                    call.model,
                 )
             )
         c = call.completion

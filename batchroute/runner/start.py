@@ -36,6 +36,7 @@ from batchroute.errors import FileHeld, LockHeld
 from batchroute.journal import Journal, read_journal
 from batchroute.plan import Overrides, budget_scope
 from batchroute.runner.book import Book
+from batchroute.runner.cost import learn_since, learnt_note
 from batchroute.runner.early import StartScan
 from batchroute.runner.recover import Replayed
 from batchroute.runner.setup import open_store, reconcile_earlier_runs
@@ -218,7 +219,10 @@ class RunStart:
             final_statuses=self.overrides.final_statuses,
             day=day,
             scope=scope,
+            learn_since=learn_since(day),
         )
+        if note := learnt_note(resume):
+            self.notes.append(note)
         if self.replayed is not None:  # as the dry run counts it
             spent = resume.spent + self.replayed.spent(day, scope)
             resume = dataclasses.replace(resume, spent=spent)

@@ -30,6 +30,7 @@ from ..types import (
 from . import batches as _batches
 from . import fixes as _fixes
 from . import migrations
+from . import ratios as _ratios
 from . import resume as _resume
 from . import runs as _runs
 from . import segment as _segment
@@ -184,21 +185,19 @@ class ResultStore:
         final_statuses: Collection[RecordStatus],
         day: date,
         scope: str | None,
+        learn_since: date | None = None,
     ) -> ResumeState:
-        """What a run of this job starts from: how many of its records are final, and the
-        day's spend in `scope` (a job name, or None for the whole database). Which input
-        records are final: `resume_lookup`."""
+        """What a run starts from: the job's final count, the day's spend in `scope` (a job,
+        None: the file), the cost ratios calls since `learn_since` taught (`store.ratios`)."""
         with self._tx() as con:
-            row = con.execute(
-                "SELECT count(*) FROM results "
-                "WHERE job_name = ? AND list_contains(?::VARCHAR[], status)",
-                [job_name, [str(s) for s in final_statuses]],
-            ).fetchone()
-            # A batch cannot be cancelled: its reservation is spent until it is settled.
-            batches = _batches.open_reserved(con, day, scope)
+            sql = "SELECT count(*) FROM results WHERE job_name = ? AND "
+            sql += "list_contains(?::VARCHAR[], status)"
+            row = con.execute(sql, [job_name, [str(s) for s in final_statuses]]).fetchone()
+            batches = _batches.open_reserved(con, day, scope)  # spent until settled
             settled = spent(con, day, scope)  # the same transaction: one open, not two
+            ratios, floors = _ratios.learnt(con, learn_since) if learn_since else ({}, {})
         final = int(row[0]) if row is not None else 0
-        return ResumeState(final_count=final, spent=settled + batches)
+        return ResumeState(final, settled + batches, ratios, floors)
 
     def resume_lookup(
         self,

@@ -1,0 +1,49 @@
+"""What earlier calls taught about reservations: per model, the largest ratio of a call's
+booked cost to its reservation, and the largest cost booked where the reservation was $0
+(`runner.cost.Pricer`, seeded at a run's start; docs/design-notes.md, "Learnt cost ratios
+outlive the run")."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import ROUND_CEILING, Decimal, localcontext
+
+import duckdb
+
+# Only the calls booked above their reservation teach anything, in one scan. DuckDB's quotient
+# of two DECIMALs is a DOUBLE: it picks the row, whose own DECIMALs make the ratio (exact,
+# rounded up). A reservation of $0 has no ratio: the largest cost becomes the model's floor.
+_LEARNT = """
+SELECT model,
+    arg_max([cost_usd, reserved_usd], cost_usd / reserved_usd) FILTER (WHERE reserved_usd > 0),
+    max(cost_usd) FILTER (WHERE reserved_usd = 0)
+FROM attempts WHERE started_at >= ? AND cost_usd > reserved_usd
+GROUP BY model
+"""
+
+
+PLACES = Decimal("0.001")  # a ratio, rounded up (as `Pricer.learn` rounds one)
+
+
+def ratio(cost: Decimal, reserved: Decimal) -> Decimal:
+    """cost / reserved rounded up to `PLACES`: never under."""
+    with localcontext() as ctx:
+        ctx.rounding = ROUND_CEILING
+        ctx.prec = 60  # $10^15 over $10^-12 is 10^27: room for its 0.001s (28 would raise)
+        return (cost / reserved).quantize(PLACES, rounding=ROUND_CEILING)
+
+
+def learnt(
+    con: duckdb.DuckDBPyConnection, since: date
+) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    """Calls started on `since` or later, in every job of the file (a model's bill is the
+    model's, whichever job called it): per model, the largest ratio of booked cost to
+    reservation above 1; and per model reserved at $0 but billed, the largest cost booked."""
+    start = datetime(since.year, since.month, since.day)
+    above, free = {}, {}
+    for model, pair, floor in con.execute(_LEARNT, [start]).fetchall():
+        if pair is not None:
+            above[str(model)] = ratio(Decimal(pair[0]), Decimal(pair[1]))
+        if floor is not None:
+            free[str(model)] = Decimal(floor)
+    return above, free
