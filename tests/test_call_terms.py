@@ -222,3 +222,23 @@ def test_a_model_reserved_at_its_floor_and_billed_above_it_raises_the_floor(
     assert pricer.worst(1000, (SONNET,)) >= Decimal("0.05")
     pricer.learn(SONNET, Decimal("0.08"), pricer.worst(1000, (SONNET,)))
     assert pricer.worst(1000, (SONNET,)) >= Decimal("0.08")
+
+
+def test_an_absurd_overrun_does_not_crash_the_run(tmp_path: Path) -> None:
+    """A bookable cost (up to 10^15) against a tiny reservation: the ratio cost/reservation
+    had more digits than Decimal's 28 and `quantize` raised InvalidOperation inside the run
+    (seed, noticed). The ratio is now capped (`MAX_RATIO`): the model's later calls are
+    reserved far above any cap, so they wait rather than crash the night."""
+    spec = make_spec(tmp_path, tiers={"mid": [SONNET]}, request={"max_tokens": 100})
+    pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
+    pricer.learn(SONNET, Decimal(10) ** 15, Decimal("0.000000000001"))
+    assert pricer.worst(1000, (SONNET,)) > Decimal(1000)
+
+
+def test_an_absurd_seeded_ratio_does_not_crash_the_run(tmp_path: Path) -> None:
+    """The store may seed a ratio up to 10^27 (`store.ratios`, 60 digits there); a
+    reservation at it has more digits than Decimal's 28 and pricing raised. Capped too."""
+    spec = make_spec(tmp_path, tiers={"mid": [SONNET]}, request={"max_tokens": 100})
+    resume = ResumeState(ratios={SONNET: Decimal(10) ** 27})
+    pricer = Pricer(build_plan(spec, Catalog.shipped(), resume, Overrides()))
+    assert pricer.worst(1000, (SONNET,)) > Decimal(1000)

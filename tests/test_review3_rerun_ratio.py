@@ -16,7 +16,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from factories import job_dict, write_jsonl
 from subprocs import KEY_ENV, query, run_cli_async
@@ -47,11 +46,6 @@ async def _run(tmp_path: Path, base_url: str, n: int, cap: Decimal) -> int:
     return code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="learnt ratios live for one run: the same day's next run reserves its first wave at "
-    "the list price again and passes the cap (design-notes, money3: 'Not done')",
-)
 async def test_a_rerun_the_same_day_does_not_overrun_the_cap_again(
     tmp_path: Path, serve: Any
 ) -> None:

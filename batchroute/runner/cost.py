@@ -32,6 +32,9 @@ which the origin goes on with the request: it may be billed, so booked like UNKN
 
 _WORST_CACHE = 65_536  # bounded: prompt bounds may all differ
 _RATIO_PLACES = Decimal("0.001")  # a learnt ratio, rounded up
+MAX_RATIO = Decimal(10) ** 9
+"""A learnt ratio at most: far above any cap already (the model's calls then wait), and a ratio
+of a bookable cost (≤ 10^15) to a tiny reservation would not fit Decimal's 28 digits."""
 
 RATIO_MEMORY_DAYS = 7
 """A run's start seeds its `Pricer` from the calls of this UTC day and the 6 before
@@ -153,10 +156,10 @@ class Pricer:
         # worst x the largest learnt, which is at least the true ratio.
         listed = self._listed.get(worst, None if self._forgot else worst)
         if listed is not None and listed > 0:
-            ratio = (cost / listed).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
+            ratio = cost / listed
         else:
-            applied = max(self.ratios.values(), default=Decimal(1))
-            ratio = (cost / worst * applied).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
+            ratio = cost / worst * max(self.ratios.values(), default=Decimal(1))
+        ratio = min(ratio, MAX_RATIO).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
         if ratio > self.ratios.get(model, Decimal(1)):
             self.ratios[model] = ratio
             self._worst_of.clear()
