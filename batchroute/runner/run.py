@@ -226,8 +226,7 @@ class Runner:
                     if settled and self.control.status is RunStatus.RUNNING:
                         short, deferred = dispatcher.budget_short, dispatcher.deferred
                         self.control.status, lines = end_status(short, deferred, budget)
-                    # The writer's last commit beside the session's close; with the run's
-                    # status when it is known, the run's row too (issue 11)
+                    # The last commit beside the session's close, and the run's row (issue 11)
                     self.book.finish_soon(self.control.status if settled else None)
         self.notes += end_notes(reconciler, budget, self.book)
         for note in self.notes[self._announced :]:
