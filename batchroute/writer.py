@@ -27,12 +27,13 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from batchroute.errors import BatchrouteError
 from batchroute.store import ResultStore
-from batchroute.types import CostFix
+from batchroute.types import CostFix, RunCounts, RunStatus
 
 _PR_SET_PDEATHSIG = 1
 
@@ -102,6 +103,15 @@ def begin(store: ResultStore, order: dict[str, Any]) -> None:
         p.unlink(missing_ok=True)
 
 
+def end(store: ResultStore, order: dict[str, Any]) -> dict[str, int]:
+    """The run's end, after every segment it sent: its row's status and counters, and the
+    job's status counts for its summary (one transaction; `Book.finish_soon` writes `order`)."""
+    counts = RunCounts(**{**order["counts"], "cost_usd": Decimal(order["counts"]["cost_usd"])})
+    finished = datetime.fromisoformat(order["finished_at"])
+    status = RunStatus(order["status"])
+    return store.end_run(order["run_id"], status, counts, finished, order["job_name"])
+
+
 def _sync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -154,14 +164,10 @@ def serve(store: ResultStore, commands: BinaryIO, replies: BinaryIO) -> int:
         if cmd == b"quit":
             say(b"bye")
             return 0
-        if cmd == b"begin":
-            order = json.loads(arg)
-            try:
-                begin(store, order)
-            except BatchrouteError as exc:
-                say(b"err " + str(exc).replace("\n", " ").encode())
-                return 1
-            say(b"ok " + os.fsencode(order["marker"]))
+        if cmd in (b"begin", b"finish"):
+            code = _order(store, cmd, json.loads(arg), say)
+            if code is not None:
+                return code
             continue
         if cmd != b"apply":
             say(b"err writer process: unknown command " + cmd[:40])
@@ -181,6 +187,25 @@ def serve(store: ResultStore, commands: BinaryIO, replies: BinaryIO) -> int:
         except Exception as exc:  # noqa: BLE001 - any other failure: the run must hear it
             say(f"err writing results failed: {exc}".replace("\n", " ").encode())
             return 1
+
+
+def _order(
+    store: ResultStore, cmd: bytes, order: dict[str, Any], say: Callable[[bytes], None]
+) -> int | None:
+    """`begin` (answered `ok <marker>`; None: go on) or `finish` (answered `bye <counts>`;
+    0: end). A failure answers `err <message>` and ends (1): after a failed `finish` the
+    run closes its row itself, as it did before the writer could."""
+    try:
+        if cmd == b"begin":
+            begin(store, order)
+            say(b"ok " + os.fsencode(order["marker"]))
+            return None
+        counts = end(store, order)
+    except BatchrouteError as exc:
+        say(b"err " + str(exc).replace("\n", " ").encode())
+        return 1
+    say(b"bye " + json.dumps(counts).encode())
+    return 0
 
 
 def _apply(

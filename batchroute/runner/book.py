@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +33,7 @@ from batchroute.types import (
     Record,
     RecordStatus,
     RunCounts,
+    RunStatus,
 )
 
 # Commit every 5 s, not every second (design §7; docs/design-notes.md, "Commit interval"): the
@@ -74,6 +77,7 @@ class Book:
         self._sink: WriterProcess | None = None
         self._acks: asyncio.Task[None] | None = None
         self._finishing: asyncio.Future[None] | None = None
+        self._ended: tuple[RunStatus, RunCounts] | None = None  # what the writer closes the run as
         self._error: Exception | None = None  # the writer's failure
         self._raised = False  # whether the writer's failure was raised to the run already
         self._flush_now = asyncio.Event()
@@ -300,11 +304,26 @@ class Book:
         self._flush_now.set()
         self._flushed.set()
 
-    def finish_soon(self) -> None:
+    def finish_soon(self, status: RunStatus | None = None) -> None:
         """Start `finish` now (no row can come any more), beside what the run still closes:
-        its HTTP session takes 0.05-0.3 s with 2,048 connections (issue 11)."""
+        its HTTP session takes 0.05-0.3 s with 2,048 connections (issue 11). With the run's
+        final `status`, the writer process closes the run's row too, and counts the job's
+        statuses, in its last transaction (`ended_as`)."""
         if self._finishing is None:
+            if status is not None:
+                self._ended = (status, replace(self.counts))
             self._finishing = asyncio.ensure_future(self._finish())
+
+    def ended_as(self, status: RunStatus) -> dict[str, int] | None:
+        """The job's status counts if the writer process closed the run's row with `status`
+        and today's counters, and every row is committed: the run need not open the file
+        again. None otherwise (the run closes its row itself: `runner/setup.close_store`)."""
+        ended, sink = self._ended, self._sink
+        if ended is None or sink is None or sink.statuses is None:
+            return None
+        if ended != (status, self.counts) or self._dirty or self._sent or self.writer_failed:
+            return None
+        return sink.statuses
 
     async def finish(self) -> None:
         """Once no row can come any more: hand the rest to the writer process and wait until
@@ -321,7 +340,10 @@ class Book:
         try:
             if not self.writer_failed:
                 self._hand_over()
-                sink.quit()
+                if self._ended is None:
+                    sink.quit()
+                else:
+                    sink.finish(self._end_order(*self._ended))
             if self._acks is not None:
                 await self._acks
             await sink.wait()
@@ -329,6 +351,12 @@ class Book:
             sink.kill()
             if self._sent and not self.writer_failed:  # cut short: nothing may be written after
                 self._fail(StoreError("the run ended before its rows were all written"))
+
+    def _end_order(self, status: RunStatus, counts: RunCounts) -> bytes:
+        fields = {**asdict(counts), "cost_usd": str(counts.cost_usd)}
+        order = {"run_id": self.run_id, "job_name": self.job_name, "status": str(status),
+                 "counts": fields, "finished_at": self.now().isoformat()}  # fmt: skip
+        return json.dumps(order).encode()
 
     def flush_last(self) -> None:
         """Synchronously commit what no writer process took (it never started), in this

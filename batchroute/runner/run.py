@@ -103,7 +103,6 @@ class Runner:
             raise SpecError(
                 f"input file not found: {self.spec.input}", path=str(self.spec.path), key="input"
             )
-        statuses: dict[str, int] = {}
         signals = signals_handled(self.opts.handle_signals, self._on_signal)
         with fewer_gc_passes(), signals, RunLock(self.db_path):
             await self.start.open(self.opts.now())
@@ -119,7 +118,9 @@ class Runner:
                 await self._scan.aclose()  # a pass not taken (the set-up failed)
                 await self.book.finish()  # the writer process commits the rest and ends
                 await asyncio.to_thread(self._close_store)
-            statuses = await asyncio.to_thread(self.store.status_counts, self.spec.name)
+            statuses = self.book.ended_as(self.control.status)  # the writer's last answer
+            if statuses is None:  # (else the run never opens the file again: issue 11)
+                statuses = await asyncio.to_thread(self.store.status_counts, self.spec.name)
         return RunReport(
             self.run_id,
             self.spec.name,
@@ -140,7 +141,9 @@ class Runner:
         if lookup is not None:
             lookup.close()
 
-    def _close_store(self) -> None:
+    def _close_store(self) -> None:  # unless the writer process closed the run's row
+        if self.book.ended_as(self.control.status) is not None:
+            return self.book.journal.close()
         note = close_store(self.store, self.book, self.control, self.run_id, self.opts.now)
         if note is not None:
             self.notes.append(note)
@@ -203,9 +206,12 @@ class Runner:
             )
             self._announce(resume.spent, plan.cap, key_note)
             wait = 0.0  # cut short (an error, a cancellation): stop the polls at once
+            pumped = settled = False
+            lines: list[str] = []
             try:
                 await self._pump(client, budget)
                 wait = 0.0 if self.control.interrupted else spec.limits.reconcile_wait_s
+                pumped = True
             finally:
                 # Before the session closes: a poll left running would GET /generation on a
                 # closed session. What is not settled stays at its reservation; the next run
@@ -214,17 +220,19 @@ class Runner:
                     await reconciler.drain(wait)
                     self.start.say_waiting()
                     self.notes += filter(None, [await early.saved()])
+                    settled = pumped
                 finally:
                     self.book.progress.close()
-                    self.book.finish_soon()  # the writer's last commit beside the session's close
+                    if settled and self.control.status is RunStatus.RUNNING:
+                        short, deferred = dispatcher.budget_short, dispatcher.deferred
+                        self.control.status, lines = end_status(short, deferred, budget)
+                    # The last commit beside the session's close, and the run's row (issue 11)
+                    self.book.finish_soon(self.control.status if settled else None)
         self.notes += end_notes(reconciler, budget, self.book)
         for note in self.notes[self._announced :]:
             self._log(f"note: {note}")
-        if self.control.status is RunStatus.RUNNING:
-            status, lines = end_status(dispatcher.budget_short, dispatcher.deferred, budget)
-            self.control.status = status
-            for line in lines:
-                self._log(line)
+        for line in lines:
+            self._log(line)
 
     def _announce(self, spent: Decimal, cap: Decimal, key_note: str) -> None:
         final = self.plan.resume.final_count if self.plan is not None else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ class WriterProcess:
         self.busy_timeout_s = busy_timeout_s
         self._proc: asyncio.subprocess.Process | None = None
         self._begun: tuple[Path, asyncio.Future[None]] | None = None  # `begin`'s answer
+        self.statuses: dict[str, int] | None = None  # `finish`'s answer: the job's counts
 
     @property
     def pid(self) -> int | None:
@@ -73,6 +75,12 @@ class WriterProcess:
         """Ask it to end once the segments sent before are committed."""
         self._send(b"quit")
 
+    def finish(self, order: bytes) -> None:
+        """Ask it to close the run's row (`batchroute.writer.end`, a JSON line) once the
+        segments sent before are committed, and to end: its `bye` carries the job's status
+        counts (`statuses`)."""
+        self._send(b"finish " + order)
+
     def _send(self, line: bytes) -> None:
         assert self._proc is not None
         assert self._proc.stdin is not None
@@ -80,8 +88,9 @@ class WriterProcess:
             self._proc.stdin.write(line + b"\n")
 
     async def reply(self) -> Path | None:
-        """The next segment committed; None once it said `bye`. A failed write raises its
-        StoreError, and so does the process ending without a word (it was killed)."""
+        """The next segment committed; None once it said `bye` (to `quit` or `finish`). A
+        failed write raises its StoreError, and so does the process ending without a word
+        (it was killed)."""
         assert self._proc is not None
         assert self._proc.stdout is not None
         line = (await self._proc.stdout.readline()).rstrip(b"\n")
@@ -90,6 +99,8 @@ class WriterProcess:
             self._answered(path := Path(os.fsdecode(rest)))
             return path
         if word == b"bye":
+            if rest:
+                self.statuses = {str(k): int(v) for k, v in json.loads(rest).items()}
             return None
         if word == b"err":
             self._answered(None, err := StoreError(rest.decode(errors="replace")))

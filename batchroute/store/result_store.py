@@ -34,9 +34,8 @@ from . import ratios as _ratios
 from . import resume as _resume
 from . import runs as _runs
 from . import segment as _segment
-from .columns import MONEY
 from .connect import KeptInstance, transaction
-from .encode import bulk_write, dedupe, money, utc, write_results
+from .encode import bulk_write, dedupe, utc, write_results
 from .replay import write_missing
 from .reports import ReportData, check_dimensions, query_report, spent
 from .resume import ResumeLookup
@@ -126,24 +125,16 @@ class ResultStore:
     ) -> None:
         """Record the end of a run with its counters and cost."""
         with self._tx() as con:
-            con.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, records_seen = ?, "
-                "records_done = ?, records_failed = ?, records_invalid = ?, "
-                f"records_pending = ?, cost_usd = CAST(? AS {MONEY}), records_duplicate = ? "
-                "WHERE run_id = ?",
-                [
-                    str(status),
-                    utc(finished_at),
-                    counts.seen,
-                    counts.done,
-                    counts.failed,
-                    counts.invalid,
-                    counts.pending,
-                    money(counts.cost_usd),
-                    counts.duplicates,
-                    run_id,
-                ],
-            )
+            _runs.finish(con, run_id, status, counts, finished_at)
+
+    def end_run(
+        self, run_id: str, status: RunStatus, counts: RunCounts, finished_at: datetime, job: str
+    ) -> dict[str, int]:
+        """`finish_run`, then `status_counts(job)`, in one transaction (the writer process's
+        last, so that the run never opens the file again at its end: issue 11)."""
+        with self._tx() as con:
+            _runs.finish(con, run_id, status, counts, finished_at)
+            return _runs.status_counts(con, job)
 
     def close_stale_runs(self) -> int:
         """Mark runs left 'running' by a dead process as 'interrupted'; returns how many.
@@ -167,11 +158,7 @@ class ResultStore:
     def status_counts(self, job_name: str) -> dict[str, int]:
         """How many of this job's records are in each status, over all runs."""
         with self._tx() as con:
-            rows = con.execute(
-                "SELECT status, count(*) FROM results WHERE job_name = ? GROUP BY status",
-                [job_name],
-            ).fetchall()
-        return {str(s): int(n) for s, n in rows}
+            return _runs.status_counts(con, job_name)
 
     def spent_on(self, day: date, *, job_name: str | None) -> Decimal:
         """Settled spend on that UTC day, from attempts (job_name None: whole database)."""

@@ -1,5 +1,6 @@
-"""The `runs` table's rows at a run's start: shared by `ResultStore.start_run`,
-`close_stale_runs` and `begin_run` (which does both in one transaction)."""
+"""The `runs` table's rows at a run's start (shared by `ResultStore.start_run`,
+`close_stale_runs` and `begin_run`, which does both in one transaction) and at its end
+(`finish_run`, and `end_run`, which counts the job's statuses in the same transaction)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from datetime import datetime
 
 import duckdb
 
-from ..types import RunStatus
-from .encode import utc
+from ..types import RunCounts, RunStatus
+from .columns import MONEY
+from .encode import money, utc
 
 
 def insert_run(
@@ -40,3 +42,39 @@ def close_stale(con: duckdb.DuckDBPyConnection) -> int:
         [str(RunStatus.INTERRUPTED), str(RunStatus.RUNNING)],
     ).fetchall()
     return len(rows)
+
+
+def finish(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    status: RunStatus,
+    counts: RunCounts,
+    finished_at: datetime,
+) -> None:
+    """Record the end of a run with its counters and cost."""
+    con.execute(
+        "UPDATE runs SET status = ?, finished_at = ?, records_seen = ?, "
+        "records_done = ?, records_failed = ?, records_invalid = ?, "
+        f"records_pending = ?, cost_usd = CAST(? AS {MONEY}), records_duplicate = ? "
+        "WHERE run_id = ?",
+        [
+            str(status),
+            utc(finished_at),
+            counts.seen,
+            counts.done,
+            counts.failed,
+            counts.invalid,
+            counts.pending,
+            money(counts.cost_usd),
+            counts.duplicates,
+            run_id,
+        ],
+    )
+
+
+def status_counts(con: duckdb.DuckDBPyConnection, job_name: str) -> dict[str, int]:
+    """How many of this job's records are in each status, over all runs."""
+    rows = con.execute(
+        "SELECT status, count(*) FROM results WHERE job_name = ? GROUP BY status", [job_name]
+    ).fetchall()
+    return {str(s): int(n) for s, n in rows}
