@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from subprocs import KEY_ENV
 
 from batchroute.spec import JobSpec, load_spec
 
@@ -77,3 +78,32 @@ def write_job(tmp_path: Path, **overrides: Any) -> Path:
     p = tmp_path / "job.yaml"
     p.write_text(yaml.safe_dump(job_dict(tmp_path, **overrides), sort_keys=False))
     return p
+
+
+def standin_job(
+    tmp_path: Path,
+    base_url: str,
+    *,
+    model: str,
+    cap: Any,
+    records: Iterable[dict[str, Any] | str],
+    limits: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Path:
+    """The money audits' job: one unstreamed `premium` model behind a stand-in at `base_url`
+    (its key in `subprocs.KEY_ENV`), a daily cap, no quality checks; writes the input and the
+    job file and returns the job file's path."""
+
+    write_jsonl(tmp_path / "in.jsonl", records)
+    job = job_dict(
+        tmp_path,
+        quality=[],
+        endpoint={"base_url": base_url, "api_key_env": KEY_ENV},
+        budget={"daily_usd": float(cap)},
+        **overrides,
+    )
+    job["tiers"] = {"premium": {"models": [model], "stream": False}}
+    job["limits"] = {**job["limits"], **(limits or {})}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path

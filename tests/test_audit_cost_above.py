@@ -21,7 +21,7 @@ import orjson
 import pytest
 import yaml
 from aiohttp import web
-from factories import job_dict, texts, write_jsonl
+from factories import job_dict, standin_job, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli_async
 from test_billing_standin import MODEL, StandIn
 
@@ -58,17 +58,8 @@ class PricedAbove(StandIn):
 
 
 async def _run(tmp_path: Path, standin: PricedAbove, base_url: str, concurrency: int) -> Path:
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
-    job = job_dict(
-        tmp_path,
-        quality=[],
-        endpoint={"base_url": base_url, "api_key_env": KEY_ENV},
-        budget={"daily_usd": float(CAP)},
-    )
-    job["tiers"] = {"premium": {"models": [MODEL], "stream": False}}
-    job["limits"] = {**job["limits"], "concurrency": concurrency, "reconcile_wait_s": 0.5}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    limits = {"concurrency": concurrency, "reconcile_wait_s": 0.5}
+    path = standin_job(tmp_path, base_url, model=MODEL, cap=CAP, records=texts(N), limits=limits)
     code, err = await run_cli_async("run", str(path))
     assert code in (0, 3), err  # 3: the budget ran out (the cap is reached, as it should be)
     return tmp_path / "results.duckdb"

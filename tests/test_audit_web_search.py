@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiohttp import web
-from factories import job_dict, texts, write_jsonl
-from subprocs import KEY_ENV, query, run_cli_async
+from factories import standin_job, texts
+from subprocs import query, run_cli_async
 from test_billing_standin import COMPLETION_PRICE, MODEL, PROMPT_PRICE, StandIn
 
 CONTEXT = 16_000  # the model's context window (/models `context_length`)
@@ -68,18 +67,10 @@ class Searching(StandIn):
 
 
 def _job(tmp_path: Path, base_url: str, model: str, **request: Any) -> Path:
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
-    job = job_dict(
-        tmp_path,
-        quality=[],
-        endpoint={"base_url": base_url, "api_key_env": KEY_ENV},
-        budget={"daily_usd": float(CAP)},
+    limits = {"concurrency": N, "reconcile_wait_s": 0.5}
+    path = standin_job(
+        tmp_path, base_url, model=model, cap=CAP, records=texts(N), limits=limits, request=request
     )
-    job["tiers"] = {"premium": {"models": [model], "stream": False}}
-    job["limits"] = {**job["limits"], "concurrency": N, "reconcile_wait_s": 0.5}
-    job["request"] = {**job["request"], **request}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
 
 

@@ -21,10 +21,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
-from factories import job_dict, texts, write_jsonl
-from subprocs import KEY_ENV, query, run_cli_async
+from factories import standin_job, texts
+from subprocs import query, run_cli_async
 from test_audit_cost_above import PricedAbove
 from test_billing_standin import MODEL
 
@@ -54,22 +53,9 @@ class HeldWave(PricedAbove):
 
 async def test_a_first_wave_of_overruns_does_not_stop_the_run(tmp_path: Path, serve: Any) -> None:
     standin = HeldWave("ok", generation_known=False)
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
-    job = job_dict(
-        tmp_path,
-        quality=[],
-        endpoint={"base_url": await serve(standin), "api_key_env": KEY_ENV},
-        budget={"daily_usd": float(CAP)},
-    )
-    job["tiers"] = {"premium": {"models": [MODEL], "stream": False}}
-    job["limits"] = {
-        **job["limits"],
-        "concurrency": WAVE,
-        "reconcile_wait_s": 0,
-        "timeout_s": 300,
-    }
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    limits = {"concurrency": WAVE, "reconcile_wait_s": 0, "timeout_s": 300}
+    base_url = await serve(standin)
+    path = standin_job(tmp_path, base_url, model=MODEL, cap=CAP, records=texts(N), limits=limits)
     code, err = await run_cli_async("run", str(path))
     db = tmp_path / "results.duckdb"
     rows = dict(query(db, "SELECT status, count(*) FROM results GROUP BY 1"))

@@ -16,9 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
-from factories import job_dict, texts, write_jsonl
-from subprocs import KEY_ENV, query, run_cli_async
+from factories import standin_job, texts
+from subprocs import query, run_cli_async
 from test_audit_cost_above import PricedAbove
 from test_billing_standin import MODEL
 
@@ -30,22 +29,13 @@ async def test_calls_queued_for_the_model_slot_are_reserved_at_the_learnt_ratio(
     tmp_path: Path, serve: Any
 ) -> None:
     standin = PricedAbove("ok", generation_known=False)  # ~2.8x each call's list reservation
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
-    job = job_dict(
-        tmp_path,
-        quality=[],
-        endpoint={"base_url": await serve(standin), "api_key_env": KEY_ENV},
-        budget={"daily_usd": float(CAP)},
-    )
-    job["tiers"] = {"premium": {"models": [MODEL], "stream": False}}
-    job["limits"] = {
-        **job["limits"],
+    limits = {
         "concurrency": 8,
         "per_model_concurrency": {MODEL: 1},  # one call in flight at a time
         "reconcile_wait_s": 0,
     }
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    base_url = await serve(standin)
+    path = standin_job(tmp_path, base_url, model=MODEL, cap=CAP, records=texts(N), limits=limits)
     code, err = await run_cli_async("run", str(path))
     assert code in (0, 3), err
     db = tmp_path / "results.duckdb"

@@ -16,9 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
-from factories import job_dict, write_jsonl
-from subprocs import KEY_ENV, query, run_cli_async
+from factories import standin_job
+from subprocs import query, run_cli_async
 from test_billing_standin import MODEL
 from test_review3_learnt_ratio import HeldWave
 
@@ -30,17 +29,8 @@ def _records(n: int) -> list[dict[str, Any]]:
 
 
 async def _run(tmp_path: Path, base_url: str, n: int, cap: Decimal) -> int:
-    write_jsonl(tmp_path / "in.jsonl", _records(n))
-    job = job_dict(
-        tmp_path,
-        quality=[],
-        endpoint={"base_url": base_url, "api_key_env": KEY_ENV},
-        budget={"daily_usd": float(cap)},
-    )
-    job["tiers"] = {"premium": {"models": [MODEL], "stream": False}}
-    job["limits"] = {**job["limits"], "concurrency": WAVE, "reconcile_wait_s": 0, "timeout_s": 300}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    limits = {"concurrency": WAVE, "reconcile_wait_s": 0, "timeout_s": 300}
+    path = standin_job(tmp_path, base_url, model=MODEL, cap=cap, records=_records(n), limits=limits)
     code, err = await run_cli_async("run", str(path))
     assert code in (0, 3), err
     return code

@@ -25,8 +25,8 @@ import duckdb
 import pytest
 import yaml
 from aiohttp import web
-from factories import job_dict, texts, write_jsonl
-from subprocs import KEY_ENV, query, run_cli, run_cli_async
+from factories import standin_job, texts, write_jsonl
+from subprocs import query, run_cli, run_cli_async
 from test_audit_cost_above import ListedFree, PricedAbove
 from test_billing_standin import MODEL, StandIn
 from test_reader_before_start import holding, let_go
@@ -41,18 +41,8 @@ CONCURRENCY = 4
 
 
 def _job(tmp_path: Path, base_url: str, cap: Decimal) -> Path:
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
-    job = job_dict(
-        tmp_path,
-        quality=[],
-        endpoint={"base_url": base_url, "api_key_env": KEY_ENV},
-        budget={"daily_usd": float(cap)},
-    )
-    job["tiers"] = {"premium": {"models": [MODEL], "stream": False}}
-    job["limits"] = {**job["limits"], "concurrency": CONCURRENCY, "reconcile_wait_s": 0.5}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
-    return path
+    limits = {"concurrency": CONCURRENCY, "reconcile_wait_s": 0.5}
+    return standin_job(tmp_path, base_url, model=MODEL, cap=cap, records=texts(N), limits=limits)
 
 
 async def _run(job: Path) -> str:
