@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from subprocs import KEY_ENV
 
 from batchroute.spec import JobSpec, load_spec
 
@@ -93,6 +92,10 @@ def standin_job(
     """The money audits' job: one unstreamed `premium` model behind a stand-in at `base_url`
     (its key in `subprocs.KEY_ENV`), a daily cap, no quality checks; writes the input and the
     job file and returns the job file's path."""
+    # Here, not at the top: the benchmarks import this module as `tests.factories`, without
+    # `tests/` on the path, and need none of the subprocess helpers.
+    from subprocs import KEY_ENV
+
 
     write_jsonl(tmp_path / "in.jsonl", records)
     job = job_dict(
