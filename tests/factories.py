@@ -96,7 +96,6 @@ def standin_job(
     # `tests/` on the path, and need none of the subprocess helpers.
     from subprocs import KEY_ENV
 
-
     write_jsonl(tmp_path / "in.jsonl", records)
     job = job_dict(
         tmp_path,
