@@ -1,11 +1,14 @@
 """A disk that fills up mid-run: what was paid must still reach the database (audit4).
 
 Every row reaches DuckDB only through `<db>.journal` (the writer process applies its
-segments). When a journal write fails (ENOSPC), `Journal.sync` has already taken the rows out
-of `_pending`: they are dropped, a partial line may be left on disk, and the error is raised at
-the next append. The calls those rows stand for were billed. A night where the disk fills and
-is freed again the next morning should end, after the next run, with the database holding at
-least the bill.
+segments). A row is appended to `Journal._pending` and written once per loop step
+(`call_soon`); when that write fails (ENOSPC), `Journal.sync` has already taken the rows out of
+`_pending`: they are dropped, a partial line may be left on disk, and the error is kept to be
+raised at a later append. Meanwhile the calls whose in-flight marks were in that write have
+gone out: paid, in no journal, in no database. A night where the disk fills and is freed the
+next morning should end, after the next run, with the database holding at least the bill: a
+call the run cannot mark as in flight must not be sent (the calls already marked are replayed
+as `killed` at their reservation).
 
 Real parts: the real CLI in subprocesses, a stand-in on a loopback port, a real DuckDB file on a
 real, small tmpfs mounted in a private mount namespace (`unshare --mount`, needs root), filled
@@ -100,8 +103,8 @@ def _fill(folder: Path) -> Path:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a failed journal write drops its rows (Journal.sync empties _pending first): "
-    "paid calls in no database",
+    reason="a failed journal write drops its rows and is raised only at a later append: "
+    "calls go out whose in-flight marks were never written, paid and in no database",
 )
 async def test_rows_of_a_failed_journal_write_reach_the_database_once_space_is_back(
     tmp_path: Path, serve: Any
