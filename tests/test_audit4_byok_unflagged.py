@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from factories import standin_job, texts
-from subprocs import query, run_cli_async
+from subprocs import KEY_ENV, query, run_cli_async
 from test_billing_standin import MODEL, StandIn
 
 from batchroute.client.parse import parse_usage
@@ -98,3 +98,23 @@ def test_only_a_cost_below_its_upstream_without_a_flag_is_read_as_byok(
     byok = {**raw, "cost": 0.0005}
     assert parse_usage(byok).billed == Decimal("0.0105")
     assert parse_usage({**byok, "is_byok": False}).billed == Decimal("0.0005")
+
+
+async def test_a_byok_batch_without_its_flag_is_booked_fee_plus_upstream(
+    tmp_path: Path, serve: Any
+) -> None:
+    """The Batch API lane: the batch's `usage` says the fee and the provider's charge without
+    `is_byok` (`runner.batching.batch_cost`). Before (14f3717): 8 items billed $0.0016548,
+    the database $0.0000788 (the fee alone)."""
+    from batch_standin import BatchStandIn
+    from test_batch_lane import _job
+
+    standin = BatchStandIn(byok=True, byok_flag=False)
+    endpoint = {"base_url": await serve(standin), "api_key_env": KEY_ENV}
+    job = _job(tmp_path, 8, endpoint=endpoint)
+    code, err = await run_cli_async("run", str(job), "--wait")
+    assert code == 0, err
+    db = tmp_path / "results.duckdb"
+    booked = query(db, "SELECT sum(cost_usd) FROM attempts")[0][0]
+    assert query(db, "SELECT sum(cost_usd) FROM results")[0][0] == booked
+    assert booked >= standin.total, f"bill ${standin.total} vs database ${booked}"
