@@ -22,6 +22,7 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -141,8 +142,9 @@ async def test_rows_of_a_failed_journal_write_reach_the_database_once_space_is_b
         f'cp "{disk}"/results.duckdb* "{host}/out/"\n'
     )
     proc = await asyncio.create_subprocess_exec(
-        "unshare", "--mount", "--propagation", "private", "sh", "-c", script, env=ENV
-    )
+        "unshare", "--mount", "--propagation", "private", "sh", "-c", script, env=ENV,
+        start_new_session=True,  # its own group: a failure below kills the runs with it
+    )  # fmt: skip
     try:
         await _until(lambda: (host / "mounted").exists() or proc.returncode is not None, "mount")
         inside = Path(f"/proc/{proc.pid}/root") / disk.relative_to("/")
@@ -156,7 +158,8 @@ async def test_rows_of_a_failed_journal_write_reach_the_database_once_space_is_b
         await asyncio.wait_for(proc.wait(), timeout=WAIT_S * 2)
     finally:
         if proc.returncode is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
     rc1, rc2 = (host / "rc1").read_text().strip(), (host / "rc2").read_text().strip()
     db = host / "out" / "results.duckdb"
