@@ -56,6 +56,7 @@ class BatchStandIn:
     malformed: set[str] = field(default_factory=set)
     cut_items: set[str] = field(default_factory=set)  # answered with finish_reason "length"
     byok: bool | None = None  # BYOK batch usage; True: with the upstream cost, False: without
+    byok_flag: bool = True  # False: the BYOK batch usage omits `is_byok` (older shapes)
     lose_202: int = 0  # this many POSTs create their batch, then never answer (a lost 202)
     expired_lines: bool = False  # unanswered items of an expired batch: an error line, not absent
     page_size: int = 100
@@ -276,7 +277,7 @@ class BatchStandIn:
         b["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "cost": str(cost)}
         if self.byok is not None:  # the provider bills the user's key; the balance, a fee
             self.billed[-1] = fees + cost
-            b["usage"] = {"cost": str(fees), "is_byok": True}
+            b["usage"] = {"cost": str(fees), **({"is_byok": True} if self.byok_flag else {})}
             if self.byok:
                 b["usage"]["cost_details"] = {"upstream_inference_cost": str(cost)}
         if not self.batch_usage:

@@ -6,12 +6,13 @@ error tree). It does not retry, and knows nothing of tiers, budget or storage.
 
 from __future__ import annotations
 
-from batchroute.client.parse import parse_completion, parse_usage
+from batchroute.client.parse import byok_of, parse_completion, parse_usage
 from batchroute.client.session import OpenRouterClient
 from batchroute.client.status import classify_error
 
 __all__ = [
     "OpenRouterClient",
+    "byok_of",
     "classify_error",
     "parse_completion",
     "parse_usage",

@@ -41,6 +41,23 @@ def _cost(raw: Any) -> Decimal | None:
 _NO_USAGE = Usage(present=False)
 
 
+def byok_of(flag: Any, cost: Decimal | None, upstream: Decimal | None) -> bool:
+    """Whether a bill is BYOK (`cost` the fee, the provider's `upstream` charge on top).
+    `is_byok` says so; older shapes omit it (§1.2): then a `cost` below the upstream figure
+    means the provider was paid elsewhere (without BYOK the two are equal, or `cost` is the
+    higher when OpenRouter-side extras ran). Read as BYOK, a discount would overcount, never
+    undercount."""
+    if flag is not None:
+        return flag is True
+    return (
+        cost is not None
+        and upstream is not None
+        and cost.is_finite()
+        and upstream.is_finite()
+        and cost < upstream
+    )
+
+
 def parse_usage(raw: Any) -> Usage:
     """The `usage` object of an answer or of a stream's usage chunk (§1.2); all `*_details`
     may be null or missing. Not an object → `Usage(present=False)`. Raises ValueError,
@@ -66,7 +83,7 @@ def parse_usage(raw: Any) -> Usage:
         completion_tokens=int(raw.get("completion_tokens") or 0),
         cost=cost,
         upstream_cost=upstream,
-        is_byok=raw.get("is_byok") is True,
+        is_byok=byok_of(raw.get("is_byok"), cost, upstream),
         reasoning_tokens=reasoning,
         web_search_requests=searches,
     )

@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from batchroute.client.parse import _cost, _decimal, parse_completion
+from batchroute.client.parse import _cost, _decimal, byok_of, parse_completion
 from batchroute.client.status import (
     _status_error,
     _transport_error,
@@ -233,7 +233,7 @@ class OpenRouterClient:
             return None
         if total is None:
             return None
-        return GenerationCost(total, upstream, data.get("is_byok") is True)
+        return GenerationCost(total, upstream, byok_of(data.get("is_byok"), total, upstream))
 
     async def key_limit_remaining(self, *, timeout_s: float = 10) -> Decimal | None:
         """What the API key may still spend (`limit_remaining` of GET /key); None when the key

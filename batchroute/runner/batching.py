@@ -17,7 +17,7 @@ import orjson
 
 from batchroute.budget import USD_PLACES, ceil_usd, quantize_usd
 from batchroute.catalog import ModelInfo
-from batchroute.client import parse_completion
+from batchroute.client import byok_of, parse_completion
 from batchroute.errors import UpstreamError
 from batchroute.plan import TYPICAL_COMPLETION_TOKENS, RunPlan, WorkItem
 from batchroute.types import Completion, CostSource
@@ -269,10 +269,10 @@ def batch_cost(raw: Any) -> tuple[Decimal | None, bool]:
     if not isinstance(raw, dict):
         return None, False
     fee = amount(raw.get("cost"))
-    if raw.get("is_byok") is not True:
-        return fee, False
     details = raw.get("cost_details")
     upstream = amount(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+    if not byok_of(raw.get("is_byok"), fee, upstream):  # older shapes omit the flag
+        return fee, False
     if fee is None or upstream is None:
         return None, True
     return fee + upstream, False
