@@ -150,6 +150,12 @@ def trace_ours() -> None:
     stamp(run.OpenRouterClient, "__aexit__", "client session close")
     stamp(resume.ResumeLookup, "close", "resume lookup close")
     stamp(run.Runner, "_feed", "feeder")
+    try:  # runner/feed.py (lat3): the feeder moved out of run.py
+        from batchroute.runner import feed
+
+        stamp(feed.Feeder, "run", "feeder")
+    except ImportError:
+        pass
     stamp(book.Book, "close", "book.close (last hand-over)")
     stamp(early.StartScan, "_open", "input pass (open_lookup, in a thread)")
     stamp(early.StartScan, "take", "input pass taken (waited for)")
