@@ -23,6 +23,7 @@ from batchroute.runner.dispatch import Dispatcher
 from batchroute.runner.feed import Feeder
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
+from batchroute.runner.resume import Totals
 from batchroute.runner.setup import (
     Early,
     calibrate,
@@ -31,6 +32,7 @@ from batchroute.runner.setup import (
     end_notes,
     end_status,
     fewer_gc_passes,
+    input_known,
     load_catalog,
     save_baseline,
     start_progress,
@@ -166,27 +168,27 @@ class Runner:
             else:
                 await lane.collect_earlier()  # before the lookup: what they answered is final
             # The input's one pass, begun beside the set-up; again if batches were collected
-            scan = await self._scan.take(again=bool(lane.earlier))
-            replayed = self.start.replayed  # a killed run's journal the writer replays later
-            intake = plan.intake(replayed.lookup(scan.lookup) if replayed else scan.lookup)
+            # (a fresh run's first lines at once, the pass behind them: runner/feed.py)
+            passes = await self._scan.take(again=bool(lane.earlier))
             self.queues: dict[str, asyncio.Queue[WorkItem | None]] = {
                 t: asyncio.Queue(spec.limits.queue_size) for t in plan.tiers
             }
             self.feeder = Feeder(
                 plan,
-                intake,
-                scan,
+                passes,
+                replayed=self.start.replayed,  # a killed run's journal the writer replays later
                 book=self.book,
                 control=self.control,
                 lane=lane,
                 queues=self.queues,
                 workers=self._worker_count,
+                known=lambda totals: self._announce(resume.spent, plan.cap, key_note, totals),
             )
             plans = dict(plan.tiers)
             self.notes += plan.warnings
             self.plans = {t: p.models for t, p in plans.items()}
             self.book.progress = start_progress(
-                plans, opts, self.overrides, scan.lookup, lambda: self.book.counts
+                plans, opts, self.overrides, lambda: self.book.counts
             )
             dispatcher = self._dispatcher = Dispatcher(
                 spec,
@@ -202,7 +204,8 @@ class Runner:
             reconciler = dispatcher.reconciler = Reconciler(
                 client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake
             )
-            self._announce(resume.spent, plan.cap, key_note)
+            if self.feeder.totals is not None:  # else once the pass is made
+                self._announce(resume.spent, plan.cap, key_note, self.feeder.totals)
             wait = 0.0  # cut short (an error, a cancellation): stop the polls at once
             pumped = settled = False
             lines: list[str] = []
@@ -232,7 +235,9 @@ class Runner:
         for line in lines:
             self._log(line)
 
-    def _announce(self, spent: Decimal, cap: Decimal, key_note: str) -> None:
+    def _announce(self, spent: Decimal, cap: Decimal, key_note: str, totals: Totals) -> None:
+        if self.book.progress is not None:
+            input_known(self.book.progress, self.overrides, totals)
         final = self.plan.resume.final_count if self.plan is not None else 0
         for note in self.notes:
             self._log(f"note: {note}")
