@@ -153,10 +153,14 @@ class StartScan:
         self.begin()
         assert self._task is not None
         if self._head is not None and not again:
+            # The pass goes on beside the first calls: the loop keeps the lowered switch
+            # interval until it is made, or each of its wake-ups waits up to 5 ms for the GIL.
+            self._task.add_done_callback(lambda _: self._restore())
             try:
                 first = await self._head
-            finally:
+            except BaseException:
                 self._restore()
+                raise
             return Passes(first, None if first.complete else self)
         try:
             scan = await self._task

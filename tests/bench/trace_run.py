@@ -154,6 +154,10 @@ def trace_ours() -> None:
         from batchroute.runner import feed
 
         stamp(feed.Feeder, "run", "feeder")
+        stamp(feed.Feeder, "_switch", "feeder: head → the whole pass")
+        from batchroute.runner import resume as rresume
+
+        stamp(rresume.Head, "__init__", "head (first lines, in the pass's thread)")
     except ImportError:
         pass
     stamp(book.Book, "close", "book.close (last hand-over)")
