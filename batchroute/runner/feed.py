@@ -113,6 +113,7 @@ class Feeder:
         """Feed every record the passes name; then one end mark per worker."""
         book, intake, progress = self.book, self.intake, self.book.progress
         assert progress is not None
+        ramp = self.plan.spec.limits.concurrency
         async with contextlib.aclosing(self._stream()) as stream:
             n = 0
             async for rec in stream:
@@ -128,6 +129,8 @@ class Feeder:
                 if n % 128 == 0:
                     progress.tick(book.counts)
                     await asyncio.sleep(0)  # let workers run while the queues have room
+                elif n <= ramp:  # the first calls go out one by one, not 128 admits later
+                    await asyncio.sleep(0)
         if self._rest is not None:  # stopped within the head: the start line still says all
             await self._switch(self._rest, 0)
         if not self.control.interrupted:

@@ -148,6 +148,8 @@ def trace_ours() -> None:
     stamp(setup, "close_store", "close_store inner")
     stamp(run.Reconciler, "drain", "reconciler.drain")
     stamp(run.OpenRouterClient, "__aexit__", "client session close")
+    stamp(run.OpenRouterClient, "key_limit_remaining", "GET /key (sent in Early)")
+    stamp(run.OpenRouterClient, "fetch_models", "GET /models (sent in Early)")
     stamp(resume.ResumeLookup, "close", "resume lookup close")
     stamp(run.Runner, "_feed", "feeder")
     try:  # runner/feed.py (lat3): the feeder moved out of run.py
