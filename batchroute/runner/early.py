@@ -26,6 +26,7 @@ import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
+from batchroute.errors import StoreError
 from batchroute.prompt import line_salt, request_params
 from batchroute.runner.resume import Head, InputScan, open_lookup
 from batchroute.spec import JobSpec
@@ -33,9 +34,9 @@ from batchroute.store import ResultStore
 from batchroute.types import RecordStatus
 
 SWITCH_S = 0.0005  # the GIL's switch interval while the pass runs beside the set-up
-# A fresh run's first lines, fed before the whole pass is made: enough for the first calls
-# (concurrency + the queues) while the pass runs (~0.1-0.3 s for 10k lines), few enough to
-# read in a few ms; held in memory until the pass is taken.
+# A fresh run's first lines, fed before the whole pass is made (it begins once a queue is
+# full, and takes ~0.1-0.3 s for 10k lines): the first calls and a full queue at the usual
+# concurrency (256 + 1,024), few enough to read in a few ms; held until the pass is taken.
 HEAD_LINES = 2048
 
 
@@ -72,6 +73,11 @@ class StartScan:
         self._head: asyncio.Future[Head] | None = None  # a fresh run's first lines
         self._made: list[InputScan] = []  # opened and not taken: closed by `aclose`
         self._closed = False
+        # A fresh run's pass behind its head waits for `go_on` (the first calls are out) or
+        # for the run's end (`aclose`), so that its Python does not take the GIL from the
+        # loop while the calls ramp up.
+        self._go = threading.Event()
+        self._ending = False
         self._lock = threading.Lock()
         self._history = True
         self._switch: float | None = None  # the interpreter's switch interval, while lowered
@@ -144,7 +150,15 @@ class StartScan:
             loop.call_soon_threadsafe(_settle, head, exc)
             raise
         loop.call_soon_threadsafe(_settle, head, first)
-        return None if first.complete else self._open()
+        if first.complete:
+            return None
+        self._go.wait()
+        return None if self._ending else self._open()
+
+    def go_on(self) -> None:
+        """Let the pass behind a head begin (the feeder calls it once its queue is full, or
+        when it needs the pass): until then it waits."""
+        self._go.set()
 
     async def take(self, *, again: bool) -> Passes:
         """The pass begun early, or (`again`: results became final since it began) a new one;
@@ -181,8 +195,10 @@ class StartScan:
     async def rest(self) -> InputScan:
         """The pass behind the head `take` gave, once made. The caller closes it."""
         assert self._task is not None
+        self.go_on()
         scan = await asyncio.shield(self._task)
-        assert scan is not None  # the head was not the whole input
+        if scan is None:  # pragma: no cover - the run ended (`aclose`) before it was made
+            raise StoreError(f"the pass over {self.spec.input} was not made: the run ended")
         self._drop(scan)
         return scan
 
@@ -194,6 +210,8 @@ class StartScan:
         """Wait for a pass still running (a thread cannot be stopped) and close what was not
         taken: its DuckDB and spill directory. Its error, if any, is the run's no more."""
         task = self._task
+        self._ending = True
+        self._go.set()  # a pass that has not begun never does
         if task is not None and not task.done():
             await asyncio.wait([task])
         self._restore()

@@ -113,7 +113,6 @@ class Feeder:
         """Feed every record the passes name; then one end mark per worker."""
         book, intake, progress = self.book, self.intake, self.book.progress
         assert progress is not None
-        ramp = self.plan.spec.limits.concurrency
         async with contextlib.aclosing(self._stream()) as stream:
             n = 0
             async for rec in stream:
@@ -129,8 +128,6 @@ class Feeder:
                 if n % 128 == 0:
                     progress.tick(book.counts)
                     await asyncio.sleep(0)  # let workers run while the queues have room
-                elif n <= ramp:  # the first calls go out one by one, not 128 admits later
-                    await asyncio.sleep(0)
         if self._rest is not None:  # stopped within the head: the start line still says all
             await self._switch(self._rest, 0)
         if not self.control.interrupted:
@@ -152,7 +149,10 @@ class Feeder:
                 book.pending(item)  # budget spent: the rest stays pending for tomorrow
                 await book.room()  # keep memory bounded while the writer catches up
             else:
-                await self.queues[item.tier].put(item)
+                queue = self.queues[item.tier]
+                if self._rest is not None and queue.full():
+                    self._rest.go_on()  # the first calls are out: the pass may run now
+                await queue.put(item)
 
     def close(self) -> None:
         """Close the pass's lookup (its DuckDB: ~20-40 ms) once the input is read; once."""
