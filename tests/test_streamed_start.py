@@ -8,6 +8,7 @@ position of the switch, and the first request must not wait for the pass.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,13 +21,14 @@ from aiohttp import web
 from factories import texts, write_job, write_jsonl
 
 import batchroute.runner.early as early
+from batchroute.errors import AuthError
 from batchroute.runner import RunOptions, RunReport, run_job_async
 from batchroute.runner.resume import Head, open_lookup, pending
 from batchroute.simulator.app import create_app
 from batchroute.simulator.scenario import Scenario
 from batchroute.spec import load_spec
 from batchroute.store import ResultStore
-from batchroute.types import Record, RecordStatus
+from batchroute.types import Record, RecordStatus, RunStatus
 
 SALT = b"s"
 KEYS = ["a", "b", "a", "c", None, "b", "d", "a", "e", "c", None, "f", "d", "g", "b", "h"]
@@ -99,6 +101,7 @@ class _FirstCall:
     def __init__(self) -> None:
         self.first = threading.Event()
         self.calls = 0
+        self.deny = False  # answer every chat request 401 (a revoked key): the run stops
 
     @web.middleware
     async def note(
@@ -107,6 +110,8 @@ class _FirstCall:
         if request.path.endswith("/chat/completions"):
             self.calls += 1
             self.first.set()
+            if self.deny:
+                return web.json_response({"error": {"code": 401, "message": "no"}}, status=401)
         return await handler(request)
 
 
@@ -216,3 +221,21 @@ async def test_a_small_first_run_makes_no_pass_beside_its_head(
     report = await _run(job, url, [])
     assert report.counts.done == calls.calls == 12
     assert made == []
+
+
+async def test_a_first_run_that_fails_ends_and_closes_its_pass(
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass behind the head waits for the feeder: a run stopped by a 401 still ends (a
+    deadline turns a hang into a failure) and closes whatever pass it began."""
+    calls, url = sim
+    calls.deny = True
+    monkeypatch.setattr(early, "HEAD_LINES", 8)
+    write_jsonl(tmp_path / "in.jsonl", texts(40))
+    job = write_job(tmp_path, limits={"concurrency": 2, "queue_size": 2})
+    report = await asyncio.wait_for(_run(job, url, []), timeout=120)
+    assert report.status is RunStatus.FAILED
+    assert isinstance(report.error, AuthError)
+    assert calls.calls >= 1
+    spill = tmp_path / "results.duckdb.resume.tmp"
+    assert not spill.exists()

@@ -128,8 +128,9 @@ class Feeder:
                 if n % 128 == 0:
                     progress.tick(book.counts)
                     await asyncio.sleep(0)  # let workers run while the queues have room
-        if self._rest is not None:  # stopped within the head: the start line still says all
-            await self._switch(self._rest, 0)
+        stopped = self.control.interrupted or self.control.status is RunStatus.FAILED
+        if self._rest is not None and not stopped:  # --limit within the head: the start line
+            await self._switch(self._rest, 0)  # still says what the input holds
         if not self.control.interrupted:
             progress.all_read()  # every tier's total is known now
         book.tail()  # the segment the run's end waits for: a small one

@@ -40,6 +40,7 @@ STAMPS: list[tuple[str, float, float]] = []  # (stage, start, end) seconds from 
 REQ = {"first": -1.0, "full": -1.0, "last": -1.0, "in_flight": 0, "peak": 0, "n": 0}
 LAG: list[float] = []
 GC: list[tuple[int, float]] = []  # (generation, CPU seconds of the loop's thread)
+GC2_AT: list[float] = []  # when each full collection ended, seconds from T0
 
 
 def now() -> float:
@@ -117,6 +118,8 @@ def trace_gc() -> None:
             start[0] = time.thread_time()
         else:
             GC.append((info["generation"], time.thread_time() - start[0]))
+            if info["generation"] == 2:
+                GC2_AT.append(now())
 
     gc.callbacks.append(cb)
 
@@ -243,6 +246,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             ]
             for g in (0, 1, 2)
         },
+        "gc2_at_ms": [t * 1e3 for t in GC2_AT],
     }
 
 
@@ -267,6 +271,8 @@ def show(r: dict[str, Any], conc: int, lat_s: float) -> None:
     )
     for g, (n, total, longest) in r["gc"].items():
         print(f"  gc gen {g}: {n} passes, {total:.1f} ms CPU, longest {longest:.1f} ms")
+    if r.get("gc2_at_ms"):
+        print("  gc gen 2 ended at " + ", ".join(f"{t:.1f}" for t in r["gc2_at_ms"]) + " ms")
 
 
 def main() -> None:
