@@ -194,6 +194,11 @@ class Progress:
         self.intro = ""  # what the run's start line says of this input (set by the runner)
 
     # ------------------------------------------------------------- the runner's calls
+    def set_total(self, total: int) -> None:
+        """The run's total, once the input's pass has counted it (a fresh run's first calls
+        go out before: issue 11)."""
+        self._total = total
+
     def routed(self, tier: str) -> None:
         """A record was routed to `tier` (sent, or left pending at once)."""
         self._tiers.setdefault(tier, _Tier()).routed += 1

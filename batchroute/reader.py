@@ -120,6 +120,11 @@ def _raw(piece: bytes, pos: int) -> bytes:
     return raw[len(_BOM) :] if pos == 0 and raw.startswith(_BOM) else raw
 
 
+def line_raw(line: bytes, pos: int) -> bytes:
+    """The line at `pos`, read with its line ending (`readline`), as `LineReader.at` gives it."""
+    return _raw(line, pos)
+
+
 def scan_line_fps(path: Path, salt: bytes | None, index: LineIndex) -> Iterator[array[int]]:
     """`line_fp` of every line of the file (blank ones too), in order, a batch at a time, and
     the batches' places in `index`. The lines are split and hashed by C code (`bytes.split`,

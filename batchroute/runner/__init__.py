@@ -3,7 +3,7 @@
 - `work`: options, report, a record's trail, the stop switch.
 - `dispatch`: one record through its fallback chain under the budget and the limiter.
 - `book`: rows, the write-ahead journal and the one store writer.
-- `run`: set-up, feeder, worker pools, signals and shutdown.
+- `run`: set-up, worker pools, signals and shutdown; `feed`: the feeder.
 """
 
 from __future__ import annotations

@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from batchroute.reader import LineIndex, LineReader, key_of, parse_line, scan_line_fps
+from batchroute.errors import InputError, StoreError
+from batchroute.reader import LineIndex, LineReader, key_of, line_raw, parse_line, scan_line_fps
 from batchroute.store import ResultStore
 from batchroute.store.resume import BLANK, FAILED_BEFORE, RECORD, REPEAT, ResumeLookup
-from batchroute.types import Record, RecordStatus, RunCounts
+from batchroute.types import NOT_KNOWN, Known, Record, RecordStatus, RunCounts
+
+_DUPLICATE = Known(duplicate=True)
 
 
 @dataclass(slots=True)
@@ -34,6 +38,19 @@ class Skipped:
         counts.skipped += self.final
         counts.duplicates += self.repeats
         counts.earlier_failed += self.failed
+
+
+class Totals(Protocol):
+    """What the input holds, from its whole pass (or a head that is the whole input)."""
+
+    @property
+    def records(self) -> int: ...
+
+    @property
+    def final(self) -> int: ...
+
+    @property
+    def duplicates(self) -> int: ...
 
 
 class InputScan:
@@ -88,11 +105,14 @@ def open_lookup(
     return InputScan(path, lookup, index)
 
 
-def pending(scan: InputScan, *, id_field: str | None, salt: bytes) -> Iterator[Record | Skipped]:
-    """The feed's pass, in input order: a `Record` for each line the answers name (its
-    verdict from `scan.lookup.next`), and a `Skipped` for the lines between them."""
+def pending(
+    scan: InputScan, *, id_field: str | None, salt: bytes, start: int = 0
+) -> Iterator[Record | Skipped]:
+    """The feed's pass, in input order from line position `start` (the lines before it were
+    fed from a `Head`): a `Record` for each line the answers name (its verdict from
+    `scan.lookup.next`), and a `Skipped` for the lines between them."""
     reader = LineReader(scan.path, scan.index)
-    last = -1
+    last = start - 1
     run = Skipped()
     try:
         for pos, kind in scan.lookup.answers():
@@ -117,3 +137,62 @@ def pending(scan: InputScan, *, id_field: str | None, salt: bytes) -> Iterator[R
             yield run
     finally:
         reader.close()
+
+
+class Head:
+    """The first `limit` lines of a fresh run's input (no database, no journal: nothing can be
+    final), decided in memory so that the first calls need not wait for the whole pass
+    (issue 11). Its verdicts are the pass's for those lines (`store/resume.py` with
+    `history=False`): a blank line is skipped, a key seen on an earlier line is a duplicate,
+    every other line is sent. A line's verdict depends only on the lines before it, so the feed
+    may go on from any position with the whole pass's answers (`pending(start=...)`).
+
+    It is the `KeyLookup` of its own records (`next`), and holds at most `limit` lines."""
+
+    def __init__(self, path: Path, *, id_field: str | None, limit: int) -> None:
+        self.path = path
+        self._lines: list[tuple[bytes, str | None, bool]] = []  # (raw, key, duplicate)
+        seen: set[str] = set()
+        try:
+            fh = path.open("rb")
+        except OSError as exc:
+            raise InputError(f"cannot open input: {exc.strerror}", path=str(path)) from exc
+        with fh:
+            for pos in range(limit):
+                line = fh.readline()
+                if not line:
+                    break
+                raw = line_raw(line, pos)
+                key = key_of(raw, id_field)
+                self._lines.append((raw, key, key in seen))
+                if key is not None:
+                    seen.add(key)
+            self.complete = not fh.read(1)  # the whole input: no other pass is needed
+        self.lines = len(self._lines)  # blank ones too
+        self.records = self.lines - sum(k is None for _, k, _ in self._lines)
+        self.duplicates = sum(dup for _, _, dup in self._lines)
+        self.final = 0
+        self._row: tuple[int, str] | None = None
+
+    def feed(self, *, id_field: str | None, salt: bytes) -> Iterator[Record]:
+        """Its records in input order (blank lines left out); ask `next` once for each."""
+        for pos, (raw, key, _) in enumerate(self._lines):
+            if key is not None:
+                self._row = (pos, key)
+                yield parse_line(raw, pos, id_field, salt)
+        self._row = None
+
+    def next(self, key: str) -> Known:
+        """What is known of the record `feed` handed out last, whose key is `key`."""
+        row = self._row
+        if row is None:
+            raise StoreError(f"the input's first lines ({self.path}) asked out of order")
+        pos, k = row
+        self._row = None
+        if k != key:  # pragma: no cover - the same bytes give the same key
+            raise InputError(f"line {pos + 1}: key {k!r} read as {key!r}", path=str(self.path))
+        return _DUPLICATE if self._lines[pos][2] else NOT_KNOWN
+
+    def close(self) -> None:
+        """Let go of its lines (the feed went on from the whole pass's answers)."""
+        self._lines = []

@@ -1,4 +1,4 @@
-"""The run: lock, store, catalogue and budget set-up; the feeder; worker pools; shutdown.
+"""The run: lock, store, catalogue and budget set-up; worker pools; shutdown (feeder: `feed.py`).
 
 reader → the plan's intake (resume filter, render, classify, route) → per-tier bounded
 queues → workers (`Dispatcher`) → `Book` (journal + one writer). Signals stop intake, let calls in
@@ -17,20 +17,13 @@ from batchroute.client import OpenRouterClient
 from batchroute.errors import BatchrouteError, SpecError
 from batchroute.journal import Journal
 from batchroute.lock import RunLock
-from batchroute.plan import (
-    Admit,
-    Intake,
-    Overrides,
-    RunPlan,
-    WorkItem,
-    build_plan,
-    daily_cap,
-)
+from batchroute.plan import Overrides, RunPlan, WorkItem, build_plan, daily_cap
 from batchroute.runner.book import Book
 from batchroute.runner.dispatch import Dispatcher
+from batchroute.runner.feed import Feeder
 from batchroute.runner.lane import Lane
 from batchroute.runner.reconcile import CONCURRENT_GETS, Reconciler
-from batchroute.runner.resume import InputScan, Skipped, pending
+from batchroute.runner.resume import Totals
 from batchroute.runner.setup import (
     Early,
     calibrate,
@@ -39,6 +32,7 @@ from batchroute.runner.setup import (
     end_notes,
     end_status,
     fewer_gc_passes,
+    input_known,
     load_catalog,
     save_baseline,
     start_progress,
@@ -48,7 +42,7 @@ from batchroute.runner.watch import signals_handled, watch_key
 from batchroute.runner.work import Control, RunOptions, RunReport, Trail
 from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
-from batchroute.types import Record, RunStatus
+from batchroute.types import RunStatus
 from batchroute.usd import usd
 
 
@@ -66,22 +60,20 @@ class Runner:
         timeout = spec.output.busy_timeout_s  # one DuckDB instance: ~20 ms less per transaction
         self.store = ResultStore(self.db_path, write_timeout=timeout, keep_instance=True)
         self.notes: list[str] = []
-        self.stale = 0
         self.control = Control(self._log)
         self.book = Book(
             self.store, Journal(self.db_path), run_id=self.run_id, job_name=spec.name, now=opts.now
         )
         self.plans: dict[str, tuple[str, ...]] = {}
         self.plan: RunPlan | None = None
-        self._intake: Intake | None = None
-        self._lookup: InputScan | None = None
+        self.feeder: Feeder | None = None  # once the input's pass is taken
         self.start = RunStart(
             self.store, self.book, spec, self.run_id, self.overrides, self.notes, self._log
         )
         self._scan = self.start.scan
         self._announced = 0
         self._workers: list[asyncio.Task[None]] = []
-        self._feeder: asyncio.Task[None] | None = None
+        self._feeding: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._workers_left = 0
         self._work_done = asyncio.Event()
@@ -114,7 +106,8 @@ class Runner:
             finally:
                 if self.control.status is RunStatus.RUNNING:
                     self.control.status = RunStatus.FAILED
-                self._close_lookup()  # if the feeder did not get to the end
+                if self.feeder is not None:
+                    self.feeder.close()  # if the feeder did not get to the end
                 await self._scan.aclose()  # a pass not taken (the set-up failed)
                 await self.book.finish()  # the writer process commits the rest and ends
                 await asyncio.to_thread(self._close_store)
@@ -128,18 +121,13 @@ class Runner:
             self.control.status,
             self.book.counts,
             self.opts.monotonic() - start,
-            self.stale,
+            self.feeder.stale if self.feeder is not None else 0,
             dict(self.plans),
             self.control.error,
             self.notes,
             statuses,
             self._lane.in_flight if self._lane is not None else 0,
         )
-
-    def _close_lookup(self) -> None:  # its DuckDB (~20-40 ms) once the input is read; once
-        lookup, self._lookup = self._lookup, None
-        if lookup is not None:
-            lookup.close()
 
     def _close_store(self) -> None:  # unless the writer process closed the run's row
         if self.book.ended_as(self.control.status) is not None:
@@ -180,15 +168,27 @@ class Runner:
             else:
                 await lane.collect_earlier()  # before the lookup: what they answered is final
             # The input's one pass, begun beside the set-up; again if batches were collected
-            self._lookup = await self._scan.take(again=bool(lane.earlier))
-            replayed = self.start.replayed  # a killed run's journal the writer replays later
-            lookup = self._lookup.lookup
-            self._intake = plan.intake(replayed.lookup(lookup) if replayed else lookup)
+            # (a fresh run's first lines at once, the pass behind them: runner/feed.py)
+            passes = await self._scan.take(again=bool(lane.earlier))
+            self.queues: dict[str, asyncio.Queue[WorkItem | None]] = {
+                t: asyncio.Queue(spec.limits.queue_size) for t in plan.tiers
+            }
+            self.feeder = Feeder(
+                plan,
+                passes,
+                replayed=self.start.replayed,  # a killed run's journal the writer replays later
+                book=self.book,
+                control=self.control,
+                lane=lane,
+                queues=self.queues,
+                workers=self._worker_count,
+                known=lambda totals: self._announce(resume.spent, plan.cap, key_note, totals),
+            )
             plans = dict(plan.tiers)
             self.notes += plan.warnings
             self.plans = {t: p.models for t, p in plans.items()}
             self.book.progress = start_progress(
-                plans, opts, self.overrides, self._lookup.lookup, lambda: self.book.counts
+                plans, opts, self.overrides, lambda: self.book.counts
             )
             dispatcher = self._dispatcher = Dispatcher(
                 spec,
@@ -204,7 +204,8 @@ class Runner:
             reconciler = dispatcher.reconciler = Reconciler(
                 client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake
             )
-            self._announce(resume.spent, plan.cap, key_note)
+            if self.feeder.totals is not None:  # else once the pass is made
+                self._announce(resume.spent, plan.cap, key_note, self.feeder.totals)
             wait = 0.0  # cut short (an error, a cancellation): stop the polls at once
             pumped = settled = False
             lines: list[str] = []
@@ -234,7 +235,9 @@ class Runner:
         for line in lines:
             self._log(line)
 
-    def _announce(self, spent: Decimal, cap: Decimal, key_note: str) -> None:
+    def _announce(self, spent: Decimal, cap: Decimal, key_note: str, totals: Totals) -> None:
+        if self.book.progress is not None:
+            input_known(self.book.progress, self.overrides, totals)
         final = self.plan.resume.final_count if self.plan is not None else 0
         for note in self.notes:
             self._log(f"note: {note}")
@@ -249,9 +252,6 @@ class Runner:
         )
 
     async def _pump(self, client: OpenRouterClient, budget: Budget) -> None:
-        self.queues: dict[str, asyncio.Queue[WorkItem | None]] = {
-            t: asyncio.Queue(self.spec.limits.queue_size) for t in self.plans
-        }
         try:
             async with asyncio.TaskGroup() as tg:
                 # The writer is one of the run's tasks: if it fails (a file held past
@@ -262,7 +262,8 @@ class Runner:
                     n = self._worker_count(tier)
                     self._workers_left += n
                     self._workers += [tg.create_task(self._worker(tier)) for _ in range(n)]
-                self._feeder = tg.create_task(self._feed())
+                assert self.feeder is not None
+                self._feeding = tg.create_task(self.feeder.run())
                 every = self.spec.limits.key_check_s
                 watch = watch_key(client, budget, self._work_done, every, self._log)
                 self._watcher = tg.create_task(watch)
@@ -305,61 +306,9 @@ class Runner:
         asyncio.get_running_loop().call_later(grace, self._cancel_in_flight)
 
     def _cancel_in_flight(self) -> None:
-        for task in (*self._workers, self._feeder, self._watcher):
+        for task in (*self._workers, self._feeding, self._watcher):
             if task is not None and not task.done():
                 task.cancel()
-
-    # ------------------------------------------------------------ feeder
-    async def _feed(self) -> None:
-        spec, book, intake, progress = self.spec, self.book, self._intake, self.book.progress
-        assert intake is not None
-        assert progress is not None
-        assert self.plan is not None
-        assert self._lookup is not None
-        # Only the lines the store has no final, unchanged record of; the rest come in bulk.
-        records = pending(self._lookup, id_field=spec.id_field, salt=self.plan.line_salt)
-        for n, rec in enumerate(records, 1):
-            if self.control.interrupted or self.control.status is RunStatus.FAILED:
-                break
-            if intake.full:
-                break
-            if isinstance(rec, Skipped):
-                rec.count(book.counts)
-                continue
-            book.counts.seen += 1
-            item = self._admit(intake, rec)
-            if item is not None:
-                progress.routed(item.tier)
-                if self.control.stopping:
-                    book.pending(item)  # budget spent: the rest stays pending for tomorrow
-                    await book.room()  # keep memory bounded while the writer catches up
-                else:
-                    await self.queues[item.tier].put(item)
-            if n % 128 == 0:
-                if book.progress is not None:
-                    book.progress.tick(book.counts)
-                await asyncio.sleep(0)  # let workers run while the queues have room
-        if not self.control.interrupted:
-            progress.all_read()  # every tier's total is known now
-        book.tail()  # the segment the run's end waits for: a small one
-        for tier, q in self.queues.items():
-            for _ in range(self._worker_count(tier)):
-                await q.put(None)
-        await asyncio.to_thread(self._close_lookup)  # now, not at the run's end (issue 11)
-
-    def _admit(self, intake: Intake, rec: Record) -> WorkItem | None:
-        """The plan's resume decision, counted; the work item when the record is sent."""
-        a = intake.admit(rec)
-        counts = self.book.counts
-        counts.earlier_failed += a.failed_before  # exit 4 speaks of failures still in the input
-        self.stale += a.stale
-        if a.admit is Admit.DUPLICATE:
-            counts.duplicates += 1
-        elif a.admit is Admit.FINAL:
-            counts.skipped += 1
-        elif a.admit is Admit.INVALID:
-            self.book.invalid(rec, a.reason)
-        return None if self._lane and self._lane.held and self._lane.holds(a.item) else a.item
 
     # ----------------------------------------------------------- workers
     async def _worker(self, tier: str) -> None:

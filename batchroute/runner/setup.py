@@ -24,9 +24,10 @@ from batchroute.reader import read_records
 from batchroute.runner.book import Book
 from batchroute.runner.reconcile import Reconciler, reconcile_earlier
 from batchroute.runner.recover import recover_journal
+from batchroute.runner.resume import Totals
 from batchroute.runner.work import Control, RunOptions
 from batchroute.spec import JobSpec
-from batchroute.store import ResultStore, ResumeLookup
+from batchroute.store import ResultStore
 from batchroute.types import RunCounts, RunStatus
 from batchroute.usd import usd
 
@@ -266,31 +267,34 @@ def start_progress(
     tiers: Iterable[str],
     opts: RunOptions,
     overrides: Overrides,
-    lookup: ResumeLookup,
     counts: Callable[[], RunCounts],
 ) -> Progress:
-    """The run's progress display. Its total comes from the start's one pass over the input's
-    keys: the input's records less those already final and the repeated ids, capped by --limit
-    (a lower bound until the whole input is read with --limit, where invalid lines do not count
-    against it, or --rerun-changed, where stale records add to it)."""
-    to_send = lookup.records - lookup.final - lookup.duplicates
-    if overrides.limit is not None:
-        to_send = min(to_send, overrides.limit)
+    """The run's progress display; its total is set by `input_known`."""
     grows = overrides.rerun_changed or overrides.limit is not None
-    progress = Progress(
+    return Progress(
         tiers,
         bars=opts.bars,
         quiet=opts.quiet,
         monotonic=opts.monotonic,
-        total=to_send,
         total_grows=grows,
         counts=counts,
     )
+
+
+def input_known(progress: Progress, overrides: Overrides, totals: Totals) -> None:
+    """The progress total, from the start's one pass over the input's keys: the input's
+    records less those already final and the repeated ids, capped by --limit (a lower bound
+    until the whole input is read with --limit, where invalid lines do not count against it,
+    or --rerun-changed, where stale records add to it); and what the start line says of it."""
+    to_send = totals.records - totals.final - totals.duplicates
+    if overrides.limit is not None:
+        to_send = min(to_send, overrides.limit)
+    grows = overrides.rerun_changed or overrides.limit is not None
+    progress.set_total(to_send)
     progress.intro = (
-        f"; this input: {lookup.records} records, {lookup.final} already final (skipped), "
-        f"{lookup.duplicates} repeated ids, {to_send}{'+' if grows else ''} to send"
+        f"; this input: {totals.records} records, {totals.final} already final (skipped), "
+        f"{totals.duplicates} repeated ids, {to_send}{'+' if grows else ''} to send"
     )
-    return progress
 
 
 async def calibrate(plan: RunPlan, notes: list[str]) -> RunPlan:

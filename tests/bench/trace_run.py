@@ -40,6 +40,7 @@ STAMPS: list[tuple[str, float, float]] = []  # (stage, start, end) seconds from 
 REQ = {"first": -1.0, "full": -1.0, "last": -1.0, "in_flight": 0, "peak": 0, "n": 0}
 LAG: list[float] = []
 GC: list[tuple[int, float]] = []  # (generation, CPU seconds of the loop's thread)
+GC2_AT: list[float] = []  # when each full collection ended, seconds from T0
 
 
 def now() -> float:
@@ -117,6 +118,8 @@ def trace_gc() -> None:
             start[0] = time.thread_time()
         else:
             GC.append((info["generation"], time.thread_time() - start[0]))
+            if info["generation"] == 2:
+                GC2_AT.append(now())
 
     gc.callbacks.append(cb)
 
@@ -148,8 +151,20 @@ def trace_ours() -> None:
     stamp(setup, "close_store", "close_store inner")
     stamp(run.Reconciler, "drain", "reconciler.drain")
     stamp(run.OpenRouterClient, "__aexit__", "client session close")
+    stamp(run.OpenRouterClient, "key_limit_remaining", "GET /key (sent in Early)")
+    stamp(run.OpenRouterClient, "fetch_models", "GET /models (sent in Early)")
     stamp(resume.ResumeLookup, "close", "resume lookup close")
     stamp(run.Runner, "_feed", "feeder")
+    try:  # runner/feed.py (lat3): the feeder moved out of run.py
+        from batchroute.runner import feed
+
+        stamp(feed.Feeder, "run", "feeder")
+        stamp(feed.Feeder, "_switch", "feeder: head → the whole pass")
+        from batchroute.runner import resume as rresume
+
+        stamp(rresume.Head, "__init__", "head (first lines, in the pass's thread)")
+    except ImportError:
+        pass
     stamp(book.Book, "close", "book.close (last hand-over)")
     stamp(early.StartScan, "_open", "input pass (open_lookup, in a thread)")
     stamp(early.StartScan, "take", "input pass taken (waited for)")
@@ -231,6 +246,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             ]
             for g in (0, 1, 2)
         },
+        "gc2_at_ms": [t * 1e3 for t in GC2_AT],
     }
 
 
@@ -255,6 +271,8 @@ def show(r: dict[str, Any], conc: int, lat_s: float) -> None:
     )
     for g, (n, total, longest) in r["gc"].items():
         print(f"  gc gen {g}: {n} passes, {total:.1f} ms CPU, longest {longest:.1f} ms")
+    if r.get("gc2_at_ms"):
+        print("  gc gen 2 ended at " + ", ".join(f"{t:.1f}" for t in r["gc2_at_ms"]) + " ms")
 
 
 def main() -> None:
