@@ -135,16 +135,18 @@ class Book:
             routed = item.tier if isinstance(item, WorkItem) else "-"
             self.progress.record(routed, status, cost)
 
-    def fix(self, fix: CostFix, delta: Decimal, tier: str) -> None:
+    def fix(self, fix: CostFix, delta: Decimal, tier: str, *, reserved: bool = True) -> None:
         """A reserved attempt's real cost is known: journaled (tag `f`) and committed after the
         rows of its segment; a replay skips it (a fix lost to a kill is made again by the next
         run). `tier` is the one its record was routed to: once the record's row is booked, its
-        progress row moves by `delta` too (before, the row itself carries the fixed cost)."""
+        progress row moves by `delta` too (before, the row itself carries the fixed cost).
+        `reserved`: false for an attempt priced from its tokens (not counted in `reserved_left`)."""
         self.journal.append(fix)
         self._dirty = True
         self.counts.cost_usd += delta
-        self.reserved_left -= 1
-        self.reserved_left_id -= 1
+        if reserved:
+            self.reserved_left -= 1
+            self.reserved_left_id -= 1
         if fix.recompute_result and self.progress is not None:
             self.progress.fixed(tier, delta)
 
