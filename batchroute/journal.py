@@ -377,10 +377,9 @@ def settle_in_flight(attempts: list[AttemptRow]) -> list[AttemptRow]:
     """Resolve the `in_flight` rows a run journals before each call.
 
     One followed by the call's own row (same run, record and attempt number) is dropped; one
-    left open means the run died with the call out: it becomes a `killed` attempt booked at
-    its reservation (the provider may bill it), so the books never say less than the bill.
-    One whose own row was committed before the kill is dropped by the replay, which skips
-    attempts the database already has.
+    left open means the run died with the call out: a `killed` attempt at its reservation (the
+    provider may bill it), with the generation id a later copy carries (`Book.identified`).
+    One committed before the kill is dropped by the replay (it skips rows the database has).
     """
     answered = {
         (a.run_id, a.record_key, a.attempt_no)
@@ -388,13 +387,14 @@ def settle_in_flight(attempts: list[AttemptRow]) -> list[AttemptRow]:
         if a.outcome != AttemptOutcome.IN_FLIGHT
     }
     out: list[AttemptRow] = []
-    seen: set[tuple[str, str, int]] = set()
+    seen: dict[tuple[str, str, int], AttemptRow] = {}
     for a in attempts:
         if a.outcome == AttemptOutcome.IN_FLIGHT:
             key = (a.run_id, a.record_key, a.attempt_no)
-            if key in answered or key in seen:  # answered, or carried over after a flush
+            if (first := seen.setdefault(key, a)) is not a:  # carried over, or with its id
+                first.generation_id = first.generation_id or a.generation_id
+            if key in answered or first is not a:  # answered, or a copy of an open one
                 continue
-            seen.add(key)
             a.outcome = AttemptOutcome.KILLED
         out.append(a)
     return out

@@ -150,7 +150,7 @@ class Sender:
             started = self.opts.now()
             t0 = self.opts.monotonic()
             token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
-            seen = CallSeen()
+            seen = self.book.seen(token)  # journals the generation id once known (audit4)
             try:
                 if self.limiter.active:
                     await self.limiter.acquire_global()
