@@ -152,6 +152,7 @@ class Sender:
             token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
             seen = self.book.seen(token)  # journals the generation id once known (audit4)
             try:
+                self.book.journal.sync()  # its in-flight mark is written before it goes out
                 if self.limiter.active:
                     await self.limiter.acquire_global()
                     t0 = self.opts.monotonic()
