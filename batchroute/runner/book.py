@@ -110,7 +110,7 @@ class Book:
 
     def seen(self, token: tuple[str, int]) -> IdSeen:
         """The `CallSeen` of the call `sending` returned `token` for: its generation id is
-        journaled the moment the client learns it (`identified`)."""
+        journaled soon after the client learns it (`identified`)."""
         return IdSeen(self.identified, token)
 
     def identified(self, token: tuple[str, int], generation_id: str) -> None:

@@ -136,8 +136,10 @@ class Control:
 
 
 class IdSeen(CallSeen):
-    """A call's `CallSeen` that reports its generation id to `on_id(token, id)` the moment the
-    client sets it (`Book.identified` journals it: a call killed in flight keeps it, audit4)."""
+    """A call's `CallSeen` that reports its generation id to `on_id(token, id)` one loop step
+    after the client sets it (`Book.identified` journals it: a call killed in flight keeps it,
+    audit4). Not at once: most answers land in the step their headers came in, and a call that
+    has landed needs no id line (one line less a call for the run and the writer process)."""
 
     __slots__ = ("_id", "_on_id", "_token")
 
@@ -152,5 +154,5 @@ class IdSeen(CallSeen):
     @generation_id.setter
     def generation_id(self, value: str | None) -> None:
         if value and value != self._id:
-            self._on_id(self._token, value)
+            asyncio.get_running_loop().call_soon(self._on_id, self._token, value)
         self._id = value
