@@ -99,6 +99,7 @@ class Journal:
         self.flushing = self.path.with_name(self.path.name + ".flushing")
         self._fd: int | None = None
         self._pending: list[bytes] = []  # rows of this loop step, not yet written
+        self.unwritten = b""  # what a failed write left (ENOSPC): written first by the next one
         self._error: OSError | None = None  # a failed deferred write or sync, raised next call
         # Group commit, shared with the syncer thread under _cv:
         self._cv = threading.Condition()
@@ -147,16 +148,19 @@ class Journal:
     def sync(self) -> None:
         """Write the rows appended but not yet written (one write()); the syncer thread makes
         them durable within `SYNC_EVERY_S`."""
-        if self._pending and self._fd is not None:
+        if (self._pending or self.unwritten) and self._fd is not None:
             rows, self._pending = self._pending, []
             rows.append(b"")
             self._write(b"\n".join(rows))
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        view = memoryview(self.unwritten + data)  # a torn line is ended before any new row
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        finally:  # no row of a failed write is dropped: the rest waits for the next one
+            self.unwritten = bytes(view)
         if not self._dirty:  # once per sync period: the hot path takes no lock otherwise
             self._mark_dirty()
 
@@ -253,7 +257,7 @@ class Journal:
         """Close the journal as the next numbered segment (`<journal>.000001`, …) for the
         writer process to apply, and start a new journal; None if it is not open."""
         self._write_pending()  # every row journaled so far belongs to this segment
-        if self._fd is None:
+        if self._fd is None or self.unwritten:  # a write failed: its rest belongs here too
             return None
         while True:
             self._seq += 1
@@ -374,27 +378,22 @@ def read_journal(*paths: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
 
 
 def settle_in_flight(attempts: list[AttemptRow]) -> list[AttemptRow]:
-    """Resolve the `in_flight` rows a run journals before each call.
-
-    One followed by the call's own row (same run, record and attempt number) is dropped; one
-    left open means the run died with the call out: it becomes a `killed` attempt booked at
-    its reservation (the provider may bill it), so the books never say less than the bill.
-    One whose own row was committed before the kill is dropped by the replay, which skips
-    attempts the database already has.
-    """
-    answered = {
-        (a.run_id, a.record_key, a.attempt_no)
-        for a in attempts
-        if a.outcome != AttemptOutcome.IN_FLIGHT
-    }
+    """Resolve the `in_flight` rows a run journals before each call: one followed by the call's
+    own row (same run, record and attempt number) is dropped; one left open means the run died
+    with the call out: a `killed` attempt at its reservation (the provider may bill it), with
+    the generation id a later copy carries (`Book.identified`). One committed before the kill
+    is dropped by the replay (it skips rows the database has)."""
+    is_open = AttemptOutcome.IN_FLIGHT
+    answered = {(a.run_id, a.record_key, a.attempt_no) for a in attempts if a.outcome != is_open}
     out: list[AttemptRow] = []
-    seen: set[tuple[str, str, int]] = set()
+    seen: dict[tuple[str, str, int], AttemptRow] = {}
     for a in attempts:
         if a.outcome == AttemptOutcome.IN_FLIGHT:
             key = (a.run_id, a.record_key, a.attempt_no)
-            if key in answered or key in seen:  # answered, or carried over after a flush
+            if (first := seen.setdefault(key, a)) is not a:  # carried over, or with its id
+                first.generation_id = first.generation_id or a.generation_id
+            if key in answered or first is not a:  # answered, or a copy of an open one
                 continue
-            seen.add(key)
             a.outcome = AttemptOutcome.KILLED
         out.append(a)
     return out

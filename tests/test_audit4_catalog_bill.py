@@ -43,10 +43,6 @@ class DearEndpointNoCost(StandIn):
         return gid, tokens
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cost_source='catalog' answer is final: never reconciled with /generation",
-)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_an_answer_priced_from_tokens_is_corrected_by_generation(
     tmp_path: Path, serve: Any, stream: bool

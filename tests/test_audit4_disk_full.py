@@ -102,11 +102,6 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed journal write drops its rows and is raised only at a later append: "
-    "calls go out whose in-flight marks were never written, paid and in no database",
-)
 async def test_rows_of_a_failed_journal_write_reach_the_database_once_space_is_back(
     tmp_path: Path, serve: Any
 ) -> None:

@@ -187,4 +187,6 @@ def _status_error(status: int, body: bytes, headers: Any, *, model: str) -> Upst
     error = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(error, dict):
         error = {"code": status, "message": body[:200].decode("utf-8", "replace")}
-    return classify_error(status, error, headers, model=model)
+    err = classify_error(status, error, headers, model=model)
+    err.generation_id = generation_id_of(headers)  # a search may be billed before a 5xx
+    return err

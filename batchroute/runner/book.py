@@ -19,12 +19,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from batchroute.errors import StoreError
 from batchroute.journal import Journal, read_segment
 from batchroute.progress import Progress
 from batchroute.runner import rows
 from batchroute.runner.sink import WriterProcess
-from batchroute.runner.work import Call, Trail, WorkItem
+from batchroute.runner.work import Call, IdSeen, Trail, WorkItem
 from batchroute.store import ResultStore
 from batchroute.types import (
     AttemptOutcome,
@@ -106,6 +108,25 @@ class Book:
         self._in_flight[token] = self.journal.append_fields(b"a", row)  # again at hand-overs
         return token
 
+    def seen(self, token: tuple[str, int]) -> IdSeen:
+        """The `CallSeen` of the call `sending` returned `token` for: its generation id is
+        journaled soon after the client learns it (`identified`)."""
+        return IdSeen(self.identified, token)
+
+    def identified(self, token: tuple[str, int], generation_id: str) -> None:
+        """A call in flight has its generation id: its `in_flight` row is journaled again with
+        it, so that a kill -9 leaves a `killed` row the next run asks /generation about
+        (`journal.settle_in_flight`; an older replay keeps the first row, without the id)."""
+        line = self._in_flight.get(token)
+        if line is None:  # landed already
+            return
+        # As `rows.in_flight` wrote it; a JSON string cannot hold these bytes (quotes escaped)
+        line = line.replace(
+            b'"generation_id":null', b'"generation_id":' + orjson.dumps(generation_id), 1
+        )
+        self._in_flight[token] = line  # again at hand-overs, with the id
+        self.journal.append_line(line)
+
     def landed(self, token: tuple[str, int]) -> None:
         """The call's own attempt row is (or is about to be) booked."""
         self._in_flight.pop(token, None)
@@ -135,16 +156,18 @@ class Book:
             routed = item.tier if isinstance(item, WorkItem) else "-"
             self.progress.record(routed, status, cost)
 
-    def fix(self, fix: CostFix, delta: Decimal, tier: str) -> None:
+    def fix(self, fix: CostFix, delta: Decimal, tier: str, *, reserved: bool = True) -> None:
         """A reserved attempt's real cost is known: journaled (tag `f`) and committed after the
         rows of its segment; a replay skips it (a fix lost to a kill is made again by the next
         run). `tier` is the one its record was routed to: once the record's row is booked, its
-        progress row moves by `delta` too (before, the row itself carries the fixed cost)."""
+        progress row moves by `delta` too (before, the row itself carries the fixed cost).
+        `reserved`: false for an attempt priced from its tokens (not counted in `reserved_left`)."""
         self.journal.append(fix)
         self._dirty = True
         self.counts.cost_usd += delta
-        self.reserved_left -= 1
-        self.reserved_left_id -= 1
+        if reserved:
+            self.reserved_left -= 1
+            self.reserved_left_id -= 1
         if fix.recompute_result and self.progress is not None:
             self.progress.fixed(tier, delta)
 

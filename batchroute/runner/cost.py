@@ -165,8 +165,13 @@ class Pricer:
             self._worst_of.clear()
 
     def failed(self, err: UpstreamError, model: str, worst: Decimal) -> tuple[Decimal, CostSource]:
-        """`failed_cost`, and what it teaches about `model`'s reservations (`learn`)."""
+        """`failed_cost`, and what it teaches about `model`'s reservations (`learn`). A 5xx with
+        a generation id after a web search may be billed for the search, which runs before the
+        model (openrouter-api.md §2.6): its reservation, until /generation says (audit4)."""
         cost, source = failed_cost(err, worst)
+        searched = err.status >= 500 and self._plan.searches(model)
+        if source is CostSource.NONE and err.generation_id and searched:
+            cost, source = worst, CostSource.RESERVED
         self.learn(model, cost, worst)
         return cost, source
 

@@ -55,6 +55,7 @@ class Unsettled:
     trail: Trail
     tier: str
     model: str = ""  # the model asked for: a cost above `booked` raises its later reservations
+    source: CostSource = CostSource.RESERVED  # or CATALOG: tokens at /models prices (audit4)
 
 
 class Reconciler:
@@ -126,8 +127,9 @@ class Reconciler:
             ),
             cost - u.booked,
             u.tier,
+            reserved=u.source is CostSource.RESERVED,
         )
-        self.fixed += 1
+        self.fixed += u.source is CostSource.RESERVED
         self._on_change()
 
     async def drain(self, timeout_s: float) -> None:

@@ -28,6 +28,10 @@ from batchroute.spec import JobSpec
 from batchroute.types import AttemptOutcome, CallSeen, Completion, CostSource
 from batchroute.usd import usd
 
+_RECONCILED = frozenset({CostSource.RESERVED, CostSource.CATALOG})
+"""Costs /generation corrects: a reservation, and tokens at /models prices (the endpoint that
+served may bill more, audit4)."""
+
 
 @dataclass(frozen=True, slots=True)
 class NoFit:
@@ -96,7 +100,7 @@ class Sender:
             return call
         trail.attempts += 1
         trail.cost += call.cost
-        if call.source is CostSource.RESERVED and call.generation_id and self.reconciler:
+        if call.source in _RECONCILED and call.generation_id and self.reconciler:
             self.reconciler.add(
                 Unsettled(
                     call.generation_id,
@@ -108,6 +112,7 @@ class Sender:
                     trail,
                     item.tier,
                     call.model,
+                    call.source,
                 )
             )
         c = call.completion
@@ -145,8 +150,9 @@ class Sender:
             started = self.opts.now()
             t0 = self.opts.monotonic()
             token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
-            seen = CallSeen()
+            seen = self.book.seen(token)  # journals the generation id once known (audit4)
             try:
+                self.book.journal.sync()  # its in-flight mark is written before it goes out
                 if self.limiter.active:
                     await self.limiter.acquire_global()
                     t0 = self.opts.monotonic()

@@ -91,6 +91,12 @@ def close_store(
     except StoreError as exc:
         if control.error is None:
             control.error = exc
+        if book.journal.unwritten:  # the journal failed too (disk full): no such promise
+            return (
+                f"could not write to the database ({exc}) nor to {book.journal.path}: the rows "
+                "not written are lost (their records are sent again; calls journaled in "
+                "flight are booked at their reservation by the next run)"
+            )
         return (
             f"could not write to the database ({exc}); every result is kept in "
             f"{book.journal.path}, and the next run writes it"

@@ -17,13 +17,14 @@ from pathlib import Path
 from batchroute.errors import BatchrouteError, UpstreamError
 from batchroute.plan import WorkItem
 from batchroute.types import (
+    CallSeen,
     Completion,
     CostSource,
     RunCounts,
     RunStatus,
 )
 
-__all__ = ["Call", "Control", "RunOptions", "RunReport", "Trail", "WorkItem", "utcnow"]
+__all__ = ["Call", "Control", "IdSeen", "RunOptions", "RunReport", "Trail", "WorkItem", "utcnow"]
 
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -132,3 +133,26 @@ class Control:
             self.error = error
             if error is not None:
                 self._log(f"stopping: {error}")
+
+
+class IdSeen(CallSeen):
+    """A call's `CallSeen` that reports its generation id to `on_id(token, id)` one loop step
+    after the client sets it (`Book.identified` journals it: a call killed in flight keeps it,
+    audit4). Not at once: most answers land in the step their headers came in, and a call that
+    has landed needs no id line (one line less a call for the run and the writer process)."""
+
+    __slots__ = ("_id", "_on_id", "_token")
+
+    def __init__(self, on_id: Callable[[tuple[str, int], str], None], token: tuple[str, int]):
+        self._on_id, self._token = on_id, token
+        self._id: str | None = None
+
+    @property
+    def generation_id(self) -> str | None:
+        return self._id
+
+    @generation_id.setter
+    def generation_id(self, value: str | None) -> None:
+        if value and value != self._id:
+            asyncio.get_running_loop().call_soon(self._on_id, self._token, value)
+        self._id = value

@@ -18,20 +18,21 @@ from .encode import money
 def reserved_attempts(
     con: duckdb.DuckDBPyConnection, job_name: str, limit: int
 ) -> list[ReservedAttempt]:
-    """This job's attempts booked at their reservation that have a generation id, newest
+    """This job's attempts booked at their reservation, or priced from their tokens at /models
+    prices (the serving endpoint may bill more, audit4), that have a generation id, newest
     first."""
     rows = con.execute(
         "SELECT run_id, job_name, record_key, attempt_no, generation_id, cost_usd "
-        "FROM attempts WHERE job_name = ? AND cost_source = ? "
+        "FROM attempts WHERE job_name = ? AND cost_source IN (?, ?) "
         "AND generation_id IS NOT NULL ORDER BY started_at DESC LIMIT ?",
-        [job_name, str(CostSource.RESERVED), limit],
+        [job_name, str(CostSource.RESERVED), str(CostSource.CATALOG), limit],
     ).fetchall()
     return [ReservedAttempt(r[0], r[1], r[2], int(r[3]), r[4], Decimal(r[5])) for r in rows]
 
 
 def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int:
-    """Fix reserved attempts (only while still 'reserved': a fix applies once), then make the
-    affected records' cost the sum of their attempts again; returns how many changed.
+    """Fix reserved or catalog-priced attempts (only while still so: a fix applies once), then
+    make the affected records' cost the sum of their attempts again; returns how many changed.
 
     A fix hits only the row of its own generation id: (run, record, attempt_no) may be shared
     (a batch item and its round-2 resubmission are both attempt 0 of one run), and the other
@@ -44,7 +45,7 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
             f"UPDATE attempts SET cost_usd = CAST(? AS {MONEY}), cost_source = ?, "
             f"usage_cost_usd = CAST(? AS {MONEY}), upstream_cost_usd = CAST(? AS {MONEY}) "
             "WHERE run_id = ? AND job_name = ? AND record_key = ? AND attempt_no = ? "
-            "AND cost_source = ? AND generation_id = ? RETURNING 1",
+            "AND cost_source IN (?, ?) AND generation_id = ? RETURNING 1",
             [
                 money(f.cost_usd),
                 f.cost_source,
@@ -55,6 +56,7 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
                 f.record_key,
                 f.attempt_no,
                 str(CostSource.RESERVED),
+                str(CostSource.CATALOG),  # tokens at /models prices: the bill may differ
                 f.generation_id,
             ],
         ).fetchall()
