@@ -54,45 +54,70 @@ def _protocol(reader: asyncio.StreamReader) -> Callable[[], asyncio.StreamReader
 
 def can_fork() -> bool:
     """Whether this process may fork its writer now (see the module's docstring)."""
-    return sys.platform == "linux" and hasattr(os, "pidfd_open") and _one_thread()
+    return sys.platform == "linux" and _one_thread()
 
 
 class ForkedWriter:
     """The parts of `asyncio.subprocess.Process` that `WriterProcess` uses, for a forked
     child: its pid, stdin (a write transport), stdout and stderr (stream readers), its exit
-    code once it ended (`returncode`; reaped through a pidfd, no watcher thread), `wait`, `kill`."""
+    code once it ended (`returncode`), `wait`, `kill`. Reaped through a pidfd the event loop
+    watches (Linux 5.3+), else by a thread blocked in `waitpid` (as asyncio's own watcher)."""
 
-    def __init__(self, pid: int, pidfd: int) -> None:
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self.stdin: asyncio.WriteTransport
         self.stdout = asyncio.StreamReader()
         self.stderr = asyncio.StreamReader()
-        self._pidfd = pidfd
-        self._ended = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._ended = self._loop.create_future()
+        self._pidfd: int | None = None
+        with contextlib.suppress(OSError, AttributeError):  # ENOSYS: an old kernel, valgrind
+            self._pidfd = os.pidfd_open(pid)
 
     async def _connect(self, cmd_w: int, out_r: int, err_r: int) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self.stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(cmd_w, "wb", 0))
         for reader, fd in ((self.stdout, out_r), (self.stderr, err_r)):
             await loop.connect_read_pipe(_protocol(reader), os.fdopen(fd, "rb", 0))
-        loop.add_reader(self._pidfd, self._reap)
+        if self._pidfd is not None:
+            loop.add_reader(self._pidfd, self._reap)
+        else:
+            threading.Thread(
+                target=self._wait_thread, name="batchroute-writer-wait", daemon=True
+            ).start()
 
     def _reap(self) -> None:
-        asyncio.get_running_loop().remove_reader(self._pidfd)
-        os.close(self._pidfd)
+        assert self._pidfd is not None
+        self._loop.remove_reader(self._pidfd)
         _, status = os.waitpid(self.pid, 0)
-        self.returncode = os.waitstatus_to_exitcode(status)
+        os.close(self._pidfd)
+        self._pidfd = None
+        self._ended_with(os.waitstatus_to_exitcode(status))
+
+    def _wait_thread(self) -> None:
+        _, status = os.waitpid(self.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self._loop.call_soon_threadsafe(self._ended_with, code)
+
+    def _ended_with(self, code: int) -> None:
+        self.returncode = code
         self.stdin.close()
         if not self._ended.done():
-            self._ended.set_result(self.returncode)
+            self._ended.set_result(code)
 
     async def wait(self) -> int:
         return await asyncio.shield(self._ended)
 
     def kill(self) -> None:
-        if self.returncode is None:
+        """SIGKILL, unless it has ended (a pidfd names this very process, never a reused pid)."""
+        if self.returncode is not None:
+            return
+        if self._pidfd is not None:
             signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        else:
+            os.kill(self.pid, signal.SIGKILL)
 
 
 async def fork_writer(argv: list[str]) -> ForkedWriter | None:
@@ -110,7 +135,7 @@ async def fork_writer(argv: list[str]) -> ForkedWriter | None:
     for fd in (cmd_r, out_w, err_w):
         os.close(fd)
     try:
-        proc = ForkedWriter(pid, os.pidfd_open(pid))
+        proc = ForkedWriter(pid)
         await proc._connect(cmd_w, out_r, err_r)
     except BaseException:
         with contextlib.suppress(OSError):
