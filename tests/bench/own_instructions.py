@@ -73,27 +73,31 @@ def instructions(
     tree: Path, job: Path, url: str, n: int, db: Path, answer: tuple[bytes, str]
 ) -> tuple[int, int]:
     """(the run's process, its writer process): instructions of each, from valgrind's
-    summary lines (`==PID== I refs: N`; the run is the first PID valgrind names)."""
+    summary (`I refs`), one log file per process (`--log-file=…/%p`: an exec'd writer's own
+    stderr is a pipe to the run, so its summary would not reach ours)."""
     head = f"TREE={str(tree)!r}; JOB={str(job)!r}; URL={url!r}; DB={str(db)!r}; N={n}\n"
     head += f"BODY={answer[0]!r}; GEN_ID={answer[1]!r}\n"
     script = db.with_suffix(".py")
     script.write_text(head + CHILD)
+    logs = db.with_suffix(".vg")
+    logs.mkdir()
     cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-    cmd.append("--trace-children=yes")
-    done = subprocess.run(
+    cmd += ["--trace-children=yes", f"--log-file={logs}/%p"]
+    with subprocess.Popen(
         [*cmd, PY, str(script)],
-        capture_output=True,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(tree)},
-        check=False,
-    )
-    pids = re.findall(r"^==(\d+)==", done.stderr, re.M)
-    refs = {int(p): int(n.replace(",", "")) for p, n in
-            re.findall(r"^==(\d+)==\s+I\s+refs:\s+([\d,]+)", done.stderr, re.M)}  # fmt: skip
-    if done.returncode != 0 or not pids or int(pids[0]) not in refs:
-        raise SystemExit(f"{tree}: failed\n{done.stderr[-2000:]}")
-    run = int(pids[0])
-    return refs[run], sum(v for k, v in refs.items() if k != run)
+    ) as proc:
+        _, err = proc.communicate()
+    refs: dict[int, int] = {}
+    for log in logs.iterdir():
+        m = re.search(r"I\s+refs:\s+([\d,]+)", log.read_text(errors="replace"))
+        if m is not None:
+            refs[int(log.name)] = int(m.group(1).replace(",", ""))
+    if proc.returncode != 0 or proc.pid not in refs:
+        raise SystemExit(f"{tree}: failed\n{err[-2000:]}")
+    return refs[proc.pid], sum(v for k, v in refs.items() if k != proc.pid)
 
 
 def main() -> None:
