@@ -151,6 +151,11 @@ def _child(
     code = 1
     try:
         gc.freeze()  # the run's objects: never collected (or finalized) here
+        # The interpreter's defaults, as an exec'd writer has them: the run may have raised
+        # its collector's thresholds (runner/setup.py) or lowered the GIL's switch interval
+        # for its input pass (runner/early.py) at the moment of the fork.
+        gc.set_threshold(700, 10, 10)
+        sys.setswitchinterval(0.005)
         for fd in keep_closed:
             os.close(fd)
         os.setsid()
