@@ -246,7 +246,10 @@ def _kill_after_commit() -> Callable[[], None] | None:
     return hook
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], commands: BinaryIO | None = None, replies: BinaryIO | None = None) -> int:
+    """Serve until `quit`, `finish` or EOF, then end the process (never returns). `commands`
+    and `replies` default to stdin and stdout; a writer forked from the run's process
+    (`runner/fork.py`) passes its own pipes, never the run's buffered stdio."""
     db, timeout, parent = argv
     _die_with(int(parent))
     # Ctrl-C is the run's to handle (it says when to stop); this process ends on `quit`.
@@ -254,10 +257,11 @@ def main(argv: list[str]) -> int:
     store = ResultStore(
         db, write_timeout=float(timeout), keep_instance=True, after_commit=_kill_after_commit()
     )
-    code = serve(store, sys.stdin.buffer, sys.stdout.buffer)
+    code = serve(store, commands or sys.stdin.buffer, replies or sys.stdout.buffer)
     # Every answer is flushed and every transaction committed and detached: skip the
     # interpreter's teardown (0.06-0.16 s with DuckDB loaded, measured), which the run's end
     # would wait for (issue 11). After EOF (the run died) there is nothing to flush either.
+    # A forked writer must never run the run's own teardown (atexit, its buffered stdout).
     os._exit(code)
 
 

@@ -26,6 +26,7 @@ from subprocs import (
 )
 
 from batchroute.journal import journal_files, journal_path
+from batchroute.runner.fork import NAME as FORKED_NAME
 
 N = 3_000
 LIMITS = {"concurrency": 64, "requests_per_minute": None, "timeout_s": 30}
@@ -63,12 +64,25 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _is_writer(pid: int) -> bool:
+    """The writer process: exec'd (`python -m batchroute.writer`) or forked from the run
+    (runner/fork.py names it in /proc/PID/comm; its command line is the run's)."""
+    return "batchroute.writer" in _cmdline(pid) or _comm(pid) == FORKED_NAME.decode()
+
+
 def _writer_of(pid: int) -> int:
     """Wait for the run's writer process and return its pid."""
     found: list[int] = []
 
     def look() -> bool:
-        found[:] = [k for k in _children(pid) if "batchroute.writer" in _cmdline(k)]
+        found[:] = [k for k in _children(pid) if _is_writer(k)]
         return bool(found)
 
     wait_until(look, "the writer process")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from batchroute.errors import StoreError
+from batchroute.runner.fork import ForkedWriter, fork_writer
 
 
 class WriterProcess:
@@ -23,7 +24,7 @@ class WriterProcess:
     def __init__(self, db_path: Path, busy_timeout_s: float) -> None:
         self.db_path = db_path
         self.busy_timeout_s = busy_timeout_s
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | ForkedWriter | None = None
         self._begun: tuple[Path, asyncio.Future[None]] | None = None  # `begin`'s answer
         self.statuses: dict[str, int] | None = None  # `finish`'s answer: the job's counts
 
@@ -32,13 +33,17 @@ class WriterProcess:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
+        argv = [str(self.db_path), repr(float(self.busy_timeout_s)), str(os.getpid())]
+        # Forked from this process when it may (one thread): no interpreter start and no
+        # `import duckdb` to pay again (~0.15 s of CPU a run; runner/fork.py).
+        self._proc = await fork_writer(argv)
+        if self._proc is not None:
+            return
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "batchroute.writer",
-            str(self.db_path),
-            repr(float(self.busy_timeout_s)),
-            str(os.getpid()),
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             # The run's own import path: the writer runs the very same batchroute (a source

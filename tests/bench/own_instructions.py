@@ -11,7 +11,11 @@ once, scrubs and parses the canned answer, so what is counted is everything the 
 does for a record except aiohttp's request and response. Two input sizes; the difference of
 their instruction counts over the difference of their records is the per-record figure (the
 interpreter's start, imports and the run's fixed start and end cancel out). The writer process
-is not counted (its CPU is `compare_trees.py`'s writer figure).
+is counted apart (valgrind follows it, exec'd or forked: `--trace-children=yes`): its total
+instructions are printed beside the run's, start-up included, since a writer's start (a fresh
+interpreter and `import duckdb`, or a fork, issue 11) is the same for both sizes. Instructions
+only: the kernel's work (a fork's page copies) is not in them, so `compare_trees.py`'s CPU
+figure is the one for the writer's whole cost.
 """
 
 from __future__ import annotations
@@ -67,23 +71,33 @@ def canned(url: str) -> tuple[bytes, str]:
 
 def instructions(
     tree: Path, job: Path, url: str, n: int, db: Path, answer: tuple[bytes, str]
-) -> int:
+) -> tuple[int, int]:
+    """(the run's process, its writer process): instructions of each, from valgrind's
+    summary (`I refs`), one log file per process (`--log-file=…/%p`: an exec'd writer's own
+    stderr is a pipe to the run, so its summary would not reach ours)."""
     head = f"TREE={str(tree)!r}; JOB={str(job)!r}; URL={url!r}; DB={str(db)!r}; N={n}\n"
     head += f"BODY={answer[0]!r}; GEN_ID={answer[1]!r}\n"
     script = db.with_suffix(".py")
     script.write_text(head + CHILD)
+    logs = db.with_suffix(".vg")
+    logs.mkdir()
     cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
-    done = subprocess.run(
+    cmd += ["--trace-children=yes", f"--log-file={logs}/%p"]
+    with subprocess.Popen(
         [*cmd, PY, str(script)],
-        capture_output=True,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(tree)},
-        check=False,
-    )
-    m = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if done.returncode != 0 or m is None:
-        raise SystemExit(f"{tree}: failed\n{done.stderr[-2000:]}")
-    return int(m.group(1).replace(",", ""))
+    ) as proc:
+        _, err = proc.communicate()
+    refs: dict[int, int] = {}
+    for log in logs.iterdir():
+        m = re.search(r"I\s+refs:\s+([\d,]+)", log.read_text(errors="replace"))
+        if m is not None:
+            refs[int(log.name)] = int(m.group(1).replace(",", ""))
+    if proc.returncode != 0 or proc.pid not in refs:
+        raise SystemExit(f"{tree}: failed\n{err[-2000:]}")
+    return refs[proc.pid], sum(v for k, v in refs.items() if k != proc.pid)
 
 
 def main() -> None:
@@ -94,6 +108,7 @@ def main() -> None:
     n1, n2 = (int(x) for x in a.sizes.split(","))
     trees = {k: Path(v).resolve() for k, v in (t.split("=", 1) for t in a.trees)}
     counts: dict[tuple[str, int], int] = {}
+    writer: dict[tuple[str, int], int] = {}
     with tempfile.TemporaryDirectory() as d, simulator() as sim:
         tmp = Path(d)
         answer = canned(sim.url)
@@ -102,12 +117,19 @@ def main() -> None:
             job = write_job(tmp / str(n), n, concurrency=128, requests_per_minute=None)
             for label, tree in trees.items():
                 db = tmp / str(n) / f"{label}.duckdb"
-                counts[label, n] = instructions(tree, job, sim.url, n, db, answer)
-                print(f"{label}, {n:,} records: {counts[label, n]:,} instructions", flush=True)
+                counts[label, n], writer[label, n] = instructions(tree, job, sim.url, n, db, answer)
+                print(
+                    f"{label}, {n:,} records: {counts[label, n]:,} instructions "
+                    f"(its writer process: {writer[label, n]:,})",
+                    flush=True,
+                )
     for label in trees:
         per = (counts[label, n2] - counts[label, n1]) / (n2 - n1)
         fixed = counts[label, n1] - n1 * per
         print(f"{label}: {per:,.0f} instructions per record (fixed {fixed / 1e9:.2f} G)")
+        w_per = (writer[label, n2] - writer[label, n1]) / (n2 - n1)
+        w_fixed = writer[label, n1] - n1 * w_per
+        print(f"{label}: writer process {w_per:,.0f} per record (fixed {w_fixed / 1e9:.2f} G)")
 
 
 if __name__ == "__main__":
