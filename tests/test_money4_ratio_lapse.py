@@ -15,6 +15,7 @@ attempts, its run row), as if it had run then; no process waits for a clock.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from factories import standin_job, texts
 from subprocs import query, run_cli_async
 from test_audit_cost_above import ListedFree, PricedAbove
 from test_billing_standin import MODEL
+
+from batchroute.runner.cost import learn_since
+from batchroute.store import ResultStore
+from batchroute.types import AttemptOutcome, AttemptRow, CostSource
 
 N = 24
 CAP = Decimal("0.01")
@@ -89,3 +94,51 @@ async def test_a_ratio_stays_in_force_while_the_provider_keeps_billing_above_the
     assert booked3[0][0] >= bill3, (booked3, bill3)
     assert bill3 <= cap3, (bill3, cap3, len(standin.billed) - calls2, err3[-1500:])
     assert "learnt" in err3, err3
+
+
+def _row(key: str, cost: str, reserved: str, listed: str | None, source: str) -> AttemptRow:
+    return AttemptRow(
+        "run1", "t", key, 1, "mid", "m/a", TODAY, 20, 200, AttemptOutcome.OK,
+        cost_usd=Decimal(cost), cost_source=source, reserved_usd=Decimal(reserved),
+        listed_usd=None if listed is None else Decimal(listed),
+    )  # fmt: skip
+
+
+TODAY = datetime(2026, 12, 7, 9, 0)
+
+
+@pytest.mark.parametrize(
+    ("row", "ratio"),
+    [
+        # reserved at x3 (0.003), billed x2.5 of the list: still x2.5 (was: nothing)
+        (_row("a", "0.0025", "0.003", "0.001", CostSource.OPENROUTER), Decimal("2.5")),
+        # a row older than migration 11: its reservation is the base, as before
+        (_row("b", "0.0025", "0.001", None, CostSource.OPENROUTER), Decimal("2.5")),
+        # booked at its reservation (outcome unknown): no bill, teaches nothing
+        (_row("c", "0.003", "0.003", "0.001", CostSource.RESERVED), None),
+        # at or under the list price: nothing to learn
+        (_row("d", "0.001", "0.003", "0.001", CostSource.OPENROUTER), None),
+    ],
+)
+def test_the_store_measures_a_ratio_against_the_list_price(
+    tmp_path: Path, row: AttemptRow, ratio: Decimal | None
+) -> None:
+    store = ResultStore(tmp_path / "r.duckdb")
+    store.migrate()
+    store.write([], [row])
+    state = store.resume_state(
+        "t", final_statuses=[], day=TODAY.date(), scope=None, learn_since=learn_since(TODAY.date())
+    )
+    assert state.ratios == ({} if ratio is None else {"m/a": ratio})
+
+
+def test_a_floor_stays_while_a_zero_listed_model_keeps_billing(tmp_path: Path) -> None:
+    """Reserved at its $0.005 floor and billed $0.005: the list said $0, so it is a floor
+    still (it was: cost = reservation, nothing)."""
+    store = ResultStore(tmp_path / "r.duckdb")
+    store.migrate()
+    store.write([], [_row("a", "0.005", "0.005", "0", CostSource.OPENROUTER)])
+    state = store.resume_state(
+        "t", final_statuses=[], day=TODAY.date(), scope=None, learn_since=learn_since(TODAY.date())
+    )
+    assert (state.ratios, state.floors) == ({}, {"m/a": Decimal("0.005")})

@@ -50,9 +50,10 @@ def answer(c: Completion | None) -> dict[str, Any]:
 
 def in_flight(
     ids: tuple[str, str], key: str, attempt_no: int, tier: str, model: str, started: datetime,
-    reserved: Decimal,
+    reserved: Decimal, listed: Decimal | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The `in_flight` attempt row journaled before a call goes out (`ids`: run, job)."""
+    """The `in_flight` attempt row journaled before a call goes out (`ids`: run, job;
+    `listed`: its worst case at list prices, what a /generation fix's ratio is measured by)."""
     money = str(reserved)
     return {
         "run_id": ids[0], "job_name": ids[1], "record_key": key, "attempt_no": attempt_no,
@@ -60,7 +61,7 @@ def in_flight(
         "http_status": None, "outcome": AttemptOutcome.IN_FLIGHT,
         "error_type": "killed_in_flight", "error_message": KILLED, "cost_usd": money,
         "cost_source": CostSource.RESERVED, "generation_id": None, "reserved_usd": money,
-        "usage_cost_usd": None, "upstream_cost_usd": None,
+        "usage_cost_usd": None, "upstream_cost_usd": None, "listed_usd": text(listed),
     }  # fmt: skip
 
 
@@ -91,7 +92,7 @@ def attempt(
         "error_type": etype, "error_message": message, "cost_usd": str(call.cost),
         "cost_source": call.source, "generation_id": call.generation_id or gen_id,
         "reserved_usd": text(call.reserved), "usage_cost_usd": text(finite(usage)),
-        "upstream_cost_usd": text(finite(upstream)),
+        "upstream_cost_usd": text(finite(upstream)), "listed_usd": text(call.listed),
     }  # fmt: skip
 
 
