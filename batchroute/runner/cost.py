@@ -172,18 +172,30 @@ class Pricer:
         return cost, source
 
     def answered(
-        self, c: Completion, model: str, worst: Decimal, tier: str, listed: Decimal | None = None
-    ) -> tuple[Decimal, CostSource]:
+        self, c: Completion, model: str, worst: Decimal, tier: str,
+        listed: Decimal | None = None, prompt_bound: int | None = None,
+    ) -> tuple[Decimal, CostSource]:  # fmt: skip
         """The cost of an answer to a call to `model` of `tier`: its usage (fee + upstream
         under BYOK); else, with token counts but no cost, the tokens at the dearest terms of
         any model that may have served it; else (no usage, a usage without tokens, a cost
         that is negative or not a number, BYOK without the upstream figure) the reservation.
         A cost above the list price is booked, and raises `model`'s later reservations
-        (`learn`)."""
+        (`learn`); when another model of the call's `models` served it (native fallback),
+        that model's too, measured against its own list price (`prompt_bound`: the call's)."""
         cost, source = self._answered(c, model, worst, tier)
         if source is not CostSource.RESERVED:
             self.learn(model, cost, worst, listed)
+            if c.model != model and prompt_bound is not None:
+                self._served(c.model, cost, tier, model, prompt_bound)
         return cost, source
+
+    def _served(self, served: str, cost: Decimal, tier: str, model: str, bound: int) -> None:
+        """`served` answered a call to `model`, billed `cost`: a call only `served` may serve
+        (another tier, an escalation) is reserved at what that says of its price (money4: it
+        stayed on `model`, and such a call went out at `served`'s list price)."""
+        if served in self._plan.served_by(tier, model)[1]:  # not a name it was never asked
+            listed, worst = self.price(bound, (served,))
+            self.learn(served, cost, worst, listed)
 
     def _answered(
         self, c: Completion, model: str, worst: Decimal, tier: str

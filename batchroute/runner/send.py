@@ -171,7 +171,8 @@ class Sender:
                 self._settle(r, worst)
                 raise
             else:
-                return self._answered(r, (worst, listed), plan.name, model, started, t0, completion)
+                price = (worst, listed, item.prompt_bound)
+                return self._answered(r, price, plan.name, model, started, t0, completion)
             finally:
                 self.book.landed(token)
         finally:
@@ -224,7 +225,7 @@ class Sender:
     def _answered(
         self,
         r: Reservation,
-        price: tuple[Decimal, Decimal],
+        price: tuple[Decimal, Decimal, int],
         tier: str,
         model: str,
         started: datetime,
@@ -232,8 +233,8 @@ class Sender:
         c: Completion,
     ) -> Call:
         latency = int((self.opts.monotonic() - t0) * 1000)
-        worst, listed = price  # reserved, and at list prices
-        cost, source = self.pricer.answered(c, model, worst, tier, listed)
+        worst, listed, bound = price  # reserved, at list prices, the prompt's bound
+        cost, source = self.pricer.answered(c, model, worst, tier, listed, bound)
         self._settle(r, cost)
         call = Call(model, started, latency, cost, source, c, None, worst, c.generation_id)
         call.listed = listed
