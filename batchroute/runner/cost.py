@@ -106,6 +106,17 @@ class Pricer:
         """The reservation of a call that any of `models` may serve (`price`'s second)."""
         return self.price(prompt_bound, models)[1]
 
+    def expected(self, amount: Decimal, models: tuple[str, ...]) -> Decimal:
+        """A typical call's cost at list prices (`amount`), to `models`, at what was learnt:
+        × the largest ratio of one of them, and no less than their floors (the dry run's
+        expected cost; a ratio is measured against the worst case, so this is at least)."""
+        if self.ratios:
+            ratio = max((self.ratios.get(m, Decimal(1)) for m in models), default=Decimal(1))
+            amount = ceil_usd(amount * ratio)
+        if self.floors:
+            amount = max(amount, *(self.floors.get(m, amount) for m in models))
+        return amount
+
     def worst_record(self, item: WorkItem) -> Decimal:
         """`RunPlan.worst_record` at this run's reservations (learnt ratios included): the
         dry run's worst case for a record."""
