@@ -6,9 +6,10 @@ may run, and the BYOK fee. After: the provider's reported cost when it is plausi
 token counts at the dearest prices, else the reservation itself — over, never under.
 
 A reported cost above its reservation is booked as reported (it is the bill), and the model's
-later calls are reserved at the largest ratio of cost to reservation seen in the run: the
-reservation was wrong for that model (a price above /models, a multiplier, extra searches),
-and the cap holds only while reservations cover what calls cost.
+later calls are reserved at the largest ratio of cost to list-price worst case seen (in the run,
+or in the last days' attempts, `store.ratios`): the list price was wrong for that model (a price
+above /models, a multiplier, extra searches), and the cap holds only while reservations cover
+what calls cost.
 """
 
 from __future__ import annotations
