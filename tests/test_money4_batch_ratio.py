@@ -28,8 +28,8 @@ N = 20
 CAP1 = Decimal("0.01")  # four items at list price
 
 
-def _job(tmp_path: Path, base_url: str, cap: Decimal) -> Path:
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
+def _job(tmp_path: Path, base_url: str, cap: Decimal, n: int = N) -> Path:
+    write_jsonl(tmp_path / "in.jsonl", texts(n))
     job = job_dict(tmp_path, quality=[], endpoint={"base_url": base_url, "api_key_env": KEY_ENV})
     job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
     job["budget"] = {"daily_usd": float(cap)}
@@ -68,3 +68,27 @@ async def test_a_batch_billed_above_the_catalogue_reserves_the_next_at_the_ratio
     assert booked2 >= standin.total, (booked2, standin.total)  # never under the bill
     items2 = len(standin.batches["batch-0002"]["body"]["requests"])
     assert standin.total <= cap2, (standin.total, cap2, items2, err2[-1500:])
+
+
+async def test_an_expired_batchs_round_two_is_reserved_at_the_ratio_it_taught(
+    tmp_path: Path, serve: Any
+) -> None:
+    """In one `run --wait`: the first batch (8 items, at list price, the cap just above)
+    expires with one item run, billed 4x the catalogue; its 7 unrun items are resubmitted
+    once (round 2). Before: round 2 was reserved at list price, as many items as the list
+    fitted went, and the bill passed the cap: round 2's 7 items billed $0.059512, $0.067904
+    in all against $0.03. After: the lane learnt the ratio from the batch it collected and
+    reserves round 2 at it: 2 items, $0.025368 in all = DuckDB."""
+    standin = BatchStandIn(
+        item_factor=Decimal(4), completion_tokens=256, expire=1, expire_answered=1,
+        expired_tokens=256,
+    )  # fmt: skip
+    base_url = await serve(standin)
+    cap = Decimal("0.03")  # 8 items at list price (~$0.0025 each) and 7 more, not 7 at ~4x
+    job = _job(tmp_path, base_url, cap, n=8)
+    err = await _run(job)
+    db = tmp_path / "results.duckdb"
+    assert len(standin.batches) == 2, f"no round 2: it proves nothing\n{err}"
+    booked = query(db, "SELECT sum(cost_usd) FROM attempts")[0][0]
+    assert booked >= standin.total, (booked, standin.total)
+    assert standin.total <= cap, (standin.total, cap, err[-1500:])

@@ -84,6 +84,7 @@ class Pricer:
         self._price_of: dict[tuple[int, tuple[str, ...]], tuple[Decimal, Decimal]] = {}
         self.ratios = dict(plan.resume.ratios)  # model → cost / list-price worst seen above 1
         self.floors = dict(plan.resume.floors)  # model → a cost seen where the list said $0
+        self._may_serve: dict[tuple[str, str], tuple[str, ...]] = {}  # (tier, model) → models
 
     def price(self, prompt_bound: int, models: tuple[str, ...]) -> tuple[Decimal, Decimal]:
         """A call that any of `models` may serve: (its worst case at list prices, its
@@ -205,7 +206,11 @@ class Pricer:
         """`served` answered a call to `model`, billed `cost`: a call only `served` may serve
         (another tier, an escalation) is reserved at what that says of its price (money4: it
         stayed on `model`, and such a call went out at `served`'s list price)."""
-        if served in self._plan.served_by(tier, model)[1]:  # not a name it was never asked
+        key = (tier, model)
+        models = self._may_serve.get(key)
+        if models is None:  # once per tier and model: an answer often names a dated version
+            models = self._may_serve[key] = self._plan.served_by(tier, model)[1]
+        if served in models:  # not a name outside the call's `models` (a dated version id)
             listed, worst = self.price(bound, (served,))
             self.learn(served, cost, worst, listed)
 
