@@ -61,7 +61,9 @@ def in_flight(
         "http_status": None, "outcome": AttemptOutcome.IN_FLIGHT,
         "error_type": "killed_in_flight", "error_message": KILLED, "cost_usd": money,
         "cost_source": CostSource.RESERVED, "generation_id": None, "reserved_usd": money,
-        "usage_cost_usd": None, "upstream_cost_usd": None, "listed_usd": text(listed),
+        "usage_cost_usd": None, "upstream_cost_usd": None,
+        # nothing learnt: the list price is the reservation (the same object): its text again
+        "listed_usd": money if listed is reserved else text(listed),
     }  # fmt: skip
 
 
@@ -91,8 +93,9 @@ def attempt(
         "latency_ms": call.latency_ms, "http_status": status, "outcome": outcome,
         "error_type": etype, "error_message": message, "cost_usd": str(call.cost),
         "cost_source": call.source, "generation_id": call.generation_id or gen_id,
-        "reserved_usd": text(call.reserved), "usage_cost_usd": text(finite(usage)),
-        "upstream_cost_usd": text(finite(upstream)), "listed_usd": text(call.listed),
+        "reserved_usd": (res := text(call.reserved)), "usage_cost_usd": text(finite(usage)),
+        "upstream_cost_usd": text(finite(upstream)),
+        "listed_usd": res if call.listed is call.reserved else text(call.listed),
     }  # fmt: skip
 
 
