@@ -155,6 +155,8 @@ class Pricer:
         what the model bills (review3: a wave in flight compounded it when the base was the
         reservation; and the store seeds a run the same way, `store.ratios`). `listed` None
         (not known): cost / worst × the largest ratio learnt, at least the true one."""
+        if listed is not None and cost <= listed:  # the common case, first: nothing to learn
+            return  # (listed ≤ worst, so neither a floor nor a ratio would rise)
         free = worst <= 0 or listed == 0  # listed at $0 (a promotion that ended?)
         if free or (model in self.floors and cost > worst):
             if cost > self.floors.get(model, Decimal(0)):
@@ -163,8 +165,6 @@ class Pricer:
             if free:
                 return
         if listed is not None:
-            if cost <= listed:
-                return
             ratio = cost / listed
         elif cost <= worst:
             return
@@ -180,8 +180,8 @@ class Pricer:
     ) -> tuple[Decimal, CostSource]:
         """`failed_cost`, and what it teaches about `model`'s reservations (`learn`)."""
         cost, source = failed_cost(err, worst)
-        if source is not CostSource.RESERVED:  # the reservation itself is no bill
-            self.learn(model, cost, worst, listed)
+        if source is not CostSource.RESERVED and (listed is None or cost > listed):
+            self.learn(model, cost, worst, listed)  # (the reservation itself is no bill)
         return cost, source
 
     def answered(
@@ -197,7 +197,8 @@ class Pricer:
         that model's too, measured against its own list price (`prompt_bound`: the call's)."""
         cost, source = self._answered(c, model, worst, tier)
         if source is not CostSource.RESERVED:
-            self.learn(model, cost, worst, listed)
+            if listed is None or cost > listed:  # (the hot path: a call at list price)
+                self.learn(model, cost, worst, listed)
             if c.model != model and prompt_bound is not None:
                 self._served(c.model, cost, tier, model, prompt_bound)
         return cost, source
