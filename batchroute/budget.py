@@ -88,7 +88,7 @@ def worst_case_cost(
     return worst * (1 + BYOK_FEE)
 
 
-COST_SAFETY_FACTOR = 2
+FLAG_ABOVE_RESERVATION = 2
 """A reported cost above its reservation × this is flagged (`cost_above_reservation`): a price,
 a multiplier or a search the reservation did not know. It is booked all the same (the report is
 the bill; booking the reservation said less than the bill, for ever when /generation never
@@ -108,8 +108,8 @@ def plausible_cost(cost: Decimal | None) -> bool:
 
 
 def above_reservation(cost: Decimal, reserved: Decimal) -> bool:
-    """A booked cost far above what its call reserved (`COST_SAFETY_FACTOR` ×): worth a flag."""
-    return cost > reserved * COST_SAFETY_FACTOR
+    """A booked cost far above what its call reserved (`FLAG_ABOVE_RESERVATION` ×): worth a flag."""
+    return cost > reserved * FLAG_ABOVE_RESERVATION
 
 
 # Not frozen (issue 11): one is built per record or call on the hot path, and a frozen

@@ -25,7 +25,7 @@ import orjson
 from batchroute.lock import real_db_path
 from batchroute.types import AttemptOutcome, AttemptRow, CostFix, ResultRow
 
-_MONEY_FIELDS = ("cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd")
+_MONEY_FIELDS = ("cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd", "listed_usd")
 SYNC_EVERY_S = 0.1  # group commit: at most one fdatasync per 100 ms, and none idle
 
 # fdatasync: the data and the size (what reading the rows back needs), not the mtime.

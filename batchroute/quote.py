@@ -39,7 +39,7 @@ from batchroute.plan import (
 )
 from batchroute.prompt import line_salt, request_params
 from batchroute.reader import read_records
-from batchroute.runner.batching import expected_item, worst_item
+from batchroute.runner.batching import batch_forms, billed_by_models, expected_record
 from batchroute.runner.cost import Pricer, learn_since, learnt_note
 from batchroute.runner.recover import Replayed, journaled
 from batchroute.runner.resume import InputScan, Skipped, open_lookup, pending
@@ -57,6 +57,7 @@ class TierQuote:
     records: int = 0
     expected_usd: Decimal = Decimal(0)
     worst_usd: Decimal = Decimal(0)
+    expected_list_usd: Decimal = Decimal(0)  # the expected cost at list prices (no ratio)
     never_fit: int = 0  # records no call of whose chain fits the whole cap: the run fails them
     least_call: Decimal | None = None  # the cheapest such record's cheapest call (worst case)
 
@@ -97,6 +98,10 @@ class Quote:
         return sum((t.worst_usd for t in self.tiers.values()), Decimal(0))
 
     @property
+    def expected_list_usd(self) -> Decimal:
+        return sum((t.expected_list_usd for t in self.tiers.values()), Decimal(0))
+
+    @property
     def remaining_usd(self) -> Decimal:
         return max(self.cap_usd - self.spent_today_usd, Decimal(0))
 
@@ -114,12 +119,14 @@ class Quote:
                     "models": list(t.models),
                     "records": t.records,
                     "expected_usd": exact(t.expected_usd),
+                    "expected_list_usd": exact(t.expected_list_usd),
                     "worst_usd": exact(t.worst_usd),
                     "never_fit": t.never_fit,
                 }
                 for t in self.tiers.values()
             ],
             "expected_usd": exact(self.expected_usd),
+            "expected_list_usd": exact(self.expected_list_usd),
             "worst_usd": exact(self.worst_usd),
             "cap_usd": exact(self.cap_usd),
             "spent_today_usd": exact(self.spent_today_usd),
@@ -135,16 +142,6 @@ class Quote:
             "routing": self.dial,
             "arms": dict(sorted(self.arms.items())),
         }
-
-
-def _expected(plan: RunPlan, tier: str, item: WorkItem) -> Decimal:
-    """A typical answer from the first model of `tier`, a prompt of ~4 bytes a token, at the
-    price the lane is billed for a batch tier (the worst case is the plan's: what the run
-    reserves, call by call)."""
-    tokens = typical_prompt_tokens(item.messages)
-    if plan.spec.tiers[tier].batch:
-        return expected_item(plan, tier, tokens)
-    return plan.expected_call(tier, tokens)
 
 
 def _dial(
@@ -251,6 +248,8 @@ def _quote(
     q.learnt = learnt_note(resume)
     q.notes = [*plan.warnings, *filter(None, [q.learnt])]
     pricer = Pricer(plan)  # the run's reservations: learnt ratios in force (runner/cost.py)
+    billed_by = {t: billed_by_models(plan, t) for t in plan.tiers}
+    forms = {t: batch_forms(plan, t) for t in plan.tiers if spec.tiers[t].batch}
     q.worst_terms = worst_terms(plan)
     q.worst_includes = worst_line(q.worst_terms)
     q.expected_includes = (
@@ -261,6 +260,11 @@ def _quote(
         q.expected_includes += (
             "; batch tiers at the listed `:batch` price, else half the price (as batches are "
             "typically billed)"
+        )
+    if q.learnt:  # money4: it was at list prices while the worst case counted the ratios
+        q.expected_includes += (
+            "; x the learnt cost ratios in force, as the worst case (a ratio is measured "
+            "against the worst case, so at least that)"
         )
     lookup: KeyLookup = scan.lookup if scan is not None else MemoryLookup()
     intake = plan.intake(replayed.lookup(lookup) if replayed is not None else lookup)
@@ -290,15 +294,17 @@ def _quote(
         elif a.item is not None:
             tq = q.tiers[a.item.tier]
             tq.records += 1
-            tq.expected_usd += _expected(plan, a.item.tier, a.item)
             tokens = typical_prompt_tokens(a.item.messages)
+            listed = expected_record(plan, a.item.tier, tokens)
+            tq.expected_list_usd += listed
+            tq.expected_usd += pricer.expected(listed, billed_by[a.item.tier])
             # The dial's ratio at the prices the dial calibrates with (synchronous ones).
             dial_usd += plan.expected_call(a.item.tier, tokens)
             top_usd += plan.expected_call(top, tokens)
             tq.worst_usd += pricer.worst_record(a.item)
             if spec.tiers[a.item.tier].batch:  # its batch item, resubmitted once (an expired
                 # batch's item that ran, billed, may show no result line), then the sync chain
-                tq.worst_usd += 2 * worst_item(plan, a.item)
+                tq.worst_usd += 2 * pricer.worst(a.item.prompt_bound, forms[a.item.tier])
             _count_never_fit(plan, a.item, tq)
             if a.item.arm is not None:
                 q.arms[a.item.arm] += 1
@@ -357,6 +363,8 @@ def render_quote(q: Quote) -> str:
     if q.arms:
         lines.append("experiment: " + ", ".join(f"{a} {n}" for a, n in sorted(q.arms.items())))
     lines.append(f"expected: {q.expected_includes}")
+    if q.expected_usd != q.expected_list_usd:
+        lines[-1] += f" (at list prices: {usd(q.expected_list_usd)})"
     lines.append(f"worst case: {q.worst_includes}" + (f"; {q.learnt}" if q.learnt else ""))
     left = q.remaining_usd
     expected = (

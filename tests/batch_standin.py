@@ -72,6 +72,8 @@ class BatchStandIn:
     key_remaining: Decimal | None = None  # GET /key's limit_remaining (batches in flight unbilled)
     expired_tokens: int = COMPLETION_TOKENS  # completion tokens of an item an expired batch ran
     unlabelled: set[str] = field(default_factory=set)  # answered (billed), line without custom_id
+    item_factor: Decimal = HALF  # a batch item's bill × the catalogue price (above 1: dearer)
+    completion_tokens: int = COMPLETION_TOKENS  # what each item that runs generates
     generations: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /generation
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     billed: list[Decimal] = field(default_factory=list)
@@ -219,7 +221,7 @@ class BatchStandIn:
                     for r in reqs[self.expire_answered :]
                 ]
             reqs = reqs[: self.expire_answered]
-        completion = self.expired_tokens if expired else COMPLETION_TOKENS
+        completion = self.expired_tokens if expired else self.completion_tokens
         for r in reqs:
             cid = r["custom_id"]
             if cid in self.fail_items:
@@ -242,7 +244,7 @@ class BatchStandIn:
                 )
                 continue
             prompt = _tokens(r["body"])
-            item = _price(prompt, factor=HALF, completion=completion) + self.extra_usd
+            item = _price(prompt, factor=self.item_factor, completion=completion) + self.extra_usd
             cost += item
             usage: dict[str, Any] = {
                 "prompt_tokens": prompt,

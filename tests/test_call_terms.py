@@ -199,15 +199,20 @@ def test_a_second_overrun_raises_the_reservation_to_what_it_cost(tmp_path: Path)
     pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
     models = (SONNET,)
     listed = pricer.worst(1000, models)
-    pricer.learn(SONNET, listed * 3, listed)
+    pricer.learn(SONNET, listed * 3, listed, listed)
     assert pricer.worst(1000, models) >= listed * 3
-    pricer.learn(SONNET, listed * 4, pricer.worst(1000, models))
+    pricer.learn(SONNET, listed * 4, *reversed(pricer.price(1000, models)))
     assert pricer.worst(1000, models) >= listed * 4
     # Another model's ratio scales a call both may serve: learning from it stays above.
     other = "openai/gpt-4o"
     both = (SONNET, other)
-    pricer.learn(other, pricer.worst(1000, both) * 2, pricer.worst(1000, both))
+    both_listed, both_worst = pricer.price(1000, both)
+    pricer.learn(other, both_worst * 2, both_worst, both_listed)
     assert pricer.worst(1000, (other,)) >= pricer._plan.worst_call((other,), 1000) * 2
+    # The list price not known (None): cost / reservation x the largest ratio, never under.
+    third = "openai/gpt-4o-mini"
+    pricer.learn(third, pricer.worst(1000, (third,)) * 2, pricer.worst(1000, (third,)), None)
+    assert pricer.worst(1000, (third,)) >= pricer._plan.worst_call((third,), 1000) * 2
 
 
 def test_a_model_reserved_at_its_floor_and_billed_above_it_raises_the_floor(
@@ -218,9 +223,9 @@ def test_a_model_reserved_at_its_floor_and_billed_above_it_raises_the_floor(
     it multiplies a $0 list price)."""
     spec = make_spec(tmp_path, tiers={"mid": [SONNET]}, request={"max_tokens": 100})
     pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
-    pricer.learn(SONNET, Decimal("0.05"), Decimal(0))  # as a $0-listed model would
+    pricer.learn(SONNET, Decimal("0.05"), Decimal(0), Decimal(0))  # as a $0-listed model would
     assert pricer.worst(1000, (SONNET,)) >= Decimal("0.05")
-    pricer.learn(SONNET, Decimal("0.08"), pricer.worst(1000, (SONNET,)))
+    pricer.learn(SONNET, Decimal("0.08"), *reversed(pricer.price(1000, (SONNET,))))
     assert pricer.worst(1000, (SONNET,)) >= Decimal("0.08")
 
 
@@ -231,7 +236,8 @@ def test_an_absurd_overrun_does_not_crash_the_run(tmp_path: Path) -> None:
     reserved far above any cap, so they wait rather than crash the night."""
     spec = make_spec(tmp_path, tiers={"mid": [SONNET]}, request={"max_tokens": 100})
     pricer = Pricer(build_plan(spec, Catalog.shipped(), ResumeState(), Overrides()))
-    pricer.learn(SONNET, Decimal(10) ** 15, Decimal("0.000000000001"))
+    tiny = Decimal("0.000000000001")
+    pricer.learn(SONNET, Decimal(10) ** 15, tiny, tiny)
     assert pricer.worst(1000, (SONNET,)) > Decimal(1000)
 
 

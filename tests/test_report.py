@@ -280,9 +280,13 @@ def test_report_upgrades_a_file_from_before_the_views(tmp_path: Path) -> None:
             con.execute(m.sql)
             con.execute(f"INSERT INTO {SCHEMA_VERSION_TABLE} VALUES (?, ?, now())",
                         [m.number, m.name])  # fmt: skip
+        # A call as that version wrote it (its columns only: today's row has later ones).
+        con.execute("INSERT INTO attempts (run_id, job_name, record_key, attempt_no, tier, "
+                    "model, started_at, latency_ms, http_status, outcome, cost_usd) VALUES "
+                    "('run-a', 'a', '1', 1, 'mid', 'm/mid', ?, 120, 200, 'ok', 0.25)",
+                    [NOW])  # fmt: skip
     s = ResultStore(path, clock=lambda: NOW)
     assert s.schema_version() == 6
-    s.write([], [_att("a", "1", "mid", "0.25", NOW)])
     data = s.report(by=["model"], since=None, job_name=None)
     assert (data.totals.calls, data.totals.cost_usd) == (1, Decimal("0.25"))
     assert s.schema_version() == SCHEMA_VERSION

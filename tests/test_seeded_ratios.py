@@ -126,7 +126,7 @@ async def test_the_dry_run_quotes_the_learnt_ratio_and_says_so(tmp_path: Path, s
     (tmp_path / "copy").mkdir()
     shutil.copy(db, tmp_path / "copy" / db.name)
     with duckdb.connect(str(tmp_path / "copy" / db.name)) as con:
-        con.execute("UPDATE attempts SET reserved_usd = NULL")
+        con.execute("UPDATE attempts SET reserved_usd = NULL, listed_usd = NULL")
     spec = yaml.safe_load(job.read_text())
     spec["output"]["database"] = str(tmp_path / "copy" / db.name)
     copy_job = tmp_path / "copy" / "job.yaml"

@@ -108,6 +108,7 @@ def test_migrate_upgrades_an_older_file(tmp_path: Path) -> None:
         con.execute("ALTER TABLE results DROP COLUMN arm")
         con.execute("DROP TABLE batches")  # migration 8
         con.execute("ALTER TABLE results DROP COLUMN line_fp")  # migration 9
+        con.execute("ALTER TABLE attempts DROP COLUMN listed_usd")  # migration 11
         con.execute("DELETE FROM batchroute_migrations WHERE version >= 3")
     assert s.schema_version() == 2
     s.migrate()

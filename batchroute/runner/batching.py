@@ -55,8 +55,13 @@ def worst_item(plan: RunPlan, item: WorkItem) -> Decimal:
     """The most the lane may reserve for a record's batch item (at either id form: when one
     is refused, the other is tried). A failed item then goes through the tier's synchronous
     chain, so a batch tier's worst case is this plus `RunPlan.worst_record` (the dry run's)."""
-    first = batch_model(plan.tiers[item.tier].models[0], plan.catalog.models)
-    return plan.worst_call((first, other_form(first)), item.prompt_bound)
+    return plan.worst_call(batch_forms(plan, item.tier), item.prompt_bound)
+
+
+def batch_forms(plan: RunPlan, tier: str) -> tuple[str, str]:
+    """The ids the lane may submit a batch tier's items as (the second after a refusal)."""
+    first = batch_model(plan.tiers[tier].models[0], plan.catalog.models)
+    return first, other_form(first)
 
 
 BATCH_TYPICAL = Decimal("0.5")
@@ -73,6 +78,24 @@ def expected_item(plan: RunPlan, tier: str, prompt_tokens: int) -> Decimal:
     out = min(plan.spec.request.max_tokens, TYPICAL_COMPLETION_TOKENS)
     cost = plan.info(model).cost(prompt_tokens, out)
     return quantize_usd(cost if model != base else cost * BATCH_TYPICAL)
+
+
+def expected_record(plan: RunPlan, tier: str, prompt_tokens: int) -> Decimal:
+    """What a record of `tier` typically costs at list prices (the dry run's expected cost): a
+    typical answer from the tier's first model, at the price the lane is billed for a batch
+    tier (the worst case is the plan's: what the run reserves, call by call)."""
+    if plan.spec.tiers[tier].batch:
+        return expected_item(plan, tier, prompt_tokens)
+    return plan.expected_call(tier, prompt_tokens)
+
+
+def billed_by_models(plan: RunPlan, tier: str) -> tuple[str, ...]:
+    """The models whose learnt ratios a typical call to `tier` is billed at: the lane's id
+    for a batch tier, else the tier's first model and its native fallbacks."""
+    first = plan.tiers[tier].models[0]
+    if plan.spec.tiers[tier].batch:
+        return (batch_model(first, plan.catalog.models),)
+    return plan.served_by(tier, first)[1]
 
 
 def why_not_batchable(

@@ -94,7 +94,7 @@ class Book:
     # Journaled as dicts of their fields (`runner/rows.py`), never row objects (issue 11).
     def sending(
         self, item: WorkItem, tier: str, attempt_no: int, model: str, started: datetime,
-        reserved: Decimal,
+        reserved: Decimal, listed: Decimal | None = None,
     ) -> tuple[str, int]:  # fmt: skip
         """A call is about to go out: journal it at its reservation first, so that a kill -9
         while it is in flight still leaves it on the books (the provider may bill it).
@@ -103,7 +103,7 @@ class Book:
         never written to the database by this run. Returns the token for `landed`.
         """
         key = item.record.key
-        row = rows.in_flight(self._ids, key, attempt_no, tier, model, started, reserved)
+        row = rows.in_flight(self._ids, key, attempt_no, tier, model, started, reserved, listed)
         token = (key, attempt_no)
         self._in_flight[token] = self.journal.append_fields(b"a", row)  # again at hand-overs
         return token

@@ -49,6 +49,19 @@ class Collected:
         book.reserved_left_id += sum(a.generation_id is not None for a in kept)
 
 
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """Per custom_id: an item's share of its batch's reservation, and its worst case at list
+    prices (both empty: not known, the attempt keeps NULLs)."""
+
+    reserved: dict[str, Decimal] = field(default_factory=dict)
+    listed: dict[str, Decimal] = field(default_factory=dict)
+
+    def keep(self, a: AttemptRow, cid: str) -> None:
+        """Put an item's figures on its attempt row."""
+        a.reserved_usd, a.listed_usd = self.reserved.get(cid), self.listed.get(cid)
+
+
 def collect_rows(
     row: BatchRow,
     status: str,
@@ -60,13 +73,16 @@ def collect_rows(
     run_id: str,
     checks: Collection[str] = ("empty",),
     wants_json: bool = False,
+    terms: Terms | None = None,
 ) -> Collected:
     """Rows for every item of `row`, a batch that ended in `status`, booked to `run_id`: the
     run that collects it (its spend becomes known then; `batches.run_id` keeps the submitter).
     An answer that fails the job's quality `checks` (empty content always counts) is paid for
     and kept out of `done`: its record goes through the tier's synchronous chain, as a failed
-    item does."""
+    item does. `terms`: each item's reservation and list-price worst case, by custom_id, kept
+    on its attempt (what a learnt ratio is measured by: `store.ratios`, `Pricer.learn`)."""
     out = Collected()
+    t = terms or Terms()
     for it in row.items:
         r = items.get(it.custom_id)
         cost = bill.shares.get(it.custom_id, Decimal(0))
@@ -77,6 +93,7 @@ def collect_rows(
         if c is not None and weak is None:
             out.done.append(it.key)
             _rows(out, run_id, row, it, now, cost, bill, RecordStatus.DONE, AttemptOutcome.OK, None)
+            t.keep(out.attempts[-1], it.custom_id)
             res = out.results[-1]
             res.model_served, res.provider, res.output = c.model, c.provider, c.content
             res.finish_reason, res.generation_id = c.finish_reason, c.generation_id
@@ -102,6 +119,7 @@ def collect_rows(
             out.retry_sync.append(it.key)
             outcome = AttemptOutcome.FALLBACK
         _rows(out, run_id, row, it, now, cost, bill, RecordStatus.PENDING, outcome, why)
+        t.keep(out.attempts[-1], it.custom_id)
     return out
 
 

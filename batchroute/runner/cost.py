@@ -6,9 +6,10 @@ may run, and the BYOK fee. After: the provider's reported cost when it is plausi
 token counts at the dearest prices, else the reservation itself — over, never under.
 
 A reported cost above its reservation is booked as reported (it is the bill), and the model's
-later calls are reserved at the largest ratio of cost to reservation seen in the run: the
-reservation was wrong for that model (a price above /models, a multiplier, extra searches),
-and the cap holds only while reservations cover what calls cost.
+later calls are reserved at the largest ratio of cost to list-price worst case seen (in the run,
+or in the last days' attempts, `store.ratios`): the list price was wrong for that model (a price
+above /models, a multiplier, extra searches), and the cap holds only while reservations cover
+what calls cost.
 """
 
 from __future__ import annotations
@@ -79,36 +80,44 @@ class Pricer:
 
     def __init__(self, plan: RunPlan) -> None:
         self._plan = plan
-        self._worst_of: dict[tuple[int, tuple[str, ...]], Decimal] = {}
-        self.ratios = dict(plan.resume.ratios)  # model → cost / reservation seen above 1
-        self.floors = dict(plan.resume.floors)  # model → a cost seen where it reserved $0
-        # a raised reservation → the (smallest) list-price worst case raised to it: what a
-        # call reserved at it is compared with when it overruns (`learn`); kept across the
-        # cache's clears, for the calls in flight
-        self._listed: dict[Decimal, Decimal] = {}
-        self._forgot = False  # `_listed` was cleared: a value not in it may be a raised one
+        # call shape → (its list-price worst case, its reservation at what was learnt)
+        self._price_of: dict[tuple[int, tuple[str, ...]], tuple[Decimal, Decimal]] = {}
+        self.ratios = dict(plan.resume.ratios)  # model → cost / list-price worst seen above 1
+        self.floors = dict(plan.resume.floors)  # model → a cost seen where the list said $0
+        self._may_serve: dict[tuple[str, str], tuple[str, ...]] = {}  # (tier, model) → models
 
-    def worst(self, prompt_bound: int, models: tuple[str, ...]) -> Decimal:
-        """The reservation of a call that any of `models` may serve (× the largest ratio of
-        cost to reservation seen for one of them in this run)."""
+    def price(self, prompt_bound: int, models: tuple[str, ...]) -> tuple[Decimal, Decimal]:
+        """A call that any of `models` may serve: (its worst case at list prices, its
+        reservation: that × the largest ratio learnt for one of them, and no less than their
+        floors). A ratio learnt from a call is measured against the first (`learn`)."""
         key = (prompt_bound, models)
-        worst = self._worst_of.get(key)
-        if worst is None:
+        found = self._price_of.get(key)
+        if found is None:
             listed = worst = self._plan.worst_call(models, prompt_bound)
             if self.ratios:
                 ratio = max((self.ratios.get(m, Decimal(1)) for m in models), default=Decimal(1))
                 worst = ceil_usd(worst * ratio)
             if self.floors:
                 worst = max(worst, *(self.floors.get(m, worst) for m in models))
-            if worst != listed:
-                if len(self._listed) >= _WORST_CACHE:
-                    self._listed.clear()
-                    self._forgot = True
-                self._listed[worst] = min(listed, self._listed.get(worst, listed))
-            if len(self._worst_of) >= _WORST_CACHE:
-                self._worst_of.clear()
-            self._worst_of[key] = worst
-        return worst
+            if len(self._price_of) >= _WORST_CACHE:
+                self._price_of.clear()
+            found = self._price_of[key] = (listed, worst)
+        return found
+
+    def worst(self, prompt_bound: int, models: tuple[str, ...]) -> Decimal:
+        """The reservation of a call that any of `models` may serve (`price`'s second)."""
+        return self.price(prompt_bound, models)[1]
+
+    def expected(self, amount: Decimal, models: tuple[str, ...]) -> Decimal:
+        """A typical call's cost at list prices (`amount`), to `models`, at what was learnt:
+        × the largest ratio of one of them, and no less than their floors (the dry run's
+        expected cost; a ratio is measured against the worst case, so this is at least)."""
+        if self.ratios:
+            ratio = max((self.ratios.get(m, Decimal(1)) for m in models), default=Decimal(1))
+            amount = ceil_usd(amount * ratio)
+        if self.floors:
+            amount = max(amount, *(self.floors.get(m, amount) for m in models))
+        return amount
 
     def worst_record(self, item: WorkItem) -> Decimal:
         """`RunPlan.worst_record` at this run's reservations (learnt ratios included): the
@@ -135,57 +144,81 @@ class Pricer:
             return True
         return self._plan.worst_call(models, prompt_bound) > cap
 
-    def learn(self, model: str, cost: Decimal, worst: Decimal) -> None:
-        """A call to `model` reserved at `worst` was booked at `cost`: above it, the model's
-        later calls are reserved at that ratio (the largest seen), so that the cap holds for
-        them; reserved at $0, at no less than that cost. (Calls already in flight keep their
-        reservation: they may overrun once.)"""
-        if cost <= worst:
-            return
-        if worst <= 0 or model in self.floors:  # listed at $0 (a promotion that ended?)
+    def learn(self, model: str, cost: Decimal, worst: Decimal, listed: Decimal | None) -> None:
+        """A call to `model` reserved at `worst`, whose list-price worst case was `listed`,
+        was booked at `cost`: above the list, the model's later calls are reserved at that
+        ratio (the largest seen), so that the cap holds for them; listed at $0, at no less
+        than that cost. (Calls already in flight keep their reservation: they may overrun.)
+
+        The ratio is cost / list price, not cost / reservation: a call reserved at a learnt
+        ratio (or at another model's, that may serve it too) and billed at it still says
+        what the model bills (review3: a wave in flight compounded it when the base was the
+        reservation; and the store seeds a run the same way, `store.ratios`). `listed` None
+        (not known): cost / worst × the largest ratio learnt, at least the true one."""
+        if listed is not None and cost <= listed:  # the common case, first: nothing to learn
+            return  # (listed ≤ worst, so neither a floor nor a ratio would rise)
+        free = worst <= 0 or listed == 0  # listed at $0 (a promotion that ended?)
+        if free or (model in self.floors and cost > worst):
             if cost > self.floors.get(model, Decimal(0)):
                 self.floors[model] = cost  # the largest cost seen, as its floor
-                self._worst_of.clear()
-            if worst <= 0:
+                self._price_of.clear()
+            if free:
                 return
-        # A ratio is relative to the list price: `worst` may be raised by a learnt ratio or a
-        # floor, and then the list price it was raised from is the base. Not by the largest
-        # ratio learnt since: the calls in flight at a model's first overrun were reserved at
-        # the list price, and each of them landing later multiplied the ratio again (2.8,
-        # 7.8, 22, 61 with four in flight; review3). Base unknown (forgotten, or $0): cost /
-        # worst x the largest learnt, which is at least the true ratio.
-        listed = self._listed.get(worst, None if self._forgot else worst)
-        if listed is not None and listed > 0:
+        if listed is not None:
             ratio = cost / listed
+        elif cost <= worst:
+            return
         else:
             ratio = cost / worst * max(self.ratios.values(), default=Decimal(1))
         ratio = min(ratio, MAX_RATIO).quantize(_RATIO_PLACES, rounding=ROUND_CEILING)
         if ratio > self.ratios.get(model, Decimal(1)):
             self.ratios[model] = ratio
-            self._worst_of.clear()
+            self._price_of.clear()
 
-    def failed(self, err: UpstreamError, model: str, worst: Decimal) -> tuple[Decimal, CostSource]:
+    def failed(
+        self, err: UpstreamError, model: str, worst: Decimal, listed: Decimal | None = None
+    ) -> tuple[Decimal, CostSource]:
         """`failed_cost`, and what it teaches about `model`'s reservations (`learn`). A 5xx with
         a generation id after a web search may be billed for the search, which runs before the
         model (openrouter-api.md §2.6): its reservation, until /generation says (audit4)."""
         cost, source = failed_cost(err, worst)
         searched = err.status >= 500 and self._plan.searches(model)
         if source is CostSource.NONE and err.generation_id and searched:
-            cost, source = worst, CostSource.RESERVED
-        self.learn(model, cost, worst)
+            return worst, CostSource.RESERVED  # (the reservation itself is no bill: learn nothing)
+        if source is not CostSource.RESERVED and (listed is None or cost > listed):
+            self.learn(model, cost, worst, listed)  # (the reservation itself is no bill)
         return cost, source
 
     def answered(
-        self, c: Completion, model: str, worst: Decimal, tier: str
-    ) -> tuple[Decimal, CostSource]:
+        self, c: Completion, model: str, worst: Decimal, tier: str,
+        listed: Decimal | None = None, prompt_bound: int | None = None,
+    ) -> tuple[Decimal, CostSource]:  # fmt: skip
         """The cost of an answer to a call to `model` of `tier`: its usage (fee + upstream
         under BYOK); else, with token counts but no cost, the tokens at the dearest terms of
         any model that may have served it; else (no usage, a usage without tokens, a cost
         that is negative or not a number, BYOK without the upstream figure) the reservation.
-        A cost above the reservation is booked, and raises `model`'s later ones (`learn`)."""
+        A cost above the list price is booked, and raises `model`'s later reservations
+        (`learn`); when another model of the call's `models` served it (native fallback),
+        that model's too, measured against its own list price (`prompt_bound`: the call's)."""
         cost, source = self._answered(c, model, worst, tier)
-        self.learn(model, cost, worst)
+        if source is not CostSource.RESERVED:
+            if listed is None or cost > listed:  # (the hot path: a call at list price)
+                self.learn(model, cost, worst, listed)
+            if c.model != model and prompt_bound is not None:
+                self._served(c.model, cost, tier, model, prompt_bound)
         return cost, source
+
+    def _served(self, served: str, cost: Decimal, tier: str, model: str, bound: int) -> None:
+        """`served` answered a call to `model`, billed `cost`: a call only `served` may serve
+        (another tier, an escalation) is reserved at what that says of its price (money4: it
+        stayed on `model`, and such a call went out at `served`'s list price)."""
+        key = (tier, model)
+        models = self._may_serve.get(key)
+        if models is None:  # once per tier and model: an answer often names a dated version
+            models = self._may_serve[key] = self._plan.served_by(tier, model)[1]
+        if served in models:  # not a name outside the call's `models` (a dated version id)
+            listed, worst = self.price(bound, (served,))
+            self.learn(served, cost, worst, listed)
 
     def _answered(
         self, c: Completion, model: str, worst: Decimal, tier: str

@@ -26,20 +26,21 @@ import orjson
 
 from batchroute.budget import Budget, Reservation
 from batchroute.client import OpenRouterClient
-from batchroute.client.batches import create_batch, get_batch, terminal_results
+from batchroute.client.batches import create_batch
 from batchroute.errors import FatalUpstreamError, NoBatchEndpoint, RetryableError, UpstreamError
 from batchroute.plan import RunPlan, WorkItem
 from batchroute.runner import batching as B
 from batchroute.runner.adopt import adopt
 from batchroute.runner.book import Book
-from batchroute.runner.collect import GONE, TERMINAL, collect_rows
+from batchroute.runner.collect import TERMINAL
+from batchroute.runner.cost import Pricer
 from batchroute.runner.once import kill_point, read_marks
+from batchroute.runner.poll import poll, read
 from batchroute.runner.work import Control, RunOptions, Trail
 from batchroute.store import ResultStore
-from batchroute.types import BatchItem, BatchRow, BatchStatus, RecordStatus, RunStatus
+from batchroute.types import BatchItem, BatchRow, BatchStatus, CostSource, RecordStatus, RunStatus
 
 POLL_FIRST_S, POLL_MAX_S = 1.0, 300.0  # --wait: 1 s, doubling, at most 5 min between polls
-GONE_AFTER_S = 3_600.0  # a 404 this long after the submit is no replication lag (~30 s)
 
 Dispatch = Callable[[WorkItem, Trail], Awaitable[None]]
 
@@ -57,6 +58,9 @@ class Lane:
             book, control, book.run_id, log, notes,
         )  # fmt: skip
         self.budget = budget
+        # Its own `Pricer`, seeded as the sync path's (`plan.resume`): a batch billed above
+        # the catalogue raises the reservations of the batches submitted after it collects.
+        self.pricer = Pricer(plan)
         self.job = plan.spec.name
         self.dispatch: Dispatch | None = None
         self.held: set[str] = set()  # keys in batches not collected yet: not sent again
@@ -193,8 +197,10 @@ class Lane:
             if tier in self.sync_tiers:
                 await asyncio.gather(*(self._sync(it, gate) for it in chunk))
                 continue
-            worst = [self.plan.worst_call((model,), it.prompt_bound) for it in chunk]
-            huge = [i for i, w in enumerate(worst) if self.budget.exceeds_cap(w)]
+            prices = [self.pricer.price(it.prompt_bound, (model,)) for it in chunk]
+            worst = [w for _, w in prices]
+            # at list price above the whole cap (not merely at a learnt ratio: that waits)
+            huge = [i for i, (listed, _) in enumerate(prices) if self.budget.exceeds_cap(listed)]
             if huge:  # can never fit today's cap: the sync path fails it (exceeds_daily_cap)
                 await asyncio.gather(*(self._sync(chunk[i], gate) for i in huge))
                 keep = [i for i in range(len(chunk)) if i not in set(huge)]
@@ -337,53 +343,19 @@ class Lane:
             await self.submit(row.tier, redo, gate, round_=row.round + 1)
 
     async def _poll(self, row: BatchRow) -> dict[str, Any] | None:
-        """The batch object; None while it is not visible (a 404 just after the submit is
-        replication lag, not a lost batch) or the API cannot be reached."""
-        assert row.batch_id is not None
-        try:
-            doc = await get_batch(self.client, row.batch_id)
-        except UpstreamError as exc:
-            self._say(f"batch {row.batch_id}: poll failed ({exc}); trying again later")
-            return None
-        since = self.opts.now() - (row.submitted_at or row.intent_at)
-        if doc is None and since.total_seconds() > GONE_AFTER_S:  # deleted by hand, or the
-            # key is another workspace's: it may have run (billed), so it is booked at its
-            # reservation and its records go again; polled forever before
-            why = f"GET answered 404 for {since} after the submit: deleted, or another workspace"
-            return {"status": GONE, "usage": None, "results": None, "error": {"message": why}}
-        return doc
+        return await poll(self.client, row, self.opts.now(), self._say)
 
     async def _collect(self, row: BatchRow, doc: dict[str, Any]) -> Decimal | None:
         """Settle a terminal batch onto its items and write everything in one transaction;
         None (nothing written) when its answers cannot be read now."""
-        assert row.batch_id is not None
+        got = await read(self.client, self.plan, row, doc, now=self.opts.now(), run_id=self.run_id)
+        if got is None:  # a results page failed: its paid answers are read at a later poll
+            return None
+        bill, out = got
         status = str(doc.get("status"))
-        raw: Any = None
-        if status != "failed":
-            raw = await terminal_results(self.client, row.batch_id, doc)
-            if raw is None:  # a results page failed: its paid answers are read at a later poll
-                return None
-        items = B.read_items(raw if isinstance(raw, list) else [], row.model)
-        cost, byok_unknown = B.batch_cost(doc.get("usage"))
-        counts = doc.get("request_counts")
-        ran = counts.get("completed") if isinstance(counts, dict) else None
-        if cost is None and status == "failed" and not items and not byok_unknown and not ran:
-            cost = Decimal(0)  # failed in validation (results null, none completed): none ran
-        ids = [i.custom_id for i in row.items]
-        worst = B.worst_items(
-            self.plan, row.model, [(i.custom_id, i.prompt_bound) for i in row.items]
-        )
-        bill = B.settle(items, ids, cost, row.reserved_usd, unknown=byok_unknown, worst=worst)
-        err = doc.get("error")
-        message = str(err.get("message")) if isinstance(err, dict) else None
-        now = self.opts.now()
-        spec = self.plan.spec
-        out = collect_rows(
-            row, status, items, bill, now=now, error=message, run_id=self.run_id,
-            checks=spec.quality,
-            wants_json=spec.request.wants_json(),
-        )  # fmt: skip
-        row.settled_usd, row.finished_at, row.error_message = bill.total, now, message
+        for a in out.attempts:  # what each item's bill says of the model's price (`learn`)
+            if a.cost_source != CostSource.RESERVED and a.reserved_usd is not None:
+                self.pricer.learn(row.model, a.cost_usd, a.reserved_usd, a.listed_usd)
         await asyncio.to_thread(self.store.collect_batch, row, out.results, out.attempts)
         kill_point("collected")  # tests only: a kill before the expired items are resubmitted
         self.retry_sync.update(out.retry_sync)

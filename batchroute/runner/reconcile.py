@@ -56,6 +56,7 @@ class Unsettled:
     tier: str
     model: str = ""  # the model asked for: a cost above `booked` raises its later reservations
     source: CostSource = CostSource.RESERVED  # or CATALOG: tokens at /models prices (audit4)
+    listed: Decimal | None = None  # the call's worst case at list prices (`Pricer.learn`)
 
 
 class Reconciler:
@@ -80,7 +81,7 @@ class Reconciler:
         self.fixed = 0
         # `Pricer.learn` (set by the dispatcher): a correction above the reservation is a
         # ratio learnt like an answer's (docs/design-notes.md, "Learnt cost ratios outlive").
-        self.learn: Callable[[str, Decimal, Decimal], None] | None = None
+        self.learn: Callable[[str, Decimal, Decimal, Decimal | None], None] | None = None
 
     def add(self, u: Unsettled) -> None:
         task = asyncio.get_running_loop().create_task(self._settle(u))
@@ -105,7 +106,7 @@ class Reconciler:
 
     def _apply(self, u: Unsettled, gc: GenerationCost, cost: Decimal) -> None:
         if self.learn is not None and u.model:
-            self.learn(u.model, cost, u.booked)
+            self.learn(u.model, cost, u.booked, u.listed)
         self._budget.correct(u.booked, cost)
         in_flight = not u.trail.booked
         if in_flight:  # its result row is still to be written: it carries the fix

@@ -50,9 +50,10 @@ def answer(c: Completion | None) -> dict[str, Any]:
 
 def in_flight(
     ids: tuple[str, str], key: str, attempt_no: int, tier: str, model: str, started: datetime,
-    reserved: Decimal,
+    reserved: Decimal, listed: Decimal | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The `in_flight` attempt row journaled before a call goes out (`ids`: run, job)."""
+    """The `in_flight` attempt row journaled before a call goes out (`ids`: run, job;
+    `listed`: its worst case at list prices, what a /generation fix's ratio is measured by)."""
     money = str(reserved)
     return {
         "run_id": ids[0], "job_name": ids[1], "record_key": key, "attempt_no": attempt_no,
@@ -61,6 +62,8 @@ def in_flight(
         "error_type": "killed_in_flight", "error_message": KILLED, "cost_usd": money,
         "cost_source": CostSource.RESERVED, "generation_id": None, "reserved_usd": money,
         "usage_cost_usd": None, "upstream_cost_usd": None,
+        # nothing learnt: the list price is the reservation (the same object): its text again
+        "listed_usd": money if listed is reserved else text(listed),
     }  # fmt: skip
 
 
@@ -90,8 +93,9 @@ def attempt(
         "latency_ms": call.latency_ms, "http_status": status, "outcome": outcome,
         "error_type": etype, "error_message": message, "cost_usd": str(call.cost),
         "cost_source": call.source, "generation_id": call.generation_id or gen_id,
-        "reserved_usd": text(call.reserved), "usage_cost_usd": text(finite(usage)),
+        "reserved_usd": (res := text(call.reserved)), "usage_cost_usd": text(finite(usage)),
         "upstream_cost_usd": text(finite(upstream)),
+        "listed_usd": res if call.listed is call.reserved else text(call.listed),
     }  # fmt: skip
 
 

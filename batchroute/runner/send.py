@@ -85,17 +85,17 @@ class Sender:
         holds the slots other tiers need (issue 11).
         """
         models = self.requests.served_by(plan, model)
-        worst = self.pricer.worst(item.prompt_bound, models)
+        listed, worst = self.pricer.price(item.prompt_bound, models)
         if self.budget.exceeds_cap(worst) and self.pricer.never(
             worst, self.budget.cap, item.prompt_bound, models
         ):
             return NoFit(worst, never=True)
         model_slot = self._model_slots.get(model)
         if model_slot is None:  # no `async with nullcontext()`: ~1 µs a call (issue 11)
-            call = await self._paced(worst, item, plan, model, trail)
+            call = await self._paced(worst, listed, models, item, plan, model, trail)
         else:
             async with model_slot:
-                call = await self._paced(worst, item, plan, model, trail)
+                call = await self._paced(worst, listed, models, item, plan, model, trail)
         if isinstance(call, NoFit):
             return call
         trail.attempts += 1
@@ -113,6 +113,7 @@ class Sender:
                     item.tier,
                     call.model,
                     call.source,
+                    call.listed,
                 )
             )
         c = call.completion
@@ -124,10 +125,12 @@ class Sender:
         return call
 
     async def _paced(
-        self, worst: Decimal, item: WorkItem, plan: TierPlan, model: str, trail: Trail
-    ) -> Call | NoFit:
+        self, worst: Decimal, listed: Decimal, models: tuple[str, ...], item: WorkItem,
+        plan: TierPlan, model: str, trail: Trail,
+    ) -> Call | NoFit:  # fmt: skip
         """Inside the model's own slot: its rpm, the budget, then one of the run's slots, in
-        which the call is sent."""
+        which the call is sent (`listed`: its worst case at list prices; `models`: those that
+        may serve it)."""
         if self.limiter.active:
             await self.limiter.acquire_model(model)
         # Fast path without a coroutine; `_reserve` waits when the budget is short.
@@ -135,7 +138,7 @@ class Sender:
         if r is None:
             r = await self._reserve(worst)
         if r is not None and (self.pricer.ratios or self.pricer.floors):  # something learnt
-            r, worst = await self._repriced(r, worst, item, plan, model)
+            r, worst = await self._repriced(r, worst, item.prompt_bound, models)
         if r is None:
             return NoFit(worst)
         try:
@@ -149,7 +152,9 @@ class Sender:
             payload = self.requests.body(item, plan, model)
             started = self.opts.now()
             t0 = self.opts.monotonic()
-            token = self.book.sending(item, plan.name, trail.attempts + 1, model, started, worst)
+            token = self.book.sending(
+                item, plan.name, trail.attempts + 1, model, started, worst, listed
+            )
             seen = self.book.seen(token)  # journals the generation id once known (audit4)
             try:
                 self.book.journal.sync()  # its in-flight mark is written before it goes out
@@ -164,31 +169,31 @@ class Sender:
                     seen=seen,
                 )
             except UpstreamError as err:
-                return self._failed(r, worst, model, started, t0, err)
+                return self._failed(r, (worst, listed), model, started, t0, err)
             except asyncio.CancelledError:
-                self._cancelled(r, worst, item, plan, model, started, trail, seen)
+                self._cancelled(r, (worst, listed), item, plan, model, started, trail, seen)
                 raise
             except Exception:  # a bug, not an answer: the call may have been billed
                 self._settle(r, worst)
                 raise
             else:
-                return self._answered(r, worst, plan.name, model, started, t0, completion)
+                price = (worst, listed, item.prompt_bound)
+                return self._answered(r, price, plan.name, model, started, t0, completion)
             finally:
                 self.book.landed(token)
         finally:
             self.slots.release()
 
     async def _repriced(
-        self, r: Reservation, worst: Decimal, item: WorkItem, plan: TierPlan, model: str
+        self, r: Reservation, worst: Decimal, prompt_bound: int, models: tuple[str, ...]
     ) -> tuple[Reservation | None, Decimal]:
         """The reservation at the model's price now. It was priced before waiting for the
         model's slot, its rpm or the budget: an overrun that landed meanwhile raised the
         model's reservation, and a queued call sent at the old one overran too (review3: with
         one call in flight at a time). None when the new figure does not fit."""
-        models = self.requests.served_by(plan, model)
         res: Reservation | None = r
         while res is not None:
-            fresh = self.pricer.worst(item.prompt_bound, models)
+            fresh = self.pricer.worst(prompt_bound, models)
             if fresh <= worst:
                 break
             self._settle(res, Decimal(0))  # nothing sent: reserve the learnt figure instead
@@ -226,7 +231,7 @@ class Sender:
     def _answered(
         self,
         r: Reservation,
-        worst: Decimal,
+        price: tuple[Decimal, Decimal, int],
         tier: str,
         model: str,
         started: datetime,
@@ -234,9 +239,11 @@ class Sender:
         c: Completion,
     ) -> Call:
         latency = int((self.opts.monotonic() - t0) * 1000)
-        cost, source = self.pricer.answered(c, model, worst, tier)
+        worst, listed, bound = price  # reserved, at list prices, the prompt's bound
+        cost, source = self.pricer.answered(c, model, worst, tier, listed, bound)
         self._settle(r, cost)
         call = Call(model, started, latency, cost, source, c, None, worst, c.generation_id)
+        call.listed = listed
         if source is CostSource.RESERVED and c.usage.billed is not None:
             msg = (
                 f"reported cost {usd(c.usage.billed)} is not plausible for a call reserved at "
@@ -253,23 +260,24 @@ class Sender:
     def _failed(
         self,
         r: Reservation,
-        worst: Decimal,
+        price: tuple[Decimal, Decimal],
         model: str,
         started: datetime,
         t0: float,
         err: UpstreamError,
     ) -> Call:
         latency = int((self.opts.monotonic() - t0) * 1000)
-        cost, source = self.pricer.failed(err, model, worst)
+        worst, listed = price  # reserved, and at list prices
+        cost, source = self.pricer.failed(err, model, worst, listed)
         self._settle(r, cost)
         call = Call(model, started, latency, cost, source, error=err, reserved=worst)
-        call.generation_id = err.generation_id
+        call.generation_id, call.listed = err.generation_id, listed
         return call
 
     def _cancelled(
         self,
         r: Reservation,
-        worst: Decimal,
+        price: tuple[Decimal, Decimal],
         item: WorkItem,
         plan: TierPlan,
         model: str,
@@ -279,6 +287,7 @@ class Sender:
     ) -> None:
         """Stopped at once (second Ctrl-C): the provider may still bill this call. Its id, if
         the client had it, is kept: the next run asks /generation what it really cost."""
+        worst, listed = price
         self._settle(r, worst)
         trail.attempts += 1
         trail.cost += worst
@@ -288,5 +297,5 @@ class Sender:
             error_type="cancelled",
         )
         call = Call(model, started, 0, worst, CostSource.RESERVED, error=err, reserved=worst)
-        call.generation_id = seen.generation_id
+        call.generation_id, call.listed = seen.generation_id, listed
         self.book.attempt(item, plan.name, trail.attempts, call, AttemptOutcome.CANCELLED)

@@ -113,6 +113,7 @@ class Call:
     reserved: Decimal | None = None  # the worst case reserved for it
     generation_id: str | None = None  # known even when the call failed
     flag: tuple[str, str] | None = None  # (error_type, message) of an answer kept despite it
+    listed: Decimal | None = None  # its worst case at list prices (before learnt ratios)
 
 
 class Control:

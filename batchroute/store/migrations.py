@@ -278,6 +278,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         10, "report views: the batch lane (calls.lane, served model without :batch)", _M10_LANE
     ),
+    # money4: a learnt cost ratio is measured against this, not the (raised) reservation, so
+    # a run reserved at the ratio and billed at it keeps it alive (`store.ratios`).
+    Migration(
+        11,
+        "attempts.listed_usd: a call's worst case at list prices, before learnt ratios",
+        f"ALTER TABLE attempts ADD COLUMN listed_usd {MONEY};",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 if [m.number for m in MIGRATIONS] != list(range(1, SCHEMA_VERSION + 1)):

@@ -1,5 +1,5 @@
 """What earlier calls taught about reservations: per model, the largest ratio of a call's
-booked cost to its reservation, and the largest cost booked where the reservation was $0
+booked cost to its list-price worst case, and the largest cost booked where that was $0
 (`runner.cost.Pricer`, seeded at a run's start; docs/design-notes.md, "Learnt cost ratios
 outlive the run")."""
 
@@ -10,14 +10,21 @@ from decimal import ROUND_CEILING, Decimal, localcontext
 
 import duckdb
 
-# Only the calls booked above their reservation teach anything, in one scan. DuckDB's quotient
-# of two DECIMALs is a DOUBLE: it picks the row, whose own DECIMALs make the ratio (exact,
-# rounded up). A reservation of $0 has no ratio: the largest cost becomes the model's floor.
+# Only the calls booked above their list-price worst case teach anything, in one scan. The base
+# is `listed_usd` (migration 11): a call reserved at a learnt ratio and billed at it keeps the
+# ratio alive, where cost / reservation said 1 and let it lapse after `RATIO_MEMORY_DAYS`
+# (money4). Rows written before migration 11 have none: their reservation stands in (what
+# they were compared with then). A call booked at its reservation (`reserved`: outcome
+# unknown) is no bill, so it teaches nothing. DuckDB's quotient of two DECIMALs is a DOUBLE:
+# it picks the row, whose own DECIMALs make the ratio (exact, rounded up). A base of $0 has no
+# ratio: the largest cost becomes the model's floor.
 _LEARNT = """
 SELECT model,
-    arg_max([cost_usd, reserved_usd], cost_usd / reserved_usd) FILTER (WHERE reserved_usd > 0),
-    max(cost_usd) FILTER (WHERE reserved_usd = 0)
-FROM attempts WHERE started_at >= ? AND cost_usd > reserved_usd
+    arg_max([cost_usd, base], cost_usd / base) FILTER (WHERE base > 0),
+    max(cost_usd) FILTER (WHERE base = 0)
+FROM (SELECT model, cost_usd, COALESCE(listed_usd, reserved_usd) AS base FROM attempts
+      WHERE started_at >= ? AND cost_source <> 'reserved')
+WHERE cost_usd > base
 GROUP BY model
 """
 
@@ -38,7 +45,8 @@ def learnt(
 ) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
     """Calls started on `since` or later, in every job of the file (a model's bill is the
     model's, whichever job called it): per model, the largest ratio of booked cost to
-    reservation above 1; and per model reserved at $0 but billed, the largest cost booked."""
+    list-price worst case above 1 (to the reservation for rows older than migration 11); and
+    per model listed at $0 but billed, the largest cost booked."""
     start = datetime(since.year, since.month, since.day)
     above, free = {}, {}
     for model, pair, floor in con.execute(_LEARNT, [start]).fetchall():
