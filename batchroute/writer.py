@@ -26,7 +26,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -109,7 +109,9 @@ def end(store: ResultStore, order: dict[str, Any]) -> dict[str, int]:
     counts = RunCounts(**{**order["counts"], "cost_usd": Decimal(order["counts"]["cost_usd"])})
     finished = datetime.fromisoformat(order["finished_at"])
     status = RunStatus(order["status"])
-    return store.end_run(order["run_id"], status, counts, finished, order["job_name"])
+    since = order.get("learn_since")  # absent from an older run's order: nothing raised
+    learn_since = None if since is None else date.fromisoformat(since)
+    return store.end_run(order["run_id"], status, counts, finished, order["job_name"], learn_since)
 
 
 def _sync_folder(folder: Path) -> None:

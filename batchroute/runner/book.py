@@ -25,6 +25,7 @@ from batchroute.errors import StoreError
 from batchroute.journal import Journal, read_segment
 from batchroute.progress import Progress
 from batchroute.runner import rows
+from batchroute.runner.cost import learn_since
 from batchroute.runner.sink import WriterProcess
 from batchroute.runner.work import Call, IdSeen, Trail, WorkItem
 from batchroute.store import ResultStore
@@ -376,9 +377,10 @@ class Book:
                 self._fail(StoreError("the run ended before its rows were all written"))
 
     def _end_order(self, status: RunStatus, counts: RunCounts) -> bytes:
-        fields = {**asdict(counts), "cost_usd": str(counts.cost_usd)}
+        now, fields = self.now(), {**asdict(counts), "cost_usd": str(counts.cost_usd)}
         order = {"run_id": self.run_id, "job_name": self.job_name, "status": str(status),
-                 "counts": fields, "finished_at": self.now().isoformat()}  # fmt: skip
+                 "counts": fields, "finished_at": now.isoformat(),
+                 "learn_since": learn_since(now.date()).isoformat()}  # fmt: skip
         return json.dumps(order).encode()
 
     def flush_last(self) -> None:

@@ -6,11 +6,13 @@ SQL over an open connection; asking the provider for the bill is the runner's jo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
+from datetime import date, datetime
+from decimal import ROUND_CEILING, Decimal, localcontext
 
 import duckdb
 
 from ..types import CostFix, CostSource, ReservedAttempt, RunStatus
+from . import ratios as _ratios
 from .columns import MONEY
 from .encode import money
 
@@ -65,6 +67,12 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
             runs.add(f.run_id)
         if rows and f.recompute_result:
             recompute.add((f.job_name, f.record_key))
+    _resum(con, recompute, runs)
+    return changed
+
+
+def _resum(con: duckdb.DuckDBPyConnection, recompute: set[tuple[str, str]], runs: set[str]) -> None:
+    """Make the records' cost, and the ended runs' cost, the sum of their attempts again."""
     for job_name, key in recompute:
         con.execute(
             "UPDATE results SET cost_usd = (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a "
@@ -90,4 +98,50 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
             "WHERE a.run_id = ?) WHERE run_id = ?",
             [run_id, run_id],
         )
-    return changed
+
+
+def _ceil12(x: Decimal) -> Decimal:
+    with localcontext() as ctx:
+        ctx.prec = 60  # a ratio up to 10^9 over a 12-place amount (store.ratios)
+        return x.quantize(Decimal("1e-12"), rounding=ROUND_CEILING)
+
+
+_UNIDENTIFIED = (
+    "SELECT run_id, record_key, attempt_no, model, cost_usd, COALESCE(listed_usd, reserved_usd) "
+    "FROM attempts WHERE job_name = ? AND cost_source = ? AND generation_id IS NULL "
+    "AND started_at >= ?"
+)
+
+
+def raise_unidentified(con: duckdb.DuckDBPyConnection, job_name: str, since: date) -> int:
+    """Raise this job's attempts booked at their reservation with no generation id (a call
+    killed in flight before its headers, a timeout before them: nothing can ever ask
+    /generation about them) to what their model is now known to bill: the list-price worst
+    case × the largest ratio the file's calls since `since` taught, or its $0-model floor
+    (`store.ratios`). Since money3 a reservation is no upper bound of a bill above the list
+    (audit4, `tests/test_audit4_killed_above.py`). Only ever up: an estimate that overcounts;
+    the rows stay `reserved`. Returns how many changed."""
+    above, free = _ratios.learnt(con, since)
+    if not above and not free:
+        return 0
+    start = datetime(since.year, since.month, since.day)
+    rows = con.execute(_UNIDENTIFIED, [job_name, str(CostSource.RESERVED), start]).fetchall()
+    recompute: set[tuple[str, str]] = set()
+    runs: set[str] = set()
+    for run_id, key, attempt_no, model, cost, base in rows:
+        known = [free.get(model, Decimal(0))]
+        if base is not None and model in above:
+            known.append(_ceil12(Decimal(base) * above[model]))
+        target = max(known)
+        if target <= Decimal(cost):
+            continue
+        con.execute(
+            f"UPDATE attempts SET cost_usd = CAST(? AS {MONEY}) WHERE run_id = ? AND "
+            "job_name = ? AND record_key = ? AND attempt_no = ? AND cost_source = ? "
+            "AND generation_id IS NULL",
+            [money(target), run_id, job_name, key, attempt_no, str(CostSource.RESERVED)],
+        )
+        recompute.add((job_name, key))
+        runs.add(run_id)
+    _resum(con, recompute, runs)
+    return len(recompute)

@@ -128,12 +128,22 @@ class ResultStore:
             _runs.finish(con, run_id, status, counts, finished_at)
 
     def end_run(
-        self, run_id: str, status: RunStatus, counts: RunCounts, finished_at: datetime, job: str
+        self,
+        run_id: str,
+        status: RunStatus,
+        counts: RunCounts,
+        finished_at: datetime,
+        job: str,
+        learn_since: date | None = None,
     ) -> dict[str, int]:
         """`finish_run`, then `status_counts(job)`, in one transaction (the writer process's
-        last, so that the run never opens the file again at its end: issue 11)."""
+        last, so that the run never opens the file again at its end: issue 11). With
+        `learn_since`, the job's attempts booked at their reservation with no generation id
+        are raised first to what their model is known to bill (`fixes.raise_unidentified`)."""
         with self._tx() as con:
             _runs.finish(con, run_id, status, counts, finished_at)
+            if learn_since is not None:
+                _fixes.raise_unidentified(con, job, learn_since)
             return _runs.status_counts(con, job)
 
     def close_stale_runs(self) -> int:
