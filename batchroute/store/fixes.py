@@ -121,11 +121,11 @@ def raise_unidentified(con: duckdb.DuckDBPyConnection, job_name: str, since: dat
     (`store.ratios`). Since money3 a reservation is no upper bound of a bill above the list
     (audit4, `tests/test_audit4_killed_above.py`). Only ever up: an estimate that overcounts;
     the rows stay `reserved`. Returns how many changed."""
-    above, free = _ratios.learnt(con, since)
-    if not above and not free:
-        return 0
     start = datetime(since.year, since.month, since.day)
     rows = con.execute(_UNIDENTIFIED, [job_name, str(CostSource.RESERVED), start]).fetchall()
+    if not rows:  # the rule, on every run's end: the ratios' scan only when there is work
+        return 0
+    above, free = _ratios.learnt(con, since)
     recompute: set[tuple[str, str]] = set()
     runs: set[str] = set()
     for run_id, key, attempt_no, model, cost, base in rows:
