@@ -122,3 +122,53 @@ def test_the_cv_sweeps_backoff_after_the_fit_as_training_would_before_it() -> No
         backed = train_task_head.fit(docs, labels, backoff=b)
         got = [task_head_cv.with_backoff(plain, d, b) for d in docs]
         assert got == [backed.predict([*w, *h]) for w, h in docs]
+
+
+def test_the_scenario_filter_drops_words_seen_in_too_few_scenarios() -> None:
+    # word 7 occurs in 4 prompts of one scenario, word 8 in 2 prompts of two scenarios, word 9
+    # in 3 scenarios; the heuristic id 50 only once but is always kept
+    docs = [([7, 8], [50]), ([7], []), ([7, 9], []), ([7, 8, 9], []), ([9], [])]
+    groups = ["a", "a", "a", "b", "c"]
+    assert train_task_head.Design(docs, 3.0).ids == [7, 8, 9, 50]  # MIN_DF 2 only
+    assert train_task_head.Design(docs, 3.0, groups, 2).ids == [7, 8, 9, 50]
+    assert train_task_head.Design(docs, 3.0, groups, 3).ids == [9, 50]
+    with pytest.raises(ValueError, match="group"):
+        train_task_head.Design(docs, 3.0, None, 2)
+
+
+def test_a_filtered_head_holds_only_the_kept_features() -> None:
+    docs, labels = _toy()
+    # word ids 1000+i%7 fall in scenario i%4 (7 and 4 coprime: every word in all 4); word
+    # 2000+i%3 only in prompts whose scenario is i%3's alone
+    groups = [f"s{i % 4}" for i in range(40)]
+    groups2 = [f"t{i % 3}" for i in range(40)]
+    head = train_task_head.fit(docs, labels, groups=groups, min_groups=4)
+    assert {1000 + k for k in range(7)} <= set(head.packed)
+    only = train_task_head.fit(docs, labels, groups=groups2, min_groups=2)
+    assert not {2000, 2001, 2002} & set(only.packed)
+
+
+def test_scenario_weights_give_every_scenario_the_same_total() -> None:
+    w = train_task_head.scenario_weights(["a", "a", "a", "b", "c", "c"])
+    assert w == pytest.approx([1 / 3] * 3 + [1.0] + [0.5] * 2)
+
+
+def test_random_group_folds_hold_out_whole_groups_and_are_seeded() -> None:
+    import task_head_cv
+
+    groups = [f"g{i % 11}" for i in range(60)]
+    folds = task_head_cv.random_group_folds(groups, 5, 1)
+    assert sorted(i for _, te in folds for i in te) == list(range(60))
+    for tr, te in folds:
+        assert not {groups[i] for i in tr} & {groups[i] for i in te}
+    assert folds == task_head_cv.random_group_folds(groups, 5, 1)
+    assert folds != task_head_cv.random_group_folds(groups, 5, 2)
+
+
+def test_training_with_the_scenario_filter_and_balance_is_deterministic() -> None:
+    docs, labels = _toy()
+    groups = [f"s{i % 4}" for i in range(40)]
+    w = train_task_head.scenario_weights(groups)
+    one = train_task_head.fit(docs, labels, groups=groups, min_groups=3, source_weights=w)
+    two = train_task_head.fit(docs, labels, groups=groups, min_groups=3, source_weights=w)
+    assert train_task_head.to_bytes(one, 40) == train_task_head.to_bytes(two, 40)

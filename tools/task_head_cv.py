@@ -1,5 +1,5 @@
 """The task head's cross-validation with extra training prompts and the heuristic backoff
-(`python tools/train_task_head.py --cv data|backoff|more`; training only).
+(`python tools/train_task_head.py --cv data|backoff|more|general`; training only).
 
 Every row is scored on the base training set's held-out prompts (Auto-J train mapped + MBPP
 train), under two fold schemes: stratified 5-fold (as `train_task_head.cross_validate`) and
@@ -10,13 +10,14 @@ MT-Bench, WizardLM and the Auto-J test split are never read here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from zlib import crc32
 
 import numpy as np
-from routing_data import load_autoj
+from routing_data import load_autoj, routerbench_items
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
-from train_task_head import SEED, doc, extra_data, fit, task_data
+from train_task_head import SEED, doc, extra_data, fit, scenario_weights, task_data, task_groups
 
 from batchroute import task_head
 
@@ -103,3 +104,90 @@ def cross_validate_extra(data: Path, grid: str) -> None:
         for b in BACKOFFS:
             row = f"extra={names} weight={weight} backoff={b} char={char}"
             print(f"{row}: " + "; ".join(out[b]), flush=True)
+
+
+# --cv general (docs/task-head-selection.md): candidates for prompts from other sources, each a
+# set of `fit` keyword arguments over the shipped constants; "char" goes to `doc` too, and
+# "scenbal" (not a `fit` argument) weights each prompt by 1 / its scenario's size.
+GENERAL: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    "groups2": {"min_groups": 2},
+    "groups3": {"min_groups": 3},
+    "groups5": {"min_groups": 5},
+    "c0.25": {"c": 0.25},
+    "c0.1": {"c": 0.1},
+    "heur6": {"heur_scale": 6.0},
+    "scenbal": {"scenbal": True},
+    "char60+groups3": {"char": 60, "min_groups": 3},
+    "backoff1": {"backoff": 1.0},
+    "backoff2": {"backoff": 2.0},
+}
+PARTITION_SEEDS = (1, 2)  # the seeded random scenario partitions beside GroupKFold's
+
+
+def random_group_folds(groups: list[str], n: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """n folds holding out whole groups: the sorted distinct groups, shuffled by `seed`, dealt
+    round-robin (each fold gets the same number of groups, not of prompts)."""
+    names = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(names))
+    fold_of = {names[j]: r % n for r, j in enumerate(order)}
+    out = []
+    for k in range(n):
+        te = [i for i, g in enumerate(groups) if fold_of[g] == k]
+        tr = [i for i, g in enumerate(groups) if fold_of[g] != k]
+        out.append((tr, te))
+    return out
+
+
+def _fit_kwargs(cand: dict[str, Any], groups: list[str], idx: list[int]) -> dict[str, Any]:
+    """`fit`'s keyword arguments for candidate `cand` trained on the prompts `idx`."""
+    kw = {k: v for k, v in cand.items() if k != "scenbal"}
+    kw["groups"] = [groups[i] for i in idx]
+    if cand.get("scenbal"):
+        kw["source_weights"] = scenario_weights(kw["groups"])
+    return kw
+
+
+def general_scores(data: Path, cand: dict[str, Any], n: int = 5) -> dict[str, float | list[float]]:
+    """One candidate's figures: `stratified` (5-fold, seed SEED), `scenario` (the mean over
+    GroupKFold's partition and PARTITION_SEEDS' of held-out-scenario macro-F1; `partitions`
+    each), `arc` (trained on everything: the share of ARC train items called simple_qa)."""
+    texts, labels = task_data(data)
+    groups = task_groups(data)
+    docs = [doc(t, char=cand.get("char", 0)) for t in texts]
+
+    def pooled(folds: list[tuple[list[int], list[int]]]) -> float:
+        preds = [""] * len(texts)
+        for tr, te in folds:
+            kw = _fit_kwargs(cand, groups, tr)
+            head = fit([docs[i] for i in tr], [labels[i] for i in tr], **kw)
+            for i in te:
+                preds[i] = head.predict([*docs[i][0], *docs[i][1]])
+        return float(f1_score(labels, preds, average="macro"))
+
+    strat = StratifiedKFold(n, shuffle=True, random_state=SEED)
+    stratified = pooled(list(strat.split(texts, labels)))
+    partitions = [pooled(scenario_folds(data, n))]
+    partitions += [pooled(random_group_folds(groups, n, s)) for s in PARTITION_SEEDS]
+    head = fit(docs, labels, **_fit_kwargs(cand, groups, list(range(len(texts)))))
+    arc_docs = [doc(t, char=cand.get("char", 0)) for t in routerbench_items("train", ARC, data)]
+    arc = float(np.mean([head.predict([*w, *h]) == "simple_qa" for w, h in arc_docs]))
+    return {
+        "stratified": stratified,
+        "scenario": float(np.mean(partitions)),
+        "partitions": partitions,
+        "arc": arc,
+        "features": float(len(head.packed)),
+    }
+
+
+def cross_validate_general(data: Path, names: list[str] | None = None) -> None:
+    """Print each `GENERAL` candidate's figures (`general_scores`), one line each."""
+    for name in names or list(GENERAL):
+        s = general_scores(data, GENERAL[name])
+        parts = " ".join(f"{p:.3f}" for p in s["partitions"])  # type: ignore[union-attr]
+        print(
+            f"{name:<16} stratified {s['stratified']:.3f}  scenario {s['scenario']:.3f}"
+            f" ({parts})  arc {s['arc']:.3f}  features {s['features']:.0f}",
+            flush=True,
+        )

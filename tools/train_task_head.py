@@ -66,6 +66,13 @@ EXTRA_WEIGHT = 1.0
 BACKOFF = 0.0
 MAX_FEATURES = 20_000  # 24 bytes each in the file (4 id + 10 x int16)
 MIN_DF = 2
+# A word (or lead-word, character n-gram) feature is kept only if it occurs in at least this
+# many distinct training scenarios (Auto-J scenario; MBPP is one): a word of one scenario
+# teaches that scenario, not the task. 1 = no filter. SCENARIO_BALANCE: weight each prompt
+# 1 / its scenario's size before class balancing. Both chosen by held-out-scenario CV
+# (`--cv general`, docs/task-head-selection.md).
+MIN_GROUPS = 1
+SCENARIO_BALANCE = False
 SEED = 12
 TRAINED_ON = "Auto-J train (mapped) + RouterBench MBPP train prompts, stacked on the heuristic"
 QMAX = 32_000  # the largest |weight| maps here (int16)
@@ -76,6 +83,20 @@ def task_data(data: Path) -> tuple[list[str], list[str]]:
     items = load_autoj("train", data)
     mbpp = [s.text for s in load_routerbench("train", data) if s.group == "mbpp"]
     return [i.text for i in items] + mbpp, [i.gold for i in items] + ["code_generation"] * len(mbpp)
+
+
+def task_groups(data: Path) -> list[str]:
+    """Each `task_data` prompt's source scenario: its Auto-J category, or "mbpp"."""
+    groups = [i.group for i in load_autoj("train", data)]
+    return groups + ["mbpp"] * (len(task_data(data)[0]) - len(groups))
+
+
+def scenario_weights(groups: Sequence[str]) -> list[float]:
+    """1 / (the prompt's scenario's size): every scenario weighs the same before balancing."""
+    sizes: dict[str, int] = {}
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    return [1.0 / sizes[g] for g in groups]
 
 
 def extra_data(data: Path, extra: Sequence[tuple[str, str]] = EXTRA) -> tuple[list[str], list[str]]:
@@ -111,16 +132,32 @@ def doc(text: str, lead: bool = LEAD, char: int = CHAR) -> tuple[list[int], list
 
 
 class Design:
-    """Hashed feature id → column (ids seen in ≥ MIN_DF prompts, and every heuristic id), and
-    the design matrix with heuristic columns valued `heur_scale`."""
+    """Hashed feature id → column (ids seen in ≥ MIN_DF prompts and, with `groups`, in ≥
+    `min_groups` distinct groups; every heuristic id), and the design matrix with heuristic
+    columns valued `heur_scale`."""
 
-    def __init__(self, docs: Sequence[tuple[list[int], list[int]]], heur_scale: float) -> None:
+    def __init__(
+        self,
+        docs: Sequence[tuple[list[int], list[int]]],
+        heur_scale: float,
+        groups: Sequence[str] | None = None,
+        min_groups: int = 1,
+    ) -> None:
         df: dict[int, int] = {}
         for words, _ in docs:
             for f in words:
                 df[f] = df.get(f, 0) + 1
+        keep = {f for f, n in df.items() if n >= MIN_DF}
+        if min_groups > 1:
+            if groups is None:
+                raise ValueError("min_groups > 1 needs each prompt's group")
+            seen: dict[int, set[str]] = {}
+            for (words, _), g in zip(docs, groups, strict=True):
+                for f in words:
+                    seen.setdefault(f, set()).add(g)
+            keep = {f for f in keep if len(seen[f]) >= min_groups}
         heur = {f for _, h in docs for f in h}
-        self.ids = sorted({f for f, n in df.items() if n >= MIN_DF} | heur)
+        self.ids = sorted(keep | heur)
         self.col = {f: i for i, f in enumerate(self.ids)}
         self.heur_scale = heur_scale
 
@@ -151,13 +188,16 @@ def fit(
     char: int = CHAR,
     source_weights: Sequence[float] | None = None,
     backoff: float = BACKOFF,
+    groups: Sequence[str] | None = None,
+    min_groups: int = MIN_GROUPS,
 ) -> task_head.TaskHead:
     """Fit, keep the `max_features` weightiest features, quantize: the head exactly as shipped.
 
     A heuristic feature's weight is stored times `heur_scale` (the value it had in training),
     so inference adds it like any other present feature. `source_weights` (per prompt, with
-    `class_weight` "balanced"): see `balanced_weights`. `backoff`: see `BACKOFF`."""
-    design = Design(docs, heur_scale)
+    `class_weight` "balanced"): see `balanced_weights`. `backoff`: see `BACKOFF`. `groups`
+    (each prompt's scenario) and `min_groups`: see `MIN_GROUPS`."""
+    design = Design(docs, heur_scale, groups, min_groups)
     if source_weights is None:  # the path the head was first shipped by (the same bytes)
         model = LogisticRegression(C=c, class_weight=class_weight, max_iter=3000)
         model.fit(design.matrix(docs), list(labels))
@@ -231,13 +271,23 @@ def to_bytes(head: task_head.TaskHead, n_train: int) -> bytes:
 def train(data: Path) -> bytes:
     """Fit on the whole training set; the model file's bytes (HEUR_SCALE 0: not stacked)."""
     texts, labels = task_data(data)
-    weights: list[float] | None = None
+    groups = task_groups(data)
+    weights = scenario_weights(groups) if SCENARIO_BALANCE else None
     if EXTRA:
         x_texts, x_labels = extra_data(data)
-        weights = [1.0] * len(texts) + [EXTRA_WEIGHT] * len(x_texts)
+        weights = (weights or [1.0] * len(texts)) + [EXTRA_WEIGHT] * len(x_texts)
         texts, labels = texts + x_texts, labels + x_labels
+        groups = groups + [f"extra:{y}" for y in x_labels]
     docs = [doc(t) if HEUR_SCALE else (doc(t)[0], []) for t in texts]
-    head = fit(docs, labels, heur_scale=HEUR_SCALE or 1.0, source_weights=weights)
+    head = fit(
+        docs,
+        labels,
+        heur_scale=HEUR_SCALE or 1.0,
+        source_weights=weights,
+        groups=groups,
+        min_groups=MIN_GROUPS,
+        char=CHAR,
+    )
     return to_bytes(head, len(texts))
 
 
@@ -305,7 +355,7 @@ def cross_validate(data: Path, grid: str = "small") -> None:
         )
 
 
-EXTRA_GRIDS = ("data", "backoff", "more")  # tools/task_head_cv.py's grids
+EXTRA_GRIDS = ("data", "backoff", "more", "general")  # tools/task_head_cv.py's grids
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=REPO / "batchroute" / task_head.MODEL_FILE)
     parser.add_argument("--cv", nargs="?", const="small", choices=(*GRIDS, *EXTRA_GRIDS))
+    parser.add_argument("--only", nargs="+", help="--cv general: these candidates only")
     args = parser.parse_args(argv)
+    if args.cv == "general":
+        from task_head_cv import cross_validate_general
+
+        cross_validate_general(args.data, args.only)
+        return 0
     if args.cv in EXTRA_GRIDS:
         from task_head_cv import cross_validate_extra
 
