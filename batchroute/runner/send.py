@@ -157,7 +157,8 @@ class Sender:
             )
             seen = self.book.seen(token)  # journals the generation id once known (audit4)
             try:
-                self.book.journal.sync()  # its in-flight mark is written before it goes out
+                if self.book.journal.tight:  # little room on its disk: a write() per call
+                    self.book.journal.sync()  # its in-flight mark is written before it goes out
                 if self.limiter.active:
                     await self.limiter.acquire_global()
                     t0 = self.opts.monotonic()

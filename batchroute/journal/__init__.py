@@ -1,32 +1,50 @@
 """The write-ahead journal beside a results database: rows a run has but has not flushed.
 
 No SQL and no store here: `batchroute.runner.recover` reads a killed run's files and hands
-the rows to the store.
+the rows to the store. Reading the files back is `journal/read.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import glob
 import os
-import re
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import suppress
-from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from batchroute.journal.read import (
+    MONEY_FIELDS,
+    cost_fixes,
+    journal_files,
+    read_journal,
+    read_segment,
+    settle_in_flight,
+)
 from batchroute.lock import real_db_path
-from batchroute.types import AttemptOutcome, AttemptRow, CostFix, ResultRow
+from batchroute.types import AttemptRow, CostFix, ResultRow
 
-_MONEY_FIELDS = ("cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd", "listed_usd")
+__all__ = [
+    "SYNC_EVERY_S",
+    "TIGHT_BYTES",
+    "Journal",
+    "cost_fixes",
+    "encode_row",
+    "journal_files",
+    "journal_path",
+    "read_journal",
+    "read_segment",
+    "settle_in_flight",
+]
+
 SYNC_EVERY_S = 0.1  # group commit: at most one fdatasync per 100 ms, and none idle
+# Below this much room on the journal's disk, a call's in-flight mark is written before it
+# goes out (`Journal.tight`): a write() per call, which costs the loop ~15-55 us a record.
+TIGHT_BYTES = 256 * 2**20
 
 # fdatasync: the data and the size (what reading the rows back needs), not the mtime.
 _datasync = getattr(os, "fdatasync", os.fsync)
@@ -52,7 +70,7 @@ def encode_row(row: ResultRow | AttemptRow | CostFix) -> bytes:
     """A row's journal line (without its newline), as `read_segment` and the writer read it."""
     tag, names = _ROW_FIELDS[type(row)]
     fields = {n: getattr(row, n) for n in names}
-    for name in _MONEY_FIELDS:
+    for name in MONEY_FIELDS:
         if (value := fields.get(name)) is not None:
             fields[name] = str(value)
     return tag + orjson.dumps(fields, default=str)
@@ -66,7 +84,8 @@ class Journal:
     Inside an event loop the rows appended during one loop step go out in one write() at the
     start of the next step (`rotate()` and `close()` write them first): the same guarantee as
     a write() per row, as nothing done in between depends on those rows being in the file.
-    A failed write is raised by the next `append()`, which stops the run.
+    A failed write is raised by the next `append()`, which stops the run; where the disk is
+    short of room (`tight`) each call's in-flight mark is written before the call goes out.
     A run closes the journal as a numbered segment (`rotate_segment()`, `<journal>.000001`, …)
     at least every 5 s; the writer process (`batchroute.writer`) commits each segment and
     deletes it. (`rotate()` to `<journal>.flushing` and `flushed()` are the single-process
@@ -109,10 +128,21 @@ class Journal:
         self._stop = False
         self._syncer: threading.Thread | None = None
         self._seq = 0  # the last segment number handed out
+        self.tight = True  # (`_room`) a call's mark is written before the call goes out
 
     def open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._dir_dirty = True
+        self._room()
+
+    def _room(self) -> None:
+        """`tight`: little room left on the journal's disk (or unknown), so a failed write
+        (ENOSPC) may come; looked at on open and after each group commit (the syncer)."""
+        try:
+            st = os.statvfs(self.path.parent)
+            self.tight = st.f_bavail * st.f_frsize < TIGHT_BYTES
+        except OSError:
+            self.tight = True
 
     def append(self, row: ResultRow | AttemptRow | CostFix) -> None:
         """Journal a row (or a cost fix: tag `f`, applied by the writer process only; a replay
@@ -193,6 +223,7 @@ class Journal:
                 stop = self._stop
             last = time.monotonic()
             self._sync(fd if dirty else None, retired, folder)
+            self._room()
             if stop:
                 return
 
@@ -288,112 +319,3 @@ class Journal:
         with suppress(FileNotFoundError):
             if self.path.stat().st_size == 0:
                 self.path.unlink()
-
-
-_SEGMENT = re.compile(r"\.(\d{6,})")
-
-
-def journal_files(journal: Path) -> list[Path]:
-    """The journal files beside a database, oldest rows first: `.flushing` (a single-process
-    flush of an older version), the numbered segments the writer process had not applied yet,
-    then the journal itself."""
-    segments = sorted(
-        (int(m.group(1)), p)
-        for p in journal.parent.glob(glob.escape(journal.name) + ".*")
-        if (m := _SEGMENT.fullmatch(p.name[len(journal.name) :]))
-    )
-    flushing = journal.with_name(journal.name + ".flushing")
-    return [p for p in (flushing, *(p for _, p in segments), journal) if p.exists()]
-
-
-def _raw_lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """(tag, fields) of each whole line of a journal file, as the journal holds them."""
-    with path.open("rb") as fh:
-        for line in fh:
-            tag = line[:1]
-            if tag not in (b"r", b"a", b"f"):
-                continue  # not a row: e.g. zeros left by a power cut
-            try:
-                d = orjson.loads(line[1:])
-            except orjson.JSONDecodeError:
-                continue  # a line cut short by the kill: that call is redone
-            yield tag, d
-
-
-def _decimals(d: dict[str, Any]) -> dict[str, Any]:
-    for name in _MONEY_FIELDS:
-        if (value := d.get(name)) is not None:
-            d[name] = Decimal(value)
-    return d
-
-
-def _lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """(tag, fields) of each whole line of a journal file, money as Decimal."""
-    return ((tag, _decimals(d)) for tag, d in _raw_lines(path))
-
-
-def _row(tag: bytes, d: dict[str, Any]) -> ResultRow | AttemptRow:
-    if tag == b"r":
-        if d.get("created_at"):
-            d["created_at"] = datetime.fromisoformat(d["created_at"])
-        return ResultRow(**d)
-    d["started_at"] = datetime.fromisoformat(d["started_at"])
-    return AttemptRow(**d)
-
-
-def cost_fixes(texts: list[str]) -> list[CostFix]:
-    """The cost fixes of a segment's `f` lines, given as their JSON text (without the tag)."""
-    return [CostFix(**_decimals(orjson.loads(t))) for t in texts]
-
-
-def read_segment(path: Path) -> tuple[list[ResultRow], list[AttemptRow], list[CostFix]]:
-    """What the writer process commits of one closed segment: its results, its answered
-    attempts (an `in_flight` row is for a replay after a kill, never written by the run), and
-    its cost fixes, each in journal order."""
-    results: list[ResultRow] = []
-    attempts: list[AttemptRow] = []
-    fixes: list[CostFix] = []
-    for tag, d in _lines(path):
-        if tag == b"f":
-            fixes.append(CostFix(**d))
-        elif tag == b"r":
-            results.append(_row(tag, d))  # type: ignore[arg-type]
-        elif d["outcome"] != AttemptOutcome.IN_FLIGHT:
-            attempts.append(_row(tag, d))  # type: ignore[arg-type]
-    return results, attempts, fixes
-
-
-def read_journal(*paths: Path) -> tuple[list[ResultRow], list[AttemptRow]]:
-    """The rows of one or more journal files, in order (`.flushing` before the journal: an
-    open call carried over from one to the other is settled once, across both)."""
-    results: list[ResultRow] = []
-    attempts: list[AttemptRow] = []
-    for path in paths:
-        for tag, d in _lines(path):
-            if tag == b"r":
-                results.append(_row(tag, d))  # type: ignore[arg-type]
-            elif tag == b"a":
-                attempts.append(_row(tag, d))  # type: ignore[arg-type]
-    return results, settle_in_flight(attempts)
-
-
-def settle_in_flight(attempts: list[AttemptRow]) -> list[AttemptRow]:
-    """Resolve the `in_flight` rows a run journals before each call: one followed by the call's
-    own row (same run, record and attempt number) is dropped; one left open means the run died
-    with the call out: a `killed` attempt at its reservation (the provider may bill it), with
-    the generation id a later copy carries (`Book.identified`). One committed before the kill
-    is dropped by the replay (it skips rows the database has)."""
-    is_open = AttemptOutcome.IN_FLIGHT
-    answered = {(a.run_id, a.record_key, a.attempt_no) for a in attempts if a.outcome != is_open}
-    out: list[AttemptRow] = []
-    seen: dict[tuple[str, str, int], AttemptRow] = {}
-    for a in attempts:
-        if a.outcome == AttemptOutcome.IN_FLIGHT:
-            key = (a.run_id, a.record_key, a.attempt_no)
-            if (first := seen.setdefault(key, a)) is not a:  # carried over, or with its id
-                first.generation_id = first.generation_id or a.generation_id
-            if key in answered or first is not a:  # answered, or a copy of an open one
-                continue
-            a.outcome = AttemptOutcome.KILLED
-        out.append(a)
-    return out
