@@ -22,12 +22,19 @@ _LEARNT = """
 SELECT model,
     arg_max([cost_usd, base], cost_usd / base) FILTER (WHERE base > 0),
     max(cost_usd) FILTER (WHERE base = 0)
-FROM (SELECT model, cost_usd, COALESCE(listed_usd, reserved_usd) AS base FROM attempts
+FROM (SELECT model, cost_usd, {base} AS base FROM attempts
       WHERE started_at >= ? AND cost_source <> 'reserved')
 WHERE cost_usd > base
 GROUP BY model
 """
 
+
+# A file not migrated yet (a dry run does not migrate it) may predate `listed_usd` (migration
+# 11: the reservation is the base, as then) or `reserved_usd` (migration 4: nothing to learn).
+_COLUMNS = """
+SELECT column_name FROM duckdb_columns()
+WHERE table_name = 'attempts' AND column_name IN ('listed_usd', 'reserved_usd')
+"""
 
 PLACES = Decimal("0.001")  # a ratio, rounded up (as `Pricer.learn` rounds one)
 
@@ -48,8 +55,13 @@ def learnt(
     list-price worst case above 1 (to the reservation for rows older than migration 11); and
     per model listed at $0 but billed, the largest cost booked."""
     start = datetime(since.year, since.month, since.day)
-    above, free = {}, {}
-    for model, pair, floor in con.execute(_LEARNT, [start]).fetchall():
+    above: dict[str, Decimal] = {}
+    free: dict[str, Decimal] = {}
+    have = {str(c) for (c,) in con.execute(_COLUMNS).fetchall()}
+    if "reserved_usd" not in have:
+        return above, free
+    base = "COALESCE(listed_usd, reserved_usd)" if "listed_usd" in have else "reserved_usd"
+    for model, pair, floor in con.execute(_LEARNT.format(base=base), [start]).fetchall():
         if pair is not None:
             above[str(model)] = ratio(Decimal(pair[0]), Decimal(pair[1]))
         if floor is not None:
