@@ -14,7 +14,6 @@ attempts, its run row), as if it had run then; no process waits for a clock.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,29 +21,15 @@ from typing import Any
 
 import duckdb
 import pytest
-from factories import standin_job, texts
-from subprocs import query, run_cli_async
+from subprocs import query
 from test_audit_cost_above import ListedFree, PricedAbove
-from test_billing_standin import MODEL
+from test_seeded_ratios import _job, _run
 
 from batchroute.runner.cost import learn_since
 from batchroute.store import ResultStore
 from batchroute.types import AttemptOutcome, AttemptRow, CostSource
 
-N = 24
 CAP = Decimal("0.01")
-CONCURRENCY = 4
-
-
-def _job(tmp_path: Path, base_url: str, cap: Decimal) -> Path:
-    limits = {"concurrency": CONCURRENCY, "reconcile_wait_s": 0.5}
-    return standin_job(tmp_path, base_url, model=MODEL, cap=cap, records=texts(N), limits=limits)
-
-
-async def _run(job: Path) -> str:
-    code, err = await asyncio.wait_for(run_cli_async("run", str(job)), timeout=300)
-    assert code in (0, 3), err  # 3: the budget ran out (the cap is reached, as it should be)
-    return err
 
 
 def _days_back(db: Path, days: int) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from decimal import ROUND_CEILING, Decimal, localcontext
+from decimal import Decimal
 
 import duckdb
 
 from ..types import CostFix, CostSource, ReservedAttempt, RunStatus
+from ..usd import ceil_usd
 from . import ratios as _ratios
 from .columns import MONEY
 from .encode import money
@@ -100,12 +101,6 @@ def _resum(con: duckdb.DuckDBPyConnection, recompute: set[tuple[str, str]], runs
         )
 
 
-def _ceil12(x: Decimal) -> Decimal:
-    with localcontext() as ctx:
-        ctx.prec = 60  # a ratio up to 10^9 over a 12-place amount (store.ratios)
-        return x.quantize(Decimal("1e-12"), rounding=ROUND_CEILING)
-
-
 _UNIDENTIFIED = (
     "SELECT run_id, record_key, attempt_no, model, cost_usd, COALESCE(listed_usd, reserved_usd) "
     "FROM attempts WHERE job_name = ? AND cost_source = ? AND generation_id IS NULL "
@@ -131,7 +126,7 @@ def raise_unidentified(con: duckdb.DuckDBPyConnection, job_name: str, since: dat
     for run_id, key, attempt_no, model, cost, base in rows:
         known = [free.get(model, Decimal(0))]
         if base is not None and model in above:
-            known.append(_ceil12(Decimal(base) * above[model]))
+            known.append(ceil_usd(Decimal(base) * above[model]))
         target = max(known)
         if target <= Decimal(cost):
             continue
