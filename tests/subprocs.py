@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,43 @@ async def run_cli_async(*args: str) -> tuple[int, str]:
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, err.decode()
+
+
+async def until(pred: Any, what: str, timeout: float = WAIT_S, poll: float = 0.02) -> None:
+    """`wait_until` for a test on the event loop: a stand-in server on it keeps serving."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(poll)
+
+
+async def kill_run_when(job: Path, moment: Callable[[], Awaitable[None]]) -> None:
+    """Start `batchroute run JOB`, await `moment()` (which waits with a deadline for what the
+    test chose), then SIGKILL the run: the kill -9 of a bad night."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "batchroute", "run", str(job), env=ENV,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await moment()
+        proc.kill()
+        await asyncio.wait_for(proc.wait(), timeout=WAIT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def rerun_after_kill(job: Path) -> tuple[int, str]:
+    """The next `batchroute run JOB` once a killed run's writer has let the file go (exit 5:
+    the dead run's writer process still holds it for a moment)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        code, err = await run_cli_async("run", str(job))
+        if code != 5 or time.monotonic() > deadline:
+            return code, err
+        await asyncio.sleep(0.1)
 
 
 def wait_holding_lock(proc: subprocess.Popen[str], db: Path) -> None:

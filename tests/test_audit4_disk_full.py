@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from factories import standin_job, texts
-from subprocs import ENV, WAIT_S, query
+from subprocs import ENV, WAIT_S, query, until
 from test_billing_standin import MODEL, StandIn
 
 N = 40
@@ -72,14 +71,6 @@ class Gated(StandIn):
                 await asyncio.wait_for(self.gate.wait(), timeout=WAIT_S)
             self.held -= 1
         return await super().chat(request)
-
-
-async def _until(pred: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def _fill(folder: Path) -> Path:
@@ -141,13 +132,13 @@ async def test_rows_of_a_failed_journal_write_reach_the_database_once_space_is_b
         start_new_session=True,  # its own group: a failure below kills the runs with it
     )  # fmt: skip
     try:
-        await _until(lambda: (host / "mounted").exists() or proc.returncode is not None, "mount")
+        await until(lambda: (host / "mounted").exists() or proc.returncode is not None, "mount")
         inside = Path(f"/proc/{proc.pid}/root") / disk.relative_to("/")
-        await _until(lambda: standin.held == CONCURRENCY, "the held wave")
+        await until(lambda: standin.held == CONCURRENCY, "the held wave")
         filler = _fill(inside)  # the disk is full while the held calls are answered
         standin.gate.set()
-        await _until(lambda: (host / "rc1").exists(), "the first run's end")
-        await _until(lambda: (host / "rc1").read_text().strip() != "", "the first run's code")
+        await until(lambda: (host / "rc1").exists(), "the first run's end")
+        await until(lambda: (host / "rc1").read_text().strip() != "", "the first run's code")
         filler.unlink()  # the morning: space is back
         await asyncio.to_thread(go.write_text, "\n")  # the fifo the script reads: run 2
         await asyncio.wait_for(proc.wait(), timeout=WAIT_S * 2)

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from factories import standin_job, texts
-from subprocs import ENV, WAIT_S, query, run_cli_async
+from subprocs import WAIT_S, kill_run_when, query, rerun_after_kill, until
 from test_audit_cost_above import PricedAbove
 
 N = 8
@@ -74,14 +71,6 @@ class HeldUntilKilled(PricedAbove):
         return web.json_response(answer, headers={"X-Generation-Id": gid})
 
 
-async def _until(pred: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_calls_killed_in_flight_are_not_booked_below_their_bill(
     tmp_path: Path, serve: Any
 ) -> None:
@@ -95,22 +84,13 @@ async def test_calls_killed_in_flight_are_not_booked_below_their_bill(
         tmp_path, await serve(standin), model="example/reasoner", cap=10, records=texts(N),
         limits=limits,
     )  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "batchroute", "run", str(job), env=ENV,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        await _until(lambda: standin.arrived == WAVE, "the first wave at the stand-in")
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(proc.wait(), timeout=WAIT_S)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    await kill_run_when(
+        job, lambda: until(lambda: standin.arrived == WAVE, "the first wave at the stand-in")
+    )
     standin.gate.set()  # the generations run on: billed though nobody reads the answers
-    await _until(lambda: len(standin.billed) == WAVE, "the killed calls' bills")
+    await until(lambda: len(standin.billed) == WAVE, "the killed calls' bills")
     db = tmp_path / "results.duckdb"
-    code, err = await _rerun(job, db)
+    code, err = await rerun_after_kill(job)
     assert code == 0, err
     assert len(standin.billed) == WAVE + N
     booked = query(db, "SELECT sum(cost_usd) FROM attempts")[0][0]
@@ -125,13 +105,3 @@ async def test_calls_killed_in_flight_are_not_booked_below_their_bill(
         f"killed calls (count, booked, with an id): {killed}, "
         f"billed {[str(b) for b in standin.billed[:WAVE]]}"
     )
-
-
-async def _rerun(job: Path, db: Path) -> tuple[int, str]:
-    """The next run, once the killed run's writer has let the file go."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        code, err = await run_cli_async("run", str(job))
-        if code != 5 or time.monotonic() > deadline:  # 5: the dead writer still holds it
-            return code, err
-        await asyncio.sleep(0.1)

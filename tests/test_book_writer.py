@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from subprocs import until
 
 from batchroute.errors import StoreError
 from batchroute.journal import Journal, journal_files
@@ -31,13 +32,6 @@ def _book(db: Path, timeout: float) -> tuple[Book, Journal, ResultStore]:
     return Book(store, journal, run_id="r1", job_name="t", now=utcnow), journal, store
 
 
-async def _until(pred: object, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 60
-    while not pred():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 def _keys(db: Path) -> list[tuple[str]]:
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -54,7 +48,7 @@ async def test_a_cancelled_writer_still_commits_what_it_handed_over(tmp_path: Pa
         writer = asyncio.ensure_future(book.writer())
         book.invalid(Record(1, "a", None, "not JSON"), "not JSON")
         # The timed hand-over has closed the journal as a segment and sent it.
-        await _until(lambda: len(journal.files()) >= 2, "a segment")
+        await until(lambda: len(journal.files()) >= 2, "a segment")
         writer.cancel()  # the run is cancelled
         await asyncio.gather(writer, return_exceptions=True)
         book.invalid(Record(2, "b", None, "not JSON"), "not JSON")  # booked after (a worker)
@@ -109,7 +103,7 @@ async def test_once_the_input_is_read_the_book_hands_over_at_once(tmp_path: Path
         for _ in range(3):  # a few loop steps: the writer task now waits on its 3,600 s
             await asyncio.sleep(0)
         book.tail()
-        await _until(lambda: store.status_counts("t").get("invalid") == 1, "the commit")
+        await until(lambda: store.status_counts("t").get("invalid") == 1, "the commit")
     finally:
         book.close()
         await asyncio.gather(writer, return_exceptions=True)

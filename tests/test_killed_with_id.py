@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -24,8 +22,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 from factories import standin_job, texts
-from subprocs import ENV, WAIT_S, query
-from test_audit4_killed_above import WAVE, HeldUntilKilled, _rerun, _until
+from subprocs import WAIT_S, kill_run_when, query, rerun_after_kill, until
+from test_audit4_killed_above import WAVE, HeldUntilKilled
 from test_audit_cost_above import PricedAbove
 
 N = 8
@@ -94,24 +92,17 @@ async def test_a_call_killed_after_its_id_arrived_is_booked_at_its_bill(
         limits=limits,
     )  # fmt: skip
     db = tmp_path / "results.duckdb"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "batchroute", "run", str(job), env=ENV,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        await _until(lambda: standin.headed == WAVE, "the held calls' status lines sent")
+
+    async def ids_out() -> None:
+        await until(lambda: standin.headed == WAVE, "the held calls' status lines sent")
         # The client has them once it journaled them; before fix4 it never did: killed anyway.
         with contextlib.suppress(AssertionError):
-            await _until(lambda: len(_journaled_ids(db)) == WAVE, "the ids journaled")
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(proc.wait(), timeout=WAIT_S)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            await until(lambda: len(_journaled_ids(db)) == WAVE, "the ids journaled")
+
+    await kill_run_when(job, ids_out)
     standin.gate.set()  # the generations run on: billed though nobody reads the answers
-    await _until(lambda: len(standin.billed) == WAVE, "the killed calls' bills")
-    code, err = await _rerun(job, db)
+    await until(lambda: len(standin.billed) == WAVE, "the killed calls' bills")
+    code, err = await rerun_after_kill(job)
     assert code == 0, err
     assert len(standin.billed) == WAVE + N
     killed = query(
