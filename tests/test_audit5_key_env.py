@@ -6,6 +6,9 @@ with the key on the clipboard puts it in the one "key" field). No variable has t
 `batchroute run` stops with exit 2 and `no API key: set sk-or-v1-…`: the key on stderr, i.e.
 in cron's mail and every log that keeps it. The key must never appear in an error message.
 
+Now `endpoint.api_key_env` must be a variable's name: a bad job file (exit 2) whose message
+names the key path and does not repeat the value.
+
 Real CLI in a subprocess; no server is needed (the run stops before any call).
 """
 
@@ -32,13 +35,7 @@ def _job(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "args",
     [
-        pytest.param(
-            ("run",),
-            id="run",
-            marks=pytest.mark.xfail(
-                strict=True, reason="audit5: `no API key: set <api_key_env>` echoes a pasted key"
-            ),
-        ),
+        pytest.param(("run",), id="run"),
         pytest.param(("validate",), id="validate"),
         pytest.param(("run", "--dry-run"), id="dry-run"),
     ],
