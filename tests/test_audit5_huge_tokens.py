@@ -9,6 +9,9 @@ while the count itself does not fit a BIGINT: the run dies ("unexpected error: I
 64-bit range") before its records are final, and so does every run after it, each paying for
 them again. A reported cost has a bound (`budget.MAX_BOOKABLE_USD`); token counts have none.
 
+Now a count below 0 or above `client.parse.MAX_COUNT` (10^9) makes the answer malformed: booked
+at its reservation, then at what GET /generation says.
+
 Real CLI in a subprocess against a stand-in on a loopback port, real DuckDB file.
 """
 
@@ -19,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from aiohttp import web
 from factories import standin_job, texts
 from subprocs import query, run_cli_async
@@ -45,11 +47,6 @@ class HugeCount(StandIn):
         return web.json_response(answer, headers={"X-Generation-Id": gid})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit5: a token count past BIGINT is journaled as it came: the run dies and the "
-    "next run's journal recovery fails on it, for good",
-)
 async def test_an_absurd_token_count_does_not_stop_the_job_for_good(
     tmp_path: Path, serve: Any
 ) -> None:
