@@ -8,6 +8,9 @@ database, on the same key: it may spend the whole of `limit_remaining`, and when
 job's batch is billed the key is over its limit (the account guard the user set, and that the
 run reads at every start and every `key_check_s`, does not hold).
 
+Now the start leaves room for every job's batches still out in the database
+(`Lane.collect_earlier`: `ResultStore.open_batches(job, others=True)`).
+
 Real CLI in subprocesses against a stand-in on a loopback port that bills the sync calls at
 once and the batch when it is finished, and whose GET /key says the limit less what it billed;
 one DuckDB file for both jobs.
@@ -20,7 +23,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from aiohttp import web
 from batch_standin import MODEL, BatchStandIn
@@ -61,11 +63,6 @@ def _job(tmp_path: Path, url: str, name: str, n: int, *, batch: bool) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit5: the key's ceiling leaves room only for this job's batches still out "
-    "(Lane.collect_earlier), not for another job's in the same database",
-)
 async def test_another_job_s_batch_still_out_is_left_room_under_the_key(
     tmp_path: Path, serve: Any
 ) -> None:
