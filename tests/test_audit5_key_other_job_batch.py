@@ -44,7 +44,7 @@ class KeyedBatchStandIn(BatchStandIn):
         return web.json_response({"data": data})
 
 
-def _job(tmp_path: Path, url: str, name: str, n: int, *, batch: bool) -> Path:
+def _job(tmp_path: Path, url: str, name: str, n: int, *, batch: bool, **limits: Any) -> Path:
     """Job `name` on the shared database, its own input; one tier of MODEL."""
     records = texts(n, prefix=name)
     write_jsonl(tmp_path / f"{name}.jsonl", records)
@@ -56,6 +56,7 @@ def _job(tmp_path: Path, url: str, name: str, n: int, *, batch: bool) -> Path:
         request={"max_tokens": MAX_TOKENS},
         endpoint={"base_url": url, "api_key_env": KEY_ENV},
         budget={"daily_usd": 10},
+        limits=limits,
     )
     job["tiers"] = {"mid": {"models": [MODEL], "batch": batch, "stream": False}}
     path = tmp_path / f"{name}.yaml"
