@@ -8,6 +8,9 @@ host has spent more on the key than those batches' reservations, the ceiling it 
 them no room, and the run spends what they will take; when they are billed, the key is over
 its limit.
 
+Now `Budget` keeps what it was told is still out (`Budget.out`) and leaves room for it at every
+read.
+
 Real CLI in subprocesses against a stand-in on a loopback port whose GET /key says the limit
 less everything billed, and, from its second read on, less what another host spent meanwhile.
 """
@@ -19,7 +22,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from subprocs import query, run_cli_async
 from test_audit5_key_other_job_batch import MAX_TOKENS, KeyedBatchStandIn, _job
@@ -45,11 +47,6 @@ class SharedKey(KeyedBatchStandIn):
             self.limit += self.spent_elsewhere
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit5: Budget.lower_ceiling (every key_check_s) sets spent + limit_remaining, "
-    "without the room the start left for batches still out",
-)
 async def test_a_key_re_read_mid_run_still_leaves_room_for_the_batches_out(
     tmp_path: Path, serve: Any
 ) -> None:
