@@ -91,9 +91,13 @@ def parse_usage(raw: Any) -> Usage:
     reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
     details = raw.get("server_tool_use") or raw.get("server_tool_use_details")
     searches = _count(details.get("web_search_requests")) if isinstance(details, dict) else 0
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    if not (0 <= prompt <= MAX_COUNT and 0 <= completion <= MAX_COUNT):  # (inline: hot path)
+        raise ValueError("a usage count out of range")
     return Usage(
-        prompt_tokens=_count(raw.get("prompt_tokens")),
-        completion_tokens=_count(raw.get("completion_tokens")),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         cost=cost,
         upstream_cost=upstream,
         is_byok=byok_of(raw.get("is_byok"), cost, upstream),
