@@ -136,6 +136,7 @@ class Budget:
         self.cap = cap
         self.spent = spent
         self.ceiling: Decimal | None = None
+        self.out = Decimal(0)  # batches still out, not billed yet (`unbilled`)
         self._open: dict[int, Decimal] = {}
         self._reserved = Decimal(0)  # running total of _open (exact: Decimal)
         self._ids = itertools.count(1)
@@ -205,7 +206,8 @@ class Budget:
     def unbilled(self, amount: Decimal) -> None:
         """Earlier runs' batches, still out, will be billed up to `amount` against the key's
         `limit_remaining` as read (which does not show them yet): the key's ceiling leaves
-        room for them (issue 14; a batch cannot be cancelled)."""
+        room for them (issue 14; a batch cannot be cancelled), at every later read too."""
+        self.out += amount
         if self.ceiling is not None:
             self.ceiling -= amount
 
@@ -216,8 +218,10 @@ class Budget:
         what it really cost: `correct` lowers the ceiling when that becomes known); what is in
         flight is not, so the key allows spent + key_remaining in total. Only ever lowers the
         limit within a run (a key whose limit resets mid-run does not raise today's cap).
+        The batches still out (`unbilled`) are not in that usage yet either: room is left for
+        them at every read, not only the first (audit5).
         """
-        ceiling = self.spent + max(key_remaining, Decimal(0))
+        ceiling = self.spent + max(key_remaining, Decimal(0)) - self.out
         if self.ceiling is None or ceiling < self.ceiling:
             self.ceiling = ceiling
 

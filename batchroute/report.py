@@ -196,7 +196,8 @@ def _render_json(data: ReportData) -> str:
                            for f in data.record_failures],
         "latency_ms": [{"model": x.model, "calls": x.calls, "p50": x.p50_ms, "p95": x.p95_ms,
                         "p99": x.p99_ms} for x in data.latency],
-        "today": {"day": data.today.isoformat(), "cost_usd": exact(data.spent_today)},
+        "today": {"day": data.today.isoformat(), "cost_usd": exact(data.spent_today),
+                  "batches_out_usd": exact(data.batches_out)},
     }  # fmt: skip
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
 
@@ -290,7 +291,7 @@ def _render_table(data: ReportData) -> str:
         r_header, r_body = _record_failure_grid(data)
         out += ["", "failed and invalid records by error type:",
                 *_aligned(r_header, r_body, _RECORD_FAILURE_LEFT)]  # fmt: skip
-    out.append(f"spent today ({data.today.isoformat()} UTC, {scope}): {usd(data.spent_today)}")
+    out.append(_today("spent today", data, scope))
     return "\n".join(out) + "\n"
 
 
@@ -305,7 +306,7 @@ def _render_markdown(data: ReportData) -> str:
         r_header, r_body = _record_failure_grid(data)
         out += ["", "## Failed and invalid records by error type", "",
                 *_md(r_header, r_body, _RECORD_FAILURE_LEFT)]  # fmt: skip
-    out += ["", f"Spent today ({data.today.isoformat()} UTC, {scope}): {usd(data.spent_today)}"]
+    out += ["", _today("Spent today", data, scope)]
     return "\n".join(out) + "\n"
 
 
@@ -320,3 +321,11 @@ def render(data: ReportData, fmt: str) -> str:
     if fmt not in renderers:
         raise ConfigError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     return renderers[fmt](data)
+
+
+def _today(label: str, data: ReportData, scope: str) -> str:
+    """Today's spend, and what of it is batches still out (committed, not collected yet)."""
+    line = f"{label} ({data.today.isoformat()} UTC, {scope}): {usd(data.spent_today)}"
+    if data.batches_out:
+        line += f", of which {usd(data.batches_out)} reserved by batches still out"
+    return line

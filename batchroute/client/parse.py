@@ -40,6 +40,19 @@ def _cost(raw: Any) -> Decimal | None:
 
 _NO_USAGE = Usage(present=False)
 
+MAX_COUNT = 10**9
+"""More tokens (or searches) than any call has: a count above it, or below 0, is garbage, not
+usage. Priced as it came it was booked as a bill (~$1.6e14 for 1e20 prompt tokens) and, past
+BIGINT, crashed every run at its journal (audit5); refused, the answer is malformed."""
+
+
+def _count(raw: Any) -> int:
+    """A count of `usage` (absent: 0); ValueError when it is out of range (`MAX_COUNT`)."""
+    n = int(raw or 0)
+    if 0 <= n <= MAX_COUNT:
+        return n
+    raise ValueError("a usage count out of range")
+
 
 def byok_of(flag: Any, cost: Decimal | None, upstream: Decimal | None) -> bool:
     """Whether a bill is BYOK (`cost` the fee, the provider's `upstream` charge on top).
@@ -75,12 +88,16 @@ def parse_usage(raw: Any) -> Usage:
         same = up == cost_raw and type(up) is type(cost_raw)
         upstream = cost if same else _cost(up)
     details = raw.get("completion_tokens_details")
-    reasoning = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
+    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
     details = raw.get("server_tool_use") or raw.get("server_tool_use_details")
-    searches = int(details.get("web_search_requests") or 0) if isinstance(details, dict) else 0
+    searches = _count(details.get("web_search_requests")) if isinstance(details, dict) else 0
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    if not (0 <= prompt <= MAX_COUNT and 0 <= completion <= MAX_COUNT):  # (inline: hot path)
+        raise ValueError("a usage count out of range")
     return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         cost=cost,
         upstream_cost=upstream,
         is_byok=byok_of(raw.get("is_byok"), cost, upstream),

@@ -120,6 +120,9 @@ class Lane:
             n = sum(len(r.items) for r, _ in self._open)
             self._say(f"{len(self._open)} batch(es) of {n} records still in flight")
             self.budget.unbilled(sum((r.reserved_usd for r, _ in self._open), Decimal(0)))
+        # Other jobs' batches still out are billed to the same key too (audit5).
+        others = await asyncio.to_thread(self.store.open_batches, self.job, others=True)
+        self.budget.unbilled(sum((r.reserved_usd for r in others), Decimal(0)))
 
     async def _adopt(self, row: BatchRow) -> str:
         """An intent: "adopted", "abandoned" or "kept" (see `runner/adopt.py`)."""

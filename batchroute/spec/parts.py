@@ -279,6 +279,18 @@ class EndpointSpec(_Strict):
     title: str = "batchroute"
     referer: str = "https://github.com/batchroute/batchroute"
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name(cls, v: str) -> str:
+        # The key pasted here by mistake would be echoed by "no API key: set ..." (audit5):
+        # refuse anything that is not a variable's name, without repeating it.
+        if not v.isascii() or not (v.replace("_", "a").isalnum() and not v[0].isdigit()):
+            raise ValueError(
+                "must name the environment variable that holds the API key (letters, digits "
+                "and _, e.g. OPENROUTER_API_KEY), not hold the key itself (not shown)"
+            )
+        return v
+
 
 class RoutingPolicy(_Strict):
     """The cost dial (issue 12): exactly one of a share of records for the strong tiers or a

@@ -94,11 +94,13 @@ def collect(
     )
 
 
-def open_rows(con: duckdb.DuckDBPyConnection, job_name: str) -> list[BatchRow]:
+def open_rows(
+    con: duckdb.DuckDBPyConnection, job_name: str, *, others: bool = False
+) -> list[BatchRow]:
     """This job's batches whose records are not free yet (intent, submitted, in progress,
-    finished but not collected), oldest first."""
+    finished but not collected), oldest first; `others`: every other job's."""
     rows = con.execute(
-        f"SELECT {_COLS} FROM batches WHERE job_name = ? "
+        f"SELECT {_COLS} FROM batches WHERE job_name {'<>' if others else '='} ? "
         "AND NOT list_contains(?::VARCHAR[], status) ORDER BY intent_at, batch_key",
         [job_name, [str(s) for s in CLOSED]],
     ).fetchall()

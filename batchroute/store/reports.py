@@ -18,6 +18,7 @@ import duckdb
 
 from ..errors import ConfigError
 from ..types import CostSource, RecordStatus
+from .batches import open_reserved
 from .encode import utc
 
 _RESERVED = str(CostSource.RESERVED)  # booked at its worst case: the bill is not known yet
@@ -131,6 +132,7 @@ class ReportData:
     baseline_models: tuple[str, ...] = ()
     record_failures: tuple[RecordFailureRow, ...] = ()
     reserved_with_id: int = 0
+    batches_out: Decimal = Decimal(0)  # in `spent_today`: batches begun today, not collected
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -162,6 +164,9 @@ def query_report(
         _check_job(con, job_name)
     where = _Filter(since, job_name)
     totals = _report_groups(con, (), where)
+    # A batch still out is committed spend (it cannot be cancelled; the provider bills it when
+    # it runs): counted today at its reservation, as a run's start counts it (audit5).
+    out = open_reserved(con, today, job_name)
     return ReportData(
         by=dims,
         since=since,
@@ -169,13 +174,14 @@ def query_report(
         rows=tuple(_report_groups(con, dims, where)),
         totals=totals[0] if totals else ReportRow(key=()),
         today=today,
-        spent_today=spent(con, today, job_name),
+        spent_today=spent(con, today, job_name) + out,
         generated_at=now,
         failures=_failures(con, where),
         latency=_latency(con, where),
         baseline_models=_baseline_models(con, where),
         record_failures=_record_failures(con, where),
         reserved_with_id=_reserved_with_id(con, where),
+        batches_out=out,
     )
 
 

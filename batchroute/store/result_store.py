@@ -294,10 +294,10 @@ class ResultStore:
         with self._tx() as con:
             _batches.collect(con, row, results, attempts, self._clock())
 
-    def open_batches(self, job_name: str) -> list[BatchRow]:
-        """This job's batches whose records are not free yet, oldest first."""
+    def open_batches(self, job_name: str, *, others: bool = False) -> list[BatchRow]:
+        """This job's batches whose records are not free yet (`others`: the other jobs')."""
         with self._tx(read_only=True) as con:
-            return _batches.open_rows(con, job_name)
+            return _batches.open_rows(con, job_name, others=others)
 
     def batches(self, job_name: str | None = None) -> list[BatchRow]:
         """Every `batches` row (of one job), oldest first."""
