@@ -17,23 +17,33 @@ import duckdb
 # they were compared with then). A call booked at its reservation (`reserved`: outcome
 # unknown) is no bill, so it teaches nothing. DuckDB's quotient of two DECIMALs is a DOUBLE:
 # it picks the row, whose own DECIMALs make the ratio (exact, rounded up). A base of $0 has no
-# ratio: the largest cost becomes the model's floor.
+# ratio: the largest cost becomes the model's floor. A native fallback's answer teaches the
+# model that served it too, against its own list-price worst case (migration 12,
+# `served_listed_usd`, set only when it is one of the call's `models`), as the run's
+# `Pricer.answered` does: its bill used to stay on the model asked for at the next start.
 _LEARNT = """
 SELECT model,
     arg_max([cost_usd, base], cost_usd / base) FILTER (WHERE base > 0),
     max(cost_usd) FILTER (WHERE base = 0)
 FROM (SELECT model, cost_usd, {base} AS base FROM attempts
-      WHERE started_at >= ? AND cost_source <> 'reserved')
+      WHERE started_at >= ? AND cost_source <> 'reserved'{served})
 WHERE cost_usd > base
 GROUP BY model
 """
+_SERVED = """
+      UNION ALL
+      SELECT served_model, cost_usd, served_listed_usd FROM attempts
+      WHERE started_at >= ? AND cost_source <> 'reserved' AND served_listed_usd IS NOT NULL
+        AND served_model <> model"""
 
 
-# A file not migrated yet (a dry run does not migrate it) may predate `listed_usd` (migration
-# 11: the reservation is the base, as then) or `reserved_usd` (migration 4: nothing to learn).
+# A file not migrated yet (a dry run does not migrate it) may predate `served_listed_usd`
+# (migration 12: fallbacks teach only the model asked for), `listed_usd` (migration 11: the
+# reservation is the base, as then) or `reserved_usd` (migration 4: nothing to learn).
 _COLUMNS = """
 SELECT column_name FROM duckdb_columns()
-WHERE table_name = 'attempts' AND column_name IN ('listed_usd', 'reserved_usd')
+WHERE table_name = 'attempts'
+    AND column_name IN ('listed_usd', 'reserved_usd', 'served_listed_usd')
 """
 
 PLACES = Decimal("0.001")  # a ratio, rounded up (as `Pricer.learn` rounds one)
@@ -61,7 +71,9 @@ def learnt(
     if "reserved_usd" not in have:
         return above, free
     base = "COALESCE(listed_usd, reserved_usd)" if "listed_usd" in have else "reserved_usd"
-    for model, pair, floor in con.execute(_LEARNT.format(base=base), [start]).fetchall():
+    served = "served_listed_usd" in have  # migration 12 (a dry run does not migrate)
+    sql = _LEARNT.format(base=base, served=_SERVED if served else "")
+    for model, pair, floor in con.execute(sql, [start, start] if served else [start]).fetchall():
         if pair is not None:
             above[str(model)] = ratio(Decimal(pair[0]), Decimal(pair[1]))
         if floor is not None:
