@@ -72,6 +72,7 @@ class RunStart:
         self.reads: ResultStore | None = store
         self.replayed: Replayed | None = None  # a killed run's journal, not written yet
         self.begun: asyncio.Future[None] | None = None  # the writer made the start writes
+        self.no_generation = False  # the endpoint is proven to have no GET /generation
 
     @property
     def fresh(self) -> bool:
@@ -209,7 +210,9 @@ class RunStart:
         if self.reads is None:  # fresh: nothing final, nothing spent, nothing reserved
             return ResumeState()
         if self.mode == "normal":
-            note = await reconcile_earlier_runs(client, self.store, spec.name)
+            note, self.no_generation = await reconcile_earlier_runs(
+                client, self.store, spec.name, now
+            )
             if note is not None:
                 self.notes.append(note)
         day, scope = now.date(), budget_scope(spec)

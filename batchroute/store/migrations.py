@@ -265,12 +265,17 @@ CREATE OR REPLACE VIEW calls AS
     SELECT *, (outcome = 'ok' AND model <> regexp_replace(model_requested, ':batch$', ''))
                   AS served_by_other
     FROM c;
+CREATE TABLE generation_gaps (
+    base_url VARCHAR PRIMARY KEY, proven_at TIMESTAMP NOT NULL, generation_id VARCHAR NOT NULL,
+    generation_started_at TIMESTAMP NOT NULL, http_status INTEGER NOT NULL);
 """
 """Migration 12 (gaps5): each attempt keeps the model its answer names (`served_model`, NULL
 when no answer came) and, for a native fallback's answer, that model's own list-price worst
 case (`served_listed_usd`): the next start's ratio seed learns the bill under the model that
 served (`store.ratios`), and `calls` credits every paid answer to it, not only the record's
-last (a fallback's answer that failed a quality check was credited to the model asked for)."""
+last (a fallback's answer that failed a quality check was credited to the model asked for).
+`generation_gaps`: the base URLs proven to have no GET /generation, with the proof (an id the
+endpoint gave, when its call started, the status the GET got): later runs do not ask it."""
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -316,7 +321,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     # seed learns under it, against its own list-price worst case (`store.ratios`).
     Migration(
         12,
-        "attempts.served_model, served_listed_usd: the model that served; calls credits it",
+        "attempts.served_model, served_listed_usd; calls credits the model that served; "
+        "generation_gaps",
         _M12_SERVED,
     ),
 )
