@@ -116,6 +116,8 @@ class RunStart:
                 return "fresh"
         elif path.exists() and path.stat().st_size == 0:
             path.unlink()  # that, and a journal: replayed into a new file as before
+            for new in (".new", ".new.wal"):  # the writer's unfinished first file (disk full)
+                path.with_name(path.name + new).unlink(missing_ok=True)
             return "normal"
         holder = held_by(path)
         if holder is None:
