@@ -226,11 +226,12 @@ class RunStart:
             scope=scope,
             learn_since=learn_since(day),
         )
-        if note := learnt_note(resume):
-            self.notes.append(note)
         if self.replayed is not None:  # as the dry run counts it
             spent = resume.spent + self.replayed.spent(day, scope)
+            resume = self.replayed.learnt(learn_since(day), resume)  # and what it teaches
             resume = dataclasses.replace(resume, spent=spent)
+        if note := learnt_note(resume):
+            self.notes.append(note)
         return resume
 
 

@@ -5,10 +5,13 @@ outlive the run")."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal, localcontext
 
 import duckdb
+
+from ..types import AttemptRow, CostSource
 
 # Only the calls booked above their list-price worst case teach anything, in one scan. The base
 # is `listed_usd` (migration 11): a call reserved at a learnt ratio and billed at it keeps the
@@ -78,4 +81,28 @@ def learnt(
             above[str(model)] = ratio(Decimal(pair[0]), Decimal(pair[1]))
         if floor is not None:
             free[str(model)] = Decimal(floor)
+    return above, free
+
+
+Learnt = tuple[dict[str, Decimal], dict[str, Decimal]]  # (ratios, floors) per model
+
+
+def learnt_from(attempts: Iterable[AttemptRow], since: date, seed: Learnt) -> Learnt:
+    """`learnt`'s rule over rows not in the database yet (a killed run's journal that a start
+    beside a reader cannot replay: gaps5), merged into `seed` (the largest of each wins)."""
+    start = datetime(since.year, since.month, since.day)
+    above, free = dict(seed[0]), dict(seed[1])
+    reserved = str(CostSource.RESERVED)
+    for a in attempts:
+        at = a.started_at.astimezone(UTC).replace(tzinfo=None) if a.started_at.tzinfo else None
+        if (at or a.started_at) < start or str(a.cost_source) == reserved:
+            continue
+        bases = [(a.model, a.listed_usd if a.listed_usd is not None else a.reserved_usd)]
+        if a.served_listed_usd is not None and a.served_model and a.served_model != a.model:
+            bases.append((a.served_model, a.served_listed_usd))
+        for model, base in bases:
+            if base is None or a.cost_usd <= base:
+                continue
+            into, value = (above, ratio(a.cost_usd, base)) if base > 0 else (free, a.cost_usd)
+            into[model] = max(into.get(model, value), value)
     return above, free
