@@ -20,9 +20,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from subprocs import ENV, query
+from subprocs import ENV, query, run_cli
 from test_audit4_killed_above import _until
 from test_audit_cost_above import PricedAbove
+from test_billing_standin import MODEL
 from test_reader_before_start import holding, let_go
 from test_seeded_ratios import CAP1, CONCURRENCY, _job, _run
 
@@ -66,6 +67,9 @@ async def test_a_run_beside_a_reader_is_seeded_from_the_unreplayed_journal(
             proc.kill()
             await proc.wait()
         assert query(db, "SELECT count(*) FROM attempts") == [(0,)]  # all in the journal
+        dry = await asyncio.to_thread(run_cli, "run", str(job), "--dry-run")
+        assert "learnt cost ratios" in dry.stdout, dry.stdout  # the quote knows it too
+        assert f"{MODEL} x2." in dry.stdout, dry.stdout
         calls1 = len(standin.billed)
         cap2 = standin.total + max(standin.billed) * Decimal("1.5")
         run2 = asyncio.ensure_future(_run(_job(tmp_path, base_url, cap2)))
