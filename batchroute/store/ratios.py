@@ -94,8 +94,10 @@ def learnt_from(attempts: Iterable[AttemptRow], since: date, seed: Learnt) -> Le
     above, free = dict(seed[0]), dict(seed[1])
     reserved = str(CostSource.RESERVED)
     for a in attempts:
-        at = a.started_at.astimezone(UTC).replace(tzinfo=None) if a.started_at.tzinfo else None
-        if (at or a.started_at) < start or str(a.cost_source) == reserved:
+        at = a.started_at
+        if at.tzinfo is not None:  # (the journal's times are naive UTC; an aware one, moved)
+            at = at.astimezone(UTC).replace(tzinfo=None)
+        if at < start or str(a.cost_source) == reserved:
             continue
         bases = [(a.model, a.listed_usd if a.listed_usd is not None else a.reserved_usd)]
         if a.served_listed_usd is not None and a.served_model and a.served_model != a.model:
