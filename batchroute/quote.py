@@ -206,6 +206,7 @@ def quote(
             statuses = overrides.final_statuses
             replayed = Replayed(*rows, job_name=spec.name, final_statuses=statuses)
             resume = ResumeState(spent=replayed.spent(today, budget_scope(spec)))
+            resume = replayed.learnt(learn_since(today), resume)  # as the run will seed
         elif db_path.exists():
             store = ResultStore(db_path, read_only=True)
             statuses = overrides.final_statuses
@@ -217,6 +218,7 @@ def quote(
             # records and its spend count as the run will find them.
             replayed = Replayed(*journaled(store), job_name=spec.name, final_statuses=statuses)
             spent = resume.spent + replayed.spent(today, budget_scope(spec))
+            resume = replayed.learnt(learn_since(today), resume)  # its ratios too (gaps5)
             resume = dataclasses.replace(resume, spent=spent)
             salt = line_salt(spec.prompt, request_params(spec.request), spec.id_field)
             scan = open_lookup(

@@ -260,8 +260,9 @@ class AttemptRow:
     reserved_usd: Decimal | None = None  # the call's worst-case reservation (migration 4)
     usage_cost_usd: Decimal | None = None  # usage.cost as reported (the fee alone under BYOK)
     upstream_cost_usd: Decimal | None = None  # BYOK: what the provider billed the user's key
-    listed_usd: Decimal | None = None  # the worst case at list prices, before any learnt ratio
-    # (migration 11): what `store.ratios` measures a learnt ratio against
+    listed_usd: Decimal | None = None  # list-price worst case, a ratio's base (migration 11)
+    served_model: str | None = None  # the model the answer names (migration 12)
+    served_listed_usd: Decimal | None = None  # a native fallback's own list-price worst case
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,23 @@ async def test_rows_of_a_failed_journal_write_reach_the_database_once_space_is_b
     and the one write holding all their rows (in-flight marks included) failed and was
     dropped; run 2 paid those records again. (The 4 held calls' in-flight marks were on disk:
     replayed as `killed` at their reservation.)"""
+    standin, host, rc1, rc2 = await night(tmp_path, serve)
+    db = host / "out" / "results.duckdb"
+    booked = query(db, "SELECT COALESCE(sum(cost_usd), 0) FROM attempts")[0][0]
+    done = query(db, "SELECT count(*) FROM results WHERE status = 'done'")[0][0]
+    calls = len(standin.billed)
+    assert rc2 == "0", (host / "out2").read_text()
+    assert done == N
+    assert booked >= standin.total, (
+        f"bill ${standin.total} for {calls} calls ({N} records) vs database ${booked}; "
+        f"run 1 exit {rc1}, run 2 exit {rc2}; run 1 said: {(host / 'out1').read_text()[-600:]}"
+    )
+
+
+async def night(tmp_path: Path, serve: Any) -> tuple[Gated, Path, str, str]:
+    """A job's first run on a 32 MiB tmpfs filled while its second wave is held, then a
+    second run once space is back: (the stand-in, the host folder with each run's output in
+    `out1`/`out2` and the database files copied to `out/`, run 1's and run 2's exit codes)."""
     standin = Gated("ok")
     disk, host = tmp_path / "disk", tmp_path / "host"
     disk.mkdir()
@@ -148,13 +165,4 @@ async def test_rows_of_a_failed_journal_write_reach_the_database_once_space_is_b
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
     rc1, rc2 = (host / "rc1").read_text().strip(), (host / "rc2").read_text().strip()
-    db = host / "out" / "results.duckdb"
-    booked = query(db, "SELECT COALESCE(sum(cost_usd), 0) FROM attempts")[0][0]
-    done = query(db, "SELECT count(*) FROM results WHERE status = 'done'")[0][0]
-    calls = len(standin.billed)
-    assert rc2 == "0", (host / "out2").read_text()
-    assert done == N
-    assert booked >= standin.total, (
-        f"bill ${standin.total} for {calls} calls ({N} records) vs database ${booked}; "
-        f"run 1 exit {rc1}, run 2 exit {rc2}; run 1 said: {(host / 'out1').read_text()[-600:]}"
-    )
+    return standin, host, rc1, rc2

@@ -66,6 +66,8 @@ def _old_attempt(item: WorkItem, tier: str, n: int, call: Call, outcome: Attempt
             call.reserved,
             _finite(c.usage.cost if c is not None else (err.cost if err else None)),
             _finite(c.usage.upstream_cost) if c is not None and c.usage.is_byok else None,
+            served_model=call.served,  # migration 12
+            served_listed_usd=call.served_listed,
         )
     )  # fmt: skip
 

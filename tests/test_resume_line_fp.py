@@ -144,6 +144,9 @@ def test_a_database_from_before_the_column_resumes_as_before(tmp_path: Path) -> 
         _write(db, "ALTER TABLE results DROP COLUMN line_fp")
         # ...and the columns of every later migration: the file as the one before left it
         _write(db, "ALTER TABLE attempts DROP COLUMN IF EXISTS listed_usd")  # migration 11
+        _write(db, "ALTER TABLE attempts DROP COLUMN IF EXISTS served_model")  # migration 12
+        _write(db, "ALTER TABLE attempts DROP COLUMN IF EXISTS served_listed_usd")
+        _write(db, "DROP TABLE IF EXISTS generation_gaps")
         _write(db, f"DELETE FROM batchroute_migrations WHERE version >= {version}")
 
         records[2]["text"] += " (edited)"

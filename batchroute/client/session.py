@@ -273,3 +273,20 @@ class OpenRouterClient:
             raise RetryableError(
                 f"/models unreachable: {type(exc).__name__}", error_type="connection"
             ) from None
+
+    async def generation_status(self, generation_id: str, *, timeout_s: float = 10) -> int | None:
+        """The HTTP status GET /generation answers for `generation_id`, body unread; None when
+        there is no answer (unreachable, timed out, the session closed). Never raises: the
+        probe of whether a base URL has /generation at all (`runner.reconcile`)."""
+        session = self._session
+        if session is None or session.closed:
+            return None
+        try:
+            async with session.get(
+                f"{self.base_url}/generation",
+                params={"id": generation_id},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                return resp.status
+        except (TimeoutError, aiohttp.ClientError):
+            return None

@@ -18,7 +18,10 @@ import orjson
 
 from batchroute.types import AttemptOutcome, AttemptRow, CostFix, ResultRow
 
-MONEY_FIELDS = ("cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd", "listed_usd")
+MONEY_FIELDS = (
+    "cost_usd", "reserved_usd", "usage_cost_usd", "upstream_cost_usd", "listed_usd",
+    "served_listed_usd",
+)  # fmt: skip
 
 
 _SEGMENT = re.compile(r"\.(\d{6,})")

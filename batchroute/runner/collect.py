@@ -103,6 +103,7 @@ def collect_rows(
             )
             out.attempts[-1].generation_id = c.generation_id
             out.attempts[-1].http_status = 200
+            out.attempts[-1].served_model = c.model  # migration 12 (`calls` strips `:batch`)
             continue
         unrun = r is None or (c is None and r.error_type == "batch_expired")
         if unrun and status == "expired" and row.round == 1:
@@ -120,6 +121,7 @@ def collect_rows(
             outcome = AttemptOutcome.FALLBACK
         _rows(out, run_id, row, it, now, cost, bill, RecordStatus.PENDING, outcome, why)
         t.keep(out.attempts[-1], it.custom_id)
+        out.attempts[-1].served_model = c.model if c is not None else None  # migration 12
     return out
 
 

@@ -205,20 +205,25 @@ class Pricer:
             if listed is None or cost > listed:  # (the hot path: a call at list price)
                 self.learn(model, cost, worst, listed)
             if c.model != model and prompt_bound is not None:
-                self._served(c.model, cost, tier, model, prompt_bound)
+                served = self.served_listed(c.model, tier, model, prompt_bound)
+                if served is not None:
+                    self.learn(c.model, cost, self.worst(prompt_bound, (c.model,)), served)
         return cost, source
 
-    def _served(self, served: str, cost: Decimal, tier: str, model: str, bound: int) -> None:
-        """`served` answered a call to `model`, billed `cost`: a call only `served` may serve
-        (another tier, an escalation) is reserved at what that says of its price (money4: it
-        stayed on `model`, and such a call went out at `served`'s list price)."""
+    def served_listed(self, served: str, tier: str, model: str, bound: int) -> Decimal | None:
+        """The list-price worst case of a call to `model` (`bound`: its prompt's) had only
+        `served` served it, when `served` is one of the call's `models` (native fallback):
+        what `served`'s bill teaches is measured against it, in this run (`answered`: a call
+        only `served` may serve, another tier or an escalation, is reserved at it; money4)
+        and at the next start (`attempts.served_listed_usd`, migration 12). None for a name
+        outside the call's `models` (a dated version id)."""
         key = (tier, model)
         models = self._may_serve.get(key)
         if models is None:  # once per tier and model: an answer often names a dated version
             models = self._may_serve[key] = self._plan.served_by(tier, model)[1]
-        if served in models:  # not a name outside the call's `models` (a dated version id)
-            listed, worst = self.price(bound, (served,))
-            self.learn(served, cost, worst, listed)
+        if served not in models:
+            return None
+        return self.price(bound, (served,))[0]  # at list prices: before any learnt ratio
 
     def _answered(
         self, c: Completion, model: str, worst: Decimal, tier: str

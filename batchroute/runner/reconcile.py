@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from batchroute.budget import Budget, plausible_cost, quantize_usd
@@ -20,6 +21,8 @@ from batchroute.client import OpenRouterClient
 from batchroute.errors import UpstreamError
 from batchroute.runner.book import Book
 from batchroute.runner.work import Trail
+from batchroute.store import ResultStore
+from batchroute.store.fixes import GenerationGap
 from batchroute.types import CostFix, CostSource, GenerationCost, ReservedAttempt
 
 POLL_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
@@ -29,6 +32,12 @@ seconds; a slow provider's after minutes). After the last, the next run asks aga
 EARLIER_ROWS = 2_000  # reserved attempts of earlier runs asked about at a run's start, at most
 EARLIER_WAIT_S = 30.0  # …for this long at most, before the first record goes out
 CONCURRENT_GETS = 8  # /generation requests in flight at once: bookkeeping, not the job
+PROOF_AGE = timedelta(hours=1)
+"""A GET /generation 404 proves the endpoint missing only for an id whose call started this
+long ago: OpenRouter answers 404 for a while right after a generation (openrouter-api.md
+§4.2, pitfall 11: seconds; a slow provider's record, minutes)."""
+GAP_MEMORY = timedelta(days=7)  # a proven gap is trusted this long, then proved again
+NO_ENDPOINT = frozenset({404, 405, 501})  # what a GET of a path a server lacks answers
 
 
 def real_cost(gc: GenerationCost | None) -> Decimal | None:
@@ -73,8 +82,12 @@ class Reconciler:
         *,
         sleep: Callable[[float], Awaitable[None]],
         on_change: Callable[[], None],
+        absent: bool = False,
     ) -> None:
         self._client, self._budget, self._book = client, budget, book
+        # The base URL is proven to have no /generation (`settle_earlier`): nothing to poll,
+        # the run's end does not wait; each call keeps its reservation or catalogue price.
+        self.absent = absent
         self._sleep, self._on_change = sleep, on_change
         self._gets = asyncio.Semaphore(CONCURRENT_GETS)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,6 +97,8 @@ class Reconciler:
         self.learn: Callable[[str, Decimal, Decimal, Decimal | None], None] | None = None
 
     def add(self, u: Unsettled) -> None:
+        if self.absent:
+            return
         task = asyncio.get_running_loop().create_task(self._settle(u))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -187,3 +202,59 @@ async def reconcile_earlier(
             t.cancel()
         await asyncio.gather(*late, return_exceptions=True)
     return [f for t in tasks if not t.cancelled() and (f := t.result()) is not None]
+
+
+async def settle_earlier(
+    client: OpenRouterClient, store: ResultStore, job_name: str, now: datetime
+) -> tuple[str | None, bool]:
+    """Replace earlier runs' reservations (and catalogue prices) by real costs where
+    /generation now knows them: (the note for the run, whether the base URL is proven to have
+    no /generation, so that this run does not wait for it either).
+
+    A base URL remembered without /generation is not asked (`generation_gaps`, for
+    `GAP_MEMORY`). Else, when nothing could be reconciled, up to `fixes.PROBES` ids the
+    endpoint handed out for calls started `PROOF_AGE` ago or more are probed: if each answers
+    as a missing path does, the gap and its proof are remembered. The rows keep what they are
+    booked at either way: overcount (a reservation), or all that can be known (tokens at the
+    catalogue's dearest terms)."""
+    rows = await asyncio.to_thread(store.reserved_attempts, job_name)
+    if not rows:
+        return None, False
+    base, now = client.base_url, now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
+    gap, probes = await asyncio.to_thread(
+        store.generation_gap, base, job_name, now - GAP_MEMORY, now - PROOF_AGE
+    )
+    if gap is not None:
+        return (
+            f"{base} has no GET /generation (proven {gap.proven_at:%Y-%m-%d %H:%M} UTC: HTTP "
+            f"{gap.http_status} for {gap.generation_id}, a call of "
+            f"{gap.generation_started_at:%Y-%m-%d %H:%M}): {len(rows)} earlier call(s) keep "
+            "their reservation or catalogue price; this run does not wait for it"
+        ), True
+    fixes = await reconcile_earlier(client, rows)
+    proof = None if fixes or not probes else await _prove(client, base, probes, now)
+    changed = await asyncio.to_thread(store.apply_fixes, fixes, proof) if fixes or proof else 0
+    note = (
+        f"earlier runs left {len(rows)} call(s) booked at their reservation: "
+        f"{changed} now have their real cost, {len(rows) - changed} stay reserved"
+    )
+    if proof is not None:
+        note += (
+            f"; {base} has no GET /generation (HTTP {proof.http_status} for {len(probes)} "
+            f"id(s) it gave over {PROOF_AGE} ago): remembered, not asked again"
+        )
+    return note, proof is not None
+
+
+async def _prove(
+    client: OpenRouterClient, base: str, probes: list[tuple[str, datetime]], now: datetime
+) -> GenerationGap | None:
+    """The proof that `base` has no /generation: every probed id answered as a missing path
+    does (no answer at all proves nothing)."""
+    statuses = await asyncio.gather(*(client.generation_status(g) for g, _ in probes))
+    if not all(s in NO_ENDPOINT for s in statuses):
+        return None
+    gid, started = probes[0]
+    status = statuses[0]
+    assert status is not None  # (in NO_ENDPOINT)
+    return GenerationGap(base, now, gid, started, status)

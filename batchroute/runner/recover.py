@@ -7,13 +7,23 @@ the rows to the store (`ResultStore.replay`); neither of those two imports the o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from batchroute.journal import Journal, read_journal
 from batchroute.store import ResultStore, unreplayed
-from batchroute.types import NOT_KNOWN, AttemptRow, KeyLookup, Known, RecordStatus, ResultRow
+from batchroute.store.ratios import learnt_from
+from batchroute.types import (
+    NOT_KNOWN,
+    AttemptRow,
+    KeyLookup,
+    Known,
+    RecordStatus,
+    ResultRow,
+    ResumeState,
+)
 from batchroute.usd import ceil_usd
 
 
@@ -75,6 +85,13 @@ class Replayed:
             ),
             Decimal(0),
         )
+
+    def learnt(self, since: date, seed: ResumeState) -> ResumeState:
+        """`seed` with the ratios and floors the replayed attempts teach added (the largest
+        wins), as the store will read them once they are written (`store.ratios`): a start
+        beside a reader that cannot replay them yet still reserves at them (gaps5)."""
+        ratios, floors = learnt_from(self._attempts, since, (dict(seed.ratios), dict(seed.floors)))
+        return dataclasses.replace(seed, ratios=ratios, floors=floors)
 
     def lookup(self, store: KeyLookup) -> KeyLookup:
         """`store`'s answers, with the journal's last row of each key in their place."""

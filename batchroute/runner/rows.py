@@ -64,6 +64,7 @@ def in_flight(
         "usage_cost_usd": None, "upstream_cost_usd": None,
         # nothing learnt: the list price is the reservation (the same object): its text again
         "listed_usd": money if listed is reserved else text(listed),
+        "served_model": None, "served_listed_usd": None,
     }  # fmt: skip
 
 
@@ -96,6 +97,8 @@ def attempt(
         "reserved_usd": (res := text(call.reserved)), "usage_cost_usd": text(finite(usage)),
         "upstream_cost_usd": text(finite(upstream)),
         "listed_usd": res if call.listed is call.reserved else text(call.listed),
+        "served_model": call.served,
+        "served_listed_usd": text(call.served_listed),
     }  # fmt: skip
 
 

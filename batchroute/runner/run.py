@@ -202,8 +202,9 @@ class Runner:
             )
             lane.dispatch = dispatcher.process
             reconciler = dispatcher.reconciler = Reconciler(
-                client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake
-            )
+                client, budget, self.book, sleep=opts.sleep, on_change=dispatcher.wake,
+                absent=self.start.no_generation,
+            )  # fmt: skip
             if self.feeder.totals is not None:  # else once the pass is made
                 self._announce(resume.spent, plan.cap, key_note, self.feeder.totals)
             wait = 0.0  # cut short (an error, a cancellation): stop the polls at once

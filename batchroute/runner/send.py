@@ -244,7 +244,9 @@ class Sender:
         cost, source = self.pricer.answered(c, model, worst, tier, listed, bound)
         self._settle(r, cost)
         call = Call(model, started, latency, cost, source, c, None, worst, c.generation_id)
-        call.listed = listed
+        call.listed, call.served = listed, c.model
+        if c.model != model:  # a native fallback served: its own list price, for the seed
+            call.served_listed = self.pricer.served_listed(c.model, tier, model, bound)
         if source is CostSource.RESERVED and c.usage.billed is not None:
             msg = (
                 f"reported cost {usd(c.usage.billed)} is not plausible for a call reserved at "

@@ -22,7 +22,7 @@ from batchroute.plan import Overrides, RunPlan, policy_of, strong_tiers
 from batchroute.progress import Progress
 from batchroute.reader import read_records
 from batchroute.runner.book import Book
-from batchroute.runner.reconcile import Reconciler, reconcile_earlier
+from batchroute.runner.reconcile import Reconciler, settle_earlier
 from batchroute.runner.recover import recover_journal
 from batchroute.runner.resume import Totals
 from batchroute.runner.work import Control, RunOptions
@@ -175,18 +175,11 @@ async def load_catalog(
 
 
 async def reconcile_earlier_runs(
-    client: OpenRouterClient, store: ResultStore, job_name: str
-) -> str | None:
-    """Replace earlier runs' reservations by real costs where /generation now knows them."""
-    rows = await asyncio.to_thread(store.reserved_attempts, job_name)
-    if not rows:
-        return None
-    fixes = await reconcile_earlier(client, rows)
-    changed = await asyncio.to_thread(store.apply_fixes, fixes)
-    return (
-        f"earlier runs left {len(rows)} call(s) booked at their reservation: "
-        f"{changed} now have their real cost, {len(rows) - changed} stay reserved"
-    )
+    client: OpenRouterClient, store: ResultStore, job_name: str, now: datetime
+) -> tuple[str | None, bool]:
+    """Replace earlier runs' reservations by real costs where /generation now knows them
+    (`reconcile.settle_earlier`: the note, and whether the endpoint has no /generation)."""
+    return await settle_earlier(client, store, job_name, now)
 
 
 async def check_key(early: Early, budget: Budget) -> str:

@@ -72,6 +72,7 @@ class RunStart:
         self.reads: ResultStore | None = store
         self.replayed: Replayed | None = None  # a killed run's journal, not written yet
         self.begun: asyncio.Future[None] | None = None  # the writer made the start writes
+        self.no_generation = False  # the endpoint is proven to have no GET /generation
 
     @property
     def fresh(self) -> bool:
@@ -115,6 +116,8 @@ class RunStart:
                 return "fresh"
         elif path.exists() and path.stat().st_size == 0:
             path.unlink()  # that, and a journal: replayed into a new file as before
+            for new in (".new", ".new.wal"):  # the writer's unfinished first file (disk full)
+                path.with_name(path.name + new).unlink(missing_ok=True)
             return "normal"
         holder = held_by(path)
         if holder is None:
@@ -209,7 +212,9 @@ class RunStart:
         if self.reads is None:  # fresh: nothing final, nothing spent, nothing reserved
             return ResumeState()
         if self.mode == "normal":
-            note = await reconcile_earlier_runs(client, self.store, spec.name)
+            note, self.no_generation = await reconcile_earlier_runs(
+                client, self.store, spec.name, now
+            )
             if note is not None:
                 self.notes.append(note)
         day, scope = now.date(), budget_scope(spec)
@@ -221,11 +226,12 @@ class RunStart:
             scope=scope,
             learn_since=learn_since(day),
         )
-        if note := learnt_note(resume):
-            self.notes.append(note)
         if self.replayed is not None:  # as the dry run counts it
             spent = resume.spent + self.replayed.spent(day, scope)
+            resume = self.replayed.learnt(learn_since(day), resume)  # and what it teaches
             resume = dataclasses.replace(resume, spent=spent)
+        if note := learnt_note(resume):
+            self.notes.append(note)
         return resume
 
 

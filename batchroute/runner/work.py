@@ -114,6 +114,8 @@ class Call:
     generation_id: str | None = None  # known even when the call failed
     flag: tuple[str, str] | None = None  # (error_type, message) of an answer kept despite it
     listed: Decimal | None = None  # its worst case at list prices (before learnt ratios)
+    served: str | None = None  # the model the answer names (kept after a quality failure)
+    served_listed: Decimal | None = None  # a native fallback's own list-price worst case
 
 
 class Control:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import duckdb
 
@@ -140,3 +141,52 @@ def raise_unidentified(con: duckdb.DuckDBPyConnection, job_name: str, since: dat
         runs.add(run_id)
     _resum(con, recompute, runs)
     return len(recompute)
+
+
+class GenerationGap(NamedTuple):
+    """The proof that a base URL has no GET /generation: an id it gave, when that call
+    started, the status a GET of it got, when (`generation_gaps`, migration 12)."""
+
+    base_url: str
+    proven_at: datetime
+    generation_id: str
+    generation_started_at: datetime
+    http_status: int
+
+
+GapState = tuple[GenerationGap | None, list[tuple[str, datetime]]]
+PROBES = 3  # ids asked at once to prove a base URL has no /generation (all must say so)
+
+_PROBES = (
+    "SELECT generation_id, max(started_at) FROM attempts WHERE job_name = ? "
+    "AND cost_source IN (?, ?) AND generation_id IS NOT NULL AND started_at <= ? "
+    "GROUP BY generation_id ORDER BY 2 DESC LIMIT ?"
+)
+
+
+def generation_gap(
+    con: duckdb.DuckDBPyConnection, base_url: str, job_name: str, since: datetime,
+    older_than: datetime, probes: int,
+) -> GapState:  # fmt: skip
+    """What is known of `base_url`'s /generation: its gap if proven on `since` or later; else
+    up to `probes` of this job's unreconciled generation ids whose calls started before
+    `older_than` (newest first), to probe with. A file before migration 12 knows none."""
+    tables = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'generation_gaps'"
+    ).fetchone()
+    if not tables or not tables[0]:
+        return None, []
+    row = con.execute(
+        "SELECT * FROM generation_gaps WHERE base_url = ? AND proven_at >= ?", [base_url, since]
+    ).fetchone()
+    if row is not None:
+        return GenerationGap(*row), []
+    kinds = [str(CostSource.RESERVED), str(CostSource.CATALOG)]
+    found = con.execute(_PROBES, [job_name, *kinds, older_than, probes]).fetchall()
+    return None, [(str(g), at) for g, at in found]
+
+
+def remember_gap(con: duckdb.DuckDBPyConnection, gap: GenerationGap | None) -> None:
+    """Keep the proof that `gap.base_url` has no /generation (replacing an older one)."""
+    if gap is not None:
+        con.execute("INSERT OR REPLACE INTO generation_gaps VALUES (?, ?, ?, ?, ?)", list(gap))

@@ -246,6 +246,38 @@ answered batch call as a fallback. A batch call's latency is its queue time: kep
 `latency_by_model`."""
 
 
+_M12_SERVED = f"""
+ALTER TABLE attempts ADD COLUMN served_model VARCHAR;
+ALTER TABLE attempts ADD COLUMN served_listed_usd {MONEY};
+CREATE OR REPLACE VIEW calls AS
+    WITH c AS (
+        SELECT a.run_id, a.job_name, a.record_key, a.attempt_no, a.tier,
+               a.model AS model_requested,
+               regexp_replace(COALESCE(a.served_model,
+                              CASE WHEN r.model_served IS NOT NULL
+                                   AND (a.generation_id = r.generation_id
+                                        OR (a.outcome = 'ok' AND a.run_id = r.run_id))
+                              THEN r.model_served ELSE a.model END), ':batch$', '') AS model,
+               a.started_at, CAST(a.started_at AS DATE) AS day, a.latency_ms, a.http_status,
+               a.outcome, a.error_type, a.error_message, a.cost_usd, a.cost_source, r.task_type,
+               r.arm, CASE WHEN a.attempt_no = 0 THEN 'batch' ELSE 'sync' END AS lane
+        FROM attempts a LEFT JOIN results r USING (job_name, record_key))
+    SELECT *, (outcome = 'ok' AND model <> regexp_replace(model_requested, ':batch$', ''))
+                  AS served_by_other
+    FROM c;
+CREATE TABLE generation_gaps (
+    base_url VARCHAR PRIMARY KEY, proven_at TIMESTAMP NOT NULL, generation_id VARCHAR NOT NULL,
+    generation_started_at TIMESTAMP NOT NULL, http_status INTEGER NOT NULL);
+"""
+"""Migration 12 (gaps5): each attempt keeps the model its answer names (`served_model`, NULL
+when no answer came) and, for a native fallback's answer, that model's own list-price worst
+case (`served_listed_usd`): the next start's ratio seed learns the bill under the model that
+served (`store.ratios`), and `calls` credits every paid answer to it, not only the record's
+last (a fallback's answer that failed a quality check was credited to the model asked for).
+`generation_gaps`: the base URLs proven to have no GET /generation, with the proof (an id the
+endpoint gave, when its call started, the status the GET got): later runs do not ask it."""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _M1_TABLES + _M1_VIEWS),
     Migration(2, "results.request_fp", "ALTER TABLE results ADD COLUMN request_fp VARCHAR;"),
@@ -284,6 +316,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         11,
         "attempts.listed_usd: a call's worst case at list prices, before learnt ratios",
         f"ALTER TABLE attempts ADD COLUMN listed_usd {MONEY};",
+    ),
+    # gaps5: with native fallbacks another model serves and bills; the next start's ratio
+    # seed learns under it, against its own list-price worst case (`store.ratios`).
+    Migration(
+        12,
+        "attempts.served_model, served_listed_usd; calls credits the model that served; "
+        "generation_gaps",
+        _M12_SERVED,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -5,10 +5,13 @@ outlive the run")."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal, localcontext
 
 import duckdb
+
+from ..types import AttemptRow, CostSource
 
 # Only the calls booked above their list-price worst case teach anything, in one scan. The base
 # is `listed_usd` (migration 11): a call reserved at a learnt ratio and billed at it keeps the
@@ -17,23 +20,33 @@ import duckdb
 # they were compared with then). A call booked at its reservation (`reserved`: outcome
 # unknown) is no bill, so it teaches nothing. DuckDB's quotient of two DECIMALs is a DOUBLE:
 # it picks the row, whose own DECIMALs make the ratio (exact, rounded up). A base of $0 has no
-# ratio: the largest cost becomes the model's floor.
+# ratio: the largest cost becomes the model's floor. A native fallback's answer teaches the
+# model that served it too, against its own list-price worst case (migration 12,
+# `served_listed_usd`, set only when it is one of the call's `models`), as the run's
+# `Pricer.answered` does: its bill used to stay on the model asked for at the next start.
 _LEARNT = """
 SELECT model,
     arg_max([cost_usd, base], cost_usd / base) FILTER (WHERE base > 0),
     max(cost_usd) FILTER (WHERE base = 0)
 FROM (SELECT model, cost_usd, {base} AS base FROM attempts
-      WHERE started_at >= ? AND cost_source <> 'reserved')
+      WHERE started_at >= ? AND cost_source <> 'reserved'{served})
 WHERE cost_usd > base
 GROUP BY model
 """
+_SERVED = """
+      UNION ALL
+      SELECT served_model, cost_usd, served_listed_usd FROM attempts
+      WHERE started_at >= ? AND cost_source <> 'reserved' AND served_listed_usd IS NOT NULL
+        AND served_model <> model"""
 
 
-# A file not migrated yet (a dry run does not migrate it) may predate `listed_usd` (migration
-# 11: the reservation is the base, as then) or `reserved_usd` (migration 4: nothing to learn).
+# A file not migrated yet (a dry run does not migrate it) may predate `served_listed_usd`
+# (migration 12: fallbacks teach only the model asked for), `listed_usd` (migration 11: the
+# reservation is the base, as then) or `reserved_usd` (migration 4: nothing to learn).
 _COLUMNS = """
 SELECT column_name FROM duckdb_columns()
-WHERE table_name = 'attempts' AND column_name IN ('listed_usd', 'reserved_usd')
+WHERE table_name = 'attempts'
+    AND column_name IN ('listed_usd', 'reserved_usd', 'served_listed_usd')
 """
 
 PLACES = Decimal("0.001")  # a ratio, rounded up (as `Pricer.learn` rounds one)
@@ -61,9 +74,37 @@ def learnt(
     if "reserved_usd" not in have:
         return above, free
     base = "COALESCE(listed_usd, reserved_usd)" if "listed_usd" in have else "reserved_usd"
-    for model, pair, floor in con.execute(_LEARNT.format(base=base), [start]).fetchall():
+    served = "served_listed_usd" in have  # migration 12 (a dry run does not migrate)
+    sql = _LEARNT.format(base=base, served=_SERVED if served else "")
+    for model, pair, floor in con.execute(sql, [start, start] if served else [start]).fetchall():
         if pair is not None:
             above[str(model)] = ratio(Decimal(pair[0]), Decimal(pair[1]))
         if floor is not None:
             free[str(model)] = Decimal(floor)
+    return above, free
+
+
+Learnt = tuple[dict[str, Decimal], dict[str, Decimal]]  # (ratios, floors) per model
+
+
+def learnt_from(attempts: Iterable[AttemptRow], since: date, seed: Learnt) -> Learnt:
+    """`learnt`'s rule over rows not in the database yet (a killed run's journal that a start
+    beside a reader cannot replay: gaps5), merged into `seed` (the largest of each wins)."""
+    start = datetime(since.year, since.month, since.day)
+    above, free = dict(seed[0]), dict(seed[1])
+    reserved = str(CostSource.RESERVED)
+    for a in attempts:
+        at = a.started_at
+        if at.tzinfo is not None:  # (the journal's times are naive UTC; an aware one, moved)
+            at = at.astimezone(UTC).replace(tzinfo=None)
+        if at < start or str(a.cost_source) == reserved:
+            continue
+        bases = [(a.model, a.listed_usd if a.listed_usd is not None else a.reserved_usd)]
+        if a.served_listed_usd is not None and a.served_model and a.served_model != a.model:
+            bases.append((a.served_model, a.served_listed_usd))
+        for model, base in bases:
+            if base is None or a.cost_usd <= base:
+                continue
+            into, value = (above, ratio(a.cost_usd, base)) if base > 0 else (free, a.cost_usd)
+            into[model] = max(into.get(model, value), value)
     return above, free

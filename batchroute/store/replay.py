@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from ..types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow
+from ..types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow, RunStatus
 from .connect import transaction
 from .encode import bulk_write, dedupe, utc, write_results
 
@@ -31,7 +31,21 @@ def write_missing(
     if new_attempts:
         bulk_write(con, "attempts", new_attempts, now)
         _cost_is_sum(con, new_attempts, now)
+        con.execute(_LOST_RUNS, [sorted({a.run_id for a in new_attempts})])
     return len(merged)
+
+
+# A run whose start writes never reached the file (a job's first run on a full disk: the
+# writer made no database, gaps5) has calls in its journal but no `runs` row: it gets one
+# here, as `close_stale` would have closed it (interrupted, ended at its last call, costing
+# the sum of its calls), so that `runs` and `run_summary` hold its spend too.
+_LOST_RUNS = f"""
+INSERT INTO runs (run_id, job_name, started_at, finished_at, status, cost_usd)
+SELECT run_id, min(job_name), min(started_at), max(started_at), '{RunStatus.INTERRUPTED}',
+    sum(cost_usd)
+FROM attempts WHERE list_contains($1::VARCHAR[], run_id) GROUP BY run_id
+ON CONFLICT (run_id) DO NOTHING
+"""
 
 
 def missing(

@@ -36,6 +36,7 @@ from . import runs as _runs
 from . import segment as _segment
 from .connect import KeptInstance, transaction
 from .encode import bulk_write, dedupe, utc, write_results
+from .fixes import GapState as Gaps
 from .replay import write_missing
 from .reports import ReportData, check_dimensions, query_report, spent
 from .resume import ResumeLookup
@@ -331,17 +332,20 @@ class ResultStore:
             return write_missing(con, results, attempts, now)
 
     def reserved_attempts(self, job_name: str, *, limit: int = 10_000) -> list[ReservedAttempt]:
-        """Attempts of this job still booked at their reservation that have a generation id
-        (their real cost can be asked of GET /generation), newest first."""
+        """`fixes.reserved_attempts`: what GET /generation may still correct, newest first."""
         with self._tx() as con:
             return _fixes.reserved_attempts(con, job_name, limit)
 
-    def apply_fixes(self, fixes: Sequence[CostFix]) -> int:
-        """Replace reservations with real costs; returns how many attempts changed."""
-        if not fixes:
-            return 0
-        with self._tx() as con:
+    def apply_fixes(self, fixes: Sequence[CostFix], gap: _fixes.GenerationGap | None = None) -> int:
+        """Replace reservations with real costs (and remember `gap`); how many changed."""
+        with self._tx() as con:  # (the caller skips this when it has neither)
+            _fixes.remember_gap(con, gap)
             return _fixes.apply_fixes(con, fixes)
+
+    def generation_gap(self, base_url: str, job: str, since: datetime, old: datetime) -> Gaps:
+        """`fixes.generation_gap`: `base_url`'s proven lack of /generation, or ids to probe."""
+        with self._tx() as con:
+            return _fixes.generation_gap(con, base_url, job, since, old, _fixes.PROBES)
 
     def save_baseline(
         self, run_id: str, job_name: str, tier: str, model: str,
