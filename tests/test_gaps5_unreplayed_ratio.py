@@ -20,8 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from subprocs import ENV, query, run_cli
-from test_audit4_killed_above import _until
+from subprocs import ENV, query, run_cli, until
 from test_audit_cost_above import PricedAbove
 from test_billing_standin import MODEL
 from test_reader_before_start import holding, let_go
@@ -59,7 +58,7 @@ async def test_a_run_beside_a_reader_is_seeded_from_the_unreplayed_journal(
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            await _until(
+            await until(
                 lambda: _ok_lines(db) >= CONCURRENCY and _ok_lines(db) == len(standin.billed),
                 "run 1's first wave answered and journaled",
             )
@@ -73,7 +72,7 @@ async def test_a_run_beside_a_reader_is_seeded_from_the_unreplayed_journal(
         calls1 = len(standin.billed)
         cap2 = standin.total + max(standin.billed) * Decimal("1.5")
         run2 = asyncio.ensure_future(_run(_job(tmp_path, base_url, cap2)))
-        await _until(lambda: len(standin.billed) > calls1 or run2.done(), "run 2's first call")
+        await until(lambda: len(standin.billed) > calls1 or run2.done(), "run 2's first call")
         await asyncio.to_thread(let_go, holder)
         err = await run2
     assert "open read-only" in err, err
