@@ -44,15 +44,16 @@ async def adopt(
     ours, unsure, blind = {i.custom_id for i in row.items}, False, None
     for b in reversed(found):  # oldest first: intents are adopted in their order
         counts = b.get("request_counts") or {}
-        if (
-            b.get("id") in claimed
-            or b.get("model") != row.model
-            or not isinstance(counts, dict)
-            or counts.get("total") != len(row.items)
-        ):
+        total = counts.get("total") if isinstance(counts, dict) else None
+        done = str(b.get("status")) in TERMINAL
+        # The model and size only narrow the search; the custom_ids prove it. The list may
+        # echo the model's other form (base or `:batch`, batch-api.md §7), and an
+        # OpenAI-shaped batch counts `total: 0` while it validates.
+        same = _base(b.get("model")) == _base(row.model)
+        if b.get("id") in claimed or (total != len(row.items) and (done or total)):
             continue
-        if str(b.get("status")) not in TERMINAL:
-            unsure = True  # cannot tell whose it is before its results exist
+        if not done:
+            unsure = unsure or same  # cannot tell whose it is before its results exist
             continue
         try:
             ids = await result_ids(client, str(b["id"]))
@@ -61,7 +62,7 @@ async def adopt(
             continue
         if ids and ids <= ours:
             return await _take(store, row, str(b["id"]), say)
-        if not ids and blind is None:
+        if not ids and blind is None and same:
             billed = await _billed(client, str(b["id"]))
             if billed is None:  # its bill unknown now: neither adopted nor given up on
                 unsure = True
@@ -75,6 +76,11 @@ async def adopt(
     await asyncio.to_thread(store.save_batch, row)
     say(f"batch intent {row.batch_key}: never submitted; its records go again")
     return "abandoned"
+
+
+def _base(model: object) -> str:
+    """A model id without its `:batch` suffix: the two forms the Batch API takes."""
+    return str(model).removesuffix(":batch")
 
 
 async def _billed(client: OpenRouterClient, batch_id: str) -> bool | None:

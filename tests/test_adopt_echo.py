@@ -1,0 +1,97 @@
+"""A lost-202 batch is adopted even when the list echoes its model in another form (audit5's
+theory, reproduced by the lead).
+
+When a POST /batches never answered, the next polls look for the batch it created in the
+workspace's `GET /batches` (`runner/adopt.py`). A candidate was skipped unless its `model`
+equalled the id we sent and its `request_counts.total` our item count. batch-api.md §7: the
+API takes base and `:batch` ids (and answers 400 for one or the other per account), so the id
+it echoes is not promised to be the one sent; and an OpenAI-shaped batch counts `total: 0`
+while it validates. Skipped, the batch was abandoned after the adoption delay: its records went
+again (paid twice) and its own bill was in no database. Whose a batch is, is proven by its
+result lines' custom_ids (a hash of job and key), not by its model.
+
+In-process run with an injected clock (the adoption delay is minutes) against the Batch API
+stand-in on a loopback port, real DuckDB file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+from batch_standin import MODEL, BatchStandIn
+from factories import job_dict, texts, write_jsonl
+
+from batchroute.runner import RunOptions, run_job_async
+from batchroute.runner.work import utcnow
+from batchroute.spec import load_spec
+
+N = 6
+
+
+@dataclass
+class Echoes(BatchStandIn):
+    """Batch objects as another shape of the API would show them: the model id in its other
+    form (base ↔ `:batch`), and/or `request_counts.total` 0 until the batch is terminal."""
+
+    other_form: bool = False
+    zero_total: bool = False
+
+    def _object(self, bid: str, status: str) -> dict[str, Any]:
+        doc = super()._object(bid, status)
+        if self.other_form:
+            m = str(doc["model"])
+            doc["model"] = m.removesuffix(":batch") if m.endswith(":batch") else f"{m}:batch"
+        if self.zero_total and status not in ("completed", "failed", "expired", "cancelled"):
+            doc["request_counts"] = {"total": 0, "completed": 0, "failed": 0}
+        return doc
+
+
+@pytest.mark.parametrize(
+    ("shape", "polls"),
+    [({"other_form": True}, 3), ({"zero_total": True}, 40)],  # 40: validating past the delay
+    ids=["other-form", "zero-total"],
+)
+async def test_a_lost_202_batch_is_adopted_whatever_form_its_model_is_listed_in(
+    tmp_path: Path, serve: Any, shape: dict[str, bool], polls: int
+) -> None:
+    """Before (eda75fe), other-form: the batch abandoned, its records sent again as a second
+    batch: 12 items billed, the first batch's bill in no database."""
+    clock = [utcnow()]
+    standin = Echoes(lose_202=1, polls_to_finish=polls, **shape)
+
+    async def tick(s: float) -> None:
+        clock[0] += timedelta(seconds=s)
+
+    write_jsonl(tmp_path / "in.jsonl", texts(N))
+    job = job_dict(tmp_path, quality=[], limits={"timeout_s": 0.5})
+    job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    db = tmp_path / "results.duckdb"
+    opts = RunOptions(
+        api_key="sk-or-v1-test", base_url=await serve(standin), db_path=db,
+        handle_signals=False, quiet=True, sleep=tick, jitter_seed=0, log=lambda _l: None,
+        wait=True, now=lambda: clock[0],
+    )  # fmt: skip
+    await run_job_async(load_spec(path), opts)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        booked = con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM attempts").fetchone()
+        ids = [r[0] for r in con.execute("SELECT batch_id FROM batches").fetchall()]
+        done = con.execute("SELECT count(*) FROM results WHERE status = 'done'").fetchone()
+    finally:
+        con.close()
+    assert booked is not None
+    assert done is not None
+    assert len(standin.batches) == 1, f"the records were sent again: {list(standin.batches)}"
+    assert ids == ["batch-0001"], ids
+    assert done[0] == N
+    assert standin.total > 0
+    assert Decimal(booked[0]) >= standin.total, (booked[0], standin.total)
