@@ -61,8 +61,9 @@ class Echoes(BatchStandIn):
 async def test_a_lost_202_batch_is_adopted_whatever_form_its_model_is_listed_in(
     tmp_path: Path, serve: Any, shape: dict[str, bool], polls: int
 ) -> None:
-    """Before (eda75fe), other-form: the batch abandoned, its records sent again as a second
-    batch: 12 items billed, the first batch's bill in no database."""
+    """Before (eda75fe), both shapes: the intent abandoned ("its POST never landed"), no
+    batch id in the database, its 6 records pending for the next run to send again, while
+    the stand-in ran (and billed) the batch the lost POST created."""
     clock = [utcnow()]
     standin = Echoes(lose_202=1, polls_to_finish=polls, **shape)
 
