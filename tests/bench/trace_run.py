@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import gc
 import inspect
@@ -170,6 +171,49 @@ def trace_ours() -> None:
     stamp(early.StartScan, "take", "input pass taken (waited for)")
     stamp(lane.Lane, "collect_earlier", "lane.collect_earlier")
     stamp(result_store.ResultStore, "has_line_fps")
+    trace_writer()
+
+
+WRITER_LOG = ""  # where the forked writer process appends its stamps (one JSON line each)
+
+
+def trace_writer() -> None:
+    """The writer process's stages (its transactions' attach, commit and detach), stamped
+    from inside it: a forked writer inherits these wrappers and `T0` (perf_counter is the
+    machine's monotonic clock, shared across processes) and appends each stamp to a file."""
+    import os
+
+    from batchroute import writer
+    from batchroute.store import connect, result_store
+
+    def wstamp(obj: Any, name: str, label: str) -> None:
+        fn = getattr(obj, name, None)
+        if fn is None:
+            return
+
+        @functools.wraps(fn)
+        def wrap(*a: Any, **kw: Any) -> Any:
+            s = now()
+            try:
+                return fn(*a, **kw)
+            finally:
+                if os.getpid() != MAIN_PID[0]:  # only in the writer process
+                    line = json.dumps(["writer: " + label, s, now()]) + "\n"
+                    with open(WRITER_LOG, "a") as f:
+                        f.write(line)
+
+        setattr(obj, name, wrap)
+
+    wstamp(writer, "_apply", "apply segment(s)")
+    wstamp(writer, "end", "finish order (end_run)")
+    wstamp(writer, "begin", "begin order")
+    wstamp(connect, "_retrying", "attach")
+    wstamp(connect.KeptInstance, "_detach", "detach (checkpoint)")
+    wstamp(result_store.ResultStore, "write_segments", "write_segments")
+    wstamp(result_store.ResultStore, "end_run", "end_run")
+
+
+MAIN_PID = [0]
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +246,11 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         import batchroute.runner
         import batchroute.spec  # noqa: F401
 
+        global WRITER_LOG
+        import os
+
+        MAIN_PID[0] = os.getpid()
+        WRITER_LOG = str(Path(spec["db"]).with_suffix(".writer-stamps"))
         trace_ours()
         from batchroute.runner import run as run_mod
         from batchroute.spec import load_spec
@@ -226,6 +275,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         T0 = time.perf_counter()
         _, rep = run_batchroute(job, spec["url"], Path(spec["db"]))
         done = rep.counts.done
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(WRITER_LOG).read_text().splitlines():
+                STAMPS.append(tuple(json.loads(line)))  # type: ignore[arg-type]
     end = now()
     lag = sorted(LAG) or [0.0]
     return {
