@@ -37,6 +37,7 @@ sys.path.insert(0, str(HERE))
 from _harness import PY, ROOT, load_avg, simulator, write_job  # noqa: E402
 
 T0 = 0.0
+CPU0 = [0.0]  # this process's CPU seconds at T0
 STAMPS: list[tuple[str, float, float]] = []  # (stage, start, end) seconds from T0
 REQ = {"first": -1.0, "full": -1.0, "last": -1.0, "in_flight": 0, "peak": 0, "n": 0}
 LAG: list[float] = []
@@ -94,6 +95,7 @@ def trace_requests(concurrency: int) -> None:
         REQ["peak"] = max(REQ["peak"], REQ["in_flight"])
         if REQ["full"] < 0 and REQ["in_flight"] >= concurrency:
             REQ["full"] = t
+            REQ["full_cpu"] = time.process_time() - CPU0[0]  # this process's CPU (all threads)
         try:
             return await orig(self, method, url, *a, **kw)
         finally:
@@ -193,12 +195,13 @@ def trace_writer() -> None:
 
         @functools.wraps(fn)
         def wrap(*a: Any, **kw: Any) -> Any:
-            s = now()
+            s, c = now(), time.process_time()
             try:
                 return fn(*a, **kw)
             finally:
                 if os.getpid() != MAIN_PID[0]:  # only in the writer process
-                    line = json.dumps(["writer: " + label, s, now()]) + "\n"
+                    cpu = (time.process_time() - c) * 1e3
+                    line = json.dumps([f"writer: {label} [CPU {cpu:.1f} ms]", s, now()]) + "\n"
                     with open(WRITER_LOG, "a") as f:
                         f.write(line)
 
@@ -238,7 +241,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 stop.set()
                 await tick
 
-        T0 = time.perf_counter()
+        T0, CPU0[0] = time.perf_counter(), time.process_time()
         done = asyncio.run(main())
     else:
         from _harness import run_batchroute
@@ -272,7 +275,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 await tick
 
         run_mod.Runner.run = traced  # type: ignore[method-assign]
-        T0 = time.perf_counter()
+        T0, CPU0[0] = time.perf_counter(), time.process_time()
         _, rep = run_batchroute(job, spec["url"], Path(spec["db"]))
         done = rep.counts.done
         with contextlib.suppress(FileNotFoundError):
@@ -308,7 +311,10 @@ def show(r: dict[str, Any], conc: int, lat_s: float) -> None:
     busy = q["last"] - q["first"]
     print(f"--- {r['kind']}: {n} done in {end:.3f} s = {n / end:,.0f} rec/s")
     print(f"  first request sent      {q['first'] * 1e3:8.1f} ms")
-    print(f"  {conc} in flight at      {q['full'] * 1e3:8.1f} ms (peak {q['peak']})")
+    print(
+        f"  {conc} in flight at      {q['full'] * 1e3:8.1f} ms (peak {q['peak']}; "
+        f"{q.get('full_cpu', 0) * 1e3:.1f} ms of this process's CPU by then)"
+    )
     print(f"  last response headers   {q['last'] * 1e3:8.1f} ms")
     print(f"  run end                 {end * 1e3:8.1f} ms (tail {(end - q['last']) * 1e3:.1f} ms)")
     print(
