@@ -266,7 +266,7 @@ class Book:
         self._sent.append((marker, 0))
         return self._sink.begin(marker, order, hold=hold)
 
-    def calls_out(self) -> None:  # the feeder's queue is full: the first calls are out
+    def calls_out(self) -> None:  # the first calls are out (`Feeder._calls_out`)
         if self._sink is not None:
             self._sink.release()  # a `begin_in_writer` held back for them
 
