@@ -103,15 +103,29 @@ def begin(store: ResultStore, order: dict[str, Any]) -> None:
         p.unlink(missing_ok=True)
 
 
-def end(store: ResultStore, order: dict[str, Any]) -> dict[str, int]:
-    """The run's end, after every segment it sent: its row's status and counters, and the
-    job's status counts for its summary (one transaction; `Book.finish_soon` writes `order`)."""
+def end(
+    store: ResultStore, order: dict[str, Any], done: Callable[[Path], None] = lambda _: None
+) -> dict[str, int]:
+    """The run's end, after every segment it sent: its last segments (`order["segments"]`,
+    each deleted and answered through `done` once committed), its row's status and counters,
+    and the job's status counts for its summary, in one transaction (`runner/sink.end_order`)."""
     counts = RunCounts(**{**order["counts"], "cost_usd": Decimal(order["counts"]["cost_usd"])})
     finished = datetime.fromisoformat(order["finished_at"])
     status = RunStatus(order["status"])
     since = order.get("learn_since")  # absent from an older run's order: nothing raised
     learn_since = None if since is None else date.fromisoformat(since)
-    return store.end_run(order["run_id"], status, counts, finished, order["job_name"], learn_since)
+    args = (order["run_id"], status, counts, finished, order["job_name"], learn_since)
+    last = [Path(p) for p in order.get("segments", ())]
+    statuses = store.end_run(*args, last=(last, _cost_fixes)) if last else None
+    if statuses is None:  # none, or rows DuckDB's path cannot take: as `apply`, then the end
+        for path in last:
+            apply_segment(store, path)
+        statuses = store.end_run(*args)
+        assert statuses is not None
+    for path in last:
+        path.unlink(missing_ok=True)
+        done(path)
+    return statuses
 
 
 def _sync_folder(folder: Path) -> None:
@@ -202,7 +216,7 @@ def _order(
             begin(store, order)
             say(b"ok " + os.fsencode(order["marker"]))
             return None
-        counts = end(store, order)
+        counts = end(store, order, lambda path: say(b"ok " + os.fsencode(path)))
     except BatchrouteError as exc:
         say(b"err " + str(exc).replace("\n", " ").encode())
         return 1

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,8 +24,7 @@ from batchroute.errors import StoreError
 from batchroute.journal import Journal, read_segment
 from batchroute.progress import Progress
 from batchroute.runner import rows
-from batchroute.runner.cost import learn_since
-from batchroute.runner.sink import WriterProcess
+from batchroute.runner.sink import WriterProcess, end_order
 from batchroute.runner.work import Call, IdSeen, Trail, WorkItem
 from batchroute.store import ResultStore
 from batchroute.types import (
@@ -80,6 +78,7 @@ class Book:
         self._sink: WriterProcess | None = None
         self._acks: asyncio.Task[None] | None = None
         self._finishing: asyncio.Future[None] | None = None
+        self._last: asyncio.TimerHandle | None = None  # the hand-over `close` put off
         self._ended: tuple[RunStatus, RunCounts] | None = None  # what the writer closes the run as
         self._error: Exception | None = None  # the writer's failure
         self._raised = False  # whether the writer's failure was raised to the run already
@@ -259,12 +258,17 @@ class Book:
             await sink.start()
             self._acks = asyncio.ensure_future(self._read_acks(sink))
 
-    def begin_in_writer(self, marker: Path, order: bytes) -> asyncio.Future[None]:
+    def begin_in_writer(self, marker: Path, order: bytes, *, hold: bool) -> asyncio.Future[None]:
         """The start's writes, for the writer process (runner/start.py): answered as `marker`,
-        a segment of no rows that every segment waits for. Done once it is answered."""
+        a segment of no rows that every segment waits for; done once answered. `hold`: sent
+        at `calls_out`, or before the first segment or the end (a fresh schema: 0.1 s CPU)."""
         assert self._sink is not None
         self._sent.append((marker, 0))
-        return self._sink.begin(marker, order)
+        return self._sink.begin(marker, order, hold=hold)
+
+    def calls_out(self) -> None:  # the first calls are out (`Feeder._calls_out`)
+        if self._sink is not None:
+            self._sink.release()  # a `begin_in_writer` held back for them
 
     async def writer(self) -> None:
         """Start the writer process, then hand it the journal as a segment at least every
@@ -284,20 +288,22 @@ class Book:
             self._raised = True
             raise self._error
 
-    def _hand_over(self) -> None:
-        """Close the journal as a segment and send it to the writer process."""
+    def _hand_over(self, *, apply: bool = True) -> Path | None:
+        """Close the journal as a segment and send it to the writer (unless not `apply`)."""
         if not self._dirty or self._sink is None or self.writer_failed:
-            return
+            return None
         seg = self.journal.rotate_segment()
         if seg is None:
-            return
+            return None
         self._dirty = False
         for line in self._in_flight.values():  # still open: the new journal holds it
             self.journal.append_line(line)
         self._sent.append((seg, self._unrotated))
         self._sent_rows += self._unrotated
         self._unrotated = 0
-        self._sink.apply(seg)
+        if apply:
+            self._sink.apply(seg)
+        return seg
 
     async def _read_acks(self, sink: WriterProcess) -> None:
         """Forget each segment the writer process has committed, in order."""
@@ -313,26 +319,24 @@ class Book:
             self._fail(StoreError(f"writing results failed: {exc}"))
 
     def _fail(self, exc: Exception) -> None:
-        self._error = self._error or exc
-        self.writer_failed = True
-        self._closing = True
+        self._error, self.writer_failed, self._closing = self._error or exc, True, True
         self._flush_now.set()  # the writer task wakes and raises it
         self._flushed.set()  # nobody may wait for a flush that will not come
 
     def close(self) -> None:
-        """Hand over what is journaled now, and ask the writer task to stop handing over
-        (`finish` hands over what comes later, e.g. cost fixes): the writer process commits
-        while the run drains its polls and closes its session (issue 11)."""
-        self._hand_over()
+        """Stop the writer task; hand over what is journaled `TAIL_FLUSH_S` later unless
+        `finish` began (its last transaction then takes it: one commit, not two), so that the
+        writer commits while the run drains its polls, if it has any (issue 11)."""
+        if self._last is None and self._finishing is None:
+            self._last = asyncio.get_running_loop().call_later(TAIL_FLUSH_S, self._hand_over)
         self._closing = True
         self._flush_now.set()
         self._flushed.set()
 
     def finish_soon(self, status: RunStatus | None = None) -> None:
-        """Start `finish` now (no row can come any more), beside what the run still closes:
-        its HTTP session takes 0.05-0.3 s with 2,048 connections (issue 11). With the run's
-        final `status`, the writer process closes the run's row too, and counts the job's
-        statuses, in its last transaction (`ended_as`)."""
+        """Start `finish` now (no row can come any more), beside the HTTP session's close
+        (0.05-0.3 s at 2,048 connections: issue 11); with the run's `status`, the writer
+        closes the run's row and counts the job's statuses in its last transaction."""
         if self._finishing is None:
             if status is not None:
                 self._ended = (status, replace(self.counts))
@@ -351,8 +355,8 @@ class Book:
 
     async def finish(self) -> None:
         """Once no row can come any more: hand the rest to the writer process and wait until
-        it has committed every segment and ended. If it failed, or this is cancelled, it is
-        killed; what it had not committed stays in the journal for the next run's replay."""
+        it has committed every segment and ended (else, or cancelled, it is killed; what it
+        had not committed stays in the journal for the next run's replay)."""
         self.finish_soon()
         assert self._finishing is not None
         await self._finishing
@@ -361,13 +365,16 @@ class Book:
         sink = self._sink
         if sink is None:
             return
+        if self._last is not None:  # (or it ran: then only what came since is left)
+            self._last.cancel()
         try:
             if not self.writer_failed:
-                self._hand_over()
                 if self._ended is None:
+                    self._hand_over()
                     sink.quit()
-                else:
-                    sink.finish(self._end_order(*self._ended))
+                else:  # the last segment in the run's last transaction: one commit, not two
+                    last = self._hand_over(apply=False)
+                    sink.finish(end_order(*self._ids, *self._ended, self.now(), last))
             if self._acks is not None:
                 await self._acks
             await sink.wait()
@@ -375,13 +382,6 @@ class Book:
             sink.kill()
             if self._sent and not self.writer_failed:  # cut short: nothing may be written after
                 self._fail(StoreError("the run ended before its rows were all written"))
-
-    def _end_order(self, status: RunStatus, counts: RunCounts) -> bytes:
-        now, fields = self.now(), {**asdict(counts), "cost_usd": str(counts.cost_usd)}
-        order = {"run_id": self.run_id, "job_name": self.job_name, "status": str(status),
-                 "counts": fields, "finished_at": now.isoformat(),
-                 "learn_since": learn_since(now.date()).isoformat()}  # fmt: skip
-        return json.dumps(order).encode()
 
     def flush_last(self) -> None:
         """Synchronously commit what no writer process took (it never started), in this

@@ -12,10 +12,26 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 from batchroute.errors import StoreError
+from batchroute.runner.cost import learn_since
 from batchroute.runner.fork import ForkedWriter, fork_writer
+from batchroute.types import RunCounts, RunStatus
+
+
+def end_order(
+    run_id: str, job: str, status: RunStatus, counts: RunCounts, now: datetime, last: Path | None
+) -> bytes:
+    """`WriterProcess.finish`'s order: the run's row closed as `status` with `counts`, after
+    `last`, the run's last segment (if any), in the same transaction (`batchroute.writer.end`)."""
+    fields = {**asdict(counts), "cost_usd": str(counts.cost_usd)}
+    order = {"run_id": run_id, "job_name": job, "status": str(status), "counts": fields,
+             "finished_at": now.isoformat(), "learn_since": learn_since(now.date()).isoformat(),
+             "segments": [] if last is None else [str(last)]}  # fmt: skip
+    return json.dumps(order).encode()
 
 
 class WriterProcess:
@@ -27,6 +43,7 @@ class WriterProcess:
         self._proc: asyncio.subprocess.Process | ForkedWriter | None = None
         self._begun: tuple[Path, asyncio.Future[None]] | None = None  # `begin`'s answer
         self.statuses: dict[str, int] | None = None  # `finish`'s answer: the job's counts
+        self._held: bytes | None = None  # a `begin` held back (`begin(hold=True)`)
 
     @property
     def pid(self) -> int | None:
@@ -59,15 +76,24 @@ class WriterProcess:
         """Ask for `segment` to be committed (answered by `reply()` in order)."""
         self._send(b"apply " + os.fsencode(segment))
 
-    def begin(self, marker: Path, order: bytes) -> asyncio.Future[None]:
+    def begin(self, marker: Path, order: bytes, *, hold: bool = False) -> asyncio.Future[None]:
         """Ask for the run's start writes (`batchroute.writer.begin`, a JSON line naming
         `marker`) before any segment. The future is done once `reply()` reads its answer, or
-        holds the StoreError of the writer's failure."""
+        holds the StoreError of the writer's failure. `hold`: sent at `release()`, or before
+        the next command, whichever comes first."""
         done = asyncio.get_running_loop().create_future()
         done.add_done_callback(lambda f: f.cancelled() or f.exception())  # never unretrieved
         self._begun = (marker, done)
-        self._send(b"begin " + order)
+        self._held = b"begin " + order
+        if not hold:
+            self.release()
         return done
+
+    def release(self) -> None:
+        """Send the `begin` held back (if any)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._send(held)
 
     def _answered(self, path: Path | None, error: StoreError | None = None) -> None:
         if self._begun is not None and not self._begun[1].done():
@@ -81,14 +107,16 @@ class WriterProcess:
         self._send(b"quit")
 
     def finish(self, order: bytes) -> None:
-        """Ask it to close the run's row (`batchroute.writer.end`, a JSON line) once the
-        segments sent before are committed, and to end: its `bye` carries the job's status
-        counts (`statuses`)."""
+        """Ask it to close the run's row (`end_order`, a JSON line) once the segments sent
+        before are committed, and to end: each of the order's `segments` is answered (`ok`)
+        as `apply` is, then its `bye` carries the job's status counts (`statuses`)."""
         self._send(b"finish " + order)
 
     def _send(self, line: bytes) -> None:
         assert self._proc is not None
         assert self._proc.stdin is not None
+        if self._held is not None:  # before any segment, and before the end
+            self.release()
         if not self._proc.stdin.is_closing():  # else it has ended: `reply()` says how
             self._proc.stdin.write(line + b"\n")
 

@@ -153,7 +153,8 @@ class RunStart:
         order = await asyncio.to_thread(self._prepare, now)
         if order is not None:
             marker = self.book.journal.path.with_name(self.book.journal.path.name + ".begin")
-            self.begun = self.book.begin_in_writer(marker, order)
+            # A fresh file's schema is made once the first calls are out (issue 11)
+            self.begun = self.book.begin_in_writer(marker, order, hold=self.fresh)
             self.begun.add_done_callback(self._begun)
 
     def say_waiting(self) -> None:

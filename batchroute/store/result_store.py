@@ -41,6 +41,8 @@ from .replay import write_missing
 from .reports import ReportData, check_dimensions, query_report, spent
 from .resume import ResumeLookup
 
+FixesOf = Callable[[list[str]], list[CostFix]]  # a segment's cost-fix lines (JSON) as CostFix
+
 
 class ResultStore:
     """The batchroute DuckDB file. Opens the file per operation; never holds it open.
@@ -129,23 +131,21 @@ class ResultStore:
             _runs.finish(con, run_id, status, counts, finished_at)
 
     def end_run(
-        self,
-        run_id: str,
-        status: RunStatus,
-        counts: RunCounts,
-        finished_at: datetime,
-        job: str,
-        learn_since: date | None = None,
-    ) -> dict[str, int]:
+        self, run_id: str, status: RunStatus, counts: RunCounts, finished_at: datetime, job: str,
+        learn_since: date | None = None, last: tuple[list[Path], FixesOf] | None = None,
+    ) -> dict[str, int] | None:  # fmt: skip
         """`finish_run`, then `status_counts(job)`, in one transaction (the writer process's
         last, so that the run never opens the file again at its end: issue 11). With
         `learn_since`, the job's attempts booked at their reservation with no generation id
-        are raised first to what their model is known to bill (`fixes.raise_unidentified`)."""
-        with self._tx() as con:
-            _runs.finish(con, run_id, status, counts, finished_at)
-            if learn_since is not None:
-                _fixes.raise_unidentified(con, job, learn_since)
-            return _runs.status_counts(con, job)
+        are raised first to what their model is known to bill (`fixes.raise_unidentified`).
+        `last` (segments, `write_segments`' `fixes_of`) go first in the same transaction (one
+        commit and checkpoint at the run's end, not two); None: they need `write`, none made."""
+        args, ended = (run_id, status, counts, finished_at, job, learn_since), []
+        if last is None:
+            with self._tx() as con:
+                return _runs.end(con, *args)
+        ok = self.write_segments(*last, then=lambda con: ended.append(_runs.end(con, *args)))
+        return ended[0] if ok else None
 
     def close_stale_runs(self) -> int:
         """Mark runs left 'running' by a dead process as 'interrupted'; returns how many.
@@ -260,12 +260,14 @@ class ResultStore:
                 _fixes.apply_fixes(con, fixes)
 
     def write_segments(
-        self, paths: list[Path], fixes_of: Callable[[list[str]], list[CostFix]]
-    ) -> bool:
+        self, paths: list[Path], fixes_of: FixesOf,
+        then: Callable[[duckdb.DuckDBPyConnection], object] | None = None,
+    ) -> bool:  # fmt: skip
         """`write` of closed journal segments, read by DuckDB itself (the writer process's path:
         no Python object per row; see `store/segment.py`), in one transaction. `fixes_of` turns
         the JSON of their cost-fix lines into CostFix. False, with nothing written, when they
-        need `write` of their rows instead (a result key repeated, a line cut short)."""
+        need `write` of their rows instead (a result key repeated, a line cut short). `then`
+        runs last in the same transaction (`end_run`'s)."""
         now = utc(self._clock())
         for upsert in (False, True):
             try:
@@ -274,6 +276,8 @@ class ResultStore:
                         con, paths, now, upsert=upsert, fixes_of=fixes_of,
                         apply_fixes=_fixes.apply_fixes,
                     )  # fmt: skip
+                    if then is not None:
+                        then(con)
                 return True
             except _segment.KeyHeld:
                 continue  # a key the table holds: once more with the upsert

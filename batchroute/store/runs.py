@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import duckdb
 
 from ..types import RunCounts, RunStatus
+from . import fixes as _fixes
 from .columns import MONEY
 from .encode import money, utc
 
@@ -78,3 +79,21 @@ def status_counts(con: duckdb.DuckDBPyConnection, job_name: str) -> dict[str, in
         "SELECT status, count(*) FROM results WHERE job_name = ? GROUP BY status", [job_name]
     ).fetchall()
     return {str(s): int(n) for s, n in rows}
+
+
+def end(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    status: RunStatus,
+    counts: RunCounts,
+    finished_at: datetime,
+    job_name: str,
+    learn_since: date | None,
+) -> dict[str, int]:
+    """`finish`, then the job's `status_counts` (`ResultStore.end_run`); with `learn_since`,
+    the job's attempts booked at their reservation with no generation id are raised first to
+    what their model is known to bill (`fixes.raise_unidentified`)."""
+    finish(con, run_id, status, counts, finished_at)
+    if learn_since is not None:
+        _fixes.raise_unidentified(con, job_name, learn_since)
+    return status_counts(con, job_name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import gc
 import inspect
@@ -36,6 +37,7 @@ sys.path.insert(0, str(HERE))
 from _harness import PY, ROOT, load_avg, simulator, write_job  # noqa: E402
 
 T0 = 0.0
+CPU0 = [0.0]  # this process's CPU seconds at T0
 STAMPS: list[tuple[str, float, float]] = []  # (stage, start, end) seconds from T0
 REQ = {"first": -1.0, "full": -1.0, "last": -1.0, "in_flight": 0, "peak": 0, "n": 0}
 LAG: list[float] = []
@@ -93,6 +95,7 @@ def trace_requests(concurrency: int) -> None:
         REQ["peak"] = max(REQ["peak"], REQ["in_flight"])
         if REQ["full"] < 0 and REQ["in_flight"] >= concurrency:
             REQ["full"] = t
+            REQ["full_cpu"] = time.process_time() - CPU0[0]  # this process's CPU (all threads)
         try:
             return await orig(self, method, url, *a, **kw)
         finally:
@@ -170,6 +173,50 @@ def trace_ours() -> None:
     stamp(early.StartScan, "take", "input pass taken (waited for)")
     stamp(lane.Lane, "collect_earlier", "lane.collect_earlier")
     stamp(result_store.ResultStore, "has_line_fps")
+    trace_writer()
+
+
+WRITER_LOG = ""  # where the forked writer process appends its stamps (one JSON line each)
+
+
+def trace_writer() -> None:
+    """The writer process's stages (its transactions' attach, commit and detach), stamped
+    from inside it: a forked writer inherits these wrappers and `T0` (perf_counter is the
+    machine's monotonic clock, shared across processes) and appends each stamp to a file."""
+    import os
+
+    from batchroute import writer
+    from batchroute.store import connect, result_store
+
+    def wstamp(obj: Any, name: str, label: str) -> None:
+        fn = getattr(obj, name, None)
+        if fn is None:
+            return
+
+        @functools.wraps(fn)
+        def wrap(*a: Any, **kw: Any) -> Any:
+            s, c = now(), time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                if os.getpid() != MAIN_PID[0]:  # only in the writer process
+                    cpu = (time.process_time() - c) * 1e3
+                    line = json.dumps([f"writer: {label} [CPU {cpu:.1f} ms]", s, now()]) + "\n"
+                    with open(WRITER_LOG, "a") as f:
+                        f.write(line)
+
+        setattr(obj, name, wrap)
+
+    wstamp(writer, "_apply", "apply segment(s)")
+    wstamp(writer, "end", "finish order (end_run)")
+    wstamp(writer, "begin", "begin order")
+    wstamp(connect, "_retrying", "attach")
+    wstamp(connect.KeptInstance, "_detach", "detach (checkpoint)")
+    wstamp(result_store.ResultStore, "write_segments", "write_segments")
+    wstamp(result_store.ResultStore, "end_run", "end_run")
+
+
+MAIN_PID = [0]
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +241,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 stop.set()
                 await tick
 
-        T0 = time.perf_counter()
+        T0, CPU0[0] = time.perf_counter(), time.process_time()
         done = asyncio.run(main())
     else:
         from _harness import run_batchroute
@@ -202,6 +249,11 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         import batchroute.runner
         import batchroute.spec  # noqa: F401
 
+        global WRITER_LOG
+        import os
+
+        MAIN_PID[0] = os.getpid()
+        WRITER_LOG = str(Path(spec["db"]).with_suffix(".writer-stamps"))
         trace_ours()
         from batchroute.runner import run as run_mod
         from batchroute.spec import load_spec
@@ -223,9 +275,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 await tick
 
         run_mod.Runner.run = traced  # type: ignore[method-assign]
-        T0 = time.perf_counter()
+        T0, CPU0[0] = time.perf_counter(), time.process_time()
         _, rep = run_batchroute(job, spec["url"], Path(spec["db"]))
         done = rep.counts.done
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(WRITER_LOG).read_text().splitlines():
+                STAMPS.append(tuple(json.loads(line)))  # type: ignore[arg-type]
     end = now()
     lag = sorted(LAG) or [0.0]
     return {
@@ -256,7 +311,10 @@ def show(r: dict[str, Any], conc: int, lat_s: float) -> None:
     busy = q["last"] - q["first"]
     print(f"--- {r['kind']}: {n} done in {end:.3f} s = {n / end:,.0f} rec/s")
     print(f"  first request sent      {q['first'] * 1e3:8.1f} ms")
-    print(f"  {conc} in flight at      {q['full'] * 1e3:8.1f} ms (peak {q['peak']})")
+    print(
+        f"  {conc} in flight at      {q['full'] * 1e3:8.1f} ms (peak {q['peak']}; "
+        f"{q.get('full_cpu', 0) * 1e3:.1f} ms of this process's CPU by then)"
+    )
     print(f"  last response headers   {q['last'] * 1e3:8.1f} ms")
     print(f"  run end                 {end * 1e3:8.1f} ms (tail {(end - q['last']) * 1e3:.1f} ms)")
     print(
