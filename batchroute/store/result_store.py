@@ -28,6 +28,7 @@ from ..types import (
     RunStatus,
 )
 from . import batches as _batches
+from . import cache as _cache
 from . import fixes as _fixes
 from . import migrations
 from . import ratios as _ratios
@@ -368,20 +369,12 @@ class ResultStore:
     def save_catalog(self, raw: bytes, fetched_at: datetime, source: str) -> None:
         """Keep `raw` (a /models response body) as the only cached catalogue."""
         with self._tx() as con:
-            con.execute("DELETE FROM catalog_cache")
-            con.execute(
-                "INSERT INTO catalog_cache VALUES (?, ?, ?)", [utc(fetched_at), source, raw]
-            )
+            _cache.save(con, raw, fetched_at, source)
 
     def load_catalog(self) -> tuple[bytes, datetime] | None:
         """The last cached catalogue and when it was fetched (aware UTC), if any."""
         with self._tx() as con:
-            row = con.execute(
-                "SELECT raw, fetched_at FROM catalog_cache ORDER BY fetched_at DESC LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return None
-        return bytes(row[0]), row[1].replace(tzinfo=UTC)
+            return _cache.load(con)
 
     # -- report ---------------------------------------------------------------------------
 
