@@ -27,7 +27,7 @@ from batchroute.progress import Progress
 from batchroute.runner import rows
 from batchroute.runner.cost import learn_since
 from batchroute.runner.sink import WriterProcess
-from batchroute.runner.work import Call, IdSeen, Trail, WorkItem
+from batchroute.runner.work import Call, IdQueue, IdSeen, Trail, WorkItem
 from batchroute.store import ResultStore
 from batchroute.types import (
     AttemptOutcome,
@@ -72,6 +72,7 @@ class Book:
         self.job_name = job_name
         self._ids = (run_id, job_name)
         self._flights = rows.InFlight(self._ids)
+        self._ids_seen = IdQueue(self.identified)  # generation ids, journaled a step later
         self.now = now
         self.counts = RunCounts()
         self.progress: Progress | None = None
@@ -116,7 +117,7 @@ class Book:
     def seen(self, token: tuple[str, int]) -> IdSeen:
         """The `CallSeen` of the call `sending` returned `token` for: its generation id is
         journaled soon after the client learns it (`identified`)."""
-        return IdSeen(self.identified, token)
+        return IdSeen(self._ids_seen, token)
 
     def identified(self, token: tuple[str, int], generation_id: str) -> None:
         """A call in flight has its generation id: its `in_flight` row is journaled again with
