@@ -43,6 +43,8 @@ MIN_WIDTH = 40  # narrower terminals (or one that says 0 columns) get the cron l
 RATE_WINDOW_S = 30.0  # the rate is measured over about this long
 BAR_MAX = 30  # columns of the bar itself, at most
 BAR_MIN = 8  # no bar narrower than this: the figures matter more
+# Looked up once: through the enum class each costs ~0.24 µs (Python 3.11), per record.
+_DONE, _FAILED, _PENDING = RecordStatus.DONE, RecordStatus.FAILED, RecordStatus.PENDING
 
 
 def duration(seconds: float) -> str:
@@ -201,7 +203,10 @@ class Progress:
 
     def routed(self, tier: str) -> None:
         """A record was routed to `tier` (sent, or left pending at once)."""
-        self._tiers.setdefault(tier, _Tier()).routed += 1
+        t = self._tiers.get(tier)
+        if t is None:  # (not `setdefault(tier, _Tier())`: a _Tier built for every record)
+            t = self._tiers[tier] = _Tier()
+        t.routed += 1
 
     def all_read(self) -> None:
         """The whole input has been read: every total is now known."""
@@ -213,11 +218,11 @@ class Progress:
         t = self._tiers.get(tier)
         if t is not None:
             t.cost += cost
-            if status is RecordStatus.DONE:
+            if status is _DONE:
                 t.done += 1
-            elif status is RecordStatus.FAILED:
+            elif status is _FAILED:
                 t.failed += 1
-            elif status is RecordStatus.PENDING:
+            elif status is _PENDING:
                 t.pending += 1
         self._draw()
 

@@ -222,3 +222,38 @@ def test_encode_row_is_the_row_objects_encoding(tmp_path: Path) -> None:
     assert seg is not None
     results, attempts, fixes = read_segment(seg)
     assert (results, attempts, fixes) == ([rows[0]], [rows[1]], [rows[2]])
+
+
+@pytest.mark.parametrize(
+    ("reserved", "listed"),
+    [
+        (Decimal("0.000123456789"), None),
+        (Decimal("1.5E-7"), Decimal("0.000000100000")),
+        (Decimal("2"), "same"),  # nothing learnt: the list price is the reservation itself
+    ],
+)
+def test_in_flight_lines_spliced_are_the_row_objects_lines(
+    book: Book, reserved: Decimal, listed: Decimal | str | None
+) -> None:
+    """`rows.InFlight` splices the call's fields into pre-encoded parts (issue 11): the line is
+    still byte for byte the row object's, whatever the key, tier, model and amounts."""
+    lst = reserved if listed == "same" else listed
+    assert not isinstance(lst, str)
+    item = replace(ITEM, record=replace(ITEM.record, key='k"\\\u2028\x00\U0001f600'))
+    for tier, model in (("mid", MINI), ('t"ier', "m\u00e9"), ("mid", MINI)):
+        book.sending(item, tier, 2, model, STARTED, reserved, lst)
+    want = [
+        _old(
+            AttemptRow(
+                "r1", "t", item.record.key, 2, tier, model, STARTED, 0, None,
+                AttemptOutcome.IN_FLIGHT, "killed_in_flight",
+                "the run died with this call in flight; booked at its reservation",
+                reserved, CostSource.RESERVED, None, reserved, listed_usd=lst,
+            )
+        )
+        for tier, model in (("mid", MINI), ('t"ier', "m\u00e9"), ("mid", MINI))
+    ]  # fmt: skip
+    assert _lines(book) == want
+    book.identified((item.record.key, 2), 'gen-"x')  # the id spliced in, read back with it
+    _, attempts = read_journal(book.journal.path)
+    assert [(a.outcome, a.generation_id) for a in attempts] == [("killed", 'gen-"x')]

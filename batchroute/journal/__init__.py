@@ -151,7 +151,10 @@ class Journal:
 
     def append_fields(self, tag: bytes, fields: dict[str, Any]) -> bytes:
         """Journal a row given as its fields in order, money as decimal text; its line."""
-        line = tag + orjson.dumps(fields, default=str)
+        try:  # a `default` costs every row ~0.25 µs, and the runner's rows never need it
+            line = tag + orjson.dumps(fields)
+        except TypeError:  # (orjson.JSONEncodeError) a value orjson has no encoding for
+            line = tag + orjson.dumps(fields, default=str)
         self.append_line(line)
         return line
 

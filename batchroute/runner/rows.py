@@ -14,17 +14,29 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from batchroute.runner.work import Call, WorkItem
+import orjson
+
+from batchroute.runner.work import Call, Trail, WorkItem
 from batchroute.types import AttemptOutcome, Completion, CostSource, Record, RecordStatus, ResultRow
 
 KILLED = "the run died with this call in flight; booked at its reservation"
 # A result row's fields after `status`, at their defaults, in order.
 _RESULT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ResultRow)[5:]}
+# Enum members as module constants: `AttemptOutcome.OK` is a class attribute look-up through
+# the enum's metaclass, ~0.24 µs on Python 3.11, several times a record (issue 11).
+_OK, _IN_FLIGHT = AttemptOutcome.OK, AttemptOutcome.IN_FLIGHT
+_RESERVED = CostSource.RESERVED
+DONE = RecordStatus.DONE
 
 
 def finite(x: Decimal | None) -> Decimal | None:
-    """A reported figure as it can be stored (NaN and infinities are not amounts)."""
-    return x if x is not None and x.is_finite() and abs(x) < 10**20 else None
+    """A reported figure as it can be stored (NaN and infinities are not amounts, nor any
+    magnitude of 1e20 or more)."""
+    # adjusted(): the exponent of the leading digit, so |x| < 1e20 exactly when it is < 20
+    # (a zero is finite whatever its exponent): ~4x cheaper than comparing with an int.
+    if x is not None and x.is_finite() and (x.adjusted() < 20 or not x):
+        return x
+    return None
 
 
 def text(x: Decimal | None) -> str | None:
@@ -48,24 +60,47 @@ def answer(c: Completion | None) -> dict[str, Any]:
     }
 
 
-def in_flight(
-    ids: tuple[str, str], key: str, attempt_no: int, tier: str, model: str, started: datetime,
-    reserved: Decimal, listed: Decimal | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The `in_flight` attempt row journaled before a call goes out (`ids`: run, job;
-    `listed`: its worst case at list prices, what a /generation fix's ratio is measured by)."""
-    money = str(reserved)
-    return {
-        "run_id": ids[0], "job_name": ids[1], "record_key": key, "attempt_no": attempt_no,
-        "tier": tier, "model": model, "started_at": started, "latency_ms": 0,
-        "http_status": None, "outcome": AttemptOutcome.IN_FLIGHT,
-        "error_type": "killed_in_flight", "error_message": KILLED, "cost_usd": money,
-        "cost_source": CostSource.RESERVED, "generation_id": None, "reserved_usd": money,
-        "usage_cost_usd": None, "upstream_cost_usd": None,
-        # nothing learnt: the list price is the reservation (the same object): its text again
-        "listed_usd": money if listed is reserved else text(listed),
-        "served_model": None, "served_listed_usd": None,
-    }  # fmt: skip
+class InFlight:
+    """The `in_flight` attempt lines of one run (`ids`: run, job), journaled before each call
+    goes out: the JSON of the row objects' encoding (`journal.encode_row`), with its fixed
+    parts encoded once and the call's own spliced in: a third of the cost of a 19-field dict
+    and its encoding, for every call (issue 11)."""
+
+    def __init__(self, ids: tuple[str, str]) -> None:
+        run, job = orjson.dumps(ids[0]), orjson.dumps(ids[1])
+        self._head = b'a{"run_id":' + run + b',"job_name":' + job + b',"record_key":'
+        self._tier_model: dict[tuple[str, str], bytes] = {}  # their fields, encoded
+
+    def line(
+        self, key: str, attempt_no: int, tier: str, model: str, started: datetime,
+        reserved: Decimal, listed: Decimal | None = None,
+    ) -> bytes:  # fmt: skip
+        """The line (`listed`: the call's worst case at list prices, what a /generation
+        fix's ratio is measured by; the reservation itself when nothing was learnt)."""
+        tm = self._tier_model.get((tier, model))
+        if tm is None:
+            tm = b',"tier":' + orjson.dumps(tier) + b',"model":' + orjson.dumps(model)
+            self._tier_model[tier, model] = tm
+        money = str(reserved).encode()  # decimal text: nothing in it a JSON string escapes
+        if listed is reserved:  # nothing learnt: the list price is the reservation, its text
+            listed_json = b'"%s"' % money
+        else:
+            listed_json = b"null" if listed is None else b'"%s"' % str(listed).encode()
+        return b'%s%s,"attempt_no":%d%s,"started_at":%s%s%s%s%s%s%s%s}' % (
+            self._head, orjson.dumps(key), attempt_no, tm, orjson.dumps(started), _FLIGHT,
+            money, _FLIGHT_MID, money, _FLIGHT_END, listed_json, _FLIGHT_SERVED,
+        )  # fmt: skip
+
+
+# The fixed fields of an `in_flight` row, between its time and its reservation, encoded.
+_FLIGHT = orjson.dumps(
+    {"latency_ms": 0, "http_status": None, "outcome": _IN_FLIGHT,
+     "error_type": "killed_in_flight", "error_message": KILLED, "cost_usd": ""}
+)[:-2].replace(b"{", b",", 1)  # fmt: skip
+_FLIGHT_MID = orjson.dumps({"cost_source": _RESERVED, "generation_id": None, "reserved_usd": ""})
+_FLIGHT_MID = b'",' + _FLIGHT_MID[1:-2]
+_FLIGHT_END = b'","usage_cost_usd":null,"upstream_cost_usd":null,"listed_usd":'
+_FLIGHT_SERVED = b',"served_model":null,"served_listed_usd":null'  # no answer yet (migration 12)
 
 
 def attempt(
@@ -83,19 +118,24 @@ def attempt(
         status = c.http_status if c is not None else None
         etype, message = flag if flag is not None else (None, None)
         gen_id = c.generation_id if c is not None else None
+    upstream = None  # (no `finite`/`text` call for an absent figure: issue 11)
     if c is not None:
         u = c.usage
-        usage, upstream = u.cost, (u.upstream_cost if u.is_byok else None)
+        usage = u.cost
+        if u.is_byok:
+            upstream = text(finite(u.upstream_cost))
     else:
-        usage, upstream = (err.cost if err is not None else None), None
+        usage = err.cost if err is not None else None
+    if usage is not None:
+        usage = finite(usage)
     return {
         "run_id": ids[0], "job_name": ids[1], "record_key": key, "attempt_no": attempt_no,
         "tier": tier, "model": call.model, "started_at": call.started,
         "latency_ms": call.latency_ms, "http_status": status, "outcome": outcome,
         "error_type": etype, "error_message": message, "cost_usd": str(call.cost),
         "cost_source": call.source, "generation_id": call.generation_id or gen_id,
-        "reserved_usd": (res := text(call.reserved)), "usage_cost_usd": text(finite(usage)),
-        "upstream_cost_usd": text(finite(upstream)),
+        "reserved_usd": (res := text(call.reserved)),
+        "usage_cost_usd": None if usage is None else str(usage), "upstream_cost_usd": upstream,
         "listed_usd": res if call.listed is call.reserved else text(call.listed),
         "served_model": call.served,
         "served_listed_usd": text(call.served_listed),
@@ -120,3 +160,26 @@ def result(
         row["tier"] = row["tier"] or item.tier
         row["arm"] = item.arm
     return row
+
+
+def done(
+    ids: tuple[str, str], item: WorkItem, tier: str, trail: Trail, call: Call, now: datetime
+) -> dict[str, Any]:
+    """A record's `done` row (`ids`: run, job), built at once in the row's field order: the
+    same fields `result` builds from keywords, without merging dicts (issue 11). Its
+    `cost_usd` still a Decimal, as `result` leaves it."""
+    c = call.completion
+    assert c is not None
+    rec, cls, u = item.record, item.cls, c.usage
+    return {
+        "job_name": ids[1], "record_key": rec.key, "run_id": ids[0], "line_no": rec.line_no,
+        "status": DONE, "task_type": cls.task_type, "complexity": cls.complexity,
+        "tier": tier or item.tier, "classifier": cls.reason, "model_requested": call.model,
+        "model_served": c.model, "provider": c.provider, "output": c.content,
+        "finish_reason": c.finish_reason, "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens, "cost_usd": trail.cost,
+        "cost_source": call.source, "latency_ms": call.latency_ms,
+        "attempts": trail.attempts, "escalations": trail.escalations, "error_type": None,
+        "error_message": None, "generation_id": c.generation_id, "request_fp": item.fp,
+        "arm": item.arm, "line_fp": rec.line_fp, "created_at": now,
+    }  # fmt: skip
