@@ -180,3 +180,33 @@ def test_a_reservation_still_stops_at_the_limit() -> None:
     assert b.try_reserve(Decimal("0.30")) is not None
     with pytest.raises(ValueError, match="negative"):
         b.try_reserve(Decimal("-0.01"))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"text": "héllo {x}", "target_lang": "French"},  # all text: formatted from the record
+        {"text": 5, "target_lang": "French"},  # a number: as JSON, by the general path
+        {"text": None, "target_lang": True},
+        {"text": ["a", {"b": 1}], "target_lang": "French"},
+    ],
+)
+def test_a_record_renders_as_the_general_path_renders_it(fields: dict[str, Any]) -> None:
+    from batchroute.prompt import _Fields, render_messages
+    from batchroute.spec import PromptSpec
+
+    p = PromptSpec(system="You translate {{literally}}.", user="Into {target_lang}: {text}")
+    general = [
+        {"role": "system", "content": p.system.format_map(_Fields(fields))},  # type: ignore[union-attr]
+        {"role": "user", "content": p.user.format_map(_Fields(fields))},
+    ]
+    assert render_messages(p, fields) == general
+
+
+def test_a_missing_field_is_still_named() -> None:
+    from batchroute.errors import InputError
+    from batchroute.prompt import render_messages
+    from batchroute.spec import PromptSpec
+
+    with pytest.raises(InputError, match="target_lang"):
+        render_messages(PromptSpec(user="Into {target_lang}: {text}"), {"text": "x"})
