@@ -9,6 +9,7 @@ stages (prompt, classifier, router, budget arithmetic): no I/O, no clock, no HTT
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -124,16 +125,10 @@ def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
         return exc.reason
 
 
-_GIVEN: dict[tuple[str, str], Classification] = {}
-
-
+@functools.cache
 def _given(task: str, reason: str) -> Classification:
-    """The verdict on a record whose task is given: one object per (task, source), shared by
-    every such record (it is frozen), not one a record (issue 11)."""
-    found = _GIVEN.get((task, reason))
-    if found is None:
-        found = _GIVEN[task, reason] = Classification(task, "medium", reason)
-    return found
+    """A given task's verdict: one frozen object per (task, source), not one a record (issue 11)."""
+    return Classification(task, "medium", reason)
 
 
 def classification(
@@ -141,10 +136,9 @@ def classification(
 ) -> tuple[Classification, bool]:
     """The record's task, given (True) by its `task_field` or the job's `task`, which decide
     alone; else (False) the job's classifier's verdict on the rendered prompt."""
-    if spec.task_field:
-        given = (rec.fields or {}).get(spec.task_field)
-        if given in TASK_TYPES:
-            return _given(str(given), "task_field"), True
+    given = (rec.fields or {}).get(spec.task_field) if spec.task_field else None
+    if given in TASK_TYPES:
+        return _given(str(given), "task_field"), True
     if spec.task:
         return _given(spec.task, "job.task"), True
     system = messages[0]["content"] if len(messages) > 1 else ""
