@@ -176,10 +176,12 @@ def scrub(body: bytes) -> bytes:
     no credential one could tell from text) and cleaned from error messages only. A JSON
     body is cleaned in its strings only (and a number that is a whole key): a digits-only key
     (a local gateway's token) must not rewrite the digits of its numbers (`_scrub_json`)."""
-    if not any(head in body for head in _HEADS) and not (
-        _ESCAPED_HEADS and any(p.search(body) for p in _ESCAPED_HEADS.values())
-    ):  # an OpenRouter key has no escapable character: one dict truth test more a body
-        return body
+    for head in _HEADS:  # a loop, not `any(genexpr)`: no generator a body (issue 11)
+        if head in body:
+            break
+    else:  # an OpenRouter key has no escapable character: one dict truth test more a body
+        if not (_ESCAPED_HEADS and any(p.search(body) for p in _ESCAPED_HEADS.values())):
+            return body
     text = body.decode("utf-8", "surrogateescape")
     try:
         orjson.loads(body)

@@ -9,6 +9,7 @@ stages (prompt, classifier, router, budget arithmetic): no I/O, no clock, no HTT
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -124,16 +125,22 @@ def render(spec: JobSpec, rec: Record) -> list[dict[str, str]] | str:
         return exc.reason
 
 
+@functools.cache
+def _given(task: str, reason: str) -> Classification:
+    """A given task's verdict: one frozen object per (task, source), not one a record (issue 11)."""
+    return Classification(task, "medium", reason)
+
+
 def classification(
     spec: JobSpec, rec: Record, messages: list[dict[str, str]]
 ) -> tuple[Classification, bool]:
     """The record's task, given (True) by its `task_field` or the job's `task`, which decide
     alone; else (False) the job's classifier's verdict on the rendered prompt."""
-    fields = rec.fields or {}
-    if spec.task_field and fields.get(spec.task_field) in TASK_TYPES:
-        return Classification(str(fields[spec.task_field]), "medium", "task_field"), True
+    given = (rec.fields or {}).get(spec.task_field) if spec.task_field else None
+    if given in TASK_TYPES:
+        return _given(str(given), "task_field"), True
     if spec.task:
-        return Classification(spec.task, "medium", "job.task"), True
+        return _given(spec.task, "job.task"), True
     system = messages[0]["content"] if len(messages) > 1 else ""
     classify = learned.classify if spec.classifier == "learned" else classifier.classify
     return classify(messages[-1]["content"], system=system), False
@@ -150,19 +157,19 @@ def classify_item(
     predictions with the cost dial by the calibrated `dial` over the job's tiers (cheapest
     first); else the classifier's task and complexity. Then the experiment's arm, if any."""
     cls, explicit = classification(spec, rec, messages)
-    names = list(spec.tiers)
-    point = None if explicit or dial is None else dial_point(cls, messages, len(names))
+    point = None if explicit or dial is None else dial_point(cls, messages, len(spec.tiers))
     if dial is not None and point is not None:
-        tier = names[dial.tier(point.quality, point.factor, point.tokens)]
+        tier = list(spec.tiers)[dial.tier(point.quality, point.factor, point.tokens)]
     else:
         tier = choose_tier(cls, spec, explicit_task=explicit)
     arm = None
     if (x := spec.experiment) is not None:
+        names = list(spec.tiers)
         arm = CONTROL
         if in_experiment(x.seed, rec.key, x.share):
             arm = arm_name(x.tier_shift)
             tier = names[shifted(names.index(tier), x.tier_shift, len(names))]
-    bound = prompt_token_bound(m["content"] for m in messages)
+    bound = prompt_token_bound([m["content"] for m in messages])  # a list: no generator frame
     return WorkItem(rec, messages, fingerprint(messages, params), cls, tier, explicit, bound, arm)
 
 

@@ -7,6 +7,7 @@ turns into an `invalid` row.
 from __future__ import annotations
 
 import hashlib
+import string
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,13 +33,39 @@ def _text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _names(template: str) -> tuple[str, ...]:
+    """The record fields a template reads (plain names: `PromptSpec` allows no other), once
+    per template."""
+    found = _NAMES.get(template)
+    if found is None:
+        names = []
+        for _, field, _, _ in string.Formatter().parse(template):
+            if field is not None:
+                names.append(field)
+        found = _NAMES[template] = tuple(names)
+    return found
+
+
+def _render(template: str, fields: Mapping[str, Any]) -> str:
+    # When every field the template reads is text (the usual record), `_Fields` would hand
+    # each over as it is: format from the record itself, without copying it or a Python call
+    # a field (issue 11). A field that is missing or not text takes the general path, which
+    # converts it or raises the InputError naming it.
+    for name in _names(template):
+        if type(fields.get(name)) is not str:
+            return template.format_map(_Fields(fields))
+    return template.format_map(fields)
+
+
 def render_messages(prompt: PromptSpec, fields: Mapping[str, Any]) -> list[dict[str, str]]:
     """The chat messages for one record."""
-    values = _Fields(fields)
     messages = []
     if prompt.system:
-        messages.append({"role": "system", "content": prompt.system.format_map(values)})
-    messages.append({"role": "user", "content": prompt.user.format_map(values)})
+        messages.append({"role": "system", "content": _render(prompt.system, fields)})
+    messages.append({"role": "user", "content": _render(prompt.user, fields)})
     return messages
 
 

@@ -23,8 +23,8 @@ def ceil_usd(value: Decimal) -> Decimal:
     < 1e-12, never undercount). Non-finite values come back as they are (the runner judges
     them).
     """
-    try:
-        return value.quantize(USD_PLACES, rounding=ROUND_CEILING)
+    try:  # positional: a keyword costs the C call a third more (issue 11: twice a call)
+        return value.quantize(USD_PLACES, ROUND_CEILING)
     except InvalidOperation:  # infinite, or more digits than the context's precision
         if not value.is_finite():
             return value

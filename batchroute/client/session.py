@@ -122,7 +122,11 @@ class OpenRouterClient:
             async with self.session.post(self._chat_url, data=orjson.dumps(payload)) as resp:
                 headers = resp.headers
                 gen_id = generation_id_of(headers)  # known before the body arrives
-                if seen is not None:
+                # Told only when the body is still to come (the read below may wait): a body
+                # that came with its headers is read without yielding to the loop, so no
+                # cancellation can land before the answer is the caller's (issue 11: `seen`
+                # costs the run a loop callback a call).
+                if seen is not None and not resp.content.is_eof():
                     seen.generation_id = gen_id
                 body = scrub(await resp.read())  # = read_body, one coroutine less a call
                 status = resp.status

@@ -15,7 +15,8 @@ from batchroute.types import Completion
 
 def problem(c: Completion, checks: Collection[str], *, wants_json: bool) -> str | None:
     """The first check `c` fails, as an error type ('empty_content', ...); None if it passes."""
-    if "empty" in checks and not (c.content or "").strip():
+    content = c.content
+    if "empty" in checks and (not content or content.isspace()):  # = not strip(): no copy
         return "empty_content"
     if "length" in checks and c.finish_reason == "length":
         return "finish_length"

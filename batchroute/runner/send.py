@@ -22,7 +22,7 @@ from batchroute.runner import quality
 from batchroute.runner.book import Book
 from batchroute.runner.cost import Pricer
 from batchroute.runner.reconcile import Reconciler, Unsettled
-from batchroute.runner.request import Requests
+from batchroute.runner.request import Requests, Route
 from batchroute.runner.work import Call, Control, RunOptions, Trail, WorkItem
 from batchroute.spec import JobSpec
 from batchroute.types import AttemptOutcome, CallSeen, Completion, CostSource
@@ -64,6 +64,7 @@ class Sender:
         self.limiter = Limiter(spec.limits.requests_per_minute, spec.limits.per_model_rpm)
         self.slots = asyncio.Semaphore(spec.limits.concurrency)
         self._wants_json = spec.request.wants_json()  # per job, not per call
+        self._checks = spec.quality
         self._idle_timeout_s = spec.limits.idle_timeout_s
         self._stream_max_s = spec.limits.stream_max_s
         self._model_slots = {
@@ -84,18 +85,19 @@ class Sender:
         takes one of the run's `concurrency` slots, so a slow or rate-limited tier never
         holds the slots other tiers need (issue 11).
         """
-        models = self.requests.served_by(plan, model)
+        route = self.requests.route(plan, model)
+        models = route.models
         listed, worst = self.pricer.price(item.prompt_bound, models)
-        if self.budget.exceeds_cap(worst) and self.pricer.never(
+        if worst > self.budget.cap and self.pricer.never(  # = budget.exceeds_cap, inlined
             worst, self.budget.cap, item.prompt_bound, models
         ):
             return NoFit(worst, never=True)
         model_slot = self._model_slots.get(model)
         if model_slot is None:  # no `async with nullcontext()`: ~1 µs a call (issue 11)
-            call = await self._paced(worst, listed, models, item, plan, model, trail)
+            call = await self._paced(worst, listed, route, item, plan, model, trail)
         else:
             async with model_slot:
-                call = await self._paced(worst, listed, models, item, plan, model, trail)
+                call = await self._paced(worst, listed, route, item, plan, model, trail)
         if isinstance(call, NoFit):
             return call
         trail.attempts += 1
@@ -118,19 +120,19 @@ class Sender:
             )
         c = call.completion
         if c is not None:
-            found = quality.problem(c, self.spec.quality, wants_json=self._wants_json)
+            found = quality.problem(c, self._checks, wants_json=self._wants_json)
             if found is not None:
                 trail.answer, call.completion = c, None  # paid for: stored if nothing better
                 call.error = quality.failure(found, c, model=model, cost=call.cost)
         return call
 
     async def _paced(
-        self, worst: Decimal, listed: Decimal, models: tuple[str, ...], item: WorkItem,
+        self, worst: Decimal, listed: Decimal, route: Route, item: WorkItem,
         plan: TierPlan, model: str, trail: Trail,
     ) -> Call | NoFit:  # fmt: skip
         """Inside the model's own slot: its rpm, the budget, then one of the run's slots, in
-        which the call is sent (`listed`: its worst case at list prices; `models`: those that
-        may serve it)."""
+        which the call is sent (`listed`: its worst case at list prices; `route`: its request's
+        constant parts, and the models that may serve it)."""
         if self.limiter.active:
             await self.limiter.acquire_model(model)
         # Fast path without a coroutine; `_reserve` waits when the budget is short.
@@ -138,7 +140,7 @@ class Sender:
         if r is None:
             r = await self._reserve(worst)
         if r is not None and (self.pricer.ratios or self.pricer.floors):  # something learnt
-            r, worst = await self._repriced(r, worst, item.prompt_bound, models)
+            r, worst = await self._repriced(r, worst, item.prompt_bound, route.models)
         if r is None:
             return NoFit(worst)
         try:
@@ -149,7 +151,7 @@ class Sender:
         # The call itself, inlined rather than one more coroutine a call (issue 11); the
         # reservation is settled on every path.
         try:
-            payload = self.requests.body(item, plan, model)
+            payload = self.requests.body(item, model, route)
             started = self.opts.now()
             t0 = self.opts.monotonic()
             token = self.book.sending(
@@ -164,7 +166,7 @@ class Sender:
                     t0 = self.opts.monotonic()
                 completion = await self.client.complete(
                     payload,
-                    stream=self.requests.streams(plan, model),
+                    stream=route.stream,
                     idle_timeout_s=self._idle_timeout_s,
                     stream_max_s=self._stream_max_s,
                     seen=seen,
