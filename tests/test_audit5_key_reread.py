@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from subprocs import query, run_cli_async
+from subprocs import query, run_cli_async, until
 from test_audit5_key_other_job_batch import MAX_TOKENS, KeyedBatchStandIn, _job
 
 
@@ -35,6 +35,13 @@ class SharedKey(KeyedBatchStandIn):
     elsewhere: Decimal = Decimal(0)
     reads: int = 0
     spent_elsewhere: Decimal = Decimal(0)
+
+    async def chat(self, request: web.Request) -> web.Response:
+        """Job b's calls are answered once the other host has spent (the run's second read):
+        otherwise, on a quiet machine, job b spends more between its first read and its
+        second (50 ms) than the key has room for, and no ceiling could stop that."""
+        await until(lambda: self.reads >= 2, "the run's second GET /key")
+        return await super().chat(request)
 
     async def key(self, request: web.Request) -> web.Response:
         self.reads += 1
