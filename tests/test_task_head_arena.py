@@ -63,3 +63,18 @@ def test_the_committed_labels_cover_300_prompts_with_known_types() -> None:
     assert len(rows) == len({r["question_id"] for r in rows}) == 300
     assert {r["task_type"] for r in rows} <= set(TASK_TYPES)
     assert all(set(r) == {"question_id", "task_type", "reason"} for r in rows)
+
+
+def test_the_shipped_head_says_whether_it_learnt_from_the_arena_labels() -> None:
+    # the file's header names its training data: it must match the committed constant, so a
+    # retrain that forgot the labels (or a stale file) is caught without the shared data
+    pytest.importorskip("sklearn")
+    import train_task_head
+
+    from batchroute import task_head
+
+    trained_on = str(task_head.load().meta["trained_on"])
+    weight = train_task_head.ARENA_WEIGHT
+    assert ("arena-bench-v1 hand-labelled" in trained_on) == bool(weight)
+    if weight:
+        assert f"(weight {weight:g})" in trained_on
