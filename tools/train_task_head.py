@@ -76,7 +76,7 @@ MIN_GROUPS = 1
 SCENARIO_BALANCE = False
 # The 300 arena-bench prompts labelled by hand (routing_data.load_arena_tasks), weighted this
 # before class balancing; 0 = unused. `--cv arena` (docs/task-head-selection.md, sixth pass).
-ARENA_WEIGHT = 10.0
+ARENA_WEIGHT = 3.0
 SEED = 12
 TRAINED_ON = "Auto-J train (mapped) + RouterBench MBPP train prompts, stacked on the heuristic"
 QMAX = 32_000  # the largest |weight| maps here (int16)
