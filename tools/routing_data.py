@@ -279,6 +279,36 @@ def load_arena(data: Path = DATA) -> list[Scored]:
     return out
 
 
+ARENA_LABELS = REPO / "tools" / "data" / "arena_task_labels.jsonl"
+
+
+def load_arena_tasks(data: Path = DATA, labels: Path = ARENA_LABELS) -> list[Labelled]:
+    """The arena-bench prompts with their hand-made task types (`labels`, one JSON line per
+    prompt: question_id, task_type, reason; docs/task-labels-arena.md), in the question file's
+    order. Every prompt must be labelled once, with one of `TASK_TYPES`: a bad line is named."""
+    from batchroute.types import TASK_TYPES
+
+    gold: dict[str, str] = {}
+    lines = labels.read_text(encoding="utf-8").split("\n")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        qid, task = row.get("question_id"), row.get("task_type")
+        if task not in TASK_TYPES or not isinstance(qid, str) or qid in gold:
+            raise ValueError(f"{labels}:{n}: bad or repeated label {line!r}")
+        gold[qid] = task
+    out = []
+    for q in _jsonl(data / "arena_bench_v1" / "question.jsonl"):
+        if q["question_id"] not in gold:
+            raise ValueError(f"{labels}: no label for question_id {q['question_id']}")
+        task = gold.pop(q["question_id"])
+        out.append(Labelled(q["turns"][0], task, (task,), "arena"))
+    if gold:
+        raise ValueError(f"{labels}: labels for unknown question_id(s) {sorted(gold)[:3]}")
+    return out
+
+
 _RB_SCAFFOLD = re.compile(r"\s*Print only a single choice.*\Z", re.S)
 
 

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+import routing_data  # noqa: E402
 from routing_data import DATA, load_autoj, load_routerbench, routerbench_items  # noqa: E402
 
 from batchroute import task_head  # noqa: E402
@@ -73,6 +74,9 @@ MIN_DF = 2
 # (`--cv general`, docs/task-head-selection.md).
 MIN_GROUPS = 1
 SCENARIO_BALANCE = False
+# The 300 arena-bench prompts labelled by hand (routing_data.load_arena_tasks), weighted this
+# before class balancing; 0 = unused. `--cv arena` (docs/task-head-selection.md, sixth pass).
+ARENA_WEIGHT = 3.0
 SEED = 12
 TRAINED_ON = "Auto-J train (mapped) + RouterBench MBPP train prompts, stacked on the heuristic"
 QMAX = 32_000  # the largest |weight| maps here (int16)
@@ -237,7 +241,7 @@ def fit(
     return task_head.TaskHead(classes, intercepts, packed, meta, lead, stacked, char)
 
 
-def to_bytes(head: task_head.TaskHead, n_train: int) -> bytes:
+def to_bytes(head: task_head.TaskHead, n_train: int, trained_on: str = TRAINED_ON) -> bytes:
     """The task-head file: MAGIC, header length and JSON, uint32 ids, int16 weights row-major."""
     ids = np.asarray(head.meta["ids"], dtype="<u4")
     weights = np.asarray(head.meta["weights"], dtype="<i2")
@@ -246,7 +250,7 @@ def to_bytes(head: task_head.TaskHead, n_train: int) -> bytes:
         "n_features": len(ids),
         "intercepts": list(head.intercepts),
         "meta": {
-            "trained_on": TRAINED_ON,
+            "trained_on": trained_on,
             "n_train": n_train,
             "c_task": head.meta["c_task"],
             "heur_scale": head.meta["heur_scale"],
@@ -278,6 +282,13 @@ def train(data: Path) -> bytes:
         weights = (weights or [1.0] * len(texts)) + [EXTRA_WEIGHT] * len(x_texts)
         texts, labels = texts + x_texts, labels + x_labels
         groups = groups + [f"extra:{y}" for y in x_labels]
+    trained_on = TRAINED_ON
+    if ARENA_WEIGHT:
+        arena = routing_data.load_arena_tasks(data)
+        weights = (weights or [1.0] * len(texts)) + [ARENA_WEIGHT] * len(arena)
+        texts, labels = texts + [a.text for a in arena], labels + [a.gold for a in arena]
+        groups = groups + ["arena"] * len(arena)
+        trained_on += f" + arena-bench-v1 hand-labelled (weight {ARENA_WEIGHT:g})"
     docs = [doc(t) if HEUR_SCALE else (doc(t)[0], []) for t in texts]
     head = fit(
         docs,
@@ -288,7 +299,7 @@ def train(data: Path) -> bytes:
         min_groups=MIN_GROUPS,
         char=CHAR,
     )
-    return to_bytes(head, len(texts))
+    return to_bytes(head, len(texts), trained_on)
 
 
 def predict_all(head: task_head.TaskHead, docs: Sequence[tuple[list[int], list[int]]]) -> list[str]:
@@ -355,7 +366,7 @@ def cross_validate(data: Path, grid: str = "small") -> None:
         )
 
 
-EXTRA_GRIDS = ("data", "backoff", "more", "general")  # tools/task_head_cv.py's grids
+EXTRA_GRIDS = ("data", "backoff", "more", "general", "arena")  # task_head_cv/_arena.py's
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,12 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=REPO / "batchroute" / task_head.MODEL_FILE)
     parser.add_argument("--cv", nargs="?", const="small", choices=(*GRIDS, *EXTRA_GRIDS))
-    parser.add_argument("--only", nargs="+", help="--cv general: these candidates only")
+    parser.add_argument("--only", nargs="+", help="--cv general|arena: these candidates only")
     args = parser.parse_args(argv)
-    if args.cv == "general":
-        from task_head_cv import cross_validate_general
+    if args.cv in ("general", "arena"):
+        from task_head_arena import cross_validate_arena as arena
+        from task_head_cv import cross_validate_general as general
 
-        cross_validate_general(args.data, args.only)
+        (arena if args.cv == "arena" else general)(args.data, args.only)
         return 0
     if args.cv in EXTRA_GRIDS:
         from task_head_cv import cross_validate_extra
