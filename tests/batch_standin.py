@@ -188,7 +188,8 @@ class BatchStandIn:
         }
 
     async def list(self, _: web.Request) -> web.Response:
-        data = [self._object(bid, self._advance(bid)) for bid in reversed(self.batches)]
+        shown = [bid for bid in reversed(self.batches) if bid not in self.gone]  # deleted
+        data = [self._object(bid, self._advance(bid)) for bid in shown]
         return web.json_response({"object": "list", "data": data, "has_more": False})
 
     def _advance(self, bid: str) -> str:

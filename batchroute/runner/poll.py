@@ -5,13 +5,13 @@ of every item (`runner/collect.py`), written in one transaction with the batch's
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from batchroute.budget import USD_PLACES
 from batchroute.client import OpenRouterClient
-from batchroute.client.batches import get_batch, terminal_results
+from batchroute.client.batches import get_batch, list_batches, terminal_results
 from batchroute.errors import UpstreamError
 from batchroute.plan import RunPlan
 from batchroute.runner import batching as B
@@ -33,12 +33,24 @@ async def poll(
         say(f"batch {row.batch_id}: poll failed ({exc}); trying again later")
         return None
     since = now - (row.submitted_at or row.intent_at)
-    if doc is None and since.total_seconds() > GONE_AFTER_S:  # deleted by hand, or the
-        # key is another workspace's: it may have run (billed), so it is booked at its
-        # reservation and its records go again; polled forever before
+    if doc is None and since.total_seconds() > GONE_AFTER_S and not await _listed(client, row):
+        # deleted by hand, or the key is another workspace's: it may have run (billed), so
+        # it is booked at its reservation and its records go again; polled forever before
         why = f"GET answered 404 for {since} after the submit: deleted, or another workspace"
         return {"status": GONE, "usage": None, "results": None, "error": {"message": why}}
     return doc
+
+
+async def _listed(client: OpenRouterClient, row: BatchRow) -> bool:
+    """Whether the workspace's list still shows the batch a GET answered 404 for (or cannot
+    be read now): one transient 404 is no proof it is gone, and taking it for one pays the
+    records twice while the batch runs on and bills (audit5's theory, reproduced)."""
+    since = (row.submitted_at or row.intent_at).replace(tzinfo=None) - timedelta(seconds=60)
+    try:
+        found = await list_batches(client, since)
+    except UpstreamError:
+        return True  # unknown: polled again later
+    return any(b.get("id") == row.batch_id for b in found)
 
 
 async def read(
