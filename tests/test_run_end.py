@@ -114,7 +114,8 @@ def test_a_run_killed_at_any_commit_of_its_writer_loses_nothing_and_its_row_is_c
     tmp_path: Path,
 ) -> None:
     """kill -9 of the run and its writer right after each of the writer's COMMITs in turn
-    (before its checkpoint), the last being the run's finish: after each, the run's row says
+    (before its checkpoint), the last being the run's finish (with its last rows, one
+    transaction since stop 24): after each, the run's row says
     completed only when every record is committed; the next run sends only what was not
     answered, ends completed, and leaves no run 'running'."""
     with simulator("--latency-ms", "1") as sim:
@@ -129,7 +130,9 @@ def test_a_run_killed_at_any_commit_of_its_writer_loses_nothing_and_its_row_is_c
             ) as p:
                 _out, err = p.communicate()
             if p.returncode == 0:  # fewer commits than nth: every kill point was seen
-                assert nth > 2, "a run commits its start, its rows and its finish"
+                # Since stop 24 (lat4) a fast first run's schema waits for its first calls and
+                # its last segment goes into its finish: 40 records at 1 ms are one COMMIT.
+                assert nth > 1, "a run commits at least once"
                 (row,) = query(db, "SELECT status, records_done FROM runs")
                 assert row == ("completed", N)
                 return

@@ -109,6 +109,9 @@ def test_migrate_upgrades_an_older_file(tmp_path: Path) -> None:
         con.execute("DROP TABLE batches")  # migration 8
         con.execute("ALTER TABLE results DROP COLUMN line_fp")  # migration 9
         con.execute("ALTER TABLE attempts DROP COLUMN listed_usd")  # migration 11
+        for col in ("served_model", "served_listed_usd"):  # migration 12
+            con.execute(f"ALTER TABLE attempts DROP COLUMN {col}")
+        con.execute("DROP TABLE generation_gaps")
         con.execute("DELETE FROM batchroute_migrations WHERE version >= 3")
     assert s.schema_version() == 2
     s.migrate()
