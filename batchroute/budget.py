@@ -139,7 +139,7 @@ class Budget:
         self.cap = cap
         self.spent = spent
         self.ceiling: Decimal | None = None
-        self.out = Decimal(0)  # batches still out, not billed yet (`unbilled`)
+        self.out = Decimal(0)  # batches still out, not billed yet (`unbilled`, `landed`)
         self._open: dict[int, Decimal] = {}
         self._reserved = Decimal(0)  # running total of _open (exact: Decimal)
         self._ids = itertools.count(1)
@@ -215,6 +215,12 @@ class Budget:
         self.out += amount
         if self.ceiling is not None:
             self.ceiling -= amount
+
+    def landed(self, amount: Decimal) -> None:
+        """A batch counted as still out (`unbilled`) was collected (its bill is in the key's
+        usage now) or given up (never submitted): later reads stop leaving room for it, which
+        they did twice over, down to a false `budget_exhausted` (the stop-24 review)."""
+        self.out = max(self.out - amount, Decimal(0))
 
     def lower_ceiling(self, key_remaining: Decimal) -> None:
         """The API key can pay `key_remaining` more (its `limit_remaining`, read now).

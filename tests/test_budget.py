@@ -66,6 +66,25 @@ def test_spent_carried_in_from_the_store() -> None:
     assert b.remaining == Decimal("0.5")
 
 
+def test_a_batch_out_is_left_room_for_until_it_lands_then_no_longer() -> None:
+    """Cap $100; the key has $20 left and an earlier run's batch, reserved $8, is still out:
+    the limit is $12. Once the batch is collected (billed $1, in the key's usage now), a
+    re-read of the key ($19 left) keeps $12 (a ceiling only ever lowers within a run); a
+    later read ($10 left: others spent $9) gives $10. Before (the stop-24 review): $11, then
+    $2: the batch's room left again at every read, down to a false `budget_exhausted`."""
+    b = Budget(Decimal(100))
+    b.unbilled(Decimal(8))
+    b.lower_ceiling(Decimal(20))
+    assert b.limit == Decimal(12)
+    b.landed(Decimal(8))
+    b.lower_ceiling(Decimal(19))
+    assert b.limit == Decimal(12)
+    b.lower_ceiling(Decimal(10))
+    assert b.limit == Decimal(10)
+    b.landed(Decimal(5))  # never below nothing
+    assert b.out == 0
+
+
 def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="positive"):
         Budget(Decimal(0))

@@ -292,7 +292,7 @@ class Lane:
                         continue
                     if found == "abandoned":
                         self._open.remove(entry)
-                        self._release(r)
+                        self._release(r, row)
                         for it in self._of(row):  # sent again by the next run, not this one
                             self.book.pending(it, why=("batch_abandoned", "POST never landed"))
                         continue
@@ -303,10 +303,7 @@ class Lane:
                 if total is None:
                     continue
                 self._open.remove(entry)
-                if r is not None:
-                    self.budget.settle(r, total)
-                elif row.intent_at.date() == self.opts.now().date():
-                    self.budget.correct(row.reserved_usd, total)
+                self._booked(r, row, total)
                 await self._after(row, gate)
             if self._open and not self.control.interrupted:
                 n = sum(len(r.items) for r, _ in self._open)
@@ -329,9 +326,23 @@ class Lane:
     def _of(self, row: BatchRow) -> list[WorkItem]:
         return [self._items[i.key] for i in row.items if i.key in self._items]
 
-    def _release(self, r: Reservation | None) -> None:
+    def _release(self, r: Reservation | None, row: BatchRow | None = None) -> None:
+        """Drop this run's reservation `r`; or, for an earlier run's batch (`row`) given up,
+        the room the key's ceiling left for it."""
         if r is not None:
             self.budget.release(r)
+        elif row is not None:
+            self.budget.landed(row.reserved_usd)
+
+    def _booked(self, r: Reservation | None, row: BatchRow, total: Decimal) -> None:
+        """A collected batch's bill: this run's reservation `r` settled; or, for an earlier
+        run's batch, the key's room for it dropped and today's spend corrected to the bill."""
+        if r is not None:
+            self.budget.settle(r, total)
+            return
+        self.budget.landed(row.reserved_usd)
+        if row.intent_at.date() == self.opts.now().date():
+            self.budget.correct(row.reserved_usd, total)
 
     async def _after(self, row: BatchRow, gate: asyncio.Semaphore) -> None:
         """In this run: failed items through the sync chain, expired ones resubmitted once."""

@@ -159,7 +159,7 @@ PROBES = 3  # ids asked at once to prove a base URL has no /generation (all must
 
 _PROBES = (
     "SELECT generation_id, max(started_at) FROM attempts WHERE job_name = ? "
-    "AND cost_source IN (?, ?) AND generation_id IS NOT NULL AND started_at <= ? "
+    "AND cost_source = ? AND generation_id IS NOT NULL AND started_at <= ? "
     "GROUP BY generation_id ORDER BY 2 DESC LIMIT ?"
 )
 
@@ -181,8 +181,13 @@ def generation_gap(
     ).fetchone()
     if row is not None:
         return GenerationGap(*row), []
-    kinds = [str(CostSource.RESERVED), str(CostSource.CATALOG)]
-    found = con.execute(_PROBES, [job_name, *kinds, older_than, probes]).fetchall()
+    # Only answered calls (priced from their tokens) are probes: their generations exist.
+    # A reserved row's id may be a generation that never was (an error status, a call
+    # killed or cut), which OpenRouter answers 404 for ever: three such would "prove" that
+    # openrouter.ai has no /generation, and for 7 days no reserved or catalogue-priced row
+    # would be corrected up to its bill (the stop-24 review).
+    kind = str(CostSource.CATALOG)
+    found = con.execute(_PROBES, [job_name, kind, older_than, probes]).fetchall()
     return None, [(str(g), at) for g, at in found]
 
 
