@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from batchroute.runner import RunOptions
 from batchroute.spec import JobSpec, load_spec
 
 TIERS = {
@@ -109,3 +111,21 @@ def standin_job(
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
+
+
+def clocked_opts(base_url: str, db: Path, clock: list[datetime]) -> RunOptions:
+    """RunOptions of an in-process `--wait` run on an injected clock: each of the run's
+    sleeps moves `clock[0]` on instead of waiting (a batch's polls span minutes or hours);
+    more than two days of them is a run that would never end."""
+    start = clock[0]
+
+    async def tick(s: float) -> None:
+        clock[0] += timedelta(seconds=s)
+        if clock[0] > start + timedelta(days=2):
+            raise AssertionError("still polling after two days")
+
+    return RunOptions(
+        api_key="sk-or-v1-test", base_url=base_url, db_path=db, handle_signals=False,
+        quiet=True, sleep=tick, jitter_seed=0, log=lambda _l: None, wait=True,
+        now=lambda: clock[0],
+    )  # fmt: skip

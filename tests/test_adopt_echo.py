@@ -17,7 +17,6 @@ stand-in on a loopback port, real DuckDB file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,9 @@ import duckdb
 import pytest
 import yaml
 from batch_standin import MODEL, BatchStandIn
-from factories import job_dict, texts, write_jsonl
+from factories import clocked_opts, job_dict, texts, write_jsonl
 
-from batchroute.runner import RunOptions, run_job_async
+from batchroute.runner import run_job_async
 from batchroute.runner.work import utcnow
 from batchroute.spec import load_spec
 
@@ -67,20 +66,13 @@ async def test_a_lost_202_batch_is_adopted_whatever_form_its_model_is_listed_in(
     clock = [utcnow()]
     standin = Echoes(lose_202=1, polls_to_finish=polls, **shape)
 
-    async def tick(s: float) -> None:
-        clock[0] += timedelta(seconds=s)
-
     write_jsonl(tmp_path / "in.jsonl", texts(N))
     job = job_dict(tmp_path, quality=[], limits={"timeout_s": 0.5})
     job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     db = tmp_path / "results.duckdb"
-    opts = RunOptions(
-        api_key="sk-or-v1-test", base_url=await serve(standin), db_path=db,
-        handle_signals=False, quiet=True, sleep=tick, jitter_seed=0, log=lambda _l: None,
-        wait=True, now=lambda: clock[0],
-    )  # fmt: skip
+    opts = clocked_opts(await serve(standin), db, clock)
     await run_job_async(load_spec(path), opts)
     con = duckdb.connect(str(db), read_only=True)
     try:

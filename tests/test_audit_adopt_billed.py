@@ -23,9 +23,9 @@ import duckdb
 import yaml
 from aiohttp import web
 from batch_standin import MODEL, BatchStandIn
-from factories import job_dict, texts, write_jsonl
+from factories import clocked_opts, job_dict, texts, write_jsonl
 
-from batchroute.runner import RunOptions, run_job_async
+from batchroute.runner import run_job_async
 from batchroute.runner.work import utcnow
 from batchroute.spec import load_spec
 
@@ -63,20 +63,13 @@ async def test_a_failed_get_does_not_abandon_a_billed_batch(tmp_path: Path, serv
         clock=clock, until=clock[0] + FLAKY_FOR,
     )  # fmt: skip
 
-    async def tick(s: float) -> None:
-        clock[0] += timedelta(seconds=s)
-
     write_jsonl(tmp_path / "in.jsonl", texts(6))
     job = job_dict(tmp_path, quality=[], limits={"timeout_s": 0.5})
     job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     db = tmp_path / "results.duckdb"
-    opts = RunOptions(
-        api_key="sk-or-v1-test", base_url=await serve(standin), db_path=db,
-        handle_signals=False, quiet=True, sleep=tick, jitter_seed=0, log=lambda _l: None,
-        wait=True, now=lambda: clock[0],
-    )  # fmt: skip
+    opts = clocked_opts(await serve(standin), db, clock)
     await run_job_async(load_spec(path), opts)
     assert standin.failed > 0, "no GET failed: the test proves nothing"
     first = Decimal(standin.batches["batch-0001"]["usage"]["cost"])

@@ -22,9 +22,10 @@ from typing import Any
 
 from aiohttp import web
 from batch_standin import BatchStandIn
+from factories import clocked_opts
 from test_batch_lane import _finish_all, _job, _money, _statuses
 
-from batchroute.runner import RunOptions, run_job_async
+from batchroute.runner import run_job_async
 from batchroute.runner.work import utcnow
 from batchroute.spec import load_spec
 from batchroute.store import ResultStore
@@ -59,18 +60,9 @@ async def test_one_404_an_hour_after_the_submit_does_not_send_the_records_again(
     clock = [utcnow()]
     standin = OneBlip(polls_to_finish=30, clock=clock, after=clock[0] + timedelta(minutes=61))
 
-    async def tick(s: float) -> None:
-        clock[0] += timedelta(seconds=s)
-        if clock[0] > utcnow() + timedelta(days=2):
-            raise AssertionError("still polling after two days")
-
     job = _job(tmp_path, N)
     db = tmp_path / "results.duckdb"
-    opts = RunOptions(
-        api_key="sk-or-v1-test", base_url=await serve(standin), db_path=db,
-        handle_signals=False, quiet=True, sleep=tick, jitter_seed=0, log=lambda _l: None,
-        wait=True, now=lambda: clock[0],
-    )  # fmt: skip
+    opts = clocked_opts(await serve(standin), db, clock)
     await run_job_async(load_spec(job), opts)
     assert standin.blips == 1, "no GET answered 404 past the hour: the test proves nothing"
     assert standin.sync_calls == 0, "the records were paid again through the sync chain"
