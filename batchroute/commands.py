@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -47,12 +48,18 @@ def simulated_db(real: Path) -> Path:
     return real.with_name(f"{real.stem}.simulated{real.suffix}")
 
 
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+
+
 def api_key(spec: JobSpec) -> str:
     """The only place the API key is read; it is never stored, logged or echoed."""
     env = spec.endpoint.api_key_env
     key = os.environ.get(env, "").strip()  # a trailing newline from `$(cat file)` is fine
     if not key:
-        raise ConfigError(f"no API key: set {env}, or try it offline with --simulate")
+        # Named only when it looks like a variable's name (UPPER_SNAKE): a token of letters and
+        # digits pasted there passes the job file's check and would be echoed (the review).
+        name = env if _ENV_NAME.fullmatch(env) else "the variable endpoint.api_key_env names"
+        raise ConfigError(f"no API key: set {name}, or try it offline with --simulate")
     for i, ch in enumerate(key, 1):
         if not "!" <= ch <= "~":  # printable ASCII, no space: nothing else can be a header
             kind = (

@@ -53,3 +53,27 @@ def test_a_key_pasted_as_the_variable_name_is_never_echoed(
     if args == ("run",):
         assert proc.returncode == 2, text  # a bad job file: it says which key is wrong
         assert "api_key_env" in text, text
+
+
+@pytest.mark.parametrize(
+    ("env", "shown"),
+    [
+        pytest.param("a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0", False, id="hex-token"),
+        pytest.param("MY_GATEWAY_KEY", True, id="a-variable"),
+    ],
+)
+def test_an_unset_variable_is_named_only_when_it_looks_like_one(
+    tmp_path: Path, env: str, shown: bool
+) -> None:
+    """A gateway token of letters and digits pasted as `api_key_env` passes the job file's
+    check (it could be a variable's name). Before (2c1313c): `no API key: set a1b2c3…`, the
+    token on stderr. Now an UPPER_SNAKE name is named; anything else is not repeated."""
+    write_jsonl(tmp_path / "in.jsonl", texts(3))
+    endpoint = {"base_url": "http://127.0.0.1:9/api/v1", "api_key_env": env}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job_dict(tmp_path, endpoint=endpoint), sort_keys=False))
+    proc = run_cli("run", str(path))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text
+    assert "no API key" in text, text
+    assert (env in text) is shown, text
