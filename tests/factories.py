@@ -129,3 +129,13 @@ def clocked_opts(base_url: str, db: Path, clock: list[datetime]) -> RunOptions:
         quiet=True, sleep=tick, jitter_seed=0, log=lambda _l: None, wait=True,
         now=lambda: clock[0],
     )  # fmt: skip
+
+
+def batch_job(tmp_path: Path, model: str, n: int) -> Path:
+    """A job file of `n` records with one batch tier of `model` (no quality checks)."""
+    write_jsonl(tmp_path / "in.jsonl", texts(n))
+    job = job_dict(tmp_path, quality=[], limits={"timeout_s": 0.5})
+    job["tiers"] = {"mid": {"models": [model], "batch": True}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path

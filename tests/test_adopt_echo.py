@@ -23,9 +23,8 @@ from typing import Any
 
 import duckdb
 import pytest
-import yaml
 from batch_standin import MODEL, BatchStandIn
-from factories import clocked_opts, job_dict, texts, write_jsonl
+from factories import batch_job, clocked_opts
 
 from batchroute.runner import run_job_async
 from batchroute.runner.work import utcnow
@@ -66,11 +65,7 @@ async def test_a_lost_202_batch_is_adopted_whatever_form_its_model_is_listed_in(
     clock = [utcnow()]
     standin = Echoes(lose_202=1, polls_to_finish=polls, **shape)
 
-    write_jsonl(tmp_path / "in.jsonl", texts(N))
-    job = job_dict(tmp_path, quality=[], limits={"timeout_s": 0.5})
-    job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    path = batch_job(tmp_path, MODEL, N)
     db = tmp_path / "results.duckdb"
     opts = clocked_opts(await serve(standin), db, clock)
     await run_job_async(load_spec(path), opts)

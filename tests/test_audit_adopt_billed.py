@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
 from aiohttp import web
 from batch_standin import MODEL, BatchStandIn
-from factories import clocked_opts, job_dict, texts, write_jsonl
+from factories import batch_job, clocked_opts
 
 from batchroute.runner import run_job_async
 from batchroute.runner.work import utcnow
@@ -63,11 +62,7 @@ async def test_a_failed_get_does_not_abandon_a_billed_batch(tmp_path: Path, serv
         clock=clock, until=clock[0] + FLAKY_FOR,
     )  # fmt: skip
 
-    write_jsonl(tmp_path / "in.jsonl", texts(6))
-    job = job_dict(tmp_path, quality=[], limits={"timeout_s": 0.5})
-    job["tiers"] = {"mid": {"models": [MODEL], "batch": True}}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    path = batch_job(tmp_path, MODEL, 6)
     db = tmp_path / "results.duckdb"
     opts = clocked_opts(await serve(standin), db, clock)
     await run_job_async(load_spec(path), opts)
