@@ -15,13 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 from factories import standin_job, texts
 from subprocs import query, run_cli_async
 from test_billing_standin import MODEL, StandIn
 
 
-@pytest.mark.xfail(strict=True, reason="audit6: report --html overwrites a DuckDB database")
 async def test_report_html_never_writes_over_a_database(tmp_path: Path, serve: Any) -> None:
     """Before (4fb9e65): exit 0, "wrote the HTML report to …/results.duckdb"; the file is
     HTML and its 3 results are gone (and the same for another job's database)."""
