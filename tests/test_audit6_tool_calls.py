@@ -69,14 +69,57 @@ class ToolCaller(StandIn):
             ],
             "usage": usage,
         }
+        if body.get("stream"):
+            return await self._stream_call(request, gid, body["model"], message, usage)
         return web.json_response(answer, headers={"X-Generation-Id": gid})
 
+    async def _stream_call(
+        self, request: web.Request, gid: str, model: str, message: dict[str, Any], usage: Any
+    ) -> web.StreamResponse:
+        """The tool call streamed as OpenAI-style deltas: its arguments in two pieces."""
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Generation-Id": gid}
+        )
+        await resp.prepare(request)
+        call = message["tool_calls"][0]
+        args = call["function"]["arguments"]
+        head = {"index": 0, "id": call["id"], "type": "function"}
+        pieces = [
+            {**head, "function": {"name": call["function"]["name"], "arguments": args[:5]}},
+            {"index": 0, "function": {"arguments": args[5:]}},
+        ]
+        chunks: list[dict[str, Any]] = [
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [p]}}]}
+            for p in pieces
+        ]
+        chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        chunks.append({"choices": [], "usage": usage})
+        for c in chunks:
+            data = orjson.dumps({"id": gid, "model": model, **c})
+            await resp.write(b"data: " + data + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
 
-@pytest.mark.xfail(
-    strict=True, reason="audit6: message.tool_calls is never read; the paid answer is dropped"
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="audit6: a streamed answer's delta.tool_calls are never assembled "
+                "(client/stream.py, cpu6a's: left to the lead)",
+            ),
+        ),
+    ],
 )
-async def test_a_tool_call_answer_is_stored_and_paid_once(tmp_path: Path, serve: Any) -> None:
-    """Before (4fb9e65): 3 calls billed, 3 records `failed` ("empty content"), no output."""
+async def test_a_tool_call_answer_is_stored_and_paid_once(
+    tmp_path: Path, serve: Any, stream: bool
+) -> None:
+    """Before (4fb9e65): 3 calls billed, 3 records `failed` ("empty content"), no output;
+    streamed, the same today."""
     standin = ToolCaller("ok")
     write_jsonl(tmp_path / "in.jsonl", texts(N))
     job = job_dict(
@@ -84,7 +127,7 @@ async def test_a_tool_call_answer_is_stored_and_paid_once(tmp_path: Path, serve:
         endpoint={"base_url": await serve(standin), "api_key_env": KEY_ENV},
         request={"max_tokens": 256, "extra_body": {"tools": [TOOL], "tool_choice": "required"}},
     )
-    job["tiers"] = {"premium": {"models": [MODEL], "stream": False}}
+    job["tiers"] = {"premium": {"models": [MODEL], "stream": stream}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     code, err = await run_cli_async("run", str(path))
