@@ -25,7 +25,6 @@ LINES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="audit6: a YAML error echoes the job file's line")
 @pytest.mark.parametrize("case", list(LINES))
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_a_yaml_error_never_quotes_a_key_pasted_in_the_job_file(
