@@ -59,6 +59,8 @@ async def test_an_answer_with_a_lone_surrogate_is_kept_and_paid_once(
     code, err = await run_cli_async("run", str(path))
     db = tmp_path / "results.duckdb"
     rows = query(db, "SELECT status, output FROM results ORDER BY record_key")
+    [(booked,)] = query(db, "SELECT sum(cost_usd) FROM attempts")
+    assert booked >= standin.total  # the books hold (reserved, then /generation): only waste
     assert len(standin.billed) == N, rows
     assert code == 0, err
     assert all(s == "done" and o.startswith("bonjour") for s, o in rows), rows
