@@ -29,7 +29,7 @@ from batchroute.plan import render as render_record
 from batchroute.quote import offline_catalog, quote, render_quote
 from batchroute.reader import read_records
 from batchroute.report import parse_since, render
-from batchroute.report_html import HTML_PARTS, render_html
+from batchroute.report_html import HTML_PARTS, check_target, render_html
 from batchroute.runner import RunReport
 from batchroute.spec import DEFAULT_CLASSIFIER, JobSpec, PromptSpec
 from batchroute.store import ResultStore
@@ -184,8 +184,7 @@ def validate_text(spec: JobSpec) -> str:
 def report_text(
     db: Path, *, by: str, since: str | None, job: str | None, fmt: str, html: Path | None = None
 ) -> str:
-    """What `report` prints, read from an existing database; with `html`, the HTML report is
-    written there instead and the text says where."""
+    """What `report` prints; with `html`, the HTML report is written there (never over data)."""
     if not db.exists():
         raise ConfigError(f"{db}: no such file")
     why = _not_duckdb(db)
@@ -196,6 +195,7 @@ def report_text(
     store = ResultStore(db)
     if html is None:
         return render(store.report(by=dims, since=start, job_name=job), fmt)
+    check_target(html, db)
     parts = [store.report(by=b, since=start, job_name=job) for b in HTML_PARTS]
     try:
         html.write_text(render_html(*parts), encoding="utf-8")

@@ -1,8 +1,9 @@
 """The HTML report: one self-contained file (no script, no network), charts drawn here as inline
 SVG with a viewBox, so they scale from a phone to a wide screen.
 
-Pure: `ReportData` in, text out. Every value from the database (model, tier and task names, error
-messages) is untrusted and goes through `_e` (html.escape) before it reaches the page.
+Pure (but for `check_target`, which reads a file's first bytes): `ReportData` in, text out.
+Every value from the database (model, tier and task names, error messages) is untrusted and goes
+through `_e` (html.escape) before it reaches the page.
 """
 
 from __future__ import annotations
@@ -11,10 +12,35 @@ import html
 from collections.abc import Sequence
 from datetime import UTC
 from decimal import Decimal
+from pathlib import Path
 
+from .errors import ConfigError
+from .lock import real_db_path
 from .report import pct, rate, reserved_line, savings_line
 from .store import ReportData, ReportRow
 from .usd import usd
+
+
+def check_target(page: Path, db: Path) -> None:
+    """Refuse to write the page over data: the database `db`, a file a run keeps beside it
+    (`.journal*`, `.wal`, `.lock`), or any other DuckDB database. `report db --html db` (a
+    slip of the shell's history) once replaced a job's every result and cost (audit6)."""
+    target, here = real_db_path(page), real_db_path(db)
+    beside = target.parent == here.parent and target.name.startswith(here.name + ".")
+    if target == here or beside or (page.is_file() and _duckdb(page)):
+        raise ConfigError(
+            f"--html {page}: that is a database or a run's file beside one; name a new file "
+            "for the page (e.g. report.html)"
+        )
+
+
+def _duckdb(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(12)[8:12] == b"DUCK"  # bytes 8-11 of every DuckDB database file
+    except OSError:
+        return False
+
 
 HTML_PARTS: tuple[tuple[str, ...], ...] = (("day", "tier"), ("model",), ("tier",))
 """The groupings `render_html` takes, in its argument order."""

@@ -172,6 +172,8 @@ def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -
     choice = choices[0]
     message = choice.get("message") or {}
     content = message.get("content")
+    if not content and message.get("tool_calls"):  # the answer is the call (audit6): kept
+        content = orjson.dumps(message["tool_calls"]).decode()
     return Completion(  # positional (its fields' order), as `Usage` above
         content if isinstance(content, str) else None,  # content
         choice.get("finish_reason"),

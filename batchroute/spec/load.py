@@ -85,7 +85,7 @@ def _read_yaml(p: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None
-        raise SpecError(f"not valid YAML: {exc}", path=str(p), key=where) from None
+        raise SpecError(f"not valid YAML: {_yaml_words(exc)}", path=str(p), key=where) from None
     except RecursionError:
         raise SpecError("nested too deeply to be a job file", path=str(p)) from None
 
@@ -120,3 +120,17 @@ def load_spec(path: str | Path) -> JobSpec:
             "path": p.resolve(),
         }
     )
+
+
+def _yaml_words(exc: yaml.YAMLError) -> str:
+    """The parser's words and places, without its snippet of the file: a job file's line may
+    hold an API key pasted there (an unclosed quote, a `.env` line), and the message goes to
+    stderr and cron's mail (audit6)."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc)  # (a reader error names a character and a position, no text)
+    parts = []
+    for words, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if words:
+            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            parts.append(f"{words}{at}")
+    return "; ".join(parts) or type(exc).__name__
