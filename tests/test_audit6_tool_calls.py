@@ -101,20 +101,7 @@ class ToolCaller(StandIn):
         return resp
 
 
-@pytest.mark.parametrize(
-    "stream",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="audit6: a streamed answer's delta.tool_calls are never assembled "
-                "(client/stream.py, cpu6a's: left to the lead)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("stream", [False, True])
 async def test_a_tool_call_answer_is_stored_and_paid_once(
     tmp_path: Path, serve: Any, stream: bool
 ) -> None:

@@ -6,6 +6,7 @@ Every shape problem is a retryable `malformed_response`; errors hidden in a body
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -115,6 +116,31 @@ def _billed(raw: Any) -> Decimal | None:
         return None
 
 
+_ESCAPES = re.compile(
+    rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+
+def _whole(match: re.Match[bytes]) -> bytes:
+    """An escaped backslash or a surrogate pair as it is; a lone surrogate → U+FFFD."""
+    found = match.group()
+    return found if len(found) != 6 else b"\\ufffd"
+
+
+def loads_lenient(body: bytes) -> Any:
+    """`orjson.loads`, and for a document holding half a character (a lone surrogate escape,
+    which JSON's grammar allows and `JSON.stringify` writes for a string cut inside a pair; or
+    bytes that are not UTF-8, an answer cut inside a character) the same document with each
+    half character read as U+FFFD. Refused, a paid answer was malformed: sent and paid again,
+    the same every time (audit6). Raises `orjson.JSONDecodeError` when it is not JSON at all.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").encode()  # bytes cut inside a character
+        return orjson.loads(_ESCAPES.sub(_whole, text))
+
+
 def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> Completion:
     """Turn a 200 response body into a Completion, or raise the error hidden inside it.
 
@@ -122,7 +148,7 @@ def parse_completion(body: bytes, status: int, headers: Any, *, model: str) -> C
     `malformed_response`, never a crash of the run.
     """
     try:
-        doc = orjson.loads(body.lstrip())  # keep-alive whitespace may precede the JSON
+        doc = loads_lenient(body.lstrip())  # keep-alive whitespace may precede the JSON
     except orjson.JSONDecodeError as exc:
         raise _malformed(
             f"malformed JSON in response: {exc}", model=model, status=status, headers=headers

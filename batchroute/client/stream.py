@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from batchroute.client.parse import _NO_USAGE, _choice_error, parse_usage
+from batchroute.client.parse import _NO_USAGE, _choice_error, loads_lenient, parse_usage
 from batchroute.client.status import classify_error
 from batchroute.errors import RetryableError, scrub, without_secrets
 from batchroute.types import CallSeen, Completion, Usage
@@ -25,6 +25,7 @@ class _Stream:
     """One streamed answer assembled from its SSE events as they arrive (§1.4, §2.3)."""
 
     __slots__ = (
+        "calls",
         "choices_seen",
         "content",
         "done",
@@ -48,6 +49,7 @@ class _Stream:
         self.seen = seen if seen is not None else CallSeen(gen_id)
         self.headers = headers
         self.content: list[str] | None = None
+        self.calls: dict[int, dict[str, Any]] | None = None  # `delta.tool_calls`, by index
         self.finish: str | None = None
         self.native: str | None = None
         self.served: str | None = None
@@ -142,7 +144,7 @@ class _Stream:
             return
         clean = scrub(data)  # an event, whole: as `session.read_body`
         try:
-            doc = orjson.loads(clean)
+            doc = loads_lenient(clean)
         except orjson.JSONDecodeError:
             raise self.malformed("undecodable data line in stream") from None
         if not isinstance(doc, dict):
@@ -182,15 +184,37 @@ class _Stream:
             choice = choices[0]
             delta = choice.get("delta")
             if delta:
-                text = delta.get("content")
-                if isinstance(text, str):
-                    if self.content is None:
-                        self.content = [text]
-                    else:
-                        self.content.append(text)
+                self._delta(delta)
             finish = choice.get("finish_reason")
             if finish is not None:
                 self.finish, self.native = finish, choice.get("native_finish_reason")
+
+    def _delta(self, delta: dict[str, Any]) -> None:
+        text = delta.get("content")
+        if isinstance(text, str):
+            if self.content is None:
+                self.content = [text]
+            else:
+                self.content.append(text)
+        elif delta.get("tool_calls"):
+            self._tool_calls(delta["tool_calls"])
+
+    def _tool_calls(self, pieces: list[dict[str, Any]]) -> None:
+        """Assemble streamed tool calls (OpenAI's delta form): the pieces of one call share its
+        `index`; the first carries `id`, `type` and the function's `name`, each carries a piece
+        of `function.arguments`. The calls are the answer of a function-calling job (audit6)."""
+        calls = self.calls if self.calls is not None else {}
+        self.calls = calls
+        for piece in pieces:
+            index = int(piece.get("index") or 0)
+            call = calls.setdefault(index, {"function": {"arguments": ""}})
+            for field in ("id", "type"):
+                if piece.get(field) is not None and field not in call:
+                    call[field] = piece[field]
+            function = piece.get("function") or {}
+            if function.get("name") is not None and "name" not in call["function"]:
+                call["function"]["name"] = function["name"]
+            call["function"]["arguments"] += function.get("arguments") or ""
 
     def completion(self) -> Completion:
         if not self.choices_seen:
@@ -204,6 +228,8 @@ class _Stream:
             )
         # Each event was scrubbed; a key spread over several deltas is caught once joined.
         joined = "".join(self.content) if self.content is not None else None
+        if not joined and self.calls:  # a function-calling answer: the calls are the output
+            joined = orjson.dumps([self.calls[i] for i in sorted(self.calls)]).decode()
         content = None if joined is None else without_secrets(joined, short=False)  # as `scrub`
         return Completion(
             content=content,
@@ -220,7 +246,7 @@ class _Stream:
 def _delta_text(data: bytes, cleaned: str) -> str:
     """The content delta of an event as it was sent (`cleaned` if it cannot be read)."""
     try:
-        text = orjson.loads(data)["choices"][0]["delta"]["content"]
+        text = loads_lenient(data)["choices"][0]["delta"]["content"]
     except (orjson.JSONDecodeError, LookupError, TypeError):
         return cleaned
     return text if isinstance(text, str) else cleaned
