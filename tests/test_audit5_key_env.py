@@ -77,3 +77,23 @@ def test_an_unset_variable_is_named_only_when_it_looks_like_one(
     assert proc.returncode == 2, text
     assert "no API key" in text, text
     assert (env in text) is shown, text
+
+
+@pytest.mark.parametrize(
+    "url", [KEY, "openrouter.ai/api/v1", "ftp://example.com/api", "https:///api/v1", " http://x/"]
+)
+def test_a_base_url_that_is_no_http_url_is_refused_without_echoing_it(
+    tmp_path: Path, url: str
+) -> None:
+    """Before (4fb9e65), a base_url that is no URL passed the job file's check: every call
+    failed as a connection error, booked at its reservation, and again at every rerun (audit6's
+    "noticed"); the key pasted there must not be echoed either."""
+    write_jsonl(tmp_path / "in.jsonl", texts(3))
+    job = job_dict(tmp_path, endpoint={"base_url": url, "api_key_env": "OPENROUTER_API_KEY"})
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    proc = run_cli("validate", str(path))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text
+    assert "endpoint.base_url" in text, text
+    assert KEY[12:40] not in text, text

@@ -291,6 +291,18 @@ class EndpointSpec(_Strict):
             )
         return v
 
+    @field_validator("base_url")
+    @classmethod
+    def _a_url(cls, v: str) -> str:
+        # Not a URL, every call failed as a connection error booked at its reservation (an
+        # overcount), the next run the same (audit6); the key pasted here is not repeated.
+        scheme, _, rest = v.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.split("/")[0] or v != v.strip():
+            raise ValueError(
+                "must be an http(s) URL of the API, e.g. https://openrouter.ai/api/v1 (not shown)"
+            )
+        return v
+
 
 class RoutingPolicy(_Strict):
     """The cost dial (issue 12): exactly one of a share of records for the strong tiers or a
