@@ -82,6 +82,12 @@ def _resum(con: duckdb.DuckDBPyConnection, recompute: set[tuple[str, str]], runs
             "WHERE job_name = ? AND record_key = ?",
             [job_name, key],
         )
+    resum_runs(con, runs)
+
+
+def resum_runs(con: duckdb.DuckDBPyConnection, runs: set[str]) -> None:
+    """Make the cost of those of `runs` that have ended the sum of their attempts again (a
+    fix, or a replay step, that adds to or moves a run's attempts after its end)."""
     # A finished run's cost is the sum of its attempts: a fix that comes after its end (the
     # next run's reconciliation) moves it too. A run still going writes its cost at its end,
     # fixes included (`finish_run`): asked first, so that the writer process's fixes of its

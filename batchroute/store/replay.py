@@ -15,6 +15,7 @@ import duckdb
 from ..types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow, RunStatus
 from .connect import transaction
 from .encode import bulk_write, dedupe, utc, write_results
+from .fixes import resum_runs
 
 
 def write_missing(
@@ -31,7 +32,11 @@ def write_missing(
     if new_attempts:
         bulk_write(con, "attempts", new_attempts, now)
         _cost_is_sum(con, new_attempts, now)
-        con.execute(_LOST_RUNS, [sorted({a.run_id for a in new_attempts})])
+        runs = sorted({a.run_id for a in new_attempts})
+        con.execute(_LOST_RUNS, [runs])
+        # A run's rows may come in over more than one replay (a segment found by a later
+        # start): its row, made or closed by an earlier step, takes each step's calls too.
+        resum_runs(con, set(runs))
     return len(merged)
 
 
