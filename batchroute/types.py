@@ -319,10 +319,9 @@ class RunCounts:
 
 @dataclass(frozen=True, slots=True)
 class ResumeState:
-    """What the store knows before a run: how many records are final, today's spend.
-
-    Which input records are final is not held here (a job's history may be millions of
-    keys): a `KeyLookup` answers for the input's own keys, one record at a time.
+    """What the store knows before a run: how many records are final, today's spend. Which
+    are final is not held here (a job's history may be millions of keys): a `KeyLookup`
+    answers for the input's own keys, one record at a time.
     """
 
     final_count: int = 0  # the job's records already final (for the run's first line)
@@ -331,6 +330,7 @@ class ResumeState:
     # model, the largest cost / reservation above 1, and the largest cost where it reserved $0.
     ratios: Mapping[str, Decimal] = field(default_factory=dict)
     floors: Mapping[str, Decimal] = field(default_factory=dict)
+    climbed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # `store.runs.climbed`
 
 
 class Known(NamedTuple):

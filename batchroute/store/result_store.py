@@ -195,8 +195,9 @@ class ResultStore:
             batches = _batches.open_reserved(con, day, scope)  # spent until settled
             settled = spent(con, day, scope)  # the same transaction: one open, not two
             ratios, floors = _ratios.learnt(con, learn_since) if learn_since else ({}, {})
+            climbed = _runs.climbed(con, job_name)  # killed mid-escalation: go on from there
         final = int(row[0]) if row is not None else 0
-        return ResumeState(final, settled + batches, ratios, floors)
+        return ResumeState(final, settled + batches, ratios, floors, climbed)
 
     def resume_lookup(
         self,
