@@ -47,7 +47,8 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
     for f in fixes:
         rows = con.execute(
             f"UPDATE attempts SET cost_usd = CAST(? AS {MONEY}), cost_source = ?, "
-            f"usage_cost_usd = CAST(? AS {MONEY}), upstream_cost_usd = CAST(? AS {MONEY}) "
+            f"usage_cost_usd = CAST(? AS {MONEY}), upstream_cost_usd = CAST(? AS {MONEY}), "
+            "served_model = COALESCE(served_model, ?) "
             "WHERE run_id = ? AND job_name = ? AND record_key = ? AND attempt_no = ? "
             "AND cost_source IN (?, ?) AND generation_id = ? RETURNING 1",
             [
@@ -55,6 +56,7 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
                 f.cost_source,
                 None if f.usage_cost_usd is None else money(f.usage_cost_usd),
                 None if f.upstream_cost_usd is None else money(f.upstream_cost_usd),
+                f.served_model,
                 f.run_id,
                 f.job_name,
                 f.record_key,
