@@ -1,9 +1,10 @@
 """Every replay step keeps a run's `runs.cost_usd` equal to the sum of its attempts (gaps6).
 
 A run's rows can reach the file in more than one replay: the start after a kill replays the
-journal files it finds, and a segment that appears after that start (a dead run's writer
-process still busy with it, a file restored by hand, a disk that took the rows of one file and
-not the next) comes in at a later start. Before (4fb9e65): the first step gave a run with no
+journal files it finds, and a file that appears after that start (restored by hand, or a
+segment a dead run's writer process was still busy with) comes in at a later start. Here the
+two steps are made by hand (no CLI night was found that makes them on its own).
+Before (4fb9e65): the first step gave a run with no
 `runs` row one costing what that step held (gaps5's lost run) and `ON CONFLICT DO NOTHING`
 left it there at the next step; a run closed `interrupted` by a start kept the cost it was
 closed at. `runs` and `run_summary` said less than `attempts`: less than the bill.
