@@ -4,11 +4,12 @@ then at what GET /generation says (gaps6).
 Stop 24 made a count above 10^9 malformed (audit5). A count below that but above the context
 window of every model that may have served the call (here 500,000,000 prompt tokens on a
 128,000-token model) cannot be a real call's either, yet it was priced from its counts as the
-bill (`cost_source = 'catalog'`): ~$1,000 for a call the provider billed ~$0.0005. One such
-answer filled the night's $10 cap (the rest of the job waited for tomorrow), and taught the
-model a ratio of ~2x10^6 for 7 days. The money rules allow the overcount (never under), but a
-few absurd answers cost a night. Now such an answer is booked like a malformed one: at its
-reservation (`reserved`), which GET /generation then corrects; nothing is learnt from it.
+bill (`cost_source = 'catalog'`): $787.50 for a call the provider billed $0.0012. /generation
+corrected the row, but the ratio the answer had taught (~4x10^5) stayed in force: the other
+records of the night no longer fitted the $10 cap and waited for tomorrow. The money rules
+allow the overcount (never under), but a few absurd answers cost a night. Now such an answer
+is booked like a malformed one: at its reservation (`reserved`), which GET /generation then
+corrects; nothing is learnt from it.
 
 Real CLI in a subprocess against a stand-in on a loopback port, real DuckDB file.
 """
@@ -54,8 +55,8 @@ class OverContext(StandIn):
 async def test_a_count_above_the_context_length_does_not_spend_the_night(
     tmp_path: Path, serve: Any
 ) -> None:
-    """Before (4fb9e65): 1 call billed, booked ~$1,000 (catalog); run exit 3 (the $10 cap
-    spent by one answer), 5 records pending. After: every record done, the absurd answer
+    """Before (4fb9e65): 1 call billed ($0.0012), booked $787.50 (then corrected); exit 3,
+    5 records pending ("daily budget reached"). After: every record done, the absurd answer
     booked at its /generation figure, the books at least the bill and not far above it."""
     standin = OverContext("ok")
     job = standin_job(

@@ -36,6 +36,7 @@ class Climbs(FallsBack):
 
     asked: Counter[str] = field(default_factory=Counter)
     held: int = 0
+    dear_empty: bool = False  # DEAR's answers are empty too
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
@@ -45,7 +46,7 @@ class Climbs(FallsBack):
         if model == DEAR:
             self.held += 1
             await _wait(self.release)
-        content = "" if model == CHEAP else "bonjour"
+        content = "" if model == CHEAP or self.dear_empty else "bonjour"
         doc = {
             "id": gid,
             "model": model,
@@ -104,23 +105,31 @@ async def test_a_record_killed_mid_escalation_does_not_pay_its_cheap_tier_again(
 async def test_the_escalations_used_count_against_max_escalations(
     tmp_path: Path, serve: Any
 ) -> None:
-    """With `max_escalations: 1` used up by run 1, the resumed record may not climb again:
-    a quality failure in `premium` fails it (here DEAR answers, so it is done in premium)."""
+    """Three tiers (cheap CHEAP, mid DEAR, top CHEAP) and `max_escalations: 1`, used up by
+    run 1's climb to `mid`. In run 2 DEAR answers empty too: the record may not climb to
+    `top` (it fails), and CHEAP is never asked again."""
     standin = Climbs("ok")
-    job = _climb_job(tmp_path, await serve(standin))
-    doc = job.read_text().replace("limits:\n", "limits:\n  max_escalations: 1\n")
-    job.write_text(doc)
+    tiers = {"cheap": TIERS["cheap"], "mid": TIERS["premium"], "top": TIERS["cheap"]}
+    job = _job(
+        tmp_path, await serve(standin), Decimal(5), N, tiers=tiers, quality=["empty"],
+        routing={"translation": "cheap"},
+    )  # fmt: skip
+    doc = job.read_text().replace("concurrency: 1", f"concurrency: {N}")
+    job.write_text(doc.replace("limits:\n", "limits:\n  max_escalations: 1\n"))
 
     async def held() -> None:
-        await until(lambda: standin.held == N, "every record's premium call in flight")
+        await until(lambda: standin.held == N, "every record's mid call in flight")
 
     await kill_run_when(job, held)
+    standin.dear_empty = True
     standin.release.set()
     code, err = await rerun_after_kill(job)
-    assert code == 0, err
+    assert code == 4, err  # finished, records failed
     db = tmp_path / "results.duckdb"
-    assert standin.asked[CHEAP] == N, (standin.asked, err)
-    assert query(db, "SELECT count(*) FROM results WHERE status = 'done'") == [(N,)]
+    assert standin.asked[CHEAP] == N, (standin.asked, err)  # neither cheap nor top again
+    assert query(db, "SELECT status, tier, count(*) FROM results GROUP BY ALL") == [
+        ("failed", "mid", N)
+    ]
 
 
 def test_resume_tier_goes_past_the_furthest_tier_climbed_on_the_path() -> None:
