@@ -170,6 +170,7 @@ class GenerationCost:
     total_cost: Decimal  # charged to the OpenRouter balance (the fee alone under BYOK)
     upstream_cost: Decimal | None = None
     is_byok: bool = False
+    model: str | None = None  # the model that served (`model`), when it says
 
     @property
     def billed(self) -> Decimal | None:
@@ -267,13 +268,10 @@ class AttemptRow:
 
 @dataclass(frozen=True, slots=True)
 class CostFix:
-    """The real cost of an attempt that was booked at its reservation (`cost_source =
-    'reserved'`), learnt later from GET /generation.
-
-    `recompute_result`: set the record's `results.cost_usd` to the sum of its attempts once
-    the attempt is fixed. Off while the record is still being worked on in this run: its
-    result row is not written yet, and the run adds the fix to the cost it will write.
-    """
+    """The real cost of an attempt booked at its reservation (or catalogue price), from GET
+    /generation. `recompute_result`: set the record's `results.cost_usd` to the sum of its
+    attempts once fixed; off while the record is still worked on in this run (its row is not
+    written yet: the run adds the fix to it). `served_model`: fills a NULL `served_model`."""
 
     run_id: str
     job_name: str
@@ -288,6 +286,7 @@ class CostFix:
     """The generation the figure is of: the fix applies to the attempt row that carries it
     only. (run, record, attempt_no) is not a key: an expired batch's item and its round-2
     resubmission are both attempt 0 of one run. None matches no row (left reserved)."""
+    served_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,10 +318,9 @@ class RunCounts:
 
 @dataclass(frozen=True, slots=True)
 class ResumeState:
-    """What the store knows before a run: how many records are final, today's spend.
-
-    Which input records are final is not held here (a job's history may be millions of
-    keys): a `KeyLookup` answers for the input's own keys, one record at a time.
+    """What the store knows before a run: how many records are final, today's spend. Which
+    are final is not held here (a job's history may be millions of keys): a `KeyLookup`
+    answers for the input's own keys, one record at a time.
     """
 
     final_count: int = 0  # the job's records already final (for the run's first line)
@@ -331,6 +329,7 @@ class ResumeState:
     # model, the largest cost / reservation above 1, and the largest cost where it reserved $0.
     ratios: Mapping[str, Decimal] = field(default_factory=dict)
     floors: Mapping[str, Decimal] = field(default_factory=dict)
+    climbed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # `store.runs.climbed`
 
 
 class Known(NamedTuple):

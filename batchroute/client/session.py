@@ -237,7 +237,9 @@ class OpenRouterClient:
             return None
         if total is None:
             return None
-        return GenerationCost(total, upstream, byok_of(data.get("is_byok"), total, upstream))
+        served = data.get("model")  # fills `attempts.served_model` where no answer said it
+        byok = byok_of(data.get("is_byok"), total, upstream)
+        return GenerationCost(total, upstream, byok, served if isinstance(served, str) else None)
 
     async def key_limit_remaining(self, *, timeout_s: float = 10) -> Decimal | None:
         """What the API key may still spend (`limit_remaining` of GET /key); None when the key

@@ -241,6 +241,14 @@ class Pricer:
         plan = self._plan
         served = plan.catalog.get(c.model) or plan.info(model)
         _, models = plan.served_by(tier, model)  # a native fallback's models too
+        # Counts above the context window of every model that may have served it are no
+        # call's: like a malformed answer, booked at the reservation until /generation says
+        # (priced, a few such answers spent a night's cap and taught a ratio for 7 days).
+        window = max(
+            served.context_length, *(plan.info(m).context_length for m in (model, *models))
+        )
+        if window > 0 and u.prompt_tokens + u.completion_tokens > window:
+            return worst, CostSource.RESERVED
         searches = max(u.web_search_requests, plan.searches(c.model), *map(plan.searches, models))
         # The dearest prices, a search if one may have run, and the BYOK fee: over, not under.
         # The answer names the model without its variant (`:nitro` bills priority rates).

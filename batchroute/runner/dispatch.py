@@ -79,6 +79,7 @@ class Dispatcher:
         self.budget_short = 0  # records left pending because their worst case did not fit
         self.deferred = 0  # records left pending because their chain was unavailable
         self._next_tier = {t: spec.next_tier(t) for t in spec.tiers}
+        self._climbed, self._path = plan.resume.climbed, plan.escalation_path
 
     @property
     def reconciler(self) -> Reconciler | None:
@@ -96,10 +97,14 @@ class Dispatcher:
 
     async def process(self, item: WorkItem, trail: Trail) -> None:
         """Send one record until it is done, failed, or (on a stop) left pending."""
-        tier = item.tier
+        tier, used = item.tier, 0
+        if self._climbed and (up := self._climbed.get(item.record.key)):
+            # An earlier run paid for, and rejected, its answer in the tiers below: go on.
+            tier, used = policy.resume_tier(self._path(tier), up)
         while True:
             nxt = self._next_tier[tier]
-            can_escalate = trail.escalations < self.spec.limits.max_escalations and nxt is not None
+            left = trail.escalations + used < self.spec.limits.max_escalations
+            can_escalate = left and nxt is not None
             call = await self._try_chain(item, self.plans[tier], trail, can_escalate)
             if isinstance(call, NoFit):  # waits for tomorrow; records that fit go on
                 self.budget_short += 1

@@ -9,6 +9,7 @@ check), leave the record for the next run (its chain was down), stop the run
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from batchroute.errors import (
@@ -84,6 +85,16 @@ def decide(
             return AttemptOutcome.ESCALATE  # the job opted in to pay more for it
         return AttemptOutcome.DEFERRED
     return AttemptOutcome.FAILED  # rejected by every model: a dearer tier is no cure
+
+
+def resume_tier(path: tuple[str, ...], climbed: Collection[str]) -> tuple[str, int]:
+    """Where a record starts that an earlier run sent up from the tiers `climbed` after a paid
+    answer failed a quality check, and was ended or killed before the next tier answered
+    (`store.runs.climbed`): the tier past the furthest of them on its escalation `path` (its
+    routed tier first), with the escalations that used. Its routed tier (`path[0]`, 0) when
+    none is on the path (the job's tiers changed since) or it is at the path's end."""
+    reached = max((path.index(t) for t in climbed if t in path[:-1]), default=-1)
+    return path[reached + 1], reached + 1
 
 
 def fatal_status(err: UpstreamError) -> RunStatus:

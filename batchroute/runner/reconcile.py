@@ -66,6 +66,8 @@ class Unsettled:
     model: str = ""  # the model asked for: a cost above `booked` raises its later reservations
     source: CostSource = CostSource.RESERVED  # or CATALOG: tokens at /models prices (audit4)
     listed: Decimal | None = None  # the call's worst case at list prices (`Pricer.learn`)
+    served: str | None = None  # the model its answer named (native fallback: another)
+    served_listed: Decimal | None = None  # that model's own list-price worst case, if known
 
 
 class Reconciler:
@@ -122,6 +124,10 @@ class Reconciler:
     def _apply(self, u: Unsettled, gc: GenerationCost, cost: Decimal) -> None:
         if self.learn is not None and u.model:
             self.learn(u.model, cost, u.booked, u.listed)
+            # A native fallback's bill teaches the model that served too, against its own
+            # list price: the start's seed does so from the same row (`store.ratios`).
+            if u.served and u.served != u.model and u.served_listed is not None:
+                self.learn(u.served, cost, u.booked, u.served_listed)
         self._budget.correct(u.booked, cost)
         in_flight = not u.trail.booked
         if in_flight:  # its result row is still to be written: it carries the fix
@@ -140,6 +146,7 @@ class Reconciler:
                 else quantize_usd(gc.upstream_cost),
                 recompute_result=not in_flight,
                 generation_id=u.generation_id,
+                served_model=gc.model,
             ),
             cost - u.booked,
             u.tier,
@@ -189,6 +196,7 @@ async def reconcile_earlier(
             usage_cost_usd=quantize_usd(gc.total_cost),
             upstream_cost_usd=None if gc.upstream_cost is None else quantize_usd(gc.upstream_cost),
             generation_id=row.generation_id,
+            served_model=gc.model,
         )
 
     tasks = [asyncio.ensure_future(one(r)) for r in rows[:EARLIER_ROWS]]

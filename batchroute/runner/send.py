@@ -116,6 +116,8 @@ class Sender:
                     call.model,
                     call.source,
                     call.listed,
+                    call.served,
+                    call.served_listed,
                 )
             )
         c = call.completion

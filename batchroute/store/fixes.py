@@ -47,7 +47,8 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
     for f in fixes:
         rows = con.execute(
             f"UPDATE attempts SET cost_usd = CAST(? AS {MONEY}), cost_source = ?, "
-            f"usage_cost_usd = CAST(? AS {MONEY}), upstream_cost_usd = CAST(? AS {MONEY}) "
+            f"usage_cost_usd = CAST(? AS {MONEY}), upstream_cost_usd = CAST(? AS {MONEY}), "
+            "served_model = COALESCE(served_model, ?) "
             "WHERE run_id = ? AND job_name = ? AND record_key = ? AND attempt_no = ? "
             "AND cost_source IN (?, ?) AND generation_id = ? RETURNING 1",
             [
@@ -55,6 +56,7 @@ def apply_fixes(con: duckdb.DuckDBPyConnection, fixes: Sequence[CostFix]) -> int
                 f.cost_source,
                 None if f.usage_cost_usd is None else money(f.usage_cost_usd),
                 None if f.upstream_cost_usd is None else money(f.upstream_cost_usd),
+                f.served_model,
                 f.run_id,
                 f.job_name,
                 f.record_key,
@@ -82,6 +84,12 @@ def _resum(con: duckdb.DuckDBPyConnection, recompute: set[tuple[str, str]], runs
             "WHERE job_name = ? AND record_key = ?",
             [job_name, key],
         )
+    resum_runs(con, runs)
+
+
+def resum_runs(con: duckdb.DuckDBPyConnection, runs: set[str]) -> None:
+    """Make the cost of those of `runs` that have ended the sum of their attempts again (a
+    fix, or a replay step, that adds to or moves a run's attempts after its end)."""
     # A finished run's cost is the sum of its attempts: a fix that comes after its end (the
     # next run's reconciliation) moves it too. A run still going writes its cost at its end,
     # fixes included (`finish_run`): asked first, so that the writer process's fixes of its

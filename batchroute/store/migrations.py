@@ -14,6 +14,7 @@ import duckdb
 
 from ..errors import StoreError
 from .columns import MONEY
+from .views import M13_DAILY_SPEND
 
 SCHEMA_VERSION_TABLE = "batchroute_migrations"
 
@@ -277,7 +278,6 @@ last (a fallback's answer that failed a quality check was credited to the model 
 `generation_gaps`: the base URLs proven to have no GET /generation, with the proof (an id the
 endpoint gave, when its call started, the status the GET got): later runs do not ask it."""
 
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _M1_TABLES + _M1_VIEWS),
     Migration(2, "results.request_fp", "ALTER TABLE results ADD COLUMN request_fp VARCHAR;"),
@@ -324,6 +324,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "attempts.served_model, served_listed_usd; calls credits the model that served; "
         "generation_gaps",
         _M12_SERVED,
+    ),
+    # gaps6: a batch still out is committed spend; SQL clients of the view now see it too.
+    Migration(
+        13,
+        "daily_spend: cost_usd = spent_usd + batches_out_usd (batches still out)",
+        M13_DAILY_SPEND,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,6 +15,7 @@ import duckdb
 from ..types import AttemptOutcome, AttemptRow, RecordStatus, ResultRow, RunStatus
 from .connect import transaction
 from .encode import bulk_write, dedupe, utc, write_results
+from .fixes import resum_runs
 
 
 def write_missing(
@@ -31,7 +32,11 @@ def write_missing(
     if new_attempts:
         bulk_write(con, "attempts", new_attempts, now)
         _cost_is_sum(con, new_attempts, now)
-        con.execute(_LOST_RUNS, [sorted({a.run_id for a in new_attempts})])
+        runs = sorted({a.run_id for a in new_attempts})
+        con.execute(_LOST_RUNS, [runs])
+        # A run's rows may come in over more than one replay (a segment found by a later
+        # start): its row, made or closed by an earlier step, takes each step's calls too.
+        resum_runs(con, set(runs))
     return len(merged)
 
 
@@ -77,9 +82,11 @@ def unreplayed(
 # if they have none (the status and answer of a row already there are kept): else the next
 # run's row for the record leaves them out, and the results' books say less than the bill.
 _PENDING_ROWS = f"""
-INSERT INTO results (job_name, record_key, run_id, tier, status, attempts, created_at)
+INSERT INTO results (job_name, record_key, run_id, tier, status, attempts, escalations,
+    created_at)
 SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]),
-    unnest($4::VARCHAR[]), '{RecordStatus.PENDING}', unnest($5::INTEGER[]), CAST($6 AS TIMESTAMP)
+    unnest($4::VARCHAR[]), '{RecordStatus.PENDING}', unnest($5::INTEGER[]),
+    unnest($7::INTEGER[]), CAST($6 AS TIMESTAMP)
 ON CONFLICT (job_name, record_key) DO NOTHING
 """
 _COST_IS_SUM = """
@@ -94,13 +101,15 @@ def _cost_is_sum(
     con: duckdb.DuckDBPyConnection, attempts: Sequence[AttemptRow], now: datetime
 ) -> None:
     """Make the cost of the records of `attempts` (new in the table) the sum of theirs."""
-    per: dict[tuple[str, str], tuple[str, str | None, int]] = {}
+    per: dict[tuple[str, str], tuple[str, str | None, int, int]] = {}
     for a in attempts:
-        _, _, n = per.get((a.job_name, a.record_key), (a.run_id, a.tier, 0))
-        per[(a.job_name, a.record_key)] = (a.run_id, a.tier, n + 1)
+        _, _, n, up = per.get((a.job_name, a.record_key), (a.run_id, a.tier, 0, 0))
+        up += a.outcome == AttemptOutcome.ESCALATE  # as `Trail.escalations` would have said
+        per[(a.job_name, a.record_key)] = (a.run_id, a.tier, n + 1, up)
     jobs, keys = (list(c) for c in zip(*per, strict=True))
-    run_ids, tiers, counts = (list(c) for c in zip(*per.values(), strict=True))
-    con.execute(_PENDING_ROWS, [jobs, keys, run_ids, tiers, counts, now.isoformat(sep=" ")])
+    run_ids, tiers, counts, ups = (list(c) for c in zip(*per.values(), strict=True))
+    stamp = now.isoformat(sep=" ")
+    con.execute(_PENDING_ROWS, [jobs, keys, run_ids, tiers, counts, stamp, ups])
     con.execute(_COST_IS_SUM, [jobs, keys])
 
 

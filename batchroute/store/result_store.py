@@ -187,16 +187,19 @@ class ResultStore:
         learn_since: date | None = None,
     ) -> ResumeState:
         """What a run starts from: the job's final count, the day's spend in `scope` (a job,
-        None: the file), the cost ratios calls since `learn_since` taught (`store.ratios`)."""
+        None: the file), the cost ratios calls since `learn_since` taught (`store.ratios`),
+        where pending records stopped climbing (`runs.climbed`)."""
         with self._tx() as con:
-            sql = "SELECT count(*) FROM results WHERE job_name = ? AND "
-            sql += "list_contains(?::VARCHAR[], status)"
-            row = con.execute(sql, [job_name, [str(s) for s in final_statuses]]).fetchone()
+            sql = "SELECT count(*) FILTER (list_contains(?::VARCHAR[], status)), count(*) "
+            sql += "FILTER (status = 'pending') FROM results WHERE job_name = ?"
+            row = con.execute(sql, [[str(s) for s in final_statuses], job_name]).fetchone()
             batches = _batches.open_reserved(con, day, scope)  # spent until settled
             settled = spent(con, day, scope)  # the same transaction: one open, not two
             ratios, floors = _ratios.learnt(con, learn_since) if learn_since else ({}, {})
+            # Records killed mid-escalation: scanned for only when some record is pending.
+            climbed = _runs.climbed(con, job_name) if row and row[1] else {}
         final = int(row[0]) if row is not None else 0
-        return ResumeState(final, settled + batches, ratios, floors)
+        return ResumeState(final, settled + batches, ratios, floors, climbed)
 
     def resume_lookup(
         self,

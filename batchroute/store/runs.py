@@ -8,7 +8,7 @@ from datetime import date, datetime
 
 import duckdb
 
-from ..types import RunCounts, RunStatus
+from ..types import RecordStatus, RunCounts, RunStatus
 from . import fixes as _fixes
 from .columns import MONEY
 from .encode import money, utc
@@ -79,6 +79,26 @@ def status_counts(con: duckdb.DuckDBPyConnection, job_name: str) -> dict[str, in
         "SELECT status, count(*) FROM results WHERE job_name = ? GROUP BY status", [job_name]
     ).fetchall()
     return {str(s): int(n) for s, n in rows}
+
+
+# A paid answer the quality checks sent up a tier (`escalate`, HTTP 200: an outage's
+# escalation paid nothing and may pass tomorrow). Only records still pending: a final one is
+# sent again only when asked (--retry-failed, --rerun-changed), and then from its routed tier.
+_CLIMBED = f"""
+SELECT a.record_key, list(DISTINCT a.tier) FROM attempts a
+JOIN results r USING (job_name, record_key)
+WHERE a.job_name = ? AND r.status = '{RecordStatus.PENDING}' AND a.outcome = 'escalate'
+    AND a.http_status = 200 AND a.tier IS NOT NULL
+GROUP BY a.record_key
+"""
+
+
+def climbed(con: duckdb.DuckDBPyConnection, job_name: str) -> dict[str, tuple[str, ...]]:
+    """The job's pending records that climbed a tier after a paid answer failed a quality
+    check (a run ended, or was killed, before the next tier answered): key → the tiers they
+    climbed from. The next run starts them past those tiers (`policy.resume_tier`)."""
+    rows = con.execute(_CLIMBED, [job_name]).fetchall()
+    return {str(key): tuple(tiers) for key, tiers in rows}
 
 
 def end(
