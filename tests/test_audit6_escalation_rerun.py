@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import yaml
 from aiohttp import web
 from factories import job_dict, texts, write_jsonl
@@ -57,9 +56,6 @@ class CheapEmptyDearDown(StandIn):
         return web.json_response(answer, headers={"X-Generation-Id": gid})
 
 
-@pytest.mark.xfail(
-    strict=True, reason="audit6: a rerun starts a record pending mid-escalation at its own tier"
-)
 async def test_a_rerun_does_not_pay_again_for_an_answer_known_to_fail(
     tmp_path: Path, serve: Any
 ) -> None:
