@@ -25,6 +25,8 @@ from factories import job_dict, texts, write_jsonl
 from subprocs import KEY_ENV, query, run_cli_async
 from test_billing_standin import MODEL, StandIn
 
+from batchroute.client.stream import _Stream
+
 N = 3
 TOOL = {
     "type": "function",
@@ -37,7 +39,11 @@ TOOL = {
 
 @dataclass
 class ToolCaller(StandIn):
-    """Every call with `tools` is answered by a tool call (billed like any answer)."""
+    """Every call with `tools` is answered by a tool call (billed like any answer); `text` is
+    the content beside it (null, "" — both possible for tool responses, openrouter-api.md —
+    or a sentence before the call)."""
+
+    text: str | None = None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
@@ -46,7 +52,7 @@ class ToolCaller(StandIn):
         args = orjson.dumps({"text": f"bonjour {len(self.billed)}"}).decode()
         message = {
             "role": "assistant",
-            "content": None,
+            "content": self.text,
             "tool_calls": [
                 {
                     "id": f"call_{gid}",
@@ -88,9 +94,10 @@ class ToolCaller(StandIn):
             {**head, "function": {"name": call["function"]["name"], "arguments": args[:5]}},
             {"index": 0, "function": {"arguments": args[5:]}},
         ]
+        first = {"role": "assistant", "content": message["content"]}
         chunks: list[dict[str, Any]] = [
-            {"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [p]}}]}
-            for p in pieces
+            {"choices": [{"index": 0, "delta": {**(first if i == 0 else {}), "tool_calls": [p]}}]}
+            for i, p in enumerate(pieces)
         ]
         chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
         chunks.append({"choices": [], "usage": usage})
@@ -101,13 +108,14 @@ class ToolCaller(StandIn):
         return resp
 
 
+@pytest.mark.parametrize("text", [None, "", "I will record it."])
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_tool_call_answer_is_stored_and_paid_once(
-    tmp_path: Path, serve: Any, stream: bool
+    tmp_path: Path, serve: Any, stream: bool, text: str | None
 ) -> None:
     """Before (4fb9e65): 3 calls billed, 3 records `failed` ("empty content"), no output;
     streamed, the same today."""
-    standin = ToolCaller("ok")
+    standin = ToolCaller("ok", text=text)
     write_jsonl(tmp_path / "in.jsonl", texts(N))
     job = job_dict(
         tmp_path,
@@ -123,4 +131,42 @@ async def test_a_tool_call_answer_is_stored_and_paid_once(
     assert len(standin.billed) == N, rows
     assert code == 0, (err, rows)
     assert [s for s, _ in rows] == ["done"] * N
-    assert all(o is not None and "bonjour" in o for _, o in rows), rows
+    for _, out in rows:  # the calls, and the sentence before them when there was one
+        answer = orjson.loads(out)
+        args = orjson.loads(answer["tool_calls"][0]["function"]["arguments"])
+        assert args["text"].startswith("bonjour"), answer
+        assert answer["content"] == (text or None), answer
+
+
+def _streamed(*deltas: dict[str, Any]) -> str | None:
+    stream = _Stream("m", "gen-1", {})
+    for delta in deltas:
+        stream.event(orjson.dumps({"choices": [{"index": 0, "delta": delta}]}))
+    stream.event(orjson.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    return stream.completion().content
+
+
+def test_parallel_streamed_calls_without_an_index_stay_apart() -> None:
+    """Pieces without `index`: a new `id` is a new call (they were merged into one call with
+    arguments `{"a":1}{"b":2}`); arguments sent as an object are taken whole."""
+    out = _streamed(
+        {"tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": '{"a":'}}]},
+        {"tool_calls": [{"function": {"arguments": "1}"}}]},
+        {"tool_calls": [{"id": "c2", "function": {"name": "g", "arguments": {"b": 2}}}]},
+    )
+    assert out is not None
+    calls = orjson.loads(out)["tool_calls"]
+    assert [(c["id"], c["function"]["name"]) for c in calls] == [("c1", "f"), ("c2", "g")]
+    assert [orjson.loads(c["function"]["arguments"]) for c in calls] == [{"a": 1}, {"b": 2}]
+
+
+def test_indexed_streamed_calls_interleaved_are_assembled_by_index() -> None:
+    out = _streamed(
+        {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "["}}]},
+        {"tool_calls": [{"index": 1, "id": "c2", "function": {"name": "g", "arguments": "{"}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "]"}}]},
+        {"tool_calls": [{"index": 1, "function": {"arguments": "}"}}]},
+    )
+    assert out is not None
+    calls = orjson.loads(out)["tool_calls"]
+    assert [c["function"]["arguments"] for c in calls] == ["[]", "{}"]

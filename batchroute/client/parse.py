@@ -198,8 +198,9 @@ def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -
     choice = choices[0]
     message = choice.get("message") or {}
     content = message.get("content")
-    if not content and message.get("tool_calls"):  # the answer is the call (audit6): kept
-        content = orjson.dumps(message["tool_calls"]).decode()
+    calls = message.get("tool_calls")
+    if calls:  # a function-calling job's answer is its calls (audit6): kept, with any text
+        content = with_calls(content, calls)
     return Completion(  # positional (its fields' order), as `Usage` above
         content if isinstance(content, str) else None,  # content
         choice.get("finish_reason"),
@@ -210,6 +211,14 @@ def _completion(doc: dict[str, Any], status: int, headers: Any, *, model: str) -
         usage,
         status,  # http_status
     )
+
+
+def with_calls(content: Any, calls: Any) -> str:
+    """The output of an answer that called tools: `{"content": text or null, "tool_calls":
+    [...]}` as JSON, whatever else the model wrote beside the calls (the calls are the answer;
+    a sentence before them is kept too). Thrown away, each was paid for and lost (audit6)."""
+    text = content if isinstance(content, str) and content.strip() else None
+    return orjson.dumps({"content": text, "tool_calls": calls}).decode()
 
 
 def _choice_error(choices: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -13,7 +13,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from batchroute.client.parse import _NO_USAGE, _choice_error, loads_lenient, parse_usage
+from batchroute.client.parse import (
+    _NO_USAGE,
+    _choice_error,
+    loads_lenient,
+    parse_usage,
+    with_calls,
+)
 from batchroute.client.status import classify_error
 from batchroute.errors import RetryableError, scrub, without_secrets
 from batchroute.types import CallSeen, Completion, Usage
@@ -196,17 +202,25 @@ class _Stream:
                 self.content = [text]
             else:
                 self.content.append(text)
-        elif delta.get("tool_calls"):
+        if delta.get("tool_calls"):  # beside content too: "" or a sentence before the call
             self._tool_calls(delta["tool_calls"])
 
     def _tool_calls(self, pieces: list[dict[str, Any]]) -> None:
         """Assemble streamed tool calls (OpenAI's delta form): the pieces of one call share its
-        `index`; the first carries `id`, `type` and the function's `name`, each carries a piece
-        of `function.arguments`. The calls are the answer of a function-calling job (audit6)."""
+        `index`; the first carries `id`, `type` and the function's `name`, each a piece of
+        `function.arguments`. Without `index`, a new `id` starts a new call (parallel calls
+        were merged into one corrupt call); arguments sent as an object are taken whole."""
         calls = self.calls if self.calls is not None else {}
         self.calls = calls
         for piece in pieces:
-            index = int(piece.get("index") or 0)
+            index = piece.get("index")
+            if not isinstance(index, int):
+                if not calls:
+                    index = 0
+                else:
+                    last = max(calls)
+                    fresh = piece.get("id") not in (None, calls[last].get("id"))
+                    index = last + 1 if fresh else last
             call = calls.setdefault(index, {"function": {"arguments": ""}})
             for field in ("id", "type"):
                 if piece.get(field) is not None and field not in call:
@@ -214,7 +228,11 @@ class _Stream:
             function = piece.get("function") or {}
             if function.get("name") is not None and "name" not in call["function"]:
                 call["function"]["name"] = function["name"]
-            call["function"]["arguments"] += function.get("arguments") or ""
+            args = function.get("arguments")
+            if isinstance(args, str):
+                call["function"]["arguments"] += args
+            elif args is not None:
+                call["function"]["arguments"] = orjson.dumps(args).decode()
 
     def completion(self) -> Completion:
         if not self.choices_seen:
@@ -228,8 +246,8 @@ class _Stream:
             )
         # Each event was scrubbed; a key spread over several deltas is caught once joined.
         joined = "".join(self.content) if self.content is not None else None
-        if not joined and self.calls:  # a function-calling answer: the calls are the output
-            joined = orjson.dumps([self.calls[i] for i in sorted(self.calls)]).decode()
+        if self.calls:  # a function-calling answer: its calls are the output (`with_calls`)
+            joined = with_calls(joined, [self.calls[i] for i in sorted(self.calls)])
         content = None if joined is None else without_secrets(joined, short=False)  # as `scrub`
         return Completion(
             content=content,
