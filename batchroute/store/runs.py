@@ -81,14 +81,21 @@ def status_counts(con: duckdb.DuckDBPyConnection, job_name: str) -> dict[str, in
     return {str(s): int(n) for s, n in rows}
 
 
-# A paid answer the quality checks sent up a tier (`escalate`, HTTP 200: an outage's
-# escalation paid nothing and may pass tomorrow). Only records still pending: a final one is
-# sent again only when asked (--retry-failed, --rerun-changed), and then from its routed tier.
+# A paid answer the quality checks sent up a tier (their error types: `runner.quality`; an
+# outage's escalation, even one answered 200 such as `no_choices`, may pass tomorrow). Only
+# records still pending, and only since the record last ended (an `ok` or `failed` attempt): a
+# final record is sent again only when asked (--retry-failed, --rerun-changed), from its routed
+# tier, and what it climbed before is about the request it had then (the review of gaps6).
 _CLIMBED = f"""
 SELECT a.record_key, list(DISTINCT a.tier) FROM attempts a
 JOIN results r USING (job_name, record_key)
 WHERE a.job_name = ? AND r.status = '{RecordStatus.PENDING}' AND a.outcome = 'escalate'
-    AND a.http_status = 200 AND a.tier IS NOT NULL
+    AND a.error_type IN ('empty_content', 'finish_length', 'invalid_json')
+    AND a.tier IS NOT NULL
+    AND NOT EXISTS (
+        SELECT 1 FROM attempts e
+        WHERE e.job_name = a.job_name AND e.record_key = a.record_key
+            AND e.outcome IN ('ok', 'failed') AND e.started_at >= a.started_at)
 GROUP BY a.record_key
 """
 
