@@ -14,6 +14,9 @@ from autoj_label_sample import rows
 from routing_data import DATA, REPO, autoj_task
 
 HAND_LABELS = REPO / "tools" / "data" / "autoj_task_labels.jsonl"
+# A scenario whose mapping agrees with fewer than this share of its hand labels is "poor"
+# (the seventh pass's `hand+down` weighs its unlabelled prompts down).
+DOWN_BELOW = 2 / 3
 
 
 def hand_labels(path: Path = HAND_LABELS) -> dict[int, str]:
@@ -84,3 +87,24 @@ def main() -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     raise SystemExit(main())
+
+
+def relabel(
+    data: Path, labels: list[str], groups: list[str], hand_weight: float, down: float
+) -> tuple[list[str], list[float]]:
+    """The base set's labels and sample weights with the hand labels in (`train_task_head` with
+    `HAND`; the seventh pass's candidates): a labelled prompt takes its hand label at weight
+    `hand_weight`; an unlabelled prompt of a scenario whose mapping agrees with fewer than
+    `DOWN_BELOW` of its hand labels gets weight `down`; every other prompt keeps its label at 1.
+    `labels` and `groups` are `task_data`'s and `task_groups`'s (Auto-J rows first)."""
+    hand = hand_labels()
+    lines = base_lines(data)
+    poor = {cat for cat, _, k, a, _ in mapping_error(data) if a / k < DOWN_BELOW}
+    out_l, out_w = list(labels), [1.0] * len(labels)
+    for i, g in enumerate(groups):
+        h = hand.get(lines[i]) if i < len(lines) else None
+        if h is not None:
+            out_l[i], out_w[i] = h, hand_weight
+        elif g in poor:
+            out_w[i] = down
+    return out_l, out_w

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autoj_hand import base_lines, hand_labels, mapping_error
+from autoj_hand import DOWN_BELOW, base_lines, hand_labels, mapping_error
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from task_head_arena import Sets
@@ -40,7 +40,6 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "hand3": {"hand": 1, "hand_weight": 3.0, "down": 1.0},
     "hand+down": {"hand": 1, "hand_weight": 1.0, "down": 0.3},
 }
-DOWN_BELOW = 2 / 3
 
 
 class HandSets(Sets):

@@ -304,6 +304,13 @@ def train(data: Path) -> bytes:
 GRID_NAMES = ("small", "full", "lead", "scale", "char")
 
 
+def cross_validate(data: Path, grid: str = "small") -> None:
+    """`task_head_grid.cross_validate` (kept here: `train_router.py --cv task` calls it)."""
+    from task_head_grid import cross_validate as grid_cv
+
+    grid_cv(data, grid)
+
+
 EXTRA_GRIDS = ("data", "backoff", "more", "general", "arena")  # task_head_cv/_arena.py's
 
 
@@ -326,8 +333,6 @@ def main(argv: list[str] | None = None) -> int:
         cross_validate_extra(args.data, args.cv)
         return 0
     if args.cv:
-        from task_head_grid import cross_validate
-
         cross_validate(args.data, args.cv)
         return 0
     blob = train(args.data)
