@@ -23,23 +23,27 @@ from .usd import usd
 
 def check_target(page: Path, db: Path) -> None:
     """Refuse to write the page over data: the database `db`, a file a run keeps beside it
-    (`.journal*`, `.wal`, `.lock`), or any other DuckDB database. `report db --html db` (a
-    slip of the shell's history) once replaced a job's every result and cost (audit6)."""
+    (`.journal*`, `.wal`, `.lock`), or any existing file that is not an HTML page (another
+    database, the job's input, its job file). `report db --html db` (a slip of the shell's
+    history) once replaced a job's every result and cost (audit6); an earlier page is
+    written over, as asked."""
     target, here = real_db_path(page), real_db_path(db)
     beside = target.parent == here.parent and target.name.startswith(here.name + ".")
-    if target == here or beside or (page.is_file() and _duckdb(page)):
+    if target == here or beside or (page.exists() and not _a_page(page)):
         raise ConfigError(
-            f"--html {page}: that is a database or a run's file beside one; name a new file "
-            "for the page (e.g. report.html)"
+            f"--html {page}: that file holds data (a database, a run's file beside one, or "
+            "not an HTML page); name a new file for the page (e.g. report.html)"
         )
 
 
-def _duckdb(path: Path) -> bool:
+def _a_page(path: Path) -> bool:
+    """An empty file or an HTML page (what `--html` writes); not a directory, not data."""
     try:
         with path.open("rb") as fh:
-            return fh.read(12)[8:12] == b"DUCK"  # bytes 8-11 of every DuckDB database file
+            head = fh.read(64).lstrip().lower()
     except OSError:
         return False
+    return not head or head.startswith((b"<!doctype html", b"<html"))
 
 
 HTML_PARTS: tuple[tuple[str, ...], ...] = (("day", "tier"), ("model",), ("tier",))

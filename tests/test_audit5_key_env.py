@@ -80,7 +80,16 @@ def test_an_unset_variable_is_named_only_when_it_looks_like_one(
 
 
 @pytest.mark.parametrize(
-    "url", [KEY, "openrouter.ai/api/v1", "ftp://example.com/api", "https:///api/v1", " http://x/"]
+    "url",
+    [
+        KEY,
+        "openrouter.ai/api/v1",
+        "ftp://example.com/api",
+        "https:///api/v1",
+        " http://x/",
+        f"https://user:{KEY}@openrouter.ai/api/v1",  # the review: a secret kept with the URL
+        f"https://openrouter.ai/api/v1?key={KEY}",
+    ],
 )
 def test_a_base_url_that_is_no_http_url_is_refused_without_echoing_it(
     tmp_path: Path, url: str

@@ -35,7 +35,14 @@ async def test_report_html_never_writes_over_a_database(tmp_path: Path, serve: A
         assert code == 2, err
         assert str(target) in err
         assert query(target, "SELECT count(*) FROM results WHERE status = 'done'") == [(3,)]
-    page = tmp_path / "report.html"  # an ordinary page is still written
-    code, err = await run_cli_async("report", str(db), "--html", str(page))
-    assert code == 0, err
-    assert page.read_text().lstrip().lower().startswith("<!doctype html")
+    # Nor over the job's input or job file (the review: only DuckDB files were guarded)
+    for target in (tmp_path / "in.jsonl", path):
+        before = target.read_bytes()
+        code, err = await run_cli_async("report", str(db), "--html", str(target))
+        assert code == 2, err
+        assert target.read_bytes() == before
+    page = tmp_path / "report.html"  # an ordinary page is still written, and written again
+    for _ in range(2):
+        code, err = await run_cli_async("report", str(db), "--html", str(page))
+        assert code == 0, err
+        assert page.read_text().lstrip().lower().startswith("<!doctype html")

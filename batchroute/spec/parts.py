@@ -296,10 +296,19 @@ class EndpointSpec(_Strict):
     def _a_url(cls, v: str) -> str:
         # Not a URL, every call failed as a connection error booked at its reservation (an
         # overcount), the next run the same (audit6); the key pasted here is not repeated.
+        # A user, password or query would hold a secret that the database (`generation_gaps`)
+        # and the log keep with the URL: the key goes in the variable `api_key_env` names.
         scheme, _, rest = v.partition("://")
-        if scheme.lower() not in ("http", "https") or not rest.split("/")[0] or v != v.strip():
+        host = rest.split("/")[0]
+        if (
+            scheme.lower() not in ("http", "https")
+            or not host
+            or "@" in host
+            or any(c in v for c in "?# \t\n")
+        ):
             raise ValueError(
-                "must be an http(s) URL of the API, e.g. https://openrouter.ai/api/v1 (not shown)"
+                "must be an http(s) URL of the API, without user, password or query, e.g. "
+                "https://openrouter.ai/api/v1 (not shown)"
             )
         return v
 
