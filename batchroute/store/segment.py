@@ -6,10 +6,9 @@ times as ISO text, enums as their values, missing values as null). Here DuckDB r
 splits the lines, parses the JSON and casts every field in C++ (`read_csv`, `json_transform`),
 so the writer builds no Python object per row. Money goes from its decimal text straight to
 `DECIMAL(38,12)`, never through a double, rounded up to its 12 places where it has more
-(`Rounds`, then `_ceil_money`). Each table's rows are inserted straight from the files, with
-no table in between. A
-segment with a line that is no whole row (cut short by a kill, zeros after a power cut) is left
-to the row path, which skips that line as `journal._raw_lines` does.
+(`Rounds`, then `_ceil_money`). A segment with a line that is no whole row (cut short by a
+kill, zeros after a power cut) is left to the row path, which skips that line as
+`journal._raw_lines` does.
 
 Several segments waiting together are written in one transaction: each transaction costs a
 fixed ~25 ms of CPU (attach, commit, the checkpoint on detach), so a writer that fell behind
@@ -20,8 +19,6 @@ whole JSON; bytes that are not UTF-8) raises NotNative with nothing written.
 
 from __future__ import annotations
 
-import mmap
-import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -47,11 +44,11 @@ def _value(name: str, typ: str, *, ceil: bool) -> str:
     src = f"j.{name}"
     if typ == "TIMESTAMP":
         # Naive ISO text is UTC already (`encode.utc`); text with an offset (or Z) is moved to
-        # UTC, never cut off; a missing time is the write's `now` ($2).
+        # UTC, never cut off; a missing time is the write's `now` ($1).
         return (
             f"COALESCE(CASE WHEN regexp_matches({src}, '(Z|[+-]\\d\\d:\\d\\d)$') "
             f"THEN timezone('UTC', CAST({src} AS TIMESTAMPTZ)) "
-            f"ELSE CAST({src} AS TIMESTAMP) END, CAST($2 AS TIMESTAMP))"
+            f"ELSE CAST({src} AS TIMESTAMP) END, CAST($1 AS TIMESTAMP))"
         )
     if typ == MONEY:  # exact decimal text → DECIMAL, E notation included
         if ceil:
@@ -120,35 +117,40 @@ class Rounds(Exception):
     was written)."""
 
 
-# DuckDB's CSV reader splits the lines (no delimiter or quote can occur: orjson escapes every
-# control character) and checks they are UTF-8; a line's JSON is parsed once, straight into
-# its table's struct. A line that is not valid JSON fails the statement: the row path, which
-# skips it, takes the segment.
+# One pass over the files: DuckDB's CSV reader splits the lines (no delimiter or quote can
+# occur: orjson escapes every control character) and checks they are UTF-8.
 _READ = (
     "read_csv($1, columns = {'l': 'VARCHAR'}, delim = chr(1), quote = '', escape = '', "
     "header = false, auto_detect = false, max_line_size = {size})"
 )
 
 
-def _lines(tag: str) -> str:
-    """The JSON of the segments' lines of `tag` (`r` a result, `a` an answered attempt).
+_ROWS = "batchroute_segment"  # a temp table: the segments' lines as text, the tag apart
+# The tag is cut with `ltrim` (a byte compare) rather than `substr(l, 2)` (which counts the
+# line's characters: ~25k instructions a record, measured); a line whose tag is not followed
+# by `{` keeps it, so its JSON fails as it fails the row path. A run journals every call
+# before it goes out (`in_flight`, for a replay after a kill, never written by the run): a
+# third of the lines, dropped here (outside a JSON string a quote is never escaped, so only
+# the row's own field matches). The lines are kept as text: each table's INSERT parses its
+# own, once, straight into its struct (a table of every line's two structs, as before, cost
+# ~35k instructions a record: struct appends and scans, measured).
+LOAD_SQL = (
+    f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT left(l, 1) AS tag, "
+    "if(substr(l, 2, 1) = '{', ltrim(l, 'raf'), l) AS l "
+    f"FROM {_READ} WHERE left(l, 1) IN ('r', 'a', 'f') "
+    f"""AND NOT contains(l, '"outcome":"{AttemptOutcome.IN_FLIGHT}"')"""
+)
 
-    The tag is cut with `ltrim` (a byte compare) rather than `substr` (which counts the line's
-    characters: ~2.4 µs a record, measured); a line of the tag not followed by `{` keeps it, so
-    its JSON fails as it fails the row path. A run journals every call before it goes out
-    (`in_flight`, for a replay after a kill, never written by the run): a third of the lines,
-    dropped before their JSON is parsed (outside a JSON string a quote is never escaped, so
-    only the row's own field matches)."""
-    where = f"starts_with(l, '{tag}')"
-    if tag == "a":
-        where += f""" AND NOT contains(l, '"outcome":"{AttemptOutcome.IN_FLIGHT}"')"""
-    return f"if(starts_with(l, '{tag}{{'), ltrim(l, '{tag}'), l) AS l FROM {_READ} WHERE {where}"
+
+def _lines(tag: str) -> str:
+    """The JSON text of the segments' lines of `tag` (`r` a result, `a` an answered attempt)."""
+    return f"l FROM {_ROWS} WHERE tag = '{tag}'"
 
 
 def _insert(table: str, *, upsert: bool, ceil: bool) -> str:
-    """INSERT … SELECT straight from the segment files: no table in between (materialising
-    every line's struct cost ~35k instructions a record, measured), one read of the files
-    per table."""
+    """INSERT … SELECT of one table's lines, each parsed by json_transform and cast in SQL; a
+    line that is not valid JSON fails the statement (NotNative: the row path, which skips
+    it, takes the segment)."""
     cols = TABLE_COLUMNS[table]
     names = ", ".join(n for n, _ in cols)
     values = ", ".join(_value(n, t, ceil=ceil) for n, t in cols)
@@ -197,20 +199,7 @@ REPEATED_SQL = (
     "SELECT count(*) > count(DISTINCT (j.job_name, j.record_key)) FROM "
     f"(SELECT json_transform(l, '{_struct(_KEY)}') AS j FROM (SELECT {_lines('r')}))"
 )
-FIXES_SQL = f"SELECT substr(l, 2) FROM {_READ} WHERE starts_with(l, 'f')"
-
-
-def _has_fixes(paths: list[Path]) -> bool:
-    """Whether a segment holds a cost-fix line (rare): looked for in its bytes (a memchr-like
-    search, ~1k instructions a record) rather than by reading every line once more in SQL."""
-    for path in paths:
-        with path.open("rb") as fh:
-            if os.fstat(fh.fileno()).st_size == 0:
-                continue  # (mmap refuses an empty file)
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                if m[:1] == b"f" or m.find(b"\nf") >= 0:
-                    return True
-    return False
+FIXES_SQL = f"SELECT l FROM {_ROWS} WHERE tag = 'f'"
 
 
 def write_segments(
@@ -233,20 +222,21 @@ def write_segments(
     size = str(max(p.stat().st_size for p in paths) + 2)
     files = [str(p) for p in paths]
     try:
+        con.execute(LOAD_SQL.replace("{size}", size), [files])
         if upsert:  # (a plain INSERT refuses a repeated key by itself: KeyHeld, then this)
-            repeated = con.execute(REPEATED_SQL.replace("{size}", size), [files]).fetchone()
+            repeated = con.execute(REPEATED_SQL).fetchone()
             if repeated is None or repeated[0]:
                 raise NotNative("a result key repeats in the segments")
-        params = [files, now.isoformat(sep=" ")]
+        params = [now.isoformat(sep=" ")]
         try:
-            con.execute(INSERT_SQL[upsert, ceil].replace("{size}", size), params)
+            con.execute(INSERT_SQL[upsert, ceil], params)
         except duckdb.ConstraintException as exc:
             if upsert:
                 raise
             raise KeyHeld(str(exc)) from None
-        con.execute(ATTEMPTS_SQL[ceil].replace("{size}", size), params)
-        fixes = con.execute(FIXES_SQL.replace("{size}", size), [files]).fetchall() if (
-            _has_fixes(paths)) else []  # fmt: skip
+        con.execute(ATTEMPTS_SQL[ceil], params)
+        fixes = con.execute(FIXES_SQL).fetchall()
+        con.execute(f"DROP TABLE {_ROWS}")
     except duckdb.InvalidInputException as exc:  # not JSON, not UTF-8, not a whole line
         if _ROUNDS in str(exc):
             raise Rounds(str(exc)) from None
