@@ -17,7 +17,7 @@ import duckdb
 
 from batchroute.journal import Journal, cost_fixes, read_segment
 from batchroute.store import ResultStore
-from batchroute.store.segment import _ceil_money, _rounds
+from batchroute.store.segment import _ceil_money, _maybe_rounds, _rounds
 from batchroute.types import (
     AttemptOutcome,
     AttemptRow,
@@ -221,8 +221,16 @@ def test_the_segment_sql_rounds_any_decimal_text_up_exactly() -> None:
             "FROM (SELECT unnest(?::VARCHAR[]) AS x)",
             [texts],
         ).fetchall()
+        # The byte checks in front of `_rounds` (the writer's filter) never let through an
+        # amount `_rounds` would stop, and stop none it lets through.
+        maybe = con.execute(
+            f"SELECT x FROM (SELECT unnest(?::VARCHAR[]) AS x) WHERE {_rounds('x')} "
+            f"IS DISTINCT FROM {_maybe_rounds('x')}",
+            [texts],
+        ).fetchall()
     finally:
         con.close()
+    assert maybe == []
     assert len(rows) == len(texts)
     with localcontext(prec=100):
         want = {t: Decimal(t).quantize(Decimal("1e-12"), rounding=ROUND_CEILING) for t in texts}
@@ -342,3 +350,55 @@ def test_waiting_segments_that_cannot_go_together_are_written_one_by_one(tmp_pat
     results, attempts = _dump(db)
     assert [r[1] for r in results] == ["a", "b"]
     assert [a[2] for a in attempts] == ["a"]
+
+
+def test_a_held_key_and_an_amount_to_round_up_go_together(tmp_path: Path) -> None:
+    """A segment whose result key the file holds already (the upsert) and whose amounts need
+    rounding up (`_ceil_money`): DuckDB's path takes it, after both of its retries, and the
+    file holds what the row path writes (cost accumulated, every amount rounded up)."""
+    earlier = [_attempt("a", 1, AttemptOutcome.OK, "0.002"), _result("a", 1, output="x")]
+    long = Decimal("0.0000001234564321")  # E notation in the journal
+    rows: list[Any] = [
+        _attempt("a", 2, AttemptOutcome.OK, str(long), usage_cost_usd=long),
+        _result("a", 1, cost_usd=long, output="y"),
+        _attempt("b", 1, AttemptOutcome.OK, "0.000001"),
+        _result("b", 2, cost_usd=Decimal("0.000001")),
+    ]
+    dumps = []
+    for name, fast in (("fast", True), ("rows", False)):
+        db = tmp_path / name / "r.duckdb"
+        db.parent.mkdir()
+        store = ResultStore(db, clock=lambda: datetime(2026, 5, 2, tzinfo=UTC))
+        store.migrate()
+        store.write(*read_segment(_segment(db, earlier)))
+        seg = _segment(db, rows)
+        if fast:
+            assert store.write_segments([seg], cost_fixes), "DuckDB's path did not take it"
+        else:
+            store.write(*read_segment(seg))
+        dumps.append(_dump(db))
+    assert dumps[0] == dumps[1]
+    results = {r[1]: r for r in dumps[0][0]}
+    assert results["a"][12] == "y"
+    con = duckdb.connect(str(tmp_path / "fast" / "r.duckdb"), read_only=True)
+    try:
+        cost = con.execute("SELECT cost_usd FROM results WHERE record_key = 'a'").fetchall()
+    finally:
+        con.close()
+    assert cost == [(Decimal("0.001") + Decimal("0.000000123457"),)]
+
+
+def test_a_line_whose_tag_is_not_followed_by_its_json_goes_to_the_row_path(
+    tmp_path: Path,
+) -> None:
+    """The tag is cut as a byte (`ltrim`) only where `{` follows it: a line `rr{…}` is not a
+    row to the replay (its JSON does not parse), so DuckDB's path must refuse the segment
+    rather than read it as one."""
+    rows: list[Any] = [_attempt("a", 1, AttemptOutcome.OK, "0.001"), _result("a", 1)]
+    db = tmp_path / "r.duckdb"
+    store = ResultStore(db)
+    store.migrate()
+    seg = _segment(db, rows)
+    seg.write_bytes(seg.read_bytes().replace(b"\nr{", b"\nrr{"))
+    assert not store.write_segments([seg], cost_fixes)
+    assert read_segment(seg)[0] == []  # the row path skips it
