@@ -273,23 +273,7 @@ class ResultStore:
         need `write` of their rows instead (a result key repeated, a line cut short). `then`
         runs last in the same transaction (`end_run`'s)."""
         now = utc(self._clock())
-        upsert = ceil = False
-        while True:  # at most three tries: each of KeyHeld and Rounds comes once at most
-            try:
-                with self._tx() as con:
-                    _segment.write_segments(
-                        con, paths, now, upsert=upsert, ceil=ceil, fixes_of=fixes_of,
-                        apply_fixes=_fixes.apply_fixes,
-                    )  # fmt: skip
-                    if then is not None:
-                        then(con)
-                return True
-            except _segment.KeyHeld:
-                upsert = True  # a key the table holds: once more with the upsert
-            except _segment.Rounds:
-                ceil = True  # an amount to round up: once more with every amount rounded up
-            except _segment.NotNative:
-                return False
+        return _segment.write_tried(self._tx, paths, now, fixes_of, _fixes.apply_fixes, then)
 
     # -- the Batch API lane (migration 8) ------------------------------------------------
 

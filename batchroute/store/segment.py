@@ -20,6 +20,7 @@ whole JSON; bytes that are not UTF-8) raises NotNative with nothing written.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 
@@ -243,3 +244,33 @@ def write_segments(
         raise NotNative(str(exc)) from None
     if fixes:
         apply_fixes(con, fixes_of([str(js) for (js,) in fixes]))
+
+
+def write_tried(
+    tx: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+    paths: list[Path],
+    now: datetime,
+    fixes_of: Callable[[list[str]], list[CostFix]],
+    apply_fixes: Callable[[duckdb.DuckDBPyConnection, list[CostFix]], int],
+    then: Callable[[duckdb.DuckDBPyConnection], object] | None,
+) -> bool:
+    """`write_segments` in a transaction of `tx`, then `then` in it; tried again with the
+    upsert after KeyHeld and with every amount rounded up after Rounds (each comes once at
+    most: three tries at most). False, with nothing written, on NotNative."""
+    upsert = ceil = False
+    while True:
+        try:
+            with tx() as con:
+                write_segments(
+                    con, paths, now, upsert=upsert, ceil=ceil, fixes_of=fixes_of,
+                    apply_fixes=apply_fixes,
+                )  # fmt: skip
+                if then is not None:
+                    then(con)
+            return True
+        except KeyHeld:
+            upsert = True  # a key the table holds: once more with the upsert
+        except Rounds:
+            ceil = True  # an amount to round up: once more with every amount rounded up
+        except NotNative:
+            return False
