@@ -318,10 +318,18 @@ class Book:
         `finish` began (its last transaction then takes it: one commit, not two), so that the
         writer commits while the run drains its polls, if it has any (issue 11)."""
         if self._last is None and self._finishing is None:
-            self._last = asyncio.get_running_loop().call_later(TAIL_FLUSH_S, self._hand_over)
+            self._last = asyncio.get_running_loop().call_later(TAIL_FLUSH_S, self._timed)
         self._closing = True
         self._flush_now.set()
         self._flushed.set()
+
+    def _timed(self) -> None:
+        """`close`'s hand-over: a failure (no new journal file: EMFILE) is the run's to say
+        at its close (`flush_last`), as the writer's are, not the event loop's handler's."""
+        try:
+            self._hand_over()
+        except Exception as exc:  # noqa: BLE001 - kept for the run, with what it was
+            self._error = self._error or StoreError(f"handing the journal over failed: {exc}")
 
     def finish_soon(self, status: RunStatus | None = None) -> None:
         """Start `finish` now (no row can come any more), beside the HTTP session's close
