@@ -47,7 +47,7 @@ FLUSH_ROWS = 20_000  # hand over early when this many result rows wait (~5 s at 
 # holds the file); 2x, not 4x, now that a segment may hold 20,000 rows: the writer commits the
 # segments that wait together in one transaction, which this bounds to ~40,000 rows.
 MAX_BUFFERED = 2 * FLUSH_ROWS
-TAIL_FLUSH_S = 0.25  # `close` hands over this much later, unless `finish` began (issue 11)
+TAIL_FLUSH_S = 0.25  # once the input is read: smaller segments, so the run's last one is small
 # Enum members looked up once: through the enum's class, each costs ~0.24 µs (Python 3.11).
 _OK, _DONE, _RESERVED = AttemptOutcome.OK, RecordStatus.DONE, CostSource.RESERVED
 
@@ -89,7 +89,7 @@ class Book:
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
         self._closing = False
-        self.flush_every = FLUSH_EVERY_S
+        self.flush_every = FLUSH_EVERY_S  # `TAIL_FLUSH_S` once the input is read (issue 11)
         self.writer_failed = False
         self.reserved_left = 0  # this run's attempts booked at their reservation, not fixed
         self.reserved_left_id = 0  # …of which have a generation id (the next run asks about)
@@ -226,9 +226,9 @@ class Book:
         self._booked(row, item.tier, _DONE)
 
     def tail(self) -> None:
-        """The input is read: hand over now, so the segment the run's end waits for holds
-        only its last calls' rows (not a further hand-over every 0.25 s: each is ~30 ms of
-        the writer's CPU, and the last transaction costs the same at 300 or 1,000 rows)."""
+        """The input is read: hand over now, then every `TAIL_FLUSH_S`, so the segment the
+        run's end waits for is a small one (issue 11)."""
+        self.flush_every = TAIL_FLUSH_S
         self._flush_now.set()
 
     async def room(self) -> None:
