@@ -88,7 +88,7 @@ class Book:
         self._raised = False  # whether the writer's failure was raised to the run already
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
-        self._closing = False
+        self._closing, self._last_calls = False, 2**62  # `tail`: timed hand-overs wait
         self.flush_every = FLUSH_EVERY_S  # `TAIL_FLUSH_S` once the input is read (issue 11)
         self.writer_failed = False
         self.reserved_left = 0  # this run's attempts booked at their reservation, not fixed
@@ -225,10 +225,10 @@ class Book:
         row = rows.done(self._ids, item, tier, trail, call, self.now())
         self._booked(row, item.tier, _DONE)
 
-    def tail(self) -> None:
-        """The input is read: hand over now, then every `TAIL_FLUSH_S`, so the segment the
-        run's end waits for is a small one (issue 11)."""
-        self.flush_every = TAIL_FLUSH_S
+    def tail(self, last: int = 0) -> None:
+        """The input is read: hand over now, then every `TAIL_FLUSH_S` once `last` records or
+        fewer are left (the last calls), so the run's last segment is small (issue 11)."""
+        self.flush_every, self._last_calls = TAIL_FLUSH_S, last
         self._flush_now.set()
 
     async def room(self) -> None:
@@ -271,8 +271,10 @@ class Book:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), self.flush_every)
+            c, woken = self.counts, self._flush_now.is_set()
             self._flush_now.clear()
-            if not self._closing:
+            left = c.seen - c.done - c.failed - c.invalid - c.pending - c.skipped - c.duplicates
+            if not self._closing and (woken or left <= self._last_calls):  # (~35 ms CPU each)
                 self._hand_over()
         if self._error is not None:
             self._raised = True
@@ -324,8 +326,7 @@ class Book:
         self._flushed.set()
 
     def _timed(self) -> None:
-        """`close`'s hand-over: a failure (no new journal file: EMFILE) is the run's to say
-        at its close (`flush_last`), as the writer's are, not the event loop's handler's."""
+        """`close`'s hand-over: its failure is the run's (`flush_last`), not the loop's."""
         try:
             self._hand_over()
         except Exception as exc:  # noqa: BLE001 - kept for the run, with what it was
