@@ -88,7 +88,7 @@ class Book:
         self._raised = False  # whether the writer's failure was raised to the run already
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
-        self._closing, self._last_calls = False, 2**62  # `tail`: timed hand-overs wait
+        self._closing, self._last_calls, self._ticks = False, 2**62, 0  # (`tail`, `writer`)
         self.flush_every = FLUSH_EVERY_S  # `TAIL_FLUSH_S` once the input is read (issue 11)
         self.writer_failed = False
         self.reserved_left = 0  # this run's attempts booked at their reservation, not fixed
@@ -227,7 +227,7 @@ class Book:
 
     def tail(self, last: int = 0) -> None:
         """The input is read: hand over now, then every `TAIL_FLUSH_S` once `last` records or
-        fewer are left (the last calls), so the run's last segment is small (issue 11)."""
+        fewer are left (the calls out; else every 5 s), so the last segment is small (issue 11)."""
         self.flush_every, self._last_calls = TAIL_FLUSH_S, last
         self._flush_now.set()
 
@@ -271,10 +271,11 @@ class Book:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), self.flush_every)
-            c, woken = self.counts, self._flush_now.is_set()
+            c, woken, self._ticks = self.counts, self._flush_now.is_set(), self._ticks + 1
             self._flush_now.clear()
             left = c.seen - c.done - c.failed - c.invalid - c.pending - c.skipped - c.duplicates
-            if not self._closing and (woken or left <= self._last_calls):  # (~35 ms CPU each)
+            if not self._closing and (woken or left <= self._last_calls or self._ticks >= 20):
+                self._ticks = 0  # a tail still long (rpm waits, batches): every 20 ticks, 5 s
                 self._hand_over()
         if self._error is not None:
             self._raised = True
