@@ -88,7 +88,7 @@ class Book:
         self._raised = False  # whether the writer's failure was raised to the run already
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
-        self._closing = False
+        self._closing, self._last_calls, self._ticks = False, 2**62, 0  # (`tail`, `writer`)
         self.flush_every = FLUSH_EVERY_S  # `TAIL_FLUSH_S` once the input is read (issue 11)
         self.writer_failed = False
         self.reserved_left = 0  # this run's attempts booked at their reservation, not fixed
@@ -225,10 +225,10 @@ class Book:
         row = rows.done(self._ids, item, tier, trail, call, self.now())
         self._booked(row, item.tier, _DONE)
 
-    def tail(self) -> None:
-        """The input is read: hand over now, then every `TAIL_FLUSH_S`, so the segment the
-        run's end waits for is a small one (issue 11)."""
-        self.flush_every = TAIL_FLUSH_S
+    def tail(self, last: int = 0) -> None:
+        """The input is read: hand over now, then every `TAIL_FLUSH_S` once `last` records or
+        fewer are left (the calls out; else every 5 s), so the last segment is small (issue 11)."""
+        self.flush_every, self._last_calls = TAIL_FLUSH_S, last
         self._flush_now.set()
 
     async def room(self) -> None:
@@ -271,8 +271,11 @@ class Book:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), self.flush_every)
+            c, woken, self._ticks = self.counts, self._flush_now.is_set(), self._ticks + 1
             self._flush_now.clear()
-            if not self._closing:
+            left = c.seen - c.done - c.failed - c.invalid - c.pending - c.skipped - c.duplicates
+            if not self._closing and (woken or left <= self._last_calls or self._ticks >= 20):
+                self._ticks = 0  # a tail still long (rpm waits, batches): every 20 ticks, 5 s
                 self._hand_over()
         if self._error is not None:
             self._raised = True
@@ -318,10 +321,17 @@ class Book:
         `finish` began (its last transaction then takes it: one commit, not two), so that the
         writer commits while the run drains its polls, if it has any (issue 11)."""
         if self._last is None and self._finishing is None:
-            self._last = asyncio.get_running_loop().call_later(TAIL_FLUSH_S, self._hand_over)
+            self._last = asyncio.get_running_loop().call_later(TAIL_FLUSH_S, self._timed)
         self._closing = True
         self._flush_now.set()
         self._flushed.set()
+
+    def _timed(self) -> None:
+        """`close`'s hand-over: its failure is the run's (`flush_last`), not the loop's."""
+        try:
+            self._hand_over()
+        except Exception as exc:  # noqa: BLE001 - kept for the run, with what it was
+            self._error = self._error or StoreError(f"handing the journal over failed: {exc}")
 
     def finish_soon(self, status: RunStatus | None = None) -> None:
         """Start `finish` now (no row can come any more), beside the HTTP session's close

@@ -40,6 +40,7 @@ T0 = 0.0
 CPU0 = [0.0]  # this process's CPU seconds at T0
 STAMPS: list[tuple[str, float, float]] = []  # (stage, start, end) seconds from T0
 REQ = {"first": -1.0, "full": -1.0, "last": -1.0, "in_flight": 0, "peak": 0, "n": 0}
+FED = [0]  # records the feeder has put on a queue (ours), read at the first and the full mark
 LAG: list[float] = []
 GC: list[tuple[int, float]] = []  # (generation, CPU seconds of the loop's thread)
 GC2_AT: list[float] = []  # when each full collection ended, seconds from T0
@@ -90,12 +91,14 @@ def trace_requests(concurrency: int) -> None:
         t = now()
         if REQ["first"] < 0:
             REQ["first"] = t
+            REQ["fed_first"] = FED[0]
         REQ["in_flight"] += 1
         REQ["n"] += 1
         REQ["peak"] = max(REQ["peak"], REQ["in_flight"])
         if REQ["full"] < 0 and REQ["in_flight"] >= concurrency:
             REQ["full"] = t
             REQ["full_cpu"] = time.process_time() - CPU0[0]  # this process's CPU (all threads)
+            REQ["fed_full"] = FED[0]
         try:
             return await orig(self, method, url, *a, **kw)
         finally:
@@ -166,6 +169,13 @@ def trace_ours() -> None:
         from batchroute.runner import resume as rresume
 
         stamp(rresume.Head, "__init__", "head (first lines, in the pass's thread)")
+        put = feed.Feeder._put
+
+        async def counted(self: Any, rec: Any) -> None:
+            FED[0] += 1
+            await put(self, rec)
+
+        feed.Feeder._put = counted  # type: ignore[method-assign]
     except ImportError:
         pass
     stamp(book.Book, "close", "book.close (last hand-over)")
@@ -310,10 +320,12 @@ def show(r: dict[str, Any], conc: int, lat_s: float) -> None:
     n, end = r["done"], r["end"]
     busy = q["last"] - q["first"]
     print(f"--- {r['kind']}: {n} done in {end:.3f} s = {n / end:,.0f} rec/s")
-    print(f"  first request sent      {q['first'] * 1e3:8.1f} ms")
+    fed = f" ({q['fed_first']} records fed by then)" if "fed_first" in q else ""
+    print(f"  first request sent      {q['first'] * 1e3:8.1f} ms{fed}")
     print(
         f"  {conc} in flight at      {q['full'] * 1e3:8.1f} ms (peak {q['peak']}; "
-        f"{q.get('full_cpu', 0) * 1e3:.1f} ms of this process's CPU by then)"
+        f"{q.get('full_cpu', 0) * 1e3:.1f} ms of this process's CPU by then"
+        + (f"; {q['fed_full']} records fed)" if "fed_full" in q else ")")
     )
     print(f"  last response headers   {q['last'] * 1e3:8.1f} ms")
     print(f"  run end                 {end * 1e3:8.1f} ms (tail {(end - q['last']) * 1e3:.1f} ms)")
