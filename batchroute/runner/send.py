@@ -29,6 +29,8 @@ from batchroute.types import AttemptOutcome, CallSeen, Completion, CostSource
 from batchroute.usd import usd
 
 _RECONCILED = frozenset({CostSource.RESERVED, CostSource.CATALOG})
+# Read once: an enum member through its class is a metaclass look-up, ~0.24 µs (issue 11).
+_RESERVED = CostSource.RESERVED
 """Costs /generation corrects: a reservation, and tokens at /models prices (the endpoint that
 served may bill more, audit4)."""
 
@@ -40,6 +42,20 @@ class NoFit:
 
     worst: Decimal
     never: bool = False
+
+
+class Slots(asyncio.Semaphore):
+    """The run's `concurrency` slots: an `asyncio.Semaphore` that can also be taken without a
+    coroutine when one is free and no call waits for one (`take`): what `acquire` does then,
+    without its coroutine and its `locked()` generator, ~1.6k instructions a call (issue 11).
+    Nothing is awaited on that path, so no cancellation can land in it."""
+
+    def take(self) -> bool:
+        """Take a slot now if one is free and nobody queues for one; else False (`acquire`)."""
+        if self._value > 0 and not self._waiters:
+            self._value -= 1
+            return True
+        return False
 
 
 class Sender:
@@ -62,7 +78,7 @@ class Sender:
         self.client, self.budget, self.control, self.book = client, budget, control, book
         self._log = log
         self.limiter = Limiter(spec.limits.requests_per_minute, spec.limits.per_model_rpm)
-        self.slots = asyncio.Semaphore(spec.limits.concurrency)
+        self.slots = Slots(spec.limits.concurrency)
         self._wants_json = spec.request.wants_json()  # per job, not per call
         self._checks = spec.quality
         self._idle_timeout_s = spec.limits.idle_timeout_s
@@ -143,11 +159,8 @@ class Sender:
             r, worst = await self._repriced(r, worst, item.prompt_bound, route.models)
         if r is None:
             return NoFit(worst)
-        try:
-            await self.slots.acquire()
-        except BaseException:  # cancelled while waiting: nothing was sent
-            self._settle(r, Decimal(0))
-            raise
+        if not self.slots.take():  # none free, or others queued: wait in turn
+            await self._slot(r)
         # The call itself, inlined rather than one more coroutine a call (issue 11); the
         # reservation is settled on every path.
         try:
@@ -186,6 +199,15 @@ class Sender:
                 self.book.landed(token)
         finally:
             self.slots.release()
+
+    async def _slot(self, r: Reservation) -> None:
+        """Wait for one of the run's slots (`r`: the call's reservation, settled at $0 if the
+        wait is cancelled: nothing was sent)."""
+        try:
+            await self.slots.acquire()
+        except BaseException:
+            self._settle(r, Decimal(0))
+            raise
 
     async def _repriced(
         self, r: Reservation, worst: Decimal, prompt_bound: int, models: tuple[str, ...]
@@ -249,7 +271,7 @@ class Sender:
         call.listed, call.served = listed, c.model
         if c.model != model:  # a native fallback served: its own list price, for the seed
             call.served_listed = self.pricer.served_listed(c.model, tier, model, bound)
-        if source is CostSource.RESERVED and c.usage.billed is not None:
+        if source is _RESERVED and c.usage.billed is not None:
             msg = (
                 f"reported cost {usd(c.usage.billed)} is not plausible for a call reserved at "
                 f"{usd(worst)}: booked at the reservation"
