@@ -132,6 +132,10 @@ class Book:
         self._in_flight[token] = line  # again at hand-overs, with the id
         self.journal.append_line(line)
 
+    def flight(self, token: tuple[str, int]) -> bytes | None:
+        """The open `in_flight` line of `token`'s call (`Call.flight`, `rows.attempt_line`)."""
+        return self._in_flight.get(token)
+
     def landed(self, token: tuple[str, int]) -> None:
         """The call's own attempt row is (or is about to be) booked."""
         self._in_flight.pop(token, None)
@@ -139,13 +143,19 @@ class Book:
     def attempt(
         self, item: WorkItem, tier: str, attempt_no: int, call: Call, outcome: AttemptOutcome
     ) -> None:
-        row = rows.attempt(self._ids, item.record.key, attempt_no, tier, call, outcome)
-        self.journal.append_fields(b"a", row)
+        flight = call.flight
+        if flight is not None:  # its in-flight line's first fields are this line's (issue 11)
+            line, gen_id = rows.attempt_line(flight, call, outcome)
+            self.journal.append_line(line)
+        else:
+            row = rows.attempt(self._ids, item.record.key, attempt_no, tier, call, outcome)
+            self.journal.append_fields(b"a", row)
+            gen_id = row["generation_id"]
         self._dirty = True
         self.counts.cost_usd += call.cost
         if call.source is _RESERVED:
             self.reserved_left += 1
-            self.reserved_left_id += row["generation_id"] is not None
+            self.reserved_left_id += gen_id is not None
 
     def _result(self, item: WorkItem | Record, status: RecordStatus, **kw: Any) -> None:
         row = rows.result(self._ids, item, status, self.now(), kw)

@@ -194,7 +194,9 @@ class Sender:
                 raise
             else:
                 price = (worst, listed, item.prompt_bound)
-                return self._answered(r, price, plan.name, model, started, t0, completion)
+                call = self._answered(r, price, plan.name, model, started, t0, completion)
+                call.flight = self.book.flight(token)  # its attempt line begins as this
+                return call
             finally:
                 self.book.landed(token)
         finally:

@@ -133,6 +133,7 @@ class Call:
     listed: Decimal | None = None  # its worst case at list prices (before learnt ratios)
     served: str | None = None  # the model the answer names (kept after a quality failure)
     served_listed: Decimal | None = None  # a native fallback's own list-price worst case
+    flight: bytes | None = None  # its `in_flight` journal line: the attempt line's first fields
 
 
 class Control:
