@@ -8,10 +8,11 @@ reservation as spend until GET /generation tells the real cost (design §5).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from batchroute.budget import Budget, Reservation, above_reservation
 from batchroute.client import OpenRouterClient
@@ -33,6 +34,10 @@ _RECONCILED = frozenset({CostSource.RESERVED, CostSource.CATALOG})
 _RESERVED = CostSource.RESERVED
 """Costs /generation corrects: a reservation, and tokens at /models prices (the endpoint that
 served may bill more, audit4)."""
+
+
+async def _at_once(result: NoFit) -> NoFit:
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +98,19 @@ class Sender:
         """Let calls waiting for budget look again (after a stop, or a settlement)."""
         self._budget_changed.set()
 
-    async def call(self, item: WorkItem, plan: TierPlan, model: str, trail: Trail) -> Call | NoFit:
+    def call(
+        self, item: WorkItem, plan: TierPlan, model: str, trail: Trail
+    ) -> Coroutine[Any, Any, Call | NoFit]:
         """Reserve, pace, send, settle; NoFit when the budget cannot take it (nothing sent).
 
         Everything a call may wait for that concerns only its own model (the model's
         concurrency, its rpm) or only its own money (the budget) is waited for *before* it
         takes one of the run's `concurrency` slots, so a slow or rate-limited tier never
         holds the slots other tiers need (issue 11).
+
+        Returns the coroutine to await: `_paced` itself when the model has no slot of its own
+        (one coroutine a call, not two: each level costs every call ~1.4k instructions, more
+        with each time the call waits: issue 11).
         """
         route = self.requests.route(plan, model)
         models = route.models
@@ -107,15 +118,22 @@ class Sender:
         if worst > self.budget.cap and self.pricer.never(  # = budget.exceeds_cap, inlined
             worst, self.budget.cap, item.prompt_bound, models
         ):
-            return NoFit(worst, never=True)
+            return _at_once(NoFit(worst, never=True))
         model_slot = self._model_slots.get(model)
         if model_slot is None:  # no `async with nullcontext()`: ~1 µs a call (issue 11)
-            call = await self._paced(worst, listed, route, item, plan, model, trail)
-        else:
-            async with model_slot:
-                call = await self._paced(worst, listed, route, item, plan, model, trail)
-        if isinstance(call, NoFit):
-            return call
+            return self._paced(worst, listed, route, item, plan, model, trail)
+        return self._in_model_slot(model_slot, worst, listed, route, item, plan, model, trail)
+
+    async def _in_model_slot(
+        self, slot: asyncio.Semaphore, worst: Decimal, listed: Decimal, route: Route,
+        item: WorkItem, plan: TierPlan, model: str, trail: Trail,
+    ) -> Call | NoFit:  # fmt: skip
+        async with slot:
+            return await self._paced(worst, listed, route, item, plan, model, trail)
+
+    def _after(self, call: Call, item: WorkItem, model: str, trail: Trail) -> Call:
+        """A call sent: counted on its record's trail, handed to the reconciler when its cost
+        is to be corrected, and its answer checked (a quality failure makes it an error)."""
         trail.attempts += 1
         trail.cost += call.cost
         if call.source in _RECONCILED and call.generation_id and self.reconciler:
@@ -148,7 +166,7 @@ class Sender:
     ) -> Call | NoFit:  # fmt: skip
         """Inside the model's own slot: its rpm, the budget, then one of the run's slots, in
         which the call is sent (`listed`: its worst case at list prices; `route`: its request's
-        constant parts, and the models that may serve it)."""
+        constant parts, and the models that may serve it); then `_after`."""
         if self.limiter.active:
             await self.limiter.acquire_model(model)
         # Fast path without a coroutine; `_reserve` waits when the budget is short.
@@ -185,7 +203,8 @@ class Sender:
                     seen=seen,
                 )
             except UpstreamError as err:
-                return self._failed(r, (worst, listed), model, started, t0, err)
+                call = self._failed(r, (worst, listed), model, started, t0, err)
+                return self._after(call, item, model, trail)
             except asyncio.CancelledError:
                 self._cancelled(r, (worst, listed), item, plan, model, started, trail, seen)
                 raise
@@ -196,7 +215,7 @@ class Sender:
                 price = (worst, listed, item.prompt_bound)
                 call = self._answered(r, price, plan.name, model, started, t0, completion)
                 call.flight = self.book.flight(token)  # its attempt line begins as this
-                return call
+                return self._after(call, item, model, trail)
             finally:
                 self.book.landed(token)
         finally:
