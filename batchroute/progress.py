@@ -224,7 +224,8 @@ class Progress:
                 t.failed += 1
             elif status is _PENDING:
                 t.pending += 1
-        self._draw()
+        if self._bars:  # (no call at all without bars: once a record, issue 11)
+            self._draw()
 
     def fixed(self, tier: str, delta: Decimal) -> None:
         """A record already booked in `tier` had a reserved call's real cost learnt later."""

@@ -257,3 +257,26 @@ def test_in_flight_lines_spliced_are_the_row_objects_lines(
     book.identified((item.record.key, 2), 'gen-"x')  # the id spliced in, read back with it
     _, attempts = read_journal(book.journal.path)
     assert [(a.outcome, a.generation_id) for a in attempts] == [("killed", 'gen-"x')]
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_attempt_lines_from_the_in_flight_line_are_the_row_objects_lines(
+    book: Book, call: Call
+) -> None:
+    """`Book.attempt` reuses the call's `in_flight` line for the fields the two share
+    (`Call.flight`, issue 11): the attempt line is still the row object's, whatever the key,
+    tier, model, time or generation id already spliced into the in-flight line."""
+    item = replace(ITEM, record=replace(ITEM.record, key='k","latency_ms":1\\\u2028\x00'))
+    for tier, model, gen_id in (('t"ier,"latency_ms":', "m\u00e9", None), ("mid", MINI, 'g"1')):
+        token = book.sending(item, tier, 2, model, call.started, Decimal("0.5"))
+        if gen_id is not None:
+            book.identified(token, gen_id)
+        flown = replace(call, model=model, flight=book.flight(token))
+        book.landed(token)
+        for outcome in (AttemptOutcome.OK, AttemptOutcome.RETRY):
+            book.attempt(item, tier, 2, flown, outcome)
+        lines = _lines(book)[-2:]
+        assert lines == [
+            _old_attempt(item, tier, 2, replace(call, model=model), AttemptOutcome.OK),
+            _old_attempt(item, tier, 2, replace(call, model=model), AttemptOutcome.RETRY),
+        ]

@@ -24,6 +24,7 @@ from batchroute.errors import StoreError
 from batchroute.journal import Journal, read_segment
 from batchroute.progress import Progress
 from batchroute.runner import rows
+from batchroute.runner.handover import FLUSH_EVERY_S, FLUSH_ROWS, MAX_BUFFERED, TAIL_FLUSH_S, due
 from batchroute.runner.sink import WriterProcess, end_order
 from batchroute.runner.work import Call, IdQueue, IdSeen, Trail, WorkItem
 from batchroute.store import ResultStore
@@ -37,17 +38,6 @@ from batchroute.types import (
     RunStatus,
 )
 
-# Commit every 5 s, not every second (design §7; docs/design-notes.md, "Commit interval"): the
-# journal, not the commit, is what a kill -9 keeps, and each commit costs the writer process a
-# fixed ~25 ms of CPU (attach, checkpoint, detach) whatever it holds: the same rows cost it
-# 79-90 µs each in 1 s segments, 37-39 in 5 s ones (tests/bench/bench_writer.py).
-FLUSH_EVERY_S = 5.0
-FLUSH_ROWS = 20_000  # hand over early when this many result rows wait (~5 s at 4,000 rec/s)
-# Workers and feeder wait while more rows are not committed yet (the writer is behind: a reader
-# holds the file); 2x, not 4x, now that a segment may hold 20,000 rows: the writer commits the
-# segments that wait together in one transaction, which this bounds to ~40,000 rows.
-MAX_BUFFERED = 2 * FLUSH_ROWS
-TAIL_FLUSH_S = 0.25  # once the input is read: smaller segments, so the run's last one is small
 # Enum members looked up once: through the enum's class, each costs ~0.24 µs (Python 3.11).
 _OK, _DONE, _RESERVED = AttemptOutcome.OK, RecordStatus.DONE, CostSource.RESERVED
 
@@ -132,6 +122,10 @@ class Book:
         self._in_flight[token] = line  # again at hand-overs, with the id
         self.journal.append_line(line)
 
+    def flight(self, token: tuple[str, int]) -> bytes | None:
+        """The open `in_flight` line of `token`'s call (`Call.flight`, `rows.attempt_line`)."""
+        return self._in_flight.get(token)
+
     def landed(self, token: tuple[str, int]) -> None:
         """The call's own attempt row is (or is about to be) booked."""
         self._in_flight.pop(token, None)
@@ -139,13 +133,19 @@ class Book:
     def attempt(
         self, item: WorkItem, tier: str, attempt_no: int, call: Call, outcome: AttemptOutcome
     ) -> None:
-        row = rows.attempt(self._ids, item.record.key, attempt_no, tier, call, outcome)
-        self.journal.append_fields(b"a", row)
+        flight = call.flight
+        if flight is not None:  # its in-flight line's first fields are this line's (issue 11)
+            line, gen_id = rows.attempt_line(flight, call, outcome)
+            self.journal.append_line(line)
+        else:
+            row = rows.attempt(self._ids, item.record.key, attempt_no, tier, call, outcome)
+            self.journal.append_fields(b"a", row)
+            gen_id = row["generation_id"]
         self._dirty = True
         self.counts.cost_usd += call.cost
         if call.source is _RESERVED:
             self.reserved_left += 1
-            self.reserved_left_id += row["generation_id"] is not None
+            self.reserved_left_id += gen_id is not None
 
     def _result(self, item: WorkItem | Record, status: RecordStatus, **kw: Any) -> None:
         row = rows.result(self._ids, item, status, self.now(), kw)
@@ -271,11 +271,10 @@ class Book:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), self.flush_every)
-            c, woken, self._ticks = self.counts, self._flush_now.is_set(), self._ticks + 1
+            woken, self._ticks = self._flush_now.is_set(), self._ticks + 1
             self._flush_now.clear()
-            left = c.seen - c.done - c.failed - c.invalid - c.pending - c.skipped - c.duplicates
-            if not self._closing and (woken or left <= self._last_calls or self._ticks >= 20):
-                self._ticks = 0  # a tail still long (rpm waits, batches): every 20 ticks, 5 s
+            if not self._closing and due(self.counts, woken, self._last_calls, self._ticks):
+                self._ticks = 0
                 self._hand_over()
         if self._error is not None:
             self._raised = True

@@ -108,6 +108,30 @@ def attempt(
     outcome: AttemptOutcome,
 ) -> dict[str, Any]:  # fmt: skip
     """A call's own attempt row (`ids`: run, job)."""
+    return {
+        "run_id": ids[0], "job_name": ids[1], "record_key": key, "attempt_no": attempt_no,
+        "tier": tier, "model": call.model, "started_at": call.started,
+        **attempt_tail(call, outcome),
+    }  # fmt: skip
+
+
+# Where an attempt line's own fields begin, after the seven it shares with the call's
+# `in_flight` line (run, job, key, attempt, tier, model, start). Never inside a JSON string:
+# there every `"` is escaped, so the first match is the field itself.
+CUT = b',"latency_ms":'
+
+
+def attempt_line(flight: bytes, call: Call, outcome: AttemptOutcome) -> tuple[bytes, str | None]:
+    """A call's attempt line from its `in_flight` line (`flight`, as `InFlight.line` wrote it
+    for the same run, key, attempt, tier, model and start): its first fields reused, the rest
+    encoded (~3k instructions less a call than `attempt`'s 21 fields: issue 11); and its
+    generation id. The same bytes as `attempt`'s dict gives (`test_journal_lines`)."""
+    tail = attempt_tail(call, outcome)
+    return flight[: flight.index(CUT)] + b"," + orjson.dumps(tail)[1:], tail["generation_id"]
+
+
+def attempt_tail(call: Call, outcome: AttemptOutcome) -> dict[str, Any]:
+    """An attempt row's fields after `started_at`, in order."""
     err, c, flag = call.error, call.completion, call.flag
     etype: str | None
     message: str | None
@@ -129,8 +153,6 @@ def attempt(
     if usage is not None:
         usage = finite(usage)
     return {
-        "run_id": ids[0], "job_name": ids[1], "record_key": key, "attempt_no": attempt_no,
-        "tier": tier, "model": call.model, "started_at": call.started,
         "latency_ms": call.latency_ms, "http_status": status, "outcome": outcome,
         "error_type": etype, "error_message": message, "cost_usd": str(call.cost),
         "cost_source": call.source, "generation_id": call.generation_id or gen_id,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -87,7 +88,10 @@ def measure(
     out = tmp / f"{tag}.out.json"
     cmd = [PY, str(HERE / "_worker.py"), str(tmp / f"{tag}.json"), str(out)]
     spawned = time.time()
-    subprocess.run(cmd, check=True, timeout=1800, cwd=ROOT)
+    # This tree's batchroute, as compare_trees.py gives each tree: without it the child took
+    # whichever checkout the interpreter's editable install names (cpu6a, stop 25).
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, check=True, timeout=1800, cwd=ROOT, env=env)
     result: dict[str, Any] = json.loads(out.read_text())
     # From the spawn: the interpreter's start, the imports and the job file, outside both
     # sides' clocks, counted in (what a user of the CLI waits for; issue 11).

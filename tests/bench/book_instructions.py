@@ -49,6 +49,7 @@ ANSWER = Completion(TEXT, "stop", "stop", MODEL, "OpenAI", "gen-1796671079-a6hmj
 RESERVED = Decimal("0.000177345000")
 CALL = Call(MODEL, utcnow(), 16, Decimal("0.000042000000"), CostSource.OPENROUTER,
             completion=ANSWER, reserved=RESERVED, listed=RESERVED)
+FLIGHT = PART == "all" and hasattr(CALL, "flight")  # a tree whose attempt line reuses it
 
 
 async def main() -> None:
@@ -61,6 +62,8 @@ async def main() -> None:
         if PART in ("all", "sending"):
             token = book.sending(ITEM, "mid", 1, MODEL, started, RESERVED, RESERVED)
             book.seen(token)
+            if FLIGHT:  # as the run's `Sender` does: the attempt line reuses it (cpu6a)
+                CALL.flight = book.flight(token)
             book.landed(token)
         if PART in ("all", "routed"):
             progress.routed("mid")
