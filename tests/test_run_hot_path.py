@@ -45,6 +45,27 @@ def test_take_does_not_jump_a_queued_waiter() -> None:
     asyncio.run(go())
 
 
+def test_take_does_not_take_while_a_woken_waiter_has_not_run() -> None:
+    """A slot free while a waiter handed one has not run yet: `acquire` would queue (`locked()`
+    counts that waiter), so `take` does not take either (the review: without its `_waiters`
+    clause the other tests passed)."""
+
+    async def go() -> None:
+        s = Slots(2)
+        assert s.take()
+        assert s.take()
+        waiter = asyncio.ensure_future(s.acquire())
+        await asyncio.sleep(0)  # queued
+        s.release()  # handed to the waiter, which has not run yet
+        s.release()  # a second slot free, the woken waiter still in the queue
+        assert s.locked()  # what `acquire` goes by
+        assert not s.take()
+        assert await asyncio.wait_for(waiter, 5) is True
+        assert s.take()  # the waiter ran and left the queue: the free slot is taken
+
+    asyncio.run(go())
+
+
 def test_a_cancelled_waiter_gives_its_slot_back() -> None:
     """Cancelled after it was handed a slot: the slot goes to the next (as `acquire` does)."""
 

@@ -1,6 +1,7 @@
 """When the run's books hand the journal over to the writer process (`runner.book.Book`): every
 5 s while records are read, early when rows pile up, every 0.25 s once only the last calls are
-out (issue 11). `Book` reads these names as its own (tests and benches set them there).
+out (issue 11). `Book` reads the intervals as its own names (tests and benches set them on
+`runner.book`); `TAIL_TICKS` is read here, by `due`.
 """
 
 from __future__ import annotations

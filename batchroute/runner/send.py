@@ -30,13 +30,14 @@ from batchroute.types import AttemptOutcome, CallSeen, Completion, CostSource
 from batchroute.usd import usd
 
 _RECONCILED = frozenset({CostSource.RESERVED, CostSource.CATALOG})
-# Read once: an enum member through its class is a metaclass look-up, ~0.24 µs (issue 11).
-_RESERVED = CostSource.RESERVED
 """Costs /generation corrects: a reservation, and tokens at /models prices (the endpoint that
 served may bill more, audit4)."""
+# Read once: an enum member through its class is a metaclass look-up, ~0.24 µs (issue 11).
+_RESERVED = CostSource.RESERVED
 
 
 async def _at_once(result: NoFit) -> NoFit:
+    """`result` as an awaitable: `Sender.call` returns a coroutine on every path."""
     return result
 
 

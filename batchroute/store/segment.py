@@ -52,8 +52,6 @@ def _value(name: str, typ: str, *, ceil: bool) -> str:
             f"ELSE CAST({src} AS TIMESTAMP) END, CAST($1 AS TIMESTAMP))"
         )
     if typ == MONEY:  # exact decimal text → DECIMAL, E notation included
-        if ceil:
-            return _ceil_money(src)
         return _ceil_money(src) if ceil else f"CAST({src} AS {MONEY})"
     return src  # BIGINT and VARCHAR come out of json_transform as they are stored
 
