@@ -41,14 +41,21 @@ def _job(tmp_path: Path, url: str) -> Path:
     return path
 
 
-async def test_report_counts_a_batch_still_out_today(tmp_path: Path, serve: Any) -> None:
-    """Before (b5d2829): see the assertion's message (report $0.00 against the bill)."""
+async def batch_out_and_billed(tmp_path: Path, serve: Any) -> tuple[BatchStandIn, Path]:
+    """The night both tests start from: the run submits its batch and ends (exit 7, the batch
+    out); then the batch runs at the provider, billed. The stand-in and the job file."""
     standin = BatchStandIn(polls_to_finish=1_000_000)
     job = _job(tmp_path, await serve(standin))
     code, err = await run_cli_async("run", str(job))
     assert code == 7, err  # the batch is out
     (bid,) = standin.batches
     assert standin._finish(bid) == "completed"  # it runs at the provider: billed now
+    return standin, job
+
+
+async def test_report_counts_a_batch_still_out_today(tmp_path: Path, serve: Any) -> None:
+    """Before (b5d2829): see the assertion's message (report $0.00 against the bill)."""
+    standin, _ = await batch_out_and_billed(tmp_path, serve)
     billed = standin.total
     assert billed > 0
     db = tmp_path / "results.duckdb"

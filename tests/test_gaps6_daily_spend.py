@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 from batch_standin import BatchStandIn
 from subprocs import query, run_cli, run_cli_async
-from test_audit5_report_batch_out import _job
+from test_audit5_report_batch_out import _job, batch_out_and_billed
 
 from batchroute.store import SCHEMA_VERSION
 
@@ -48,12 +48,7 @@ async def test_daily_spend_counts_a_batch_still_out_then_its_bill_once(
     """Before (4fb9e65): no row for today at all (no attempt yet) while the provider had
     billed the batch; after: today's `cost_usd` covers the bill for the job and for '*', and
     once the next run has collected it the view is the attempts' sum (no double count)."""
-    standin = BatchStandIn(polls_to_finish=1_000_000)
-    job = _job(tmp_path, await serve(standin))
-    code, err = await run_cli_async("run", str(job))
-    assert code == 7, err  # the batch is out
-    (bid,) = standin.batches
-    assert standin._finish(bid) == "completed"  # it runs at the provider: billed now
+    standin, job = await batch_out_and_billed(tmp_path, serve)
     billed = standin.total
     db = tmp_path / "results.duckdb"
     ((reserved,),) = query(db, "SELECT reserved_usd FROM batches")
