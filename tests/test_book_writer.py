@@ -105,9 +105,14 @@ async def test_once_the_input_is_read_the_book_hands_over_at_once(tmp_path: Path
         book.tail()
         await until(lambda: store.status_counts("t").get("invalid") == 1, "the commit")
     finally:
-        book.close()
-        await asyncio.gather(writer, return_exceptions=True)
-        await book.finish()
-        journal.close()
+        await _end(book, writer, journal)
     assert _keys(db) == [("a",)]
     assert not book.writer_failed
+
+
+async def _end(book: Book, writer: asyncio.Future[None], journal: Journal) -> None:
+    """The run's end for a book driven by hand: close, the writer task, `finish`, the journal."""
+    book.close()
+    await asyncio.gather(writer, return_exceptions=True)
+    await book.finish()
+    journal.close()

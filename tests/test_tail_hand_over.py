@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from subprocs import until
-from test_book_writer import _book, _keys
+from test_book_writer import _book, _end, _keys
 
 from batchroute.runner import book as book_module
 from batchroute.types import Record
@@ -38,9 +38,6 @@ async def test_a_long_tail_still_reaches_the_database(
         book.invalid(Record(1, "a", None, "not JSON"), "not JSON")
         await until(lambda: store.status_counts("t").get("invalid") == 1, "the tail's commit")
     finally:
-        book.close()
-        await asyncio.gather(writer, return_exceptions=True)
-        await book.finish()
-        journal.close()
+        await _end(book, writer, journal)
     assert _keys(db) == [("a",)]
     assert not book.writer_failed
