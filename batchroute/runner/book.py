@@ -266,11 +266,17 @@ class Book:
         (a file held past the busy timeout, a full disk), which stops the run.
 
         `finish` hands over the rest once the workers are done and waits for the commit.
+
+        Not `asyncio.wait_for`: on Python 3.11 it returns normally when the task is cancelled
+        in the loop pass that set the event (the inner wait is done: its result wins), and
+        this loop then went on ticking every `TAIL_FLUSH_S` while `_pump`'s task group waited
+        for it forever: a cancelled run hung. `asyncio.timeout` never drops a cancel.
         """
         await self.start_writer()
         while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), self.flush_every)
+                async with asyncio.timeout(self.flush_every):  # (not wait_for: see above)
+                    await self._flush_now.wait()
             woken, self._ticks = self._flush_now.is_set(), self._ticks + 1
             self._flush_now.clear()
             if not self._closing and due(self.counts, woken, self._last_calls, self._ticks):
