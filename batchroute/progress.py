@@ -310,7 +310,8 @@ class Progress:
         while not done.is_set():
             wait = IDLE_DRAW_S if self._drawing() else min(self.due_in(), max_wait_s)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for (runner/book.py, `writer`)
+                    await done.wait()
             if not done.is_set():
                 if self._drawing():
                     self._draw(force=True)

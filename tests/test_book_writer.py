@@ -116,3 +116,24 @@ async def _end(book: Book, writer: asyncio.Future[None], journal: Journal) -> No
     await asyncio.gather(writer, return_exceptions=True)
     await book.finish()
     journal.close()
+
+
+async def test_a_writer_cancelled_as_it_is_woken_stops(tmp_path: Path) -> None:
+    """The run's task group cancels the writer task in the loop pass that woke it (a worker's
+    row, `tail`): it stops. With `asyncio.wait_for` (Python 3.11) the wake-up won over the
+    cancel, the writer went on ticking, and the cancelled run waited for it forever."""
+    db = tmp_path / "results.duckdb"
+    book, journal, _ = _book(db, timeout=60)
+    book.flush_every = 3600.0
+    await book.start_writer()
+    writer = asyncio.ensure_future(book.writer())
+    try:
+        for _ in range(3):  # the writer task now waits on its 3,600 s
+            await asyncio.sleep(0)
+        book.tail()  # wakes it...
+        await asyncio.sleep(0)  # (wait_for's inner wait is done in this pass)
+        writer.cancel()  # ...and the cancel comes in the same pass
+        await asyncio.wait([writer], timeout=5)
+        assert writer.cancelled()
+    finally:
+        await _end(book, writer, journal)

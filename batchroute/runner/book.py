@@ -9,7 +9,6 @@ DuckDB: the run's own process never touches the file while records flow (issue 1
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,8 +22,8 @@ import orjson
 from batchroute.errors import StoreError
 from batchroute.journal import Journal, read_segment
 from batchroute.progress import Progress
-from batchroute.runner import rows
-from batchroute.runner.handover import FLUSH_EVERY_S, FLUSH_ROWS, MAX_BUFFERED, TAIL_FLUSH_S, due
+from batchroute.runner import handover, rows
+from batchroute.runner.handover import FLUSH_EVERY_S, FLUSH_ROWS, MAX_BUFFERED, TAIL_FLUSH_S
 from batchroute.runner.sink import WriterProcess, end_order
 from batchroute.runner.work import Call, IdQueue, IdSeen, Trail, WorkItem
 from batchroute.store import ResultStore
@@ -269,11 +268,12 @@ class Book:
         """
         await self.start_writer()
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), self.flush_every)
+            await handover.tick(self._flush_now, self.flush_every)  # (not wait_for: a cancel kept)
             woken, self._ticks = self._flush_now.is_set(), self._ticks + 1
             self._flush_now.clear()
-            if not self._closing and due(self.counts, woken, self._last_calls, self._ticks):
+            if not self._closing and handover.due(
+                self.counts, woken, self._last_calls, self._ticks
+            ):
                 self._ticks = 0
                 self._hand_over()
         if self._error is not None:

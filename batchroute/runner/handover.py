@@ -6,6 +6,9 @@ out (issue 11). `Book` reads the intervals as its own names (tests and benches s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from batchroute.types import RunCounts
 
 # Commit every 5 s, not every second (design §7; docs/design-notes.md, "Commit interval"): the
@@ -29,3 +32,15 @@ def due(counts: RunCounts, woken: bool, last_calls: int, ticks: int) -> bool:
     c = counts
     left = c.seen - c.done - c.failed - c.invalid - c.pending - c.skipped - c.duplicates
     return woken or left <= last_calls or ticks >= TAIL_TICKS
+
+
+async def tick(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set or `seconds` pass (the writer loop's tick).
+
+    Not `asyncio.wait_for`: on Python 3.11 it returns normally when the task is cancelled in
+    the loop pass that set the event (the inner wait is done: its result wins), and the writer
+    loop then went on ticking every `TAIL_FLUSH_S` while `_pump`'s task group waited for it
+    forever: a cancelled run hung (flake7). `asyncio.timeout` never drops a cancel."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import Awaitable
 from decimal import Decimal
+from typing import TypeVar
 
 from batchroute.budget import Budget
 from batchroute.client import OpenRouterClient
@@ -44,6 +46,8 @@ from batchroute.spec import JobSpec
 from batchroute.store import ResultStore
 from batchroute.types import RunStatus
 from batchroute.usd import usd
+
+T = TypeVar("T")
 
 
 class Runner:
@@ -110,10 +114,12 @@ class Runner:
                     self.feeder.close()  # if the feeder did not get to the end
                 await self._scan.aclose()  # a pass not taken (the set-up failed)
                 await self.book.finish()  # the writer process commits the rest and ends
-                await asyncio.to_thread(self._close_store)
+                await _to_the_end(asyncio.to_thread(self._close_store))
             statuses = self.book.ended_as(self.control.status)  # the writer's last answer
             if statuses is None:  # (else the run never opens the file again: issue 11)
-                statuses = await asyncio.to_thread(self.store.status_counts, self.spec.name)
+                statuses = await _to_the_end(
+                    asyncio.to_thread(self.store.status_counts, self.spec.name)
+                )
         return RunReport(
             self.run_id,
             self.spec.name,
@@ -338,6 +344,18 @@ class Runner:
             except asyncio.CancelledError:
                 self.book.pending(item, trail)  # keeps what this run already paid for it
                 raise
+
+
+async def _to_the_end(work: Awaitable[T]) -> T:
+    """Await `work` (a thread's: it cannot be stopped) to its end even if cancelled meanwhile,
+    then re-raise the cancel: a cancelled run returns only once no thread of it holds the
+    file (the store's write attaches it in this process: a reader then could not open it)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 async def run_job_async(spec: JobSpec, opts: RunOptions) -> RunReport:

@@ -22,7 +22,8 @@ async def watch_key(
     """Read GET /key every `every_s` until `done`: other jobs or hosts may share the key."""
     while not done.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), every_s)
+            async with asyncio.timeout(every_s):  # not wait_for (runner/book.py, `writer`)
+                await done.wait()
             return  # the workers are done: nothing more to guard
         remaining = await client.key_limit_remaining()
         if remaining is not None:
