@@ -77,7 +77,7 @@ class Book:
         self._raised = False  # whether the writer's failure was raised to the run already
         self._flush_now = asyncio.Event()
         self._flushed = asyncio.Event()
-        self._closing, self._last_calls, self._ticks = False, 2**62, 0  # (`tail`, `writer`)
+        self._closing = False
         self.flush_every = FLUSH_EVERY_S  # `TAIL_FLUSH_S` once the input is read (issue 11)
         self.writer_failed = False
         self.reserved_left = 0  # this run's attempts booked at their reservation, not fixed
@@ -224,10 +224,10 @@ class Book:
         row = rows.done(self._ids, item, tier, trail, call, self.now())
         self._booked(row, item.tier, _DONE)
 
-    def tail(self, last: int = 0) -> None:
-        """The input is read: hand over now, then every `TAIL_FLUSH_S` once `last` records or
-        fewer are left (the calls out; else every 5 s), so the last segment is small (issue 11)."""
-        self.flush_every, self._last_calls = TAIL_FLUSH_S, last
+    def tail(self) -> None:
+        """The input is read: hand over now, then every `TAIL_FLUSH_S`, so the segment the
+        run's end waits for is a small one (issue 11)."""
+        self.flush_every = TAIL_FLUSH_S
         self._flush_now.set()
 
     async def room(self) -> None:
@@ -269,12 +269,8 @@ class Book:
         await self.start_writer()
         while not self._closing:
             await handover.tick(self._flush_now, self.flush_every)  # (not wait_for: a cancel kept)
-            woken, self._ticks = self._flush_now.is_set(), self._ticks + 1
             self._flush_now.clear()
-            if not self._closing and handover.due(
-                self.counts, woken, self._last_calls, self._ticks
-            ):
-                self._ticks = 0
+            if not self._closing:
                 self._hand_over()
         if self._error is not None:
             self._raised = True

@@ -139,7 +139,7 @@ class Feeder:
             progress.all_read()  # every tier's total is known now
         if not self._out:
             self._calls_out()
-        book.tail(self.plan.spec.limits.concurrency)  # the run's last segment: a small one
+        book.tail()  # the run's last segment: a small one
         for tier, q in self.queues.items():
             for _ in range(self.workers(tier)):
                 await q.put(None)

@@ -1,15 +1,13 @@
 """When the run's books hand the journal over to the writer process (`runner.book.Book`): every
-5 s while records are read, early when rows pile up, every 0.25 s once only the last calls are
-out (issue 11). `Book` reads the intervals as its own names (tests and benches set them on
-`runner.book`); `TAIL_TICKS` is read here, by `due`.
+5 s while records are read, early when rows pile up, every 0.25 s once the input is read (issue
+11); and the writer loop's tick. `Book` reads the intervals as its own names (tests and
+benches set them on `runner.book`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-
-from batchroute.types import RunCounts
 
 # Commit every 5 s, not every second (design §7; docs/design-notes.md, "Commit interval"): the
 # journal, not the commit, is what a kill -9 keeps, and each commit costs the writer process a
@@ -22,16 +20,6 @@ FLUSH_ROWS = 20_000  # hand over early when this many result rows wait (~5 s at 
 # segments that wait together in one transaction, which this bounds to ~40,000 rows.
 MAX_BUFFERED = 2 * FLUSH_ROWS
 TAIL_FLUSH_S = 0.25  # once the input is read: smaller segments, so the run's last one is small
-TAIL_TICKS = 20  # a tail still long (rpm waits, batches with --wait): hand over every 5 s
-
-
-def due(counts: RunCounts, woken: bool, last_calls: int, ticks: int) -> bool:
-    """Whether the writer loop hands over now: asked to (`woken`: rows piled up, the input
-    read, the end), or no more records left than `last_calls` (the calls out at the tail), or
-    `TAIL_TICKS` ticks since the last hand-over."""
-    c = counts
-    left = c.seen - c.done - c.failed - c.invalid - c.pending - c.skipped - c.duplicates
-    return woken or left <= last_calls or ticks >= TAIL_TICKS
 
 
 async def tick(event: asyncio.Event, seconds: float) -> None:
